@@ -1,0 +1,122 @@
+// Package manifest defines pgstow's repository format: the backup manifest
+// (the commit point of a backup), the repository configuration, the object
+// key layout, PostgreSQL's own backup_manifest, and the LSN and WAL-segment
+// arithmetic that decides which WAL a backup needs. It is pure: no I/O.
+package manifest
+
+import "time"
+
+// FormatVersion is written into every manifest. Readers accept any minor
+// version of a major they know and refuse other majors.
+const FormatVersion = "1.0"
+
+// LSN is a PostgreSQL write-ahead log position.
+type LSN uint64
+
+// Backup is pgstow's manifest of one committed backup.
+type Backup struct {
+	FormatVersion  string       `json:"format_version"`
+	ID             string       `json:"id"` // UTC start time, e.g. 20261123T204651Z; sortable
+	Label          string       `json:"label"`
+	ToolVersion    string       `json:"tool_version"`
+	PGVersion      int          `json:"pg_version"` // server_version_num, e.g. 150018
+	SystemID       string       `json:"system_id"`  // decimal; a string so JSON readers keep all 64 bits
+	StartTimeline  uint32       `json:"start_timeline"`
+	EndTimeline    uint32       `json:"end_timeline"`
+	StartLSN       LSN          `json:"start_lsn"` // JSON as "X/X"
+	EndLSN         LSN          `json:"end_lsn"`
+	WALSegmentSize uint64       `json:"wal_segment_size"`
+	WAL            []WALSegment `json:"wal"` // every segment a restore needs, in order
+	Tablespaces    []Tablespace `json:"tablespaces"`
+	Archives       []Archive    `json:"archives"`
+	Files          []File       `json:"files"`
+	// PGManifestSHA256 is the SHA-256 of PostgreSQL's backup_manifest as
+	// stored next to this manifest.
+	PGManifestSHA256 string  `json:"pg_manifest_sha256"`
+	Totals           Totals  `json:"totals"`
+	Timings          Timings `json:"timings"`
+}
+
+// WALSegment is one WAL segment file a restore needs.
+type WALSegment struct {
+	Name       string `json:"name"` // 24 hex digits, e.g. 000000010000000000000003
+	SHA256     string `json:"sha256"`
+	StoredSize int64  `json:"stored_size"`
+}
+
+// Tablespace is a user tablespace of the backed-up cluster.
+type Tablespace struct {
+	OID      uint32 `json:"oid"`
+	Location string `json:"location"`
+}
+
+// Archive is one tar archive of the backup: base.tar or <oid>.tar. The
+// concatenation of its chunks, decompressed, is the archive byte for byte.
+type Archive struct {
+	Name          string     `json:"name"`           // "base.tar" or "16384.tar"
+	TablespaceOID uint32     `json:"tablespace_oid"` // 0 for the main data directory
+	RawSize       int64      `json:"raw_size"`
+	StoredSize    int64      `json:"stored_size"`
+	Chunks        []ChunkRef `json:"chunks"`
+}
+
+// ChunkRef names one chunk of an archive, in archive order.
+type ChunkRef struct {
+	ID         string `json:"id"` // hex SHA-256 of the uncompressed bytes
+	RawSize    int64  `json:"raw_size"`
+	StoredSize int64  `json:"stored_size"`
+	Codec      string `json:"codec"` // "lz4"
+}
+
+// FileType is the kind of a tar member.
+type FileType string
+
+const (
+	TypeFile    FileType = "file"
+	TypeDir     FileType = "dir"
+	TypeSymlink FileType = "symlink"
+)
+
+// File is one member of an archive.
+type File struct {
+	// Path is relative to the data directory for base.tar, and relative to
+	// the tablespace directory for a tablespace archive, as in the tar.
+	Path       string   `json:"path"`
+	Type       FileType `json:"type"`
+	Mode       uint32   `json:"mode"`  // permission bits
+	MTime      int64    `json:"mtime"` // Unix seconds
+	Size       int64    `json:"size,omitempty"`
+	CRC32C     uint32   `json:"crc32c,omitempty"` // Castagnoli CRC of the content
+	LinkTarget string   `json:"link_target,omitempty"`
+	Archive    int      `json:"archive"` // index into Backup.Archives
+	// Offset is where the member's content starts within its archive, so a
+	// reader can find the chunk that holds it.
+	Offset int64 `json:"offset"`
+}
+
+// Totals sums up a backup.
+type Totals struct {
+	RawBytes    int64 `json:"raw_bytes"`    // all archives, uncompressed
+	StoredBytes int64 `json:"stored_bytes"` // all chunks referenced, compressed
+	NewBytes    int64 `json:"new_bytes"`    // chunk bytes this backup uploaded (not deduplicated)
+	Chunks      int   `json:"chunks"`
+	NewChunks   int   `json:"new_chunks"`
+	Files       int   `json:"files"`
+	WALBytes    int64 `json:"wal_bytes"` // stored size of the required WAL
+}
+
+// Timings records when the backup ran.
+type Timings struct {
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+}
+
+// Repo is the repository configuration, written once at first use. It binds
+// a repository to one cluster, because WAL segment names of two clusters
+// would collide.
+type Repo struct {
+	FormatVersion  string    `json:"format_version"`
+	SystemID       string    `json:"system_id"`
+	WALSegmentSize uint64    `json:"wal_segment_size"`
+	Created        time.Time `json:"created"`
+}
