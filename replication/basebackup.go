@@ -1,0 +1,641 @@
+package replication
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+
+	"github.com/pgstow/pgstow/manifest"
+)
+
+// BackupOptions are the BASE_BACKUP options pgstow exposes.
+type BackupOptions struct {
+	Label          string
+	FastCheckpoint bool
+	// MaxRate throttles the server, in bytes per second (0: unlimited).
+	MaxRate uint64
+	// SkipChecksumVerification turns off the server's data-page checksum
+	// check while sending (on by default, as in PostgreSQL).
+	SkipChecksumVerification bool
+	// ManifestChecksums is the algorithm for PostgreSQL's backup_manifest:
+	// CRC32C (default), SHA224…SHA512 or NONE.
+	ManifestChecksums string
+	// Compression is the server-side codec: "", "lz4", "zstd" or "gzip".
+	// pgstow decompresses it on arrival to parse the tar, so it trades
+	// server CPU for network bytes.
+	Compression       string
+	CompressionDetail string
+	// Progress asks the server to estimate sizes first (a directory scan).
+	Progress bool
+	// OnNotice receives server notices and warnings (e.g. checksum
+	// failures); may be nil.
+	OnNotice func(*pgconn.PgError)
+}
+
+// Tablespace is one row of BASE_BACKUP's tablespace result set.
+type Tablespace struct {
+	OID      uint32
+	Location string
+	SizeKB   int64 // -1 when unknown
+}
+
+// Start is what the server reports when the backup starts.
+type Start struct {
+	LSN         manifest.LSN
+	Timeline    uint32
+	Tablespaces []Tablespace // user tablespaces only; the main directory is not listed
+	TotalKB     int64        // with Progress; -1 otherwise
+}
+
+// End is what the server reports when the backup ends.
+type End struct {
+	LSN      manifest.LSN
+	Timeline uint32
+}
+
+// Archive is one tar archive of the stream. Read yields the tar bytes,
+// already decompressed when the server compressed them.
+type Archive struct {
+	// Name is the archive's name without a compression suffix: "base.tar"
+	// or "<oid>.tar".
+	Name string
+	// TablespacePath is the tablespace location ("" for base.tar).
+	TablespacePath string
+	r              io.Reader
+	closer         func()
+}
+
+func (a *Archive) Read(p []byte) (int, error) { return a.r.Read(p) }
+
+const (
+	socketBufSize = 256 << 10
+	dataBufSize   = 1 << 20
+	dataBufCount  = 8
+)
+
+type eventKind int
+
+const (
+	evData eventKind = iota
+	evArchive
+	evManifest
+	evEnd
+	evErr
+)
+
+type event struct {
+	kind eventKind
+	buf  []byte // evData: a buffer from free, to be returned
+	name string // evArchive
+	path string // evArchive
+	end  End    // evEnd
+	err  error  // evErr
+}
+
+// BaseBackup is a running BASE_BACKUP. Read its archives in order with
+// NextArchive, then Manifest, then Finish. One goroutine reads the socket
+// and only moves bytes into a small ring of buffers, so backpressure from
+// a slow consumer reaches the server through TCP and memory stays fixed.
+type BaseBackup struct {
+	start    Start
+	conn     net.Conn
+	target   string
+	events   chan event
+	free     chan []byte
+	cur      []byte // unread part of the current data buffer
+	curBuf   []byte // the whole current buffer, to recycle
+	pending  *event
+	done     bool // evEnd or evErr consumed
+	end      End
+	err      error
+	streamed atomic.Int64 // archive bytes received
+	estimate atomic.Int64 // server's progress counter
+	stop     func() bool
+	cancel   context.CancelFunc
+}
+
+// BaseBackup sends BASE_BACKUP and reads up to the start of the archive
+// stream. The connection is dedicated to the backup from here on; close
+// the BaseBackup (or the Conn) when done.
+func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup, error) {
+	cmd, err := buildBaseBackupCommand(opts)
+	if err != nil {
+		return nil, err
+	}
+	hj, err := c.pg.Hijack()
+	if err != nil {
+		return nil, fmt.Errorf("take over connection to %s: %w", c.target, err)
+	}
+	c.pg = nil
+	nc := hj.Conn
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*BaseBackup, error) {
+		stop()
+		cancel()
+		nc.Close()
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		return nil, err
+	}
+	if _, err := nc.Write(queryMessage(cmd)); err != nil {
+		return fail(fmt.Errorf("send BASE_BACKUP to %s: %w", c.target, err))
+	}
+	w := newWireReader(nc, socketBufSize)
+	// Result set 1: start LSN and timeline.
+	rs, typ, err := w.readResultSet(opts.OnNotice)
+	if err != nil {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+	}
+	if typ != 'C' || len(rs.rows) != 1 || len(rs.rows[0]) < 2 {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected start result (message %q)", c.target, typ))
+	}
+	var st Start
+	if st.LSN, err = manifest.ParseLSN(string(rs.rows[0][0])); err != nil {
+		return fail(fmt.Errorf("BASE_BACKUP start LSN: %w", err))
+	}
+	tli, err := parseUint(rs.rows[0][1], 32)
+	if err != nil {
+		return fail(fmt.Errorf("BASE_BACKUP start timeline: %w", err))
+	}
+	st.Timeline = uint32(tli)
+	// Result set 2: tablespaces; the main directory is the row with NULLs.
+	rs, typ, err = w.readResultSet(opts.OnNotice)
+	if err != nil {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+	}
+	if typ != 'C' {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected message %q instead of the tablespace list", c.target, typ))
+	}
+	st.TotalKB = -1
+	for _, row := range rs.rows {
+		if len(row) < 3 {
+			return fail(fmt.Errorf("BASE_BACKUP on %s: short tablespace row", c.target))
+		}
+		size := int64(-1)
+		if row[2] != nil {
+			v, err := parseUint(row[2], 63)
+			if err != nil {
+				return fail(fmt.Errorf("BASE_BACKUP tablespace size: %w", err))
+			}
+			size = int64(v)
+			if st.TotalKB < 0 {
+				st.TotalKB = 0
+			}
+			st.TotalKB += size
+		}
+		if row[0] == nil {
+			continue
+		}
+		oid, err := parseUint(row[0], 32)
+		if err != nil {
+			return fail(fmt.Errorf("BASE_BACKUP tablespace oid: %w", err))
+		}
+		st.Tablespaces = append(st.Tablespaces, Tablespace{OID: uint32(oid), Location: string(row[1]), SizeKB: size})
+	}
+	// CopyOutResponse starts the archive stream.
+	_, typ, err = w.readResultSet(opts.OnNotice)
+	if err != nil {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+	}
+	if typ != 'H' {
+		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected message %q instead of the archive stream", c.target, typ))
+	}
+	b := newBaseBackup(st, nc, c.target, stop, cancel)
+	go b.readLoop(ctx, w, opts.OnNotice)
+	return b, nil
+}
+
+func newBaseBackup(st Start, nc net.Conn, target string, stop func() bool, cancel context.CancelFunc) *BaseBackup {
+	b := &BaseBackup{
+		start:  st,
+		conn:   nc,
+		target: target,
+		events: make(chan event, dataBufCount+4),
+		free:   make(chan []byte, dataBufCount),
+		stop:   stop,
+		cancel: cancel,
+	}
+	for range dataBufCount {
+		b.free <- make([]byte, 0, dataBufSize)
+	}
+	return b
+}
+
+func buildBaseBackupCommand(o BackupOptions) (string, error) {
+	label := o.Label
+	if label == "" {
+		label = "pgstow"
+	}
+	opts := []string{"LABEL " + quoteLiteral(label), "WAIT false", "TABLESPACE_MAP", "MANIFEST 'yes'"}
+	alg := strings.ToUpper(o.ManifestChecksums)
+	if alg == "" {
+		alg = "CRC32C"
+	}
+	switch alg {
+	case "NONE", "CRC32C", "SHA224", "SHA256", "SHA384", "SHA512":
+	default:
+		return "", fmt.Errorf("manifest checksum algorithm %q: use CRC32C, SHA224, SHA256, SHA384, SHA512 or NONE", o.ManifestChecksums)
+	}
+	opts = append(opts, "MANIFEST_CHECKSUMS "+quoteLiteral(alg))
+	if o.FastCheckpoint {
+		opts = append(opts, "CHECKPOINT 'fast'")
+	}
+	if o.Progress {
+		opts = append(opts, "PROGRESS")
+	}
+	if o.MaxRate > 0 {
+		kb := o.MaxRate / 1024
+		if kb < 32 || kb > 1048576 {
+			return "", fmt.Errorf("max rate %d bytes/s: PostgreSQL accepts 32kB/s to 1GB/s", o.MaxRate)
+		}
+		opts = append(opts, fmt.Sprintf("MAX_RATE %d", kb))
+	}
+	if o.SkipChecksumVerification {
+		opts = append(opts, "VERIFY_CHECKSUMS false")
+	}
+	switch o.Compression {
+	case "", "none":
+	case "lz4", "zstd", "gzip":
+		opts = append(opts, "COMPRESSION "+quoteLiteral(o.Compression))
+		if o.CompressionDetail != "" {
+			opts = append(opts, "COMPRESSION_DETAIL "+quoteLiteral(o.CompressionDetail))
+		}
+	default:
+		return "", fmt.Errorf("server compression %q: use lz4, zstd, gzip or none", o.Compression)
+	}
+	return "BASE_BACKUP ( " + strings.Join(opts, ", ") + " )", nil
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+func queryMessage(sql string) []byte {
+	b := make([]byte, 5, 6+len(sql))
+	b[0] = 'Q'
+	binary.BigEndian.PutUint32(b[1:], uint32(4+len(sql)+1))
+	b = append(b, sql...)
+	return append(b, 0)
+}
+
+// readLoop is the only reader of the socket while the stream runs.
+func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(*pgconn.PgError)) {
+	var cur []byte
+	flush := func() bool {
+		if len(cur) == 0 {
+			return true
+		}
+		select {
+		case b.events <- event{kind: evData, buf: cur}:
+			cur = nil
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	send := func(ev event) bool {
+		if !flush() {
+			return false
+		}
+		select {
+		case b.events <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	fail := func(err error) {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
+		}
+		send(event{kind: evErr, err: err})
+	}
+	var end End
+	gotEnd := false
+	for {
+		typ, n, err := w.header()
+		if err != nil {
+			fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+			return
+		}
+		if typ == 'd' {
+			if n < 1 {
+				fail(fmt.Errorf("protocol error: empty CopyData"))
+				return
+			}
+			sub, err := w.br.ReadByte()
+			if err != nil {
+				fail(fmt.Errorf("read backup stream from %s: %w", b.target, eofIsUnexpected(err)))
+				return
+			}
+			n--
+			if sub == 'd' {
+				b.streamed.Add(int64(n))
+				for n > 0 {
+					if cur == nil {
+						select {
+						case cur = <-b.free:
+						case <-ctx.Done():
+							fail(ctx.Err())
+							return
+						}
+					}
+					k := min(n, cap(cur)-len(cur))
+					if _, err := io.ReadFull(w.br, cur[len(cur):len(cur)+k]); err != nil {
+						fail(fmt.Errorf("read backup stream from %s: %w", b.target, eofIsUnexpected(err)))
+						return
+					}
+					cur = cur[:len(cur)+k]
+					n -= k
+					if len(cur) == cap(cur) && !flush() {
+						fail(ctx.Err())
+						return
+					}
+				}
+				continue
+			}
+			body, err := w.body(n)
+			if err != nil {
+				fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+				return
+			}
+			switch sub {
+			case 'n':
+				name, rest, ok1 := cstring(body)
+				path, _, ok2 := cstring(rest)
+				if !ok1 || !ok2 {
+					fail(fmt.Errorf("protocol error: malformed new-archive message"))
+					return
+				}
+				if !send(event{kind: evArchive, name: name, path: path}) {
+					return
+				}
+			case 'm':
+				if !send(event{kind: evManifest}) {
+					return
+				}
+			case 'p':
+				if len(body) >= 8 {
+					b.estimate.Store(int64(binary.BigEndian.Uint64(body)))
+				}
+			default:
+				fail(fmt.Errorf("protocol error: unknown CopyData type %q", sub))
+				return
+			}
+			continue
+		}
+		body, err := w.body(n)
+		if err != nil {
+			fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+			return
+		}
+		switch typ {
+		case 'c': // CopyDone
+			if !flush() {
+				return
+			}
+		case 'N':
+			if onNotice != nil {
+				onNotice(parseError(body))
+			}
+		case 'E':
+			fail(fmt.Errorf("server %s: %w", b.target, parseError(body)))
+			return
+		case 'D':
+			row, err := parseDataRow(body)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if len(row) >= 2 && row[0] != nil {
+				if end.LSN, err = manifest.ParseLSN(string(row[0])); err != nil {
+					fail(fmt.Errorf("BASE_BACKUP end LSN: %w", err))
+					return
+				}
+				tli, err := parseUint(row[1], 32)
+				if err != nil {
+					fail(fmt.Errorf("BASE_BACKUP end timeline: %w", err))
+					return
+				}
+				end.Timeline = uint32(tli)
+				gotEnd = true
+			}
+		case 'Z':
+			if !gotEnd {
+				fail(fmt.Errorf("BASE_BACKUP on %s ended without reporting its end LSN", b.target))
+				return
+			}
+			send(event{kind: evEnd, end: end})
+			return
+		case 'T', 'C', 'S', 'A', 'K':
+		default:
+			fail(fmt.Errorf("protocol error: unexpected message %q in backup stream", typ))
+			return
+		}
+	}
+}
+
+// Start reports the start LSN, timeline and tablespaces.
+func (b *BaseBackup) Start() Start { return b.start }
+
+// Streamed is the number of archive bytes received so far (compressed, if
+// the server compresses).
+func (b *BaseBackup) Streamed() int64 { return b.streamed.Load() }
+
+// next returns the next event, honouring one pushed back.
+func (b *BaseBackup) next() event {
+	if b.pending != nil {
+		ev := *b.pending
+		b.pending = nil
+		return ev
+	}
+	if b.done {
+		return event{kind: evErr, err: b.terminalErr()}
+	}
+	ev := <-b.events
+	switch ev.kind {
+	case evEnd:
+		b.done, b.end = true, ev.end
+	case evErr:
+		b.done, b.err = true, ev.err
+	}
+	return ev
+}
+
+func (b *BaseBackup) terminalErr() error {
+	if b.err != nil {
+		return b.err
+	}
+	return fmt.Errorf("backup stream already ended")
+}
+
+// readRaw reads archive bytes of the current archive; io.EOF at its end.
+func (b *BaseBackup) readRaw(p []byte) (int, error) {
+	for len(b.cur) == 0 {
+		if b.curBuf != nil {
+			b.free <- b.curBuf[:0]
+			b.curBuf = nil
+		}
+		ev := b.next()
+		switch ev.kind {
+		case evData:
+			b.cur, b.curBuf = ev.buf, ev.buf
+		case evErr:
+			b.pending = &ev
+			return 0, ev.err
+		default:
+			b.pending = &ev
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, b.cur)
+	b.cur = b.cur[n:]
+	return n, nil
+}
+
+type rawReader struct{ b *BaseBackup }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.b.readRaw(p) }
+
+// discard drops what is left of the current archive.
+func (b *BaseBackup) discard() error {
+	_, err := io.Copy(io.Discard, rawReader{b})
+	return err
+}
+
+// NextArchive returns the next archive, or io.EOF when the archives are
+// over and the manifest (if any) follows. Unread data of the previous
+// archive is discarded.
+func (b *BaseBackup) NextArchive() (*Archive, error) {
+	if err := b.discard(); err != nil {
+		return nil, err
+	}
+	ev := b.next()
+	switch ev.kind {
+	case evArchive:
+	case evErr:
+		b.pending = &ev
+		return nil, ev.err
+	default:
+		b.pending = &ev
+		return nil, io.EOF
+	}
+	a := &Archive{Name: ev.name, TablespacePath: ev.path}
+	raw := io.Reader(rawReader{b})
+	switch {
+	case strings.HasSuffix(ev.name, ".lz4"):
+		a.Name = strings.TrimSuffix(ev.name, ".lz4")
+		a.r = lz4.NewReader(raw)
+	case strings.HasSuffix(ev.name, ".zst"):
+		d, err := zstd.NewReader(raw, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("archive %s: %w", ev.name, err)
+		}
+		a.Name = strings.TrimSuffix(ev.name, ".zst")
+		a.r, a.closer = d, d.Close
+	case strings.HasSuffix(ev.name, ".gz"):
+		a.Name = strings.TrimSuffix(ev.name, ".gz")
+		a.r = &lazyGzip{src: raw}
+	default:
+		a.r = raw
+	}
+	if !strings.HasSuffix(a.Name, ".tar") {
+		return nil, fmt.Errorf("server %s sent archive %q, which is not a tar archive", b.target, ev.name)
+	}
+	return a, nil
+}
+
+// lazyGzip defers reading the gzip header to the first Read, so that
+// NextArchive does not block on the stream.
+type lazyGzip struct {
+	src io.Reader
+	zr  *gzip.Reader
+	err error
+}
+
+func (l *lazyGzip) Read(p []byte) (int, error) {
+	if l.zr == nil && l.err == nil {
+		l.zr, l.err = gzip.NewReader(l.src)
+	}
+	if l.err != nil {
+		return 0, l.err
+	}
+	return l.zr.Read(p)
+}
+
+// Manifest reads PostgreSQL's backup_manifest, which follows the archives.
+func (b *BaseBackup) Manifest() ([]byte, error) {
+	if err := b.discard(); err != nil {
+		return nil, err
+	}
+	ev := b.next()
+	switch ev.kind {
+	case evManifest:
+	case evErr:
+		b.pending = &ev
+		return nil, ev.err
+	case evArchive:
+		b.pending = &ev
+		return nil, fmt.Errorf("manifest requested while archive %s is still to come", ev.name)
+	default:
+		b.pending = &ev
+		return nil, fmt.Errorf("server %s sent no backup_manifest", b.target)
+	}
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, rawReader{b}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Finish waits for the end of the backup and returns its end LSN. It
+// discards anything not read.
+func (b *BaseBackup) Finish() (End, error) {
+	for {
+		if err := b.discard(); err != nil {
+			return End{}, err
+		}
+		ev := b.next()
+		switch ev.kind {
+		case evEnd:
+			return ev.end, nil
+		case evErr:
+			if b.end != (End{}) {
+				return b.end, nil
+			}
+			return End{}, ev.err
+		}
+	}
+}
+
+// Abort stops the stream from any goroutine: the reader fails and every
+// pending or later call returns an error.
+func (b *BaseBackup) Abort() { b.cancel() }
+
+// Close releases the connection. Closing before Finish aborts the backup
+// on the server.
+func (b *BaseBackup) Close() error {
+	b.stop()
+	b.cancel()
+	if b.done && b.err == nil {
+		// Polite goodbye on a clean connection.
+		_, _ = b.conn.Write([]byte{'X', 0, 0, 0, 4})
+	}
+	err := b.conn.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}

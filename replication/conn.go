@@ -1,0 +1,259 @@
+// Package replication is pgstow's thin driver for PostgreSQL's physical
+// replication protocol: IDENTIFY_SYSTEM, BASE_BACKUP and WAL streaming. It
+// uses pgconn for connecting (authentication, TLS, libpq environment) and
+// decodes the COPY stream itself, so the socket reader can move archive
+// bytes into pooled buffers without a per-message allocation.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgstow/pgstow/manifest"
+)
+
+// MinServerVersion is the oldest server supported: PostgreSQL 15 brought
+// the BASE_BACKUP (option, …) syntax and the single tagged COPY stream.
+const MinServerVersion = 150000
+
+// ErrUnsupportedServer is returned for servers older than MinServerVersion.
+var ErrUnsupportedServer = errors.New("unsupported server version")
+
+// ErrNoReplicationRole is returned when the role may not open a walsender.
+var ErrNoReplicationRole = errors.New("role lacks the REPLICATION attribute")
+
+// Conn is one physical replication connection.
+type Conn struct {
+	pg            *pgconn.PgConn
+	target        string // host:port for messages, never the password
+	serverVersion int
+}
+
+// System describes the cluster behind a connection.
+type System struct {
+	SystemID       string // decimal
+	Timeline       uint32
+	XLogPos        manifest.LSN
+	ServerVersion  int // server_version_num
+	WALSegmentSize uint64
+}
+
+// Connect opens a physical replication connection. dsn may be empty, a
+// keyword/value string or a URL; what it leaves out comes from the standard
+// libpq environment variables (PGHOST, PGPORT, PGUSER, PGPASSWORD,
+// PGSSLMODE…), as with every PostgreSQL client.
+func Connect(ctx context.Context, dsn string) (*Conn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse connection string: %w", redactErr(err))
+	}
+	cfg.RuntimeParams["replication"] = "true"
+	cfg.RuntimeParams["application_name"] = "pgstow"
+	target := describeTarget(cfg)
+	pg, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, classifyConnectError(target, cfg.User, err)
+	}
+	c := &Conn{pg: pg, target: target}
+	v, err := c.showInt(ctx, "server_version_num")
+	if err != nil {
+		pg.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	c.serverVersion = v
+	if v < MinServerVersion {
+		pg.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("server %s runs PostgreSQL %s: %w; pgstow needs PostgreSQL 15 or newer", target, versionString(v), ErrUnsupportedServer)
+	}
+	return c, nil
+}
+
+func describeTarget(cfg *pgconn.Config) string {
+	host := cfg.Host
+	if strings.HasPrefix(host, "/") {
+		return fmt.Sprintf("socket %s/.s.PGSQL.%d", host, cfg.Port)
+	}
+	return fmt.Sprintf("%s:%d", host, cfg.Port)
+}
+
+// classifyConnectError turns the usual connection failures into one line
+// that says what to do.
+func classifyConnectError(target, user string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "42501" || strings.Contains(pgErr.Message, "replication role") ||
+			strings.Contains(pgErr.Message, "permission denied to start WAL sender"):
+			return fmt.Errorf("connect to %s as %q: %w (grant it with: ALTER ROLE %s REPLICATION): %s",
+				target, user, ErrNoReplicationRole, quoteIdent(user), pgErr.Message)
+		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "replication"):
+			return fmt.Errorf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s 0.0.0.0/0 scram-sha-256'): %w",
+				target, user, user, redactErr(err))
+		}
+	}
+	return fmt.Errorf("connect to %s: %w", target, redactErr(err))
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// redactErr keeps passwords out of messages: pgconn errors can echo the
+// connection string.
+func redactErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &redacted{err: err}
+}
+
+type redacted struct{ err error }
+
+func (r *redacted) Error() string { return redactPasswords(r.err.Error()) }
+func (r *redacted) Unwrap() error { return r.err }
+
+func redactPasswords(s string) string {
+	// keyword/value form: password=secret
+	for _, key := range []string{"password=", "PASSWORD="} {
+		for i := strings.Index(s, key); i >= 0; {
+			j := i + len(key)
+			k := j
+			for k < len(s) && s[k] != ' ' && s[k] != '&' && s[k] != ')' {
+				k++
+			}
+			s = s[:j] + "xxxxx" + s[k:]
+			next := strings.Index(s[j+5:], key)
+			if next < 0 {
+				break
+			}
+			i = j + 5 + next
+		}
+	}
+	// URL form: postgres://user:secret@host
+	if i := strings.Index(s, "://"); i >= 0 {
+		rest := s[i+3:]
+		if at := strings.Index(rest, "@"); at >= 0 {
+			if colon := strings.Index(rest[:at], ":"); colon >= 0 && !strings.ContainsAny(rest[:at], " /") {
+				s = s[:i+3] + rest[:colon] + ":xxxxx" + rest[at:]
+			}
+		}
+	}
+	return s
+}
+
+func versionString(v int) string {
+	return fmt.Sprintf("%d.%d", v/10000, v%10000)
+}
+
+// Target names the server for messages (host:port or socket path).
+func (c *Conn) Target() string { return c.target }
+
+// ServerVersion is the server's server_version_num.
+func (c *Conn) ServerVersion() int { return c.serverVersion }
+
+// IdentifySystem reads the system identifier, timeline and WAL segment size.
+func (c *Conn) IdentifySystem(ctx context.Context) (System, error) {
+	r, err := pglogrepl.IdentifySystem(ctx, c.pg)
+	if err != nil {
+		return System{}, fmt.Errorf("IDENTIFY_SYSTEM on %s: %w", c.target, err)
+	}
+	seg, err := c.showSize(ctx, "wal_segment_size")
+	if err != nil {
+		return System{}, err
+	}
+	if !manifest.ValidSegmentSize(seg) {
+		return System{}, fmt.Errorf("server %s reports wal_segment_size %d, which is not a power of two between 1 MiB and 1 GiB", c.target, seg)
+	}
+	return System{
+		SystemID:       r.SystemID,
+		Timeline:       uint32(r.Timeline),
+		XLogPos:        manifest.LSN(r.XLogPos),
+		ServerVersion:  c.serverVersion,
+		WALSegmentSize: seg,
+	}, nil
+}
+
+func (c *Conn) show(ctx context.Context, name string) (string, error) {
+	res, err := c.pg.Exec(ctx, "SHOW "+name).ReadAll()
+	if err != nil {
+		return "", fmt.Errorf("SHOW %s on %s: %w", name, c.target, err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
+		return "", fmt.Errorf("SHOW %s on %s: unexpected result shape", name, c.target)
+	}
+	return string(res[0].Rows[0][0]), nil
+}
+
+func (c *Conn) showInt(ctx context.Context, name string) (int, error) {
+	s, err := c.show(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("SHOW %s on %s: %q is not a number", name, c.target, s)
+	}
+	return v, nil
+}
+
+// showSize parses a GUC shown with a unit, as wal_segment_size is ("16MB").
+func (c *Conn) showSize(ctx context.Context, name string) (uint64, error) {
+	s, err := c.show(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	v, err := ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("SHOW %s on %s: %w", name, c.target, err)
+	}
+	return v, nil
+}
+
+// ParseSize parses a byte size as PostgreSQL shows it or as a user types
+// it: "16MB", "1GB", "512kB", "20MB", "1048576" (bytes).
+func ParseSize(s string) (uint64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("size %q: expected a number with an optional unit (B, kB, MB, GB, TB)", s)
+	}
+	n, err := strconv.ParseUint(s[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	var mult uint64
+	switch strings.ToUpper(strings.TrimSpace(s[i:])) {
+	case "", "B":
+		mult = 1
+	case "K", "KB", "KIB":
+		mult = 1 << 10
+	case "M", "MB", "MIB":
+		mult = 1 << 20
+	case "G", "GB", "GIB":
+		mult = 1 << 30
+	case "T", "TB", "TIB":
+		mult = 1 << 40
+	default:
+		return 0, fmt.Errorf("size %q: unknown unit %q (use B, kB, MB, GB or TB)", s, s[i:])
+	}
+	if n > ^uint64(0)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n * mult, nil
+}
+
+// Close ends the connection; a temporary slot created on it is dropped by
+// the server.
+func (c *Conn) Close(ctx context.Context) error {
+	if c.pg == nil {
+		return nil
+	}
+	return c.pg.Close(ctx)
+}
