@@ -51,8 +51,9 @@ type ObjectInfo struct {
 // slash-separated keys. Keys never start with a slash and never contain
 // "." or ".." elements or empty elements.
 type Store interface {
-	// Put stores exactly size bytes read from body under key. body is an
-	// io.ReadSeeker so that a retry can replay it from the start. The
+	// Put stores exactly size bytes read from body under key, starting at
+	// the body's current position, which callers leave at 0: body is an
+	// io.ReadSeeker so that a retry can Seek back to 0 and replay it. The
 	// object becomes visible atomically and only once complete: a failed or
 	// cancelled Put leaves no object behind.
 	Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts PutOptions) error

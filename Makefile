@@ -1,0 +1,43 @@
+# pgstow. The one test command is `make test`: it installs what the tests
+# need into .cache/ (scripts/install-deps.sh), vets, lints and runs every
+# test, including the integration tests against PostgreSQL 15, 17 and 18.
+# PGSTOW_TEST_MAJORS=15,18 limits the majors (see integration/pgtest).
+
+GO          ?= go
+STATICCHECK := .cache/bin/staticcheck
+FUZZTIME    ?= 10s
+
+.PHONY: test deps vet lint build demo fuzz-short
+
+test:
+	bash scripts/install-deps.sh
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	$(GO) test -race -p 2 -timeout 40m ./...
+
+deps:
+	bash scripts/install-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+lint: deps
+	$(STATICCHECK) ./...
+
+build:
+	$(GO) build -o bin/pgstow ./cmd/pgstow
+
+demo: build
+	bash scripts/demo.sh
+
+# Runs every Fuzz* function of the repository for $(FUZZTIME) each, one at a
+# time (go test -fuzz takes one function of one package).
+fuzz-short:
+	@set -eu; \
+	list=$$(grep -rE --include='*_test.go' --exclude-dir=.cache -o '^func Fuzz[A-Za-z0-9_]*\(' . | \
+		sed -E 's|^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*)\($$|\1 \2|' | sort -u); \
+	[ -n "$$list" ] || { echo "fuzz-short: no Fuzz functions found"; exit 0; }; \
+	echo "$$list" | while read -r dir fn; do \
+		echo "fuzz-short: $$fn in $$dir for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$dir" </dev/null; \
+	done

@@ -1,0 +1,354 @@
+// Package backup runs one backup end to end: it binds the repository to
+// the cluster, reserves WAL with a temporary slot, streams BASE_BACKUP
+// through the uploader while a second connection stores the WAL, checks
+// every file against PostgreSQL's own manifest, and commits pgstow's
+// manifest last, so a backup is visible only when it is complete.
+package backup
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/replication"
+	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/uploader"
+)
+
+// WALMode says how a backup makes sure its WAL is in the repository.
+type WALMode string
+
+const (
+	// WALStream streams the WAL over a second replication connection.
+	WALStream WALMode = "stream"
+	// WALNone expects another archiver to store the WAL and only checks.
+	WALNone WALMode = "none"
+)
+
+// Options configure one backup.
+type Options struct {
+	// DSN names the server; empty uses the libpq environment.
+	DSN      string
+	Label    string
+	WAL      WALMode
+	Uploader uploader.Config
+	// Server-side options.
+	FastCheckpoint           bool
+	MaxRate                  uint64
+	SkipChecksumVerification bool
+	Compression              string
+	// WALTimeout bounds the wait for the last WAL segment after the base
+	// backup ended (stream), or for the segments to appear (none).
+	WALTimeout  time.Duration
+	ToolVersion string
+	Log         *slog.Logger
+	// Now is the clock, for tests; nil means time.Now.
+	Now func() time.Time
+}
+
+// Run takes one backup into repo and returns its committed manifest.
+func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest.Backup, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.WAL == "" {
+		o.WAL = WALStream
+	}
+	if o.WAL != WALStream && o.WAL != WALNone {
+		return nil, fmt.Errorf("WAL mode %q: use stream or none", o.WAL)
+	}
+	if o.WALTimeout <= 0 {
+		o.WALTimeout = 5 * time.Minute
+	}
+	log := o.Log
+	started := o.Now().UTC()
+
+	conn, err := replication.Connect(ctx, o.DSN)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	sys, err := conn.IdentifySystem(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize); err != nil {
+		return nil, err
+	}
+	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion,
+		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
+
+	var walConn *replication.Conn
+	slot := ""
+	if o.WAL == WALStream {
+		walConn, err = replication.Connect(ctx, o.DSN)
+		if err != nil {
+			return nil, err
+		}
+		defer walConn.Close(context.WithoutCancel(ctx))
+		slot = slotName()
+		if err := walConn.CreateTemporarySlot(ctx, slot); err != nil {
+			return nil, err
+		}
+	}
+
+	bb, err := conn.BaseBackup(ctx, replication.BackupOptions{
+		Label:                    o.Label,
+		FastCheckpoint:           o.FastCheckpoint,
+		MaxRate:                  o.MaxRate,
+		SkipChecksumVerification: o.SkipChecksumVerification,
+		Compression:              o.Compression,
+		OnNotice: func(n *pgconn.PgError) {
+			log.Warn("server notice", "severity", n.Severity, "message", n.Message)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer bb.Close()
+	start := bb.Start()
+	log.Info("base backup started", "start_lsn", start.LSN.String(), "timeline", start.Timeline,
+		"tablespaces", len(start.Tablespaces))
+
+	g, gctx := errgroup.WithContext(ctx)
+	endCh := make(chan manifest.LSN, 1)
+	var (
+		walMu  sync.Mutex
+		walSeg = map[string]manifest.WALSegment{}
+	)
+	if o.WAL == WALStream {
+		comp := chunker.NewCompressor()
+		ws := &replication.WALStream{
+			Slot:        slot,
+			Timeline:    start.Timeline,
+			SegmentSize: sys.WALSegmentSize,
+			Sink: func(ctx context.Context, name string, data []byte) error {
+				seg, err := repo.PutWAL(ctx, comp, name, data)
+				if err != nil {
+					return err
+				}
+				walMu.Lock()
+				walSeg[name] = seg
+				walMu.Unlock()
+				log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
+				return nil
+			},
+		}
+		g.Go(func() error {
+			if err := ws.Run(gctx, walConn, start.LSN, endCh, o.WALTimeout); err != nil {
+				return fmt.Errorf("stream WAL: %w", err)
+			}
+			return nil
+		})
+	}
+
+	var (
+		archives []manifest.Archive
+		files    []manifest.File
+		pgm      []byte
+		end      replication.End
+	)
+	up := uploader.New(repo.Store(), o.Uploader, log)
+	g.Go(func() error {
+		// The stream reader cannot see gctx, so a WAL failure must abort
+		// it by closing the connection.
+		stop := context.AfterFunc(gctx, bb.Abort)
+		defer stop()
+		for {
+			a, err := bb.NextArchive()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			oid, location, err := tablespaceOf(a, start.Tablespaces)
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			arch, fs, err := up.Archive(gctx, a, len(archives), a.Name, oid)
+			if err != nil {
+				return err
+			}
+			log.Info("archive stored", "archive", a.Name, "location", location, "raw_bytes", arch.RawSize,
+				"stored_bytes", arch.StoredSize, "chunks", len(arch.Chunks), "seconds", time.Since(t0).Seconds())
+			archives = append(archives, arch)
+			files = append(files, fs...)
+		}
+		if pgm, err = bb.Manifest(); err != nil {
+			return err
+		}
+		if end, err = bb.Finish(); err != nil {
+			return err
+		}
+		endCh <- end.LSN
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("backup interrupted: %w", context.Cause(ctx))
+		}
+		return nil, err
+	}
+	bb.Close()
+	log.Info("base backup ended", "end_lsn", end.LSN.String(), "timeline", end.Timeline)
+
+	if end.Timeline != start.Timeline {
+		return nil, fmt.Errorf("the server's timeline changed during the backup (%d to %d), which pgstow does not support yet; take the backup again", start.Timeline, end.Timeline)
+	}
+	pg, err := manifest.ParsePGManifest(pgm)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL's backup_manifest: %w", err)
+	}
+	if err := manifest.CrossCheck(pg, files, archives); err != nil {
+		return nil, fmt.Errorf("the stream does not match PostgreSQL's backup_manifest: %w", err)
+	}
+	names, err := manifest.RequiredSegments(start.Timeline, start.LSN, end.LSN, sys.WALSegmentSize)
+	if err != nil {
+		return nil, err
+	}
+	var wal []manifest.WALSegment
+	if o.WAL == WALStream {
+		for _, n := range names {
+			seg, ok := walSeg[n]
+			if !ok {
+				return nil, fmt.Errorf("WAL segment %s was not stored by the stream", n)
+			}
+			wal = append(wal, seg)
+		}
+	} else {
+		wal, err = awaitWAL(ctx, repo, names, o.WALTimeout, log)
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	stats := up.Stats()
+	b := &manifest.Backup{
+		FormatVersion:  manifest.FormatVersion,
+		ID:             manifest.NewBackupID(started),
+		Label:          o.Label,
+		ToolVersion:    o.ToolVersion,
+		PGVersion:      sys.ServerVersion,
+		SystemID:       sys.SystemID,
+		StartTimeline:  start.Timeline,
+		EndTimeline:    end.Timeline,
+		StartLSN:       start.LSN,
+		EndLSN:         end.LSN,
+		WALSegmentSize: sys.WALSegmentSize,
+		WAL:            wal,
+		Archives:       archives,
+		Files:          files,
+		Totals: manifest.Totals{
+			RawBytes:    stats.RawBytes,
+			StoredBytes: stats.StoredBytes,
+			NewBytes:    stats.NewBytes,
+			Chunks:      stats.Chunks,
+			NewChunks:   stats.NewChunks,
+			Files:       len(files),
+		},
+		Timings: manifest.Timings{Started: started},
+	}
+	for _, ts := range start.Tablespaces {
+		b.Tablespaces = append(b.Tablespaces, manifest.Tablespace{OID: ts.OID, Location: ts.Location})
+	}
+	for _, w := range wal {
+		b.Totals.WALBytes += w.StoredSize
+	}
+	b.Timings.Finished = o.Now().UTC()
+	if err := repo.Commit(ctx, b, pgm); err != nil {
+		return nil, err
+	}
+	log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
+		"new_bytes", stats.NewBytes, "wal_segments", len(wal), "seconds", b.Timings.Finished.Sub(started).Seconds())
+	return b, nil
+}
+
+// tablespaceOf maps an archive to its tablespace: base.tar is the data
+// directory, <oid>.tar a tablespace the server listed.
+func tablespaceOf(a *replication.Archive, tss []replication.Tablespace) (uint32, string, error) {
+	if a.Name == "base.tar" {
+		return 0, "", nil
+	}
+	oid, err := strconv.ParseUint(strings.TrimSuffix(a.Name, ".tar"), 10, 32)
+	if err != nil {
+		return 0, "", fmt.Errorf("server sent unexpected archive %q", a.Name)
+	}
+	for _, ts := range tss {
+		if ts.OID == uint32(oid) {
+			return ts.OID, ts.Location, nil
+		}
+	}
+	return 0, "", fmt.Errorf("server sent archive %q for a tablespace it did not list", a.Name)
+}
+
+// awaitWAL waits, up to timeout, for another archiver to store every
+// segment, then reads each to record its checksum (and to prove it is
+// readable).
+func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, log *slog.Logger) ([]manifest.WALSegment, error) {
+	deadline := time.Now().Add(timeout)
+	var missing []string
+	for {
+		missing = missing[:0]
+		for _, n := range names {
+			ok, err := repo.HasWAL(ctx, n)
+			if err != nil {
+				return nil, fmt.Errorf("check WAL %s: %w", n, err)
+			}
+			if !ok {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("with --wal=none the WAL must be archived into %s by another process, but after %s these segments are still missing: %s",
+				repo, timeout, strings.Join(missing, ", "))
+		}
+		log.Info("waiting for WAL to be archived", "missing", len(missing), "first", missing[0])
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	out := make([]manifest.WALSegment, 0, len(names))
+	for _, n := range names {
+		data, stored, err := repo.FetchWAL(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, manifest.WALSegment{Name: n, SHA256: sha256Hex(data), StoredSize: stored})
+	}
+	return out, nil
+}
+
+func slotName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "pgstow_" + hex.EncodeToString(b[:])
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}

@@ -1,0 +1,200 @@
+package chunker
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/pierrec/lz4/v4"
+)
+
+// ID returns a chunk's content address: the lowercase hex SHA-256 of its
+// raw (uncompressed) bytes. Naming chunks by their raw bytes rather than
+// their compressed form keeps IDs stable if the codec or its settings
+// change, so deduplication survives an upgrade.
+func ID(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// lz4BlockSize is the LZ4 frame block size. 4 MB is the largest standard
+// one: fewer blocks mean less per-block overhead, and the lz4 Writer
+// compresses a whole block straight from the caller's slice without
+// copying it.
+const lz4BlockSize = 4 << 20
+
+// Compressor seals chunks as standard LZ4 frames, so `lz4 -d` can read a
+// chunk taken straight from the store. One Compressor reuses its lz4
+// Writer, and the Writer's block buffers, across chunks; it is meant to be
+// owned by one worker and is not safe for concurrent use.
+type Compressor struct {
+	w   *lz4.Writer
+	err error // from configuring w; never expected
+}
+
+// NewCompressor returns a Compressor configured for pgstow's chunks:
+//   - content checksum on: an xxh32 of the whole chunk inside the frame,
+//     so corruption is caught by any LZ4 reader, not only by pgstow;
+//   - block checksums off: the content checksum and the chunk's SHA-256
+//     already cover every byte;
+//   - level Fast: compression is the largest CPU cost of a backup (about
+//     half of it), and the stronger levels cost several times more for a
+//     few percent;
+//   - concurrency 1: pgstow compresses many chunks in parallel, one per
+//     worker, which scales better than splitting one chunk over goroutines.
+func NewCompressor() *Compressor {
+	w := lz4.NewWriter(nil)
+	err := w.Apply(
+		lz4.BlockSizeOption(lz4BlockSize),
+		lz4.ChecksumOption(true),
+		lz4.BlockChecksumOption(false),
+		lz4.CompressionLevelOption(lz4.Fast),
+		lz4.ConcurrencyOption(1),
+	)
+	if err != nil {
+		err = fmt.Errorf("configure lz4 writer: %w", err)
+	}
+	return &Compressor{w: w, err: err}
+}
+
+// CompressBound returns the largest size of the frame Compress produces
+// for rawSize bytes, so callers can size pooled buffers once: LZ4 stores
+// a block that does not compress as is, so a frame exceeds its input only
+// by its header, a 4-byte size per block, the end mark and the checksum.
+func CompressBound(rawSize int) int {
+	blocks := (rawSize + lz4BlockSize - 1) / lz4BlockSize
+	return rawSize + 4*blocks + frameOverhead
+}
+
+// frameOverhead is an LZ4 frame's size without its blocks: magic (4),
+// descriptor with content size (11), end mark (4), content checksum (4).
+const frameOverhead = 4 + 11 + 4 + 4
+
+// Compress appends one LZ4 frame of raw to dst and returns the CRC32C of
+// the frame's bytes, which the store verifies on upload (so a bit flipped
+// between here and the store's disk is caught before it is acknowledged).
+// The frame records len(raw) as its content size.
+func (c *Compressor) Compress(dst *bytes.Buffer, raw []byte) (crc uint32, err error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	start := dst.Len()
+	// One growth up front instead of doublings, each a copy, as blocks are
+	// written; a pooled buffer already has the room.
+	dst.Grow(CompressBound(len(raw)))
+	c.w.Reset(dst)
+	// Drop the reference to dst, so an idle Compressor does not keep the
+	// caller's buffer alive.
+	defer c.w.Reset(nil)
+	// Reset keeps the options set in NewCompressor but not the size: it
+	// is per frame.
+	if err := c.w.Apply(lz4.SizeOption(uint64(len(raw)))); err != nil {
+		return 0, fmt.Errorf("lz4 compress: %w", err)
+	}
+	if _, err := c.w.Write(raw); err != nil {
+		return 0, fmt.Errorf("lz4 compress: %w", err)
+	}
+	if err := c.w.Close(); err != nil {
+		return 0, fmt.Errorf("lz4 compress: %w", err)
+	}
+	return crc32.Checksum(dst.Bytes()[start:], castagnoli), nil
+}
+
+// Decompressor reads chunks sealed by Compressor. It reuses its lz4 Reader
+// across chunks. It is not safe for concurrent use.
+type Decompressor struct {
+	r   *lz4.Reader
+	src bytes.Reader
+}
+
+// NewDecompressor returns a Decompressor.
+func NewDecompressor() *Decompressor {
+	d := &Decompressor{}
+	d.r = lz4.NewReader(&d.src)
+	return d
+}
+
+// Decompress decodes the LZ4 frame in src, appending the raw bytes to dst,
+// and fails if the frame's content checksum does not match. When wantID is
+// not empty it also checks that the raw bytes hash to it, which proves the
+// chunk is the one the manifest names, not merely an intact frame.
+func (d *Decompressor) Decompress(dst *bytes.Buffer, src []byte, wantID string) error {
+	what := "lz4 frame"
+	if wantID != "" {
+		what = "chunk " + wantID
+	}
+	start := dst.Len()
+	d.src.Reset(src)
+	d.r.Reset(&d.src)
+	defer func() {
+		d.src.Reset(nil)
+		d.r.Reset(&d.src)
+	}()
+
+	// Reading nothing makes the Reader parse and verify the frame header,
+	// so the content size it reports can be trusted as far as the header
+	// checksum goes.
+	if _, err := d.r.Read(nil); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("decompress %s: %w", what, err)
+	}
+	// The lz4 Reader decompresses a block straight into the slice it is
+	// given when at least a whole block of room is left there, and goes
+	// through its own buffer (one more copy) otherwise. So read into dst's
+	// spare capacity, grown once to the frame's content size plus a block.
+	blockMax := frameBlockSize(src)
+	if size := int64(d.r.Size()); size > 0 {
+		// A compressed LZ4 block expands at most about 255 times: trust
+		// the declared size no further, so a header whose one-byte
+		// checksum passed by chance cannot make this allocate much.
+		dst.Grow(int(min(size, 255*int64(len(src)))) + blockMax)
+	}
+	for {
+		if dst.Available() < blockMax {
+			dst.Grow(blockMax)
+		}
+		spare := dst.AvailableBuffer()
+		n, err := d.r.Read(spare[:cap(spare)])
+		// Writing the spare space to itself: copy skips identical
+		// slices, so this only advances dst's length.
+		dst.Write(spare[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("decompress %s: %w", what, err)
+		}
+	}
+	if wantID != "" {
+		sum := sha256.Sum256(dst.Bytes()[start:])
+		var got [2 * sha256.Size]byte
+		hex.Encode(got[:], sum[:])
+		if string(got[:]) != wantID {
+			return fmt.Errorf("chunk %s: content hash mismatch (got %s)", wantID, got[:])
+		}
+	}
+	return nil
+}
+
+// frameBlockSize returns the block size an LZ4 frame header declares, 4 MB
+// when it cannot be read.
+func frameBlockSize(src []byte) int {
+	if len(src) < 6 {
+		return lz4BlockSize
+	}
+	switch (src[5] >> 4) & 0x7 {
+	case 4:
+		return 64 << 10
+	case 5:
+		return 256 << 10
+	case 6:
+		return 1 << 20
+	default:
+		return lz4BlockSize
+	}
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/backup"
+	"github.com/pgstow/pgstow/replication"
+	"github.com/pgstow/pgstow/uploader"
+)
+
+func newBackupCmd(g *globals) *cobra.Command {
+	var (
+		repoURL, dsn, label, wal, checkpoint, chunkSize, maxRate, compression string
+		concurrency                                                           int
+		walTimeout                                                            time.Duration
+		noVerifyChecksums                                                     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "backup",
+		Short: "Take a base backup into the repository",
+		Long: `Take a base backup over the replication protocol and commit it to the repository.
+
+The server needs a role with the REPLICATION attribute, a pg_hba.conf line for
+replication connections, and max_wal_senders of at least 2 (one for the backup,
+one for the WAL stream). With --wal=stream (the default) a temporary replication
+slot keeps the needed WAL on the server until pgstow has stored it; with
+--wal=none another archiver (archive_command) must store it into the same
+repository, and pgstow only checks that it arrived.
+
+The backup becomes visible (pgstow list) only when everything is stored.`,
+		Example: `  pgstow backup --repo file:///var/backups/pg --pg "host=db1 user=backup"
+  PGSTOW_REPO=file:///var/backups/pg PGHOST=db1 PGUSER=backup pgstow backup --checkpoint fast`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
+			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			o := backup.Options{
+				DSN:                      dsn,
+				Label:                    label,
+				WAL:                      backup.WALMode(wal),
+				WALTimeout:               walTimeout,
+				Compression:              compression,
+				SkipChecksumVerification: noVerifyChecksums,
+				ToolVersion:              toolVersion(),
+				Log:                      log,
+				Uploader:                 uploader.Config{Concurrency: concurrency},
+			}
+			switch checkpoint {
+			case "fast":
+				o.FastCheckpoint = true
+			case "spread":
+			default:
+				return usageError{fmt.Errorf("--checkpoint %q: use fast or spread", checkpoint)}
+			}
+			if o.WAL != backup.WALStream && o.WAL != backup.WALNone {
+				return usageError{fmt.Errorf("--wal %q: use stream or none", wal)}
+			}
+			cs, err := replication.ParseSize(chunkSize)
+			if err != nil || cs < 1<<20 || cs > 1<<30 {
+				return usageError{fmt.Errorf("--chunk-size %q: give a size from 1MB to 1GB, e.g. 16MB", chunkSize)}
+			}
+			o.Uploader.ChunkSize = int(cs)
+			if concurrency < 1 || concurrency > 256 {
+				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
+			}
+			if maxRate != "" {
+				r, err := replication.ParseSize(maxRate)
+				if err != nil {
+					return usageError{fmt.Errorf("--max-rate: %w", err)}
+				}
+				o.MaxRate = r
+			}
+			repo, err := openRepo(cmd.Context(), repoURL)
+			if err != nil {
+				return err
+			}
+			defer repo.Store().Close()
+			// Keep the Go heap near the pipeline's stated budget rather
+			// than letting it float to twice the live data.
+			budget := o.Uploader.MemoryBudget()
+			debug.SetMemoryLimit(budget + 64<<20)
+			log.Debug("memory budget", "pipeline_bytes", budget)
+			b, err := backup.Run(cmd.Context(), repo, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "backup %s committed: %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
+				b.ID, humanBytes(b.Totals.RawBytes), humanBytes(b.Totals.StoredBytes), humanBytes(b.Totals.NewBytes),
+				b.StartLSN, b.EndLSN, len(b.WAL))
+			return nil
+		},
+	}
+	repoFlag(cmd, &repoURL)
+	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
+	cmd.Flags().StringVar(&label, "label", "pgstow", "backup label")
+	cmd.Flags().StringVar(&wal, "wal", "stream", "how the needed WAL reaches the repository: stream or none")
+	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends")
+	cmd.Flags().StringVar(&checkpoint, "checkpoint", "spread", "checkpoint at start: spread (gentle on the server) or fast (starts at once)")
+	cmd.Flags().StringVar(&chunkSize, "chunk-size", "16MB", "target chunk size")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "uploads in flight")
+	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
+	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")
+	cmd.Flags().BoolVar(&noVerifyChecksums, "no-verify-checksums", false, "do not let the server verify data-page checksums while sending")
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/manifest"
+)
+
+// listEntry is the stable --json shape of one backup in `pgstow list`.
+type listEntry struct {
+	ID          string    `json:"id"`
+	Label       string    `json:"label"`
+	Started     time.Time `json:"started"`
+	Finished    time.Time `json:"finished"`
+	PGVersion   int       `json:"pg_version"`
+	Timeline    uint32    `json:"timeline"`
+	StartLSN    string    `json:"start_lsn"`
+	EndLSN      string    `json:"end_lsn"`
+	RawBytes    int64     `json:"raw_bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	NewBytes    int64     `json:"new_bytes"`
+	WALFirst    string    `json:"wal_first"`
+	WALLast     string    `json:"wal_last"`
+	WALSegments int       `json:"wal_segments"`
+}
+
+func entryOf(b *manifest.Backup) listEntry {
+	e := listEntry{
+		ID: b.ID, Label: b.Label, Started: b.Timings.Started, Finished: b.Timings.Finished,
+		PGVersion: b.PGVersion, Timeline: b.StartTimeline, StartLSN: b.StartLSN.String(), EndLSN: b.EndLSN.String(),
+		RawBytes: b.Totals.RawBytes, StoredBytes: b.Totals.StoredBytes, NewBytes: b.Totals.NewBytes,
+		WALSegments: len(b.WAL),
+	}
+	if len(b.WAL) > 0 {
+		e.WALFirst, e.WALLast = b.WAL[0].Name, b.WAL[len(b.WAL)-1].Name
+	}
+	return e
+}
+
+func newListCmd(g *globals) *cobra.Command {
+	var repoURL string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the committed backups, oldest first",
+		Example: `  pgstow list --repo file:///var/backups/pg
+  pgstow list --json | jq -r '.[-1].id'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL)
+			if err != nil {
+				return err
+			}
+			defer repo.Store().Close()
+			backups, err := repo.Backups(cmd.Context())
+			if err != nil {
+				return err
+			}
+			entries := make([]listEntry, 0, len(backups))
+			for _, b := range backups {
+				entries = append(entries, entryOf(b))
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(entries)
+			}
+			if len(entries) == 0 {
+				fmt.Fprintf(g.stdout, "no backups in %s\n", repo)
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tFINISHED\tRAW\tSTORED\tNEW\tLSN RANGE\tWAL\tLABEL")
+			for _, e := range entries {
+				wal := fmt.Sprintf("%d", e.WALSegments)
+				if e.WALSegments > 0 {
+					wal = fmt.Sprintf("%s..%s (%d)", e.WALFirst[16:], e.WALLast[16:], e.WALSegments)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s-%s\t%s\t%s\n", e.ID, e.Finished.Format(time.RFC3339),
+					humanBytes(e.RawBytes), humanBytes(e.StoredBytes), humanBytes(e.NewBytes), e.StartLSN, e.EndLSN, wal, e.Label)
+			}
+			return tw.Flush()
+		},
+	}
+	repoFlag(cmd, &repoURL)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

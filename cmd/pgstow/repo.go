@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/file"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// repoFlag adds --repo to a command; PGSTOW_REPO is its default.
+func repoFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "repo", "", "repository URL, e.g. file:///var/backups/pgstow (env PGSTOW_REPO)")
+}
+
+// fromEnv applies the precedence flag > environment > default.
+func fromEnv(cmd *cobra.Command, g *globals, flag, env string, dst *string) {
+	if !cmd.Flags().Changed(flag) {
+		if v := g.getenv(env); v != "" {
+			*dst = v
+		}
+	}
+}
+
+// openRepo opens the store a repository URL names.
+func openRepo(ctx context.Context, raw string) (*repository.Repository, error) {
+	u, err := providers.ParseURL(raw)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	var store providers.Store
+	switch u.Scheme {
+	case "file":
+		store, err = file.OpenURL(ctx, u)
+	case "s3", "gs", "azblob":
+		return nil, usageError{fmt.Errorf("repository %s: the %s:// provider is not available in this build yet; use file:///path", u.Redacted(), u.Scheme)}
+	default:
+		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path (s3://, gs:// and azblob:// are planned)", u.Redacted(), u.Scheme)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", u.Redacted(), err)
+	}
+	return repository.New(store), nil
+}

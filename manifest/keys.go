@@ -1,0 +1,103 @@
+package manifest
+
+import (
+	"strings"
+	"time"
+)
+
+// The repository's object keys. They are built only here so that the layout
+// is defined once and every reader and writer agrees on it.
+
+// RepoKey is the key of the repository configuration (Repo).
+const RepoKey = "pgstow.json"
+
+// BackupsPrefix is the prefix under which every backup's objects live;
+// listing it finds the backups.
+const BackupsPrefix = "backups/"
+
+const (
+	chunksPrefix   = "chunks/"
+	walPrefix      = "wal/"
+	walSuffix      = ".lz4"
+	manifestName   = "manifest.json"
+	pgManifestName = "backup_manifest"
+	backupIDLayout = "20060102T150405Z"
+)
+
+// ChunkKey is the key of a chunk. Chunks are fanned out by the first two hex
+// digits of their ID so that no single prefix grows without bound, which
+// some stores throttle. id must satisfy ValidChunkID.
+func ChunkKey(id string) string {
+	return chunksPrefix + id[:2] + "/" + id
+}
+
+// WALKey is the key of a compressed WAL segment or timeline history file,
+// grouped by timeline (the first eight hex digits of either name) so that a
+// restore can list one timeline's WAL. name must be at least 8 characters.
+func WALKey(name string) string {
+	return walPrefix + name[:8] + "/" + name + walSuffix
+}
+
+// BackupManifestKey is the key of a backup's manifest. Writing it is the
+// commit point of the backup.
+func BackupManifestKey(id string) string {
+	return BackupsPrefix + id + "/" + manifestName
+}
+
+// PGManifestKey is the key of PostgreSQL's own backup_manifest of a backup,
+// kept so a restore can hand it to pg_verifybackup.
+func PGManifestKey(id string) string {
+	return BackupsPrefix + id + "/" + pgManifestName
+}
+
+// BackupIDFromKey returns the backup ID of a BackupManifestKey. Only
+// manifest keys are recognised, because a backup without a manifest is not
+// committed and must not be listed.
+func BackupIDFromKey(key string) (id string, ok bool) {
+	rest, ok := strings.CutPrefix(key, BackupsPrefix)
+	if !ok {
+		return "", false
+	}
+	id, ok = strings.CutSuffix(rest, "/"+manifestName)
+	if !ok || !ValidBackupID(id) {
+		return "", false
+	}
+	return id, true
+}
+
+// NewBackupID names a backup after its start time in UTC, to the second.
+// IDs sort as the backups were taken and read as dates.
+func NewBackupID(t time.Time) string {
+	return t.UTC().Format(backupIDLayout)
+}
+
+// ValidBackupID reports whether id is what NewBackupID produces. IDs become
+// parts of object keys and restore paths, so nothing else is allowed.
+func ValidBackupID(id string) bool {
+	if len(id) != len(backupIDLayout) {
+		return false
+	}
+	t, err := time.Parse(backupIDLayout, id)
+	return err == nil && t.Format(backupIDLayout) == id
+}
+
+// ValidChunkID reports whether id is a chunk ID: the lower-case hex SHA-256
+// of the chunk's uncompressed bytes.
+func ValidChunkID(id string) bool {
+	return isLowerHex(id, 64)
+}
+
+// isLowerHex reports whether s is exactly n lower-case hex digits, the form
+// encoding/hex writes.
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,152 @@
+package manifest
+
+import (
+	"fmt"
+	"math/bits"
+)
+
+// Limits on WAL segment sizes, as enforced by initdb --wal-segsize.
+const (
+	minSegmentSize = 1 << 20 // 1 MiB
+	maxSegmentSize = 1 << 30 // 1 GiB
+)
+
+// maxCount bounds the number of files, chunks or WAL segments one backup
+// may hold. Real clusters stay far below it; anything above is a corrupt or
+// hostile manifest, and refusing it keeps memory bounded.
+const maxCount = 10_000_000
+
+// ValidSegmentSize reports whether n is a WAL segment size PostgreSQL can
+// be configured with: a power of two from 1 MiB to 1 GiB. Every function
+// here that takes a segment size assumes it is valid.
+func ValidSegmentSize(n uint64) bool {
+	return n >= minSegmentSize && n <= maxSegmentSize && bits.OnesCount64(n) == 1
+}
+
+// segmentsPerID is the number of segments per "log id", the middle eight
+// hex digits of a segment name (XLogSegmentsPerXLogId).
+func segmentsPerID(segSize uint64) uint64 {
+	return 0x100000000 / segSize
+}
+
+// SegmentNo is the number of the segment that holds lsn (XLByteToSeg).
+func SegmentNo(lsn LSN, segSize uint64) uint64 {
+	return uint64(lsn) / segSize
+}
+
+// PrevSegmentNo is the number of the segment that holds the byte just
+// before lsn (XLByteToPrevSeg). An end LSN points one past the last byte
+// written, so this is the last segment a backup ending there needs; lsn
+// must not be 0.
+func PrevSegmentNo(lsn LSN, segSize uint64) uint64 {
+	return (uint64(lsn) - 1) / segSize
+}
+
+// SegmentName is the file name of segment segno on timeline tli
+// (XLogFileName).
+func SegmentName(tli uint32, segno, segSize uint64) string {
+	per := segmentsPerID(segSize)
+	return fmt.Sprintf("%08X%08X%08X", tli, segno/per, segno%per)
+}
+
+// ParseSegmentName is the inverse of SegmentName. It accepts only what
+// PostgreSQL itself writes (24 upper-case hex digits, a timeline above 0, a
+// low part below the number of segments per log id), so that a stray file
+// name is never mistaken for a segment.
+func ParseSegmentName(name string, segSize uint64) (tli uint32, segno uint64, err error) {
+	if !ValidSegmentSize(segSize) {
+		return 0, 0, fmt.Errorf("parse WAL segment name %q: invalid segment size %d", name, segSize)
+	}
+	if len(name) != 24 {
+		return 0, 0, fmt.Errorf("parse WAL segment name %q: want 24 hex digits", name)
+	}
+	var parts [3]uint32
+	for i := range parts {
+		v, err := parseUpperHex32(name[i*8 : i*8+8])
+		if err != nil {
+			return 0, 0, fmt.Errorf("parse WAL segment name %q: %w", name, err)
+		}
+		parts[i] = v
+	}
+	if parts[0] == 0 {
+		return 0, 0, fmt.Errorf("parse WAL segment name %q: timeline 0 does not exist", name)
+	}
+	per := segmentsPerID(segSize)
+	if uint64(parts[2]) >= per {
+		return 0, 0, fmt.Errorf("parse WAL segment name %q: low part %08X is not below %X, the segments per log id for %d-byte segments",
+			name, parts[2], per, segSize)
+	}
+	return parts[0], uint64(parts[1])*per + uint64(parts[2]), nil
+}
+
+// parseUpperHex32 parses exactly eight upper-case hex digits, the only form
+// PostgreSQL uses in WAL file names.
+func parseUpperHex32(s string) (uint32, error) {
+	var v uint32
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, fmt.Errorf("invalid character %q, want upper-case hex", c)
+		}
+		v = v<<4 | uint32(d)
+	}
+	return v, nil
+}
+
+// RequiredSegments lists, in order, the names of the WAL segments on
+// timeline tli that a backup from start to end needs: from the segment
+// holding start to the one holding the byte before end. The segment holding
+// start is always included, even in the degenerate case of start == end on
+// a segment boundary, because recovery begins by reading it.
+func RequiredSegments(tli uint32, start, end LSN, segSize uint64) ([]string, error) {
+	switch {
+	case !ValidSegmentSize(segSize):
+		return nil, fmt.Errorf("required WAL segments: invalid segment size %d", segSize)
+	case tli == 0:
+		return nil, fmt.Errorf("required WAL segments: timeline 0 does not exist")
+	case end == 0:
+		return nil, fmt.Errorf("required WAL segments: end LSN is 0/0")
+	case end < start:
+		return nil, fmt.Errorf("required WAL segments: end LSN %s is before start LSN %s", end, start)
+	}
+	first, last := SegmentNo(start, segSize), PrevSegmentNo(end, segSize)
+	if last < first {
+		last = first
+	}
+	if n := last - first + 1; n > maxCount {
+		return nil, fmt.Errorf("required WAL segments: %s to %s spans %d segments, more than the limit of %d", start, end, n, maxCount)
+	}
+	names := make([]string, 0, last-first+1)
+	for segno := first; segno <= last; segno++ {
+		names = append(names, SegmentName(tli, segno, segSize))
+	}
+	return names, nil
+}
+
+// HistoryFileName is the name of the timeline history file of tli, which a
+// restore needs when a backup spans a timeline switch.
+func HistoryFileName(tli uint32) string {
+	return fmt.Sprintf("%08X.history", tli)
+}
+
+// parseHistoryFileName is the inverse of HistoryFileName.
+func parseHistoryFileName(name string) (uint32, error) {
+	const suffix = ".history"
+	if len(name) != 8+len(suffix) || name[8:] != suffix {
+		return 0, fmt.Errorf("parse history file name %q: want 8 hex digits and %q", name, suffix)
+	}
+	tli, err := parseUpperHex32(name[:8])
+	if err != nil {
+		return 0, fmt.Errorf("parse history file name %q: %w", name, err)
+	}
+	if tli == 0 {
+		return 0, fmt.Errorf("parse history file name %q: timeline 0 does not exist", name)
+	}
+	return tli, nil
+}

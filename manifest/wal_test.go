@@ -1,0 +1,226 @@
+package manifest
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const (
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+func TestValidSegmentSize(t *testing.T) {
+	tests := []struct {
+		n    uint64
+		want bool
+	}{
+		{0, false},
+		{1, false},
+		{512 * 1024, false},
+		{mib, true},
+		{2 * mib, true},
+		{16 * mib, true},
+		{3 * mib, false},
+		{16*mib + 1, false},
+		{gib, true},
+		{2 * gib, false},
+		{1 << 63, false},
+	}
+	for _, tt := range tests {
+		if got := ValidSegmentSize(tt.n); got != tt.want {
+			t.Errorf("ValidSegmentSize(%d) = %v, want %v", tt.n, got, tt.want)
+		}
+	}
+}
+
+func TestSegmentArithmetic(t *testing.T) {
+	tests := []struct {
+		name      string
+		lsn       LSN
+		segSize   uint64
+		wantSeg   uint64
+		wantPrev  uint64
+		wantName  string // SegmentName(1, wantSeg)
+		wantPName string // SegmentName(1, wantPrev)
+	}{
+		{"mid segment 3", 0x3000028, 16 * mib, 3, 3, "000000010000000000000003", "000000010000000000000003"},
+		{"boundary 0/4000000", 0x4000000, 16 * mib, 4, 3, "000000010000000000000004", "000000010000000000000003"},
+		{"1/0 on 16MiB", 1 << 32, 16 * mib, 256, 255, "000000010000000100000000", "0000000100000000000000FF"},
+		{"1/0 on 1GiB", 1 << 32, gib, 4, 3, "000000010000000100000000", "000000010000000000000003"},
+		{"2/C0000001 on 1GiB", 0x2C0000001, gib, 11, 11, "000000010000000200000003", "000000010000000200000003"},
+		{"1/0 on 1MiB", 1 << 32, mib, 4096, 4095, "000000010000000100000000", "000000010000000000000FFF"},
+		{"0/1 on 16MiB", 1, 16 * mib, 0, 0, "000000010000000000000000", "000000010000000000000000"},
+		{"max LSN", ^LSN(0), 16 * mib, 1<<40 - 1, 1<<40 - 1, "00000001FFFFFFFF000000FF", "00000001FFFFFFFF000000FF"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			seg, prev := SegmentNo(tt.lsn, tt.segSize), PrevSegmentNo(tt.lsn, tt.segSize)
+			if seg != tt.wantSeg || prev != tt.wantPrev {
+				t.Errorf("SegmentNo, PrevSegmentNo(%v) = %d, %d, want %d, %d", tt.lsn, seg, prev, tt.wantSeg, tt.wantPrev)
+			}
+			if got := SegmentName(1, seg, tt.segSize); got != tt.wantName {
+				t.Errorf("SegmentName(1, %d) = %q, want %q", seg, got, tt.wantName)
+			}
+			if got := SegmentName(1, prev, tt.segSize); got != tt.wantPName {
+				t.Errorf("SegmentName(1, %d) = %q, want %q", prev, got, tt.wantPName)
+			}
+			tli, segno, err := ParseSegmentName(tt.wantName, tt.segSize)
+			if err != nil || tli != 1 || segno != seg {
+				t.Errorf("ParseSegmentName(%q) = %d, %d, %v, want 1, %d, nil", tt.wantName, tli, segno, err, seg)
+			}
+		})
+	}
+}
+
+func TestSegmentsPerID(t *testing.T) {
+	tests := []struct {
+		segSize uint64
+		want    uint64
+	}{
+		{mib, 4096},
+		{16 * mib, 256},
+		{64 * mib, 64},
+		{gib, 4},
+	}
+	for _, tt := range tests {
+		if got := segmentsPerID(tt.segSize); got != tt.want {
+			t.Errorf("segmentsPerID(%d) = %d, want %d", tt.segSize, got, tt.want)
+		}
+	}
+}
+
+func TestParseSegmentName(t *testing.T) {
+	tests := []struct {
+		name      string
+		segSize   uint64
+		wantTLI   uint32
+		wantSegno uint64
+		wantErr   string
+	}{
+		{name: "000000010000000000000003", segSize: 16 * mib, wantTLI: 1, wantSegno: 3},
+		{name: "0000000A00000002000000FF", segSize: 16 * mib, wantTLI: 10, wantSegno: 2*256 + 255},
+		{name: "000000020000000100000003", segSize: gib, wantTLI: 2, wantSegno: 7},
+		{name: "000000010000000000000FFF", segSize: mib, wantTLI: 1, wantSegno: 4095},
+		{name: "FFFFFFFFFFFFFFFF00000FFF", segSize: mib, wantTLI: 0xFFFFFFFF, wantSegno: 0xFFFFFFFF*4096 + 4095},
+		{name: "000000010000000000000100", segSize: 16 * mib, wantErr: "low part"},
+		{name: "000000010000000000000004", segSize: gib, wantErr: "low part"},
+		{name: "000000010000000000001000", segSize: mib, wantErr: "low part"},
+		{name: "0000000100000000000000ff", segSize: 16 * mib, wantErr: "upper-case"},
+		{name: "00000001000000000000003", segSize: 16 * mib, wantErr: "24 hex"},
+		{name: "0000000100000000000000033", segSize: 16 * mib, wantErr: "24 hex"},
+		{name: "000000000000000000000003", segSize: 16 * mib, wantErr: "timeline 0"},
+		{name: "00000001.history", segSize: 16 * mib, wantErr: "24 hex"},
+		{name: "00000001000000000000000G", segSize: 16 * mib, wantErr: "invalid character"},
+		{name: "000000010000000000000003", segSize: 3 * mib, wantErr: "segment size"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tli, segno, err := ParseSegmentName(tt.name, tt.segSize)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseSegmentName(%q) error = %v, want one containing %q", tt.name, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseSegmentName(%q): %v", tt.name, err)
+			}
+			if tli != tt.wantTLI || segno != tt.wantSegno {
+				t.Errorf("ParseSegmentName(%q) = %d, %d, want %d, %d", tt.name, tli, segno, tt.wantTLI, tt.wantSegno)
+			}
+			if back := SegmentName(tli, segno, tt.segSize); back != tt.name {
+				t.Errorf("SegmentName(%d, %d) = %q, want %q", tli, segno, back, tt.name)
+			}
+		})
+	}
+}
+
+func TestRequiredSegments(t *testing.T) {
+	tests := []struct {
+		name       string
+		tli        uint32
+		start, end LSN
+		segSize    uint64
+		want       []string
+		wantErr    string
+	}{
+		{
+			name: "one segment", tli: 1, start: 0x3000028, end: 0x3000100, segSize: 16 * mib,
+			want: []string{"000000010000000000000003"},
+		},
+		{
+			name: "end on a boundary", tli: 1, start: 0x2000028, end: 0x4000000, segSize: 16 * mib,
+			want: []string{"000000010000000000000002", "000000010000000000000003"},
+		},
+		{
+			name: "end just past a boundary", tli: 1, start: 0x2000028, end: 0x4000001, segSize: 16 * mib,
+			want: []string{"000000010000000000000002", "000000010000000000000003", "000000010000000000000004"},
+		},
+		{
+			name: "across a log id", tli: 3, start: 0xFF000028, end: 0x100000128, segSize: 16 * mib,
+			want: []string{"0000000300000000000000FF", "000000030000000100000000"},
+		},
+		{
+			name: "1GiB segments", tli: 1, start: 0xC0000028, end: 0x140000000, segSize: gib,
+			want: []string{"000000010000000000000003", "000000010000000100000000"},
+		},
+		{
+			name: "start equals end", tli: 1, start: 0x3000028, end: 0x3000028, segSize: 16 * mib,
+			want: []string{"000000010000000000000003"},
+		},
+		{
+			name: "start equals end on a boundary", tli: 1, start: 0x4000000, end: 0x4000000, segSize: 16 * mib,
+			want: []string{"000000010000000000000004"},
+		},
+		{name: "end before start", tli: 1, start: 0x4000000, end: 0x3000000, segSize: 16 * mib, wantErr: "before start"},
+		{name: "end zero", tli: 1, start: 0, end: 0, segSize: 16 * mib, wantErr: "0/0"},
+		{name: "bad size", tli: 1, start: 1, end: 2, segSize: 1000, wantErr: "segment size"},
+		{name: "timeline 0", tli: 0, start: 1, end: 2, segSize: 16 * mib, wantErr: "timeline 0"},
+		{name: "absurd span", tli: 1, start: 0, end: ^LSN(0), segSize: mib, wantErr: "limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := RequiredSegments(tt.tli, tt.start, tt.end, tt.segSize)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("RequiredSegments error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("RequiredSegments: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("RequiredSegments (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHistoryFileName(t *testing.T) {
+	tests := []struct {
+		tli  uint32
+		want string
+	}{
+		{1, "00000001.history"},
+		{2, "00000002.history"},
+		{0x1A, "0000001A.history"},
+	}
+	for _, tt := range tests {
+		got := HistoryFileName(tt.tli)
+		if got != tt.want {
+			t.Errorf("HistoryFileName(%d) = %q, want %q", tt.tli, got, tt.want)
+		}
+		if back, err := parseHistoryFileName(got); err != nil || back != tt.tli {
+			t.Errorf("parseHistoryFileName(%q) = %d, %v, want %d", got, back, err, tt.tli)
+		}
+	}
+	for _, bad := range []string{"00000000.history", "0000000a.history", "00000001.historyx", "0000001.history", "000000010000000000000003"} {
+		if _, err := parseHistoryFileName(bad); err == nil {
+			t.Errorf("parseHistoryFileName(%q) succeeded, want an error", bad)
+		}
+	}
+}

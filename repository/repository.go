@@ -1,0 +1,261 @@
+// Package repository is pgstow's repository format applied to a store: it
+// binds a store to one cluster, reads and commits backup manifests, and
+// stores WAL segments. Backup, restore and the catalog commands share it so
+// that the object layout is decided in one place.
+package repository
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"sort"
+	"time"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+)
+
+// ErrOtherCluster is returned when a repository belongs to another cluster.
+var ErrOtherCluster = errors.New("repository belongs to another cluster")
+
+// ErrWALConflict is returned when a WAL file exists with other content.
+var ErrWALConflict = errors.New("WAL file exists with different content")
+
+// ErrNoBackup is returned when no committed backup matches.
+var ErrNoBackup = errors.New("no such backup")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Repository is a store seen through pgstow's format.
+type Repository struct {
+	store providers.Store
+}
+
+// New wraps a store.
+func New(store providers.Store) *Repository { return &Repository{store: store} }
+
+// Store returns the underlying store.
+func (r *Repository) Store() providers.Store { return r.store }
+
+// String names the repository for messages.
+func (r *Repository) String() string { return r.store.String() }
+
+// Config reads the repository configuration; ErrNotExist before first use.
+func (r *Repository) Config(ctx context.Context) (*manifest.Repo, error) {
+	b, err := providers.ReadAll(ctx, r.store, manifest.RepoKey)
+	if err != nil {
+		return nil, err
+	}
+	c, err := manifest.DecodeRepo(b)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", r, err)
+	}
+	return c, nil
+}
+
+// Bind makes sure the repository belongs to the cluster systemID, writing
+// the configuration at first use. WAL segment names of two clusters
+// collide, so one repository holds one cluster.
+func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) error {
+	for attempt := 0; attempt < 2; attempt++ {
+		c, err := r.Config(ctx)
+		if err == nil {
+			if c.SystemID != systemID {
+				return fmt.Errorf("%w: %s holds backups of cluster %s, and this server is cluster %s; use another repository (or prefix) for this cluster",
+					ErrOtherCluster, r, c.SystemID, systemID)
+			}
+			if c.WALSegmentSize != segSize {
+				return fmt.Errorf("%w: %s was created with WAL segment size %d, and this server uses %d", ErrOtherCluster, r, c.WALSegmentSize, segSize)
+			}
+			return nil
+		}
+		if !errors.Is(err, providers.ErrNotExist) {
+			return fmt.Errorf("read repository configuration of %s: %w", r, err)
+		}
+		data, err := manifest.EncodeRepo(&manifest.Repo{
+			FormatVersion:  manifest.FormatVersion,
+			SystemID:       systemID,
+			WALSegmentSize: segSize,
+			Created:        time.Now().UTC(),
+		})
+		if err != nil {
+			return err
+		}
+		err = r.store.Put(ctx, manifest.RepoKey, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, providers.ErrExist) {
+			return fmt.Errorf("initialise repository %s: %w", r, err)
+		}
+		// Another process initialised it first: check what it wrote.
+	}
+	return fmt.Errorf("initialise repository %s: configuration keeps changing", r)
+}
+
+// Backups returns every committed backup, oldest first. A backup exists
+// only once its manifest does; leftovers of failed runs are not listed.
+func (r *Repository) Backups(ctx context.Context) ([]*manifest.Backup, error) {
+	var ids []string
+	for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
+		if err != nil {
+			return nil, fmt.Errorf("list backups in %s: %w", r, err)
+		}
+		if id, ok := manifest.BackupIDFromKey(obj.Key); ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	out := make([]*manifest.Backup, 0, len(ids))
+	for _, id := range ids {
+		b, err := r.Backup(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Backup reads one committed backup's manifest; id may be "latest".
+func (r *Repository) Backup(ctx context.Context, id string) (*manifest.Backup, error) {
+	if id == "latest" || id == "" {
+		var newest string
+		for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
+			if err != nil {
+				return nil, fmt.Errorf("list backups in %s: %w", r, err)
+			}
+			if bid, ok := manifest.BackupIDFromKey(obj.Key); ok && bid > newest {
+				newest = bid
+			}
+		}
+		if newest == "" {
+			return nil, fmt.Errorf("%w: %s holds no committed backup", ErrNoBackup, r)
+		}
+		id = newest
+	}
+	if !manifest.ValidBackupID(id) {
+		return nil, fmt.Errorf("%w: %q is not a backup id (expected e.g. 20261123T204651Z or latest)", ErrNoBackup, id)
+	}
+	data, err := providers.ReadAll(ctx, r.store, manifest.BackupManifestKey(id))
+	if errors.Is(err, providers.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no committed backup %s", ErrNoBackup, r, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := manifest.Decode(data)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s in %s: %w", id, r, err)
+	}
+	if b.ID != id {
+		return nil, fmt.Errorf("backup %s in %s: manifest names backup %s", id, r, b.ID)
+	}
+	return b, nil
+}
+
+// PGManifest reads PostgreSQL's backup_manifest stored with a backup and
+// checks it against the hash recorded in pgstow's manifest.
+func (r *Repository) PGManifest(ctx context.Context, b *manifest.Backup) ([]byte, error) {
+	data, err := providers.ReadAll(ctx, r.store, manifest.PGManifestKey(b.ID))
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := hex.EncodeToString(sum[:]); got != b.PGManifestSHA256 {
+		return nil, fmt.Errorf("backup %s: backup_manifest is corrupt (sha256 %s, manifest says %s)", b.ID, got, b.PGManifestSHA256)
+	}
+	return data, nil
+}
+
+// Commit publishes a backup: PostgreSQL's manifest first, then pgstow's,
+// which is the commit point. Neither is ever overwritten.
+func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest []byte) error {
+	sum := sha256.Sum256(pgManifest)
+	b.PGManifestSHA256 = hex.EncodeToString(sum[:])
+	data, err := manifest.Encode(b)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	if err := r.putSmall(ctx, manifest.PGManifestKey(b.ID), pgManifest); err != nil && !errors.Is(err, providers.ErrExist) {
+		return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
+	}
+	if err := r.putSmall(ctx, manifest.BackupManifestKey(b.ID), data); err != nil {
+		if errors.Is(err, providers.ErrExist) {
+			return fmt.Errorf("backup %s: a backup with this id is already committed: %w", b.ID, err)
+		}
+		return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
+	}
+	return nil
+}
+
+func (r *Repository) putSmall(ctx context.Context, key string, data []byte) error {
+	return r.store.Put(ctx, key, bytes.NewReader(data), int64(len(data)),
+		providers.PutOptions{IfAbsent: true, CRC32C: crc32.Checksum(data, castagnoli), HasCRC32C: true})
+}
+
+// PutWAL stores one WAL file (a segment or a .history file) compressed.
+// An identical file already there is fine (a re-run, or another archiver);
+// different content under the same name is an error, never an overwrite.
+func (r *Repository) PutWAL(ctx context.Context, comp *chunker.Compressor, name string, data []byte) (manifest.WALSegment, error) {
+	sum := sha256.Sum256(data)
+	seg := manifest.WALSegment{Name: name, SHA256: hex.EncodeToString(sum[:])}
+	var buf bytes.Buffer
+	crc, err := comp.Compress(&buf, data)
+	if err != nil {
+		return seg, fmt.Errorf("compress WAL %s: %w", name, err)
+	}
+	seg.StoredSize = int64(buf.Len())
+	key := manifest.WALKey(name)
+	err = r.store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+		providers.PutOptions{IfAbsent: true, CRC32C: crc, HasCRC32C: true})
+	if err == nil {
+		return seg, nil
+	}
+	if !errors.Is(err, providers.ErrExist) {
+		return seg, fmt.Errorf("store WAL %s: %w", name, err)
+	}
+	existing, stored, err := r.FetchWAL(ctx, name)
+	if err != nil {
+		return seg, fmt.Errorf("WAL %s exists; reading it to compare: %w", name, err)
+	}
+	esum := sha256.Sum256(existing)
+	if esum != sum {
+		return seg, fmt.Errorf("%w: %s in %s differs from what the server sent (sha256 %x vs %x); refusing to overwrite",
+			ErrWALConflict, name, r, esum[:8], sum[:8])
+	}
+	seg.StoredSize = stored
+	return seg, nil
+}
+
+// FetchWAL reads and decompresses one WAL file; the LZ4 frame's content
+// checksum catches corruption. It also returns the stored size.
+func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, error) {
+	data, err := providers.ReadAll(ctx, r.store, manifest.WALKey(name))
+	if err != nil {
+		return nil, 0, err
+	}
+	var out bytes.Buffer
+	if err := chunker.NewDecompressor().Decompress(&out, data, ""); err != nil {
+		return nil, 0, fmt.Errorf("WAL %s in %s is corrupt: %w", name, r, err)
+	}
+	return out.Bytes(), int64(len(data)), nil
+}
+
+// HasWAL reports whether a WAL file is stored.
+func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
+	_, err := r.store.Stat(ctx, manifest.WALKey(name))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, providers.ErrNotExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}

@@ -1,0 +1,314 @@
+// Package uploader moves a tar stream into a store as content-addressed
+// chunks through a bounded pipeline: the caller's goroutine cuts chunks,
+// sealing workers hash and compress them, and upload workers put them in
+// parallel. Every stage draws from fixed pools, so memory is set by the
+// configuration, never by the size of the database, and a slow store slows
+// the reader (and through TCP, the server) instead of filling a queue.
+package uploader
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+)
+
+// Config sets the pipeline's shape.
+type Config struct {
+	// ChunkSize is the target size of a chunk in bytes (default 16 MiB).
+	ChunkSize int
+	// Concurrency is the number of uploads in flight (default 8).
+	Concurrency int
+	// SealWorkers is the number of hashing/compressing workers (default
+	// GOMAXPROCS).
+	SealWorkers int
+}
+
+// DefaultChunkSize is the default target chunk size.
+const DefaultChunkSize = 16 << 20
+
+func (c Config) withDefaults() Config {
+	if c.ChunkSize <= 0 {
+		c.ChunkSize = DefaultChunkSize
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 8
+	}
+	if c.SealWorkers <= 0 {
+		c.SealWorkers = runtime.GOMAXPROCS(0)
+	}
+	return c
+}
+
+// MemoryBudget is the most memory the pipeline's buffers can take: raw
+// buffers (one being filled, one queued and one per sealing worker) of
+// ChunkSize each, plus one compressed buffer per upload slot of at most
+// the LZ4 worst-case size.
+func (c Config) MemoryBudget() int64 {
+	c = c.withDefaults()
+	raw := int64(c.SealWorkers+2) * int64(c.ChunkSize)
+	comp := int64(c.Concurrency) * int64(compressBound(c.ChunkSize))
+	return raw + comp
+}
+
+// compressBound is LZ4's worst case for n bytes plus frame overhead.
+func compressBound(n int) int { return n + n/255 + 16 + 64 }
+
+// Stats counts what an upload did.
+type Stats struct {
+	RawBytes    int64
+	StoredBytes int64 // compressed size of every chunk referenced
+	NewBytes    int64 // compressed bytes actually uploaded
+	Chunks      int
+	NewChunks   int
+}
+
+func (s *Stats) add(o Stats) {
+	s.RawBytes += o.RawBytes
+	s.StoredBytes += o.StoredBytes
+	s.NewBytes += o.NewBytes
+	s.Chunks += o.Chunks
+	s.NewChunks += o.NewChunks
+}
+
+// Uploader stores archives into one store. Its buffer pools live as long
+// as it does and are reused by every archive.
+type Uploader struct {
+	store providers.Store
+	cfg   Config
+	log   *slog.Logger
+	raw   chan []byte
+	comp  chan *bytes.Buffer
+	total Stats
+	mu    sync.Mutex
+	// OnChunk, if set, is called after each chunk is stored or found.
+	OnChunk func(rawSize int64, stored bool)
+}
+
+// New returns an Uploader. Buffers are allocated lazily up to the budget.
+func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
+	cfg = cfg.withDefaults()
+	u := &Uploader{
+		store: store,
+		cfg:   cfg,
+		log:   log,
+		raw:   make(chan []byte, cfg.SealWorkers+2),
+		comp:  make(chan *bytes.Buffer, cfg.Concurrency),
+	}
+	for range cfg.SealWorkers + 2 {
+		u.raw <- nil // allocated on first use
+	}
+	for range cfg.Concurrency {
+		u.comp <- nil
+	}
+	return u
+}
+
+// Stats returns the totals over every archive uploaded so far.
+func (u *Uploader) Stats() Stats {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.total
+}
+
+type sealed struct {
+	seq   int
+	id    string
+	raw   int64
+	buf   *bytes.Buffer
+	crc   uint32
+	found int64 // stored size when the chunk already existed
+}
+
+// Archive reads one tar archive from r to its end, stores its chunks and
+// returns the archive's manifest entry and its files. index is the
+// archive's position in the backup (File.Archive).
+func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name string, oid uint32) (manifest.Archive, []manifest.File, error) {
+	arch := manifest.Archive{Name: name, TablespaceOID: oid}
+	g, gctx := errgroup.WithContext(ctx)
+	toSeal := make(chan chunker.Chunk)
+	toPut := make(chan sealed)
+	var (
+		mu    sync.Mutex
+		refs  []manifest.ChunkRef
+		stats Stats
+	)
+	record := func(seq int, ref manifest.ChunkRef, uploaded bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		for len(refs) <= seq {
+			refs = append(refs, manifest.ChunkRef{})
+		}
+		refs[seq] = ref
+		stats.Chunks++
+		stats.RawBytes += ref.RawSize
+		stats.StoredBytes += ref.StoredSize
+		if uploaded {
+			stats.NewChunks++
+			stats.NewBytes += ref.StoredSize
+		}
+	}
+
+	// Sealing: hash, skip what the store has, compress the rest.
+	var sealers sync.WaitGroup
+	for range u.cfg.SealWorkers {
+		sealers.Add(1)
+		g.Go(func() error {
+			defer sealers.Done()
+			comp := chunker.NewCompressor()
+			for c := range toSeal {
+				s, err := u.seal(gctx, comp, c)
+				u.raw <- c.Data[:0]
+				if err != nil {
+					return err
+				}
+				if s.buf == nil {
+					record(c.Seq, manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: s.found, Codec: "lz4"}, false)
+					if u.OnChunk != nil {
+						u.OnChunk(s.raw, false)
+					}
+					continue
+				}
+				select {
+				case toPut <- s:
+				case <-gctx.Done():
+					u.comp <- s.buf
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() { sealers.Wait(); close(toPut) }()
+
+	// Uploading.
+	for range u.cfg.Concurrency {
+		g.Go(func() error {
+			for s := range toPut {
+				stored := int64(s.buf.Len())
+				uploaded, err := u.put(gctx, s)
+				u.comp <- s.buf
+				if err != nil {
+					return err
+				}
+				record(s.seq, manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: stored, Codec: "lz4"}, uploaded)
+				if u.OnChunk != nil {
+					u.OnChunk(s.raw, uploaded)
+				}
+			}
+			return nil
+		})
+	}
+
+	// Cutting, on the caller's goroutine.
+	var files []manifest.File
+	var size int64
+	g.Go(func() error {
+		defer close(toSeal)
+		sp := chunker.NewSplitter(r, u.cfg.ChunkSize, index, func() []byte {
+			var b []byte
+			select {
+			case b = <-u.raw:
+			case <-gctx.Done():
+				// The splitter needs a buffer to fail cleanly on its
+				// next read; the reader is failing too.
+			}
+			if b == nil {
+				b = make([]byte, 0, u.cfg.ChunkSize)
+			}
+			return b[:0]
+		})
+		for {
+			c, err := sp.Next()
+			if errors.Is(err, io.EOF) {
+				files = sp.Files()
+				size = sp.Size()
+				return nil
+			}
+			if err != nil {
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+				return fmt.Errorf("archive %s: %w", name, err)
+			}
+			select {
+			case toSeal <- c:
+			case <-gctx.Done():
+				u.raw <- c.Data[:0]
+				return gctx.Err()
+			}
+		}
+	})
+	if err := g.Wait(); err != nil {
+		return arch, nil, err
+	}
+	arch.Chunks = refs
+	arch.RawSize = stats.RawBytes
+	arch.StoredSize = stats.StoredBytes
+	if arch.RawSize != size {
+		return arch, nil, fmt.Errorf("archive %s: %d bytes read but chunks cover %d", name, size, arch.RawSize)
+	}
+	u.mu.Lock()
+	u.total.add(stats)
+	u.mu.Unlock()
+	return arch, files, nil
+}
+
+// seal hashes a chunk and, unless the store already holds it, compresses
+// it into a pooled buffer. Checking before compressing makes a repeat
+// backup of unchanged data cost a hash and a stat per chunk.
+func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
+	s := sealed{seq: c.Seq, id: chunker.ID(c.Data), raw: int64(len(c.Data))}
+	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
+	switch {
+	case err == nil:
+		s.found = info.Size
+		return s, nil
+	case !errors.Is(err, providers.ErrNotExist):
+		return s, fmt.Errorf("check chunk %s: %w", s.id[:12], err)
+	}
+	var buf *bytes.Buffer
+	select {
+	case buf = <-u.comp:
+	case <-ctx.Done():
+		return s, ctx.Err()
+	}
+	if buf == nil {
+		buf = bytes.NewBuffer(make([]byte, 0, compressBound(u.cfg.ChunkSize)))
+	}
+	buf.Reset()
+	s.crc, err = comp.Compress(buf, c.Data)
+	if err != nil {
+		u.comp <- buf
+		return s, fmt.Errorf("compress chunk %s: %w", s.id[:12], err)
+	}
+	s.buf = buf
+	return s, nil
+}
+
+// put stores a sealed chunk; it reports false when another writer (a
+// concurrent backup, or an identical chunk earlier in this one) stored it
+// first.
+func (u *Uploader) put(ctx context.Context, s sealed) (bool, error) {
+	key := manifest.ChunkKey(s.id)
+	err := u.store.Put(ctx, key, bytes.NewReader(s.buf.Bytes()), int64(s.buf.Len()),
+		providers.PutOptions{IfAbsent: true, CRC32C: s.crc, HasCRC32C: true})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, providers.ErrExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("upload chunk %s: %w", s.id[:12], err)
+	}
+}
