@@ -73,15 +73,15 @@ type Splitter struct {
 	archive int
 	get     func() []byte
 
-	err     error // sticky; io.EOF after the last chunk
-	state   splitState
-	ready   Chunk // a chunk for Next to return, when hasReady
-	hasRdy  bool
-	cur     []byte // the chunk being filled; nil when there is none
-	seq     int
-	emitted int64 // bytes returned in chunks so far: the Offset of cur
-	off     int64 // bytes consumed from r
-	files   []manifest.File
+	err      error // sticky; io.EOF after the last chunk
+	state    splitState
+	ready    Chunk // a chunk for Next to return, when hasReady
+	hasReady bool
+	cur      []byte // the chunk being filled; nil when there is none
+	seq      int
+	emitted  int64 // bytes returned in chunks so far: the Offset of cur
+	off      int64 // bytes consumed from r
+	files    []manifest.File
 
 	// Header staging for the member being read: hdr holds its header
 	// blocks, in cur just past its data while they fit there (no copy),
@@ -126,9 +126,9 @@ func NewSplitter(r io.Reader, targetSize int, archive int, get func() []byte) *S
 // resumed.
 func (s *Splitter) Next() (Chunk, error) {
 	for s.err == nil {
-		if s.hasRdy {
+		if s.hasReady {
 			c := s.ready
-			s.ready, s.hasRdy = Chunk{}, false
+			s.ready, s.hasReady = Chunk{}, false
 			return c, nil
 		}
 		switch s.state {
@@ -156,7 +156,7 @@ func (s *Splitter) Size() int64 { return s.off }
 // emit hands data over as the next chunk.
 func (s *Splitter) emit(data []byte) {
 	s.ready = Chunk{Seq: s.seq, Offset: s.emitted, Data: data}
-	s.hasRdy = true
+	s.hasReady = true
 	s.seq++
 	s.emitted += int64(len(data))
 }

@@ -45,7 +45,9 @@ func TestCLIBackupAndList(t *testing.T) {
 // TestKillMidStream: a backup killed with SIGKILL while streaming leaves no
 // visible backup and no replication slot, and the next run succeeds.
 func TestKillMidStream(t *testing.T) {
-	c := pgtest.Start(t, pgtest.Options{Major: 15})
+	// The walsender notices a vanished client only when it next writes,
+	// at the latest after wal_sender_timeout/2.
+	c := pgtest.Start(t, pgtest.Options{Major: 15, Conf: []string{"wal_sender_timeout = '4s'"}})
 	c.Pgbench(t, "-i", "-s", "10", "postgres")
 	dir := t.TempDir()
 	repo := "file://" + dir
@@ -159,6 +161,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, tt.code, r.stderr)
 			}
 			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			t.Logf("exit %d: %s", r.code, r.stderr)
 			if len(lines) != 1 || !strings.HasPrefix(lines[0], "pgstow: ") {
 				t.Fatalf("want one error line, got:\n%s", r.stderr)
 			}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 
@@ -96,6 +97,12 @@ func classifyConnectError(target, user string, err error) error {
 			return fmt.Errorf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s 0.0.0.0/0 scram-sha-256'): %w",
 				target, user, user, redactErr(err))
 		}
+	}
+	// pgconn reports one line per attempt (with and without TLS, per
+	// address); the network cause is the same in each and says it all.
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		return fmt.Errorf("connect to %s: %w (is the server running there and accepting TCP connections?)", target, opErr)
 	}
 	return fmt.Errorf("connect to %s: %w", target, redactErr(err))
 }

@@ -114,6 +114,22 @@ func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
 	return u
 }
 
+// putRaw returns a raw buffer to the pool. It never blocks: a buffer made
+// outside the pool while cancelling has no slot and is dropped.
+func (u *Uploader) putRaw(b []byte) {
+	select {
+	case u.raw <- b[:0]:
+	default:
+	}
+}
+
+func (u *Uploader) putComp(b *bytes.Buffer) {
+	select {
+	case u.comp <- b:
+	default:
+	}
+}
+
 // Stats returns the totals over every archive uploaded so far.
 func (u *Uploader) Stats() Stats {
 	u.mu.Lock()
@@ -168,7 +184,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			comp := chunker.NewCompressor()
 			for c := range toSeal {
 				s, err := u.seal(gctx, comp, c)
-				u.raw <- c.Data[:0]
+				u.putRaw(c.Data)
 				if err != nil {
 					return err
 				}
@@ -182,7 +198,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				select {
 				case toPut <- s:
 				case <-gctx.Done():
-					u.comp <- s.buf
+					u.putComp(s.buf)
 					return gctx.Err()
 				}
 			}
@@ -197,7 +213,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			for s := range toPut {
 				stored := int64(s.buf.Len())
 				uploaded, err := u.put(gctx, s)
-				u.comp <- s.buf
+				u.putComp(s.buf)
 				if err != nil {
 					return err
 				}
@@ -244,7 +260,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			select {
 			case toSeal <- c:
 			case <-gctx.Done():
-				u.raw <- c.Data[:0]
+				u.putRaw(c.Data)
 				return gctx.Err()
 			}
 		}
@@ -289,7 +305,7 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker
 	buf.Reset()
 	s.crc, err = comp.Compress(buf, c.Data)
 	if err != nil {
-		u.comp <- buf
+		u.putComp(buf)
 		return s, fmt.Errorf("compress chunk %s: %w", s.id[:12], err)
 	}
 	s.buf = buf

@@ -38,10 +38,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
-			log, err := g.logger()
-			if err != nil {
-				return err
-			}
+			log := g.log
 			o := backup.Options{
 				DSN:                      dsn,
 				Label:                    label,

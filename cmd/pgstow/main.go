@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -45,6 +46,7 @@ type globals struct {
 	getenv    func(string) string
 	stdout    io.Writer
 	stderr    io.Writer
+	log       *slog.Logger // set before any command runs
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -75,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "pgstow: %v\n", err)
+	fmt.Fprintf(stderr, "pgstow: %s\n", oneLine(err.Error()))
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
@@ -99,6 +101,11 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		var err error
+		g.log, err = g.logger()
+		return err
+	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBackupCmd(g), newListCmd(g), newVersionCmd(g))
 	return root
@@ -124,4 +131,21 @@ func newVersionCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// oneLine folds a multi-line error (some libraries report one line per
+// attempt) into one line, dropping repeated lines, so scripts and log
+// collectors see one record per failure.
+func oneLine(msg string) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || seen[l] {
+			continue
+		}
+		seen[l] = true
+		parts = append(parts, l)
+	}
+	return strings.Join(parts, " ")
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +35,9 @@ func openRepo(ctx context.Context, raw string) (*repository.Repository, error) {
 	var store providers.Store
 	switch u.Scheme {
 	case "file":
+		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
+			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", u.Redacted())}
+		}
 		store, err = file.OpenURL(ctx, u)
 	case "s3", "gs", "azblob":
 		return nil, usageError{fmt.Errorf("repository %s: the %s:// provider is not available in this build yet; use file:///path", u.Redacted(), u.Scheme)}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestOneLine(t *testing.T) {
+	tests := map[string]string{
+		"plain":                          "plain",
+		"a:\n\tb refused\n\tb refused\n": "a: b refused",
+		"x\n\ny":                         "x y",
+	}
+	for in, want := range tests {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	tests := map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 30: "5.0 GiB"}
+	for in, want := range tests {
+		if got := humanBytes(in); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestUsageErrors: mistakes in how pgstow is called exit 2 with one line,
+// before touching any server.
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"list"}, nil, "PGSTOW_REPO"},
+		{[]string{"list", "--repo", "nope"}, nil, "no scheme"},
+		{[]string{"list", "--repo", "s3://bucket/x"}, nil, "not available in this build"},
+		{[]string{"backup", "--repo", "file:///tmp/x", "--chunk-size", "12"}, nil, "--chunk-size"},
+		{[]string{"backup", "--repo", "file:///tmp/x", "--checkpoint", "now"}, nil, "--checkpoint"},
+		{[]string{"backup", "--repo", "file:///tmp/x", "--concurrency", "0"}, nil, "--concurrency"},
+		{[]string{"backup", "--repo", "file:///tmp/x", "--max-rate", "fast"}, nil, "--max-rate"},
+		{[]string{"backup", "--bogus"}, nil, "unknown flag"},
+		{[]string{"list", "--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"list"}, map[string]string{"PGSTOW_REPO": "gopher://x"}, "unknown scheme"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(tt.args, &out, &errb, func(k string) string { return tt.env[k] })
+			if code != exitUsage {
+				t.Fatalf("exit %d, want %d; stderr %q", code, exitUsage, errb.String())
+			}
+			msg := strings.TrimSpace(errb.String())
+			if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, tt.want) {
+				t.Fatalf("stderr %q, want one line containing %q", msg, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"version"}, &out, &out, func(string) string { return "" }); code != 0 || !strings.HasPrefix(out.String(), "pgstow ") {
+		t.Fatalf("version: %d %q", code, out.String())
+	}
+}

@@ -1,0 +1,175 @@
+package uploader
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/mem"
+)
+
+// makeTar builds a tar with small files and one large one, semi-compressible.
+func makeTar(t testing.TB, seed uint64, large int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	add := func(name string, n int) {
+		data := make([]byte, n)
+		for i := range data {
+			if i%4 == 0 {
+				data[i] = byte(rng.IntN(256))
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o600, Size: int64(n), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(data)
+	}
+	tw.WriteHeader(&tar.Header{Name: "base/", Mode: 0o700, Typeflag: tar.TypeDir})
+	for i := range 40 {
+		add(fmt.Sprintf("base/small%d", i), 1000+i*300)
+	}
+	add("base/large", large)
+	tw.Close()
+	return buf.Bytes()
+}
+
+func reassemble(t *testing.T, s providers.Store, a manifest.Archive) []byte {
+	t.Helper()
+	var out, tmp bytes.Buffer
+	d := chunker.NewDecompressor()
+	for _, c := range a.Chunks {
+		data, err := providers.ReadAll(t.Context(), s, manifest.ChunkKey(c.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmp.Reset()
+		if err := d.Decompress(&tmp, data, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		out.Write(tmp.Bytes())
+	}
+	return out.Bytes()
+}
+
+func TestArchiveRoundTripAndDedup(t *testing.T) {
+	for _, cfg := range []Config{
+		{ChunkSize: 64 << 10, Concurrency: 1, SealWorkers: 1},
+		{ChunkSize: 64 << 10, Concurrency: 8, SealWorkers: 3},
+		{ChunkSize: 1 << 20, Concurrency: 4},
+	} {
+		t.Run(fmt.Sprintf("%+v", cfg), func(t *testing.T) {
+			store := mem.New()
+			data := makeTar(t, 1, 3<<20+123)
+			u := New(store, cfg, slog.New(slog.DiscardHandler))
+			a, files, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(reassemble(t, store, a), data) {
+				t.Fatal("chunks do not reassemble the archive")
+			}
+			if len(files) != 42 || a.RawSize != int64(len(data)) {
+				t.Fatalf("%d files, raw %d; want 42, %d", len(files), a.RawSize, len(data))
+			}
+			st := u.Stats()
+			if st.NewBytes != st.StoredBytes || st.NewChunks != len(a.Chunks) {
+				t.Fatalf("first upload stats %+v", st)
+			}
+			// Same data again: nothing new.
+			u2 := New(store, cfg, slog.New(slog.DiscardHandler))
+			a2, _, err := u2.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s2 := u2.Stats(); s2.NewBytes != 0 || s2.StoredBytes != st.StoredBytes {
+				t.Fatalf("second upload stats %+v, first %+v", s2, st)
+			}
+			if len(a2.Chunks) != len(a.Chunks) {
+				t.Fatal("chunk lists differ")
+			}
+		})
+	}
+}
+
+// faultyStore fails Put after n successful ones.
+type faultyStore struct {
+	providers.Store
+	okPuts atomic.Int64
+	limit  int64
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *faultyStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
+	if f.okPuts.Add(1) > f.limit {
+		return errInjected
+	}
+	return f.Store.Put(ctx, key, body, size, o)
+}
+
+func TestArchiveFailsCleanly(t *testing.T) {
+	data := makeTar(t, 2, 8<<20)
+	for _, limit := range []int64{0, 1, 5} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			store := &faultyStore{Store: mem.New(), limit: limit}
+			u := New(store, Config{ChunkSize: 256 << 10, Concurrency: 4}, slog.New(slog.DiscardHandler))
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, errInjected) {
+					t.Fatalf("error %v, want the injected one", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Archive hung after a store failure")
+			}
+			// The pools are whole again: a later archive works.
+			store.limit = 1 << 40
+			if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
+				t.Fatalf("after a failure: %v", err)
+			}
+		})
+	}
+}
+
+func TestArchiveCancelled(t *testing.T) {
+	data := makeTar(t, 3, 8<<20)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	u := New(mem.New(), Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler))
+	if _, _, err := u.Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+}
+
+func TestArchiveBadTar(t *testing.T) {
+	u := New(mem.New(), Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
+	data := makeTar(t, 4, 100<<10)
+	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data[:len(data)/2]), 0, "base.tar", 0); err == nil {
+		t.Fatal("a truncated archive was accepted")
+	}
+}
+
+func TestMemoryBudget(t *testing.T) {
+	c := Config{ChunkSize: 16 << 20, Concurrency: 8, SealWorkers: 2}
+	got := c.MemoryBudget()
+	if got < 4*16<<20+8*16<<20 || got > 4*17<<20+8*17<<20 {
+		t.Fatalf("budget %d out of range", got)
+	}
+}
