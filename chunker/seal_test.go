@@ -248,7 +248,7 @@ func TestLZ4CLI(t *testing.T) {
 	}
 	var members []member
 	for i := range 12 {
-		members = append(members, file(fmt.Sprintf("base/16384/%d", 16400+i), tableData(uint64(i), 1000+i*600000)))
+		members = append(members, file(fmt.Sprintf("base/16384/%d", 16400+i), tableData(uint64(i), 1000+i*250000)))
 	}
 	members = append(members, file("global/pg_control", content(99, 8192)), dir("pg_wal"))
 	data := makeTar(t, tar.FormatUnknown, members...)
@@ -274,6 +274,22 @@ func TestLZ4CLI(t *testing.T) {
 	}
 	if !bytes.Equal(out, data) {
 		t.Fatalf("lz4 -dc gave %d bytes that differ from the %d-byte archive", len(out), len(data))
+	}
+
+	// The other way round: frames written by the CLI (no content size,
+	// linked blocks with -BD) decode too, growing the output as they go.
+	for _, args := range [][]string{{"-1", "-c"}, {"-1", "-BD", "-B4", "-c"}, {"-9", "--content-size", "-c"}} {
+		raw := data[:min(len(data), 9<<20)]
+		cmd := exec.CommandContext(t.Context(), lz4, args...)
+		cmd.Stdin = bytes.NewReader(raw)
+		frame, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("lz4 %v: %v", args, err)
+		}
+		var got bytes.Buffer
+		if err := NewDecompressor().Decompress(&got, frame, ID(raw)); err != nil {
+			t.Errorf("frame from lz4 %v: %v", args, err)
+		}
 	}
 }
 
