@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -56,6 +57,8 @@ type Options struct {
 	WALTimeout  time.Duration
 	ToolVersion string
 	Log         *slog.Logger
+	// ProgressInterval is how often a progress line is logged (10 s).
+	ProgressInterval time.Duration
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
 }
@@ -166,6 +169,36 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		end      replication.End
 	)
 	up := uploader.New(repo.Store(), o.Uploader, log)
+	var chunksDone, chunksNew atomic.Int64
+	up.OnChunk = func(_ int64, stored bool) {
+		chunksDone.Add(1)
+		if stored {
+			chunksNew.Add(1)
+		}
+	}
+	// A multi-hour backup must say how it is doing.
+	progressEvery := o.ProgressInterval
+	if progressEvery <= 0 {
+		progressEvery = 10 * time.Second
+	}
+	t0 := time.Now()
+	stopProgress := make(chan struct{})
+	defer close(stopProgress)
+	go func() {
+		tick := time.NewTicker(progressEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				return
+			case <-tick.C:
+				n := bb.Streamed()
+				el := time.Since(t0).Seconds()
+				log.Info("backup progress", "streamed_bytes", n, "mb_per_s", float64(n)/1e6/el,
+					"chunks", chunksDone.Load(), "new_chunks", chunksNew.Load(), "elapsed_s", int(el))
+			}
+		}
+	}()
 	g.Go(func() error {
 		// The stream reader cannot see gctx, so a WAL failure must abort
 		// it by closing the connection.
