@@ -78,6 +78,10 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "pgstow: %s\n", oneLine(err.Error()))
+	var wf walFetchError
+	if errors.As(err, &wf) {
+		return wf.code
+	}
 	var ue usageError
 	if errors.As(err, &ue) {
 		return exitUsage
@@ -107,7 +111,7 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 		return err
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBackupCmd(g), newListCmd(g), newVersionCmd(g))
+	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALFetchCmd(g), newVersionCmd(g))
 	return root
 }
 

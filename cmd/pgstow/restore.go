@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/restore"
+)
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var (
+		repoURL, backupID, pgdata, wal string
+		tablespaces                    []string
+		concurrency                    int
+	)
+	cmd := &cobra.Command{
+		Use:   "restore",
+		Short: "Restore a backup into a new data directory",
+		Long: `Restore a committed backup into a data directory that must not exist or be empty.
+
+Every chunk is verified against its SHA-256 id and every file against its CRC32C
+before the directory is declared complete; global/pg_control is written last, so
+an interrupted restore never looks like a finished one. User tablespaces go to
+their recorded location unless remapped with --tablespace OID=DIR.
+
+--wal=embed (default) puts the WAL the backup needs into pg_wal/, so the
+directory starts on its own. --wal=fetch writes recovery.signal and a
+restore_command that runs 'pgstow wal-fetch' against this repository.`,
+		Example: `  pgstow restore --repo file:///var/backups/pg -D /var/lib/postgresql/15/restored
+  pgstow restore --backup 20261123T204651Z -D /srv/pg --tablespace 16384=/srv/ts1 --wal fetch`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
+			if pgdata == "" {
+				return usageError{errors.New("--pgdata (-D) is required: the directory to restore into")}
+			}
+			target, err := filepath.Abs(pgdata)
+			if err != nil {
+				return usageError{fmt.Errorf("--pgdata %q: %w", pgdata, err)}
+			}
+			o := restore.Options{
+				BackupID:    backupID,
+				Target:      target,
+				WAL:         restore.WALMode(wal),
+				Concurrency: concurrency,
+				Log:         g.log,
+				Tablespaces: map[uint32]string{},
+			}
+			for _, m := range tablespaces {
+				oid, dir, ok := strings.Cut(m, "=")
+				n, err := strconv.ParseUint(oid, 10, 32)
+				if !ok || err != nil || !filepath.IsAbs(dir) {
+					return usageError{fmt.Errorf("--tablespace %q: use OID=/absolute/dir", m)}
+				}
+				o.Tablespaces[uint32(n)] = filepath.Clean(dir)
+			}
+			switch o.WAL {
+			case restore.WALEmbed:
+			case restore.WALFetch:
+				self, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("find pgstow's own path for restore_command: %w", err)
+				}
+				o.RestoreCommand = fmt.Sprintf("%s wal-fetch --repo %s %%f %%p", shellQuote(self), shellQuote(repoURL))
+			default:
+				return usageError{fmt.Errorf("--wal %q: use embed or fetch", wal)}
+			}
+			if concurrency < 1 || concurrency > 256 {
+				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
+			}
+			repo, err := openRepo(cmd.Context(), repoURL)
+			if err != nil {
+				return err
+			}
+			defer repo.Store().Close()
+			res, err := restore.Run(cmd.Context(), repo, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs\n",
+				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
+			return nil
+		},
+	}
+	repoFlag(cmd, &repoURL)
+	cmd.Flags().StringVar(&backupID, "backup", "latest", "backup id to restore, or latest")
+	cmd.Flags().StringVarP(&pgdata, "pgdata", "D", "", "data directory to create (must not exist or be empty)")
+	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
+	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "chunk downloads in flight")
+	return cmd
+}
+
+// shellQuote quotes s for the shell PostgreSQL runs restore_command with.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// exitWALFatal makes PostgreSQL stop recovery: it takes any exit status up
+// to 125 from restore_command as "file not found" and would end recovery
+// early, which on a transient store error could lose committed data.
+const exitWALFatal = 128
+
+// walFetchError carries wal-fetch's exit status.
+type walFetchError struct {
+	err  error
+	code int
+}
+
+func (w walFetchError) Error() string { return w.err.Error() }
+func (w walFetchError) Unwrap() error { return w.err }
+
+func newWALFetchCmd(g *globals) *cobra.Command {
+	var repoURL string
+	cmd := &cobra.Command{
+		Use:   "wal-fetch WALFILE DEST",
+		Short: "Fetch one WAL file from the repository (for restore_command)",
+		Long: `Fetch one WAL file (a segment or a .history file) from the repository, verify
+it and write it atomically to DEST. Meant for PostgreSQL's restore_command:
+
+  restore_command = 'pgstow wal-fetch --repo file:///var/backups/pg %f %p'
+
+Exit status: 0 fetched; 1 the file is not in the repository (PostgreSQL then
+ends recovery or tries elsewhere); 128 any other failure (unreachable store,
+corrupt file, bad arguments), which makes PostgreSQL stop rather than end
+recovery early with WAL missing.`,
+		Example: `  pgstow wal-fetch --repo file:///var/backups/pg 000000010000000000000003 /tmp/seg`,
+		// Checked in RunE: a usage error must exit 128 here too.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return walFetchError{fmt.Errorf("wal-fetch takes WALFILE and DEST, got %d arguments", len(args)), exitWALFatal}
+			}
+			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL)
+			if err != nil {
+				return walFetchError{err, exitWALFatal}
+			}
+			defer repo.Store().Close()
+			err = restore.FetchWAL(cmd.Context(), repo, args[0], args[1])
+			switch {
+			case err == nil:
+				return nil
+			case errors.Is(err, providers.ErrNotExist):
+				return walFetchError{fmt.Errorf("WAL file %s is not in %s", args[0], repo), 1}
+			default:
+				return walFetchError{err, exitWALFatal}
+			}
+		},
+	}
+	repoFlag(cmd, &repoURL)
+	return cmd
+}

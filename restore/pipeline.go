@@ -1,0 +1,276 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+)
+
+// The chunk pipeline downloads and verifies the chunks of every archive, in
+// manifest order, ahead of the single writer that extracts them. It is one
+// stream over all archives, so the next archive's first chunks arrive while
+// the writer finishes the current one.
+//
+// Memory: a token is taken for each chunk before it is handed to a worker
+// and given back only once the writer has consumed it, so at most
+// concurrency chunks exist at any time, each in one pooled raw buffer;
+// each of the concurrency workers also keeps one buffer for the stored
+// (compressed) bytes. The budget is concurrency × (largest raw chunk +
+// largest stored chunk).
+
+// chunkJob is one chunk on its way from the store to the writer.
+type chunkJob struct {
+	archive, index int
+	ref            manifest.ChunkRef
+	done           chan struct{} // closed once raw or err is set
+	raw            *bytes.Buffer
+	err            error
+}
+
+type pipeline struct {
+	store  providers.Store
+	p      *plan
+	jobs   chan *chunkJob     // to the workers
+	queue  chan *chunkJob     // to the writer, in archive order
+	tokens chan struct{}      // one per chunk in flight
+	pool   chan *bytes.Buffer // raw buffers, nil until first used
+	// onChunk is called as the writer takes each verified chunk.
+	onChunk func(rawSize int64)
+}
+
+func newPipeline(store providers.Store, p *plan, concurrency int, onChunk func(int64)) *pipeline {
+	pl := &pipeline{
+		store:   store,
+		p:       p,
+		jobs:    make(chan *chunkJob, concurrency),
+		queue:   make(chan *chunkJob, concurrency),
+		tokens:  make(chan struct{}, concurrency),
+		pool:    make(chan *bytes.Buffer, concurrency),
+		onChunk: onChunk,
+	}
+	for range concurrency {
+		pl.pool <- nil
+	}
+	return pl
+}
+
+// start runs the producer and the workers in g.
+func (pl *pipeline) start(ctx context.Context, g *errgroup.Group) {
+	g.Go(func() error { return pl.produce(ctx) })
+	for range cap(pl.tokens) {
+		g.Go(func() error { return pl.work(ctx) })
+	}
+}
+
+// produce hands out the chunks in order, each once a token is free.
+func (pl *pipeline) produce(ctx context.Context) error {
+	defer close(pl.queue)
+	defer close(pl.jobs)
+	for ai, a := range pl.p.b.Archives {
+		for ci, ref := range a.Chunks {
+			select {
+			case pl.tokens <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			job := &chunkJob{archive: ai, index: ci, ref: ref, done: make(chan struct{})}
+			// Neither send waits: a channel holds at most the chunks
+			// that hold tokens, and there are as many tokens as slots.
+			select {
+			case pl.jobs <- job:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case pl.queue <- job:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// work downloads and verifies chunks. Its first failure is returned to the
+// errgroup as well as left on the job, so the error that stops the restore
+// is the one naming the chunk, not the writer's cancellation.
+func (pl *pipeline) work(ctx context.Context) error {
+	dec := chunker.NewDecompressor()
+	var stored []byte
+	for job := range pl.jobs {
+		job.raw, job.err = pl.fetch(ctx, dec, &stored, job)
+		close(job.done)
+		if job.err != nil {
+			return job.err
+		}
+	}
+	return nil
+}
+
+// fetch downloads one chunk into stored and decompresses it into a pooled
+// buffer, checking the stored size, the LZ4 content checksum, the SHA-256
+// against the chunk's id and the raw size.
+func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored *[]byte, job *chunkJob) (*bytes.Buffer, error) {
+	ref := job.ref
+	rc, err := pl.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
+	if err != nil {
+		return nil, pl.chunkError(job, "download", err)
+	}
+	defer rc.Close()
+	if int64(cap(*stored)) < ref.StoredSize {
+		*stored = make([]byte, ref.StoredSize)
+	}
+	data := (*stored)[:ref.StoredSize]
+	n, err := io.ReadFull(rc, data)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, pl.chunkError(job, "download", fmt.Errorf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize))
+	case err != nil:
+		return nil, pl.chunkError(job, "download", err)
+	}
+	var extra [1]byte
+	switch m, err := io.ReadFull(rc, extra[:]); {
+	case m > 0:
+		return nil, pl.chunkError(job, "download", fmt.Errorf("stored object is longer than the %d bytes the manifest says", ref.StoredSize))
+	case !errors.Is(err, io.EOF):
+		return nil, pl.chunkError(job, "download", err)
+	}
+
+	var raw *bytes.Buffer
+	select {
+	case raw = <-pl.pool:
+	case <-ctx.Done():
+		return nil, pl.chunkError(job, "download", ctx.Err())
+	}
+	if raw == nil {
+		raw = new(bytes.Buffer)
+	}
+	raw.Reset()
+	if err := dec.Decompress(raw, data, ref.ID); err != nil {
+		pl.putBuffer(raw)
+		return nil, pl.chunkError(job, "verify", fmt.Errorf("chunk is corrupt: %w", err))
+	}
+	if int64(raw.Len()) != ref.RawSize {
+		pl.putBuffer(raw)
+		return nil, pl.chunkError(job, "verify", fmt.Errorf("chunk is corrupt: %d bytes, the manifest says %d", raw.Len(), ref.RawSize))
+	}
+	return raw, nil
+}
+
+// chunkError names the chunk, its archive and the files it holds, so the
+// user knows what a missing or corrupt chunk affects.
+func (pl *pipeline) chunkError(job *chunkJob, what string, err error) error {
+	a := pl.p.b.Archives[job.archive]
+	holds := pl.p.filesIn(job.archive, pl.p.chunkOffsets[job.archive][job.index], job.ref.RawSize)
+	return fmt.Errorf("%s chunk %s (%s, chunk %d of %d; it holds %s): %w",
+		what, job.ref.ID, a.Name, job.index+1, len(a.Chunks), holds, err)
+}
+
+// putBuffer returns a raw buffer to the pool; it never blocks.
+func (pl *pipeline) putBuffer(b *bytes.Buffer) {
+	b.Reset()
+	select {
+	case pl.pool <- b:
+	default:
+	}
+}
+
+// recycle gives back what a consumed chunk held: its buffer first, then its
+// token, so that a worker always finds a buffer.
+func (pl *pipeline) recycle(job *chunkJob) {
+	if job.raw != nil {
+		pl.putBuffer(job.raw)
+		job.raw = nil
+	}
+	<-pl.tokens
+}
+
+// chunkReader reads one archive as the concatenation of its chunks, taking
+// them from the pipeline in order.
+type chunkReader struct {
+	ctx     context.Context
+	pl      *pipeline
+	archive int
+	left    int // chunks of the archive not yet taken
+	cur     *chunkJob
+	rest    []byte
+}
+
+func (pl *pipeline) reader(ctx context.Context, archive int) *chunkReader {
+	return &chunkReader{ctx: ctx, pl: pl, archive: archive, left: len(pl.p.b.Archives[archive].Chunks)}
+}
+
+func (r *chunkReader) Read(b []byte) (int, error) {
+	for len(r.rest) == 0 {
+		r.release()
+		if r.left == 0 {
+			return 0, io.EOF
+		}
+		var job *chunkJob
+		select {
+		case j, ok := <-r.pl.queue:
+			if !ok {
+				// The producer stops early only when the restore
+				// is being cancelled.
+				if err := context.Cause(r.ctx); err != nil {
+					return 0, err
+				}
+				return 0, errors.New("internal error: chunk pipeline ended early")
+			}
+			job = j
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+		select {
+		case <-job.done:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+		if job.err != nil {
+			return 0, job.err
+		}
+		if job.archive != r.archive {
+			return 0, fmt.Errorf("internal error: chunk of archive %d read as archive %d", job.archive, r.archive)
+		}
+		r.cur, r.rest = job, job.raw.Bytes()
+		r.left--
+		r.pl.onChunk(job.ref.RawSize)
+	}
+	n := copy(b, r.rest)
+	r.rest = r.rest[n:]
+	return n, nil
+}
+
+// finish reads the archive to its last chunk, so every chunk is verified
+// (the bytes after the tar's end marker too) and the stream is positioned
+// at the next archive.
+func (r *chunkReader) finish() error {
+	var one [1]byte
+	for {
+		// Dropping the rest of the current chunk makes Read take the
+		// next one; nothing is copied but a byte per chunk.
+		r.rest = nil
+		if _, err := r.Read(one[:]); err != nil {
+			r.release()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (r *chunkReader) release() {
+	if r.cur != nil {
+		r.pl.recycle(r.cur)
+		r.cur, r.rest = nil, nil
+	}
+}

@@ -1,0 +1,85 @@
+package restore
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// logEvery is how often a running restore logs a progress line; the
+// Progress callback is called every progressEvery.
+const (
+	logEvery      = 10 * time.Second
+	progressEvery = time.Second
+)
+
+// progress counts what the writer has consumed. It is updated from the
+// writer and read from the reporting goroutine.
+type progress struct {
+	start       time.Time
+	bytesTotal  int64
+	chunksTotal int
+	bytesDone   atomic.Int64
+	chunksDone  atomic.Int64
+}
+
+// chunk records one chunk taken by the writer.
+func (p *progress) chunk(rawSize int64) {
+	p.bytesDone.Add(rawSize)
+	p.chunksDone.Add(1)
+}
+
+func (p *progress) snapshot() Progress {
+	return Progress{
+		BytesDone:   p.bytesDone.Load(),
+		BytesTotal:  p.bytesTotal,
+		ChunksDone:  int(p.chunksDone.Load()),
+		ChunksTotal: p.chunksTotal,
+		Elapsed:     time.Since(p.start),
+	}
+}
+
+// run reports progress until the returned function is called, which also
+// makes the final call to o.Progress. Only one goroutine calls o.Progress
+// at a time.
+func (p *progress) run(o Options) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(progressEvery)
+		defer tick.Stop()
+		lastLog := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				s := p.snapshot()
+				if o.Progress != nil {
+					o.Progress(s)
+				}
+				if now.Sub(lastLog) >= logEvery {
+					lastLog = now
+					o.Log.Info("restore progress", "bytes_done", s.BytesDone, "bytes_total", s.BytesTotal,
+						"chunks_done", s.ChunksDone, "chunks_total", s.ChunksTotal,
+						"mib_per_s", rate(s.BytesDone, s.Elapsed))
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+		if o.Progress != nil {
+			o.Progress(p.snapshot())
+		}
+	}
+}
+
+// rate is bytes over d in MiB/s, rounded to a tenth for logs.
+func rate(bytes int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(int64(float64(bytes)/(1<<20)/d.Seconds()*10)) / 10
+}

@@ -1,0 +1,452 @@
+// Package restore turns a committed backup back into a PostgreSQL data
+// directory: it downloads and verifies every chunk, extracts the archives
+// through os.Root so that nothing lands outside the directories chosen
+// before the first write, places the WAL the backup needs (or a
+// restore_command that fetches it), makes everything durable, and writes
+// global/pg_control last, so that an interrupted restore can never pass
+// for a complete one.
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// WALMode says how the restored directory gets the WAL it needs to reach
+// consistency.
+type WALMode string
+
+const (
+	// WALEmbed writes the backup's WAL segments into pg_wal/, so the
+	// directory starts on its own (what seeding a CI database wants).
+	WALEmbed WALMode = "embed"
+	// WALFetch writes recovery.signal and a restore_command instead, so
+	// PostgreSQL fetches the WAL itself (and can replay past the backup).
+	WALFetch WALMode = "fetch"
+)
+
+// DefaultConcurrency is the number of chunks downloaded ahead of the
+// writer when Options.Concurrency is not set.
+const DefaultConcurrency = 8
+
+// Options configure one restore.
+type Options struct {
+	// BackupID is a backup id or "latest".
+	BackupID string
+	// Target is the data directory to create; it must not exist or be
+	// empty.
+	Target string
+	// Tablespaces remaps tablespaces: oid -> new location. Tablespaces not
+	// listed go to the location recorded in the backup.
+	Tablespaces map[uint32]string
+	// WAL is the WAL mode; empty means WALEmbed.
+	WAL WALMode
+	// RestoreCommand is the restore_command written with WALFetch, built
+	// by the caller (it knows its own path and the repository URL).
+	RestoreCommand string
+	// Concurrency is the number of chunks downloaded and decompressed
+	// ahead of the writer (default DefaultConcurrency). Memory is about
+	// Concurrency × (largest chunk raw + stored size).
+	Concurrency int
+	// Log receives progress and summary lines; nil discards them.
+	Log *slog.Logger
+	// Progress, if set, is called about every second and once at the end,
+	// from one goroutine at a time.
+	Progress func(Progress)
+}
+
+// Progress is a snapshot of a running restore. Bytes are raw archive
+// bytes, counted as the writer consumes each verified chunk.
+type Progress struct {
+	BytesDone, BytesTotal   int64
+	ChunksDone, ChunksTotal int
+	Elapsed                 time.Duration
+}
+
+// Result describes a finished restore.
+type Result struct {
+	Backup *manifest.Backup
+	// Files is the number of regular files restored from the archives.
+	Files int
+	// Bytes is the content size of those files.
+	Bytes int64
+	// WALSegments is the number of WAL files written into pg_wal/.
+	WALSegments int
+	Elapsed     time.Duration
+}
+
+// maxChunkBytes bounds the raw and stored size of one chunk. pgstow cuts
+// 16 MiB chunks by default; a manifest claiming more than this is corrupt
+// or hostile, and refusing it keeps the memory budget meaningful.
+const maxChunkBytes = 1 << 30
+
+// pgControlPath is written last: PostgreSQL cannot start a directory
+// without it, so its absence marks an incomplete restore.
+const pgControlPath = "global/pg_control"
+
+// tablespaceMapPath is the file through which PostgreSQL recreates the
+// pg_tblspc links when it starts from a backup taken with TABLESPACE_MAP.
+const tablespaceMapPath = "tablespace_map"
+
+// Run restores one backup from repo into o.Target. Every destination is
+// checked before anything is written; a failure after that leaves a
+// directory without global/pg_control, which the error says must be
+// removed.
+func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, error) {
+	started := time.Now()
+	if o.Target == "" {
+		return nil, errors.New("restore: no target directory given")
+	}
+	if err := o.setDefaults(); err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	b, err := repo.Backup(ctx, o.BackupID)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	pgm, err := repo.PGManifest(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	// The backup checked this before committing; checking again costs
+	// little and refuses a manifest edited since.
+	pg, err := manifest.ParsePGManifest(pgm)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
+	}
+	if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
+		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
+	}
+	p, err := newPlan(b, o)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
+	}
+	if err := p.checkDestinations(); err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", p.target, err)
+	}
+
+	r := newRestorer(repo, o, p, pgm)
+	o.Log.Info("restore starting", "backup", b.ID, "repo", repo.String(), "target", p.target,
+		"archives", len(b.Archives), "chunks", p.chunks, "raw_bytes", p.rawBytes,
+		"wal", string(o.WAL), "wal_segments", len(b.WAL), "concurrency", o.Concurrency,
+		"memory_budget_bytes", int64(o.Concurrency)*(p.maxChunkRaw+p.maxChunkStored))
+	res, err := r.run(ctx, started)
+	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
+			err = fmt.Errorf("interrupted (%w) after: %v", context.Cause(ctx), err)
+		}
+		return nil, p.incomplete(err)
+	}
+	return res, nil
+}
+
+// setDefaults fills in defaults and refuses options that cannot work.
+func (o *Options) setDefaults() error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	switch o.WAL {
+	case "":
+		o.WAL = WALEmbed
+	case WALEmbed:
+	case WALFetch:
+		if o.RestoreCommand == "" {
+			return errors.New("WAL mode fetch needs a restore_command")
+		}
+		if strings.ContainsAny(o.RestoreCommand, "\n\r\x00") {
+			return fmt.Errorf("restore_command %q contains a line break or NUL, which postgresql.auto.conf cannot hold", o.RestoreCommand)
+		}
+	default:
+		return fmt.Errorf("WAL mode %q: use %s or %s", o.WAL, WALEmbed, WALFetch)
+	}
+	return nil
+}
+
+// plan is every decision made before the first write: where each archive
+// goes and which members each archive may hold.
+type plan struct {
+	b      *manifest.Backup
+	target string // absolute
+	// tsDirs maps every tablespace of the backup to its absolute
+	// destination; remapped says which ones the caller moved.
+	tsDirs   map[uint32]string
+	remapped map[uint32]bool
+	tsOrder  []uint32 // b.Tablespaces order, for stable messages
+	// members maps each archive's member paths to indexes into b.Files.
+	members []map[string]int
+	// chunkOffsets[a][i] is where chunk i starts within archive a.
+	chunkOffsets [][]int64
+
+	chunks                      int
+	rawBytes                    int64
+	maxChunkRaw, maxChunkStored int64
+}
+
+func newPlan(b *manifest.Backup, o Options) (*plan, error) {
+	target, err := filepath.Abs(o.Target)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", o.Target, err)
+	}
+	p := &plan{
+		b:        b,
+		target:   target,
+		tsDirs:   make(map[uint32]string, len(b.Tablespaces)),
+		remapped: make(map[uint32]bool),
+	}
+	for _, ts := range b.Tablespaces {
+		if ts.OID == 0 {
+			return nil, errors.New("tablespace with oid 0 in the manifest")
+		}
+		if _, dup := p.tsDirs[ts.OID]; dup {
+			return nil, fmt.Errorf("tablespace %d is listed twice in the manifest", ts.OID)
+		}
+		dir := ts.Location
+		if m, ok := o.Tablespaces[ts.OID]; ok {
+			if m == "" {
+				return nil, fmt.Errorf("tablespace %d: empty remap location", ts.OID)
+			}
+			if dir, err = filepath.Abs(m); err != nil {
+				return nil, fmt.Errorf("tablespace %d: location %s: %w", ts.OID, m, err)
+			}
+			p.remapped[ts.OID] = dir != filepath.Clean(ts.Location)
+		} else if !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("tablespace %d: recorded location %q is not absolute; remap it", ts.OID, dir)
+		}
+		p.tsDirs[ts.OID] = filepath.Clean(dir)
+		p.tsOrder = append(p.tsOrder, ts.OID)
+	}
+	for oid := range o.Tablespaces {
+		if _, ok := p.tsDirs[oid]; !ok {
+			return nil, fmt.Errorf("tablespace %d given to remap, but the backup has no such tablespace (it has %s)", oid, p.tablespaceList())
+		}
+	}
+	if err := p.checkOverlaps(); err != nil {
+		return nil, err
+	}
+
+	base := -1
+	for i, a := range b.Archives {
+		switch {
+		case a.TablespaceOID == 0 && base >= 0:
+			return nil, fmt.Errorf("archives %s and %s both belong to the data directory", b.Archives[base].Name, a.Name)
+		case a.TablespaceOID == 0:
+			base = i
+		default:
+			if _, ok := p.tsDirs[a.TablespaceOID]; !ok {
+				return nil, fmt.Errorf("archive %s belongs to tablespace %d, which the manifest does not list", a.Name, a.TablespaceOID)
+			}
+		}
+		offs := make([]int64, len(a.Chunks))
+		var off int64
+		for j, c := range a.Chunks {
+			if c.RawSize > maxChunkBytes || c.StoredSize > maxChunkBytes {
+				return nil, fmt.Errorf("archive %s: chunk %s is larger than %d bytes (raw %d, stored %d)", a.Name, c.ID, maxChunkBytes, c.RawSize, c.StoredSize)
+			}
+			offs[j] = off
+			off += c.RawSize
+			p.maxChunkRaw = max(p.maxChunkRaw, c.RawSize)
+			p.maxChunkStored = max(p.maxChunkStored, c.StoredSize)
+		}
+		p.chunkOffsets = append(p.chunkOffsets, offs)
+		p.chunks += len(a.Chunks)
+		p.rawBytes += a.RawSize
+	}
+	if base < 0 {
+		return nil, errors.New("no archive of the data directory (base.tar)")
+	}
+
+	p.members = make([]map[string]int, len(b.Archives))
+	for i := range p.members {
+		p.members[i] = make(map[string]int)
+	}
+	for i, f := range b.Files {
+		path, err := memberPath(f.Path, f.Type == manifest.TypeDir)
+		if err != nil {
+			return nil, fmt.Errorf("file %d: %w", i, err)
+		}
+		m := p.members[f.Archive]
+		if _, dup := m[path]; dup {
+			return nil, fmt.Errorf("%s is listed twice in archive %s", path, b.Archives[f.Archive].Name)
+		}
+		m[path] = i
+	}
+	if i, ok := p.members[base][pgControlPath]; !ok || b.Files[i].Type != manifest.TypeFile {
+		return nil, fmt.Errorf("%s has no %s: not a PostgreSQL data directory", b.Archives[base].Name, pgControlPath)
+	}
+	return p, nil
+}
+
+// checkOverlaps refuses destinations that are the same directory or nest
+// inside one another: one archive's files would land in another's tree.
+func (p *plan) checkOverlaps() error {
+	type dest struct{ name, dir string }
+	dests := []dest{{"the target", p.target}}
+	for _, oid := range p.tsOrder {
+		dests = append(dests, dest{"tablespace " + strconv.FormatUint(uint64(oid), 10), p.tsDirs[oid]})
+	}
+	for i, a := range dests {
+		for _, b := range dests[i+1:] {
+			if within(a.dir, b.dir) || within(b.dir, a.dir) {
+				return fmt.Errorf("%s (%s) and %s (%s) overlap: each needs its own directory", a.name, a.dir, b.name, b.dir)
+			}
+		}
+	}
+	return nil
+}
+
+// within reports whether dir is parent or a directory below it; both are
+// clean absolute paths.
+func within(dir, parent string) bool {
+	rel, err := filepath.Rel(parent, dir)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+func (p *plan) tablespaceList() string {
+	if len(p.tsOrder) == 0 {
+		return "none"
+	}
+	s := make([]string, len(p.tsOrder))
+	for i, oid := range p.tsOrder {
+		s[i] = strconv.FormatUint(uint64(oid), 10)
+	}
+	return strings.Join(s, ", ")
+}
+
+// checkDestinations makes sure the target and every tablespace directory
+// are absent or empty, before anything is written.
+func (p *plan) checkDestinations() error {
+	if err := checkEmpty(p.target); err != nil {
+		return err
+	}
+	for _, oid := range p.tsOrder {
+		if err := checkEmpty(p.tsDirs[oid]); err != nil {
+			return fmt.Errorf("tablespace %d: %w", oid, err)
+		}
+	}
+	return nil
+}
+
+// checkEmpty accepts a directory that does not exist or has no entries.
+func checkEmpty(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s exists and is not a directory", dir)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("%s is not empty (it holds %s): restore needs a directory that does not exist or is empty", dir, filepath.Join(dir, names[0]))
+	}
+	return nil
+}
+
+// incomplete wraps an error that happened after the first write with what
+// the user must do about the directories.
+func (p *plan) incomplete(err error) error {
+	also := ""
+	if len(p.tsOrder) > 0 {
+		dirs := make([]string, len(p.tsOrder))
+		for i, oid := range p.tsOrder {
+			dirs[i] = p.tsDirs[oid]
+		}
+		also = " (and the tablespace directories " + strings.Join(dirs, ", ") + ")"
+	}
+	return fmt.Errorf("restore into %s failed: %w; %s is incomplete (it has no %s) — remove it%s before trying again",
+		p.target, err, p.target, pgControlPath, also)
+}
+
+// filesIn names the members whose content (or, for members without
+// content, whose header) lies in bytes [off, off+size) of archive a, for
+// errors about a chunk: the user wants to know what a bad chunk affects.
+func (p *plan) filesIn(a int, off, size int64) string {
+	const show = 5
+	var names []string
+	n := 0
+	for _, f := range p.b.Files {
+		if f.Archive != a {
+			continue
+		}
+		end := f.Offset + max(f.Size, 1)
+		if f.Offset < off+size && end > off {
+			n++
+			if len(names) < show {
+				names = append(names, p.displayPath(a, f.Path))
+			}
+		}
+	}
+	switch {
+	case n == 0:
+		return "no file content (only tar headers or padding)"
+	case n > len(names):
+		return strings.Join(names, ", ") + fmt.Sprintf(" and %d more", n-len(names))
+	default:
+		return strings.Join(names, ", ")
+	}
+}
+
+// displayPath names a member as a path under the data directory, the way
+// PostgreSQL's backup_manifest does.
+func (p *plan) displayPath(a int, path string) string {
+	if oid := p.b.Archives[a].TablespaceOID; oid != 0 {
+		return "pg_tblspc/" + strconv.FormatUint(uint64(oid), 10) + "/" + path
+	}
+	return path
+}
+
+// memberPath checks a member name, from the manifest or from a tar header,
+// and returns the path it is recorded under (a leading "./" and a
+// directory's trailing "/" removed, as the chunker records them).
+// Absolute names, ".." and anything non-canonical are refused: the
+// manifest validator refuses them too, but the tar stream is checked on
+// its own, and os.Root is the last line behind both.
+func memberPath(name string, dir bool) (string, error) {
+	switch {
+	case name == "":
+		return "", errors.New("empty member name")
+	case strings.HasPrefix(name, "/"):
+		return "", fmt.Errorf("member %q has an absolute path", name)
+	case strings.ContainsAny(name, "\\\x00"):
+		return "", fmt.Errorf("member %q contains a backslash or NUL", name)
+	}
+	p := name
+	if dir && len(p) > 1 {
+		p = strings.TrimSuffix(p, "/")
+	}
+	p = strings.TrimPrefix(p, "./")
+	for elem := range strings.SplitSeq(p, "/") {
+		switch elem {
+		case "..":
+			return "", fmt.Errorf("member %q climbs out of its directory with \"..\"", name)
+		case "", ".":
+			return "", fmt.Errorf("member %q is not a canonical path", name)
+		}
+	}
+	return p, nil
+}
