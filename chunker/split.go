@@ -97,7 +97,7 @@ type Splitter struct {
 	big         bool   // the record is larger than a chunk: close the chunk after it
 	file        manifest.File
 	hasFile     bool  // file is a member to record (not a global PAX header)
-	hdrOff      int64 // offset of the member's first header block, for errors
+	hdrOff      int64 // offset of the member's first header block
 
 	// The trailer (stateTrailer).
 	trailerStart int   // where the trailer begins in cur

@@ -308,7 +308,7 @@ func (r *restorer) extractMember(ctx context.Context, ai int, d *dest, tr *tar.R
 	}
 	p, err := memberPath(hdr.Name, typ == manifest.TypeDir)
 	if err != nil {
-		return fmt.Errorf("refusing tar member: %w", err)
+		return fmt.Errorf("refusing tar member %w", err)
 	}
 	idx, ok := r.p.members[ai][p]
 	if !ok {

@@ -3,10 +3,10 @@ package restore
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
@@ -15,8 +15,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"crypto/sha256"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
@@ -68,6 +66,9 @@ type fixtureOptions struct {
 	// hostile members go into base.tar after PG_VERSION; members whose
 	// names the manifest validator refuses are left out of the manifest.
 	hostile []member
+	// edit changes the manifest before PostgreSQL's is derived from it
+	// and the backup is committed.
+	edit func(b *manifest.Backup)
 }
 
 func newStore(t *testing.T, kind string) providers.Store {
@@ -233,6 +234,9 @@ func newFixture(t *testing.T, store providers.Store, o fixtureOptions) *fixture 
 	if o.tablespace != "" {
 		b.Tablespaces = []manifest.Tablespace{{OID: testTSOID, Location: o.tablespace}}
 	}
+	if o.edit != nil {
+		o.edit(b)
+	}
 	f.pgm = pgManifest(t, b)
 	if err := f.repo.Commit(ctx, b, f.pgm); err != nil {
 		t.Fatal(err)
@@ -276,8 +280,6 @@ func pgManifest(t *testing.T, b *manifest.Backup) []byte {
 	}
 	return data
 }
-
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
 
 func testOptions(target string) Options {
 	return Options{BackupID: "latest", Target: target, Log: slog.New(slog.DiscardHandler)}

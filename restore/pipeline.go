@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -21,13 +23,18 @@ import (
 //
 // Memory: a token is taken for each chunk before it is handed to a worker
 // and given back only once the writer has consumed it, so at most
-// concurrency chunks exist at any time, each in one pooled raw buffer;
-// each of the concurrency workers also keeps one buffer for the stored
-// (compressed) bytes. The budget is concurrency × (largest raw chunk +
-// largest stored chunk).
+// concurrency chunks are downloaded ahead, each worker keeping one buffer
+// for the stored (compressed) bytes. Decompression is held to a smaller
+// window: chunk i is decompressed only once the writer has consumed chunk
+// i−rawWindow, so at most rawWindow raw buffers exist. Downloads (which
+// want many in flight against a remote store) thus do not each cost a
+// decompressed chunk, and the window cannot deadlock because chunk i only
+// ever waits for earlier chunks. The budget is concurrency × largest
+// stored chunk + rawWindow × largest raw chunk.
 
 // chunkJob is one chunk on its way from the store to the writer.
 type chunkJob struct {
+	seq            int // position over all archives
 	archive, index int
 	ref            manifest.ChunkRef
 	done           chan struct{} // closed once raw or err is set
@@ -44,6 +51,11 @@ type pipeline struct {
 	pool   chan *bytes.Buffer // raw buffers, nil until first used
 	// onChunk is called as the writer takes each verified chunk.
 	onChunk func(rawSize int64)
+
+	rawWindow int
+	mu        sync.Mutex
+	cond      *sync.Cond
+	consumed  int // chunks the writer has released
 }
 
 func newPipeline(store providers.Store, p *plan, concurrency int, onChunk func(int64)) *pipeline {
@@ -53,13 +65,34 @@ func newPipeline(store providers.Store, p *plan, concurrency int, onChunk func(i
 		jobs:    make(chan *chunkJob, concurrency),
 		queue:   make(chan *chunkJob, concurrency),
 		tokens:  make(chan struct{}, concurrency),
-		pool:    make(chan *bytes.Buffer, concurrency),
 		onChunk: onChunk,
 	}
-	for range concurrency {
+	pl.rawWindow = min(concurrency, runtime.GOMAXPROCS(0)+2)
+	pl.pool = make(chan *bytes.Buffer, pl.rawWindow)
+	for range pl.rawWindow {
 		pl.pool <- nil
 	}
+	pl.cond = sync.NewCond(&pl.mu)
 	return pl
+}
+
+// awaitWindow blocks until chunk seq may be decompressed.
+func (pl *pipeline) awaitWindow(ctx context.Context, seq int) error {
+	stop := context.AfterFunc(ctx, func() {
+		pl.mu.Lock()
+		pl.cond.Broadcast()
+		pl.mu.Unlock()
+	})
+	defer stop()
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for seq-pl.consumed >= pl.rawWindow {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		pl.cond.Wait()
+	}
+	return nil
 }
 
 // start runs the producer and the workers in g.
@@ -74,14 +107,16 @@ func (pl *pipeline) start(ctx context.Context, g *errgroup.Group) {
 func (pl *pipeline) produce(ctx context.Context) error {
 	defer close(pl.queue)
 	defer close(pl.jobs)
+	seq := 0
 	for ai, a := range pl.p.b.Archives {
 		for ci, ref := range a.Chunks {
+			seq++
 			select {
 			case pl.tokens <- struct{}{}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-			job := &chunkJob{archive: ai, index: ci, ref: ref, done: make(chan struct{})}
+			job := &chunkJob{seq: seq - 1, archive: ai, index: ci, ref: ref, done: make(chan struct{})}
 			// Neither send waits: a channel holds at most the chunks
 			// that hold tokens, and there are as many tokens as slots.
 			select {
@@ -122,7 +157,7 @@ func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored
 	ref := job.ref
 	rc, err := pl.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
 	if err != nil {
-		return nil, pl.chunkError(job, "download", err)
+		return nil, pl.chunkError(job, "could not be downloaded", err)
 	}
 	defer rc.Close()
 	if int64(cap(*stored)) < ref.StoredSize {
@@ -132,46 +167,53 @@ func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored
 	n, err := io.ReadFull(rc, data)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, pl.chunkError(job, "download", fmt.Errorf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize))
+		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize))
 	case err != nil:
-		return nil, pl.chunkError(job, "download", err)
+		return nil, pl.chunkError(job, "could not be downloaded", err)
 	}
 	var extra [1]byte
 	switch m, err := io.ReadFull(rc, extra[:]); {
 	case m > 0:
-		return nil, pl.chunkError(job, "download", fmt.Errorf("stored object is longer than the %d bytes the manifest says", ref.StoredSize))
+		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("stored object is longer than the %d bytes the manifest says", ref.StoredSize))
 	case !errors.Is(err, io.EOF):
-		return nil, pl.chunkError(job, "download", err)
+		return nil, pl.chunkError(job, "could not be downloaded", err)
 	}
 
+	if err := pl.awaitWindow(ctx, job.seq); err != nil {
+		return nil, pl.chunkError(job, "could not be downloaded", err)
+	}
 	var raw *bytes.Buffer
 	select {
 	case raw = <-pl.pool:
 	case <-ctx.Done():
-		return nil, pl.chunkError(job, "download", ctx.Err())
+		return nil, pl.chunkError(job, "could not be downloaded", ctx.Err())
 	}
 	if raw == nil {
 		raw = new(bytes.Buffer)
 	}
 	raw.Reset()
+	// Size the buffer exactly: left to grow by doubling while
+	// decompressing, it would end up twice the chunk size.
+	raw.Grow(int(ref.RawSize))
 	if err := dec.Decompress(raw, data, ref.ID); err != nil {
 		pl.putBuffer(raw)
-		return nil, pl.chunkError(job, "verify", fmt.Errorf("chunk is corrupt: %w", err))
+		return nil, pl.chunkError(job, "is corrupt", err)
 	}
 	if int64(raw.Len()) != ref.RawSize {
 		pl.putBuffer(raw)
-		return nil, pl.chunkError(job, "verify", fmt.Errorf("chunk is corrupt: %d bytes, the manifest says %d", raw.Len(), ref.RawSize))
+		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("%d bytes decompressed, the manifest says %d", raw.Len(), ref.RawSize))
 	}
 	return raw, nil
 }
 
 // chunkError names the chunk, its archive and the files it holds, so the
-// user knows what a missing or corrupt chunk affects.
+// user knows what a missing or corrupt chunk affects. what completes
+// "chunk <id> (…) …".
 func (pl *pipeline) chunkError(job *chunkJob, what string, err error) error {
 	a := pl.p.b.Archives[job.archive]
 	holds := pl.p.filesIn(job.archive, pl.p.chunkOffsets[job.archive][job.index], job.ref.RawSize)
-	return fmt.Errorf("%s chunk %s (%s, chunk %d of %d; it holds %s): %w",
-		what, job.ref.ID, a.Name, job.index+1, len(a.Chunks), holds, err)
+	return fmt.Errorf("chunk %s (%s, chunk %d of %d; it holds %s) %s: %w",
+		job.ref.ID, a.Name, job.index+1, len(a.Chunks), holds, what, err)
 }
 
 // putBuffer returns a raw buffer to the pool; it never blocks.
@@ -190,6 +232,10 @@ func (pl *pipeline) recycle(job *chunkJob) {
 		pl.putBuffer(job.raw)
 		job.raw = nil
 	}
+	pl.mu.Lock()
+	pl.consumed++
+	pl.cond.Broadcast()
+	pl.mu.Unlock()
 	<-pl.tokens
 }
 

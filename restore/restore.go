@@ -431,9 +431,9 @@ func memberPath(name string, dir bool) (string, error) {
 	case name == "":
 		return "", errors.New("empty member name")
 	case strings.HasPrefix(name, "/"):
-		return "", fmt.Errorf("member %q has an absolute path", name)
+		return "", fmt.Errorf("%q: absolute path", name)
 	case strings.ContainsAny(name, "\\\x00"):
-		return "", fmt.Errorf("member %q contains a backslash or NUL", name)
+		return "", fmt.Errorf("%q: contains a backslash or NUL", name)
 	}
 	p := name
 	if dir && len(p) > 1 {
@@ -443,9 +443,9 @@ func memberPath(name string, dir bool) (string, error) {
 	for elem := range strings.SplitSeq(p, "/") {
 		switch elem {
 		case "..":
-			return "", fmt.Errorf("member %q climbs out of its directory with \"..\"", name)
+			return "", fmt.Errorf("%q: climbs out of its directory (a \"..\" element)", name)
 		case "", ".":
-			return "", fmt.Errorf("member %q is not a canonical path", name)
+			return "", fmt.Errorf("%q: not a canonical path (an empty or \".\" element)", name)
 		}
 	}
 	return p, nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -72,6 +73,7 @@ func TestRunRoundTrip(t *testing.T) {
 		{"file", WALFetch, 0},
 	} {
 		t.Run(fmt.Sprintf("%s/%s/%d", tc.store, tc.wal, tc.concurrency), func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, newStore(t, tc.store), fixtureOptions{})
 			target := filepath.Join(t.TempDir(), "data")
 			o := testOptions(target)
@@ -173,6 +175,7 @@ func TestRunTablespaces(t *testing.T) {
 		{"remapped", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			tmp := t.TempDir()
 			recorded := filepath.Join(tmp, "recorded")
 			f := newFixture(t, mem.New(), fixtureOptions{tablespace: recorded})
@@ -302,6 +305,7 @@ func TestRunRefusesDestinations(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			tmp := t.TempDir()
 			ts := filepath.Join(tmp, "ts")
 			f := newFixture(t, mem.New(), fixtureOptions{tablespace: ts})
@@ -371,6 +375,7 @@ func TestRunCorruptChunk(t *testing.T) {
 		{"content checksum", func(n int64) int64 { return n - 1 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			store := mem.New()
 			f := newFixture(t, store, fixtureOptions{})
 			c := chunkHolding(t, f.backup, 0, "base/1/1259")
@@ -412,6 +417,7 @@ func TestRunMissingObjects(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, mem.New(), fixtureOptions{})
 			mention := tc.damage(t, f)
 			target := filepath.Join(t.TempDir(), "data")
@@ -507,6 +513,7 @@ func TestRunRefusesHostileMembers(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			tmp := t.TempDir()
 			sibling := filepath.Join(tmp, "sibling")
 			mkdir(t, sibling)
@@ -540,6 +547,76 @@ func TestRunRefusesHostileMembers(t *testing.T) {
 				if _, err := os.Lstat(filepath.Join(target, p)); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("%s exists: %v", p, err)
 				}
+			}
+		})
+	}
+}
+
+// editFile applies fn to the manifest record of path.
+func editFile(path string, fn func(f *manifest.File)) func(b *manifest.Backup) {
+	return func(b *manifest.Backup) {
+		for i := range b.Files {
+			if b.Files[i].Path == path {
+				fn(&b.Files[i])
+			}
+		}
+	}
+}
+
+func TestRunArchiveDisagreesWithManifest(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		o       fixtureOptions
+		wantErr string
+	}{
+		{
+			name: "member not in the manifest",
+			o: fixtureOptions{
+				hostile: []member{fileM("extra", 30, []byte("x"))},
+				edit: func(b *manifest.Backup) {
+					b.Files = slices.DeleteFunc(b.Files, func(f manifest.File) bool { return f.Path == "extra" })
+				},
+			},
+			wantErr: `"extra": it is not in the backup's manifest`,
+		},
+		{
+			name: "manifest file missing from the archive",
+			o: fixtureOptions{edit: func(b *manifest.Backup) {
+				b.Files = append(b.Files, manifest.File{Path: "ghost", Type: manifest.TypeFile, Archive: 0})
+			}},
+			wantErr: "not in the archive: ghost",
+		},
+		{
+			name:    "CRC32C differs",
+			o:       fixtureOptions{edit: editFile("base/1/1259", func(f *manifest.File) { f.CRC32C++ })},
+			wantErr: "base/1/1259: CRC32C",
+		},
+		{
+			name:    "CRC32C of pg_control differs",
+			o:       fixtureOptions{edit: editFile(pgControlPath, func(f *manifest.File) { f.CRC32C++ })},
+			wantErr: "pg_control: CRC32C",
+		},
+		{
+			name:    "size differs",
+			o:       fixtureOptions{edit: editFile("PG_VERSION", func(f *manifest.File) { f.Size++ })},
+			wantErr: "PG_VERSION: 3 bytes in the archive, the manifest says 4",
+		},
+		{
+			name:    "type differs",
+			o:       fixtureOptions{edit: editFile("base", func(f *manifest.File) { f.Type = manifest.TypeFile })},
+			wantErr: "it is a dir, the manifest says file",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, mem.New(), tc.o)
+			target := filepath.Join(t.TempDir(), "data")
+			_, err := Run(t.Context(), f.repo, testOptions(target))
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			}
+			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pg_control written after a failure: %v", err)
 			}
 		})
 	}

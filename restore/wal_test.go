@@ -74,6 +74,7 @@ func TestFetchWAL(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			store := mem.New()
 			f := newFixture(t, store, fixtureOptions{})
 			comp := chunker.NewCompressor()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -80,6 +82,9 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 				return err
 			}
 			defer repo.Store().Close()
+			// Keep the heap near what the pipeline holds: concurrency
+			// stored chunks and a few raw ones, plus room for the rest.
+			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*16<<20 + 64<<20)
 			res, err := restore.Run(cmd.Context(), repo, o)
 			if err != nil {
 				return err
