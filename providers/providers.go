@@ -28,6 +28,34 @@ var ErrExist = fs.ErrExist
 // found that the bytes it received do not match PutOptions.CRC32C.
 var ErrChecksum = errors.New("checksum mismatch")
 
+// ErrTransient marks failures worth retrying: throttling (S3 503 SlowDown,
+// 429), other 5xx answers, timeouts and connection resets. Providers mark
+// them with MarkTransient and keep their SDK's own retries off, so that
+// the one retry layer (providers/retry) decides, within one budget.
+var ErrTransient = errors.New("transient store failure")
+
+// ErrAccessDenied is returned (wrapped) when credentials are missing,
+// wrong, or not allowed to do what was asked. Never retried.
+var ErrAccessDenied = errors.New("access denied")
+
+// ErrNoBucket is returned (wrapped) when the bucket or container the
+// repository URL names does not exist. Never retried.
+var ErrNoBucket = errors.New("bucket does not exist")
+
+// MarkTransient wraps err so that errors.Is(err, ErrTransient) holds while
+// the original error stays reachable with errors.Is/As.
+func MarkTransient(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &transientError{err}
+}
+
+type transientError struct{ err error }
+
+func (e *transientError) Error() string   { return e.err.Error() }
+func (e *transientError) Unwrap() []error { return []error{e.err, ErrTransient} }
+
 // PutOptions tunes one Put.
 type PutOptions struct {
 	// IfAbsent makes the write fail with ErrExist when the key exists, so

@@ -138,8 +138,17 @@ install_go_tools() {
 # Later: MinIO, versitygw and fake-gcs-server are Go programs built with
 # install_go_tool into .cache/bin keyed by version; Azurite is an npm package
 # installed like the PostgreSQL builds into its own .cache/ directory.
+# Each server has its own file in scripts/deps/ defining install_<name>;
+# they may use log, die and install_go_tool from here.
 install_storage_servers() {
-	:
+	local f name
+	for f in "$ROOT"/scripts/deps/*.sh; do
+		[ -e "$f" ] || continue
+		# shellcheck source=/dev/null
+		. "$f"
+		name=$(basename "$f" .sh)
+		"install_${name//-/_}"
+	done
 }
 
 main() {
