@@ -202,6 +202,11 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 	}
 	if err := r.putSmall(ctx, manifest.BackupManifestKey(b.ID), data); err != nil {
 		if errors.Is(err, providers.ErrExist) {
+			// A retried write whose first attempt landed (its answer
+			// lost) finds its own manifest: that is success.
+			if have, rerr := providers.ReadAll(ctx, r.store, manifest.BackupManifestKey(b.ID)); rerr == nil && bytes.Equal(have, data) {
+				return nil
+			}
 			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
 		}
 		return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
