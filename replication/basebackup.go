@@ -322,12 +322,15 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 		}
 		send(event{kind: evErr, err: err})
 	}
+	readErr := func(err error) error {
+		return fmt.Errorf("read backup stream from %s: %w", b.target, eofIsUnexpected(err))
+	}
 	var end End
 	gotEnd := false
 	for {
 		typ, n, err := w.header()
 		if err != nil {
-			fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+			fail(readErr(err))
 			return
 		}
 		if typ == 'd' {
@@ -337,7 +340,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 			}
 			sub, err := w.br.ReadByte()
 			if err != nil {
-				fail(fmt.Errorf("read backup stream from %s: %w", b.target, eofIsUnexpected(err)))
+				fail(readErr(err))
 				return
 			}
 			n--
@@ -354,7 +357,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 					}
 					k := min(n, cap(cur)-len(cur))
 					if _, err := io.ReadFull(w.br, cur[len(cur):len(cur)+k]); err != nil {
-						fail(fmt.Errorf("read backup stream from %s: %w", b.target, eofIsUnexpected(err)))
+						fail(readErr(err))
 						return
 					}
 					cur = cur[:len(cur)+k]
@@ -368,7 +371,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 			}
 			body, err := w.body(n)
 			if err != nil {
-				fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+				fail(readErr(err))
 				return
 			}
 			switch sub {
@@ -398,7 +401,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 		}
 		body, err := w.body(n)
 		if err != nil {
-			fail(fmt.Errorf("read backup stream from %s: %w", b.target, err))
+			fail(readErr(err))
 			return
 		}
 		switch typ {

@@ -478,10 +478,17 @@ func (r *restorer) readHeld(ctx context.Context, d *dest, p string, tr io.Reader
 // writeNew writes a whole new file (0600) and sets its mtime unless it is
 // zero.
 func (r *restorer) writeNew(d *dest, p string, data []byte, mtime time.Time) error {
+	return r.writeWhole(d, p, data, mtime, os.O_EXCL)
+}
+
+// writeWhole writes data as file p (0600, opened with O_CREATE plus flag:
+// O_EXCL for new files, O_TRUNC to replace) and queues it for the fsync at
+// the end.
+func (r *restorer) writeWhole(d *dest, p string, data []byte, mtime time.Time, flag int) error {
 	if err := d.ensureParent(p); err != nil {
 		return err
 	}
-	out, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	out, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|flag, fileMode)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", d.full(p), err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 	"path/filepath"
 	"strings"
 
@@ -75,23 +76,12 @@ func (r *restorer) embedOne(ctx context.Context, w *walReader, s manifest.WALSeg
 			return fmt.Errorf("WAL file %s is corrupt: sha256 %s, the manifest says %s", s.Name, got, s.SHA256)
 		}
 	}
-	p := "pg_wal/" + s.Name
-	d := r.base
 	// Truncate rather than refuse: an archive taken with its WAL
 	// included already has the file, and this copy is verified.
-	out, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", d.full(p), err)
-	}
-	_, err = out.Write(data)
-	if cerr := out.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", d.full(p), err)
+	if err := r.writeWhole(r.base, "pg_wal/"+s.Name, data, time.Time{}, os.O_TRUNC); err != nil {
+		return err
 	}
 	r.mu.Lock()
-	r.toSync = append(r.toSync, syncEntry{d: d, path: p})
 	r.walSegments++
 	r.mu.Unlock()
 	return nil
