@@ -75,7 +75,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				}
 				o.MaxRate = r
 			}
-			repo, err := openRepo(cmd.Context(), repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL, g.log)
 			if err != nil {
 				return err
 			}

@@ -53,7 +53,7 @@ func newListCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL, g.log)
 			if err != nil {
 				return err
 			}

@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/azblob"
 	"github.com/pgstow/pgstow/providers/file"
+	"github.com/pgstow/pgstow/providers/gcs"
+	"github.com/pgstow/pgstow/providers/retry"
+	"github.com/pgstow/pgstow/providers/s3"
 	"github.com/pgstow/pgstow/repository"
 )
 
@@ -27,7 +32,7 @@ func fromEnv(cmd *cobra.Command, g *globals, flag, env string, dst *string) {
 }
 
 // openRepo opens the store a repository URL names.
-func openRepo(ctx context.Context, raw string) (*repository.Repository, error) {
+func openRepo(ctx context.Context, raw string, log *slog.Logger) (*repository.Repository, error) {
 	u, err := providers.ParseURL(raw)
 	if err != nil {
 		return nil, usageError{err}
@@ -39,13 +44,19 @@ func openRepo(ctx context.Context, raw string) (*repository.Repository, error) {
 			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", u.Redacted())}
 		}
 		store, err = file.OpenURL(ctx, u)
-	case "s3", "gs", "azblob":
-		return nil, usageError{fmt.Errorf("repository %s: the %s:// provider is not available in this build yet; use file:///path", u.Redacted(), u.Scheme)}
+	case "s3":
+		store, err = s3.OpenURL(ctx, u)
+	case "gs":
+		store, err = gcs.OpenURL(ctx, u)
+	case "azblob":
+		store, err = azblob.OpenURL(ctx, u)
 	default:
-		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path (s3://, gs:// and azblob:// are planned)", u.Redacted(), u.Scheme)}
+		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", u.Redacted(), u.Scheme)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", u.Redacted(), err)
 	}
-	return repository.New(store), nil
+	// One retry policy for every store: throttling and dropped
+	// connections are retried within a budget, nothing else is.
+	return repository.New(retry.Wrap(store, retry.Policy{}, log)), nil
 }

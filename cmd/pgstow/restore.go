@@ -77,7 +77,7 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 			if concurrency < 1 || concurrency > 256 {
 				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
 			}
-			repo, err := openRepo(cmd.Context(), repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL, g.log)
 			if err != nil {
 				return err
 			}
@@ -142,7 +142,7 @@ recovery early with WAL missing.`,
 				return walFetchError{fmt.Errorf("wal-fetch takes WALFILE and DEST, got %d arguments", len(args)), exitWALFatal}
 			}
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL)
+			repo, err := openRepo(cmd.Context(), repoURL, g.log)
 			if err != nil {
 				return walFetchError{err, exitWALFatal}
 			}

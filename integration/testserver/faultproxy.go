@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // FaultProxy is an HTTP proxy in front of a storage server that answers a
@@ -35,17 +36,20 @@ func StartFaultProxy(t testing.TB, upstream string, slowdownP, dropP float64) *F
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := &FaultProxy{slowdownP: slowdownP, dropP: dropP, rng: rand.New(rand.NewPCG(1, 2))}
+	// A new seed each run explores other interleavings; it is logged so a
+	// failure can be replayed.
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("testserver: fault proxy seed %d", seed)
+	fp := &FaultProxy{slowdownP: slowdownP, dropP: dropP, rng: rand.New(rand.NewPCG(seed, 2))}
 	fp.enabled.Store(true)
-	rp := httputil.NewSingleHostReverseProxy(u)
-	// Keep the Host the client signed (S3 SigV4 covers it).
-	director := rp.Director
-	rp.Director = func(r *http.Request) {
-		host := r.Host
-		director(r)
-		r.Host = host
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			// Keep the Host the client signed (S3 SigV4 covers it).
+			pr.Out.Host = pr.In.Host
+		},
+		FlushInterval: -1,
 	}
-	rp.FlushInterval = -1
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fp.Requests.Add(1)
 		dice := fp.roll()

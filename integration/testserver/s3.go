@@ -1,0 +1,178 @@
+package testserver
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// S3Server is a running S3-compatible server (MinIO or versitygw) with
+// the credentials it accepts.
+type S3Server struct {
+	// Endpoint is the server's base URL, e.g. http://127.0.0.1:9000.
+	Endpoint string
+	// AccessKey and SecretKey are the root credentials.
+	AccessKey, SecretKey string
+	// Region is the region to sign requests for.
+	Region string
+}
+
+const (
+	s3TestAccessKey = "pgstowtest"
+	s3TestSecretKey = "pgstowtestsecret" // MinIO wants 8+ characters
+	s3TestRegion    = "us-east-1"
+	// s3StartTimeout is generous for a loaded CI machine: MinIO usually
+	// answers within a second or two.
+	s3StartTimeout = 60 * time.Second
+)
+
+// StartMinIO starts MinIO (from .cache/bin/minio) on a fresh data
+// directory and free loopback ports, and stops it when the test ends.
+func StartMinIO(t testing.TB) *S3Server {
+	t.Helper()
+	bin := Binary(t, "bin/minio")
+	port, consolePort := FreePort(t), FreePort(t)
+	env := []string{
+		"MINIO_ROOT_USER=" + s3TestAccessKey,
+		"MINIO_ROOT_PASSWORD=" + s3TestSecretKey,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+	}
+	p := Start(t, "minio", env, bin, "server", "--quiet",
+		"--address", Addr(port), "--console-address", Addr(consolePort), t.TempDir())
+	endpoint := "http://" + Addr(port)
+	// "ready" (not just "live"): MinIO answers 503 to requests until its
+	// storage is initialised.
+	p.waitOK(t, endpoint+"/minio/health/ready", s3StartTimeout)
+	return &S3Server{Endpoint: endpoint, AccessKey: s3TestAccessKey, SecretKey: s3TestSecretKey, Region: s3TestRegion}
+}
+
+// StartVersity starts versitygw (from .cache/bin/versitygw) with its posix
+// backend on a fresh directory and a free loopback port, and stops it
+// when the test ends.
+func StartVersity(t testing.TB) *S3Server {
+	t.Helper()
+	bin := Binary(t, "bin/versitygw")
+	port := FreePort(t)
+	p := Start(t, "versitygw", nil, bin, "--port", Addr(port),
+		"--access", s3TestAccessKey, "--secret", s3TestSecretKey, "--quiet", "posix", t.TempDir())
+	endpoint := "http://" + Addr(port)
+	// versitygw has no health endpoint: an anonymous request's answer
+	// (403) shows that it listens.
+	p.WaitHTTP(t, endpoint+"/", s3StartTimeout)
+	return &S3Server{Endpoint: endpoint, AccessKey: s3TestAccessKey, SecretKey: s3TestSecretKey, Region: s3TestRegion}
+}
+
+// waitOK waits until url answers 200, as MinIO's health check does once
+// the server is ready (before that it may answer 503).
+func (p *Process) waitOK(t testing.TB, url string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			err = fmt.Errorf("status %s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testserver: %s did not answer %s within %s (last error %v); output:\n%s", p.name, url, timeout, err, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+var bucketSeq atomic.Int64
+
+// NewBucket creates a new, uniquely named bucket through the S3 API and
+// returns its name. The bucket goes away with the server.
+func (s *S3Server) NewBucket(t testing.TB) string {
+	t.Helper()
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	name := fmt.Sprintf("test-%d-%d-%s", os.Getpid(), bucketSeq.Add(1), hex.EncodeToString(r[:]))
+	// MinIO may still answer 503 for a moment after reporting ready.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := s.createBucket(name)
+		if err == nil {
+			return name
+		}
+		if !strings.HasPrefix(err.Error(), "503") || time.Now().After(deadline) {
+			t.Fatalf("testserver: create bucket %s at %s: %v", name, s.Endpoint, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// createBucket sends a CreateBucket request (PUT /bucket) signed with AWS
+// Signature Version 4, so that this package needs no SDK.
+func (s *S3Server) createBucket(name string) error {
+	req, err := http.NewRequest(http.MethodPut, s.Endpoint+"/"+name, nil)
+	if err != nil {
+		return err
+	}
+	s.sign(req, time.Now().UTC())
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return nil
+}
+
+// sign adds SigV4 headers to a request with an empty body, path-style and
+// without a query.
+func (s *S3Server) sign(req *http.Request, now time.Time) {
+	emptyHash := sha256.Sum256(nil)
+	payloadHash := hex.EncodeToString(emptyHash[:])
+	amzDate := now.Format("20060102T150405Z")
+	day := now.Format("20060102")
+	req.Header.Set("X-Amz-Date", amzDate)
+	req.Header.Set("X-Amz-Content-Sha256", payloadHash)
+
+	const signedHeaders = "host;x-amz-content-sha256;x-amz-date"
+	canonical := strings.Join([]string{
+		req.Method,
+		req.URL.EscapedPath(),
+		"", // query
+		"host:" + req.URL.Host,
+		"x-amz-content-sha256:" + payloadHash,
+		"x-amz-date:" + amzDate,
+		"",
+		signedHeaders,
+		payloadHash,
+	}, "\n")
+	canonicalHash := sha256.Sum256([]byte(canonical))
+	scope := day + "/" + s.Region + "/s3/aws4_request"
+	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(canonicalHash[:])
+
+	mac := func(key []byte, data string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(data))
+		return h.Sum(nil)
+	}
+	key := mac([]byte("AWS4"+s.SecretKey), day)
+	key = mac(key, s.Region)
+	key = mac(key, "s3")
+	key = mac(key, "aws4_request")
+	signature := hex.EncodeToString(mac(key, toSign))
+	req.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
+		s.AccessKey, scope, signedHeaders, signature))
+}

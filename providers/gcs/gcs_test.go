@@ -1,0 +1,497 @@
+package gcs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
+
+	"github.com/pgstow/pgstow/integration/testserver"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/providertest"
+)
+
+// testPrefix puts the conformance suite's objects below a prefix, so that
+// it also checks that keys map to names under it and back.
+const testPrefix = "repo/x"
+
+// openStore returns an open function for the conformance suite: each call
+// gets a store on a new bucket of srv with the smallest legal chunk size
+// and a threshold of one chunk.
+func openStore(srv *testserver.GCSServer) func(t *testing.T) providers.Store {
+	return func(t *testing.T) providers.Store {
+		t.Helper()
+		return openOn(t, srv.Endpoint, srv.NewBucket(t), testPrefix)
+	}
+}
+
+func openOn(t *testing.T, endpoint, bucket, prefix string) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), Config{
+		Bucket:             bucket,
+		Prefix:             prefix,
+		ChunkSize:          chunkUnitBytes,
+		MultipartThreshold: chunkUnitBytes,
+		Endpoint:           endpoint,
+	})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	t.Run("Run", func(t *testing.T) {
+		t.Parallel()
+		providertest.Run(t, openStore(srv))
+	})
+	t.Run("Multipart", func(t *testing.T) {
+		t.Parallel()
+		providertest.RunMultipart(t, openStore(srv), chunkUnitBytes)
+	})
+}
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, crcTable) }
+
+// TestPrefixMapping checks where objects land: below the prefix, and a
+// store on the same bucket without a prefix sees them there.
+func TestPrefixMapping(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	bucket := srv.NewBucket(t)
+	inner := openOn(t, srv.Endpoint, bucket, "/backups/db1/")
+	if got, want := inner.String(), "gs://"+bucket+"/backups/db1"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+	outer := openOn(t, srv.Endpoint, bucket, "")
+	ctx := t.Context()
+	for _, key := range []string{"a", "dir/b"} {
+		if err := inner.Put(ctx, key, strings.NewReader(key), int64(len(key)), providers.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := outer.Put(ctx, "backups/db10/c", strings.NewReader("c"), 1, providers.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for info, err := range outer.List(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, info.Key)
+	}
+	if diff := cmp.Diff([]string{"backups/db1/a", "backups/db1/dir/b", "backups/db10/c"}, got); diff != "" {
+		t.Errorf("objects in the bucket (-want +got):\n%s", diff)
+	}
+	got = nil
+	for info, err := range inner.List(ctx, "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, info.Key)
+	}
+	if diff := cmp.Diff([]string{"a", "dir/b"}, got); diff != "" {
+		t.Errorf("objects below the prefix (-want +got):\n%s", diff)
+	}
+}
+
+// TestServerChecksum checks that GCS itself (here fake-gcs-server)
+// verifies the CRC32C a single-request upload carries, with Put's own
+// check turned off. fake-gcs-server forgets the checksum of a resumable
+// upload after its first chunk, so only Put's own check covers those
+// there (the conformance suite's multipart "wrong checksum" case).
+func TestServerChecksum(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	s := openOn(t, srv.Endpoint, srv.NewBucket(t), "")
+	s.skipLocalCRC32C = true
+	data := bytes.Repeat([]byte("pgstow"), 1000)
+	for _, opts := range []providers.PutOptions{
+		{CRC32C: crc32c(data) ^ 1, HasCRC32C: true},
+		{CRC32C: crc32c(data) ^ 1, HasCRC32C: true, IfAbsent: true},
+	} {
+		err := s.Put(t.Context(), "bad", bytes.NewReader(data), int64(len(data)), opts)
+		if !errors.Is(err, providers.ErrChecksum) || errors.Is(err, providers.ErrTransient) {
+			t.Errorf("Put with a wrong CRC32C (%+v) = %v, want ErrChecksum, not transient", opts, err)
+		}
+		if _, err := s.Stat(t.Context(), "bad"); !errors.Is(err, providers.ErrNotExist) {
+			t.Errorf("after the refused Put, Stat = %v, want ErrNotExist", err)
+		}
+	}
+	if err := s.Put(t.Context(), "good", bytes.NewReader(data), int64(len(data)), providers.PutOptions{CRC32C: crc32c(data), HasCRC32C: true}); err != nil {
+		t.Fatalf("Put with the right CRC32C: %v", err)
+	}
+}
+
+func TestOpenMissingBucket(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	_, err := Open(t.Context(), Config{Bucket: "no-such-bucket", Endpoint: srv.Endpoint})
+	if !errors.Is(err, providers.ErrNoBucket) || errors.Is(err, providers.ErrTransient) {
+		t.Fatalf("Open of a missing bucket = %v, want ErrNoBucket", err)
+	}
+	if !strings.Contains(err.Error(), `bucket "no-such-bucket" does not exist`) {
+		t.Errorf("error %q does not say which bucket is missing", err)
+	}
+}
+
+// TestOpenAccessDenied stands a server in for GCS that refuses the
+// credentials as GCS does (fake-gcs-server checks none): 401 for a token
+// it does not accept, 403 for an account without the permission.
+func TestOpenAccessDenied(t *testing.T) {
+	for _, tc := range []struct {
+		status  int
+		message string
+	}{
+		{http.StatusUnauthorized, "Invalid Credentials"},
+		{http.StatusForbidden, "backup@project.iam.gserviceaccount.com does not have storage.objects.list access to the Google Cloud Storage bucket."},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			gcs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				fmt.Fprintf(w, `{"error":{"code":%d,"message":%q,"errors":[{"message":%q,"domain":"global","reason":"forbidden"}]}}`, tc.status, tc.message, tc.message)
+			}))
+			defer gcs.Close()
+			_, err := Open(t.Context(), Config{Bucket: "some-bucket", Prefix: "p", Endpoint: gcs.URL})
+			if !errors.Is(err, providers.ErrAccessDenied) || errors.Is(err, providers.ErrTransient) {
+				t.Fatalf("Open with refused credentials = %v, want ErrAccessDenied", err)
+			}
+			for _, want := range []string{"gs://some-bucket/p", "check the Google credentials", tc.message} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestOpenNoCredentials checks the message when no application default
+// credentials can be found. GOOGLE_APPLICATION_CREDENTIALS naming a
+// missing file makes the search stop there, before it would ask the
+// metadata server of Google Cloud.
+func TestOpenNoCredentials(t *testing.T) {
+	t.Setenv(emulatorEnv, "")
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", t.TempDir()+"/missing.json")
+	_, err := Open(t.Context(), Config{Bucket: "some-bucket"})
+	if !errors.Is(err, providers.ErrAccessDenied) {
+		t.Fatalf("Open without credentials = %v, want ErrAccessDenied", err)
+	}
+	for _, want := range []string{"gs://some-bucket", "no Google application default credentials", "missing.json"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+}
+
+func TestOpenUnreachable(t *testing.T) {
+	endpoint := testserver.Addr(testserver.FreePort(t))
+	start := time.Now()
+	_, err := Open(t.Context(), Config{Bucket: "some-bucket", Endpoint: endpoint})
+	if elapsed := time.Since(start); elapsed > 10*time.Second {
+		t.Errorf("Open of an unreachable endpoint took %s", elapsed)
+	}
+	if err == nil {
+		t.Fatal("Open of an unreachable endpoint succeeded")
+	}
+	if !errors.Is(err, providers.ErrTransient) {
+		t.Errorf("Open of an unreachable endpoint = %v, want a transient error", err)
+	}
+	want := "cannot reach endpoint http://" + endpoint + "/storage/v1/"
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not contain %q", err, want)
+	}
+}
+
+// TestEmulatorHostVariable checks that the URL form finds an emulator
+// through STORAGE_EMULATOR_HOST, as the SDK and gcloud do.
+func TestEmulatorHostVariable(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	bucket := srv.NewBucket(t)
+	t.Setenv(emulatorEnv, srv.Endpoint)
+	u, err := url.Parse("gs://" + bucket + "/prefix?chunk_size=256K")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenURL(t.Context(), u)
+	if err != nil {
+		t.Fatalf("OpenURL with %s set: %v", emulatorEnv, err)
+	}
+	defer s.Close()
+	if err := s.Put(t.Context(), "k", strings.NewReader("v"), 1, providers.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := providers.ReadAll(t.Context(), s, "k"); err != nil || string(b) != "v" {
+		t.Fatalf("ReadAll = %q, %v", b, err)
+	}
+}
+
+// faultProxy forwards to fake-gcs-server and answers 503 to the requests
+// fault selects, counting them. It keeps the Host header, so that the
+// resumable upload URLs the server hands out lead back through it.
+type faultProxy struct {
+	*httptest.Server
+	fault    func(r *http.Request) bool
+	faulted  atomic.Int64
+	requests atomic.Int64
+}
+
+func newFaultProxy(t *testing.T, endpoint string, fault func(r *http.Request) bool) *faultProxy {
+	target := &url.URL{Scheme: "http", Host: endpoint}
+	p := &faultProxy{fault: fault}
+	rp := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host
+	}}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.requests.Add(1)
+		if p.fault(r) {
+			p.faulted.Add(1)
+			io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":{"code":503,"message":"Service Unavailable"}}`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TestNoSDKRetries checks that a 503 costs one request and comes back
+// marked transient, for a metadata read and for a chunk of a resumable
+// upload, whose retries RetryNever alone leaves on.
+func TestNoSDKRetries(t *testing.T) {
+	srv := testserver.StartFakeGCS(t)
+	bucket := srv.NewBucket(t)
+	proxy := newFaultProxy(t, srv.Endpoint, func(r *http.Request) bool {
+		// The Go client POSTs the chunks to the session's URL.
+		chunk := r.URL.Query().Has("upload_id")
+		stat := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/o/")
+		return chunk || stat
+	})
+	s := openOn(t, proxy.URL, bucket, "")
+
+	data := bytes.Repeat([]byte{7}, 3*chunkUnitBytes)
+	start := time.Now()
+	err := s.Put(t.Context(), "big", bytes.NewReader(data), int64(len(data)), providers.PutOptions{})
+	if !errors.Is(err, providers.ErrTransient) {
+		t.Errorf("Put answered 503 = %v, want a transient error", err)
+	}
+	if n := proxy.faulted.Load(); n != 1 {
+		t.Errorf("Put answered 503 sent %d chunks, want 1 (no retries)", n)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("Put answered 503 took %s", elapsed)
+	}
+
+	proxy.faulted.Store(0)
+	if _, err := s.Stat(t.Context(), "big"); !errors.Is(err, providers.ErrTransient) {
+		t.Errorf("Stat answered 503 = %v, want a transient error", err)
+	}
+	if n := proxy.faulted.Load(); n != 1 {
+		t.Errorf("Stat answered 503 sent %d requests, want 1", n)
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		url     string
+		want    Config
+		wantErr string
+	}{
+		{url: "gs://bucket", want: Config{Bucket: "bucket"}},
+		{url: "gs://bucket/", want: Config{Bucket: "bucket"}},
+		{url: "gs://my-bucket.example_1/backups/db1/", want: Config{Bucket: "my-bucket.example_1", Prefix: "backups/db1"}},
+		{url: "gs://bucket/p?chunk_size=16MB", want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 16 << 20}},
+		{url: "gs://bucket/p?chunk_size=256KiB&multipart_threshold=1M", want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 256 << 10, MultipartThreshold: 1 << 20}},
+		{url: "gs://bucket?chunk_size=8388608", want: Config{Bucket: "bucket", ChunkSize: 8 << 20}},
+		{url: "gs://bucket/p%20q", want: Config{Bucket: "bucket", Prefix: "p q"}},
+
+		{url: "s3://bucket", wantErr: `scheme "s3" is not gs`},
+		{url: "gs:bucket", wantErr: "want gs://bucket/prefix"},
+		{url: "gs:///prefix", wantErr: "no bucket"},
+		{url: "gs://Bucket", wantErr: "lower-case"},
+		{url: "gs://ab", wantErr: "3 to 222 characters"},
+		{url: "gs://-bucket", wantErr: "start and end with a letter or digit"},
+		{url: "gs://bucket:4443/p", wantErr: "STORAGE_EMULATOR_HOST"},
+		{url: "gs://user@bucket", wantErr: "user information"},
+		{url: "gs://bucket/p#frag", wantErr: "fragments"},
+		{url: "gs://bucket/a//b", wantErr: "prefix"},
+		{url: "gs://bucket/a/../b", wantErr: "prefix"},
+		{url: "gs://bucket?region=us", wantErr: `unknown parameter "region"; known: chunk_size, multipart_threshold`},
+		{url: "gs://bucket?chunk_size=100000", wantErr: "multiple of 256 KiB"},
+		{url: "gs://bucket?chunk_size=0", wantErr: "multiple of 256 KiB"},
+		{url: "gs://bucket?chunk_size=2G", wantErr: "at most 1 GiB"},
+		{url: "gs://bucket?chunk_size=16XB", wantErr: "unknown unit"},
+		{url: "gs://bucket?chunk_size=", wantErr: "want a number"},
+		{url: "gs://bucket?chunk_size=1M&chunk_size=2M", wantErr: "given 2 times"},
+		{url: "gs://bucket?multipart_threshold=0", wantErr: "must be positive"},
+		{url: "gs://bucket?chunk_size=99999999999999999999", wantErr: "chunk_size"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			u, err := url.Parse(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := parseURL(u)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parseURL(%q) = %+v, %v; want an error containing %q", tc.url, got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseURL(%q): %v", tc.url, err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("parseURL(%q) (-want +got):\n%s", tc.url, diff)
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	got, err := Config{Bucket: "bucket", Prefix: "/a/b/"}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{Bucket: "bucket", Prefix: "a/b", ChunkSize: DefaultChunkSize, MultipartThreshold: DefaultChunkSize}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("withDefaults (-want +got):\n%s", diff)
+	}
+	for _, bad := range []Config{
+		{Bucket: "bucket", ChunkSize: 1000},
+		{Bucket: "bucket", ChunkSize: -chunkUnitBytes},
+		{Bucket: "bucket", ChunkSize: 2 << 30},
+		{Bucket: "bucket", MultipartThreshold: -1},
+		{Bucket: "bucket", MultipartThreshold: 2 << 30},
+		{Bucket: "bucket", Prefix: "a/./b"},
+		{Bucket: ""},
+	} {
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("withDefaults(%+v) accepted a bad configuration", bad)
+		}
+		if _, err := Open(t.Context(), bad); err == nil {
+			t.Errorf("Open(%+v) accepted a bad configuration", bad)
+		}
+	}
+}
+
+func TestEmulatorEndpoint(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"127.0.0.1:4443", "http://127.0.0.1:4443/storage/v1/"},
+		{"localhost:8000", "http://localhost:8000/storage/v1/"},
+		{"http://127.0.0.1:4443", "http://127.0.0.1:4443/storage/v1/"},
+		{"http://127.0.0.1:4443/", "http://127.0.0.1:4443/storage/v1/"},
+		{"https://gcs.example:443/storage/v1", "https://gcs.example:443/storage/v1/"},
+		{"ftp://host", ""},
+		{"http://", ""},
+		{"http://user:pw@host", ""},
+	} {
+		got, err := emulatorEndpoint(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("emulatorEndpoint(%q) = %q, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("emulatorEndpoint(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestChunkSizeFor checks the chunk size for each object size. GCS's
+// resumable uploads have no limit on the number of chunks, only the
+// object's 5 TiB, so unlike S3's and Azure's part sizes the chunk size
+// does not grow with the object.
+func TestChunkSizeFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		size, threshold int64
+		chunk           int
+		crc             bool
+		want            int
+	}{
+		{size: 0, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 0},
+		{size: 0, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
+		{size: 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
+		{size: chunkUnitBytes - 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
+		{size: chunkUnitBytes, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 2 * chunkUnitBytes},
+		{size: 16*mib - 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 16 * mib},
+		{size: 16*mib - 1, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 0},
+		{size: 16 * mib, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 16 * mib},
+		{size: 16 * mib, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 16 * mib},
+		{size: 1 << 40, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 16 * mib},
+		{size: 1 << 40, threshold: 256 << 10, chunk: 256 << 10, crc: true, want: 256 << 10},
+		{size: 5 << 40, threshold: 8 * mib, chunk: 64 * mib, crc: false, want: 64 * mib},
+		{size: 4 * mib, threshold: 8 * mib, chunk: 2 * mib, crc: false, want: 4*mib + chunkUnitBytes},
+	} {
+		got := chunkSizeFor(tc.size, tc.threshold, tc.chunk, tc.crc)
+		if got != tc.want {
+			t.Errorf("chunkSizeFor(%d, threshold %d, chunk %d, crc %v) = %d, want %d", tc.size, tc.threshold, tc.chunk, tc.crc, got, tc.want)
+		}
+		if got != 0 && (got%chunkUnitBytes != 0 || (tc.size < tc.threshold && int64(got) <= tc.size)) {
+			t.Errorf("chunkSizeFor(%d, ...) = %d: not a multiple of 256 KiB larger than a single-request object", tc.size, got)
+		}
+	}
+}
+
+func TestClassifyStatus(t *testing.T) {
+	for _, tc := range []struct {
+		code      int
+		message   string
+		notFound  error
+		class     error
+		transient bool
+	}{
+		{404, "No such object: b/k", providers.ErrNotExist, providers.ErrNotExist, false},
+		{404, "The specified bucket does not exist.", providers.ErrNotExist, providers.ErrNoBucket, false},
+		{404, "<Error><Code>NoSuchBucket</Code></Error>", providers.ErrNotExist, providers.ErrNoBucket, false},
+		{404, "", providers.ErrNoBucket, providers.ErrNoBucket, false},
+		{412, "At least one of the pre-conditions you specified did not hold.", nil, providers.ErrExist, false},
+		{400, `Provided CRC32C "AAAAAQ==" doesn't match calculated CRC32C "AAAAAA==".`, nil, providers.ErrChecksum, false},
+		{400, "Invalid argument.", nil, nil, false},
+		{401, "Invalid Credentials", nil, providers.ErrAccessDenied, false},
+		{403, "does not have storage.objects.create access", nil, providers.ErrAccessDenied, false},
+		{408, "", nil, nil, true},
+		{409, "", nil, nil, true},
+		{429, "rate limit", nil, nil, true},
+		{500, "", nil, nil, true},
+		{503, "", nil, nil, true},
+	} {
+		class, transient := classifyStatus(tc.code, tc.message, tc.notFound)
+		if class != tc.class || transient != tc.transient {
+			t.Errorf("classifyStatus(%d, %q) = %v, %v; want %v, %v", tc.code, tc.message, class, transient, tc.class, tc.transient)
+		}
+	}
+	for code, want := range map[int]struct {
+		class     error
+		transient bool
+	}{400: {providers.ErrAccessDenied, false}, 401: {providers.ErrAccessDenied, false}, 429: {nil, true}, 503: {nil, true}} {
+		class, transient := classify(&url.Error{Op: "Get", URL: "https://storage.googleapis.com/", Err: &oauth2.RetrieveError{Response: &http.Response{StatusCode: code}}}, providers.ErrNotExist)
+		if class != want.class || transient != want.transient {
+			t.Errorf("classify(token endpoint answered %d) = %v, %v; want %v, %v", code, class, transient, want.class, want.transient)
+		}
+	}
+	if class, transient := classify(context.Canceled, providers.ErrNotExist); class != nil || transient {
+		t.Errorf("classify(context.Canceled) = %v, %v; want neither a class nor transient", class, transient)
+	}
+	if class, transient := classify(fmt.Errorf("read: %w", io.ErrUnexpectedEOF), providers.ErrNotExist); class != nil || !transient {
+		t.Errorf("classify(unexpected EOF) = %v, %v; want transient", class, transient)
+	}
+}

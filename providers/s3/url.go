@@ -1,0 +1,122 @@
+package s3
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// urlExample is quoted in URL errors.
+const urlExample = "s3://bucket/prefix?region=us-east-1"
+
+// urlParams are the query parameters OpenURL understands.
+var urlParams = []string{"region", "endpoint", "path_style", "part_size", "max_parts", "request_checksum"}
+
+// parseURL turns an s3://bucket/prefix?… URL into a Config. It refuses
+// what it does not understand (unknown or repeated parameters, user
+// information, fragments) rather than ignore it, since each suggests the
+// user meant something this store would silently not do.
+func parseURL(u *url.URL) (Config, error) {
+	var cfg Config
+	if u == nil {
+		return cfg, fmt.Errorf("open s3 store: no URL")
+	}
+	fail := func(format string, args ...any) (Config, error) {
+		return Config{}, fmt.Errorf("open s3 store %q: %s", u.Redacted(), fmt.Sprintf(format, args...))
+	}
+	if u.Scheme != "s3" {
+		return fail("scheme %q is not s3", u.Scheme)
+	}
+	if u.Opaque != "" || u.Host == "" {
+		return fail("no bucket: use %s", urlExample)
+	}
+	if u.User != nil {
+		return fail("credentials do not belong in the URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+	}
+	if u.Port() != "" {
+		return fail("bucket %q has a port: the host of an s3:// URL is the bucket; give the server as ?endpoint=http://host:port", u.Host)
+	}
+	if u.Fragment != "" {
+		return fail("fragments are not supported")
+	}
+	cfg.Bucket = u.Host
+	cfg.Prefix = strings.Trim(u.Path, "/")
+
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return fail("query: %v", err)
+	}
+	for name, values := range query {
+		if !slices.Contains(urlParams, name) {
+			return fail("unknown parameter %q (known: %s)", name, strings.Join(urlParams, ", "))
+		}
+		if len(values) != 1 {
+			return fail("parameter %q given %d times", name, len(values))
+		}
+		v := values[0]
+		switch name {
+		case "region":
+			cfg.Region = v
+		case "endpoint":
+			cfg.Endpoint = v
+		case "path_style":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fail("path_style=%q: want true or false", v)
+			}
+			cfg.PathStyle = b
+		case "part_size":
+			n, err := parseSize(v)
+			if err != nil {
+				return fail("part_size=%q: %v", v, err)
+			}
+			cfg.PartSize = n
+		case "max_parts":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return fail("max_parts=%q: want a positive number such as 1000", v)
+			}
+			cfg.MaxParts = n
+		case "request_checksum":
+			switch v {
+			case "when_required":
+				cfg.RequestChecksumWhenRequired = true
+			case "when_supported":
+			default:
+				return fail("request_checksum=%q: want when_supported or when_required", v)
+			}
+		}
+	}
+	// Check the rest now, so that a bad URL fails before any network
+	// access.
+	if _, err := cfg.withDefaults(); err != nil {
+		return fail("%v", err)
+	}
+	return cfg, nil
+}
+
+// parseSize parses a byte count with an optional binary suffix: 16M,
+// 16MB and 16MiB all mean 16 MiB, as part sizes are always thought of.
+func parseSize(s string) (int64, error) {
+	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToUpper(s[len(num):])
+	var shift uint
+	switch unit {
+	case "", "B":
+	case "K", "KB", "KIB":
+		shift = 10
+	case "M", "MB", "MIB":
+		shift = 20
+	case "G", "GB", "GIB":
+		shift = 30
+	default:
+		return 0, fmt.Errorf("unknown unit %q (use K, M or G, all binary)", s[len(num):])
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > 1<<(63-30) {
+		return 0, fmt.Errorf("want a positive size such as 16MiB")
+	}
+	return n << shift, nil
+}
