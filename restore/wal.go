@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 

@@ -38,7 +38,7 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"list"}, nil, "PGSTOW_REPO"},
 		{[]string{"list", "--repo", "nope"}, nil, "no scheme"},
-		
+
 		{[]string{"backup", "--repo", "file:///tmp/x", "--chunk-size", "12"}, nil, "--chunk-size"},
 		{[]string{"backup", "--repo", "file:///tmp/x", "--checkpoint", "now"}, nil, "--checkpoint"},
 		{[]string{"backup", "--repo", "file:///tmp/x", "--concurrency", "0"}, nil, "--concurrency"},
