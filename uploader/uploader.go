@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
@@ -25,17 +26,22 @@ import (
 
 // Config sets the pipeline's shape.
 type Config struct {
-	// ChunkSize is the target size of a chunk in bytes (default 16 MiB).
+	// ChunkSize is the target size of a chunk in bytes (default 8 MiB).
 	ChunkSize int
 	// Concurrency is the number of uploads in flight (default 8).
 	Concurrency int
 	// SealWorkers is the number of hashing/compressing workers (default
 	// GOMAXPROCS).
 	SealWorkers int
+	// MaxUploadBytes bounds the compressed bytes waiting for or in upload
+	// (default 3 × ChunkSize). With chunks compressing about 2.5×, that
+	// keeps about 8 uploads in flight without reserving a worst-case
+	// buffer for each.
+	MaxUploadBytes int64
 }
 
 // DefaultChunkSize is the default target chunk size.
-const DefaultChunkSize = 16 << 20
+const DefaultChunkSize = 8 << 20
 
 func (c Config) withDefaults() Config {
 	if c.ChunkSize <= 0 {
@@ -47,22 +53,23 @@ func (c Config) withDefaults() Config {
 	if c.SealWorkers <= 0 {
 		c.SealWorkers = runtime.GOMAXPROCS(0)
 	}
+	if c.MaxUploadBytes <= 0 {
+		c.MaxUploadBytes = 3 * int64(c.ChunkSize)
+	}
 	return c
 }
 
 // MemoryBudget is the most memory the pipeline's buffers can take: raw
-// buffers (one being filled, one queued and one per sealing worker) of
-// ChunkSize each, plus one compressed buffer per upload slot of at most
-// the LZ4 worst-case size.
+// buffers (one being filled and one per sealing worker) of ChunkSize each,
+// one compression scratch buffer per sealing worker of the LZ4 worst-case
+// size, and the compressed bytes in upload. It does not grow with the
+// database, nor with Concurrency.
 func (c Config) MemoryBudget() int64 {
 	c = c.withDefaults()
-	raw := int64(c.SealWorkers+2) * int64(c.ChunkSize)
-	comp := int64(c.Concurrency) * int64(compressBound(c.ChunkSize))
-	return raw + comp
+	raw := int64(c.SealWorkers+1) * int64(c.ChunkSize)
+	scratch := int64(c.SealWorkers) * int64(chunker.CompressBound(c.ChunkSize))
+	return raw + scratch + c.MaxUploadBytes
 }
-
-// compressBound is LZ4's worst case for n bytes plus frame overhead.
-func compressBound(n int) int { return n + n/255 + 16 + 64 }
 
 // Stats counts what an upload did.
 type Stats struct {
@@ -88,8 +95,9 @@ type Uploader struct {
 	cfg   Config
 	log   *slog.Logger
 	raw   chan []byte
-	comp  chan *bytes.Buffer
-	total Stats
+	// inflight counts compressed bytes between sealing and upload.
+	inflight *semaphore.Weighted
+	total    Stats
 	mu    sync.Mutex
 	// OnChunk, if set, is called after each chunk is stored or found.
 	OnChunk func(rawSize int64, stored bool)
@@ -102,14 +110,11 @@ func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
 		store: store,
 		cfg:   cfg,
 		log:   log,
-		raw:   make(chan []byte, cfg.SealWorkers+2),
-		comp:  make(chan *bytes.Buffer, cfg.Concurrency),
+		raw:      make(chan []byte, cfg.SealWorkers+1),
+		inflight: semaphore.NewWeighted(cfg.MaxUploadBytes),
 	}
-	for range cfg.SealWorkers + 2 {
+	for range cfg.SealWorkers + 1 {
 		u.raw <- nil // allocated on first use
-	}
-	for range cfg.Concurrency {
-		u.comp <- nil
 	}
 	return u
 }
@@ -123,11 +128,11 @@ func (u *Uploader) putRaw(b []byte) {
 	}
 }
 
-func (u *Uploader) putComp(b *bytes.Buffer) {
-	select {
-	case u.comp <- b:
-	default:
-	}
+// reserve takes room for n compressed bytes in flight; a chunk larger
+// than the whole budget takes all of it, so it still goes alone.
+func (u *Uploader) reserve(ctx context.Context, n int64) (int64, error) {
+	n = min(n, u.cfg.MaxUploadBytes)
+	return n, u.inflight.Acquire(ctx, n)
 }
 
 // Stats returns the totals over every archive uploaded so far.
@@ -138,12 +143,13 @@ func (u *Uploader) Stats() Stats {
 }
 
 type sealed struct {
-	seq   int
-	id    string
-	raw   int64
-	buf   *bytes.Buffer
-	crc   uint32
-	found int64 // stored size when the chunk already existed
+	seq      int
+	id       string
+	raw      int64
+	data     []byte // the compressed frame, nil when the store has the chunk
+	reserved int64  // bytes taken from the in-flight budget
+	crc      uint32
+	found    int64 // stored size when the chunk already existed
 }
 
 // Archive reads one tar archive from r to its end, stores its chunks and
@@ -182,13 +188,13 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 		g.Go(func() error {
 			defer sealers.Done()
 			comp := chunker.NewCompressor()
+			var scratch bytes.Buffer
 			for c := range toSeal {
-				s, err := u.seal(gctx, comp, c)
-				u.putRaw(c.Data)
+				s, err := u.seal(gctx, comp, &scratch, c)
 				if err != nil {
 					return err
 				}
-				if s.buf == nil {
+				if s.data == nil {
 					record(c.Seq, manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: s.found, Codec: "lz4"}, false)
 					if u.OnChunk != nil {
 						u.OnChunk(s.raw, false)
@@ -198,7 +204,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				select {
 				case toPut <- s:
 				case <-gctx.Done():
-					u.putComp(s.buf)
+					u.inflight.Release(s.reserved)
 					return gctx.Err()
 				}
 			}
@@ -211,9 +217,9 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 	for range u.cfg.Concurrency {
 		g.Go(func() error {
 			for s := range toPut {
-				stored := int64(s.buf.Len())
+				stored := int64(len(s.data))
 				uploaded, err := u.put(gctx, s)
-				u.putComp(s.buf)
+				u.inflight.Release(s.reserved)
 				if err != nil {
 					return err
 				}
@@ -281,9 +287,13 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 }
 
 // seal hashes a chunk and, unless the store already holds it, compresses
-// it into a pooled buffer. Checking before compressing makes a repeat
-// backup of unchanged data cost a hash and a stat per chunk.
-func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
+// it. Checking before compressing makes a repeat backup of unchanged data
+// cost a hash and a stat per chunk. The raw buffer goes back to the pool
+// as soon as it is compressed; the frame is compressed into the worker's
+// scratch buffer and copied out at its exact size once the in-flight
+// budget has room, so an upload never holds a worst-case buffer.
+func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, scratch *bytes.Buffer, c chunker.Chunk) (sealed, error) {
+	defer u.putRaw(c.Data)
 	s := sealed{seq: c.Seq, id: chunker.ID(c.Data), raw: int64(len(c.Data))}
 	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
 	switch {
@@ -293,22 +303,15 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker
 	case !errors.Is(err, providers.ErrNotExist):
 		return s, fmt.Errorf("check chunk %s: %w", s.id[:12], err)
 	}
-	var buf *bytes.Buffer
-	select {
-	case buf = <-u.comp:
-	case <-ctx.Done():
-		return s, ctx.Err()
-	}
-	if buf == nil {
-		buf = bytes.NewBuffer(make([]byte, 0, compressBound(u.cfg.ChunkSize)))
-	}
-	buf.Reset()
-	s.crc, err = comp.Compress(buf, c.Data)
+	scratch.Reset()
+	s.crc, err = comp.Compress(scratch, c.Data)
 	if err != nil {
-		u.putComp(buf)
 		return s, fmt.Errorf("compress chunk %s: %w", s.id[:12], err)
 	}
-	s.buf = buf
+	if s.reserved, err = u.reserve(ctx, int64(scratch.Len())); err != nil {
+		return s, err
+	}
+	s.data = bytes.Clone(scratch.Bytes())
 	return s, nil
 }
 
@@ -317,7 +320,7 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker
 // first.
 func (u *Uploader) put(ctx context.Context, s sealed) (bool, error) {
 	key := manifest.ChunkKey(s.id)
-	err := u.store.Put(ctx, key, bytes.NewReader(s.buf.Bytes()), int64(s.buf.Len()),
+	err := u.store.Put(ctx, key, bytes.NewReader(s.data), int64(len(s.data)),
 		providers.PutOptions{IfAbsent: true, CRC32C: s.crc, HasCRC32C: true})
 	switch {
 	case err == nil:

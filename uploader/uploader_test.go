@@ -169,7 +169,13 @@ func TestArchiveBadTar(t *testing.T) {
 func TestMemoryBudget(t *testing.T) {
 	c := Config{ChunkSize: 16 << 20, Concurrency: 8, SealWorkers: 2}
 	got := c.MemoryBudget()
-	if got < 4*16<<20+8*16<<20 || got > 4*17<<20+8*17<<20 {
+	// 3 raw buffers, 2 scratch buffers, 3 chunks' worth in upload.
+	if got < 8*16<<20 || got > 8*17<<20 {
 		t.Fatalf("budget %d out of range", got)
+	}
+	// Upload concurrency costs no memory of its own.
+	c.Concurrency = 64
+	if c.MemoryBudget() != got {
+		t.Fatalf("budget grows with concurrency: %d", c.MemoryBudget())
 	}
 }

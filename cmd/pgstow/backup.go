@@ -83,7 +83,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 			// Keep the Go heap near the pipeline's stated budget rather
 			// than letting it float to twice the live data.
 			budget := o.Uploader.MemoryBudget()
-			debug.SetMemoryLimit(budget + 64<<20)
+			debug.SetMemoryLimit(budget + 16<<20)
 			log.Debug("memory budget", "pipeline_bytes", budget)
 			b, err := backup.Run(cmd.Context(), repo, o)
 			if err != nil {
@@ -101,7 +101,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().StringVar(&wal, "wal", "stream", "how the needed WAL reaches the repository: stream or none")
 	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends")
 	cmd.Flags().StringVar(&checkpoint, "checkpoint", "spread", "checkpoint at start: spread (gentle on the server) or fast (starts at once)")
-	cmd.Flags().StringVar(&chunkSize, "chunk-size", "16MB", "target chunk size")
+	cmd.Flags().StringVar(&chunkSize, "chunk-size", "8MB", "target chunk size (memory is about 16 × this)")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "uploads in flight")
 	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
 	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -47,6 +49,8 @@ type globals struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	log       *slog.Logger // set before any command runs
+	cpuProfile, memProfile string
+	stopProfile            func()
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
@@ -107,9 +111,21 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		var err error
-		g.log, err = g.logger()
+		if g.log, err = g.logger(); err != nil {
+			return err
+		}
+		g.stopProfile, err = startProfiles(g.cpuProfile, g.memProfile)
 		return err
 	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if g.stopProfile != nil {
+			g.stopProfile()
+		}
+	}
+	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile to this file (for performance work)")
+	root.PersistentFlags().StringVar(&g.memProfile, "memprofile", "", "write an allocation profile to this file at exit")
+	_ = root.PersistentFlags().MarkHidden("cpuprofile")
+	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALFetchCmd(g), newVersionCmd(g))
 	return root
@@ -152,4 +168,34 @@ func oneLine(msg string) string {
 		parts = append(parts, l)
 	}
 	return strings.Join(parts, " ")
+}
+
+// startProfiles starts the profiles asked for and returns what stops them.
+func startProfiles(cpu, mem string) (func(), error) {
+	var stops []func()
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--cpuprofile: %w", err)}
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start CPU profile: %w", err)
+		}
+		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+	}
+	if mem != "" {
+		runtime.MemProfileRate = 64 << 10
+		stops = append(stops, func() {
+			if f, err := os.Create(mem); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		})
+	}
+	return func() {
+		for _, s := range stops {
+			s()
+		}
+	}, nil
 }
