@@ -98,7 +98,7 @@ type Uploader struct {
 	// inflight counts compressed bytes between sealing and upload.
 	inflight *semaphore.Weighted
 	total    Stats
-	mu    sync.Mutex
+	mu       sync.Mutex
 	// OnChunk, if set, is called after each chunk is stored or found.
 	OnChunk func(rawSize int64, stored bool)
 }
@@ -107,9 +107,9 @@ type Uploader struct {
 func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
 	cfg = cfg.withDefaults()
 	u := &Uploader{
-		store: store,
-		cfg:   cfg,
-		log:   log,
+		store:    store,
+		cfg:      cfg,
+		log:      log,
 		raw:      make(chan []byte, cfg.SealWorkers+1),
 		inflight: semaphore.NewWeighted(cfg.MaxUploadBytes),
 	}

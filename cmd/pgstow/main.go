@@ -43,12 +43,12 @@ func main() {
 
 // globals are the settings every command shares.
 type globals struct {
-	logFormat string
-	logLevel  string
-	getenv    func(string) string
-	stdout    io.Writer
-	stderr    io.Writer
-	log       *slog.Logger // set before any command runs
+	logFormat              string
+	logLevel               string
+	getenv                 func(string) string
+	stdout                 io.Writer
+	stderr                 io.Writer
+	log                    *slog.Logger // set before any command runs
 	cpuProfile, memProfile string
 	stopProfile            func()
 }
