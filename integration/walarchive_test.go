@@ -1,0 +1,83 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgstow/pgstow/backup"
+	"github.com/pgstow/pgstow/integration/pgtest"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/restore"
+)
+
+// TestArchiveCommand: a server archiving through pgstow wal-push under
+// pgbench load stores every segment intact, fails none, and a backup that
+// relies on that archive (--wal=none) restores and starts.
+func TestArchiveCommand(t *testing.T) {
+	repoDir := filepath.Join(pgtest.TempDir(t), "repo")
+	handToServerUser(t, filepath.Dir(pgstowBin))
+	cmd := fmt.Sprintf("%s wal-push --repo file://%s --log-level warn %%p", pgstowBin, repoDir)
+	c := pgtest.Start(t, pgtest.Options{Major: 15, Conf: []string{
+		"archive_mode = on",
+		"archive_command = '" + cmd + "'",
+	}})
+	c.Pgbench(t, "-i", "-s", "5", "postgres")
+	c.Pgbench(t, "-c", "2", "-t", "3000", "postgres")
+	want := seedBeforeBackup(t, c)
+
+	repo := openFileRepo(t, repoDir)
+	o := backupOpts(t, c)
+	o.WAL = backup.WALNone
+	o.WALTimeout = 2 * time.Minute
+	b, err := backup.Run(t.Context(), repo, o)
+	if err != nil {
+		t.Fatalf("backup relying on archive_command: %v", err)
+	}
+
+	last := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+	waitFor(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
+		r := c.Query(t, "postgres", "SELECT coalesce(last_archived_wal, '') >= '"+last+"' FROM pg_stat_archiver")
+		return r[0][0] == "t"
+	})
+	st := c.Query(t, "postgres", "SELECT archived_count, failed_count FROM pg_stat_archiver")[0]
+	t.Logf("archiver: %s archived, %s failed", st[0], st[1])
+	if st[1] != "0" {
+		t.Errorf("archive_command failed %s times", st[1])
+	}
+	// Every segment from the first to the last is there, and those still
+	// in pg_wal match byte for byte.
+	_, lastNo, err := manifest.ParseSegmentName(last, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for no := uint64(1); no <= lastNo; no++ {
+		name := manifest.SegmentName(1, no, 16<<20)
+		data, _, err := repo.FetchWAL(t.Context(), name)
+		if err != nil {
+			t.Fatalf("segment %s: %v", name, err)
+		}
+		if local, err := os.ReadFile(filepath.Join(c.DataDir, "pg_wal", name)); err == nil && !bytes.Equal(local, data) {
+			t.Errorf("segment %s differs from the server's copy", name)
+		}
+	}
+
+	target := filepath.Join(pgtest.TempDir(t), "data")
+	if _, err := restore.Run(t.Context(), repo, restore.Options{Target: target, BackupID: b.ID, Log: testLogger(t)}); err != nil {
+		t.Fatal(err)
+	}
+	// The restored server must not archive into the same repository.
+	f, err := os.OpenFile(filepath.Join(target, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("archive_mode = off\n")
+	f.Close()
+	r := restoreChecks(t, 15, target)
+	if got := fingerprint(t, r); got != want {
+		t.Fatalf("committed_before: %s after restore, %s before", got, want)
+	}
+}

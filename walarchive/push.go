@@ -1,0 +1,134 @@
+// Package walarchive implements PostgreSQL's archive_command side of the
+// WAL archive: pushing one file, and pushing the files PostgreSQL has
+// marked ready ahead of time, so a busy server's archiver, which calls
+// archive_command for one file at a time, never falls behind.
+package walarchive
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// walName matches the files archive_command is given: segments, partial
+// segments, timeline history files and backup history files.
+var walName = regexp.MustCompile(`^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$`)
+
+// ValidName reports whether name is a WAL file name PostgreSQL archives.
+func ValidName(name string) bool { return walName.MatchString(name) }
+
+// Options tune a push.
+type Options struct {
+	// Ahead is how many other ready files to push in the same call
+	// (0: none).
+	Ahead int
+	// Parallel bounds the uploads of one call (default 4).
+	Parallel int
+	Log      *slog.Logger
+}
+
+// Push archives the WAL file at path (as archive_command's %p gives it,
+// relative to the data directory or absolute). An identical file already
+// in the repository is a success, since PostgreSQL retries a push whose
+// answer it did not see; a different one is an error and is never
+// overwritten. With Ahead > 0 it also pushes the oldest files that
+// archive_status marks ready, so that PostgreSQL's later calls for them
+// find their work done.
+func Push(ctx context.Context, repo *repository.Repository, path string, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 4
+	}
+	name := filepath.Base(path)
+	if !ValidName(name) {
+		return fmt.Errorf("wal-push %s: %q is not a WAL file name", path, name)
+	}
+	ahead := readyFiles(filepath.Dir(path), name, o.Ahead)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(o.Parallel)
+	g.Go(func() error { return pushOne(gctx, repo, path, name) })
+	for _, n := range ahead {
+		p := filepath.Join(filepath.Dir(path), n)
+		g.Go(func() error {
+			// Best effort: PostgreSQL asks for each of these again, and
+			// that call reports any failure.
+			if err := pushOne(gctx, repo, p, n); err != nil && gctx.Err() == nil {
+				o.Log.Warn("pushing ahead failed", "file", n, "error", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func pushOne(ctx context.Context, repo *repository.Repository, path, name string) error {
+	if ok, err := repo.HasWAL(ctx, name); err == nil && ok {
+		// Pushed ahead by an earlier call (or a retry): make sure it is
+		// the same file before telling PostgreSQL it is archived.
+		return verifySame(ctx, repo, path, name)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("wal-push: read %s: %w", path, err)
+	}
+	if _, err := repo.PutWAL(ctx, chunker.NewCompressor(), name, data); err != nil {
+		return fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	return nil
+}
+
+func verifySame(ctx context.Context, repo *repository.Repository, path, name string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("wal-push: read %s: %w", path, err)
+	}
+	stored, _, err := repo.FetchWAL(ctx, name)
+	if err != nil {
+		return fmt.Errorf("wal-push %s: compare with the archived copy: %w", name, err)
+	}
+	if string(stored) != string(data) {
+		return fmt.Errorf("wal-push %s: %w: the archived copy differs from %s; refusing to overwrite (is another cluster archiving into %s?)",
+			name, repository.ErrWALConflict, path, repo)
+	}
+	return nil
+}
+
+// readyFiles lists up to n files marked ready in walDir/archive_status,
+// oldest first (history files first, as PostgreSQL does), other than skip.
+func readyFiles(walDir, skip string, n int) []string {
+	if n <= 0 {
+		return nil
+	}
+	entries, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || name == skip || !ValidName(name) {
+			continue
+		}
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		hi, hj := strings.HasSuffix(names[i], ".history"), strings.HasSuffix(names[j], ".history")
+		if hi != hj {
+			return hi
+		}
+		return names[i] < names[j]
+	})
+	return names[:min(n, len(names))]
+}

@@ -1,0 +1,73 @@
+package walarchive
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/pgstow/pgstow/providers/mem"
+	"github.com/pgstow/pgstow/repository"
+)
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"000000010000000000000003":                 true,
+		"000000010000000000000003.partial":         true,
+		"00000002.history":                         true,
+		"000000010000000000000002.00000028.backup": true,
+		"00000001000000000000000g":                 false,
+		"../000000010000000000000003":              false,
+		"0000000100000000000000031":                false,
+		"":                                         false,
+	} {
+		if ValidName(name) != want {
+			t.Errorf("ValidName(%q) = %v", name, !want)
+		}
+	}
+}
+
+func walDir(t *testing.T, ready ...string) string {
+	dir := filepath.Join(t.TempDir(), "pg_wal")
+	os.MkdirAll(filepath.Join(dir, "archive_status"), 0o700)
+	for _, n := range ready {
+		os.WriteFile(filepath.Join(dir, n), bytes.Repeat([]byte(n[:8]), 1<<17), 0o600)
+		os.WriteFile(filepath.Join(dir, "archive_status", n+".ready"), nil, 0o600)
+	}
+	return dir
+}
+
+func TestPushAheadAndIdempotence(t *testing.T) {
+	segs := []string{"000000010000000000000005", "000000010000000000000003", "00000002.history", "000000010000000000000004"}
+	dir := walDir(t, segs...)
+	os.WriteFile(filepath.Join(dir, "archive_status", "000000010000000000000001.done"), nil, 0o600)
+	if got := readyFiles(dir, "000000010000000000000003", 2); !slices.Equal(got, []string{"00000002.history", "000000010000000000000004"}) {
+		t.Fatalf("readyFiles = %v", got)
+	}
+	repo := repository.New(mem.New())
+	ctx := t.Context()
+	if err := Push(ctx, repo, filepath.Join(dir, "000000010000000000000003"), Options{Ahead: 8}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range segs {
+		if ok, _ := repo.HasWAL(ctx, n); !ok {
+			t.Errorf("%s was not pushed", n)
+		}
+	}
+	// PostgreSQL's later call for a file pushed ahead succeeds.
+	if err := Push(ctx, repo, filepath.Join(dir, "000000010000000000000005"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// A different file under an archived name fails and changes nothing.
+	p := filepath.Join(dir, "000000010000000000000004")
+	os.WriteFile(p, []byte("other content"), 0o600)
+	err := Push(ctx, repo, p, Options{})
+	if !errors.Is(err, repository.ErrWALConflict) {
+		t.Fatalf("conflicting push: %v", err)
+	}
+	if err := Push(ctx, repo, filepath.Join(dir, "nonsense"), Options{}); err == nil {
+		t.Fatal("a non-WAL name was pushed")
+	}
+}
