@@ -55,6 +55,9 @@ type Options struct {
 	// RestoreCommand is the restore_command written with WALFetch, built
 	// by the caller (it knows its own path and the repository URL).
 	RestoreCommand string
+	// Recovery, with WALFetch, sets a point-in-time recovery target; with
+	// BackupID empty or "latest" the backup is chosen to reach it.
+	Recovery *Recovery
 	// Concurrency is the number of chunks downloaded and decompressed
 	// ahead of the writer (default DefaultConcurrency). Memory is about
 	// Concurrency × (largest chunk raw + stored size).
@@ -111,7 +114,15 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err := o.setDefaults(); err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
 	}
-	b, err := repo.Backup(ctx, o.BackupID)
+	var (
+		b   *manifest.Backup
+		err error
+	)
+	if o.Recovery != nil && (o.BackupID == "" || o.BackupID == "latest") {
+		b, err = ChooseBackup(ctx, repo, o.Recovery)
+	} else {
+		b, err = repo.Backup(ctx, o.BackupID)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
 	}
@@ -159,11 +170,19 @@ func (o *Options) setDefaults() error {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
+	if o.Recovery != nil && o.WAL != WALFetch {
+		return errors.New("a recovery target needs the WAL fetched from the archive (--wal=fetch)")
+	}
 	switch o.WAL {
 	case "":
 		o.WAL = WALEmbed
 	case WALEmbed:
 	case WALFetch:
+		if o.Recovery != nil {
+			if err := o.Recovery.validate(); err != nil {
+				return err
+			}
+		}
 		if o.RestoreCommand == "" {
 			return errors.New("WAL mode fetch needs a restore_command")
 		}

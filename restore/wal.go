@@ -252,6 +252,11 @@ func (r *restorer) writeRecoveryConfig() error {
 	}
 	text.WriteString("# Added by pgstow restore: fetch WAL from the repository.\n")
 	text.WriteString("restore_command = " + confQuote(r.o.RestoreCommand) + "\n")
+	if r.o.Recovery != nil {
+		for _, l := range r.o.Recovery.settings() {
+			text.WriteString(l + "\n")
+		}
+	}
 	f, err = d.root.OpenFile(auto, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", d.full(auto), err)

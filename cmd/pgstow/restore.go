@@ -9,9 +9,11 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/restore"
 )
@@ -21,6 +23,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		repoURL, backupID, pgdata, wal string
 		tablespaces                    []string
 		concurrency                    int
+		tTime, tLSN, tXID, tName       string
+		tImmediate                     bool
+		tAction, tTimeline             string
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
@@ -63,6 +68,17 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 				}
 				o.Tablespaces[uint32(n)] = filepath.Clean(dir)
 			}
+			rc, err := recoveryTarget(tTime, tLSN, tXID, tName, tImmediate, tAction, tTimeline)
+			if err != nil {
+				return usageError{err}
+			}
+			if rc != nil {
+				if cmd.Flags().Changed("wal") && o.WAL != restore.WALFetch {
+					return usageError{errors.New("a recovery target needs --wal=fetch: the WAL after the backup comes from the archive")}
+				}
+				o.WAL = restore.WALFetch
+				o.Recovery = rc
+			}
 			switch o.WAL {
 			case restore.WALEmbed:
 			case restore.WALFetch:
@@ -100,7 +116,49 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "chunk downloads in flight")
+	cmd.Flags().StringVar(&tTime, "target-time", "", "recover up to this time (with a zone, e.g. 2026-11-23T21:00:00Z); picks the newest backup that finished before it")
+	cmd.Flags().StringVar(&tLSN, "target-lsn", "", "recover up to this WAL position (e.g. 0/3000028)")
+	cmd.Flags().StringVar(&tXID, "target-xid", "", "recover up to this transaction id")
+	cmd.Flags().StringVar(&tName, "target-name", "", "recover up to this restore point (pg_create_restore_point)")
+	cmd.Flags().BoolVar(&tImmediate, "target-immediate", false, "stop as soon as the backup is consistent")
+	cmd.Flags().StringVar(&tAction, "target-action", "promote", "after the target: promote, pause or shutdown")
+	cmd.Flags().StringVar(&tTimeline, "target-timeline", "", "timeline to follow: latest (PostgreSQL's default), current or a number")
 	return cmd
+}
+
+// recoveryTarget builds the point-in-time target from the flags, or nil.
+func recoveryTarget(tTime, tLSN, tXID, tName string, immediate bool, action, timeline string) (*restore.Recovery, error) {
+	if tTime == "" && tLSN == "" && tXID == "" && tName == "" && !immediate {
+		return nil, nil
+	}
+	rc := &restore.Recovery{XID: tXID, Name: tName, Immediate: immediate, Action: action, Timeline: timeline}
+	if tTime != "" {
+		t, err := parseTargetTime(tTime)
+		if err != nil {
+			return nil, err
+		}
+		rc.Time = t
+	}
+	if tLSN != "" {
+		l, err := manifest.ParseLSN(tLSN)
+		if err != nil {
+			return nil, fmt.Errorf("--target-lsn: %w", err)
+		}
+		rc.LSN = l
+	}
+	return rc, nil
+}
+
+// parseTargetTime accepts RFC 3339 and PostgreSQL's own format, but only
+// with a zone: a time without one means different moments on the server,
+// the machine restoring and the operator's laptop.
+func parseTargetTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999 MST"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("--target-time %q: give a time with a zone, e.g. 2026-11-23T21:00:00Z or '2026-11-23 22:00:00+01'", s)
 }
 
 // shellQuote quotes s for the shell PostgreSQL runs restore_command with.
