@@ -168,33 +168,38 @@ func hasContentChecksum(frame []byte) bool {
 // and creates nothing; any other error means something is wrong, not
 // that the WAL ends here.
 func FetchWAL(ctx context.Context, repo *repository.Repository, name, dest string) error {
-	if err := checkWALName(name); err != nil {
-		return err
-	}
-	if dest == "" {
-		return fmt.Errorf("fetch WAL file %s: no destination given", name)
-	}
+	return FetchWALPrefetch(ctx, repo, name, dest, Prefetch{})
+}
+
+// walConfig reads the repository configuration wal-fetch needs.
+func walConfig(ctx context.Context, repo *repository.Repository, name string) (*manifest.Repo, error) {
 	cfg, err := repo.Config(ctx)
 	if errors.Is(err, providers.ErrNotExist) {
 		// Not wrapped: a missing configuration means a wrong URL, and
 		// must not read as "this WAL file does not exist", which would
 		// end recovery early.
-		return fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, manifest.RepoKey)
+		return nil, fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, manifest.RepoKey)
 	}
 	if err != nil {
-		return fmt.Errorf("fetch WAL file %s: read the configuration of %s: %w", name, repo, err)
+		return nil, fmt.Errorf("fetch WAL file %s: read the configuration of %s: %w", name, repo, err)
 	}
 	if !manifest.ValidSegmentSize(cfg.WALSegmentSize) {
-		return fmt.Errorf("fetch WAL file %s: %s has an invalid wal_segment_size %d", name, repo, cfg.WALSegmentSize)
+		return nil, fmt.Errorf("fetch WAL file %s: %s has an invalid wal_segment_size %d", name, repo, cfg.WALSegmentSize)
 	}
-	data, err := newWALReader().read(ctx, repo.Store(), name, cfg.WALSegmentSize)
+	return cfg, nil
+}
+
+// fetchVerified downloads one WAL file and checks it: the LZ4 frame's
+// checksum, and a segment's length.
+func fetchVerified(ctx context.Context, repo *repository.Repository, segSize uint64, name string) ([]byte, error) {
+	data, err := newWALReader().read(ctx, repo.Store(), name, segSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, _, err := manifest.ParseSegmentName(name, cfg.WALSegmentSize); err == nil && uint64(len(data)) != cfg.WALSegmentSize {
-		return fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, len(data), cfg.WALSegmentSize)
+	if _, _, err := manifest.ParseSegmentName(name, segSize); err == nil && uint64(len(data)) != segSize {
+		return nil, fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, len(data), segSize)
 	}
-	return writeFileAtomic(dest, data)
+	return data, nil
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same

@@ -180,6 +180,7 @@ func (w walFetchError) Unwrap() error { return w.err }
 
 func newWALFetchCmd(g *globals) *cobra.Command {
 	var repoURL string
+	var prefetch int
 	cmd := &cobra.Command{
 		Use:   "wal-fetch WALFILE DEST",
 		Short: "Fetch one WAL file from the repository (for restore_command)",
@@ -187,6 +188,10 @@ func newWALFetchCmd(g *globals) *cobra.Command {
 it and write it atomically to DEST. Meant for PostgreSQL's restore_command:
 
   restore_command = 'pgstow wal-fetch --repo file:///var/backups/pg %f %p'
+
+Each call also fetches the next --prefetch segments in parallel into a spool
+beside DEST (pg_wal/pgstow_prefetch), verified, so that PostgreSQL's one-at-a-time
+loop is served from local disk; the spool is removed at the end of the archive.
 
 Exit status: 0 fetched; 1 the file is not in the repository (PostgreSQL then
 ends recovery or tries elsewhere); 128 any other failure (unreachable store,
@@ -205,7 +210,12 @@ recovery early with WAL missing.`,
 				return walFetchError{err, exitWALFatal}
 			}
 			defer repo.Store().Close()
-			err = restore.FetchWAL(cmd.Context(), repo, args[0], args[1])
+			// The spool sits beside the destination (pg_wal/), so a
+			// spooled segment moves into place with a rename.
+			err = restore.FetchWALPrefetch(cmd.Context(), repo, args[0], args[1], restore.Prefetch{
+				Ahead: prefetch,
+				Spool: filepath.Join(filepath.Dir(args[1]), "pgstow_prefetch"),
+			})
 			switch {
 			case err == nil:
 				return nil
@@ -217,5 +227,6 @@ recovery early with WAL missing.`,
 		},
 	}
 	repoFlag(cmd, &repoURL)
+	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "segments to fetch ahead in parallel into a spool beside DEST (0 to turn off)")
 	return cmd
 }
