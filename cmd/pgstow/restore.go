@@ -16,6 +16,7 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/restore"
+	"github.com/pgstow/pgstow/uploader"
 )
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -100,7 +101,7 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 			defer repo.Store().Close()
 			// Keep the heap near what the pipeline holds: concurrency
 			// stored chunks and a few raw ones, plus room for the rest.
-			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*16<<20 + 64<<20)
+			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + 48<<20)
 			res, err := restore.Run(cmd.Context(), repo, o)
 			if err != nil {
 				return err
