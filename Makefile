@@ -13,7 +13,7 @@ test:
 	bash scripts/install-deps.sh
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
-	$(GO) test -race -p 2 -timeout 40m ./...
+	$(GO) test -race -count=1 -p 2 -timeout 40m ./...
 
 deps:
 	bash scripts/install-deps.sh
@@ -29,6 +29,14 @@ build:
 
 demo: build
 	bash scripts/demo.sh
+
+# The benchmark harness (docs/benchmarks.md); bench-small is CI's reduced run.
+.PHONY: bench bench-small
+bench:
+	bash scripts/bench.sh
+
+bench-small:
+	BENCH_ROWS=50000 BENCH_SCALE=2 BENCH_RUNS=2 bash scripts/bench.sh
 
 # Runs every Fuzz* function of the repository for $(FUZZTIME) each, one at a
 # time (go test -fuzz takes one function of one package).

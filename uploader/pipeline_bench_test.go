@@ -1,0 +1,69 @@
+package uploader
+
+import (
+	"context"
+	"io"
+	"iter"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/pgstow/pgstow/providers"
+)
+
+// nullStore accepts every object and keeps nothing: it measures what the
+// pipeline itself costs, without PostgreSQL or a disk.
+type nullStore struct{}
+
+func (nullStore) Put(_ context.Context, _ string, body io.ReadSeeker, size int64, _ providers.PutOptions) error {
+	_, err := io.CopyN(io.Discard, body, size)
+	return err
+}
+func (nullStore) Get(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, providers.ErrNotExist
+}
+func (nullStore) Stat(context.Context, string) (providers.ObjectInfo, error) {
+	return providers.ObjectInfo{}, providers.ErrNotExist
+}
+func (nullStore) List(context.Context, string) iter.Seq2[providers.ObjectInfo, error] {
+	return func(func(providers.ObjectInfo, error) bool) {}
+}
+func (nullStore) Delete(context.Context, string) error { return providers.ErrNotExist }
+func (nullStore) String() string                       { return "null" }
+func (nullStore) Close() error                         { return nil }
+
+// BenchmarkPipeline runs the backup pipeline (tar parsing, chunking,
+// SHA-256, lz4, CRC32C) over an archive into a null store. Set
+// PGSTOW_BENCH_TAR to a recorded base.tar (pg_basebackup -Ft -D - >
+// base.tar) to measure on real data; otherwise a synthetic archive.
+func BenchmarkPipeline(b *testing.B) {
+	var data []byte
+	if p := os.Getenv("PGSTOW_BENCH_TAR"); p != "" {
+		var err error
+		if data, err = os.ReadFile(p); err != nil {
+			b.Fatal(err)
+		}
+	} else {
+		data = makeTar(b, 42, 96<<20)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		u := New(nullStore{}, Config{}, slog.New(slog.DiscardHandler))
+		if _, _, err := u.Archive(context.Background(), bytesReader(data), 0, "base.tar", 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func bytesReader(b []byte) io.Reader { return &sliceReader{b: b} }
+
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
