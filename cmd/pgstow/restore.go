@@ -116,7 +116,7 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 	cmd.Flags().StringVarP(&pgdata, "pgdata", "D", "", "data directory to create (must not exist or be empty)")
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
-	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "chunk downloads in flight")
+	cmd.Flags().IntVar(&concurrency, "concurrency", restore.DefaultConcurrency, "chunk downloads in flight (raise it for remote stores with high latency)")
 	cmd.Flags().StringVar(&tTime, "target-time", "", "recover up to this time (with a zone, e.g. 2026-11-23T21:00:00Z); picks the newest backup that finished before it")
 	cmd.Flags().StringVar(&tLSN, "target-lsn", "", "recover up to this WAL position (e.g. 0/3000028)")
 	cmd.Flags().StringVar(&tXID, "target-xid", "", "recover up to this transaction id")
