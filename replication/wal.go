@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgstow/pgstow/manifest"
@@ -39,11 +40,15 @@ type WALStream struct {
 	Sink SegmentSink
 	// StatusInterval is how often to report progress to the server.
 	StatusInterval time.Duration
+	// Partial, if set, receives the unfinished current segment when the
+	// stream stops (zero-padded to the segment size, as pg_receivewal
+	// writes .partial files), with a context that is not cancelled.
+	Partial SegmentSink
 }
 
 // Run streams from the segment holding from until the segment holding
 // (end-1) is complete and stored, where end arrives on endCh once the
-// backup has finished. After end is known it waits at most endTimeout for
+// backup has finished; with a nil endCh it streams until ctx ends. After end is known it waits at most endTimeout for
 // the last segment; on a standby with little write traffic the last
 // segment may take long to complete, and an unbounded wait would hang.
 func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <-chan manifest.LSN, endTimeout time.Duration) error {
@@ -119,6 +124,13 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
+				if s.Partial != nil && filled > 0 {
+					clear(buf[filled:])
+					name := manifest.SegmentName(s.Timeline, segno, seg)
+					if perr := s.Partial(context.WithoutCancel(ctx), name, buf); perr != nil {
+						return fmt.Errorf("store partial segment %s: %w", name, perr)
+					}
+				}
 				return ctx.Err()
 			}
 			if errors.Is(err, context.DeadlineExceeded) || pgconnTimeout(err) {
@@ -180,4 +192,44 @@ func pgconnTimeout(err error) bool {
 	type timeout interface{ Timeout() bool }
 	var t timeout
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// CreateSlot creates a persistent physical slot that reserves WAL now; an
+// existing slot of that name is fine.
+func (c *Conn) CreateSlot(ctx context.Context, name string) error {
+	sql := fmt.Sprintf("CREATE_REPLICATION_SLOT %s PHYSICAL RESERVE_WAL", quoteIdent(name))
+	_, err := c.pg.Exec(ctx, sql).ReadAll()
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create replication slot %s on %s: %w", name, c.target, err)
+	}
+	return nil
+}
+
+// ReadSlot returns where a physical slot's reserved WAL starts, and on
+// which timeline; ok is false when the slot does not exist or holds no
+// position yet.
+func (c *Conn) ReadSlot(ctx context.Context, name string) (lsn manifest.LSN, tli uint32, ok bool, err error) {
+	res, err := c.pg.Exec(ctx, "READ_REPLICATION_SLOT "+quoteIdent(name)).ReadAll()
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read replication slot %s on %s: %w", name, c.target, err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) < 3 {
+		return 0, 0, false, fmt.Errorf("read replication slot %s on %s: unexpected result", name, c.target)
+	}
+	row := res[0].Rows[0]
+	if row[0] == nil || row[1] == nil || row[2] == nil {
+		return 0, 0, false, nil
+	}
+	if lsn, err = manifest.ParseLSN(string(row[1])); err != nil {
+		return 0, 0, false, fmt.Errorf("read replication slot %s: %w", name, err)
+	}
+	t, err := parseUint(row[2], 32)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("read replication slot %s: timeline: %w", name, err)
+	}
+	return lsn, uint32(t), true, nil
 }

@@ -279,3 +279,20 @@ func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
 		return false, err
 	}
 }
+
+// PutWALPartial stores the unfinished segment a WAL receiver holds when it
+// stops, as <segment>.partial. Unlike complete WAL files it may be
+// replaced: it is a snapshot that grows until the segment is complete.
+func (r *Repository) PutWALPartial(ctx context.Context, comp *chunker.Compressor, segment string, data []byte) error {
+	var buf bytes.Buffer
+	crc, err := comp.Compress(&buf, data)
+	if err != nil {
+		return fmt.Errorf("compress WAL %s.partial: %w", segment, err)
+	}
+	key := manifest.WALKey(segment + ".partial")
+	if err := r.store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+		providers.PutOptions{CRC32C: crc, HasCRC32C: true}); err != nil {
+		return fmt.Errorf("store WAL %s.partial: %w", segment, err)
+	}
+	return nil
+}

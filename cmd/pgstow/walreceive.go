@@ -1,0 +1,42 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/walarchive"
+)
+
+func newWALReceiveCmd(g *globals) *cobra.Command {
+	var repoURL, dsn, slot string
+	var createSlot bool
+	cmd := &cobra.Command{
+		Use:   "wal-receive",
+		Short: "Stream WAL continuously into the repository (like pg_receivewal)",
+		Long: `Stream WAL over the replication protocol into the repository until stopped
+(SIGINT or SIGTERM), for servers where archive_command cannot be set.
+
+A segment is reported to the server as flushed only after the store has
+acknowledged it, so the replication slot keeps every byte that is not yet safe;
+after a restart, wal-receive resumes from the slot. On shutdown the unfinished
+segment is stored as <segment>.partial. Run it under a supervisor that restarts
+it. Following a timeline switch (a promoted standby) is not supported yet: the
+command stops with a clear error.`,
+		Example: `  pgstow wal-receive --repo file:///var/backups/pg --pg "host=db1 user=backup" --slot pgstow --create-slot`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
+			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
+			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			if err != nil {
+				return err
+			}
+			defer repo.Store().Close()
+			return walarchive.Receive(cmd.Context(), dsn, repo, walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, Log: g.log})
+		},
+	}
+	repoFlag(cmd, &repoURL)
+	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
+	cmd.Flags().StringVar(&slot, "slot", "", "physical replication slot to stream from (required)")
+	cmd.Flags().BoolVar(&createSlot, "create-slot", false, "create the slot if it does not exist")
+	return cmd
+}

@@ -1,0 +1,93 @@
+package walarchive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/replication"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// ReceiveOptions configure Receive.
+type ReceiveOptions struct {
+	Slot       string
+	CreateSlot bool
+	Log        *slog.Logger
+}
+
+// Receive streams WAL from a physical slot into the repository until ctx
+// ends, as pg_receivewal does for a directory. A segment is reported to
+// the server as flushed only once the store has acknowledged it, so the
+// slot keeps every byte not yet safe, and a restart resumes from the
+// slot. On the way out the unfinished segment is stored as .partial.
+func Receive(ctx context.Context, dsn string, repo *repository.Repository, o ReceiveOptions) error {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Slot == "" {
+		return errors.New("wal-receive needs a replication slot (--slot); add --create-slot to create it")
+	}
+	conn, err := replication.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	sys, err := conn.IdentifySystem(ctx)
+	if err != nil {
+		return err
+	}
+	if err := repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize); err != nil {
+		return err
+	}
+	if o.CreateSlot {
+		if err := conn.CreateSlot(ctx, o.Slot); err != nil {
+			return err
+		}
+	}
+	start, tli, ok, err := conn.ReadSlot(ctx, o.Slot)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("replication slot %q does not exist on %s or has reserved no WAL; create it with --create-slot", o.Slot, conn.Target())
+	}
+	if tli == 0 {
+		tli = sys.Timeline
+	}
+	if tli != sys.Timeline {
+		return fmt.Errorf("slot %q is on timeline %d and the server on %d: following timeline switches is not supported yet", o.Slot, tli, sys.Timeline)
+	}
+	o.Log.Info("receiving WAL", "server", conn.Target(), "slot", o.Slot, "from", start.String(), "timeline", tli, "repo", repo.String())
+	comp := chunker.NewCompressor()
+	last := time.Now()
+	ws := &replication.WALStream{
+		Slot:        o.Slot,
+		Timeline:    tli,
+		SegmentSize: sys.WALSegmentSize,
+		Sink: func(ctx context.Context, name string, data []byte) error {
+			if _, err := repo.PutWAL(ctx, comp, name, data); err != nil {
+				return err
+			}
+			o.Log.Info("segment stored", "segment", name, "seconds_since_last", time.Since(last).Seconds())
+			last = time.Now()
+			return nil
+		},
+		Partial: func(ctx context.Context, name string, data []byte) error {
+			o.Log.Info("storing partial segment", "segment", name)
+			return repo.PutWALPartial(ctx, comp, name, data)
+		},
+	}
+	err = ws.Run(ctx, conn, start, nil, 0)
+	if ctx.Err() != nil {
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		o.Log.Info("stopped")
+		return nil
+	}
+	return err
+}
