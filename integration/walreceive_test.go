@@ -50,76 +50,80 @@ func startReceiver(t *testing.T, repoURL, dsn string, extra ...string) (stop fun
 // the server restarted in the middle, loses nothing committed before the
 // stop: a restore to the end of the archive has it all.
 func TestWALReceive(t *testing.T) {
-	c := pgtest.Start(t, pgtest.Options{Major: 15})
-	c.Pgbench(t, "-i", "-s", "2", "postgres")
-	repoDir := filepath.Join(pgtest.TempDir(t), "repo")
-	repoURL := "file://" + repoDir
-	repo := openFileRepo(t, repoDir)
-	b, err := backup.Run(t.Context(), repo, backupOpts(t, c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSegment := func(name string) {
-		waitFor(t, time.Minute, "segment "+name+" in the repository", func() bool {
-			ok, _ := repo.HasWAL(t.Context(), name)
-			return ok
+	for _, major := range pgtest.Majors() {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			c := pgtest.Start(t, pgtest.Options{Major: major})
+			c.Pgbench(t, "-i", "-s", "2", "postgres")
+			repoDir := filepath.Join(pgtest.TempDir(t), "repo")
+			repoURL := "file://" + repoDir
+			repo := openFileRepo(t, repoDir)
+			b, err := backup.Run(t.Context(), repo, backupOpts(t, c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitSegment := func(name string) {
+				waitFor(t, time.Minute, "segment "+name+" in the repository", func() bool {
+					ok, _ := repo.HasWAL(t.Context(), name)
+					return ok
+				})
+			}
+			// writesWAL waits until the load has written n bytes of WAL.
+			writesWAL := func(n int) {
+				from := c.Query(t, "postgres", "SELECT pg_current_wal_lsn()")[0][0]
+				waitFor(t, time.Minute, "pgbench to write WAL", func() bool {
+					return c.Query(t, "postgres", fmt.Sprintf("SELECT pg_current_wal_lsn() - '%s'::pg_lsn >= %d", from, n))[0][0] == "t"
+				})
+			}
+			switchAndWait := func() string {
+				name := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+				waitSegment(name)
+				return name
+			}
+
+			stopRecv := startReceiver(t, repoURL, c.DSN("postgres"), "--create-slot")
+			stopLoad := c.StartPgbenchLoad(t, "postgres", 2)
+			writesWAL(20 << 20)
+			first := switchAndWait()
+			stopRecv() // a clean stop stores the unfinished segment as .partial
+			partials, _ := filepath.Glob(filepath.Join(repoDir, "wal", "*", "*.partial.lz4"))
+			t.Logf("after the first stop: %d partial segment(s)", len(partials))
+
+			stopLoad()
+			c.Restart(t)
+			stopLoad = c.StartPgbenchLoad(t, "postgres", 2)
+			stopRecv = startReceiver(t, repoURL, c.DSN("postgres")) // resumes from the slot
+			writesWAL(20 << 20)
+			stopLoad()
+			want := c.Query(t, "postgres", "SELECT count(*) || ':' || sum(delta) FROM pgbench_history")[0][0]
+			last := switchAndWait()
+			stopRecv()
+			t.Logf("streamed up to %s (first switch %s); pgbench_history %s", last, first, want)
+
+			// Every segment from the backup's first to the last is there.
+			_, from, _ := manifest.ParseSegmentName(b.WAL[0].Name, 16<<20)
+			_, to, _ := manifest.ParseSegmentName(last, 16<<20)
+			for no := from; no <= to; no++ {
+				name := manifest.SegmentName(1, no, 16<<20)
+				if ok, _ := repo.HasWAL(t.Context(), name); !ok {
+					t.Fatalf("segment %s is missing: the stream has a gap", name)
+				}
+			}
+			// No slot position was lost: the slot still exists for the next run.
+			if n := c.Query(t, "postgres", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgstow_test'")[0][0]; n != "1" {
+				t.Fatalf("slot count %s", n)
+			}
+
+			handToServerUser(t, filepath.Dir(pgstowBin))
+			chownServerUser(t, repoDir)
+			target := filepath.Join(pgtest.TempDir(t), "data")
+			r := runCLI(t, 3*time.Minute, nil, "restore", "--repo", repoURL, "-D", target, "--wal", "fetch")
+			if r.code != 0 {
+				t.Fatalf("restore: %s", r.stderr)
+			}
+			rs := restoreChecks(t, major, target, "-n")
+			if got := rs.Query(t, "postgres", "SELECT count(*) || ':' || sum(delta) FROM pgbench_history")[0][0]; got != want {
+				t.Fatalf("pgbench_history %s after restore, %s before the stop", got, want)
+			}
 		})
-	}
-	// writesWAL waits until the load has written n bytes of WAL.
-	writesWAL := func(n int) {
-		from := c.Query(t, "postgres", "SELECT pg_current_wal_lsn()")[0][0]
-		waitFor(t, time.Minute, "pgbench to write WAL", func() bool {
-			return c.Query(t, "postgres", fmt.Sprintf("SELECT pg_current_wal_lsn() - '%s'::pg_lsn >= %d", from, n))[0][0] == "t"
-		})
-	}
-	switchAndWait := func() string {
-		name := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-		waitSegment(name)
-		return name
-	}
-
-	stopRecv := startReceiver(t, repoURL, c.DSN("postgres"), "--create-slot")
-	stopLoad := c.StartPgbenchLoad(t, "postgres", 2)
-	writesWAL(20 << 20)
-	first := switchAndWait()
-	stopRecv() // a clean stop stores the unfinished segment as .partial
-	partials, _ := filepath.Glob(filepath.Join(repoDir, "wal", "*", "*.partial.lz4"))
-	t.Logf("after the first stop: %d partial segment(s)", len(partials))
-
-	stopLoad()
-	c.Restart(t)
-	stopLoad = c.StartPgbenchLoad(t, "postgres", 2)
-	stopRecv = startReceiver(t, repoURL, c.DSN("postgres")) // resumes from the slot
-	writesWAL(20 << 20)
-	stopLoad()
-	want := c.Query(t, "postgres", "SELECT count(*) || ':' || sum(delta) FROM pgbench_history")[0][0]
-	last := switchAndWait()
-	stopRecv()
-	t.Logf("streamed up to %s (first switch %s); pgbench_history %s", last, first, want)
-
-	// Every segment from the backup's first to the last is there.
-	_, from, _ := manifest.ParseSegmentName(b.WAL[0].Name, 16<<20)
-	_, to, _ := manifest.ParseSegmentName(last, 16<<20)
-	for no := from; no <= to; no++ {
-		name := manifest.SegmentName(1, no, 16<<20)
-		if ok, _ := repo.HasWAL(t.Context(), name); !ok {
-			t.Fatalf("segment %s is missing: the stream has a gap", name)
-		}
-	}
-	// No slot position was lost: the slot still exists for the next run.
-	if n := c.Query(t, "postgres", "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgstow_test'")[0][0]; n != "1" {
-		t.Fatalf("slot count %s", n)
-	}
-
-	handToServerUser(t, filepath.Dir(pgstowBin))
-	chownServerUser(t, repoDir)
-	target := filepath.Join(pgtest.TempDir(t), "data")
-	r := runCLI(t, 3*time.Minute, nil, "restore", "--repo", repoURL, "-D", target, "--wal", "fetch")
-	if r.code != 0 {
-		t.Fatalf("restore: %s", r.stderr)
-	}
-	rs := restoreChecks(t, 15, target, "-n")
-	if got := rs.Query(t, "postgres", "SELECT count(*) || ':' || sum(delta) FROM pgbench_history")[0][0]; got != want {
-		t.Fatalf("pgbench_history %s after restore, %s before the stop", got, want)
 	}
 }

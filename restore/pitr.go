@@ -136,9 +136,10 @@ func checkArchiveReaches(ctx context.Context, repo *repository.Repository, b *ma
 		}
 	case !rc.Time.IsZero():
 		// A segment archived after the target time holds WAL written
-		// after it (or the switch that closed it).
+		// after it (or the switch that closed it). Any timeline counts:
+		// the target may lie on a later one (recovery_target_timeline).
 		var newest time.Time
-		for obj, err := range repo.Store().List(ctx, fmt.Sprintf("wal/%08X/", b.EndTimeline)) {
+		for obj, err := range repo.Store().List(ctx, "wal/") {
 			if err != nil {
 				return fmt.Errorf("list the WAL archive in %s: %w", repo, err)
 			}
