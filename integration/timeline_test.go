@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,10 @@ func TestPITROnNewTimeline(t *testing.T) {
 	}
 	p.Stop(t)
 	chownServerUser(t, repoDir)
+	// The archive is continuous across the switch.
+	if r := runCLI(t, time.Minute, nil, "verify", "--wal", "--repo", repoURL); r.code != 0 || !strings.Contains(r.stdout, "0 missing") || !strings.Contains(r.stdout, "[1 2]") {
+		t.Fatalf("verify --wal exited %d: %s %s", r.code, r.stdout, r.stderr)
+	}
 
 	// From the timeline-1 backup to a point on timeline 2.
 	second := filepath.Join(pgtest.TempDir(t), "data")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ func TestArchiveCommand(t *testing.T) {
 		t.Fatalf("backup relying on archive_command: %v", err)
 	}
 
+	c.Pgbench(t, "-c", "2", "-t", "6000", "postgres") // WAL after the backup
 	last := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
 	waitFor(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
 		r := c.Query(t, "postgres", "SELECT coalesce(last_archived_wal, '') >= '"+last+"' FROM pg_stat_archiver")
@@ -64,6 +66,23 @@ func TestArchiveCommand(t *testing.T) {
 			t.Errorf("segment %s differs from the server's copy", name)
 		}
 	}
+
+	if r := runCLI(t, time.Minute, nil, "verify", "--wal", "--repo", "file://"+repoDir); r.code != 0 || !strings.Contains(r.stdout, "0 missing") {
+		t.Fatalf("verify --wal exited %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	// A gap after the backup's first segment is found and named.
+	_, firstNo, _ := manifest.ParseSegmentName(b.WAL[0].Name, 16<<20)
+	if lastNo-firstNo < 2 {
+		t.Fatalf("only segments %d..%d: too little WAL for a gap test", firstNo, lastNo)
+	}
+	gap := manifest.SegmentName(1, (firstNo+lastNo)/2, 16<<20)
+	gapKey := filepath.Join(repoDir, manifest.WALKey(gap))
+	saved, _ := os.ReadFile(gapKey)
+	os.Remove(gapKey)
+	if r := runCLI(t, time.Minute, nil, "verify", "--wal", "--repo", "file://"+repoDir); r.code != 1 || !strings.Contains(r.stdout, "missing "+gap) {
+		t.Fatalf("verify --wal with %s removed exited %d: %s", gap, r.code, r.stdout)
+	}
+	os.WriteFile(gapKey, saved, 0o600)
 
 	target := filepath.Join(pgtest.TempDir(t), "data")
 	if _, err := restore.Run(t.Context(), repo, restore.Options{Target: target, BackupID: b.ID, Log: testLogger(t)}); err != nil {
