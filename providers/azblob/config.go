@@ -173,9 +173,9 @@ func configFromURL(u *url.URL) (Config, error) {
 		v := values[0]
 		switch name {
 		case "block_size":
-			cfg.BlockSize, err = parseSize(v)
+			cfg.BlockSize, err = providers.ParseSize(v)
 		case "multipart_threshold":
-			cfg.MultipartThreshold, err = parseSize(v)
+			cfg.MultipartThreshold, err = providers.ParseSize(v)
 		case "max_blocks":
 			var n int
 			n, err = strconv.Atoi(v)
@@ -194,47 +194,12 @@ func configFromURL(u *url.URL) (Config, error) {
 	return cfg, nil
 }
 
-// sizeUnits are the suffixes parseSize accepts, all binary: 16MB is
-// 16 MiB, as most backup tools read it.
-var sizeUnits = map[string]int64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-	"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-	"g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-}
-
-// parseSize reads a positive byte count such as 1048576, 512KiB, 16MB or
-// 1G.
-func parseSize(s string) (int64, error) {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("not a size: use a number of bytes with an optional unit, e.g. 16MiB")
-	}
-	unit, ok := sizeUnits[strings.ToLower(s[i:])]
-	if !ok {
-		return 0, fmt.Errorf("unknown unit %q: use B, KiB, MiB or GiB", s[i:])
-	}
-	n, err := strconv.ParseInt(s[:i], 10, 64)
-	if err != nil || n > (1<<62)/unit {
-		return 0, fmt.Errorf("size out of range")
-	}
-	if n == 0 {
-		return 0, fmt.Errorf("must be positive")
-	}
-	return n * unit, nil
-}
-
 func roundUp(n, multiple int64) int64 { return (n + multiple - 1) / multiple * multiple }
 
-// blockSizeFor returns the block size for an object of size bytes: the
-// configured one, or, if that would need more than maxBlocks blocks, the
-// smallest whole number of MiB that fits the object into maxBlocks.
+// blockSizeFor adapts the block size to the block-count limit
+// (providers.PartSize) and refuses objects Azure cannot hold.
 func blockSizeFor(size, configured int64, maxBlocks int) (int64, error) {
-	bs := max(configured, (size+int64(maxBlocks)-1)/int64(maxBlocks))
-	bs = roundUp(bs, mib)
+	bs := roundUp(providers.PartSize(size, configured, maxBlocks), mib)
 	if bs > maxBlockBytes {
 		return 0, fmt.Errorf("object of %d bytes is too large: it would need blocks of %d bytes to stay within %d blocks, and Azure allows at most %d per block", size, bs, maxBlocks, maxBlockBytes)
 	}

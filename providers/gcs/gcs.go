@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -375,7 +374,8 @@ func parseURL(u *url.URL) (Config, error) {
 		if len(values) != 1 {
 			return fail("parameter %s given %d times", name, len(values))
 		}
-		n, err := parseSize(values[0])
+		size, err := providers.ParseSize(values[0])
+		n := uint64(size)
 		if err != nil {
 			return fail("%s: %v", name, err)
 		}
@@ -396,39 +396,6 @@ func parseURL(u *url.URL) (Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// parseSize reads a byte count with an optional binary unit: "262144",
-// "256K", "256KiB", "16M", "16MB", "1G". The units are powers of 1024, as
-// chunk sizes must be multiples of 256 KiB.
-func parseSize(s string) (uint64, error) {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (K, M, G)", s)
-	}
-	n, err := strconv.ParseUint(s[:i], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
-	}
-	var shift uint
-	switch strings.ToUpper(s[i:]) {
-	case "", "B":
-	case "K", "KB", "KIB":
-		shift = 10
-	case "M", "MB", "MIB":
-		shift = 20
-	case "G", "GB", "GIB":
-		shift = 30
-	default:
-		return 0, fmt.Errorf("size %q: unknown unit %q (use K, M or G)", s, s[i:])
-	}
-	if n > (1<<62)>>shift {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return n << shift, nil
 }
 
 // String names the store as a gs:// URL.

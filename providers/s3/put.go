@@ -471,13 +471,10 @@ func (up *multipartUpload) abort(ctx context.Context) error {
 	return nil
 }
 
-// partSizeFor returns the part size for an object of size bytes: the
-// configured size, or, if that would take more than maxParts parts, the
-// smallest whole number of MiB that fits the object into maxParts parts.
+// partSizeFor adapts the part size to the part-count limit
+// (providers.PartSize) and refuses objects S3 cannot hold.
 func partSizeFor(size, partSize int64, maxParts int) (int64, error) {
-	if need := (size + int64(maxParts) - 1) / int64(maxParts); need > partSize {
-		partSize = (need + 1<<20 - 1) &^ (1<<20 - 1)
-	}
+	partSize = providers.PartSize(size, partSize, maxParts)
 	if partSize > maxPartSize {
 		return 0, fmt.Errorf("object of %d bytes is too large for %d parts of at most 5 GiB", size, maxParts)
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pgstow/pgstow/providers"
 )
 
 // urlExample is quoted in URL errors.
@@ -68,7 +70,7 @@ func parseURL(u *url.URL) (Config, error) {
 			}
 			cfg.PathStyle = b
 		case "part_size":
-			n, err := parseSize(v)
+			n, err := providers.ParseSize(v)
 			if err != nil {
 				return fail("part_size=%q: %v", v, err)
 			}
@@ -95,28 +97,4 @@ func parseURL(u *url.URL) (Config, error) {
 		return fail("%v", err)
 	}
 	return cfg, nil
-}
-
-// parseSize parses a byte count with an optional binary suffix: 16M,
-// 16MB and 16MiB all mean 16 MiB, as part sizes are always thought of.
-func parseSize(s string) (int64, error) {
-	num := strings.TrimRightFunc(s, func(r rune) bool { return r < '0' || r > '9' })
-	unit := strings.ToUpper(s[len(num):])
-	var shift uint
-	switch unit {
-	case "", "B":
-	case "K", "KB", "KIB":
-		shift = 10
-	case "M", "MB", "MIB":
-		shift = 20
-	case "G", "GB", "GIB":
-		shift = 30
-	default:
-		return 0, fmt.Errorf("unknown unit %q (use K, M or G, all binary)", s[len(num):])
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > 1<<(63-30) {
-		return 0, fmt.Errorf("want a positive size such as 16MiB")
-	}
-	return n << shift, nil
 }
