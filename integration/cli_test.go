@@ -57,19 +57,12 @@ func TestKillMidStream(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cmd.Process.Kill() }) // if a wait below fails
 	// Wait until chunks are being stored: the backup is mid-stream.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	pgtest.Eventually(t, 2*time.Minute, "chunks to be stored", func() bool {
 		n, _ := filepath.Glob(filepath.Join(dir, "chunks", "*", "*"))
-		if len(n) >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatal("no chunks appeared within 2 minutes")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(n) >= 3
+	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +73,7 @@ func TestKillMidStream(t *testing.T) {
 		t.Fatalf("after the kill, list shows %q (exit %d, %s)", r.stdout, r.code, r.stderr)
 	}
 	// The temporary slot dies with the connection.
-	waitFor(t, 30*time.Second, "replication slots to go", func() bool {
+	pgtest.Eventually(t, 30*time.Second, "replication slots to go", func() bool {
 		return c.Query(t, "postgres", "SELECT count(*) FROM pg_replication_slots")[0][0] == "0"
 	})
 	r = runCLI(t, 5*time.Minute, nil, args...)
@@ -91,17 +84,6 @@ func TestKillMidStream(t *testing.T) {
 	var entries []map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &entries); err != nil || len(entries) != 1 {
 		t.Fatalf("after the re-run, list --json: %v: %s", err, r.stdout)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

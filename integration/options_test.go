@@ -92,7 +92,9 @@ func TestWALNone(t *testing.T) {
 		go func() {
 			defer close(done)
 			comp := chunker.NewCompressor()
-			for ctx.Err() == nil {
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
 				cur := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0][0]
 				names, _ := filepath.Glob(filepath.Join(c.DataDir, "pg_wal", "0000000*"))
 				for _, p := range names {
@@ -108,7 +110,11 @@ func TestWALNone(t *testing.T) {
 						repo.PutWAL(ctx, comp, n, data)
 					}
 				}
-				time.Sleep(200 * time.Millisecond)
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
 			}
 		}()
 		o := backupOpts(t, c)

@@ -56,7 +56,7 @@ func restoreChecks(t *testing.T, major int, dataDir string, verifyArgs ...string
 	r := pgtest.StartDir(t, major, dataDir)
 	// With recovery.signal the server accepts connections once consistent
 	// and promotes when the archive has no more WAL.
-	waitFor(t, 2*time.Minute, "the restored server to finish recovery", func() bool {
+	pgtest.Eventually(t, 2*time.Minute, "the restored server to finish recovery", func() bool {
 		return r.Query(t, "postgres", "SELECT pg_is_in_recovery()")[0][0] == "f"
 	})
 	return r

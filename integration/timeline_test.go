@@ -29,7 +29,7 @@ func TestPITROnNewTimeline(t *testing.T) {
 	}
 	switchAndArchive := func(c *pgtest.Cluster) {
 		last := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-		waitFor(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
+		pgtest.Eventually(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
 			return c.Query(t, "postgres", "SELECT coalesce(last_archived_wal, '') >= '"+last+"' FROM pg_stat_archiver")[0][0] == "t"
 		})
 	}

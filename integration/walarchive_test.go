@@ -41,7 +41,7 @@ func TestArchiveCommand(t *testing.T) {
 
 	c.Pgbench(t, "-c", "2", "-t", "6000", "postgres") // WAL after the backup
 	last := c.Query(t, "postgres", "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-	waitFor(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
+	pgtest.Eventually(t, 2*time.Minute, "the archiver to reach "+last, func() bool {
 		r := c.Query(t, "postgres", "SELECT coalesce(last_archived_wal, '') >= '"+last+"' FROM pg_stat_archiver")
 		return r[0][0] == "t"
 	})

@@ -62,7 +62,7 @@ func TestWALReceive(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitSegment := func(name string) {
-				waitFor(t, time.Minute, "segment "+name+" in the repository", func() bool {
+				pgtest.Eventually(t, time.Minute, "segment "+name+" in the repository", func() bool {
 					ok, _ := repo.HasWAL(t.Context(), name)
 					return ok
 				})
@@ -70,7 +70,7 @@ func TestWALReceive(t *testing.T) {
 			// writesWAL waits until the load has written n bytes of WAL.
 			writesWAL := func(n int) {
 				from := c.Query(t, "postgres", "SELECT pg_current_wal_lsn()")[0][0]
-				waitFor(t, time.Minute, "pgbench to write WAL", func() bool {
+				pgtest.Eventually(t, time.Minute, "pgbench to write WAL", func() bool {
 					return c.Query(t, "postgres", fmt.Sprintf("SELECT pg_current_wal_lsn() - '%s'::pg_lsn >= %d", from, n))[0][0] == "t"
 				})
 			}

@@ -52,7 +52,7 @@ func testCluster(t *testing.T, major int) {
 		c.Exec(t, "postgres", "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('kept')")
 
 		stop := c.StartPgbenchLoad(t, "postgres", 2)
-		waitFor(t, func() bool {
+		Eventually(t, 30*time.Second, "pgbench to commit", func() bool {
 			return c.Query(t, "postgres", "SELECT count(*) > 0 FROM pgbench_history")[0][0] == "t"
 		})
 		stop()
@@ -79,7 +79,7 @@ func testCluster(t *testing.T, major int) {
 	if c == nil {
 		return
 	}
-	if !waitForPortClosed(c.Port, 10*time.Second) {
+	if !Poll(10*time.Second, func() bool { return portClosed(c.Port) }) {
 		t.Errorf("server still listens on port %d after cleanup", c.Port)
 	}
 	if _, err := os.Stat(c.Dir); !errors.Is(err, fs.ErrNotExist) && !keepDirs() {
@@ -121,28 +121,12 @@ func TestServerBinaryPathMissing(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
+// portClosed reports whether nothing listens on port any more.
+func portClosed(port int) bool {
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return true
 	}
-}
-
-func waitForPortClosed(port int, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-		if err != nil {
-			return true
-		}
-		conn.Close()
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	conn.Close()
+	return false
 }
