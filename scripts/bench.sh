@@ -76,7 +76,9 @@ if [ ! -x "$TIME" ]; then
 	fi
 	[ -x "$TIME" ] || die "GNU time ($TIME) is missing: apt-get install time"
 fi
-curl --help all 2>/dev/null | grep -q -- --aws-sigv4 || die "curl $(curl --version | head -n1 | cut -d' ' -f2) has no --aws-sigv4 (7.75 or newer needed)"
+# Captured, not piped into grep -q: an early exit of grep would SIGPIPE curl
+# and pipefail would report a capable curl as missing.
+case $(curl --help all 2>/dev/null) in *--aws-sigv4*) ;; *) die "curl $(curl --version | head -n1 | cut -d' ' -f2) has no --aws-sigv4 (7.75 or newer needed)" ;; esac
 if [ -z "$REUSE_PORT" ] && [ "$LOADER" != builtin ] && [ ! -f "$SHARED_MKDATA" ]; then
 	[ "$LOADER" = shared ] && die "BENCH_LOADER=shared but $SHARED_MKDATA does not exist"
 	LOADER=builtin

@@ -116,7 +116,11 @@ install_cli_tools() {
 
 # --- Go tools ----------------------------------------------------------------
 go_tool_installed() { # binary module-version
-	[ -x "$CACHE/bin/$1" ] && go version -m "$CACHE/bin/$1" 2>/dev/null | grep -q "[[:space:]]mod[[:space:]].*[[:space:]]$2[[:space:]]"
+	[ -x "$CACHE/bin/$1" ] || return 1
+	# Captured, not piped into grep -q, which under pipefail can fail on SIGPIPE.
+	local info
+	info=$(go version -m "$CACHE/bin/$1" 2>/dev/null) || return 1
+	grep -q "[[:space:]]mod[[:space:]].*[[:space:]]$2[[:space:]]" <<<"$info"
 }
 
 install_go_tool() { # name package version
