@@ -61,6 +61,8 @@ type Options struct {
 	ProgressInterval time.Duration
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
+	// LeaseTTL is the backup lease's TTL (repository.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 }
 
 // Run takes one backup into repo and returns its committed manifest.
@@ -95,6 +97,14 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if err := repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize); err != nil {
 		return nil, err
 	}
+	// The lease is held from before the first chunk is deduplicated
+	// against the store until after the commit, so delete and gc leave
+	// alone every chunk this backup may reference (docs/catalog.md).
+	lease, err := repo.TakeLease(ctx, repository.LockBackup, repository.LeaseOptions{Command: "backup", TTL: o.LeaseTTL, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	defer lease.Release(ctx)
 	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion,
 		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
 
@@ -307,6 +317,14 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		b.Totals.WALBytes += w.StoredSize
 	}
 	b.Timings.Finished = o.Now().UTC()
+	if err := lease.Held(); err != nil {
+		// A gc may have judged this backup dead: commit only if nothing
+		// it references was taken.
+		log.Warn("backup lease lapsed; checking that every referenced object is still stored", "err", err)
+		if err := repo.CheckStored(ctx, b); err != nil {
+			return nil, fmt.Errorf("%w; %w; take the backup again", err, lease.Held())
+		}
+	}
 	// Ids have one-second resolution; a backup that ends in the same
 	// second as another started takes the next free second.
 	for attempt := 0; ; attempt++ {

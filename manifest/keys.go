@@ -15,9 +15,16 @@ const RepoKey = "pgstow.json"
 // listing it finds the backups.
 const BackupsPrefix = "backups/"
 
+// ChunksPrefix is the prefix of every chunk; WALPrefix of every WAL file;
+// LocksPrefix of the leases and locks that keep the catalog commands from
+// deleting what a running backup may still commit (docs/catalog.md).
 const (
-	chunksPrefix   = "chunks/"
-	walPrefix      = "wal/"
+	ChunksPrefix = "chunks/"
+	WALPrefix    = "wal/"
+	LocksPrefix  = "locks/"
+)
+
+const (
 	walSuffix      = ".lz4"
 	manifestName   = "manifest.json"
 	pgManifestName = "backup_manifest"
@@ -28,14 +35,14 @@ const (
 // digits of their ID so that no single prefix grows without bound, which
 // some stores throttle. id must satisfy ValidChunkID.
 func ChunkKey(id string) string {
-	return chunksPrefix + id[:2] + "/" + id
+	return ChunksPrefix + id[:2] + "/" + id
 }
 
 // WALKey is the key of a compressed WAL segment or timeline history file,
 // grouped by timeline (the first eight hex digits of either name) so that a
 // restore can list one timeline's WAL. name must be at least 8 characters.
 func WALKey(name string) string {
-	return walPrefix + name[:8] + "/" + name + walSuffix
+	return WALPrefix + name[:8] + "/" + name + walSuffix
 }
 
 // BackupManifestKey is the key of a backup's manifest. Writing it is the
@@ -63,6 +70,72 @@ func BackupIDFromKey(key string) (id string, ok bool) {
 		return "", false
 	}
 	return id, true
+}
+
+// ChunkIDFromKey returns the chunk id of a ChunkKey.
+func ChunkIDFromKey(key string) (id string, ok bool) {
+	rest, ok := strings.CutPrefix(key, ChunksPrefix)
+	if !ok || len(rest) != 2+1+64 || rest[2] != '/' {
+		return "", false
+	}
+	id = rest[3:]
+	if !ValidChunkID(id) || rest[:2] != id[:2] {
+		return "", false
+	}
+	return id, true
+}
+
+// WALNameFromKey returns the WAL file name of a WALKey: a segment, a
+// segment's .partial, or a timeline history file.
+func WALNameFromKey(key string) (name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, WALPrefix)
+	if !ok || len(rest) < 9 || rest[8] != '/' {
+		return "", false
+	}
+	name, ok = strings.CutSuffix(rest[9:], walSuffix)
+	if !ok || len(name) < 8 || name[:8] != rest[:8] || strings.Contains(name, "/") {
+		return "", false
+	}
+	return name, true
+}
+
+// BackupIDOfKey returns the backup id of any key under backups/<id>/,
+// committed or not, so leftovers of a failed backup can be found.
+func BackupIDOfKey(key string) (id string, ok bool) {
+	rest, ok := strings.CutPrefix(key, BackupsPrefix)
+	if !ok {
+		return "", false
+	}
+	id, _, ok = strings.Cut(rest, "/")
+	if !ok || !ValidBackupID(id) {
+		return "", false
+	}
+	return id, true
+}
+
+// LockKey is the key of one lease or lock: kind is "backup" or "prune",
+// name is unique to its holder. Every holder writes its own object and
+// nobody overwrites another's, because the stores offer no conditional
+// delete to break a stale shared lock safely.
+func LockKey(kind, name string) string {
+	return LocksPrefix + kind + "-" + name + ".json"
+}
+
+// LockFromKey splits a LockKey.
+func LockFromKey(key string) (kind, name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, LocksPrefix)
+	if !ok {
+		return "", "", false
+	}
+	rest, ok = strings.CutSuffix(rest, ".json")
+	if !ok {
+		return "", "", false
+	}
+	kind, name, ok = strings.Cut(rest, "-")
+	if !ok || kind == "" || name == "" || strings.Contains(name, "/") {
+		return "", "", false
+	}
+	return kind, name, true
 }
 
 // NewBackupID names a backup after its start time in UTC, to the second.

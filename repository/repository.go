@@ -15,6 +15,8 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
@@ -103,7 +105,26 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 
 // Backups returns every committed backup, oldest first. A backup exists
 // only once its manifest does; leftovers of failed runs are not listed.
+// It holds every manifest in memory; ForEachBackup does not.
 func (r *Repository) Backups(ctx context.Context) ([]*manifest.Backup, error) {
+	ids, err := r.BackupIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*manifest.Backup, len(ids))
+	err = r.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
+		out[i] = b
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// BackupIDs lists the ids of the committed backups, oldest first, in one
+// listing pass.
+func (r *Repository) BackupIDs(ctx context.Context) ([]string, error) {
 	var ids []string
 	for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
 		if err != nil {
@@ -114,15 +135,31 @@ func (r *Repository) Backups(ctx context.Context) ([]*manifest.Backup, error) {
 		}
 	}
 	sort.Strings(ids)
-	out := make([]*manifest.Backup, 0, len(ids))
-	for _, id := range ids {
-		b, err := r.Backup(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
+	return ids, nil
+}
+
+// manifestReaders is how many manifests are read at once: enough to hide
+// a remote store's latency, few enough that memory stays a handful of
+// manifests however many backups there are.
+const manifestReaders = 8
+
+// ForEachBackup reads the manifests of ids in parallel and calls fn with
+// each one's index in ids; fn runs concurrently and must not keep the
+// manifest unless it means to hold it in memory. The first error stops
+// the rest.
+func (r *Repository) ForEachBackup(ctx context.Context, ids []string, fn func(i int, b *manifest.Backup) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(manifestReaders)
+	for i, id := range ids {
+		g.Go(func() error {
+			b, err := r.Backup(gctx, id)
+			if err != nil {
+				return err
+			}
+			return fn(i, b)
+		})
 	}
-	return out, nil
+	return g.Wait()
 }
 
 // Backup reads one committed backup's manifest; id may be "latest".
@@ -262,7 +299,7 @@ func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, 
 	}
 	var out bytes.Buffer
 	if err := chunker.NewDecompressor().Decompress(&out, data, ""); err != nil {
-		return nil, 0, fmt.Errorf("WAL %s in %s is corrupt: %w", name, r, err)
+		return nil, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
 	}
 	return out.Bytes(), int64(len(data)), nil
 }

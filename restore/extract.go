@@ -231,7 +231,7 @@ func (r *restorer) closeDestinations() {
 // the archives one after the other.
 func (r *restorer) extractArchives(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	pl := newPipeline(r.repo.Store(), r.p, r.o.Concurrency, r.prog.chunk)
+	pl := newPipeline(r.repo, r.p, r.o.Concurrency, r.prog.chunk)
 	pl.start(gctx, g)
 	r.copyBuf = make([]byte, copyBufferBytes)
 	g.Go(func() error {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // The chunk pipeline downloads and verifies the chunks of every archive, in
@@ -43,7 +43,7 @@ type chunkJob struct {
 }
 
 type pipeline struct {
-	store  providers.Store
+	repo   *repository.Repository
 	p      *plan
 	jobs   chan *chunkJob     // to the workers
 	queue  chan *chunkJob     // to the writer, in archive order
@@ -58,9 +58,9 @@ type pipeline struct {
 	consumed  int // chunks the writer has released
 }
 
-func newPipeline(store providers.Store, p *plan, concurrency int, onChunk func(int64)) *pipeline {
+func newPipeline(repo *repository.Repository, p *plan, concurrency int, onChunk func(int64)) *pipeline {
 	pl := &pipeline{
-		store:   store,
+		repo:    repo,
 		p:       p,
 		jobs:    make(chan *chunkJob, concurrency),
 		queue:   make(chan *chunkJob, concurrency),
@@ -154,64 +154,38 @@ func (pl *pipeline) work(ctx context.Context) error {
 // buffer, checking the stored size, the LZ4 content checksum, the SHA-256
 // against the chunk's id and the raw size.
 func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored *[]byte, job *chunkJob) (*bytes.Buffer, error) {
-	ref := job.ref
-	rc, err := pl.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
+	data, err := pl.repo.DownloadChunk(ctx, job.ref, stored)
 	if err != nil {
-		return nil, pl.chunkError(job, "could not be downloaded", err)
+		return nil, pl.chunkError(job, err)
 	}
-	defer rc.Close()
-	if int64(cap(*stored)) < ref.StoredSize {
-		*stored = make([]byte, ref.StoredSize)
-	}
-	data := (*stored)[:ref.StoredSize]
-	n, err := io.ReadFull(rc, data)
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize))
-	case err != nil:
-		return nil, pl.chunkError(job, "could not be downloaded", err)
-	}
-	var extra [1]byte
-	switch m, err := io.ReadFull(rc, extra[:]); {
-	case m > 0:
-		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("stored object is longer than the %d bytes the manifest says", ref.StoredSize))
-	case !errors.Is(err, io.EOF):
-		return nil, pl.chunkError(job, "could not be downloaded", err)
-	}
-
 	if err := pl.awaitWindow(ctx, job.seq); err != nil {
-		return nil, pl.chunkError(job, "could not be downloaded", err)
+		return nil, pl.chunkError(job, err)
 	}
 	var raw *bytes.Buffer
 	select {
 	case raw = <-pl.pool:
 	case <-ctx.Done():
-		return nil, pl.chunkError(job, "could not be downloaded", ctx.Err())
+		return nil, pl.chunkError(job, ctx.Err())
 	}
 	if raw == nil {
 		raw = new(bytes.Buffer)
 	}
-	raw.Reset()
-	// Size the buffer exactly: left to grow by doubling while
-	// decompressing, it would end up twice the chunk size.
-	raw.Grow(int(ref.RawSize))
-	if err := dec.Decompress(raw, data, ref.ID); err != nil {
+	if err := repository.DecodeChunk(dec, job.ref, data, raw); err != nil {
 		pl.putBuffer(raw)
-		return nil, pl.chunkError(job, "is corrupt", err)
-	}
-	if int64(raw.Len()) != ref.RawSize {
-		pl.putBuffer(raw)
-		return nil, pl.chunkError(job, "is corrupt", fmt.Errorf("%d bytes decompressed, the manifest says %d", raw.Len(), ref.RawSize))
+		return nil, pl.chunkError(job, err)
 	}
 	return raw, nil
 }
 
 // chunkError names the chunk, its archive and the files it holds, so the
-// user knows what a missing or corrupt chunk affects. what completes
-// "chunk <id> (…) …".
-func (pl *pipeline) chunkError(job *chunkJob, what string, err error) error {
+// user knows what a missing or corrupt chunk affects.
+func (pl *pipeline) chunkError(job *chunkJob, err error) error {
+	what := "could not be downloaded"
+	if errors.Is(err, repository.ErrCorrupt) {
+		what = "is corrupt"
+	}
 	a := pl.p.b.Archives[job.archive]
-	holds := pl.p.filesIn(job.archive, pl.p.chunkOffsets[job.archive][job.index], job.ref.RawSize)
+	holds := pl.p.b.FilesIn(job.archive, pl.p.chunkOffsets[job.archive][job.index], job.ref.RawSize)
 	return fmt.Errorf("chunk %s (%s, chunk %d of %d; it holds %s) %s: %w",
 		job.ref.ID, a.Name, job.index+1, len(a.Chunks), holds, what, err)
 }

@@ -403,44 +403,6 @@ func (p *plan) incomplete(err error) error {
 		p.target, err, p.target, pgControlPath, also)
 }
 
-// filesIn names the members whose content (or, for members without
-// content, whose header) lies in bytes [off, off+size) of archive a, for
-// errors about a chunk: the user wants to know what a bad chunk affects.
-func (p *plan) filesIn(a int, off, size int64) string {
-	const show = 5
-	var names []string
-	n := 0
-	for _, f := range p.b.Files {
-		if f.Archive != a {
-			continue
-		}
-		end := f.Offset + max(f.Size, 1)
-		if f.Offset < off+size && end > off {
-			n++
-			if len(names) < show {
-				names = append(names, p.displayPath(a, f.Path))
-			}
-		}
-	}
-	switch {
-	case n == 0:
-		return "no file content (only tar headers or padding)"
-	case n > len(names):
-		return strings.Join(names, ", ") + fmt.Sprintf(" and %d more", n-len(names))
-	default:
-		return strings.Join(names, ", ")
-	}
-}
-
-// displayPath names a member as a path under the data directory, the way
-// PostgreSQL's backup_manifest does.
-func (p *plan) displayPath(a int, path string) string {
-	if oid := p.b.Archives[a].TablespaceOID; oid != 0 {
-		return "pg_tblspc/" + strconv.FormatUint(uint64(oid), 10) + "/" + path
-	}
-	return path
-}
-
 // memberPath checks a member name, from the manifest or from a tar header,
 // and returns the path it is recorded under (a leading "./" and a
 // directory's trailing "/" removed, as the chunker records them).

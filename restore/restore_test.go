@@ -21,13 +21,14 @@ import (
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
 )
 
 // checkRestored compares what an archive holds with what landed in dir.
 func checkRestored(t *testing.T, dir string, a archiveSpec, skip map[string]bool) {
 	t.Helper()
 	for _, m := range a.members {
-		p := strings.TrimSuffix(m.name, "/")
+		p := strings.TrimSuffix(m.Name, "/")
 		if skip[p] {
 			continue
 		}
@@ -37,7 +38,7 @@ func checkRestored(t *testing.T, dir string, a archiveSpec, skip map[string]bool
 			t.Errorf("%s: %v", p, err)
 			continue
 		}
-		switch m.typ {
+		switch m.Type {
 		case tar.TypeDir:
 			if !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 				t.Errorf("%s: mode %v, want a directory 0700", p, fi.Mode())
@@ -50,12 +51,12 @@ func checkRestored(t *testing.T, dir string, a archiveSpec, skip map[string]bool
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(got, m.data) {
-				t.Errorf("%s: content differs (%d bytes, want %d)", p, len(got), len(m.data))
+			if !bytes.Equal(got, m.Data) {
+				t.Errorf("%s: content differs (%d bytes, want %d)", p, len(got), len(m.Data))
 			}
 		}
-		if !fi.ModTime().Equal(m.mtime) {
-			t.Errorf("%s: mtime %v, want %v", p, fi.ModTime().UTC(), m.mtime)
+		if !fi.ModTime().Equal(m.MTime) {
+			t.Errorf("%s: mtime %v, want %v", p, fi.ModTime().UTC(), m.MTime)
 		}
 	}
 }
@@ -119,9 +120,9 @@ func TestRunRoundTrip(t *testing.T) {
 			wantFiles := 0
 			var wantBytes int64
 			for _, m := range base.members {
-				if m.typ == tar.TypeReg {
+				if m.Type == tar.TypeReg {
 					wantFiles++
-					wantBytes += int64(len(m.data))
+					wantBytes += int64(len(m.Data))
 				}
 			}
 			want := &Result{Backup: f.backup, Files: wantFiles, Bytes: wantBytes}
@@ -453,59 +454,63 @@ func TestRunRefusesHostileMembers(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// members get the sibling directory, which must stay empty
-		members    func(sibling string) []member
+		members    func(sibling string) []repotest.Member
 		tablespace bool
 		wantErr    string
 		// absent lists paths, relative to the target, that must not exist
 		absent []string
 	}{
 		{
-			name:    "parent directory",
-			members: func(string) []member { return []member{fileM("../sibling/evil", 30, []byte("x"))} },
+			name: "parent directory",
+			members: func(string) []repotest.Member {
+				return []repotest.Member{repotest.File("../sibling/evil", 30, []byte("x"))}
+			},
 			wantErr: `"../sibling/evil"`,
 		},
 		{
-			name:    "dot-dot inside the path",
-			members: func(string) []member { return []member{fileM("base/../../sibling/evil", 30, []byte("x"))} },
+			name: "dot-dot inside the path",
+			members: func(string) []repotest.Member {
+				return []repotest.Member{repotest.File("base/../../sibling/evil", 30, []byte("x"))}
+			},
 			wantErr: "..",
 		},
 		{
 			name: "absolute path",
-			members: func(sibling string) []member {
-				return []member{fileM(filepath.Join(sibling, "evil"), 30, []byte("x"))}
+			members: func(sibling string) []repotest.Member {
+				return []repotest.Member{repotest.File(filepath.Join(sibling, "evil"), 30, []byte("x"))}
 			},
 			wantErr: "absolute",
 		},
 		{
 			name: "symlink outside pg_tblspc",
-			members: func(string) []member {
-				return []member{{name: "x", typ: tar.TypeSymlink, link: "/etc", mtime: baseTime}}
+			members: func(string) []repotest.Member {
+				return []repotest.Member{{Name: "x", Type: tar.TypeSymlink, Link: "/etc", MTime: baseTime}}
 			},
 			wantErr: "symlink",
 			absent:  []string{"x"},
 		},
 		{
 			name: "relative symlink climbing out",
-			members: func(string) []member {
-				return []member{{name: "base/y", typ: tar.TypeSymlink, link: "../../sibling", mtime: baseTime}}
+			members: func(string) []repotest.Member {
+				return []repotest.Member{{Name: "base/y", Type: tar.TypeSymlink, Link: "../../sibling", MTime: baseTime}}
 			},
 			wantErr: "symlink",
 			absent:  []string{"base/y"},
 		},
 		{
 			name: "pg_tblspc link of an unknown tablespace",
-			members: func(sibling string) []member {
-				return []member{{name: "pg_tblspc/99999", typ: tar.TypeSymlink, link: sibling, mtime: baseTime}}
+			members: func(sibling string) []repotest.Member {
+				return []repotest.Member{{Name: "pg_tblspc/99999", Type: tar.TypeSymlink, Link: sibling, MTime: baseTime}}
 			},
 			wantErr: "symlink",
 			absent:  []string{"pg_tblspc/99999"},
 		},
 		{
 			name: "write through a tablespace link",
-			members: func(sibling string) []member {
-				return []member{
-					{name: fmt.Sprintf("pg_tblspc/%d", testTSOID), typ: tar.TypeSymlink, link: sibling, mtime: baseTime},
-					fileM(fmt.Sprintf("pg_tblspc/%d/evil", testTSOID), 30, []byte("x")),
+			members: func(sibling string) []repotest.Member {
+				return []repotest.Member{
+					{Name: fmt.Sprintf("pg_tblspc/%d", testTSOID), Type: tar.TypeSymlink, Link: sibling, MTime: baseTime},
+					repotest.File(fmt.Sprintf("pg_tblspc/%d/evil", testTSOID), 30, []byte("x")),
 				}
 			},
 			tablespace: true,
@@ -572,7 +577,7 @@ func TestRunArchiveDisagreesWithManifest(t *testing.T) {
 		{
 			name: "member not in the manifest",
 			o: fixtureOptions{
-				hostile: []member{fileM("extra", 30, []byte("x"))},
+				hostile: []repotest.Member{repotest.File("extra", 30, []byte("x"))},
 				edit: func(b *manifest.Backup) {
 					b.Files = slices.DeleteFunc(b.Files, func(f manifest.File) bool { return f.Path == "extra" })
 				},

@@ -1,0 +1,513 @@
+package catalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// PruneOptions tune Delete and GC.
+type PruneOptions struct {
+	// DryRun reports what would be removed and removes nothing; it takes
+	// no lock.
+	DryRun bool
+	// LockWait is how long to wait for another delete or gc to finish.
+	LockWait time.Duration
+	// LeaseTTL is the prune lock's TTL (repository.DefaultLeaseTTL).
+	LeaseTTL time.Duration
+	// Grace (GC only) spares unreferenced objects younger than this, by
+	// the store's clock: a second line of defence behind the leases, for
+	// a backup whose lease could not be written or has lapsed.
+	Grace time.Duration
+	// Concurrency is how many deletions run at once (8).
+	Concurrency int
+	// Now is the clock for retention decisions; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+func (o *PruneOptions) defaults() {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Objects is a set of objects removed (or, in a dry run, to be removed).
+// Keys are listed in a dry run only, so that a large deletion does not
+// hold every key in memory.
+type Objects struct {
+	Count int      `json:"count"`
+	Bytes int64    `json:"bytes"`
+	Keys  []string `json:"keys,omitempty"`
+}
+
+// Report says what Delete or GC did, or would do.
+type Report struct {
+	DryRun  bool             `json:"dry_run"`
+	Backups []BackupDecision `json:"backups,omitempty"`
+	// Manifests are the objects of deleted backups under backups/.
+	Manifests Objects `json:"manifests"`
+	Chunks    Objects `json:"chunks"`
+	WAL       Objects `json:"wal"`
+	// Leftovers (GC) are objects of backups that never committed.
+	Leftovers Objects `json:"leftovers"`
+	// Locks are expired leases of dead processes (GC).
+	Locks Objects `json:"locks"`
+	// Deferred are objects left because backups were running; a gc
+	// after they finish removes them.
+	Deferred      Objects  `json:"deferred"`
+	RunningBackup []string `json:"running_backups,omitempty"`
+	// Young (GC) are unreferenced objects spared by the grace period.
+	Young Objects `json:"young"`
+	// WALKeptFrom is the first WAL segment of the oldest kept backup:
+	// segments with a lower number, on any timeline, are removed.
+	WALKeptFrom string `json:"wal_kept_from,omitempty"`
+}
+
+// pruner is one Delete or GC run.
+type pruner struct {
+	repo *repository.Repository
+	o    PruneOptions
+	lock *repository.Lease // nil in a dry run
+	rep  *Report
+	// deferring is set when running backups forbid removing chunks,
+	// WAL and leftovers.
+	deferring bool
+	now       time.Time // the store's clock
+}
+
+func start(ctx context.Context, repo *repository.Repository, o PruneOptions, command string) (*pruner, error) {
+	o.defaults()
+	p := &pruner{repo: repo, o: o, rep: &Report{DryRun: o.DryRun}}
+	if o.DryRun {
+		// No lock: a dry run reads, and reports running backups as a
+		// real run would find them now.
+		p.now = o.Now()
+		locks, err := repo.Locks(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range locks {
+			if h.Kind == repository.LockBackup && !repository.Stale(h, p.now) {
+				p.rep.RunningBackup = append(p.rep.RunningBackup, h.String())
+			}
+		}
+	} else {
+		l, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{
+			Command: command, TTL: o.LeaseTTL, Wait: o.LockWait, Log: o.Log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		p.lock = l
+		p.now = l.StoreNow()
+		for _, h := range l.Others() {
+			p.rep.RunningBackup = append(p.rep.RunningBackup, h.String())
+		}
+	}
+	p.deferring = len(p.rep.RunningBackup) > 0
+	if p.deferring {
+		o.Log.Warn("backups are running: chunks, WAL and leftovers stay until a gc after they finish", "running", p.rep.RunningBackup)
+	}
+	return p, nil
+}
+
+func (p *pruner) release(ctx context.Context) {
+	if p.lock != nil {
+		p.lock.Release(ctx)
+	}
+}
+
+// remove deletes keys, or in a dry run records them, adding them to set.
+// Deletions run in parallel; before each one the lock is checked, so a
+// process that stalled past its lease stops instead of deleting what a
+// backup that has since started may use.
+func (p *pruner) remove(ctx context.Context, set *Objects, keys []string, sizes []int64) error {
+	for i := range keys {
+		set.Count++
+		set.Bytes += sizes[i]
+	}
+	if p.o.DryRun {
+		set.Keys = append(set.Keys, keys...)
+		return nil
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.o.Concurrency)
+	for _, k := range keys {
+		g.Go(func() error {
+			if err := p.lock.Held(); err != nil {
+				return err
+			}
+			err := p.repo.Store().Delete(gctx, k)
+			if err != nil && !errors.Is(err, providers.ErrNotExist) {
+				return fmt.Errorf("delete %s: %w", k, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// shared removes chunks, WAL or leftovers, unless backups are running, in
+// which case they are deferred.
+func (p *pruner) shared(ctx context.Context, set *Objects, keys []string, sizes []int64) error {
+	if p.deferring {
+		for i := range keys {
+			p.rep.Deferred.Count++
+			p.rep.Deferred.Bytes += sizes[i]
+		}
+		if p.o.DryRun {
+			p.rep.Deferred.Keys = append(p.rep.Deferred.Keys, keys...)
+		}
+		return nil
+	}
+	return p.remove(ctx, set, keys, sizes)
+}
+
+// chunkSet is a set of chunk ids with their stored sizes.
+type chunkSet struct {
+	mu sync.Mutex
+	m  map[repository.ChunkID]int64
+}
+
+func (s *chunkSet) addBackup(b *manifest.Backup) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range b.Archives {
+		for _, c := range a.Chunks {
+			if id, ok := repository.ParseChunkID(c.ID); ok {
+				s.m[id] = c.StoredSize
+			}
+		}
+	}
+}
+
+// walBefore lists the WAL segments (and .partial files) whose segment
+// number is below cutoff, on any timeline. Timeline history files are
+// kept: they are tiny and recovery needs them to follow timelines.
+func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64) (keys []string, sizes []int64, err error) {
+	for obj, err := range p.repo.Store().List(ctx, manifest.WALPrefix) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("list WAL in %s: %w", p.repo, err)
+		}
+		name, ok := manifest.WALNameFromKey(obj.Key)
+		if !ok {
+			continue
+		}
+		if len(name) == 24+len(".partial") && name[24:] == ".partial" {
+			name = name[:24]
+		}
+		_, segno, err := manifest.ParseSegmentName(name, segSize)
+		if err != nil {
+			continue // a history file, or not ours
+		}
+		if segno < cutoff {
+			keys = append(keys, obj.Key)
+			sizes = append(sizes, obj.Size)
+		}
+	}
+	return keys, sizes, nil
+}
+
+// Delete removes backups: those named, or those a retention policy does
+// not keep. Each backup's manifest goes first, so it disappears at once;
+// then its other objects, then the chunks no kept backup references and
+// the WAL older than the oldest kept backup needs — unless backups are
+// running, which may have deduplicated against those chunks: then they
+// are deferred to a later gc.
+func Delete(ctx context.Context, repo *repository.Repository, r Retention, o PruneOptions) (*Report, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	p, err := start(ctx, repo, o, "delete")
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(ctx)
+
+	ids, err := repo.BackupIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sums := make([]summary, len(ids))
+	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
+		sums[i] = summarize(b)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	decisions, err := decide(sums, r, p.o.Now())
+	if err != nil {
+		return nil, err
+	}
+	p.rep.Backups = decisions
+
+	// Second pass: the chunks the kept backups reference, and those the
+	// deleted ones do.
+	kept := &chunkSet{m: map[repository.ChunkID]int64{}}
+	gone := &chunkSet{m: map[repository.ChunkID]int64{}}
+	var segSize uint64
+	cutoff, anyKept := uint64(0), false
+	var doomed []string
+	for i, d := range decisions {
+		if d.Keep {
+			if !anyKept || sums[i].firstSeg < cutoff {
+				cutoff = sums[i].firstSeg
+				p.rep.WALKeptFrom = sums[i].firstWAL
+			}
+			anyKept = true
+		} else {
+			doomed = append(doomed, d.ID)
+		}
+	}
+	if len(doomed) == 0 {
+		return p.rep, nil
+	}
+	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
+		segSize = b.WALSegmentSize
+		if decisions[i].Keep {
+			kept.addBackup(b)
+		} else {
+			gone.addBackup(b)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// The backups' own objects, the manifest first.
+	for _, id := range doomed {
+		keys, sizes, err := p.backupObjects(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.remove(ctx, &p.rep.Manifests, keys[:1], sizes[:1]); err != nil {
+			return nil, err
+		}
+		if err := p.remove(ctx, &p.rep.Manifests, keys[1:], sizes[1:]); err != nil {
+			return nil, err
+		}
+		p.o.Log.Info("backup deleted", "id", id, "dry_run", p.o.DryRun)
+	}
+
+	var keys []string
+	var sizes []int64
+	for id, size := range gone.m {
+		if _, ok := kept.m[id]; !ok {
+			keys = append(keys, manifest.ChunkKey(id.String()))
+			sizes = append(sizes, size)
+		}
+	}
+	sortKeys(keys, sizes)
+	if err := p.shared(ctx, &p.rep.Chunks, keys, sizes); err != nil {
+		return nil, err
+	}
+	if anyKept && segSize != 0 {
+		keys, sizes, err := p.walBefore(ctx, cutoff, segSize)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.shared(ctx, &p.rep.WAL, keys, sizes); err != nil {
+			return nil, err
+		}
+	}
+	return p.rep, nil
+}
+
+// backupObjects lists a backup's objects under backups/<id>/ with
+// manifest.json first.
+func (p *pruner) backupObjects(ctx context.Context, id string) ([]string, []int64, error) {
+	first := manifest.BackupManifestKey(id)
+	keys, sizes := []string{first}, []int64{0}
+	for obj, err := range p.repo.Store().List(ctx, manifest.BackupsPrefix+id+"/") {
+		if err != nil {
+			return nil, nil, fmt.Errorf("list %s in %s: %w", id, p.repo, err)
+		}
+		if obj.Key == first {
+			sizes[0] = obj.Size
+			continue
+		}
+		keys = append(keys, obj.Key)
+		sizes = append(sizes, obj.Size)
+	}
+	return keys, sizes, nil
+}
+
+// GC removes what no committed backup can use: chunks nobody references,
+// objects of backups that never committed, WAL older than the oldest
+// backup needs, and expired leases. Objects younger than the grace period
+// are spared, and while backups run nothing but expired leases is
+// removed.
+func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Report, error) {
+	p, err := start(ctx, repo, o, "gc")
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(ctx)
+	// Manifests are read after the lock is held: a backup that committed
+	// before is seen here, one that commits after held a lease we saw.
+	ids, err := repo.BackupIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	refs := &chunkSet{m: map[repository.ChunkID]int64{}}
+	var mu sync.Mutex
+	var segSize uint64
+	cutoff := uint64(0)
+	if err := repo.ForEachBackup(ctx, ids, func(_ int, b *manifest.Backup) error {
+		refs.addBackup(b)
+		s := summarize(b)
+		mu.Lock()
+		if segSize == 0 || s.firstSeg < cutoff {
+			cutoff = s.firstSeg
+			p.rep.WALKeptFrom = s.firstWAL
+		}
+		segSize = b.WALSegmentSize
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	committed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		committed[id] = true
+	}
+	old := func(t time.Time) bool { return !t.After(p.now.Add(-p.o.Grace)) }
+
+	// Expired leases of dead processes.
+	locks, err := repo.Locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	var sizes []int64
+	for _, h := range locks {
+		if p.lock != nil && h.Key == p.lock.Key() {
+			continue
+		}
+		if repository.Stale(h, p.now) {
+			keys = append(keys, h.Key)
+			sizes = append(sizes, 0)
+		}
+	}
+	if err := p.remove(ctx, &p.rep.Locks, keys, sizes); err != nil {
+		return nil, err
+	}
+
+	// Unreferenced chunks.
+	keys, sizes = nil, nil
+	for obj, err := range repo.Store().List(ctx, manifest.ChunksPrefix) {
+		if err != nil {
+			return nil, fmt.Errorf("list chunks in %s: %w", repo, err)
+		}
+		id, ok := manifest.ChunkIDFromKey(obj.Key)
+		if !ok {
+			continue // not ours: never delete what we do not understand
+		}
+		cid, _ := repository.ParseChunkID(id)
+		if _, ok := refs.m[cid]; ok {
+			continue
+		}
+		if !old(obj.ModTime) {
+			p.rep.Young.Count++
+			p.rep.Young.Bytes += obj.Size
+			continue
+		}
+		keys = append(keys, obj.Key)
+		sizes = append(sizes, obj.Size)
+	}
+	refs.m = nil
+	if err := p.shared(ctx, &p.rep.Chunks, keys, sizes); err != nil {
+		return nil, err
+	}
+
+	// Objects of backups that never committed. A backup's objects are
+	// judged together by the newest of them, so a commit in progress is
+	// never cut in half.
+	type leftover struct {
+		keys   []string
+		sizes  []int64
+		newest time.Time
+	}
+	left := map[string]*leftover{}
+	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+		if err != nil {
+			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
+		}
+		id, ok := manifest.BackupIDOfKey(obj.Key)
+		if !ok || committed[id] {
+			continue
+		}
+		l := left[id]
+		if l == nil {
+			l = &leftover{}
+			left[id] = l
+		}
+		l.keys = append(l.keys, obj.Key)
+		l.sizes = append(l.sizes, obj.Size)
+		if obj.ModTime.After(l.newest) {
+			l.newest = obj.ModTime
+		}
+	}
+	keys, sizes = nil, nil
+	for _, l := range left {
+		if !old(l.newest) {
+			for _, s := range l.sizes {
+				p.rep.Young.Count++
+				p.rep.Young.Bytes += s
+			}
+			continue
+		}
+		keys = append(keys, l.keys...)
+		sizes = append(sizes, l.sizes...)
+	}
+	sortKeys(keys, sizes)
+	if err := p.shared(ctx, &p.rep.Leftovers, keys, sizes); err != nil {
+		return nil, err
+	}
+
+	// WAL no backup needs.
+	if len(ids) > 0 {
+		keys, sizes, err := p.walBefore(ctx, cutoff, segSize)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.shared(ctx, &p.rep.WAL, keys, sizes); err != nil {
+			return nil, err
+		}
+	}
+	return p.rep, nil
+}
+
+// sortKeys orders keys (and their sizes) so reports are stable.
+func sortKeys(keys []string, sizes []int64) {
+	sort.Sort(keySizes{keys, sizes})
+}
+
+type keySizes struct {
+	k []string
+	s []int64
+}
+
+func (ks keySizes) Len() int           { return len(ks.k) }
+func (ks keySizes) Less(i, j int) bool { return ks.k[i] < ks.k[j] }
+func (ks keySizes) Swap(i, j int) {
+	ks.k[i], ks.k[j] = ks.k[j], ks.k[i]
+	ks.s[i], ks.s[j] = ks.s[j], ks.s[i]
+}

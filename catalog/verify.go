@@ -1,0 +1,452 @@
+// Package catalog is what a repository offers over its whole life rather
+// than one backup at a time: proving backups restorable without restoring
+// them (Verify), expiring them by policy (Delete) and reclaiming space
+// (GC). Deleting is safe against running backups through the lease
+// protocol in repository and docs/catalog.md.
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// Problem kinds, stable for --json readers.
+const (
+	MissingChunk    = "missing-chunk"
+	CorruptChunk    = "corrupt-chunk"
+	UnreadableChunk = "unreadable-chunk"
+	MissingWAL      = "missing-wal"
+	CorruptWAL      = "corrupt-wal"
+	UnreadableWAL   = "unreadable-wal"
+	BadManifest     = "manifest"
+	BadPGManifest   = "backup-manifest"
+	FileChecksum    = "file-checksum"
+)
+
+// Problem is one thing wrong with a backup, named precisely enough to act
+// on: the object and, for a chunk, the files it holds.
+type Problem struct {
+	Kind   string `json:"kind"`
+	Object string `json:"object,omitempty"` // store key
+	Detail string `json:"detail"`
+}
+
+func (p Problem) String() string {
+	if p.Object == "" {
+		return p.Kind + ": " + p.Detail
+	}
+	return p.Kind + " " + p.Object + ": " + p.Detail
+}
+
+// Verdict is the result of verifying one backup.
+type Verdict struct {
+	ID          string    `json:"id"`
+	OK          bool      `json:"ok"`
+	Mode        string    `json:"mode"`          // "quick" or "full"
+	Chunks      int       `json:"chunks"`        // distinct chunks checked
+	Files       int       `json:"files_checked"` // files whose CRC32C was recomputed (full)
+	WALSegments int       `json:"wal_segments"`
+	StoredBytes int64     `json:"stored_bytes"` // chunk and WAL bytes checked
+	Problems    []Problem `json:"problems"`
+}
+
+func (v *Verdict) add(kind, object, format string, args ...any) {
+	v.Problems = append(v.Problems, Problem{Kind: kind, Object: object, Detail: fmt.Sprintf(format, args...)})
+}
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// Quick checks that every object exists with its recorded size,
+	// from one listing of the repository, without downloading.
+	Quick bool
+	// Concurrency is how many objects a full verification downloads at
+	// once (8); memory is about Concurrency × 2 × the chunk size.
+	Concurrency int
+	Log         *slog.Logger
+}
+
+// Verify checks the backups ids and returns one verdict each, in order.
+// An error means verification itself could not run (the repository could
+// not be listed); anything wrong with a backup is a Problem in its
+// verdict.
+func Verify(ctx context.Context, repo *repository.Repository, ids []string, o VerifyOptions) ([]Verdict, error) {
+	if o.Concurrency <= 0 {
+		o.Concurrency = 8
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	out := make([]Verdict, len(ids))
+	if o.Quick {
+		inv, err := takeInventory(ctx, repo)
+		if err != nil {
+			return nil, err
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(8)
+		for i, id := range ids {
+			g.Go(func() error {
+				out[i] = quickVerify(gctx, repo, inv, id)
+				return gctx.Err()
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	for i, id := range ids {
+		out[i] = fullVerify(ctx, repo, id, o)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		o.Log.Info("backup verified", "id", id, "ok", out[i].OK, "problems", len(out[i].Problems),
+			"chunks", out[i].Chunks, "files", out[i].Files, "wal_segments", out[i].WALSegments)
+	}
+	return out, nil
+}
+
+// inventory is one listing pass over the repository: what a quick verify
+// compares every manifest against, so that its cost is one listing plus
+// one read per backup, whatever the number of chunks.
+type inventory struct {
+	chunks  map[repository.ChunkID]int64
+	wal     map[string]int64
+	backups map[string]bool // keys under backups/
+}
+
+func takeInventory(ctx context.Context, repo *repository.Repository) (*inventory, error) {
+	chunks, _, err := repo.ChunkSizes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	inv := &inventory{chunks: chunks, wal: map[string]int64{}, backups: map[string]bool{}}
+	for obj, err := range repo.Store().List(ctx, manifest.WALPrefix) {
+		if err != nil {
+			return nil, fmt.Errorf("list WAL in %s: %w", repo, err)
+		}
+		if name, ok := manifest.WALNameFromKey(obj.Key); ok {
+			inv.wal[name] = obj.Size
+		}
+	}
+	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+		if err != nil {
+			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
+		}
+		inv.backups[obj.Key] = true
+	}
+	return inv, nil
+}
+
+func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventory, id string) Verdict {
+	v := Verdict{ID: id, Mode: "quick"}
+	b, err := repo.Backup(ctx, id)
+	if err != nil {
+		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		return v
+	}
+	if !inv.backups[manifest.PGManifestKey(id)] {
+		v.add(BadPGManifest, manifest.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
+	}
+	seen := make(map[repository.ChunkID]bool)
+	for ai, a := range b.Archives {
+		offs := b.ChunkOffsets(ai)
+		for ci, ref := range a.Chunks {
+			cid, _ := repository.ParseChunkID(ref.ID) // Validate checked it
+			if seen[cid] {
+				continue
+			}
+			seen[cid] = true
+			key := manifest.ChunkKey(ref.ID)
+			size, ok := inv.chunks[cid]
+			switch {
+			case !ok:
+				v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), b.FilesIn(ai, offs[ci], ref.RawSize))
+			case size != ref.StoredSize:
+				v.add(CorruptChunk, key, "%s chunk %d of %d has %d bytes, the manifest says %d; it holds %s",
+					a.Name, ci+1, len(a.Chunks), size, ref.StoredSize, b.FilesIn(ai, offs[ci], ref.RawSize))
+			default:
+				v.StoredBytes += size
+			}
+		}
+	}
+	v.Chunks = len(seen)
+	for _, w := range b.WAL {
+		key := manifest.WALKey(w.Name)
+		size, ok := inv.wal[w.Name]
+		switch {
+		case !ok:
+			v.add(MissingWAL, key, "WAL segment %s, which a restore of this backup needs, is missing", w.Name)
+		case size != w.StoredSize:
+			v.add(CorruptWAL, key, "WAL segment %s has %d bytes, the manifest says %d", w.Name, size, w.StoredSize)
+		default:
+			v.StoredBytes += size
+		}
+	}
+	v.WALSegments = len(b.WAL)
+	v.OK = len(v.Problems) == 0
+	return v
+}
+
+// fullVerify downloads everything a backup references and checks it the
+// way a restore would, but continues past each problem to name them all.
+func fullVerify(ctx context.Context, repo *repository.Repository, id string, o VerifyOptions) Verdict {
+	v := Verdict{ID: id, Mode: "full"}
+	b, err := repo.Backup(ctx, id)
+	if err != nil {
+		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		return v
+	}
+	if pgm, err := repo.PGManifest(ctx, b); err != nil {
+		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
+	} else if pg, err := manifest.ParsePGManifest(pgm); err != nil {
+		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
+	} else if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
+		v.add(BadPGManifest, manifest.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
+	}
+
+	// The WAL is checked alongside the archives.
+	var walV Verdict
+	walDone := make(chan struct{})
+	go func() {
+		defer close(walDone)
+		verifyWAL(ctx, repo, b, o.Concurrency, &walV)
+	}()
+	seen := make(map[string]bool)
+	for ai := range b.Archives {
+		verifyArchive(ctx, repo, b, ai, o.Concurrency, seen, &v)
+	}
+	<-walDone
+	v.Problems = append(v.Problems, walV.Problems...)
+	v.StoredBytes += walV.StoredBytes
+	v.Chunks = len(seen)
+	v.WALSegments = len(b.WAL)
+	if err := ctx.Err(); err != nil {
+		v.add(BadManifest, "", "verification interrupted: %v", err)
+	}
+	v.OK = len(v.Problems) == 0
+	return v
+}
+
+// verifyWAL downloads each WAL segment the backup needs and compares its
+// SHA-256 and length with the manifest.
+func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Backup, n int, v *Verdict) {
+	var mu sync.Mutex
+	add := func(kind, object, format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		v.add(kind, object, format, args...)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(n/2, 1))
+	for _, w := range b.WAL {
+		g.Go(func() error {
+			key := manifest.WALKey(w.Name)
+			data, stored, err := repo.FetchWAL(gctx, w.Name)
+			switch {
+			case errors.Is(err, providers.ErrNotExist):
+				add(MissingWAL, key, "WAL segment %s, which a restore of this backup needs, is missing", w.Name)
+			case errors.Is(err, repository.ErrCorrupt):
+				add(CorruptWAL, key, "%v", err)
+			case err != nil:
+				add(UnreadableWAL, key, "%v", err)
+			case stored != w.StoredSize:
+				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", stored, w.StoredSize)
+			case uint64(len(data)) != b.WALSegmentSize:
+				add(CorruptWAL, key, "segment has %d bytes, the segment size is %d", len(data), b.WALSegmentSize)
+			default:
+				sum := sha256.Sum256(data)
+				if got := hex.EncodeToString(sum[:]); got != w.SHA256 {
+					add(CorruptWAL, key, "SHA-256 %s, the manifest says %s", got, w.SHA256)
+					return nil
+				}
+				mu.Lock()
+				v.StoredBytes += stored
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+}
+
+// fetched is one chunk on its way from the downloaders to the in-order
+// checker.
+type fetched struct {
+	ref  manifest.ChunkRef
+	raw  *bytes.Buffer
+	err  error
+	done chan struct{}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// verifyArchive downloads an archive's chunks, n at a time and in order,
+// checks each chunk (size, LZ4 checksum, SHA-256) and recomputes every
+// file's CRC32C from the bytes at its recorded offset. A bad chunk is
+// reported with the files it holds, and those files are not checked
+// further; the rest of the archive still is. Memory is n chunk buffers.
+func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict) {
+	a := &b.Archives[ai]
+	offs := b.ChunkOffsets(ai)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// The producer hands each chunk to the workers and, in the same
+	// order, to the checker below; a chunk takes a buffer from the pool
+	// first, so at most n are downloaded ahead of the checker.
+	pool := make(chan *bytes.Buffer, n)
+	for range n {
+		pool <- new(bytes.Buffer)
+	}
+	order := make(chan *fetched, n)
+	jobs := make(chan *fetched, n)
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		for _, ref := range a.Chunks {
+			var raw *bytes.Buffer
+			select {
+			case raw = <-pool:
+			case <-ctx.Done():
+				return
+			}
+			f := &fetched{ref: ref, raw: raw, done: make(chan struct{})}
+			jobs <- f  // never blocks: at most n buffers are out
+			order <- f // nor this
+		}
+	}()
+	for range n {
+		go func() {
+			dec := chunker.NewDecompressor()
+			var stored []byte
+			for f := range jobs {
+				data, err := repo.DownloadChunk(ctx, f.ref, &stored)
+				if err == nil {
+					err = repository.DecodeChunk(dec, f.ref, data, f.raw)
+				}
+				f.err = err
+				close(f.done)
+			}
+		}()
+	}
+
+	files := archiveFiles(b, ai)
+	fc := fileChecker{b: b, ai: ai, files: files, v: v}
+	ci := 0
+	for f := range order {
+		<-f.done
+		key := manifest.ChunkKey(f.ref.ID)
+		holds := func() string { return b.FilesIn(ai, offs[ci], f.ref.RawSize) }
+		switch {
+		case f.err == nil:
+			if !seen[f.ref.ID] {
+				v.StoredBytes += f.ref.StoredSize
+			}
+			fc.feed(offs[ci], f.raw.Bytes())
+		case errors.Is(f.err, providers.ErrNotExist):
+			v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), holds())
+			fc.skip(offs[ci], f.ref.RawSize)
+		case errors.Is(f.err, repository.ErrCorrupt):
+			v.add(CorruptChunk, key, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), f.err, holds())
+			fc.skip(offs[ci], f.ref.RawSize)
+		default:
+			v.add(UnreadableChunk, key, "%s chunk %d of %d could not be read (%v); it holds %s", a.Name, ci+1, len(a.Chunks), f.err, holds())
+			fc.skip(offs[ci], f.ref.RawSize)
+		}
+		seen[f.ref.ID] = true
+		f.raw.Reset()
+		pool <- f.raw
+		ci++
+	}
+	fc.finish()
+}
+
+// archiveFiles returns the indexes of the regular files with content in
+// archive ai, by offset.
+func archiveFiles(b *manifest.Backup, ai int) []int {
+	var out []int
+	for i, f := range b.Files {
+		if f.Archive == ai && f.Type == manifest.TypeFile && f.Size > 0 {
+			out = append(out, i)
+		}
+	}
+	slices.SortFunc(out, func(x, y int) int { return int(b.Files[x].Offset - b.Files[y].Offset) })
+	return out
+}
+
+// fileChecker recomputes file checksums from an archive's bytes as they
+// arrive in order. Tar members do not overlap, so one file is open at a
+// time.
+type fileChecker struct {
+	b      *manifest.Backup
+	ai     int
+	files  []int
+	next   int
+	crc    uint32
+	broken bool // part of the open file was in a bad chunk
+	v      *Verdict
+}
+
+// feed takes the bytes of the archive starting at off.
+func (c *fileChecker) feed(off int64, data []byte) { c.advance(off, int64(len(data)), data) }
+
+// skip passes over size bytes at off that could not be read.
+func (c *fileChecker) skip(off, size int64) { c.advance(off, size, nil) }
+
+func (c *fileChecker) advance(off, size int64, data []byte) {
+	end := off + size
+	for c.next < len(c.files) {
+		f := &c.b.Files[c.files[c.next]]
+		if f.Offset >= end {
+			return
+		}
+		from, to := max(f.Offset, off), min(f.Offset+f.Size, end)
+		if to > from {
+			if data == nil {
+				c.broken = true
+			} else {
+				c.crc = crc32.Update(c.crc, castagnoli, data[from-off:to-off])
+			}
+		}
+		if f.Offset+f.Size > end {
+			return // continues in the next chunk
+		}
+		c.close(f)
+	}
+}
+
+func (c *fileChecker) close(f *manifest.File) {
+	if !c.broken {
+		c.v.Files++
+		if c.crc != f.CRC32C {
+			c.v.add(FileChecksum, "", "%s: CRC32C of the restored content is %08x, the manifest says %08x",
+				c.b.DisplayPath(c.ai, f.Path), c.crc, f.CRC32C)
+		}
+	}
+	c.crc, c.broken = 0, false
+	c.next++
+}
+
+// finish reports files the archive's chunks did not cover.
+func (c *fileChecker) finish() {
+	for ; c.next < len(c.files); c.next++ {
+		f := &c.b.Files[c.files[c.next]]
+		c.v.add(FileChecksum, "", "%s: its content at offset %d runs past the end of %s", c.b.DisplayPath(c.ai, f.Path), f.Offset, c.b.Archives[c.ai].Name)
+	}
+}

@@ -1,0 +1,58 @@
+package manifest
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// FilesIn names the members whose content (or, for members without
+// content, whose header) lies in bytes [off, off+size) of archive a, for
+// messages about a chunk: the user wants to know what a missing or corrupt
+// chunk affects. At most five are named; the rest are counted.
+func (b *Backup) FilesIn(a int, off, size int64) string {
+	const show = 5
+	var names []string
+	n := 0
+	for _, f := range b.Files {
+		if f.Archive != a {
+			continue
+		}
+		end := f.Offset + max(f.Size, 1)
+		if f.Offset < off+size && end > off {
+			n++
+			if len(names) < show {
+				names = append(names, b.DisplayPath(a, f.Path))
+			}
+		}
+	}
+	switch {
+	case n == 0:
+		return "no file content (only tar headers or padding)"
+	case n > len(names):
+		return strings.Join(names, ", ") + fmt.Sprintf(" and %d more", n-len(names))
+	default:
+		return strings.Join(names, ", ")
+	}
+}
+
+// DisplayPath names a member of archive a as a path under the data
+// directory, the way PostgreSQL's backup_manifest does.
+func (b *Backup) DisplayPath(a int, path string) string {
+	if oid := b.Archives[a].TablespaceOID; oid != 0 {
+		return "pg_tblspc/" + strconv.FormatUint(uint64(oid), 10) + "/" + path
+	}
+	return path
+}
+
+// ChunkOffsets returns where each chunk of archive a starts within it.
+func (b *Backup) ChunkOffsets(a int) []int64 {
+	chunks := b.Archives[a].Chunks
+	offs := make([]int64, len(chunks))
+	var off int64
+	for i, c := range chunks {
+		offs[i] = off
+		off += c.RawSize
+	}
+	return offs
+}

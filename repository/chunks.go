@@ -1,0 +1,155 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+)
+
+// ErrCorrupt marks a stored object whose bytes are not what the manifest
+// recorded: wrong size, a broken LZ4 frame, or a hash mismatch. Restore
+// and verify tell it apart from a missing object or a failed download.
+var ErrCorrupt = errors.New("corrupt")
+
+// corruptf makes an error that says what is wrong and matches ErrCorrupt
+// without repeating the word in the message.
+func corruptf(format string, args ...any) error {
+	return corruptError{fmt.Errorf(format, args...)}
+}
+
+type corruptError struct{ err error }
+
+func (e corruptError) Error() string   { return e.err.Error() }
+func (e corruptError) Unwrap() []error { return []error{e.err, ErrCorrupt} }
+
+// DownloadChunk reads the stored bytes of one chunk into *buf (grown as
+// needed and reused across calls) and checks that the object has exactly
+// the stored size the manifest records. It is split from DecodeChunk so a
+// caller can bound how many chunks are decompressed at once separately
+// from how many are downloaded.
+func (r *Repository) DownloadChunk(ctx context.Context, ref manifest.ChunkRef, buf *[]byte) ([]byte, error) {
+	rc, err := r.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if int64(cap(*buf)) < ref.StoredSize {
+		*buf = make([]byte, ref.StoredSize)
+	}
+	data := (*buf)[:ref.StoredSize]
+	n, err := io.ReadFull(rc, data)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, corruptf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize)
+	case err != nil:
+		return nil, err
+	}
+	var extra [1]byte
+	switch m, err := io.ReadFull(rc, extra[:]); {
+	case m > 0:
+		return nil, corruptf("stored object is longer than the %d bytes the manifest says", ref.StoredSize)
+	case !errors.Is(err, io.EOF):
+		return nil, err
+	}
+	return data, nil
+}
+
+// DecodeChunk decompresses stored chunk bytes into raw (reset first) and
+// checks the LZ4 content checksum, the SHA-256 against the chunk's id and
+// the raw size. Every failure wraps ErrCorrupt.
+func DecodeChunk(dec *chunker.Decompressor, ref manifest.ChunkRef, stored []byte, raw *bytes.Buffer) error {
+	raw.Reset()
+	// Size the buffer exactly: left to grow by doubling while
+	// decompressing, it would end up twice the chunk size.
+	raw.Grow(int(ref.RawSize))
+	if err := dec.Decompress(raw, stored, ref.ID); err != nil {
+		return corruptf("%w", err)
+	}
+	if int64(raw.Len()) != ref.RawSize {
+		return corruptf("%d bytes decompressed, the manifest says %d", raw.Len(), ref.RawSize)
+	}
+	return nil
+}
+
+// ChunkID is a chunk id in binary, half the memory of its hex form, for
+// sets that hold every chunk of a repository.
+type ChunkID [32]byte
+
+// ParseChunkID converts a hex chunk id.
+func ParseChunkID(id string) (ChunkID, bool) {
+	var c ChunkID
+	if !manifest.ValidChunkID(id) {
+		return c, false
+	}
+	_, err := hex.Decode(c[:], []byte(id))
+	return c, err == nil
+}
+
+// String returns the hex id.
+func (c ChunkID) String() string { return hex.EncodeToString(c[:]) }
+
+// ChunkSizes lists every stored chunk once, in one listing pass, and
+// returns its stored size by id. Keys under chunks/ that are not chunk
+// keys are returned as strays so the caller can report them.
+func (r *Repository) ChunkSizes(ctx context.Context) (sizes map[ChunkID]int64, strays []string, err error) {
+	sizes = make(map[ChunkID]int64)
+	for obj, err := range r.store.List(ctx, manifest.ChunksPrefix) {
+		if err != nil {
+			return nil, nil, fmt.Errorf("list chunks in %s: %w", r, err)
+		}
+		id, ok := manifest.ChunkIDFromKey(obj.Key)
+		var c ChunkID
+		if ok {
+			c, ok = ParseChunkID(id)
+		}
+		if !ok {
+			strays = append(strays, obj.Key)
+			continue
+		}
+		sizes[c] = obj.Size
+	}
+	return sizes, strays, nil
+}
+
+// CheckStored confirms, with one listing of the chunks and one of the
+// WAL, that every chunk and WAL segment b references is stored with its
+// recorded size. A backup whose lease lapsed runs it before committing:
+// a gc may have judged it dead and removed what it deduplicated against.
+func (r *Repository) CheckStored(ctx context.Context, b *manifest.Backup) error {
+	sizes, _, err := r.ChunkSizes(ctx)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, a := range b.Archives {
+		for _, c := range a.Chunks {
+			id, _ := ParseChunkID(c.ID)
+			if s, ok := sizes[id]; !ok || s != c.StoredSize {
+				missing = append(missing, manifest.ChunkKey(c.ID))
+			}
+		}
+	}
+	sizes = nil
+	wal := make(map[string]int64)
+	for obj, err := range r.store.List(ctx, manifest.WALPrefix) {
+		if err != nil {
+			return fmt.Errorf("list WAL in %s: %w", r, err)
+		}
+		wal[obj.Key] = obj.Size
+	}
+	for _, w := range b.WAL {
+		if s, ok := wal[manifest.WALKey(w.Name)]; !ok || s != w.StoredSize {
+			missing = append(missing, manifest.WALKey(w.Name))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d object(s) this backup references are no longer stored in %s, first %s", len(missing), r, missing[0])
+	}
+	return nil
+}
