@@ -266,6 +266,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	cutoff, anyKept := uint64(0), false
 	var doomed []string
 	for i, d := range decisions {
+		segSize = sums[i].segSize
 		if d.Keep {
 			if !anyKept || sums[i].firstSeg < cutoff {
 				cutoff = sums[i].firstSeg
@@ -280,7 +281,6 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 		return p.rep, nil
 	}
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
-		segSize = b.WALSegmentSize
 		if decisions[i].Keep {
 			kept.addBackup(b)
 		} else {

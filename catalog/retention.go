@@ -63,12 +63,13 @@ type summary struct {
 	finished time.Time
 	firstSeg uint64 // segment number of the first WAL segment it needs
 	firstWAL string // and its name
+	segSize  uint64
 }
 
 func summarize(b *manifest.Backup) summary {
 	seg := manifest.SegmentNo(b.StartLSN, b.WALSegmentSize)
 	return summary{id: b.ID, finished: b.Timings.Finished, firstSeg: seg,
-		firstWAL: manifest.SegmentName(b.StartTimeline, seg, b.WALSegmentSize)}
+		firstWAL: manifest.SegmentName(b.StartTimeline, seg, b.WALSegmentSize), segSize: b.WALSegmentSize}
 }
 
 // decide applies a policy to backups sorted oldest first. The newest

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -58,18 +57,22 @@ func newListCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer repo.Store().Close()
-			backups, err := repo.Backups(cmd.Context())
+			// One listing and one read per backup, a few at a time; only
+			// the summaries are kept, so memory does not grow with the
+			// backups' file lists.
+			ids, err := repo.BackupIDs(cmd.Context())
 			if err != nil {
 				return err
 			}
-			entries := make([]listEntry, 0, len(backups))
-			for _, b := range backups {
-				entries = append(entries, entryOf(b))
+			entries := make([]listEntry, len(ids))
+			if err := repo.ForEachBackup(cmd.Context(), ids, func(i int, b *manifest.Backup) error {
+				entries[i] = entryOf(b)
+				return nil
+			}); err != nil {
+				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(entries)
+				return printJSON(g.stdout, entries)
 			}
 			if len(entries) == 0 {
 				fmt.Fprintf(g.stdout, "no backups in %s\n", repo)

@@ -1,63 +1,169 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgstow/pgstow/catalog"
 	"github.com/pgstow/pgstow/walarchive"
 )
 
+// verifyReport is the --json shape of `pgstow verify` when backups are
+// verified; `verify --wal` alone prints the continuity report itself.
+type verifyReport struct {
+	OK      bool                   `json:"ok"`
+	Backups []catalog.Verdict      `json:"backups"`
+	WAL     *walarchive.Continuity `json:"wal,omitempty"`
+}
+
 func newVerifyCmd(g *globals) *cobra.Command {
 	var repoURL string
-	var wal, asJSON bool
+	var wal, asJSON, all, quick bool
+	var concurrency int
 	cmd := &cobra.Command{
-		Use:   "verify --wal",
-		Short: "Check the WAL archive for gaps",
-		Long: `Check that the WAL archive is continuous: every segment from the oldest backup's
-first one to the newest archived one, following timeline history files across
-timeline switches. Every missing file is listed; the exit status is 1 if any is.
+		Use:   "verify [ID|latest ...] [--all] [--quick] [--wal]",
+		Short: "Prove backups restorable without restoring them",
+		Long: `Verify backups (the latest when none is named; --all for every one).
 
-(Verifying the backups themselves, chunk by chunk, comes with the catalog work.)`,
-		Example: `  pgstow verify --wal --repo file:///var/backups/pg`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !wal {
-				return usageError{errors.New("verify checks the WAL archive only, for now: pass --wal")}
+A full verification downloads everything a backup references, as a restore
+would, and checks each chunk's size, LZ4 checksum and SHA-256, recomputes every
+file's CRC32C from its bytes and compares it with pgstow's manifest, checks
+PostgreSQL's backup_manifest (its own checksum, and every file in it against
+pgstow's manifest), and checks each WAL segment the backup needs (presence,
+length, SHA-256). It reads --concurrency objects at once, with memory about
+two chunks per download.
+
+--quick instead checks, from one listing of the repository, that every object
+a backup references exists with its recorded size: fast on any number of
+backups, but it cannot see bytes changed in place.
+
+--wal checks that the WAL archive is continuous, from the oldest backup's
+first segment to the newest archived one, following timeline history files;
+alone, it checks only that.
+
+Every problem is named (object, the files a chunk holds, segment). The exit
+status is 1 if any backup or the WAL archive has a problem.`,
+		Example: `  pgstow verify --repo s3://backups/pg                 # the latest backup, fully
+  pgstow verify --all --quick                          # every backup, objects only
+  pgstow verify 20261123T204651Z --json | jq .ok
+  pgstow verify --wal                                  # the WAL archive only`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if all && len(args) > 0 {
+				return usageError{errors.New("name backups or pass --all, not both")}
+			}
+			if concurrency < 1 {
+				return usageError{fmt.Errorf("--concurrency %d: must be 1 or more", concurrency)}
 			}
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			ctx := cmd.Context()
+			repo, err := openRepo(ctx, repoURL, g.log)
 			if err != nil {
 				return err
 			}
 			defer repo.Store().Close()
-			c, err := walarchive.CheckContinuity(cmd.Context(), repo)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(c); err != nil {
+
+			var cont *walarchive.Continuity
+			if wal {
+				if cont, err = walarchive.CheckContinuity(ctx, repo); err != nil {
 					return err
 				}
-			} else {
-				fmt.Fprintf(g.stdout, "WAL archive %s to %s (timelines %v): %d segments checked, %d missing\n", c.From, c.To, c.Timelines, c.Segments, len(c.Missing))
-				for _, m := range c.Missing {
-					fmt.Fprintf(g.stdout, "missing %s\n", m)
+			}
+			var ids []string
+			switch {
+			case all:
+				if ids, err = repo.BackupIDs(ctx); err != nil {
+					return err
+				}
+				if len(ids) == 0 {
+					return fmt.Errorf("%s holds no committed backup to verify", repo)
+				}
+			case len(args) > 0:
+				for _, a := range args {
+					b, err := repo.Backup(ctx, a)
+					if err != nil {
+						return err
+					}
+					ids = append(ids, b.ID)
+				}
+			case !wal:
+				b, err := repo.Backup(ctx, "latest")
+				if err != nil {
+					return err
+				}
+				ids = []string{b.ID}
+			}
+
+			var verdicts []catalog.Verdict
+			if len(ids) > 0 {
+				verdicts, err = catalog.Verify(ctx, repo, ids, catalog.VerifyOptions{Quick: quick, Concurrency: concurrency, Log: g.log})
+				if err != nil {
+					return err
 				}
 			}
-			if len(c.Missing) > 0 {
-				return fmt.Errorf("the WAL archive in %s has %d missing file(s), first %s: point-in-time recovery cannot pass them", repo, len(c.Missing), strings.Join(c.Missing[:1], ""))
+			bad := 0
+			for _, v := range verdicts {
+				if !v.OK {
+					bad++
+				}
+			}
+			walBad := cont != nil && len(cont.Missing) > 0
+
+			switch {
+			case asJSON && len(ids) == 0:
+				if err := printJSON(g.stdout, cont); err != nil {
+					return err
+				}
+			case asJSON:
+				if err := printJSON(g.stdout, verifyReport{OK: bad == 0 && !walBad, Backups: verdicts, WAL: cont}); err != nil {
+					return err
+				}
+			default:
+				for _, v := range verdicts {
+					printVerdict(g, v)
+				}
+				if cont != nil {
+					fmt.Fprintf(g.stdout, "WAL archive %s to %s (timelines %v): %d segments checked, %d missing\n", cont.From, cont.To, cont.Timelines, cont.Segments, len(cont.Missing))
+					for _, m := range cont.Missing {
+						fmt.Fprintf(g.stdout, "missing %s\n", m)
+					}
+				}
+			}
+			var problems []string
+			if bad > 0 {
+				problems = append(problems, fmt.Sprintf("%d of %d backup(s) have problems", bad, len(verdicts)))
+			}
+			if walBad {
+				problems = append(problems, fmt.Sprintf("the WAL archive has %d missing file(s), first %s: point-in-time recovery cannot pass them", len(cont.Missing), cont.Missing[0]))
+			}
+			if len(problems) > 0 {
+				return fmt.Errorf("verify %s: %s", repo, strings.Join(problems, "; "))
 			}
 			return nil
 		},
 	}
 	repoFlag(cmd, &repoURL)
+	cmd.Flags().BoolVar(&all, "all", false, "verify every backup")
+	cmd.Flags().BoolVar(&quick, "quick", false, "only check that every referenced object exists with its recorded size")
 	cmd.Flags().BoolVar(&wal, "wal", false, "check the WAL archive's continuity")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func printVerdict(g *globals, v catalog.Verdict) {
+	state := "OK"
+	if !v.OK {
+		state = fmt.Sprintf("BROKEN (%d problem(s))", len(v.Problems))
+	}
+	what := fmt.Sprintf("%d chunks, %d WAL segments, %s", v.Chunks, v.WALSegments, humanBytes(v.StoredBytes))
+	if v.Mode == "full" {
+		what = fmt.Sprintf("%d chunks, %d files, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
+	}
+	fmt.Fprintf(g.stdout, "%s  %s  %s: %s\n", v.ID, state, v.Mode, what)
+	for _, p := range v.Problems {
+		fmt.Fprintf(g.stdout, "  %s\n", p)
+	}
 }
