@@ -84,8 +84,7 @@ versions that made it.`,
   pgstow show 20261123T204651Z --json | jq .wal_first`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return err
 			}
@@ -194,8 +193,7 @@ Only one delete or gc runs at a time (--lock-wait).`,
 			if err := r.Validate(); err != nil {
 				return usageError{err}
 			}
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &f.repoURL)
-			repo, err := openRepo(cmd.Context(), f.repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {
 				return err
 			}
@@ -236,8 +234,7 @@ gc runs at a time (--lock-wait).`,
 			if err != nil {
 				return usageError{fmt.Errorf("--grace: %w", err)}
 			}
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &f.repoURL)
-			repo, err := openRepo(cmd.Context(), f.repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {
 				return err
 			}

@@ -51,8 +51,7 @@ func newListCmd(g *globals) *cobra.Command {
   pgstow list --json | jq -r '.[-1].id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return err
 			}

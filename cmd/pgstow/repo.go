@@ -31,6 +31,13 @@ func fromEnv(cmd *cobra.Command, g *globals, flag, env string, dst *string) {
 	}
 }
 
+// repoFromFlag opens the repository --repo (or PGSTOW_REPO) names; the
+// caller closes its store.
+func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repository, error) {
+	fromEnv(cmd, g, "repo", "PGSTOW_REPO", &url)
+	return openRepo(cmd.Context(), url, g.log)
+}
+
 // openRepo opens the store a repository URL names.
 func openRepo(ctx context.Context, raw string, log *slog.Logger) (*repository.Repository, error) {
 	u, err := providers.ParseURL(raw)

@@ -205,8 +205,7 @@ recovery early with WAL missing.`,
 			if len(args) != 2 {
 				return walFetchError{fmt.Errorf("wal-fetch takes WALFILE and DEST, got %d arguments", len(args)), exitWALFatal}
 			}
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return walFetchError{err, exitWALFatal}
 			}

@@ -57,9 +57,8 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			if concurrency < 1 {
 				return usageError{fmt.Errorf("--concurrency %d: must be 1 or more", concurrency)}
 			}
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			ctx := cmd.Context()
-			repo, err := openRepo(ctx, repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return err
 			}

@@ -26,8 +26,7 @@ later calls for those files find them archived.`,
 		Example: `  pgstow wal-push --repo file:///var/backups/pg pg_wal/000000010000000000000003`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return err
 			}
