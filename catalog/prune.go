@@ -97,8 +97,10 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 	p := &pruner{repo: repo, o: o, rep: &Report{DryRun: o.DryRun}}
 	if o.DryRun {
 		// No lock: a dry run reads, and reports running backups as a
-		// real run would find them now.
-		p.now = o.Now()
+		// real run would find them now. Without an object of its own it
+		// has no reading of the store's clock, so ages are judged by
+		// this host's (o.Now is for retention decisions only).
+		p.now = time.Now()
 		locks, err := repo.Locks(ctx)
 		if err != nil {
 			return nil, err
@@ -199,9 +201,10 @@ func (s *chunkSet) addBackup(b *manifest.Backup) {
 }
 
 // walBefore lists the WAL segments (and .partial files) whose segment
-// number is below cutoff, on any timeline. Timeline history files are
+// number is below cutoff, on any timeline, and, when old is given, are
+// older than the grace period. Timeline history files are
 // kept: they are tiny and recovery needs them to follow timelines.
-func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64) (keys []string, sizes []int64, err error) {
+func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64, old func(time.Time) bool) (keys []string, sizes []int64, err error) {
 	for obj, err := range p.repo.Store().List(ctx, manifest.WALPrefix) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("list WAL in %s: %w", p.repo, err)
@@ -217,10 +220,16 @@ func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64) (keys []
 		if err != nil {
 			continue // a history file, or not ours
 		}
-		if segno < cutoff {
-			keys = append(keys, obj.Key)
-			sizes = append(sizes, obj.Size)
+		if segno >= cutoff {
+			continue
 		}
+		if old != nil && !old(obj.ModTime) {
+			p.rep.Young.Count++
+			p.rep.Young.Bytes += obj.Size
+			continue
+		}
+		keys = append(keys, obj.Key)
+		sizes = append(sizes, obj.Size)
 	}
 	return keys, sizes, nil
 }
@@ -278,6 +287,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 		}
 	}
 	if len(doomed) == 0 {
+		p.rep.WALKeptFrom = ""
 		return p.rep, nil
 	}
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
@@ -319,7 +329,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 		return nil, err
 	}
 	if anyKept && segSize != 0 {
-		keys, sizes, err := p.walBefore(ctx, cutoff, segSize)
+		keys, sizes, err := p.walBefore(ctx, cutoff, segSize, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -388,7 +398,6 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 	for _, id := range ids {
 		committed[id] = true
 	}
-	old := func(t time.Time) bool { return !t.After(p.now.Add(-p.o.Grace)) }
 
 	// Expired leases of dead processes.
 	locks, err := repo.Locks(ctx)
@@ -424,7 +433,7 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 		if _, ok := refs.m[cid]; ok {
 			continue
 		}
-		if !old(obj.ModTime) {
+		if !p.old(obj.ModTime) {
 			p.rep.Young.Count++
 			p.rep.Young.Bytes += obj.Size
 			continue
@@ -467,7 +476,7 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 	}
 	keys, sizes = nil, nil
 	for _, l := range left {
-		if !old(l.newest) {
+		if !p.old(l.newest) {
 			for _, s := range l.sizes {
 				p.rep.Young.Count++
 				p.rep.Young.Bytes += s
@@ -484,7 +493,7 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 
 	// WAL no backup needs.
 	if len(ids) > 0 {
-		keys, sizes, err := p.walBefore(ctx, cutoff, segSize)
+		keys, sizes, err := p.walBefore(ctx, cutoff, segSize, p.old)
 		if err != nil {
 			return nil, err
 		}
@@ -494,6 +503,10 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 	}
 	return p.rep, nil
 }
+
+// old reports whether an object is older than the grace period, by the
+// store's clock.
+func (p *pruner) old(t time.Time) bool { return !t.After(p.now.Add(-p.o.Grace)) }
 
 // sortKeys orders keys (and their sizes) so reports are stable.
 func sortKeys(keys []string, sizes []int64) {

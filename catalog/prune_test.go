@@ -290,6 +290,7 @@ func TestDeletePolicies(t *testing.T) {
 		{"named all", Retention{IDs: []string{backupID(0), backupID(1), backupID(2)}}, []bool{false, false, false}, []uint64{3, 4, 5, 6, 7}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := base.clone(t)
 			before := f.store.Keys()
 			o := PruneOptions{Now: func() time.Time { return now }}
@@ -415,6 +416,12 @@ func TestGC(t *testing.T) {
 				putPartial(t, repo, manifest.SegmentName(1, 2, repotest.SegSize)),
 				putWAL(t, repo, manifest.SegmentName(2, 2, repotest.SegSize)),
 			}
+			for _, k := range oldWAL {
+				aged.setAge(k, old)
+			}
+			// Archived a moment ago, though numbered before the oldest
+			// backup: the grace period spares it too.
+			youngWAL := []string{putWAL(t, repo, manifest.SegmentName(3, 1, repotest.SegSize))}
 			putWAL(t, repo, manifest.SegmentName(2, 3, repotest.SegSize))
 			putWAL(t, repo, "00000002.history")
 			putWAL(t, repo, manifest.SegmentName(1, 6, repotest.SegSize))
@@ -427,11 +434,11 @@ func TestGC(t *testing.T) {
 				aged.setAge(k, old)
 			}
 
-			wantChunks, wantLeft, wantYoung := oldChunks, oldLeft, len(youngChunks)+len(youngLeft)
+			wantChunks, wantLeft, wantWAL, wantYoung := oldChunks, oldLeft, oldWAL, len(youngChunks)+len(youngLeft)+len(youngWAL)
 			if tc.grace == 0 {
-				wantChunks, wantLeft, wantYoung = slices.Concat(oldChunks, youngChunks), slices.Concat(oldLeft, youngLeft), 0
+				wantChunks, wantLeft, wantWAL, wantYoung = slices.Concat(oldChunks, youngChunks), slices.Concat(oldLeft, youngLeft), slices.Concat(oldWAL, youngWAL), 0
 			}
-			removed := slices.Concat(wantChunks, wantLeft, oldWAL, locks)
+			removed := slices.Concat(wantChunks, wantLeft, wantWAL, locks)
 
 			before := f.store.Keys()
 			o := PruneOptions{Grace: tc.grace, DryRun: true}
@@ -449,7 +456,7 @@ func TestGC(t *testing.T) {
 			checkKeys(t, "what the dry run listed against what the real run removed", reportedKeys(dry), removed)
 			checkKeys(t, "chunks reported", dry.Chunks.Keys, wantChunks)
 			checkKeys(t, "leftovers reported", dry.Leftovers.Keys, wantLeft)
-			checkKeys(t, "WAL reported", dry.WAL.Keys, oldWAL)
+			checkKeys(t, "WAL reported", dry.WAL.Keys, wantWAL)
 			checkKeys(t, "locks reported", dry.Locks.Keys, locks)
 			sameCounts(t, dry, rep)
 			if rep.Young.Count != wantYoung || rep.Manifests.Count != 0 || rep.Deferred.Count != 0 || len(rep.RunningBackup) != 0 {

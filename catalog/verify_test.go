@@ -85,6 +85,9 @@ func (f *fixture) commit(t *testing.T, s backupSpec) *manifest.Backup {
 		Segments:     s.segs,
 		Finished:     finishedAt(i),
 		Edit:         s.edit,
+		// base/1/1259 in three chunks: enough to share some and not
+		// others, few enough to keep full verification cheap.
+		ChunkSize: 128 << 10,
 	})
 	f.backups = append(f.backups, b)
 	return b
@@ -177,16 +180,16 @@ func referencedBy(in []*manifest.Backup, out ...*manifest.Backup) func(string) b
 // stored bytes.
 func distinctChunks(b *manifest.Backup) (int, int64) {
 	seen := map[string]bool{}
-	var bytes int64
+	var stored int64
 	for _, a := range b.Archives {
 		for _, c := range a.Chunks {
 			if !seen[c.ID] {
 				seen[c.ID] = true
-				bytes += c.StoredSize
+				stored += c.StoredSize
 			}
 		}
 	}
-	return len(seen), bytes
+	return len(seen), stored
 }
 
 // checkedFiles is how many files a full verification recomputes the
@@ -278,7 +281,7 @@ func TestVerifyClean(t *testing.T) {
 // otherSegment returns a well-formed compressed WAL segment of the
 // stored size of w but with other content, as if another cluster's
 // segment had been stored under its name.
-func otherSegment(t *testing.T, f *fixture, w manifest.WALSegment) []byte {
+func otherSegment(t *testing.T, w manifest.WALSegment) []byte {
 	t.Helper()
 	_, segno, err := manifest.ParseSegmentName(w.Name, repotest.SegSize)
 	if err != nil {
@@ -384,7 +387,7 @@ func TestVerifyProblems(t *testing.T) {
 			damage: func(t *testing.T, f *fixture) broken {
 				w := f.backups[2].WAL[0]
 				key := manifest.WALKey(w.Name)
-				putKey(t, f.store, key, otherSegment(t, f, w))
+				putKey(t, f.store, key, otherSegment(t, w))
 				return broken{key: key}
 			},
 			kind: CorruptWAL, quick: nil, full: []int{2}, detail: "SHA-256",
@@ -427,6 +430,7 @@ func TestVerifyProblems(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := base.clone(t)
 			d := tc.damage(t, f)
 			for _, quick := range []bool{true, false} {
@@ -647,5 +651,34 @@ func TestVerifyQuickScales(t *testing.T) {
 	}
 	if got := counted.lists.Load(); got > 4 {
 		t.Errorf("%d listings; want a fixed few", got)
+	}
+}
+
+// TestVerifyHistoryFile: a timeline history file among a backup's WAL has
+// no segment length, and must verify clean.
+func TestVerifyHistoryFile(t *testing.T) {
+	store := mem.New()
+	repo := repository.New(store)
+	history := []byte("1\t0/5000000\tno recovery target specified\n")
+	_, _ = repotest.Commit(t, repo, repotest.Spec{
+		ID:       backupID(0),
+		Archives: []repotest.Archive{{Name: "base.tar", Members: members(1, 0)}},
+		Edit: func(b *manifest.Backup) {
+			seg, err := repo.PutWAL(t.Context(), chunker.NewCompressor(), "00000002.history", history)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.WAL = append([]manifest.WALSegment{seg}, b.WAL...)
+			b.Totals.WALBytes += seg.StoredSize
+		},
+	})
+	for _, quick := range []bool{true, false} {
+		v, err := Verify(t.Context(), repo, []string{backupID(0)}, VerifyOptions{Quick: quick})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v[0].OK {
+			t.Errorf("quick %v: %v", quick, v[0].Problems)
+		}
 	}
 }

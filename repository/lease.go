@@ -91,7 +91,11 @@ type Lease struct {
 
 	mu     sync.Mutex
 	lastOK time.Time // local start time of the last successful write
-	others []LockInfo
+	// lapsed is set for good once a refresh came too late: another
+	// process may have judged us dead in between, even if later
+	// refreshes succeed again.
+	held, lapsed bool
+	others       []LockInfo
 	// storeAt is the store's time for our object at the last listing,
 	// localAt when that listing was taken.
 	storeAt, localAt time.Time
@@ -273,12 +277,18 @@ func (l *Lease) write(ctx context.Context) error {
 		return err
 	}
 	l.mu.Lock()
+	if l.held && start.Sub(l.lastOK) >= l.ttl*4/5 {
+		l.lapsed = true
+	}
 	l.lastOK = start
 	l.mu.Unlock()
 	return nil
 }
 
 func (l *Lease) startRefresh(ctx context.Context, log *slog.Logger) {
+	l.mu.Lock()
+	l.held = true
+	l.mu.Unlock()
 	ctx, l.stop = context.WithCancel(context.WithoutCancel(ctx))
 	l.done = make(chan struct{})
 	go func() {
@@ -310,13 +320,18 @@ func (l *Lease) StoreNow() time.Time { return l.storeAt.Add(time.Since(l.localAt
 // Key returns the lease's object key.
 func (l *Lease) Key() string { return l.key }
 
-// Held returns nil while nobody can have judged the lease expired: the
-// last successful refresh started less than four fifths of the TTL ago
-// (the rest is margin for the store's clock and a request in flight).
+// Held returns nil while nobody can have judged the lease expired: every
+// refresh since it was taken started less than four fifths of the TTL
+// after the one before, and so did the time since the last (the rest is
+// margin for the store's clock and a request in flight).
 func (l *Lease) Held() error {
 	l.mu.Lock()
-	since := time.Since(l.lastOK)
+	since, lapsed := time.Since(l.lastOK), l.lapsed
 	l.mu.Unlock()
+	if lapsed {
+		return fmt.Errorf("%w: %s in %s was once refreshed too late (it expires after %s); another process may have treated this one as dead",
+			ErrLeaseLapsed, l.key, l.repo, l.ttl)
+	}
 	if since >= l.ttl*4/5 {
 		return fmt.Errorf("%w: %s in %s was last refreshed %s ago (it expires after %s); another process may have treated this one as dead",
 			ErrLeaseLapsed, l.key, l.repo, since.Round(time.Second), l.ttl)
