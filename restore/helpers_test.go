@@ -134,9 +134,6 @@ func newFixture(t *testing.T, store providers.Store, o fixtureOptions) *fixture 
 	return f
 }
 
-// pgManifest writes PostgreSQL's backup_manifest for b.
-func pgManifest(t *testing.T, b *manifest.Backup) []byte { return repotest.PGManifest(t, b) }
-
 func testOptions(target string) Options {
 	return Options{BackupID: "latest", Target: target, Log: slog.New(slog.DiscardHandler)}
 }
