@@ -54,7 +54,10 @@ type Options struct {
 	Compression              string
 	// WALTimeout bounds the wait for the last WAL segment after the base
 	// backup ended (stream), or for the segments to appear (none).
-	WALTimeout  time.Duration
+	WALTimeout time.Duration
+	// IOTimeout fails the backup when either connection to the server,
+	// once streaming, brings nothing for this long (0: never).
+	IOTimeout   time.Duration
 	ToolVersion string
 	Log         *slog.Logger
 	// ProgressInterval is how often a progress line is logged (10 s).
@@ -128,6 +131,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		MaxRate:                  o.MaxRate,
 		SkipChecksumVerification: o.SkipChecksumVerification,
 		Compression:              o.Compression,
+		IdleTimeout:              o.IOTimeout,
 		OnNotice: func(n *pgconn.PgError) {
 			log.Warn("server notice", "severity", n.Severity, "message", n.Message)
 		},
@@ -152,6 +156,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			Slot:        slot,
 			Timeline:    start.Timeline,
 			SegmentSize: sys.WALSegmentSize,
+			IdleTimeout: o.IOTimeout,
 			Sink: func(ctx context.Context, name string, data []byte) error {
 				seg, err := repo.PutWAL(ctx, comp, name, data)
 				if err != nil {
@@ -247,7 +252,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	})
 	if err := g.Wait(); err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("backup interrupted: %w", context.Cause(ctx))
+			return nil, fmt.Errorf("backup interrupted (%w); nothing was committed", context.Cause(ctx))
 		}
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,13 @@ type BackupOptions struct {
 	// OnNotice receives server notices and warnings (e.g. checksum
 	// failures); may be nil.
 	OnNotice func(*pgconn.PgError)
+	// IdleTimeout fails the backup when the archive stream, once it has
+	// started, brings no byte for this long (0: never). A stalled network
+	// path is otherwise invisible: whatever hangs in between keeps
+	// answering TCP keepalives. Before the stream starts the server may
+	// be silent for a whole spread checkpoint, so that wait is bounded
+	// only by keepalives.
+	IdleTimeout time.Duration
 }
 
 // Tablespace is one row of BASE_BACKUP's tablespace result set.
@@ -124,6 +132,8 @@ type BaseBackup struct {
 	estimate atomic.Int64 // server's progress counter
 	stop     func() bool
 	cancel   context.CancelFunc
+	exited   chan struct{} // closed when readLoop returns
+	exitErr  error         // why it returned, if it failed; set before exited closes
 }
 
 // BaseBackup sends BASE_BACKUP and reads up to the start of the archive
@@ -139,9 +149,9 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 		return nil, fmt.Errorf("take over connection to %s: %w", c.target, err)
 	}
 	c.pg = nil
-	nc := hj.Conn
+	nc := &idleConn{Conn: hj.Conn, idle: opts.IdleTimeout}
 	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, nc.abort)
 	fail := func(err error) (*BaseBackup, error) {
 		stop()
 		cancel()
@@ -215,6 +225,7 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected message %q instead of the archive stream", c.target, typ))
 	}
 	b := newBaseBackup(st, nc, c.target, stop, cancel)
+	nc.arm()
 	go b.readLoop(ctx, w, opts.OnNotice)
 	return b, nil
 }
@@ -225,6 +236,7 @@ func newBaseBackup(st Start, nc net.Conn, target string, stop func() bool, cance
 		conn:   nc,
 		target: target,
 		events: make(chan event, dataBufCount+4),
+		exited: make(chan struct{}),
 		free:   make(chan []byte, dataBufCount),
 		stop:   stop,
 		cancel: cancel,
@@ -292,6 +304,15 @@ func queryMessage(sql string) []byte {
 
 // readLoop is the only reader of the socket while the stream runs.
 func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(*pgconn.PgError)) {
+	// The reader may stop without delivering its last event (it gives up
+	// on a send once ctx ends); exitErr and exited let the consumer learn
+	// why instead of waiting for an event that never comes.
+	defer close(b.exited)
+	defer func() {
+		if b.exitErr == nil && ctx.Err() != nil {
+			b.exitErr = fmt.Errorf("backup stream from %s aborted: %w", b.target, context.Cause(ctx))
+		}
+	}()
 	var cur []byte
 	flush := func() bool {
 		if len(cur) == 0 {
@@ -320,6 +341,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", context.Cause(ctx), err)
 		}
+		b.exitErr = err
 		send(event{kind: evErr, err: err})
 	}
 	readErr := func(err error) error {
@@ -467,7 +489,20 @@ func (b *BaseBackup) next() event {
 	if b.done {
 		return event{kind: evErr, err: b.terminalErr()}
 	}
-	ev := <-b.events
+	var ev event
+	select {
+	case ev = <-b.events:
+	case <-b.exited:
+		select {
+		case ev = <-b.events: // delivered before it stopped
+		default:
+			err := b.exitErr
+			if err == nil {
+				err = fmt.Errorf("backup stream from %s ended without its end marker", b.target)
+			}
+			ev = event{kind: evErr, err: err}
+		}
+	}
 	switch ev.kind {
 	case evEnd:
 		b.done, b.end = true, ev.end
@@ -641,4 +676,36 @@ func (b *BaseBackup) Close() error {
 		err = nil
 	}
 	return err
+}
+
+// idleConn fails a read that waits longer than idle once armed, so that
+// a stalled connection is noticed within a bounded time.
+type idleConn struct {
+	net.Conn
+	idle    time.Duration
+	armed   atomic.Bool
+	aborted atomic.Bool
+}
+
+func (c *idleConn) arm() { c.armed.Store(c.idle > 0) }
+
+// abort makes every read fail at once, for good.
+func (c *idleConn) abort() {
+	c.aborted.Store(true)
+	_ = c.Conn.SetDeadline(time.Unix(1, 0))
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	timed := c.armed.Load()
+	if timed {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+		if c.aborted.Load() { // abort raced with the line above
+			_ = c.Conn.SetDeadline(time.Unix(1, 0))
+		}
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && timed && !c.aborted.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("%w: no data from the server for %s; the network path looks stalled (raise --io-timeout if the server is just slow)", ErrStalled, c.idle)
+	}
+	return n, err
 }

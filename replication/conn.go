@@ -29,6 +29,10 @@ var ErrUnsupportedServer = errors.New("unsupported server version")
 // ErrNoReplicationRole is returned when the role may not open a walsender.
 var ErrNoReplicationRole = errors.New("role lacks the REPLICATION attribute")
 
+// ErrStalled is returned when a connection that should be busy brings
+// nothing for longer than its idle timeout.
+var ErrStalled = errors.New("connection stalled")
+
 // Conn is one physical replication connection.
 type Conn struct {
 	pg            *pgconn.PgConn

@@ -38,8 +38,13 @@ type WALStream struct {
 	SegmentSize uint64
 	// Sink stores a completed segment.
 	Sink SegmentSink
-	// StatusInterval is how often to report progress to the server.
+	// StatusInterval is how often to report progress to the server. Each
+	// report asks for a reply, so a healthy connection is never silent
+	// for longer.
 	StatusInterval time.Duration
+	// IdleTimeout fails the stream when nothing at all arrives for this
+	// long (0: never): the network path has stalled.
+	IdleTimeout time.Duration
 	// Partial, if set, receives the unfinished current segment when the
 	// stream stops (zero-padded to the segment size, as pg_receivewal
 	// writes .partial files), with a context that is not cancelled.
@@ -79,8 +84,10 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 			WALWritePosition: pglogrepl.LSN(pos),
 			WALFlushPosition: pglogrepl.LSN(flushed),
 			WALApplyPosition: pglogrepl.LSN(flushed),
+			ReplyRequested:   s.IdleTimeout > 0,
 		})
 	}
+	lastHeard := time.Now()
 	for {
 		if haveEnd && segno > lastSegNeeded {
 			return nil
@@ -134,10 +141,15 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				return ctx.Err()
 			}
 			if errors.Is(err, context.DeadlineExceeded) || pgconnTimeout(err) {
+				if s.IdleTimeout > 0 && time.Since(lastHeard) > s.IdleTimeout {
+					return fmt.Errorf("WAL streaming from %s: %w: nothing from the server for %s, though every status report asks for a reply; the network path looks stalled (raise --io-timeout if the server is just slow)",
+						c.target, ErrStalled, s.IdleTimeout)
+				}
 				continue
 			}
 			return fmt.Errorf("WAL streaming from %s: %w", c.target, err)
 		}
+		lastHeard = time.Now()
 		switch m := msg.(type) {
 		case *pgproto3.CopyData:
 			if len(m.Data) == 0 {

@@ -16,7 +16,10 @@ import (
 type ReceiveOptions struct {
 	Slot       string
 	CreateSlot bool
-	Log        *slog.Logger
+	// IOTimeout ends the stream with an error when the server sends
+	// nothing for this long (0: never), so a supervisor can restart it.
+	IOTimeout time.Duration
+	Log       *slog.Logger
 }
 
 // Receive streams WAL from a physical slot into the repository until ctx
@@ -68,6 +71,7 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 		Slot:        o.Slot,
 		Timeline:    tli,
 		SegmentSize: sys.WALSegmentSize,
+		IdleTimeout: o.IOTimeout,
 		Sink: func(ctx context.Context, name string, data []byte) error {
 			if _, err := repo.PutWAL(ctx, comp, name, data); err != nil {
 				return err

@@ -16,7 +16,7 @@ func newBackupCmd(g *globals) *cobra.Command {
 	var (
 		repoURL, dsn, label, wal, checkpoint, chunkSize, maxRate, compression string
 		concurrency                                                           int
-		walTimeout                                                            time.Duration
+		walTimeout, ioTimeout                                                 time.Duration
 		noVerifyChecksums                                                     bool
 	)
 	cmd := &cobra.Command{
@@ -44,6 +44,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				Label:                    label,
 				WAL:                      backup.WALMode(wal),
 				WALTimeout:               walTimeout,
+				IOTimeout:                ioTimeout,
 				Compression:              compression,
 				SkipChecksumVerification: noVerifyChecksums,
 				ToolVersion:              toolVersion(),
@@ -100,6 +101,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().StringVar(&label, "label", "pgstow", "backup label")
 	cmd.Flags().StringVar(&wal, "wal", "stream", "how the needed WAL reaches the repository: stream or none")
 	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends")
+	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when a streaming connection to the server brings nothing for this long (a stalled network path); 0 turns it off")
 	cmd.Flags().StringVar(&checkpoint, "checkpoint", "spread", "checkpoint at start: spread (gentle on the server) or fast (starts at once)")
 	cmd.Flags().StringVar(&chunkSize, "chunk-size", "8MB", "target chunk size (memory is about 16 × this)")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "uploads in flight")

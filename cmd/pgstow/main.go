@@ -24,7 +24,7 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = ""
 
-// Exit codes scripts can rely on.
+// Exit codes scripts can rely on; a signal gives 128 + its number.
 const (
 	exitOK      = 0
 	exitFailure = 1
@@ -69,8 +69,50 @@ func (g *globals) logger() (*slog.Logger, error) {
 	}
 }
 
+// interrupted is the cause a signal cancels the command's context with.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return "interrupted by " + signalName(i.sig) }
+
+func signalName(sig syscall.Signal) string {
+	if sig == syscall.SIGINT {
+		return "SIGINT"
+	}
+	return "SIGTERM"
+}
+
+// onSignals cancels ctx, with an interrupted cause, at the first SIGINT or
+// SIGTERM, so every command unwinds through its own cleanup (uploads
+// aborted, the temporary slot dropped with its connection, leases
+// released). A second signal exits at once.
+func onSignals(ctx context.Context, stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			sig := s.(syscall.Signal)
+			cancel(interrupted{sig})
+			select {
+			case <-ch:
+				fmt.Fprintf(stderr, "pgstow: second signal, exiting without cleaning up\n")
+				os.Exit(128 + int(sig))
+			case <-done:
+			}
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
+}
+
 func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := onSignals(context.Background(), stderr)
 	defer stop()
 	g := &globals{getenv: getenv, stdout: stdout, stderr: stderr}
 	root := newRootCmd(g)
@@ -82,6 +124,12 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		return exitOK
 	}
 	fmt.Fprintf(stderr, "pgstow: %s\n", oneLine(err.Error()))
+	// A command stopped by a signal exits as shells expect: 128 + signal
+	// (130 for SIGINT, 143 for SIGTERM), whatever error it unwound with.
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		return 128 + int(in.sig)
+	}
 	var wf walFetchError
 	if errors.As(err, &wf) {
 		return wf.code

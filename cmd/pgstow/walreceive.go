@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/pgstow/pgstow/walarchive"
@@ -9,6 +11,7 @@ import (
 func newWALReceiveCmd(g *globals) *cobra.Command {
 	var repoURL, dsn, slot string
 	var createSlot bool
+	var ioTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "wal-receive",
 		Short: "Stream WAL continuously into the repository (like pg_receivewal)",
@@ -31,12 +34,13 @@ command stops with a clear error.`,
 				return err
 			}
 			defer repo.Store().Close()
-			return walarchive.Receive(cmd.Context(), dsn, repo, walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, Log: g.log})
+			return walarchive.Receive(cmd.Context(), dsn, repo, walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, IOTimeout: ioTimeout, Log: g.log})
 		},
 	}
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
 	cmd.Flags().StringVar(&slot, "slot", "", "physical replication slot to stream from (required)")
 	cmd.Flags().BoolVar(&createSlot, "create-slot", false, "create the slot if it does not exist")
+	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when the server sends nothing for this long (a stalled connection); 0 turns it off")
 	return cmd
 }

@@ -1,0 +1,179 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgstow/pgstow/integration/pgtest"
+	"github.com/pgstow/pgstow/integration/testserver"
+)
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// slowBackup starts a throttled backup of c into dir through dsn and
+// returns once it is storing chunks, mid-stream.
+func slowBackup(t *testing.T, dsn, dir string, extra ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	args := append([]string{"backup", "--repo", "file://" + dir, "--pg", dsn, "--checkpoint", "fast",
+		"--chunk-size", "1MB", "--max-rate", "2MB"}, extra...)
+	cmd := exec.Command(pgstowBin, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	pgtest.Eventually(t, 2*time.Minute, "the backup to store chunks", func() bool {
+		n, _ := filepath.Glob(filepath.Join(dir, "chunks", "*", "*"))
+		return len(n) >= 3
+	})
+	return cmd, out
+}
+
+// exitWithin waits for cmd and returns its exit code, failing the test if
+// it takes longer than limit.
+func exitWithin(t *testing.T, cmd *exec.Cmd, limit time.Duration, out *syncBuffer) int {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatalf("wait: %v", err)
+		}
+		return 0
+	case <-time.After(limit):
+		t.Fatalf("pgstow did not exit within %s of the fault; output so far:\n%s", limit, out.String())
+		return -1
+	}
+}
+
+// nothingPublished checks the promise after a failed backup: no visible
+// backup, no replication slot left on the server, no lease left behind.
+func nothingPublished(t *testing.T, c *pgtest.Cluster, dir string, slotWait time.Duration) {
+	t.Helper()
+	r := runCLI(t, time.Minute, nil, "list", "--repo", "file://"+dir, "--json")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+		t.Fatalf("after the fault, list shows %q (exit %d, %s)", r.stdout, r.code, r.stderr)
+	}
+	pgtest.Eventually(t, slotWait, "the temporary replication slot to go", func() bool {
+		return c.Query(t, "postgres", "SELECT count(*) FROM pg_replication_slots")[0][0] == "0"
+	})
+	if leases, _ := filepath.Glob(filepath.Join(dir, "locks", "*")); len(leases) != 0 {
+		t.Errorf("leases left behind: %v", leases)
+	}
+}
+
+// TestSignalsAbortBackup: SIGINT and SIGTERM stop a backup mid-stream with
+// exit 130 and 143, a message saying so, nothing published and no slot
+// left; the repository takes the next backup.
+func TestSignalsAbortBackup(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 17})
+	c.Pgbench(t, "-i", "-s", "5", "postgres")
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		name string
+		code int
+	}{
+		{syscall.SIGINT, "SIGINT", 130},
+		{syscall.SIGTERM, "SIGTERM", 143},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd, out := slowBackup(t, c.DSN("postgres"), dir)
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			if code := exitWithin(t, cmd, 30*time.Second, out); code != tc.code {
+				t.Fatalf("exit %d after %s, want %d:\n%s", code, tc.name, tc.code, out.String())
+			}
+			if msg := out.String(); !strings.Contains(msg, "interrupted by "+tc.name) || !strings.Contains(msg, "nothing was committed") {
+				t.Errorf("the message does not say what happened:\n%s", msg)
+			}
+			nothingPublished(t, c, dir, 30*time.Second)
+			cliBackup(t, c, "file://"+dir)
+		})
+	}
+}
+
+// TestServerSideFaults: the walsender terminated, and the server
+// restarted, in the middle of a backup. pgstow fails at once with a
+// message naming the cause and publishes nothing.
+func TestServerSideFaults(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 17})
+	c.Pgbench(t, "-i", "-s", "5", "postgres")
+	for _, tc := range []struct {
+		name  string
+		fault func(t *testing.T)
+		says  string
+	}{
+		{"walsender terminated", func(t *testing.T) {
+			r := c.Query(t, "postgres", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE backend_type = 'walsender' AND query LIKE 'BASE_BACKUP%'")
+			if r[0][0] != "1" {
+				t.Fatalf("terminated %s walsenders, want 1", r[0][0])
+			}
+		}, "terminating connection due to administrator command"},
+		{"server restarted", func(t *testing.T) { c.Restart(t) }, "terminating connection due to administrator command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd, out := slowBackup(t, c.DSN("postgres"), dir)
+			tc.fault(t)
+			code := exitWithin(t, cmd, time.Minute, out)
+			msg := out.String()
+			if code != 1 || !strings.Contains(msg, tc.says) {
+				t.Fatalf("exit %d, want 1 with a message containing %q:\n%s", code, tc.says, msg)
+			}
+			nothingPublished(t, c, dir, 30*time.Second)
+		})
+	}
+}
+
+// TestStalledNetwork: the path to the server stops forwarding without
+// closing (what keepalives cannot see). The backup fails within its
+// --io-timeout, says the connection stalled, and publishes nothing; the
+// server drops the slot once its wal_sender_timeout passes.
+func TestStalledNetwork(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 17, Conf: []string{"wal_sender_timeout = '5s'"}})
+	c.Pgbench(t, "-i", "-s", "5", "postgres")
+	proxy := testserver.StartTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port))
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", proxy.Port())
+	dir := t.TempDir()
+	cmd, out := slowBackup(t, dsn, dir, "--io-timeout", "5s")
+	stalled := time.Now()
+	proxy.Stall()
+	code := exitWithin(t, cmd, time.Minute, out)
+	msg := out.String()
+	if code != 1 || !strings.Contains(msg, "stalled") {
+		t.Fatalf("exit %d, want 1 with a message saying the connection stalled:\n%s", code, msg)
+	}
+	t.Logf("failed %s after the stall", time.Since(stalled).Round(100*time.Millisecond))
+	nothingPublished(t, c, dir, time.Minute)
+}
