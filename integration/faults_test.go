@@ -3,6 +3,7 @@ package integration
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/integration/testserver"
+	"github.com/pgstow/pgstow/manifest"
 )
 
 // syncBuffer collects a child's output while the test reads it.
@@ -176,4 +178,72 @@ func TestStalledNetwork(t *testing.T) {
 	}
 	t.Logf("failed %s after the stall", time.Since(stalled).Round(100*time.Millisecond))
 	nothingPublished(t, c, dir, time.Minute)
+}
+
+// mountTmpfs mounts a tmpfs of size bytes (read-only when ro) and
+// unmounts it when the test ends. It needs root, as these tests run.
+func mountTmpfs(t *testing.T, size int64, ro bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	opts := fmt.Sprintf("size=%d", size)
+	if ro {
+		opts += ",ro"
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a %d-byte tmpfs for the disk-full test (needs root and CAP_SYS_ADMIN): %v\n%s", size, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return dir
+}
+
+// TestRestoreFaults: a target that fills up, a read-only target and a
+// chunk missing from the store each fail the restore with a message
+// naming the cause, and leave nothing that looks like a data directory.
+func TestRestoreFaults(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 17})
+	c.Pgbench(t, "-i", "-s", "2", "postgres")
+	dir := t.TempDir()
+	id := cliBackup(t, c, "file://"+dir)
+	b := readManifest(t, dir, id)
+	for _, tc := range []struct {
+		name   string
+		target func(t *testing.T) string
+		break_ func(t *testing.T) (undo func())
+		says   []string
+	}{
+		{"disk full", func(t *testing.T) string { return filepath.Join(mountTmpfs(t, 8<<20, false), "data") }, nil,
+			[]string{"no space left on device", "incomplete"}},
+		{"read-only target", func(t *testing.T) string { return filepath.Join(mountTmpfs(t, 1<<20, true), "data") }, nil,
+			[]string{"read-only file system"}},
+		{"chunk missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), "data") }, func(t *testing.T) func() {
+			key := filepath.Join(dir, filepath.FromSlash(manifest.ChunkKey(b.Archives[0].Chunks[1].ID)))
+			data, err := os.ReadFile(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(key); err != nil {
+				t.Fatal(err)
+			}
+			return func() { _ = os.WriteFile(key, data, 0o600) }
+		}, []string{b.Archives[0].Chunks[1].ID, "could not be downloaded", "incomplete"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := tc.target(t)
+			if tc.break_ != nil {
+				defer tc.break_(t)()
+			}
+			r := runCLI(t, 3*time.Minute, nil, "restore", "--repo", "file://"+dir, "-D", target)
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1:\n%s", r.code, r.stderr)
+			}
+			for _, want := range tc.says {
+				if !strings.Contains(r.stderr, want) {
+					t.Errorf("the message lacks %q:\n%s", want, r.stderr)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(target, "global", "pg_control")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("a failed restore left global/pg_control (%v)", err)
+			}
+		})
+	}
 }
