@@ -247,3 +247,40 @@ func TestRestoreFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentBackups: two backups of one cluster into one repository
+// at the same time, while pgbench writes on both cores: both commit, under
+// different ids, and both restore to servers holding what was committed
+// before they started.
+func TestConcurrentBackups(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 17})
+	c.Pgbench(t, "-i", "-s", "3", "postgres")
+	want := seedBeforeBackup(t, c)
+	stop := c.StartPgbenchLoad(t, "postgres", 2)
+	dir := t.TempDir()
+	ids := make([]string, 2)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() { ids[i] = cliBackup(t, c, "file://"+dir, "--max-rate", "16MB") })
+	}
+	wg.Wait()
+	stop()
+	if ids[0] == ids[1] {
+		t.Fatalf("both backups committed as %s", ids[0])
+	}
+	if v, r := runVerify(t, "file://"+dir, "--all"); r.code != 0 || !v.OK || len(v.Backups) != 2 {
+		t.Fatalf("verify: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, id := range ids {
+		target := filepath.Join(pgtest.TempDir(t), "restored")
+		if r := runCLI(t, 3*time.Minute, nil, "restore", "--repo", "file://"+dir, "--backup", id, "-D", target); r.code != 0 {
+			t.Fatalf("restore %s: exit %d: %s", id, r.code, r.stderr)
+		}
+		handToServerUser(t, target)
+		rc := restoreChecks(t, 17, target)
+		if got := fingerprint(t, rc); got != want {
+			t.Errorf("backup %s restored %s, want %s", id, got, want)
+		}
+		rc.Stop(t)
+	}
+}
