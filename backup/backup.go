@@ -183,6 +183,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		pgm      []byte
 		end      replication.End
 	)
+	if o.Uploader.ChunkID == nil {
+		o.Uploader.ChunkID = repo.ChunkID
+	}
 	up := uploader.New(repo.Store(), o.Uploader, log)
 	var chunksDone, chunksNew atomic.Int64
 	up.OnChunk = func(_ int64, stored bool) {

@@ -346,7 +346,7 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 			for f := range jobs {
 				data, err := repo.DownloadChunk(ctx, f.ref, &stored)
 				if err == nil {
-					err = repository.DecodeChunk(dec, f.ref, data, f.raw)
+					err = repo.DecodeChunk(dec, f.ref, data, f.raw)
 				}
 				f.err = err
 				close(f.done)

@@ -120,4 +120,14 @@ type Repo struct {
 	SystemID       string    `json:"system_id"`
 	WALSegmentSize uint64    `json:"wal_segment_size"`
 	Created        time.Time `json:"created"`
+	// Encryption is set when every object but this one and the leases is
+	// encrypted; nil for a plain repository.
+	Encryption *RepoEncryption `json:"encryption,omitempty"`
+}
+
+// RepoEncryption records how a repository is encrypted and a fingerprint
+// of the key, so a wrong key or a missing one is refused at once.
+type RepoEncryption struct {
+	Algorithm      string `json:"algorithm"`
+	KeyFingerprint string `json:"key_fingerprint"`
 }

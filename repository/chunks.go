@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
 )
 
 // ErrCorrupt marks a stored object whose bytes are not what the manifest
@@ -35,6 +36,9 @@ func (e corruptError) Unwrap() []error { return []error{e.err, ErrCorrupt} }
 // from how many are downloaded.
 func (r *Repository) DownloadChunk(ctx context.Context, ref manifest.ChunkRef, buf *[]byte) ([]byte, error) {
 	rc, err := r.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
+	if errors.Is(err, providers.ErrChecksum) {
+		return nil, corruptf("%w", err) // an encrypted chunk that fails authentication
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -61,18 +65,27 @@ func (r *Repository) DownloadChunk(ctx context.Context, ref manifest.ChunkRef, b
 }
 
 // DecodeChunk decompresses stored chunk bytes into raw (reset first) and
-// checks the LZ4 content checksum, the SHA-256 against the chunk's id and
+// checks the LZ4 content checksum, the content against the chunk's id and
 // the raw size. Every failure wraps ErrCorrupt.
-func DecodeChunk(dec *chunker.Decompressor, ref manifest.ChunkRef, stored []byte, raw *bytes.Buffer) error {
+func (r *Repository) DecodeChunk(dec *chunker.Decompressor, ref manifest.ChunkRef, stored []byte, raw *bytes.Buffer) error {
 	raw.Reset()
 	// Size the buffer exactly: left to grow by doubling while
 	// decompressing, it would end up twice the chunk size.
 	raw.Grow(int(ref.RawSize))
-	if err := dec.Decompress(raw, stored, ref.ID); err != nil {
+	want := ref.ID // the Decompressor checks SHA-256 ids itself
+	if r.key != nil {
+		want = ""
+	}
+	if err := dec.Decompress(raw, stored, want); err != nil {
 		return corruptf("%w", err)
 	}
 	if int64(raw.Len()) != ref.RawSize {
 		return corruptf("%d bytes decompressed, the manifest says %d", raw.Len(), ref.RawSize)
+	}
+	if r.key != nil {
+		if got := r.key.ChunkID(raw.Bytes()); got != ref.ID {
+			return corruptf("content hashes to %s, not to its id", got[:12])
+		}
 	}
 	return nil
 }

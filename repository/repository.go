@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
@@ -36,13 +37,60 @@ var ErrNoBackup = errors.New("no such backup")
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// ErrEncryption is returned when the key given does not fit the
+// repository: none for an encrypted one, one for a plain one, or another.
+var ErrEncryption = errors.New("encryption key does not fit the repository")
+
 // Repository is a store seen through pgstow's format.
 type Repository struct {
 	store providers.Store
+	key   *encryption.Key // nil: a plain repository
 }
 
 // New wraps a store.
 func New(store providers.Store) *Repository { return &Repository{store: store} }
+
+// NewEncrypted wraps a store whose objects are sealed with key.
+func NewEncrypted(store providers.Store, key *encryption.Key) *Repository {
+	return &Repository{store: encryption.Wrap(store, key), key: key}
+}
+
+// ChunkID names a chunk by its content: SHA-256, or with encryption the
+// keyed hash, so that object names reveal nothing.
+func (r *Repository) ChunkID(raw []byte) string {
+	if r.key != nil {
+		return r.key.ChunkID(raw)
+	}
+	return chunker.ID(raw)
+}
+
+// CheckKey refuses a key that does not fit the repository's
+// configuration, before anything else is read or written. A repository
+// not yet configured fits any.
+func (r *Repository) CheckKey(ctx context.Context) error {
+	c, err := r.Config(ctx)
+	if errors.Is(err, providers.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read repository configuration of %s: %w", r, err)
+	}
+	return r.checkKey(c)
+}
+
+func (r *Repository) checkKey(c *manifest.Repo) error {
+	switch {
+	case c.Encryption == nil && r.key != nil:
+		return fmt.Errorf("%w: %s is not encrypted; leave out --encryption-key-file, or use a new repository for encrypted backups", ErrEncryption, r)
+	case c.Encryption != nil && r.key == nil:
+		return fmt.Errorf("%w: %s is encrypted (%s, key %s); pass its key with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE", ErrEncryption, r, c.Encryption.Algorithm, c.Encryption.KeyFingerprint)
+	case c.Encryption != nil && c.Encryption.Algorithm != encryption.Algorithm:
+		return fmt.Errorf("%w: %s is encrypted with %s, which this pgstow does not know", ErrEncryption, r, c.Encryption.Algorithm)
+	case c.Encryption != nil && c.Encryption.KeyFingerprint != r.key.Fingerprint():
+		return fmt.Errorf("%w: %s is encrypted with the key of fingerprint %s, and the key given has fingerprint %s", ErrEncryption, r, c.Encryption.KeyFingerprint, r.key.Fingerprint())
+	}
+	return nil
+}
 
 // Store returns the underlying store.
 func (r *Repository) Store() providers.Store { return r.store }
@@ -70,6 +118,9 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 	for attempt := 0; attempt < 2; attempt++ {
 		c, err := r.Config(ctx)
 		if err == nil {
+			if err := r.checkKey(c); err != nil {
+				return err
+			}
 			if c.SystemID != systemID {
 				return fmt.Errorf("%w: %s holds backups of cluster %s, and this server is cluster %s; use another repository (or prefix) for this cluster",
 					ErrOtherCluster, r, c.SystemID, systemID)
@@ -82,12 +133,16 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 		if !errors.Is(err, providers.ErrNotExist) {
 			return fmt.Errorf("read repository configuration of %s: %w", r, err)
 		}
-		data, err := manifest.EncodeRepo(&manifest.Repo{
+		cfg := &manifest.Repo{
 			FormatVersion:  manifest.FormatVersion,
 			SystemID:       systemID,
 			WALSegmentSize: segSize,
 			Created:        time.Now().UTC(),
-		})
+		}
+		if r.key != nil {
+			cfg.Encryption = &manifest.RepoEncryption{Algorithm: encryption.Algorithm, KeyFingerprint: r.key.Fingerprint()}
+		}
+		data, err := manifest.EncodeRepo(cfg)
 		if err != nil {
 			return err
 		}
@@ -294,6 +349,9 @@ func (r *Repository) PutWAL(ctx context.Context, comp *chunker.Compressor, name 
 // checksum catches corruption. It also returns the stored size.
 func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, error) {
 	data, err := providers.ReadAll(ctx, r.store, manifest.WALKey(name))
+	if errors.Is(err, providers.ErrChecksum) {
+		return nil, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
+	}
 	if err != nil {
 		return nil, 0, err
 	}

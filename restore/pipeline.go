@@ -170,7 +170,7 @@ func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored
 	if raw == nil {
 		raw = new(bytes.Buffer)
 	}
-	if err := repository.DecodeChunk(dec, job.ref, data, raw); err != nil {
+	if err := pl.repo.DecodeChunk(dec, job.ref, data, raw); err != nil {
 		pl.putBuffer(raw)
 		return nil, pl.chunkError(job, err)
 	}

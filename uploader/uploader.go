@@ -38,12 +38,18 @@ type Config struct {
 	// keeps about 8 uploads in flight without reserving a worst-case
 	// buffer for each.
 	MaxUploadBytes int64
+	// ChunkID names a chunk by its content (chunker.ID, SHA-256, when
+	// nil); an encrypted repository uses a keyed hash.
+	ChunkID func(raw []byte) string
 }
 
 // DefaultChunkSize is the default target chunk size.
 const DefaultChunkSize = 8 << 20
 
 func (c Config) withDefaults() Config {
+	if c.ChunkID == nil {
+		c.ChunkID = chunker.ID
+	}
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = DefaultChunkSize
 	}
@@ -294,7 +300,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 // budget has room, so an upload never holds a worst-case buffer.
 func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, scratch *bytes.Buffer, c chunker.Chunk) (sealed, error) {
 	defer u.putRaw(c.Data)
-	s := sealed{seq: c.Seq, id: chunker.ID(c.Data), raw: int64(len(c.Data))}
+	s := sealed{seq: c.Seq, id: u.cfg.ChunkID(c.Data), raw: int64(len(c.Data))}
 	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
 	switch {
 	case err == nil:

@@ -76,7 +76,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				}
 				o.MaxRate = r
 			}
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err
 			}

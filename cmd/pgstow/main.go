@@ -50,6 +50,7 @@ type globals struct {
 	stderr                 io.Writer
 	log                    *slog.Logger // set before any command runs
 	cpuProfile, memProfile string
+	keyFile                string
 	stopProfile            func()
 }
 
@@ -157,6 +158,7 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.keyFile, "encryption-key-file", "", "file holding the repository's encryption key (env PGSTOW_ENCRYPTION_KEY_FILE); see docs/encryption.md")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		var err error
 		if g.log, err = g.logger(); err != nil {

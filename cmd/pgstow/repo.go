@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/azblob"
 	"github.com/pgstow/pgstow/providers/file"
@@ -35,11 +35,16 @@ func fromEnv(cmd *cobra.Command, g *globals, flag, env string, dst *string) {
 // caller closes its store.
 func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repository, error) {
 	fromEnv(cmd, g, "repo", "PGSTOW_REPO", &url)
-	return openRepo(cmd.Context(), url, g.log)
+	return g.openRepo(cmd, url)
 }
 
 // openRepo opens the store a repository URL names.
-func openRepo(ctx context.Context, raw string, log *slog.Logger) (*repository.Repository, error) {
+func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Repository, error) {
+	ctx, log := cmd.Context(), g.log
+	key, err := g.encryptionKey(cmd)
+	if err != nil {
+		return nil, err
+	}
 	u, err := providers.ParseURL(raw)
 	if err != nil {
 		return nil, usageError{err}
@@ -65,5 +70,43 @@ func openRepo(ctx context.Context, raw string, log *slog.Logger) (*repository.Re
 	}
 	// One retry policy for every store: throttling and dropped
 	// connections are retried within a budget, nothing else is.
-	return repository.New(retry.Wrap(store, retry.Policy{}, log)), nil
+	store = retry.Wrap(store, retry.Policy{}, log)
+	repo := repository.New(store)
+	if key != nil {
+		repo = repository.NewEncrypted(store, key)
+	}
+	if err := repo.CheckKey(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
+	return repo, nil
+}
+
+// keyFilePath is the key file named by flag or environment, if any.
+func (g *globals) keyFilePath(cmd *cobra.Command) string {
+	if !cmd.Flags().Changed("encryption-key-file") {
+		if v := g.getenv("PGSTOW_ENCRYPTION_KEY_FILE"); v != "" {
+			return v
+		}
+	}
+	return g.keyFile
+}
+
+// encryptionKey reads the key file --encryption-key-file or
+// PGSTOW_ENCRYPTION_KEY_FILE names, if any. The key itself never passes
+// through flags or the environment, where other processes can read it.
+func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
+	path := g.keyFilePath(cmd)
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("encryption key file: %w", err)}
+	}
+	key, err := encryption.ParseKey(data)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("encryption key file %s: %w", path, err)}
+	}
+	return key, nil
 }

@@ -87,14 +87,24 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 				if err != nil {
 					return fmt.Errorf("find pgstow's own path for restore_command: %w", err)
 				}
-				o.RestoreCommand = fmt.Sprintf("%s wal-fetch --repo %s %%f %%p", shellQuote(self), shellQuote(repoURL))
+				o.RestoreCommand = fmt.Sprintf("%s wal-fetch --repo %s", shellQuote(self), shellQuote(repoURL))
+				if kf := g.keyFilePath(cmd); kf != "" {
+					// The server runs wal-fetch without our flags or
+					// environment: it needs the key file's absolute path.
+					abs, err := filepath.Abs(kf)
+					if err != nil {
+						return fmt.Errorf("encryption key file: %w", err)
+					}
+					o.RestoreCommand += " --encryption-key-file " + shellQuote(abs)
+				}
+				o.RestoreCommand += " %f %p"
 			default:
 				return usageError{fmt.Errorf("--wal %q: use embed or fetch", wal)}
 			}
 			if concurrency < 1 || concurrency > 256 {
 				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
 			}
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err
 			}

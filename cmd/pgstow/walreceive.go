@@ -29,7 +29,7 @@ command stops with a clear error.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
-			repo, err := openRepo(cmd.Context(), repoURL, g.log)
+			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err
 			}
