@@ -103,5 +103,5 @@ func plainInfo(key string, info providers.ObjectInfo) providers.ObjectInfo {
 }
 
 func (e *store) Delete(ctx context.Context, key string) error { return e.s.Delete(ctx, key) }
-func (e *store) String() string                                { return e.s.String() }
-func (e *store) Close() error                                  { return e.s.Close() }
+func (e *store) String() string                               { return e.s.String() }
+func (e *store) Close() error                                 { return e.s.Close() }
