@@ -47,6 +47,7 @@ var ErrTampered = errors.New("authentication failed")
 type Key struct {
 	aead        cipher.AEAD
 	idKey       []byte
+	macKey      []byte
 	fingerprint string
 }
 
@@ -88,11 +89,15 @@ func newKey(master []byte) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
+	mac, err := derive("configuration mac v1")
+	if err != nil {
+		return nil, err
+	}
 	fp, err := derive("key fingerprint v1")
 	if err != nil {
 		return nil, err
 	}
-	return &Key{aead: aead, idKey: id, fingerprint: hex.EncodeToString(fp[:8])}, nil
+	return &Key{aead: aead, idKey: id, macKey: mac, fingerprint: hex.EncodeToString(fp[:8])}, nil
 }
 
 // Fingerprint identifies the key in the repository configuration without
@@ -104,6 +109,16 @@ func (k *Key) Fingerprint() string { return k.fingerprint }
 func (k *Key) ChunkID(raw []byte) string {
 	m := hmac.New(sha256.New, k.idKey)
 	m.Write(raw)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// MAC authenticates the fields of the one object that stays plain, the
+// repository configuration, so that changing it is detected too.
+func (k *Key) MAC(fields ...string) string {
+	m := hmac.New(sha256.New, k.macKey)
+	for _, f := range fields {
+		fmt.Fprintf(m, "%d:%s;", len(f), f)
+	}
 	return hex.EncodeToString(m.Sum(nil))
 }
 

@@ -167,6 +167,23 @@ func TestEncryptedRepository(t *testing.T) {
 			}
 		})
 	}
+	// The one plain object, the configuration, is authenticated too.
+	cfgPath := filepath.Join(enc, manifest.RepoKey)
+	orig, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(orig, []byte(`"created": "`)) + len(`"created": "`) + 3 // a digit of the year: still valid JSON
+	changed := bytes.Clone(orig)
+	changed[i] ^= 0x01
+	if err := os.WriteFile(cfgPath, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	undo := func() { _ = os.WriteFile(cfgPath, orig, 0o600) }
+	if r := runCLI(t, time.Minute, nil, append([]string{"list", "--repo", encURL}, key...)...); r.code != 1 || !strings.Contains(r.stderr, "has been changed") {
+		t.Errorf("list with a flipped byte in %s: exit %d: %s", manifest.RepoKey, r.code, r.stderr)
+	}
+	undo()
 	defer flipByte(t, chunk)()
 	r := runCLI(t, time.Minute, nil, append([]string{"restore", "--repo", encURL, "-D", filepath.Join(t.TempDir(), "x")}, key...)...)
 	if r.code != 1 || !strings.Contains(r.stderr, "is corrupt") || !strings.Contains(r.stderr, "authentication failed") {

@@ -130,4 +130,7 @@ type Repo struct {
 type RepoEncryption struct {
 	Algorithm      string `json:"algorithm"`
 	KeyFingerprint string `json:"key_fingerprint"`
+	// ConfigMAC authenticates the configuration with the key, as this
+	// object is the only one stored in the clear.
+	ConfigMAC string `json:"config_mac"`
 }

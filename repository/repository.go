@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sort"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -88,8 +89,16 @@ func (r *Repository) checkKey(c *manifest.Repo) error {
 		return fmt.Errorf("%w: %s is encrypted with %s, which this pgstow does not know", ErrEncryption, r, c.Encryption.Algorithm)
 	case c.Encryption != nil && c.Encryption.KeyFingerprint != r.key.Fingerprint():
 		return fmt.Errorf("%w: %s is encrypted with the key of fingerprint %s, and the key given has fingerprint %s", ErrEncryption, r, c.Encryption.KeyFingerprint, r.key.Fingerprint())
+	case c.Encryption != nil && c.Encryption.ConfigMAC != r.configMAC(c):
+		return fmt.Errorf("%s in %s has been changed since it was written (its MAC does not match): the repository cannot be trusted", manifest.RepoKey, r)
 	}
 	return nil
+}
+
+// configMAC authenticates what the configuration says.
+func (r *Repository) configMAC(c *manifest.Repo) string {
+	return r.key.MAC(c.FormatVersion, c.SystemID, strconv.FormatUint(c.WALSegmentSize, 10),
+		c.Created.UTC().Format(time.RFC3339Nano), c.Encryption.Algorithm, c.Encryption.KeyFingerprint)
 }
 
 // Store returns the underlying store.
@@ -106,7 +115,7 @@ func (r *Repository) Config(ctx context.Context) (*manifest.Repo, error) {
 	}
 	c, err := manifest.DecodeRepo(b)
 	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", r, err)
+		return nil, fmt.Errorf("%s in %s: %w", manifest.RepoKey, r, err)
 	}
 	return c, nil
 }
@@ -141,6 +150,7 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 		}
 		if r.key != nil {
 			cfg.Encryption = &manifest.RepoEncryption{Algorithm: encryption.Algorithm, KeyFingerprint: r.key.Fingerprint()}
+			cfg.Encryption.ConfigMAC = r.configMAC(cfg)
 		}
 		data, err := manifest.EncodeRepo(cfg)
 		if err != nil {
