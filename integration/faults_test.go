@@ -17,32 +17,14 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 )
 
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // slowBackup starts a throttled backup of c into dir through dsn and
 // returns once it is storing chunks, mid-stream.
-func slowBackup(t *testing.T, dsn, dir string, extra ...string) (*exec.Cmd, *syncBuffer) {
+func slowBackup(t *testing.T, dsn, dir string, extra ...string) (*exec.Cmd, *testserver.LockedBuffer) {
 	t.Helper()
 	args := append([]string{"backup", "--repo", "file://" + dir, "--pg", dsn, "--checkpoint", "fast",
 		"--chunk-size", "1MB", "--max-rate", "2MB"}, extra...)
 	cmd := exec.Command(pgstowBin, args...)
-	out := &syncBuffer{}
+	out := &testserver.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -57,7 +39,7 @@ func slowBackup(t *testing.T, dsn, dir string, extra ...string) (*exec.Cmd, *syn
 
 // exitWithin waits for cmd and returns its exit code, failing the test if
 // it takes longer than limit.
-func exitWithin(t *testing.T, cmd *exec.Cmd, limit time.Duration, out *syncBuffer) int {
+func exitWithin(t *testing.T, cmd *exec.Cmd, limit time.Duration, out *testserver.LockedBuffer) int {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

@@ -64,16 +64,18 @@ func FreePort(t testing.TB) int {
 // Process is a running server.
 type Process struct {
 	cmd  *exec.Cmd
-	log  *lockedBuffer
+	log  *LockedBuffer
 	name string
 }
 
-type lockedBuffer struct {
+// LockedBuffer collects a child process's output, up to 1 MiB, while a
+// test reads it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  strings.Builder
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.b.Len() < 1<<20 {
@@ -82,7 +84,7 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -93,7 +95,7 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &Process{cmd: cmd, log: &lockedBuffer{}, name: name}
+	p := &Process{cmd: cmd, log: &LockedBuffer{}, name: name}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testserver: start %s: %v", name, err)
