@@ -142,12 +142,34 @@ func ParseURL(raw string) (*url.URL, error) {
 	if raw == "" {
 		return nil, fmt.Errorf("no repository given: pass --repo URL or set PGSTOW_REPO (e.g. file:///var/backups/pgstow)")
 	}
+	if strings.Contains(raw, "AccountKey=") || strings.Contains(raw, "SharedAccessSignature=") {
+		// Not echoed: it holds a secret.
+		return nil, fmt.Errorf("the repository URL looks like an Azure connection string; use azblob://container/prefix and pass the connection string in AZURE_STORAGE_CONNECTION_STRING")
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("repository URL %q: %w", raw, err)
+		// Only the inner error: url.Error quotes the whole input, which
+		// may hold a password.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("repository URL does not parse: %w", err)
 	}
 	if u.Scheme == "" {
-		return nil, fmt.Errorf("repository URL %q has no scheme: use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", raw)
+		return nil, fmt.Errorf("repository URL %q has no scheme: use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", RedactURL(u))
 	}
 	return u, nil
+}
+
+// RedactURL spells a URL for messages without anything that may be
+// secret: the password and the whole query (signatures, endpoints with
+// credentials) are left out.
+func RedactURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	c := *u
+	c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = "", false, "", ""
+	return c.Redacted()
 }

@@ -53,7 +53,7 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	switch u.Scheme {
 	case "file":
 		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
-			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", u.Redacted())}
+			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
 		}
 		store, err = file.OpenURL(ctx, u)
 	case "s3":
@@ -63,10 +63,10 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	case "azblob":
 		store, err = azblob.OpenURL(ctx, u)
 	default:
-		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", u.Redacted(), u.Scheme)}
+		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", providers.RedactURL(u), u.Scheme)}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open repository %s: %w", u.Redacted(), err)
+		return nil, fmt.Errorf("open repository %s: %w", providers.RedactURL(u), err)
 	}
 	// One retry policy for every store: throttling and dropped
 	// connections are retried within a budget, nothing else is.

@@ -123,7 +123,7 @@ func configFromURL(u *url.URL) (Config, error) {
 		return Config{}, fmt.Errorf("open azblob store: no URL")
 	}
 	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("repository URL %q: %s", u.Redacted(), fmt.Sprintf(format, args...))
+		return Config{}, fmt.Errorf("repository URL %q: %s", providers.RedactURL(u), fmt.Sprintf(format, args...))
 	}
 	if u.Scheme != "azblob" {
 		return bad("scheme %q is not azblob", u.Scheme)

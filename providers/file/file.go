@@ -104,22 +104,22 @@ func OpenURL(ctx context.Context, u *url.URL) (*Store, error) {
 		return nil, fmt.Errorf("open file store: no URL")
 	}
 	if u.Scheme != "file" {
-		return nil, fmt.Errorf("open file store %q: scheme %q is not file", u.Redacted(), u.Scheme)
+		return nil, fmt.Errorf("open file store %q: scheme %q is not file", providers.RedactURL(u), u.Scheme)
 	}
 	if u.Opaque != "" || u.Path == "" || !strings.HasPrefix(u.Path, "/") {
-		return nil, fmt.Errorf("open file store %q: file:// URL needs an absolute path, e.g. %s", u.Redacted(), urlExample)
+		return nil, fmt.Errorf("open file store %q: file:// URL needs an absolute path, e.g. %s", providers.RedactURL(u), urlExample)
 	}
 	if u.Host != "" && u.Host != "localhost" {
-		return nil, fmt.Errorf("open file store %q: host %q is not supported; a file:// URL needs an absolute path, e.g. %s", u.Redacted(), u.Host, urlExample)
+		return nil, fmt.Errorf("open file store %q: host %q is not supported; a file:// URL needs an absolute path, e.g. %s", providers.RedactURL(u), u.Host, urlExample)
 	}
 	if u.User != nil {
-		return nil, fmt.Errorf("open file store %q: user information is not supported", u.Redacted())
+		return nil, fmt.Errorf("open file store %q: user information is not supported", providers.RedactURL(u))
 	}
 	if u.RawQuery != "" || u.ForceQuery {
-		return nil, fmt.Errorf("open file store %q: query parameters are not supported", u.Redacted())
+		return nil, fmt.Errorf("open file store %q: query parameters are not supported", providers.RedactURL(u))
 	}
 	if u.Fragment != "" {
-		return nil, fmt.Errorf("open file store %q: fragments are not supported", u.Redacted())
+		return nil, fmt.Errorf("open file store %q: fragments are not supported", providers.RedactURL(u))
 	}
 	return Open(ctx, filepath.Clean(u.Path))
 }

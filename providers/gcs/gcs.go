@@ -18,10 +18,12 @@ import (
 	"hash/crc32"
 	"io"
 	"iter"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -267,11 +269,15 @@ func emulatorEndpoint(endpoint string) (string, error) {
 	if strings.Contains(endpoint, "://") {
 		var err error
 		if u, err = url.Parse(endpoint); err != nil {
-			return "", fmt.Errorf("endpoint %q: %w", endpoint, err)
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error quotes the input, which may hold a password
+			}
+			return "", fmt.Errorf("endpoint does not parse: %w", err)
 		}
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("endpoint %q: want host:port or http(s)://host:port", endpoint)
+		return "", fmt.Errorf("endpoint %q: want host:port or http(s)://host:port", providers.RedactURL(u))
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = "/storage/v1/"
@@ -338,7 +344,7 @@ func parseURL(u *url.URL) (Config, error) {
 		return Config{}, fmt.Errorf("open GCS store: no URL")
 	}
 	fail := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("open GCS store %q: %s (e.g. %s)", u.Redacted(), fmt.Sprintf(format, args...), urlExample)
+		return Config{}, fmt.Errorf("open GCS store %q: %s (e.g. %s)", providers.RedactURL(u), fmt.Sprintf(format, args...), urlExample)
 	}
 	switch {
 	case u.Scheme != "gs":
@@ -367,7 +373,9 @@ func parseURL(u *url.URL) (Config, error) {
 	if err != nil {
 		return fail("query: %v", err)
 	}
-	for name, values := range query {
+	// Sorted, so that a URL with two bad parameters always names the same.
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		values := query[name]
 		if name != "chunk_size" && name != "multipart_threshold" {
 			return fail("unknown parameter %q; known: chunk_size, multipart_threshold", name)
 		}

@@ -111,11 +111,17 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Endpoint != "" {
 		u, err := url.Parse(c.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return c, fmt.Errorf("endpoint %q: want an http:// or https:// URL such as http://127.0.0.1:9000", c.Endpoint)
-		}
-		if u.User != nil {
-			return c, fmt.Errorf("endpoint %q: credentials do not belong in the endpoint; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", u.Redacted())
+		switch {
+		case err != nil:
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // url.Error quotes the input, which may hold a password
+			}
+			return c, fmt.Errorf("endpoint does not parse (%v): want an http:// or https:// URL such as http://127.0.0.1:9000", err)
+		case u.User != nil:
+			return c, fmt.Errorf("endpoint %q: credentials do not belong in the endpoint; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", providers.RedactURL(u))
+		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			return c, fmt.Errorf("endpoint %q: want an http:// or https:// URL such as http://127.0.0.1:9000", providers.RedactURL(u))
 		}
 	}
 	if c.PartSize == 0 {

@@ -2,6 +2,7 @@ package s3
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -26,7 +27,7 @@ func parseURL(u *url.URL) (Config, error) {
 		return cfg, fmt.Errorf("open s3 store: no URL")
 	}
 	fail := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("open s3 store %q: %s", u.Redacted(), fmt.Sprintf(format, args...))
+		return Config{}, fmt.Errorf("open s3 store %q: %s", providers.RedactURL(u), fmt.Sprintf(format, args...))
 	}
 	if u.Scheme != "s3" {
 		return fail("scheme %q is not s3", u.Scheme)
@@ -50,7 +51,9 @@ func parseURL(u *url.URL) (Config, error) {
 	if err != nil {
 		return fail("query: %v", err)
 	}
-	for name, values := range query {
+	// Sorted, so that a URL with two bad parameters always names the same.
+	for _, name := range slices.Sorted(maps.Keys(query)) {
+		values := query[name]
 		if !slices.Contains(urlParams, name) {
 			return fail("unknown parameter %q (known: %s)", name, strings.Join(urlParams, ", "))
 		}

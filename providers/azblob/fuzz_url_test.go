@@ -1,0 +1,211 @@
+package azblob
+
+import (
+	"net/url"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/providertest"
+)
+
+// FuzzAzblobURL checks how an azblob:// repository URL becomes a Config,
+// which happens before any network access: providers.ParseURL, then
+// configFromURL (which applies Config.withDefaults). It checks that
+//
+//   - parsing the same URL always gives the same Config or the same error;
+//   - an accepted URL has scheme azblob, no user information, port or
+//     fragment, and only known parameters, and its Config keeps the
+//     promises of validateContainer and withDefaults (a container name
+//     Azure's rules allow, a prefix that is a valid key, a block size of
+//     at most 4000 MiB, 1 to 50,000 blocks, a threshold no larger than a
+//     block, no connection string) both before and after the defaults
+//     are filled in;
+//   - no error and no store name shows a credential the URL carries: the
+//     password of its user information, a SAS token's signature (sig=,
+//     as in a SAS URL pasted by mistake), or an account key or SAS of a
+//     connection string given where the URL belongs.
+//
+// Run it longer by hand with
+//
+//	go test -run '^$' -fuzz '^FuzzAzblobURL$' -fuzztime 10m ./providers/azblob
+func FuzzAzblobURL(f *testing.F) {
+	for _, raw := range []string{
+		"azblob://backups",
+		"azblob://backups/",
+		"azblob://my-backups-01/db1/main/",
+		"azblob://abc?block_size=4MiB&multipart_threshold=1048576&max_blocks=10000",
+		"azblob://abc?block_size=512KiB",
+		"azblob://abc?block_size=4000MiB&max_blocks=50000",
+		"azblob://abc/odd%20name",
+		"azblob://$root/p",
+		"azblob://backups?block_size=5000MiB",
+		"azblob://backups?block_size=99999999999999999999",
+		"azblob://backups?max_blocks=0",
+		"azblob://backups?max_blocks=many",
+		"azblob://backups?block_size=1MiB&multipart_threshold=2MiB",
+		"azblob://backups?block_size=1MiB&block_size=2MiB",
+		"azblob://backups?region=eu",
+		"azblob://backups?%zz",
+		"azblob://backups//p",
+		"azblob://backups/a/../b",
+		"azblob://backups/a%2F..%2Fb",
+		"azblob://backups/a%00b",
+		"azblob://Backups",
+		"azblob://ab",
+		"azblob://a--b",
+		"azblob://-ab",
+		"azblob://" + strings.Repeat("a", 64),
+		"azblob://backups:443/p",
+		"azblob://backups:/p",
+		"azblob://[::1]/p",
+		"azblob://account:c3VwZXJzZWNyZXRrZXk=@backups/p",
+		"azblob://backups#frag",
+		"azblob:backups",
+		"azblob:///prefix",
+		"AZBLOB://backups",
+		"s3://backups",
+		"https://account.blob.core.windows.net/backups",
+		"",
+	} {
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got := parseAzblob(raw)
+		if again := parseAzblob(raw); !reflect.DeepEqual(got, again) {
+			t.Fatalf("%q parses differently twice:\n%+v\n%+v", raw, got, again)
+		}
+		providertest.CheckNoLeak(t, raw, azblobSecrets(raw), func(raw string) []string {
+			o := parseAzblob(raw)
+			return []string{o.err, o.name}
+		})
+		if got.err != "" {
+			return
+		}
+		checkAzblobAccepted(t, got.url, got.cfg)
+		want := "azblob://" + got.cfg.Container
+		if got.cfg.Prefix != "" {
+			want += "/" + got.cfg.Prefix
+		}
+		if got.name != want {
+			t.Errorf("%q: store name %q, want %q", raw, got.name, want)
+		}
+	})
+}
+
+// azblobParse is everything parsing one repository URL yields.
+type azblobParse struct {
+	url  *url.URL // nil when providers.ParseURL refuses the URL
+	cfg  Config
+	err  string // "" when the URL is accepted
+	name string // the store's name (String), when accepted
+}
+
+// parseAzblob parses raw as OpenURL would, without opening anything.
+func parseAzblob(raw string) azblobParse {
+	var p azblobParse
+	u, err := providers.ParseURL(raw)
+	if err != nil {
+		p.err = err.Error()
+		return p
+	}
+	p.url = u
+	cfg, err := configFromURL(u)
+	if err != nil {
+		p.err = err.Error()
+		return p
+	}
+	p.cfg = cfg
+	// The store Open makes of the configuration, as far as its name goes.
+	full, err := cfg.withDefaults()
+	if err != nil {
+		p.err = "withDefaults after configFromURL: " + err.Error()
+		return p
+	}
+	s := &Store{container: full.Container}
+	if full.Prefix != "" {
+		s.keyPrefix = full.Prefix + "/"
+	}
+	p.name = s.String()
+	return p
+}
+
+// checkAzblobAccepted checks what configFromURL promises about an
+// accepted URL.
+func checkAzblobAccepted(t *testing.T, u *url.URL, cfg Config) {
+	t.Helper()
+	switch {
+	case u.Scheme != "azblob":
+		t.Fatalf("%s: accepted with scheme %q", u, u.Scheme)
+	case u.User != nil || u.Port() != "" || u.Fragment != "" || u.Opaque != "":
+		t.Fatalf("%s: accepted with user information, port, fragment or opaque part", u.Redacted())
+	case cfg.Container != u.Hostname() || validateContainer(cfg.Container) != nil:
+		t.Fatalf("%s: container %q (%v)", u, cfg.Container, validateContainer(cfg.Container))
+	case strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/"):
+		t.Fatalf("%s: prefix %q starts or ends with a slash", u, cfg.Prefix)
+	case cfg.Prefix != "" && providers.ValidateKey(cfg.Prefix) != nil:
+		t.Fatalf("%s: prefix %q is no valid key: %v", u, cfg.Prefix, providers.ValidateKey(cfg.Prefix))
+	case cfg.Prefix != "" && "/"+cfg.Prefix != strings.TrimSuffix(u.Path, "/"):
+		t.Fatalf("%s: prefix %q is not the path %q", u, cfg.Prefix, u.Path)
+	case cfg.BlockSize < 0 || cfg.BlockSize > maxBlockBytes:
+		t.Fatalf("%s: block size %d", u, cfg.BlockSize)
+	case cfg.MaxBlocks < 0 || cfg.MaxBlocks > MaxBlockCount:
+		t.Fatalf("%s: max blocks %d", u, cfg.MaxBlocks)
+	case cfg.MultipartThreshold < 0:
+		t.Fatalf("%s: multipart threshold %d", u, cfg.MultipartThreshold)
+	case cfg.ConnectionString != "":
+		t.Fatalf("%s: a connection string, which no URL parameter sets", u.Redacted())
+	}
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		t.Fatalf("%s: accepted with a bad query: %v", u, err)
+	}
+	for name, values := range query {
+		if !slices.Contains(queryParams, name) || len(values) != 1 {
+			t.Fatalf("%s: accepted with parameter %q given %d times", u, name, len(values))
+		}
+	}
+
+	full, err := cfg.withDefaults()
+	if err != nil {
+		t.Fatalf("%s: accepted, but withDefaults refuses %+v: %v", u, cfg, err)
+	}
+	switch {
+	case full.BlockSize <= 0 || full.BlockSize%mib != 0 || full.BlockSize > maxBlockBytes:
+		t.Fatalf("%s: block size %d after defaults", u, full.BlockSize)
+	case full.BlockSize < cfg.BlockSize:
+		t.Fatalf("%s: withDefaults shrinks the block size %d to %d", u, cfg.BlockSize, full.BlockSize)
+	case full.MaxBlocks < 1 || full.MaxBlocks > MaxBlockCount:
+		t.Fatalf("%s: max blocks %d after defaults", u, full.MaxBlocks)
+	case full.MultipartThreshold <= 0 || full.MultipartThreshold > full.BlockSize:
+		t.Fatalf("%s: multipart threshold %d after defaults, block size %d", u, full.MultipartThreshold, full.BlockSize)
+	case full.Prefix != cfg.Prefix || full.Container != cfg.Container:
+		t.Fatalf("%s: withDefaults changes container %q and prefix %q to %q and %q", u, cfg.Container, cfg.Prefix, full.Container, full.Prefix)
+	}
+	again, err := full.withDefaults()
+	if err != nil {
+		t.Fatalf("%s: withDefaults refuses its own result %+v: %v", u, full, err)
+	}
+	if diff := cmp.Diff(full, again); diff != "" {
+		t.Fatalf("%s: withDefaults is not idempotent (-once +twice):\n%s", u, diff)
+	}
+}
+
+// azblobSecrets returns the credentials raw may carry: the password of
+// its user information, the signature of a SAS token in its query, and
+// the account key or SAS of a connection string.
+func azblobSecrets(raw string) []string {
+	secrets := append([]string{providertest.URLPassword(raw)}, providertest.QueryValues(raw, "sig")...)
+	for _, field := range strings.Split(raw, ";") {
+		for _, name := range []string{"AccountKey=", "SharedAccessSignature="} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(field), name); ok {
+				secrets = append(secrets, v)
+			}
+		}
+	}
+	return secrets
+}
