@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/pgstow/pgstow/backup"
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/restore"
@@ -30,13 +30,21 @@ func TestArchiveCommand(t *testing.T) {
 	c.Pgbench(t, "-c", "2", "-t", "3000", "postgres")
 	want := seedBeforeBackup(t, c)
 
+	// The backup runs as the server user, as archive_command does: both
+	// read the repository configuration, so one user must be able to
+	// read what the other wrote.
+	backupCmd := exec.Command(pgstowBin, "backup", "--repo", "file://"+repoDir, "--pg", c.DSN("postgres"),
+		"--wal", "none", "--wal-timeout", "2m", "--checkpoint", "fast")
+	if os.Geteuid() == 0 {
+		backupCmd = exec.Command("runuser", append([]string{"-u", "postgres", "--"}, backupCmd.Args...)...)
+	}
+	if out, err := backupCmd.CombinedOutput(); err != nil {
+		t.Fatalf("backup relying on archive_command: %v\n%s", err, out)
+	}
 	repo := openFileRepo(t, repoDir)
-	o := backupOpts(t, c)
-	o.WAL = backup.WALNone
-	o.WALTimeout = 2 * time.Minute
-	b, err := backup.Run(t.Context(), repo, o)
+	b, err := repo.Backup(t.Context(), "latest")
 	if err != nil {
-		t.Fatalf("backup relying on archive_command: %v", err)
+		t.Fatal(err)
 	}
 
 	c.Pgbench(t, "-c", "2", "-t", "6000", "postgres") // WAL after the backup

@@ -43,23 +43,25 @@ type AzureServer struct {
 func StartAzurite(t testing.TB) *AzureServer {
 	t.Helper()
 	bin := Binary(t, azuriteBinary)
-	port := FreePort(t)
-	// --skipApiVersionCheck: the Go SDK speaks a newer API version than
-	// this Azurite release knows. In memory mode Azurite writes no files
-	// (and refuses --location). Without --loose it checks the MD5 of
-	// every upload and refuses headers it does not implement, which is
-	// what the provider tests want.
-	p := Start(t, "azurite", nil, bin,
-		"--blobHost", "127.0.0.1",
-		"--blobPort", strconv.Itoa(port),
-		"--inMemoryPersistence",
-		"--disableTelemetry",
-		"--silent",
-		"--skipApiVersionCheck",
-	)
-	endpoint := fmt.Sprintf("http://%s/%s", Addr(port), AzuriteAccount)
-	// An unsigned request is refused with 403, which proves it listens.
-	p.WaitHTTP(t, endpoint+"?comp=list", 30*time.Second)
+	var endpoint string
+	startOnFreePort(t, func(port int) (*Process, error) {
+		// --skipApiVersionCheck: the Go SDK speaks a newer API version
+		// than this Azurite release knows. In memory mode Azurite writes
+		// no files (and refuses --location). Without --loose it checks
+		// the MD5 of every upload and refuses headers it does not
+		// implement, which is what the provider tests want.
+		p := Start(t, "azurite", nil, bin,
+			"--blobHost", "127.0.0.1",
+			"--blobPort", strconv.Itoa(port),
+			"--inMemoryPersistence",
+			"--disableTelemetry",
+			"--silent",
+			"--skipApiVersionCheck",
+		)
+		endpoint = fmt.Sprintf("http://%s/%s", Addr(port), AzuriteAccount)
+		// An unsigned request is refused with 403, which proves it listens.
+		return p, p.waitUp(endpoint+"?comp=list", 30*time.Second, listening)
+	})
 	return &AzureServer{
 		ConnectionString: fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;BlobEndpoint=%s;",
 			AzuriteAccount, AzuriteKey, endpoint),

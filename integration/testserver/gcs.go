@@ -33,18 +33,20 @@ type GCSServer struct {
 func StartFakeGCS(t testing.TB) *GCSServer {
 	t.Helper()
 	bin := Binary(t, "bin/fake-gcs-server")
-	port := FreePort(t)
-	addr := Addr(port)
-	p := Start(t, "fake-gcs-server", nil, bin,
-		"-scheme", "http",
-		"-host", "127.0.0.1",
-		"-port", fmt.Sprint(port),
-		"-public-host", addr,
-		"-external-url", "http://"+addr,
-		"-backend", "memory",
-		"-log-level", "warn",
-	)
-	p.WaitHTTP(t, "http://"+addr+"/storage/v1/b", 30*time.Second)
+	var addr string
+	startOnFreePort(t, func(port int) (*Process, error) {
+		addr = Addr(port)
+		p := Start(t, "fake-gcs-server", nil, bin,
+			"-scheme", "http",
+			"-host", "127.0.0.1",
+			"-port", fmt.Sprint(port),
+			"-public-host", addr,
+			"-external-url", "http://"+addr,
+			"-backend", "memory",
+			"-log-level", "warn",
+		)
+		return p, p.waitUp("http://"+addr+"/storage/v1/b", 30*time.Second, listening)
+	})
 	return &GCSServer{Endpoint: addr}
 }
 

@@ -40,19 +40,26 @@ const (
 func StartMinIO(t testing.TB) *S3Server {
 	t.Helper()
 	bin := Binary(t, "bin/minio")
-	port, consolePort := FreePort(t), FreePort(t)
 	env := []string{
 		"MINIO_ROOT_USER=" + s3TestAccessKey,
 		"MINIO_ROOT_PASSWORD=" + s3TestSecretKey,
 		"MINIO_BROWSER=off",
 		"MINIO_UPDATE=off",
 	}
-	p := Start(t, "minio", env, bin, "server", "--quiet",
-		"--address", Addr(port), "--console-address", Addr(consolePort), t.TempDir())
-	endpoint := "http://" + Addr(port)
-	// "ready" (not just "live"): MinIO answers 503 to requests until its
-	// storage is initialised.
-	p.waitOK(t, endpoint+"/minio/health/ready", s3StartTimeout)
+	var endpoint string
+	startOnFreePort(t, func(port int) (*Process, error) {
+		p := Start(t, "minio", env, bin, "server", "--quiet",
+			"--address", Addr(port), "--console-address", Addr(FreePort(t)), t.TempDir())
+		endpoint = "http://" + Addr(port)
+		// "ready" (not just "live"): MinIO answers 503 to requests until
+		// its storage is initialised.
+		return p, p.waitUp(endpoint+"/minio/health/ready", s3StartTimeout, func(resp *http.Response) error {
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("status %s", resp.Status)
+			}
+			return nil
+		})
+	})
 	return &S3Server{Endpoint: endpoint, AccessKey: s3TestAccessKey, SecretKey: s3TestSecretKey, Region: s3TestRegion}
 }
 
@@ -62,36 +69,16 @@ func StartMinIO(t testing.TB) *S3Server {
 func StartVersity(t testing.TB) *S3Server {
 	t.Helper()
 	bin := Binary(t, "bin/versitygw")
-	port := FreePort(t)
-	p := Start(t, "versitygw", nil, bin, "--port", Addr(port),
-		"--access", s3TestAccessKey, "--secret", s3TestSecretKey, "--quiet", "posix", t.TempDir())
-	endpoint := "http://" + Addr(port)
-	// versitygw has no health endpoint: an anonymous request's answer
-	// (403) shows that it listens.
-	p.WaitHTTP(t, endpoint+"/", s3StartTimeout)
+	var endpoint string
+	startOnFreePort(t, func(port int) (*Process, error) {
+		p := Start(t, "versitygw", nil, bin, "--port", Addr(port),
+			"--access", s3TestAccessKey, "--secret", s3TestSecretKey, "--quiet", "posix", t.TempDir())
+		endpoint = "http://" + Addr(port)
+		// versitygw has no health endpoint: an anonymous request's answer
+		// (403) shows that it listens.
+		return p, p.waitUp(endpoint+"/", s3StartTimeout, listening)
+	})
 	return &S3Server{Endpoint: endpoint, AccessKey: s3TestAccessKey, SecretKey: s3TestSecretKey, Region: s3TestRegion}
-}
-
-// waitOK waits until url answers 200, as MinIO's health check does once
-// the server is ready (before that it may answer 503).
-func (p *Process) waitOK(t testing.TB, url string, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: 2 * time.Second}
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			err = fmt.Errorf("status %s", resp.Status)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testserver: %s did not answer %s within %s (last error %v); output:\n%s", p.name, url, timeout, err, p.log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 var bucketSeq atomic.Int64

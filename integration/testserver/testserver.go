@@ -5,7 +5,7 @@
 package testserver
 
 import (
-	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -63,9 +63,10 @@ func FreePort(t testing.TB) int {
 
 // Process is a running server.
 type Process struct {
-	cmd  *exec.Cmd
-	log  *LockedBuffer
-	name string
+	cmd    *exec.Cmd
+	log    *LockedBuffer
+	name   string
+	exited chan struct{} // closed when the process has ended
 }
 
 // LockedBuffer collects a child process's output, up to 1 MiB, while a
@@ -95,14 +96,18 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &Process{cmd: cmd, log: &LockedBuffer{}, name: name}
+	p := &Process{cmd: cmd, log: &LockedBuffer{}, name: name, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testserver: start %s: %v", name, err)
 	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill()
+		<-p.exited
 		if t.Failed() {
 			t.Logf("testserver: %s output:\n%s", name, p.log.String())
 		}
@@ -110,27 +115,63 @@ func Start(t testing.TB, name string, env []string, bin string, args ...string) 
 	return p
 }
 
-// WaitHTTP waits until url answers with a status below 500 (any answer
-// proves the server listens), or fails the test with the server's output.
-func (p *Process) WaitHTTP(t testing.TB, url string, timeout time.Duration) {
+// errPortTaken says a server died because its port was taken between
+// FreePort and its start; the caller starts it again on another port.
+var errPortTaken = errors.New("port taken")
+
+// startOnFreePort starts a server on a fresh port, and again on another
+// when the port was taken meanwhile (ports are picked by binding and
+// closing, so any other process may get there first).
+func startOnFreePort(t testing.TB, start func(port int) (*Process, error)) *Process {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+	for attempt := 1; ; attempt++ {
+		p, err := start(FreePort(t))
 		if err == nil {
+			return p
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatalf("testserver: %v", err)
+		}
+		t.Logf("testserver: %s lost its port; starting it on another", p.name)
+	}
+}
+
+// waitUp waits until url answers in a way ready accepts, or fails with
+// the server's output; errPortTaken if it died for want of its port.
+func (p *Process) waitUp(url string, timeout time.Duration, ready func(*http.Response) error) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			err = ready(resp)
 			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return
+			if err == nil {
+				return nil
 			}
 		}
 		select {
-		case <-ctx.Done():
-			t.Fatalf("testserver: %s did not answer %s within %s (last error %v); output:\n%s", p.name, url, timeout, err, p.log.String())
-		case <-time.After(100 * time.Millisecond):
+		case <-p.exited:
+			out := p.log.String()
+			if strings.Contains(out, "address already in use") || strings.Contains(out, "EADDRINUSE") {
+				return fmt.Errorf("%s: %w", p.name, errPortTaken)
+			}
+			return fmt.Errorf("%s exited before answering %s; output:\n%s", p.name, url, out)
+		default:
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer %s within %s (last error %v); output:\n%s", p.name, url, timeout, err, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// listening accepts any answer below 500: it proves the server listens.
+func listening(resp *http.Response) error {
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
 }
 
 // Addr formats a loopback address.
