@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pgstow/pgstow/catalog"
@@ -209,7 +210,8 @@ func TestLocksUnreadable(t *testing.T) {
 
 func TestPruneLocksExclude(t *testing.T) {
 	ctx := t.Context()
-	repo := repository.New(mem.New())
+	store := &stallStore{Store: mem.New()}
+	repo := repository.New(store)
 	first := takeLease(t, repo, repository.LockPrune, repository.LeaseOptions{Command: "delete"})
 
 	_, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{Command: "gc"})
@@ -236,6 +238,10 @@ func TestPruneLocksExclude(t *testing.T) {
 	}
 
 	// One waiting gets the lock once the first is released.
+	var waiterBackedOff atomic.Int32
+	store.mu.Lock()
+	store.onDelete = func(string) { waiterBackedOff.Add(1) } // its first deletion: it removes its own lock
+	store.mu.Unlock()
 	got := make(chan error, 1)
 	go func() {
 		l, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{Wait: 10 * time.Second, Poll: 10 * time.Millisecond})
@@ -244,7 +250,9 @@ func TestPruneLocksExclude(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(30 * time.Millisecond)
+	// Release only once the waiter has tried and backed off: it has
+	// removed its own lock and sleeps until its next try.
+	waitFor(t, 5*time.Second, "the waiting prune to back off", func() bool { return waiterBackedOff.Load() > 0 })
 	first.Release(ctx)
 	select {
 	case err := <-got:
@@ -469,7 +477,11 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 // lease; it learns that it lapsed, others ignore it once it expired, and
 // gc removes it.
 func TestLapsedLease(t *testing.T) {
-	t.Parallel()
+	// Fake time: waiting out the TTL costs no wall-clock time.
+	synctest.Test(t, testLapsedLease)
+}
+
+func testLapsedLease(t *testing.T) {
 	ctx := t.Context()
 	store := &stallStore{Store: mem.New()}
 	repo := repository.New(store)
@@ -520,7 +532,11 @@ func TestLapsedLease(t *testing.T) {
 // TTL must not go on deleting, since a backup may since have started
 // without waiting for it.
 func TestPruneStopsWhenItsLockLapses(t *testing.T) {
-	t.Parallel()
+	// Fake time: the hang below costs no wall-clock time.
+	synctest.Test(t, testPruneStopsWhenItsLockLapses)
+}
+
+func testPruneStopsWhenItsLockLapses(t *testing.T) {
 	ctx := t.Context()
 	objects := mem.New()
 	store := &stallStore{Store: objects}

@@ -4,9 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // TCPProxy forwards TCP connections to an upstream address and can stall
@@ -17,7 +15,9 @@ type TCPProxy struct {
 	Addr     string // host:port to connect to
 	upstream string
 	ln       net.Listener
-	stalled  atomic.Bool
+	stall    chan struct{} // closed by Stall
+	stallOne sync.Once
+	done     chan struct{} // closed when the test ends
 	mu       sync.Mutex
 	conns    []net.Conn
 }
@@ -29,7 +29,7 @@ func StartTCPProxy(t testing.TB, upstream string) *TCPProxy {
 	if err != nil {
 		t.Fatalf("testserver: TCP proxy: %v", err)
 	}
-	p := &TCPProxy{Addr: ln.Addr().String(), upstream: upstream, ln: ln}
+	p := &TCPProxy{Addr: ln.Addr().String(), upstream: upstream, ln: ln, stall: make(chan struct{}), done: make(chan struct{})}
 	go p.accept()
 	t.Cleanup(p.close)
 	return p
@@ -40,7 +40,7 @@ func (p *TCPProxy) Port() int { return p.ln.Addr().(*net.TCPAddr).Port }
 
 // Stall stops forwarding on every connection, open or new; nothing is
 // closed.
-func (p *TCPProxy) Stall() { p.stalled.Store(true) }
+func (p *TCPProxy) Stall() { p.stallOne.Do(func() { close(p.stall) }) }
 
 func (p *TCPProxy) accept() {
 	for {
@@ -67,8 +67,11 @@ func (p *TCPProxy) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		for p.stalled.Load() {
-			time.Sleep(50 * time.Millisecond)
+		select {
+		case <-p.stall:
+			<-p.done // hold the bytes, and the connection, until the end
+			return
+		default:
 		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -86,7 +89,7 @@ func (p *TCPProxy) pipe(dst, src net.Conn) {
 
 func (p *TCPProxy) close() {
 	p.ln.Close()
-	p.stalled.Store(false)
+	close(p.done)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range p.conns {
