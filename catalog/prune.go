@@ -272,14 +272,13 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	kept := &chunkSet{m: map[repository.ChunkID]int64{}}
 	gone := &chunkSet{m: map[repository.ChunkID]int64{}}
 	var segSize uint64
-	cutoff, anyKept := uint64(0), false
+	cutoff, anyKept, keptFrom := uint64(0), false, ""
 	var doomed []string
 	for i, d := range decisions {
 		segSize = sums[i].segSize
 		if d.Keep {
 			if !anyKept || sums[i].firstSeg < cutoff {
-				cutoff = sums[i].firstSeg
-				p.rep.WALKeptFrom = sums[i].firstWAL
+				cutoff, keptFrom = sums[i].firstSeg, sums[i].firstWAL
 			}
 			anyKept = true
 		} else {
@@ -287,9 +286,9 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 		}
 	}
 	if len(doomed) == 0 {
-		p.rep.WALKeptFrom = ""
 		return p.rep, nil
 	}
+	p.rep.WALKeptFrom = keptFrom
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
 		if decisions[i].Keep {
 			kept.addBackup(b)

@@ -132,7 +132,7 @@ type inventory struct {
 }
 
 func takeInventory(ctx context.Context, repo *repository.Repository) (*inventory, error) {
-	chunks, _, err := repo.ChunkSizes(ctx)
+	chunks, err := repo.ChunkSizes(ctx)
 	if err != nil {
 		return nil, err
 	}

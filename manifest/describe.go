@@ -2,7 +2,6 @@ package manifest
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -39,10 +38,8 @@ func (b *Backup) FilesIn(a int, off, size int64) string {
 // DisplayPath names a member of archive a as a path under the data
 // directory, the way PostgreSQL's backup_manifest does.
 func (b *Backup) DisplayPath(a int, path string) string {
-	if oid := b.Archives[a].TablespaceOID; oid != 0 {
-		return "pg_tblspc/" + strconv.FormatUint(uint64(oid), 10) + "/" + path
-	}
-	return path
+	p, _ := pgPath(path, b.Archives[a].TablespaceOID)
+	return p
 }
 
 // ChunkOffsets returns where each chunk of archive a starts within it.

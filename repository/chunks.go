@@ -109,25 +109,20 @@ func (c ChunkID) String() string { return hex.EncodeToString(c[:]) }
 
 // ChunkSizes lists every stored chunk once, in one listing pass, and
 // returns its stored size by id. Keys under chunks/ that are not chunk
-// keys are returned as strays so the caller can report them.
-func (r *Repository) ChunkSizes(ctx context.Context) (sizes map[ChunkID]int64, strays []string, err error) {
-	sizes = make(map[ChunkID]int64)
+// keys are not ours and are left out.
+func (r *Repository) ChunkSizes(ctx context.Context) (map[ChunkID]int64, error) {
+	sizes := make(map[ChunkID]int64)
 	for obj, err := range r.store.List(ctx, manifest.ChunksPrefix) {
 		if err != nil {
-			return nil, nil, fmt.Errorf("list chunks in %s: %w", r, err)
+			return nil, fmt.Errorf("list chunks in %s: %w", r, err)
 		}
-		id, ok := manifest.ChunkIDFromKey(obj.Key)
-		var c ChunkID
-		if ok {
-			c, ok = ParseChunkID(id)
+		if id, ok := manifest.ChunkIDFromKey(obj.Key); ok {
+			if c, ok := ParseChunkID(id); ok {
+				sizes[c] = obj.Size
+			}
 		}
-		if !ok {
-			strays = append(strays, obj.Key)
-			continue
-		}
-		sizes[c] = obj.Size
 	}
-	return sizes, strays, nil
+	return sizes, nil
 }
 
 // CheckStored confirms, with one listing of the chunks and one of the
@@ -135,7 +130,7 @@ func (r *Repository) ChunkSizes(ctx context.Context) (sizes map[ChunkID]int64, s
 // recorded size. A backup whose lease lapsed runs it before committing:
 // a gc may have judged it dead and removed what it deduplicated against.
 func (r *Repository) CheckStored(ctx context.Context, b *manifest.Backup) error {
-	sizes, _, err := r.ChunkSizes(ctx)
+	sizes, err := r.ChunkSizes(ctx)
 	if err != nil {
 		return err
 	}

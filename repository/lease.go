@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
+	mrand "math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -361,13 +361,7 @@ func randomName() string {
 	return hex.EncodeToString(b[:])
 }
 
-func jitter(d time.Duration) time.Duration {
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)+1))
-	if err != nil {
-		return d / 2
-	}
-	return time.Duration(n.Int64())
-}
+func jitter(d time.Duration) time.Duration { return mrand.N(d + 1) }
 
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

@@ -14,6 +14,7 @@ import (
 	"hash/crc32"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -46,6 +47,10 @@ var ErrEncryption = errors.New("encryption key does not fit the repository")
 type Repository struct {
 	store providers.Store
 	key   *encryption.Key // nil: a plain repository
+	// cfg caches the configuration once read: it is written once and
+	// never changes, and several steps of one command need it.
+	cfgMu sync.Mutex
+	cfg   *manifest.Repo
 }
 
 // New wraps a store.
@@ -109,6 +114,11 @@ func (r *Repository) String() string { return r.store.String() }
 
 // Config reads the repository configuration; ErrNotExist before first use.
 func (r *Repository) Config(ctx context.Context) (*manifest.Repo, error) {
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	if r.cfg != nil {
+		return r.cfg, nil
+	}
 	b, err := providers.ReadAll(ctx, r.store, manifest.RepoKey)
 	if err != nil {
 		return nil, err
@@ -117,6 +127,7 @@ func (r *Repository) Config(ctx context.Context) (*manifest.Repo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s in %s: %w", manifest.RepoKey, r, err)
 	}
+	r.cfg = c
 	return c, nil
 }
 

@@ -271,18 +271,14 @@ func newPlan(b *manifest.Backup, o Options) (*plan, error) {
 				return nil, fmt.Errorf("archive %s belongs to tablespace %d, which the manifest does not list", a.Name, a.TablespaceOID)
 			}
 		}
-		offs := make([]int64, len(a.Chunks))
-		var off int64
-		for j, c := range a.Chunks {
+		for _, c := range a.Chunks {
 			if c.RawSize > maxChunkBytes || c.StoredSize > maxChunkBytes {
 				return nil, fmt.Errorf("archive %s: chunk %s is larger than %d bytes (raw %d, stored %d)", a.Name, c.ID, maxChunkBytes, c.RawSize, c.StoredSize)
 			}
-			offs[j] = off
-			off += c.RawSize
 			p.maxChunkRaw = max(p.maxChunkRaw, c.RawSize)
 			p.maxChunkStored = max(p.maxChunkStored, c.StoredSize)
 		}
-		p.chunkOffsets = append(p.chunkOffsets, offs)
+		p.chunkOffsets = append(p.chunkOffsets, b.ChunkOffsets(i))
 		p.chunks += len(a.Chunks)
 		p.rawBytes += a.RawSize
 	}
