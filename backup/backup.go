@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -60,8 +59,15 @@ type Options struct {
 	IOTimeout   time.Duration
 	ToolVersion string
 	Log         *slog.Logger
-	// ProgressInterval is how often a progress line is logged (10 s).
+	// Progress, if set, receives a snapshot about every ProgressInterval
+	// (default 1 s) and at each change of phase, from one goroutine at a
+	// time. Rendering it is the caller's business.
+	Progress         func(Progress)
 	ProgressInterval time.Duration
+	// EstimateSize asks the server to total the data directory before
+	// streaming (BASE_BACKUP PROGRESS), so progress has a percentage. It
+	// costs the server one pass of stat calls over the directory.
+	EstimateSize bool
 	// Now is the clock, for tests; nil means time.Now.
 	Now func() time.Time
 	// LeaseTTL is the backup lease's TTL (repository.DefaultLeaseTTL).
@@ -87,6 +93,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	}
 	log := o.Log
 	started := o.Now().UTC()
+	prog := newProgressReporter(o)
+	defer prog.stop()
+	prog.phase(PhaseConnecting)
 
 	conn, err := replication.Connect(ctx, o.DSN)
 	if err != nil {
@@ -125,8 +134,10 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		}
 	}
 
+	prog.phase(PhaseCheckpoint)
 	bb, err := conn.BaseBackup(ctx, replication.BackupOptions{
 		Label:                    o.Label,
+		Progress:                 o.EstimateSize,
 		FastCheckpoint:           o.FastCheckpoint,
 		MaxRate:                  o.MaxRate,
 		SkipChecksumVerification: o.SkipChecksumVerification,
@@ -143,6 +154,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	start := bb.Start()
 	log.Info("base backup started", "start_lsn", start.LSN.String(), "timeline", start.Timeline,
 		"tablespaces", len(start.Tablespaces))
+	if start.TotalKB >= 0 {
+		prog.estimate.Store(start.TotalKB * 1024)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	endCh := make(chan manifest.LSN, 1)
@@ -165,6 +179,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 				walMu.Lock()
 				walSeg[name] = seg
 				walMu.Unlock()
+				prog.walSegments.Add(1)
 				log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
 				return nil
 			},
@@ -187,36 +202,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		o.Uploader.ChunkID = repo.ChunkID
 	}
 	up := uploader.New(repo.Store(), o.Uploader, log)
-	var chunksDone, chunksNew atomic.Int64
-	up.OnChunk = func(_ int64, stored bool) {
-		chunksDone.Add(1)
-		if stored {
-			chunksNew.Add(1)
-		}
-	}
-	// A multi-hour backup must say how it is doing.
-	progressEvery := o.ProgressInterval
-	if progressEvery <= 0 {
-		progressEvery = 10 * time.Second
-	}
-	t0 := time.Now()
-	stopProgress := make(chan struct{})
-	defer close(stopProgress)
-	go func() {
-		tick := time.NewTicker(progressEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				return
-			case <-tick.C:
-				n := bb.Streamed()
-				el := time.Since(t0).Seconds()
-				log.Info("backup progress", "streamed_bytes", n, "mb_per_s", float64(n)/1e6/el,
-					"chunks", chunksDone.Load(), "new_chunks", chunksNew.Load(), "elapsed_s", int(el))
-			}
-		}
-	}()
+	up.OnChunk = prog.chunk
+	prog.attach(bb.Streamed, up.InFlight)
+	prog.phase(PhaseStreaming)
 	g.Go(func() error {
 		// The stream reader cannot see gctx, so a WAL failure must abort
 		// it by closing the connection.
@@ -244,6 +232,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			archives = append(archives, arch)
 			files = append(files, fs...)
 		}
+		prog.phase(PhaseWAL)
 		if pgm, err = bb.Manifest(); err != nil {
 			return err
 		}
@@ -325,6 +314,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		b.Totals.WALBytes += w.StoredSize
 	}
 	b.Timings.Finished = o.Now().UTC()
+	prog.phase(PhaseCommitting)
 	if err := lease.Held(); err != nil {
 		// A gc may have judged this backup dead: commit only if nothing
 		// it references was taken.
@@ -346,6 +336,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		t, _ := time.Parse("20060102T150405Z", b.ID)
 		b.ID = manifest.NewBackupID(t.Add(time.Second))
 	}
+	prog.phase(PhaseDone)
 	log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
 		"new_bytes", stats.NewBytes, "wal_segments", len(wal), "seconds", b.Timings.Finished.Sub(started).Seconds())
 	return b, nil

@@ -45,10 +45,25 @@ type WALStream struct {
 	// IdleTimeout fails the stream when nothing at all arrives for this
 	// long (0: never): the network path has stalled.
 	IdleTimeout time.Duration
+	// Status, if set, is told where the stream stands after every
+	// message from the server; it must be quick.
+	Status func(StreamStatus)
 	// Partial, if set, receives the unfinished current segment when the
 	// stream stops (zero-padded to the segment size, as pg_receivewal
 	// writes .partial files), with a context that is not cancelled.
 	Partial SegmentSink
+}
+
+// StreamStatus is where a WAL stream stands.
+type StreamStatus struct {
+	// ServerEnd is the end of WAL on the server, as it last reported it.
+	ServerEnd manifest.LSN
+	// Received is the end of the WAL received; Stored the end of the
+	// WAL stored (always a segment boundary).
+	Received, Stored manifest.LSN
+	// PendingSince is when the oldest WAL not yet stored was received;
+	// zero when everything received is stored.
+	PendingSince time.Time
 }
 
 // Run streams from the segment holding from until the segment holding
@@ -88,6 +103,13 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		})
 	}
 	lastHeard := time.Now()
+	var serverEnd manifest.LSN
+	var pendingSince time.Time
+	status := func() {
+		if s.Status != nil {
+			s.Status(StreamStatus{ServerEnd: serverEnd, Received: pos, Stored: flushed, PendingSince: pendingSince})
+		}
+	}
 	for {
 		if haveEnd && segno > lastSegNeeded {
 			return nil
@@ -164,6 +186,8 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				if ka.ReplyRequested {
 					nextStatus = time.Time{}
 				}
+				serverEnd = max(serverEnd, manifest.LSN(ka.ServerWALEnd))
+				status()
 			case pglogrepl.XLogDataByteID:
 				x, err := pglogrepl.ParseXLogData(m.Data[1:])
 				if err != nil {
@@ -172,7 +196,11 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				if manifest.LSN(x.WALStart) != pos {
 					return fmt.Errorf("WAL streaming: server sent data at %s, expected %s", manifest.LSN(x.WALStart), pos)
 				}
+				serverEnd = max(serverEnd, manifest.LSN(x.ServerWALEnd), manifest.LSN(x.WALStart)+manifest.LSN(len(x.WALData)))
 				data := x.WALData
+				if len(data) > 0 && pendingSince.IsZero() {
+					pendingSince = lastHeard
+				}
 				for len(data) > 0 {
 					k := copy(buf[filled:], data)
 					filled += uint64(k)
@@ -186,9 +214,14 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 						segno++
 						filled = 0
 						flushed = pos
+						pendingSince = time.Time{}
+						if len(data) > 0 {
+							pendingSince = lastHeard
+						}
 						nextStatus = time.Time{} // tell the server soon
 					}
 				}
+				status()
 			}
 		case *pgproto3.CopyDone:
 			return fmt.Errorf("WAL streaming: server %s ended the stream at %s (timeline switch?)", c.target, pos)

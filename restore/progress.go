@@ -5,12 +5,8 @@ import (
 	"time"
 )
 
-// logEvery is how often a running restore logs a progress line; the
-// Progress callback is called every progressEvery.
-const (
-	logEvery      = 10 * time.Second
-	progressEvery = time.Second
-)
+// progressEvery is how often the Progress callback is called.
+const progressEvery = time.Second
 
 // progress counts what the writer has consumed. It is updated from the
 // writer and read from the reporting goroutine.
@@ -48,21 +44,13 @@ func (p *progress) run(o Options) (stop func()) {
 		defer close(exited)
 		tick := time.NewTicker(progressEvery)
 		defer tick.Stop()
-		lastLog := time.Now()
 		for {
 			select {
 			case <-done:
 				return
-			case now := <-tick.C:
-				s := p.snapshot()
+			case <-tick.C:
 				if o.Progress != nil {
-					o.Progress(s)
-				}
-				if now.Sub(lastLog) >= logEvery {
-					lastLog = now
-					o.Log.Info("restore progress", "bytes_done", s.BytesDone, "bytes_total", s.BytesTotal,
-						"chunks_done", s.ChunksDone, "chunks_total", s.ChunksTotal,
-						"mib_per_s", rate(s.BytesDone, s.Elapsed))
+					o.Progress(p.snapshot())
 				}
 			}
 		}

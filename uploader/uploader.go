@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sync/semaphore"
@@ -105,8 +106,12 @@ type Uploader struct {
 	inflight *semaphore.Weighted
 	total    Stats
 	mu       sync.Mutex
-	// OnChunk, if set, is called after each chunk is stored or found.
-	OnChunk func(rawSize int64, stored bool)
+	// OnChunk, if set, is called after each chunk is stored or found
+	// (uploaded false: the store had it), from several goroutines.
+	OnChunk func(ref manifest.ChunkRef, uploaded bool)
+	// queued counts chunks sealed for upload and not yet stored, for
+	// progress reports.
+	queued atomic.Int64
 }
 
 // New returns an Uploader. Buffers are allocated lazily up to the budget.
@@ -140,6 +145,10 @@ func (u *Uploader) reserve(ctx context.Context, n int64) (int64, error) {
 	n = min(n, u.cfg.MaxUploadBytes)
 	return n, u.inflight.Acquire(ctx, n)
 }
+
+// InFlight is the number of chunks compressed and waiting for, or in,
+// their upload.
+func (u *Uploader) InFlight() int { return int(u.queued.Load()) }
 
 // Stats returns the totals over every archive uploaded so far.
 func (u *Uploader) Stats() Stats {
@@ -201,15 +210,18 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 					return err
 				}
 				if s.data == nil {
-					record(c.Seq, manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: s.found, Codec: "lz4"}, false)
+					ref := manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: s.found, Codec: "lz4"}
+					record(c.Seq, ref, false)
 					if u.OnChunk != nil {
-						u.OnChunk(s.raw, false)
+						u.OnChunk(ref, false)
 					}
 					continue
 				}
+				u.queued.Add(1)
 				select {
 				case toPut <- s:
 				case <-gctx.Done():
+					u.queued.Add(-1)
 					u.inflight.Release(s.reserved)
 					return gctx.Err()
 				}
@@ -225,13 +237,15 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			for s := range toPut {
 				stored := int64(len(s.data))
 				uploaded, err := u.put(gctx, s)
+				u.queued.Add(-1)
 				u.inflight.Release(s.reserved)
 				if err != nil {
 					return err
 				}
-				record(s.seq, manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: stored, Codec: "lz4"}, uploaded)
+				ref := manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: stored, Codec: "lz4"}
+				record(s.seq, ref, uploaded)
 				if u.OnChunk != nil {
-					u.OnChunk(s.raw, uploaded)
+					u.OnChunk(ref, uploaded)
 				}
 			}
 			return nil

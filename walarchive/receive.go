@@ -20,6 +20,18 @@ type ReceiveOptions struct {
 	// nothing for this long (0: never), so a supervisor can restart it.
 	IOTimeout time.Duration
 	Log       *slog.Logger
+	// Status, if set, is told where the stream stands after every message
+	// from the server and every stored segment; it must be quick.
+	Status func(ReceiveStatus)
+}
+
+// ReceiveStatus is where a running wal-receive stands.
+type ReceiveStatus struct {
+	replication.StreamStatus
+	// Segments counts the segments stored since the start.
+	Segments int64
+	// LastSegment is when the last segment was stored.
+	LastSegment time.Time
 }
 
 // Receive streams WAL from a physical slot into the repository until ctx
@@ -67,17 +79,32 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 	o.Log.Info("receiving WAL", "server", conn.Target(), "slot", o.Slot, "from", start.String(), "timeline", tli, "repo", repo.String())
 	comp := chunker.NewCompressor()
 	last := time.Now()
+	var st ReceiveStatus
+	st.Stored, st.Received = start, start
+	report := func() {
+		if o.Status != nil {
+			o.Status(st)
+		}
+	}
+	report()
 	ws := &replication.WALStream{
 		Slot:        o.Slot,
 		Timeline:    tli,
 		SegmentSize: sys.WALSegmentSize,
 		IdleTimeout: o.IOTimeout,
+		Status: func(s replication.StreamStatus) {
+			st.StreamStatus = s
+			report()
+		},
 		Sink: func(ctx context.Context, name string, data []byte) error {
 			if _, err := repo.PutWAL(ctx, comp, name, data); err != nil {
 				return err
 			}
 			o.Log.Info("segment stored", "segment", name, "seconds_since_last", time.Since(last).Seconds())
 			last = time.Now()
+			st.Segments++
+			st.LastSegment = last
+			report()
 			return nil
 		},
 		Partial: func(ctx context.Context, name string, data []byte) error {

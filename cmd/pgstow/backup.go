@@ -16,7 +16,8 @@ func newBackupCmd(g *globals) *cobra.Command {
 	var (
 		repoURL, dsn, label, wal, checkpoint, chunkSize, maxRate, compression string
 		concurrency                                                           int
-		walTimeout, ioTimeout                                                 time.Duration
+		walTimeout, ioTimeout, progressEvery                                  time.Duration
+		progress                                                              string
 		noVerifyChecksums                                                     bool
 	)
 	cmd := &cobra.Command{
@@ -76,20 +77,32 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				}
 				o.MaxRate = r
 			}
+			mode, err := g.resolveProgress(progress)
+			if err != nil {
+				return err
+			}
 			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err
 			}
 			defer repo.Store().Close()
+			view := g.newProgressView(mode, "backup", progressEvery)
+			if mode != progressOff {
+				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }
+				o.EstimateSize = true
+			}
 			// Keep the Go heap near the pipeline's stated budget rather
 			// than letting it float to twice the live data.
 			budget := o.Uploader.MemoryBudget()
 			debug.SetMemoryLimit(budget + 16<<20)
 			log.Debug("memory budget", "pipeline_bytes", budget)
 			b, err := backup.Run(cmd.Context(), repo, o)
+			view.finish(err == nil)
 			if err != nil {
 				return err
 			}
+			t := b.Totals
+			g.run = runStats{rawBytes: t.RawBytes, storedBytes: t.StoredBytes, newBytes: t.NewBytes, chunks: int64(t.Chunks), newChunks: int64(t.NewChunks)}
 			fmt.Fprintf(g.stdout, "backup %s committed: %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
 				b.ID, humanBytes(b.Totals.RawBytes), humanBytes(b.Totals.StoredBytes), humanBytes(b.Totals.NewBytes),
 				b.StartLSN, b.EndLSN, len(b.WAL))
@@ -107,6 +120,8 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "uploads in flight")
 	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
 	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")
+	progressFlags(cmd, &progress, &progressEvery)
+	g.metricsFlags(cmd)
 	cmd.Flags().BoolVar(&noVerifyChecksums, "no-verify-checksums", false, "do not let the server verify data-page checksums while sending")
 	return cmd
 }

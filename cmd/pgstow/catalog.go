@@ -209,6 +209,7 @@ Only one delete or gc runs at a time (--lock-wait).`,
 	cmd.Flags().IntVar(&retainLast, "retain-last", 0, "keep the newest N backups")
 	cmd.Flags().StringVar(&retainWithin, "retain-within", "", "keep the backups that finished within DURATION (e.g. 14d)")
 	cmd.Flags().StringVar(&keepWAL, "keep-wal-within", "", "keep point-in-time recovery possible within DURATION (e.g. 7d)")
+	g.metricsFlags(cmd)
 	return cmd
 }
 
@@ -248,6 +249,7 @@ gc runs at a time (--lock-wait).`,
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&grace, "grace", "1h", "spare unreferenced objects younger than this (by the store's clock)")
+	g.metricsFlags(cmd)
 	return cmd
 }
 

@@ -19,6 +19,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/pgstow/pgstow/providers/retry"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -49,6 +51,10 @@ type globals struct {
 	stdout                 io.Writer
 	stderr                 io.Writer
 	log                    *slog.Logger // set before any command runs
+	logOut                 *switchWriter
+	retryStore             *retry.Store // the opened repository's, for retry counts
+	run                    runStats     // what the command did, for metrics
+	quiet                  bool
 	cpuProfile, memProfile string
 	keyFile                string
 	stopProfile            func()
@@ -59,12 +65,16 @@ func (g *globals) logger() (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return nil, usageError{fmt.Errorf("--log-level %q: use debug, info, warn or error", g.logLevel)}
 	}
+	if g.quiet {
+		level = max(level, slog.LevelWarn)
+	}
 	opts := &slog.HandlerOptions{Level: level}
+	g.logOut = &switchWriter{base: g.stderr}
 	switch g.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(g.logOut, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(g.logOut, opts)), nil
 	default:
 		return nil, usageError{fmt.Errorf("--log-format %q: use text or json", g.logFormat)}
 	}
@@ -158,6 +168,7 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print only warnings, errors and results: no progress, no info logs")
 	root.PersistentFlags().StringVar(&g.keyFile, "encryption-key-file", "", "file holding the repository's encryption key (env PGSTOW_ENCRYPTION_KEY_FILE); see docs/encryption.md")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		var err error
@@ -179,6 +190,14 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newVersionCmd(g))
 	return root
+}
+
+// retries counts the storage requests retried so far.
+func (g *globals) retries() int64 {
+	if g.retryStore == nil {
+		return 0
+	}
+	return g.retryStore.Retries()
 }
 
 func toolVersion() string {

@@ -70,7 +70,8 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	}
 	// One retry policy for every store: throttling and dropped
 	// connections are retried within a budget, nothing else is.
-	store = retry.Wrap(store, retry.Policy{}, log)
+	rs := retry.Wrap(store, retry.Policy{}, log)
+	g.retryStore, store = rs, rs
 	repo := repository.New(store)
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)

@@ -27,6 +27,8 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		tTime, tLSN, tXID, tName       string
 		tImmediate                     bool
 		tAction, tTimeline             string
+		progress                       string
+		progressEvery                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
@@ -104,18 +106,28 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 			if concurrency < 1 || concurrency > 256 {
 				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
 			}
+			mode, err := g.resolveProgress(progress)
+			if err != nil {
+				return err
+			}
 			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err
 			}
 			defer repo.Store().Close()
+			view := g.newProgressView(mode, "restore", progressEvery)
+			if mode != progressOff {
+				o.Progress = func(p restore.Progress) { view.update(restoreSnapshot(p)) }
+			}
 			// Keep the heap near what the pipeline holds: concurrency
 			// stored chunks and a few raw ones, plus room for the rest.
 			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + 48<<20)
 			res, err := restore.Run(cmd.Context(), repo, o)
+			view.finish(err == nil)
 			if err != nil {
 				return err
 			}
+			g.run = runStats{rawBytes: res.Bytes}
 			fmt.Fprintf(g.stdout, "restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs\n",
 				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
 			return nil
@@ -127,6 +139,8 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
 	cmd.Flags().IntVar(&concurrency, "concurrency", restore.DefaultConcurrency, "chunk downloads in flight (raise it for remote stores with high latency)")
+	progressFlags(cmd, &progress, &progressEvery)
+	g.metricsFlags(cmd)
 	cmd.Flags().StringVar(&tTime, "target-time", "", "recover up to this time (with a zone, e.g. 2026-11-23T21:00:00Z); picks the newest backup that finished before it")
 	cmd.Flags().StringVar(&tLSN, "target-lsn", "", "recover up to this WAL position (e.g. 0/3000028)")
 	cmd.Flags().StringVar(&tXID, "target-xid", "", "recover up to this transaction id")

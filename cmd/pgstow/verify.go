@@ -109,6 +109,14 @@ status is 1 if any backup or the WAL archive has a problem.`,
 				}
 			}
 			walBad := cont != nil && len(cont.Missing) > 0
+			for _, v := range verdicts {
+				g.run.problems += int64(len(v.Problems))
+				g.run.chunks += int64(v.Chunks)
+				g.run.storedBytes += v.StoredBytes
+			}
+			if cont != nil {
+				g.run.problems += int64(len(cont.Missing))
+			}
 
 			switch {
 			case asJSON && len(ids) == 0:
@@ -149,6 +157,7 @@ status is 1 if any backup or the WAL archive has a problem.`,
 	cmd.Flags().BoolVar(&wal, "wal", false, "check the WAL archive's continuity")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	g.metricsFlags(cmd)
 	return cmd
 }
 

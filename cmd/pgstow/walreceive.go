@@ -12,6 +12,7 @@ func newWALReceiveCmd(g *globals) *cobra.Command {
 	var repoURL, dsn, slot string
 	var createSlot bool
 	var ioTimeout time.Duration
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "wal-receive",
 		Short: "Stream WAL continuously into the repository (like pg_receivewal)",
@@ -24,8 +25,9 @@ after a restart, wal-receive resumes from the slot. On shutdown the unfinished
 segment is stored as <segment>.partial. Run it under a supervisor that restarts
 it. Following a timeline switch (a promoted standby) is not supported yet: the
 command stops with a clear error.`,
-		Example: `  pgstow wal-receive --repo file:///var/backups/pg --pg "host=db1 user=backup" --slot pgstow --create-slot`,
-		Args:    cobra.NoArgs,
+		Example: `  pgstow wal-receive --repo file:///var/backups/pg --pg "host=db1 user=backup" --slot pgstow --create-slot
+  pgstow wal-receive --slot pgstow --metrics-listen 127.0.0.1:9187   # then scrape /metrics`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
@@ -34,13 +36,24 @@ command stops with a clear error.`,
 				return err
 			}
 			defer repo.Store().Close()
-			return walarchive.Receive(cmd.Context(), dsn, repo, walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, IOTimeout: ioTimeout, Log: g.log})
+			o := walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, IOTimeout: ioTimeout, Log: g.log}
+			if metricsAddr != "" {
+				m := &walReceiveMetrics{}
+				stop, err := serveMetrics(cmd.Context(), metricsAddr, m.registry(g, slot, g.repoLabel(cmd)), g)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				o.Status = m.update
+			}
+			return walarchive.Receive(cmd.Context(), dsn, repo, o)
 		},
 	}
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
 	cmd.Flags().StringVar(&slot, "slot", "", "physical replication slot to stream from (required)")
 	cmd.Flags().BoolVar(&createSlot, "create-slot", false, "create the slot if it does not exist")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9187 or :9187")
 	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when the server sends nothing for this long (a stalled connection); 0 turns it off")
 	return cmd
 }

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
+
+	"github.com/pgstow/pgstow/backup"
+	"github.com/pgstow/pgstow/restore"
+)
+
+// progressMode is how a long command shows how it is doing.
+type progressMode int
+
+const (
+	progressOff   progressMode = iota
+	progressLines              // a structured log line every few seconds
+	progressBars               // live bars on the terminal
+)
+
+// resolveProgress turns --progress (auto, always, never) and --quiet into
+// a mode. auto draws bars only when stderr is a terminal and logs are
+// text; elsewhere (CI logs, systemd, files) it logs lines instead.
+func (g *globals) resolveProgress(flag string) (progressMode, error) {
+	switch flag {
+	case "never":
+		return progressOff, nil
+	case "always":
+		if g.quiet {
+			return progressOff, nil
+		}
+		return progressBars, nil
+	case "auto":
+		if g.quiet {
+			return progressOff, nil
+		}
+		if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && g.logFormat == "text" {
+			return progressBars, nil
+		}
+		return progressLines, nil
+	default:
+		return progressOff, usageError{fmt.Errorf("--progress %q: use auto, always or never", flag)}
+	}
+}
+
+// progressFlags adds --progress and the hidden --progress-interval.
+func progressFlags(cmd *cobra.Command, mode *string, every *time.Duration) {
+	cmd.Flags().StringVar(mode, "progress", "auto", "show progress: auto (bars on a terminal, a log line every few seconds elsewhere), always (bars) or never")
+	cmd.Flags().DurationVar(every, "progress-interval", 5*time.Second, "how often a progress log line is written when not drawing bars")
+	_ = cmd.Flags().MarkHidden("progress-interval")
+}
+
+// snapshot is what either pipeline's progress looks like to the renderer.
+type snapshot struct {
+	phase       string
+	done, total int64 // bytes; total 0 when unknown
+	elapsed     time.Duration
+	detail      string // the second line under the bar
+	fields      []any  // the log line's attributes, after the common ones
+	final       bool
+}
+
+// progressView renders snapshots as bars or log lines. Only cmd renders:
+// the pipelines just count.
+type progressView struct {
+	mode  progressMode
+	title string
+	log   *slog.Logger
+	every time.Duration
+	logs  *switchWriter
+
+	mu      sync.Mutex
+	last    snapshot
+	lastLog time.Time
+	rate    rateMeter
+	p       *mpb.Progress
+	bar     *mpb.Bar
+	info    *mpb.Bar
+}
+
+func (g *globals) newProgressView(mode progressMode, title string, every time.Duration) *progressView {
+	v := &progressView{mode: mode, title: title, log: g.log, every: every, logs: g.logOut, lastLog: time.Now()}
+	if mode != progressBars {
+		return v
+	}
+	v.p = mpb.New(mpb.WithOutput(g.stderr), mpb.WithWidth(100), mpb.WithAutoRefresh(), mpb.WithRefreshRate(200*time.Millisecond))
+	// Log records go above the bars while they are drawn.
+	v.logs.set(v.p)
+	v.bar = v.p.New(0, mpb.BarStyle().Lbound("[").Rbound("]"),
+		mpb.PrependDecorators(decor.Name(title+" ", decor.WCSyncSpaceR), decor.Any(v.phaseText, decor.WCSyncSpaceR)),
+		mpb.AppendDecorators(decor.Any(v.countersText)))
+	v.info = v.p.New(0, mpb.NopStyle(), mpb.PrependDecorators(decor.Any(v.detailText)))
+	return v
+}
+
+func (v *progressView) phaseText(decor.Statistics) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.last.phase
+}
+
+func (v *progressView) detailText(decor.Statistics) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return "  " + v.last.detail
+}
+
+func (v *progressView) countersText(decor.Statistics) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return progressCounters(v.last, v.rate.perSecond())
+}
+
+// progressCounters is "done / total  pct  rate  ETA", with what is known.
+func progressCounters(s snapshot, rate float64) string {
+	var b strings.Builder
+	b.WriteString(humanBytes(s.done))
+	if s.total > 0 {
+		fmt.Fprintf(&b, " / %s  %3.0f%%", humanBytes(s.total), min(100, 100*float64(s.done)/float64(s.total)))
+	}
+	fmt.Fprintf(&b, "  %s/s", humanBytes(int64(rate)))
+	if eta, ok := estimate(s, rate); ok {
+		fmt.Fprintf(&b, "  ETA %s", eta)
+	} else {
+		fmt.Fprintf(&b, "  %s", s.elapsed.Round(time.Second))
+	}
+	return b.String()
+}
+
+// estimate is the time left at rate, when a total is known and there is
+// progress to go by.
+func estimate(s snapshot, rate float64) (time.Duration, bool) {
+	if s.final || s.total <= 0 || rate <= 0 || s.done >= s.total {
+		return 0, false
+	}
+	return time.Duration(float64(s.total-s.done) / rate * float64(time.Second)).Round(time.Second), true
+}
+
+// update takes a snapshot from the pipeline.
+func (v *progressView) update(s snapshot) {
+	if v == nil || v.mode == progressOff {
+		return
+	}
+	v.mu.Lock()
+	v.last = s
+	v.rate.add(s.elapsed, s.done)
+	rate := v.rate.perSecond()
+	due := v.mode == progressLines && time.Since(v.lastLog) >= v.every && !s.final
+	if due {
+		v.lastLog = time.Now()
+	}
+	v.mu.Unlock()
+	switch v.mode {
+	case progressBars:
+		v.bar.SetTotal(max(s.total, s.done), false)
+		v.bar.SetCurrent(s.done)
+	case progressLines:
+		if !due {
+			return
+		}
+		attrs := []any{"phase", s.phase, "done_bytes", s.done}
+		if s.total > 0 {
+			attrs = append(attrs, "total_bytes", s.total, "percent", int(100*float64(s.done)/float64(s.total)))
+		}
+		attrs = append(attrs, "mib_per_s", float64(int64(rate/(1<<20)*10))/10)
+		if eta, ok := estimate(s, rate); ok {
+			attrs = append(attrs, "eta_s", int(eta.Seconds()))
+		}
+		attrs = append(attrs, s.fields...)
+		attrs = append(attrs, "elapsed_s", int(s.elapsed.Seconds()))
+		v.log.Info(v.title+" progress", attrs...)
+	}
+}
+
+// finish completes the bars (ok) or drops them, and gives the log back
+// its terminal.
+func (v *progressView) finish(ok bool) {
+	if v == nil || v.p == nil {
+		return
+	}
+	for _, b := range []*mpb.Bar{v.bar, v.info} {
+		if ok {
+			b.SetTotal(-1, true)
+		} else {
+			b.Abort(false)
+		}
+	}
+	v.p.Wait()
+	v.logs.set(nil)
+}
+
+// rateMeter is the rate over the last rateWindow of samples, so a long
+// backup's rate follows the present, not its whole history.
+type rateMeter struct {
+	samples []rateSample
+}
+
+type rateSample struct {
+	at    time.Duration
+	bytes int64
+}
+
+const rateWindow = 10 * time.Second
+
+func (r *rateMeter) add(at time.Duration, bytes int64) {
+	r.samples = append(r.samples, rateSample{at, bytes})
+	i := 0
+	for i < len(r.samples)-2 && at-r.samples[i+1].at >= rateWindow {
+		i++
+	}
+	r.samples = r.samples[i:]
+}
+
+func (r *rateMeter) perSecond() float64 {
+	if len(r.samples) < 2 {
+		if len(r.samples) == 1 && r.samples[0].at > 0 {
+			return float64(r.samples[0].bytes) / r.samples[0].at.Seconds()
+		}
+		return 0
+	}
+	a, b := r.samples[0], r.samples[len(r.samples)-1]
+	if b.at <= a.at {
+		return 0
+	}
+	return float64(b.bytes-a.bytes) / (b.at - a.at).Seconds()
+}
+
+// backupSnapshot shows a backup: the bar is the raw bytes stored so far
+// against the server's estimate of the data directory.
+func backupSnapshot(p backup.Progress) snapshot {
+	detail := fmt.Sprintf("stored %s (new %s, already in the repository %s) · %d chunks, %d in flight · WAL %d segments",
+		humanBytes(p.StoredBytes), humanBytes(p.NewBytes), humanBytes(p.DedupBytes()), p.Chunks, p.InFlight, p.WALSegments)
+	return snapshot{
+		phase:   string(p.Phase),
+		done:    p.RawBytes,
+		total:   p.EstimatedBytes,
+		elapsed: p.Elapsed,
+		detail:  detail,
+		final:   p.Phase == backup.PhaseDone,
+		fields: []any{"streamed_bytes", p.StreamedBytes, "stored_bytes", p.StoredBytes, "new_bytes", p.NewBytes,
+			"dedup_bytes", p.DedupBytes(), "chunks", p.Chunks, "new_chunks", p.NewChunks, "in_flight", p.InFlight,
+			"wal_segments", p.WALSegments},
+	}
+}
+
+// restoreSnapshot shows a restore: verified raw bytes written against the
+// backup's total.
+func restoreSnapshot(p restore.Progress) snapshot {
+	return snapshot{
+		phase:   "restoring",
+		done:    p.BytesDone,
+		total:   p.BytesTotal,
+		elapsed: p.Elapsed,
+		detail:  fmt.Sprintf("%d of %d chunks verified and written", p.ChunksDone, p.ChunksTotal),
+		fields:  []any{"chunks_done", p.ChunksDone, "chunks_total", p.ChunksTotal},
+	}
+}
+
+// switchWriter is the log's output: stderr, or the bars' writer while
+// bars are drawn, so records print above them instead of through them.
+type switchWriter struct {
+	mu       sync.Mutex
+	base, to io.Writer
+}
+
+func (w *switchWriter) set(to io.Writer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.to = to
+}
+
+func (w *switchWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	to := w.to
+	w.mu.Unlock()
+	if to != nil {
+		if n, err := to.Write(b); err == nil {
+			return n, nil
+		}
+	}
+	return w.base.Write(b)
+}
