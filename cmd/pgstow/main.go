@@ -188,7 +188,7 @@ it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and frien
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
 	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newVersionCmd(g))
+	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newVersionCmd(g))
 	return root
 }
 

@@ -29,6 +29,8 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		tAction, tTimeline             string
 		progress                       string
 		progressEvery                  time.Duration
+		srv                            serverFlags
+		probe                          string // reads the repository as restore_command will
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
@@ -42,9 +44,19 @@ their recorded location unless remapped with --tablespace OID=DIR.
 
 --wal=embed (default) puts the WAL the backup needs into pg_wal/, so the
 directory starts on its own. --wal=fetch writes recovery.signal and a
-restore_command that runs 'pgstow wal-fetch' against this repository.`,
+restore_command that runs 'pgstow wal-fetch' against this repository.
+
+--start then starts a throw-away server on the directory, on 127.0.0.1 and a
+free port (or --port), as the "postgres" OS user when run as root; it trusts
+local connections (the backup's pg_hba.conf is kept as pg_hba.conf.pgstow-orig),
+never archives WAL, waits until it accepts connections (and, with a recovery
+target, until recovery reached it) and prints its URI, alone, on stdout.
+'pgstow discard -D DIR' stops it and deletes it. See docs/ci-seeding.md.`,
 		Example: `  pgstow restore --repo file:///var/backups/pg -D /var/lib/postgresql/15/restored
-  pgstow restore --backup 20261123T204651Z -D /srv/pg --tablespace 16384=/srv/ts1 --wal fetch`,
+  pgstow restore --backup 20261123T204651Z -D /srv/pg --tablespace 16384=/srv/ts1 --wal fetch
+  pgstow restore --target-time 2026-11-23T21:00:00Z -D /srv/pg
+  DATABASE_URL=$(pgstow restore --start -D /var/tmp/seed)   # a throw-away server for CI
+  pgstow discard -D /var/tmp/seed                           # stop it and delete it`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
@@ -89,7 +101,7 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 				if err != nil {
 					return fmt.Errorf("find pgstow's own path for restore_command: %w", err)
 				}
-				o.RestoreCommand = fmt.Sprintf("%s wal-fetch --repo %s", shellQuote(self), shellQuote(repoURL))
+				repoArgs := " --repo " + shellQuote(repoURL)
 				if kf := g.keyFilePath(cmd); kf != "" {
 					// The server runs wal-fetch without our flags or
 					// environment: it needs the key file's absolute path.
@@ -97,14 +109,18 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 					if err != nil {
 						return fmt.Errorf("encryption key file: %w", err)
 					}
-					o.RestoreCommand += " --encryption-key-file " + shellQuote(abs)
+					repoArgs += " --encryption-key-file " + shellQuote(abs)
 				}
-				o.RestoreCommand += " %f %p"
+				o.RestoreCommand = shellQuote(self) + " wal-fetch" + repoArgs + " %f %p"
+				probe = shellQuote(self) + " show --quiet" + repoArgs + " latest"
 			default:
 				return usageError{fmt.Errorf("--wal %q: use embed or fetch", wal)}
 			}
 			if concurrency < 1 || concurrency > 256 {
 				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
+			}
+			if err := srv.check(cmd, o); err != nil {
+				return err
 			}
 			mode, err := g.resolveProgress(progress)
 			if err != nil {
@@ -128,9 +144,16 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 				return err
 			}
 			g.run = runStats{rawBytes: res.Bytes}
-			fmt.Fprintf(g.stdout, "restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs\n",
+			summary := fmt.Sprintf("restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs",
 				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
-			return nil
+			if !srv.start {
+				fmt.Fprintln(g.stdout, summary)
+				return nil
+			}
+			// With --start, stdout is the server's URI alone, so that
+			// $(pgstow restore --start …) is all a script needs.
+			g.log.Info(summary)
+			return srv.run(cmd, g, o, res.Backup, probe)
 		},
 	}
 	repoFlag(cmd, &repoURL)
@@ -148,6 +171,7 @@ restore_command that runs 'pgstow wal-fetch' against this repository.`,
 	cmd.Flags().BoolVar(&tImmediate, "target-immediate", false, "stop as soon as the backup is consistent")
 	cmd.Flags().StringVar(&tAction, "target-action", "promote", "after the target: promote, pause or shutdown")
 	cmd.Flags().StringVar(&tTimeline, "target-timeline", "", "timeline to follow: latest (PostgreSQL's default), current or a number")
+	srv.add(cmd)
 	return cmd
 }
 

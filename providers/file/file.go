@@ -80,7 +80,10 @@ func Open(ctx context.Context, root string) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open file store %s: not a directory", abs)
 	}
-	if err := os.MkdirAll(filepath.Join(abs, tmpDir), dirMode); err != nil {
+	// A reader (a restore host, restore_command as the server's user)
+	// may not be allowed to write: it gets the error on its first Put,
+	// which writeTemp retries the directory for, not on opening.
+	if err := os.MkdirAll(filepath.Join(abs, tmpDir), dirMode); err != nil && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
 		return nil, fmt.Errorf("open file store %s: %w", abs, err)
 	}
 	s := &Store{root: abs, crcTable: crc32.MakeTable(crc32.Castagnoli)}

@@ -1,0 +1,540 @@
+// Package localserver starts a throw-away PostgreSQL server on a restored
+// data directory and removes it again: the "give my CI job yesterday's
+// production snapshot" half of pgstow. The server listens on loopback and
+// a socket inside the directory only, lets local connections in without a
+// password, and never archives WAL, so a copy can never write into the
+// production repository or be reached from elsewhere.
+package localserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// StateFile marks a data directory as started by pgstow and records how to
+// stop it. Discard refuses directories without it, so it can never remove
+// a real cluster.
+const StateFile = "pgstow-server.json"
+
+// hbaFile replaces the backup's pg_hba.conf: trust, but only over the
+// socket in the data directory and loopback.
+const hbaFile = `# Written by pgstow restore --start for a throw-away server: local
+# connections only, without a password. The backup's own file, if it had
+# one, is pg_hba.conf.pgstow-orig.
+local   all          all                  trust
+host    all          all   127.0.0.1/32   trust
+host    all          all   ::1/128        trust
+local   replication  all                  trust
+host    replication  all   127.0.0.1/32   trust
+host    replication  all   ::1/128        trust
+`
+
+// Options configure Start.
+type Options struct {
+	// DataDir is the restored data directory, absolute.
+	DataDir string
+	// Major is the backup's PostgreSQL major version; the server
+	// binaries must be of the same.
+	Major int
+	// BinDir holds pg_ctl and postgres; empty searches the usual places.
+	BinDir string
+	// Port to listen on 127.0.0.1; 0 picks a free one.
+	Port int
+	// RunAs is the OS user the server runs as when pgstow runs as root
+	// (PostgreSQL refuses root); empty means "postgres".
+	RunAs string
+	// User and DBName go into the printed URI ("postgres" both by default).
+	User, DBName string
+	// KeepHBA keeps the backup's pg_hba.conf instead of trusting local
+	// connections.
+	KeepHBA bool
+	// Tablespaces are the directories the restore wrote tablespaces into;
+	// Discard removes them with the data directory.
+	Tablespaces []string
+	// WaitPromotion waits until recovery has ended (a recovery target with
+	// action promote); WaitPause until replay has paused at the target.
+	WaitPromotion, WaitPause bool
+	// Probe, if set, is a command run as the server's OS user before the
+	// start, to check that it can do what the server will ask of it
+	// (restore_command reading the repository).
+	Probe []string
+	// Timeout bounds the wait for the server to accept connections and
+	// finish recovery.
+	Timeout time.Duration
+	Log     *slog.Logger
+}
+
+// Server is a started throw-away server.
+type Server struct {
+	URI       string   `json:"uri"`
+	Host      string   `json:"host"`
+	Port      int      `json:"port"`
+	User      string   `json:"user"`
+	DBName    string   `json:"dbname"`
+	DataDir   string   `json:"data_dir"`
+	SocketDir string   `json:"socket_dir"`
+	LogFile   string   `json:"log_file"`
+	BinDir    string   `json:"bin_dir"`
+	RunAs     string   `json:"run_as,omitempty"`
+	Extra     []string `json:"tablespace_dirs,omitempty"`
+}
+
+// Start configures the restored directory for a local throw-away server,
+// starts it and waits until it accepts connections as o.User (and, when
+// asked, until recovery has reached its target).
+func Start(ctx context.Context, o Options) (*Server, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.User == "" {
+		o.User = "postgres"
+	}
+	if o.DBName == "" {
+		o.DBName = "postgres"
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	bin, err := FindBinDir(ctx, o.Major, o.BinDir)
+	if err != nil {
+		return nil, err
+	}
+	cred, runAs, err := serverUser(o.RunAs)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Host: "127.0.0.1", User: o.User, DBName: o.DBName, DataDir: o.DataDir, SocketDir: o.DataDir,
+		LogFile: filepath.Join(o.DataDir, "pgstow-server.log"), BinDir: bin, RunAs: runAs, Extra: o.Tablespaces}
+	if err := prepare(o, s); err != nil {
+		return nil, err
+	}
+	// Recorded before the first start, so that Discard can clean up
+	// after a server that failed to come up.
+	if err := s.Save(); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := handOver(cred, append([]string{o.DataDir}, o.Tablespaces...)); err != nil {
+			return nil, err
+		}
+		if len(o.Probe) > 0 {
+			cmd := exec.CommandContext(ctx, o.Probe[0], o.Probe[1:]...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+			cmd.Dir = "/"
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("the server's OS user %s, which runs restore_command, cannot read the repository: %s; give it read access (and the credentials in its environment), or restore with --wal embed",
+					runAs, strings.TrimSpace(string(out)))
+			}
+		}
+	}
+	// A port picked here may be taken before the server binds it; pick
+	// again then.
+	for attempt := 0; ; attempt++ {
+		s.Port = o.Port
+		if s.Port == 0 {
+			if s.Port, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		if err := writeSettings(o, s); err != nil {
+			return nil, err
+		}
+		err = pgCtl(ctx, cred, bin, "start", "-D", o.DataDir, "-l", s.LogFile, "-w", "-t", strconv.Itoa(int(o.Timeout.Seconds())))
+		if err == nil {
+			break
+		}
+		if o.Port == 0 && attempt < 3 && strings.Contains(logTail(s.LogFile), "could not bind") {
+			o.Log.Info("port taken meanwhile; trying another", "port", s.Port)
+			continue
+		}
+		return nil, fmt.Errorf("start PostgreSQL on %s: %w; the server log says: %s", o.DataDir, err, logTail(s.LogFile))
+	}
+	s.URI = (&url.URL{Scheme: "postgresql", User: url.User(s.User), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + s.DBName}).String()
+	if err := waitReady(ctx, s, o); err != nil {
+		_ = pgCtl(context.WithoutCancel(ctx), cred, bin, "stop", "-D", o.DataDir, "-m", "immediate", "-w")
+		return nil, err
+	}
+	if err := s.Save(); err != nil {
+		return nil, err
+	}
+	o.Log.Info("throw-away server ready", "uri", s.URI, "data_dir", o.DataDir, "log", s.LogFile)
+	return s, nil
+}
+
+// prepare makes sure the server can start from the directory: the
+// configuration files a packaged installation keeps outside the data
+// directory (Debian keeps them in /etc) exist, and pg_hba.conf lets local
+// connections in.
+func prepare(o Options, s *Server) error {
+	dir := o.DataDir
+	if _, err := os.Stat(filepath.Join(dir, "global", "pg_control")); err != nil {
+		return fmt.Errorf("%s is not a complete data directory (no global/pg_control): %w", dir, err)
+	}
+	for name, body := range map[string]string{
+		"postgresql.conf": "# Written by pgstow restore --start: the backup had no postgresql.conf (a packaged\n# installation keeps it elsewhere). pgstow's settings are in postgresql.auto.conf.\n",
+		"pg_ident.conf":   "",
+	} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				return fmt.Errorf("write %s: %w", p, err)
+			}
+		}
+	}
+	hba := filepath.Join(dir, "pg_hba.conf")
+	_, err := os.Stat(hba)
+	switch {
+	case o.KeepHBA && err == nil:
+		return nil
+	case o.KeepHBA:
+		return fmt.Errorf("--keep-hba: the backup has no pg_hba.conf (a packaged installation keeps it elsewhere); leave --keep-hba out")
+	case err == nil:
+		if _, err := os.Stat(hba + ".pgstow-orig"); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(hba, hba+".pgstow-orig"); err != nil {
+				return fmt.Errorf("keep the backup's pg_hba.conf: %w", err)
+			}
+		}
+	}
+	if err := os.WriteFile(hba, []byte(hbaFile), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", hba, err)
+	}
+	return nil
+}
+
+// writeSettings appends the throw-away server's settings to
+// postgresql.auto.conf, which PostgreSQL reads last, so they win over the
+// backup's own configuration. archive_mode is off so a copy never pushes
+// WAL into the production repository.
+func writeSettings(o Options, s *Server) error {
+	auto := filepath.Join(o.DataDir, "postgresql.auto.conf")
+	old, err := os.ReadFile(auto)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", auto, err)
+	}
+	// A second attempt (another port) replaces the first one's block.
+	const marker = "# Added by pgstow restore --start: a throw-away local server.\n"
+	if i := strings.Index(string(old), marker); i >= 0 {
+		old = old[:i]
+	}
+	var b strings.Builder
+	b.Write(old)
+	if len(old) > 0 && old[len(old)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	b.WriteString(marker)
+	for _, kv := range [][2]string{
+		{"port", strconv.Itoa(s.Port)},
+		{"listen_addresses", "'127.0.0.1'"},
+		{"unix_socket_directories", confQuote(s.SocketDir)},
+		{"hba_file", confQuote(filepath.Join(o.DataDir, "pg_hba.conf"))},
+		{"ident_file", confQuote(filepath.Join(o.DataDir, "pg_ident.conf"))},
+		{"archive_mode", "off"},
+		{"archive_command", "''"},
+		{"ssl", "off"},
+		{"primary_conninfo", "''"},
+		{"logging_collector", "off"},
+		{"log_destination", "'stderr'"},
+	} {
+		b.WriteString(kv[0] + " = " + kv[1] + "\n")
+	}
+	if err := os.WriteFile(auto, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", auto, err)
+	}
+	return nil
+}
+
+// waitReady connects as the URI says until the server accepts the
+// connection, then waits for the recovery target if asked.
+func waitReady(ctx context.Context, s *Server, o Options) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=5", s.Host, s.Port, quoteDSN(s.User), quoteDSN(s.DBName))
+	var last error
+	for {
+		state, err := recoveryState(ctx, dsn)
+		switch {
+		case err == nil && o.WaitPromotion && state != "promoted":
+			last = errors.New("recovery has not reached its target yet")
+		case err == nil && o.WaitPause && state != "paused":
+			last = errors.New("replay has not paused at the target yet")
+		case err == nil:
+			return nil
+		default:
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && (pgErr.Code == "28000" || pgErr.Code == "3D000") {
+				// The role or database does not exist in the backup.
+				return fmt.Errorf("the server is up but refuses %s: %s; name a role and database of the backed-up cluster with --user and --dbname", s.URI, pgErr.Message)
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if context.Cause(ctx) == context.DeadlineExceeded {
+				return fmt.Errorf("the server on %s did not become ready within %s (last: %v); see %s", s.DataDir, o.Timeout, last, s.LogFile)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// recoveryState is "promoted" (not in recovery), "paused" or "replaying".
+func recoveryState(ctx context.Context, dsn string) (string, error) {
+	c, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	res, err := c.Exec(ctx, "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END").ReadAll()
+	if err != nil {
+		return "", err
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 {
+		return "", errors.New("unexpected answer to pg_is_in_recovery()")
+	}
+	row := res[0].Rows[0]
+	switch {
+	case string(row[0]) == "f":
+		return "promoted", nil
+	case string(row[1]) == "paused":
+		return "paused", nil
+	}
+	return "replaying", nil
+}
+
+// Save records the server in the data directory for Discard.
+func (s *Server) Save() error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := filepath.Join(s.DataDir, StateFile)
+	if err := os.WriteFile(p, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return nil
+}
+
+// ErrNotOurs marks a directory Discard must not touch.
+var ErrNotOurs = errors.New("not started by pgstow restore --start")
+
+// Discard stops the server pgstow started on dataDir and, unless keep,
+// removes the directory and its tablespace directories. A directory that
+// does not exist is already discarded. One without pgstow's state file is
+// refused: it may be a real cluster.
+func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (removed bool, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	data, err := os.ReadFile(filepath.Join(dataDir, StateFile))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, serr := os.Stat(dataDir); errors.Is(serr, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("%s: %w (no %s), so pgstow will not stop or delete it", dataDir, ErrNotOurs, StateFile)
+	case err != nil:
+		return false, fmt.Errorf("read %s: %w", StateFile, err)
+	}
+	var s Server
+	if err := json.Unmarshal(data, &s); err != nil {
+		return false, fmt.Errorf("%s in %s is damaged: %w", StateFile, dataDir, err)
+	}
+	cred, _, err := serverUser(s.RunAs)
+	if err != nil {
+		return false, err
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err == nil {
+		if err := pgCtl(ctx, cred, s.BinDir, "stop", "-D", dataDir, "-m", "fast", "-w", "-t", "60"); err != nil {
+			log.Warn("fast shutdown failed; stopping immediately", "err", err)
+			if err := pgCtl(ctx, cred, s.BinDir, "stop", "-D", dataDir, "-m", "immediate", "-w"); err != nil {
+				return false, fmt.Errorf("stop the server on %s: %w", dataDir, err)
+			}
+		}
+		log.Info("server stopped", "data_dir", dataDir)
+	}
+	if keep {
+		return false, nil
+	}
+	for _, d := range append(s.Extra, dataDir) {
+		if err := os.RemoveAll(d); err != nil {
+			return false, fmt.Errorf("remove %s: %w", d, err)
+		}
+	}
+	return true, nil
+}
+
+// FindBinDir finds pg_ctl and postgres of the given major: in hint if
+// given, else where packages put them, else on PATH.
+func FindBinDir(ctx context.Context, major int, hint string) (string, error) {
+	var candidates []string
+	if hint != "" {
+		candidates = []string{hint}
+	} else {
+		candidates = []string{
+			fmt.Sprintf("/usr/lib/postgresql/%d/bin", major), // Debian, Ubuntu
+			fmt.Sprintf("/usr/pgsql-%d/bin", major),          // PGDG RPMs
+			fmt.Sprintf("/opt/homebrew/opt/postgresql@%d/bin", major),
+			fmt.Sprintf("/usr/local/opt/postgresql@%d/bin", major),
+		}
+		if p, err := exec.LookPath("pg_ctl"); err == nil {
+			candidates = append(candidates, filepath.Dir(p))
+		}
+	}
+	var seen []string
+	for _, dir := range candidates {
+		got, err := binMajor(ctx, dir)
+		if err != nil {
+			continue
+		}
+		if got == major {
+			return dir, nil
+		}
+		seen = append(seen, fmt.Sprintf("%s is PostgreSQL %d", dir, got))
+	}
+	msg := fmt.Sprintf("no PostgreSQL %d server binaries (pg_ctl, postgres) found", major)
+	if hint != "" {
+		msg = fmt.Sprintf("--pg-bin %s does not hold PostgreSQL %d server binaries", hint, major)
+	}
+	if len(seen) > 0 {
+		msg += " (" + strings.Join(seen, "; ") + ")"
+	}
+	return "", fmt.Errorf("%s; the backup needs the same major version: install it or name its bin directory with --pg-bin", msg)
+}
+
+// binMajor runs "postgres --version" in dir.
+func binMajor(ctx context.Context, dir string) (int, error) {
+	if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err != nil {
+		return 0, err
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(dir, "postgres"), "--version").Output()
+	if err != nil {
+		return 0, err
+	}
+	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return 0, fmt.Errorf("unexpected version %q", out)
+	}
+	v := f[2]
+	if i := strings.IndexAny(v, ".bdr"); i > 0 {
+		v = v[:i]
+	}
+	return strconv.Atoi(v)
+}
+
+// serverUser is the credential the server runs under: none (ourselves)
+// unless we are root, then runAs (default postgres).
+func serverUser(runAs string) (*syscall.Credential, string, error) {
+	if os.Geteuid() != 0 {
+		return nil, "", nil
+	}
+	if runAs == "" {
+		runAs = "postgres"
+	}
+	u, err := user.Lookup(runAs)
+	if err != nil {
+		return nil, "", fmt.Errorf("PostgreSQL refuses to run as root, and the OS user %q to run it as was not found: %w; name one with --run-as", runAs, err)
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, "", fmt.Errorf("OS user %q has a non-numeric id", runAs)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, runAs, nil
+}
+
+// handOver gives the directories to the server's user and checks that it
+// can reach them: every parent must be searchable by it.
+func handOver(cred *syscall.Credential, dirs []string) error {
+	for _, dir := range dirs {
+		err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, int(cred.Uid), int(cred.Gid))
+		})
+		if err != nil {
+			return fmt.Errorf("give %s to the server's user: %w", dir, err)
+		}
+		for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+			fi, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			st, ok := fi.Sys().(*syscall.Stat_t)
+			if ok && fi.Mode().Perm()&0o001 == 0 && !(st.Uid == cred.Uid && fi.Mode().Perm()&0o100 != 0) &&
+				!(st.Gid == cred.Gid && fi.Mode().Perm()&0o010 != 0) {
+				return fmt.Errorf("the server's OS user cannot reach %s: %s is not searchable by it (mode %v); restore under a directory it can enter, e.g. /var/tmp", dir, p, fi.Mode().Perm())
+			}
+			if p == "/" {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// pgCtl runs pg_ctl as the server's user, in its own process group so
+// that a Ctrl-C meant for pgstow does not reach the server it leaves
+// running.
+func pgCtl(ctx context.Context, cred *syscall.Credential, bin string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "pg_ctl"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pg_ctl %s: %w: %s", args[0], err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// logTail is the last lines of the server log, for errors.
+func logTail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// confQuote quotes a configuration value as ALTER SYSTEM does.
+func confQuote(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\\`)
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// quoteDSN quotes a keyword/value connection string value.
+func quoteDSN(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
