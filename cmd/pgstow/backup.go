@@ -18,7 +18,7 @@ func newBackupCmd(g *globals) *cobra.Command {
 		concurrency                                                           int
 		walTimeout, ioTimeout, progressEvery                                  time.Duration
 		progress                                                              string
-		noVerifyChecksums                                                     bool
+		noVerifyChecksums, asJSON                                             bool
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -34,7 +34,9 @@ repository, and pgstow only checks that it arrived.
 
 The backup becomes visible (pgstow list) only when everything is stored.`,
 		Example: `  pgstow backup --repo file:///var/backups/pg --pg "host=db1 user=backup"
-  PGSTOW_REPO=file:///var/backups/pg PGHOST=db1 PGUSER=backup pgstow backup --checkpoint fast`,
+  PGSTOW_REPO=file:///var/backups/pg PGHOST=db1 PGUSER=backup pgstow backup --checkpoint fast
+  pgstow backup --quiet --metrics-push http://pushgateway:9091   # from cron: results and errors only
+  pgstow backup --json | jq -r .id`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
@@ -103,6 +105,9 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 			}
 			t := b.Totals
 			g.run = runStats{rawBytes: t.RawBytes, storedBytes: t.StoredBytes, newBytes: t.NewBytes, chunks: int64(t.Chunks), newChunks: int64(t.NewChunks)}
+			if asJSON {
+				return printJSON(g.stdout, entryOf(b))
+			}
 			fmt.Fprintf(g.stdout, "backup %s committed: %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
 				b.ID, humanBytes(b.Totals.RawBytes), humanBytes(b.Totals.StoredBytes), humanBytes(b.Totals.NewBytes),
 				b.StartLSN, b.EndLSN, len(b.WAL))
@@ -121,6 +126,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
 	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")
 	progressFlags(cmd, &progress, &progressEvery)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the committed backup as JSON (the shape of one list --json entry)")
 	g.metricsFlags(cmd)
 	cmd.Flags().BoolVar(&noVerifyChecksums, "no-verify-checksums", false, "do not let the server verify data-page checksums while sending")
 	return cmd

@@ -162,7 +162,15 @@ and records exactly which WAL a restore needs.
 
 Repositories are named by URL (--repo or PGSTOW_REPO), e.g. file:///var/backups/pgstow.
 The server is named by a libpq connection string or URL (--pg or PGSTOW_PG); what
-it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and friends.`,
+it leaves out comes from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSSLMODE and friends.
+
+Exit codes: 0 success; 1 failure; 2 usage error (a flag or argument is wrong,
+nothing was done); 130 and 143 stopped by SIGINT and SIGTERM. wal-fetch exits 1
+only when the WAL file is not in the repository, and 128 on any other failure,
+so that PostgreSQL stops recovery rather than end it early.
+
+Shell completion: pgstow completion bash|zsh|fish|powershell --help.
+Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -211,15 +219,23 @@ func toolVersion() string {
 }
 
 func newVersionCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print pgstow's version",
-		Args:  cobra.NoArgs,
+		Example: `  pgstow version
+  pgstow version --json | jq -r .version`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if asJSON {
+				return printJSON(g.stdout, map[string]string{"version": toolVersion(), "go": runtime.Version()})
+			}
 			fmt.Fprintf(g.stdout, "pgstow %s\n", toolVersion())
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
 }
 
 // oneLine folds a multi-line error (some libraries report one line per

@@ -68,3 +68,42 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %d %q", code, out.String())
 	}
 }
+
+// TestEveryCommandExplainsItself: every command's --help has examples, and
+// every command that prints a result can print it as JSON.
+func TestEveryCommandExplainsItself(t *testing.T) {
+	g := &globals{getenv: func(string) string { return "" }}
+	root := newRootCmd(g)
+	noJSON := map[string]bool{"wal-push": true, "wal-fetch": true, "wal-receive": true, "discard": true}
+	for _, c := range root.Commands() {
+		if c.Name() == "help" || c.Name() == "completion" {
+			continue
+		}
+		t.Run(c.Name(), func(t *testing.T) {
+			if strings.TrimSpace(c.Example) == "" {
+				t.Errorf("%s --help has no examples", c.Name())
+			}
+			if c.Short == "" {
+				t.Errorf("%s has no short description", c.Name())
+			}
+			if !noJSON[c.Name()] && c.Flags().Lookup("json") == nil {
+				t.Errorf("%s has no --json", c.Name())
+			}
+		})
+	}
+}
+
+// TestCompletion: the shells' completion scripts come out of the binary.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "bash completion", "zsh": "#compdef pgstow", "fish": "complete -c pgstow", "powershell": "Register-ArgumentCompleter"} {
+		t.Run(shell, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			if code := run([]string{"completion", shell}, &out, &errb, func(string) string { return "" }); code != 0 {
+				t.Fatalf("completion %s: exit %d %s", shell, code, errb.String())
+			}
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("completion %s does not contain %q", shell, want)
+			}
+		})
+	}
+}

@@ -60,15 +60,19 @@ func (g *globals) metricsFlags(cmd *cobra.Command) {
 		if (pushURL == "" && file == "") || errors.As(err, &ue) {
 			return err
 		}
-		reg := g.runMetrics(c, start, err)
+		end := time.Now()
 		// Monitoring failing must not turn a good backup into a failed
 		// command, but it must be seen.
 		if pushURL != "" {
+			// Pushed series carry command and repo in the grouping key,
+			// which the Pushgateway adds; they must not carry them again.
+			reg := g.runMetrics(start, end, err, nil)
 			if perr := pushMetrics(c.Context(), pushURL, job, c.Name(), g.repoLabel(c), reg, err == nil); perr != nil {
 				g.log.Error("metrics push failed; the command's own result is unaffected", "err", perr)
 			}
 		}
 		if file != "" {
+			reg := g.runMetrics(start, end, err, prometheus.Labels{"command": c.Name(), "repo": g.repoLabel(c)})
 			if ferr := writeTextfile(file, reg, c.Name(), g.repoLabel(c), err == nil); ferr != nil {
 				g.log.Error("metrics file not written; the command's own result is unaffected", "file", file, "err", ferr)
 			}
@@ -93,17 +97,15 @@ func (g *globals) repoLabel(c *cobra.Command) string {
 	return providers.RedactURL(u)
 }
 
-// runMetrics builds the registry of one run. The last-success time is
-// only in it when the run succeeded.
-func (g *globals) runMetrics(c *cobra.Command, start time.Time, runErr error) *prometheus.Registry {
+// runMetrics builds the registry of one run, every series with labels.
+// The last-success time is only in it when the run succeeded.
+func (g *globals) runMetrics(start, now time.Time, runErr error, labels prometheus.Labels) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	labels := prometheus.Labels{"command": c.Name(), "repo": g.repoLabel(c)}
 	gauge := func(name, help string, v float64) {
 		m := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels})
 		m.Set(v)
 		reg.MustRegister(m)
 	}
-	now := time.Now()
 	ok := 0.0
 	errs := g.run.problems
 	if runErr == nil {

@@ -19,6 +19,16 @@ import (
 	"github.com/pgstow/pgstow/uploader"
 )
 
+// restoreEntry is the --json shape of a finished restore.
+type restoreEntry struct {
+	BackupID    string  `json:"backup_id"`
+	DataDir     string  `json:"data_dir"`
+	Files       int     `json:"files"`
+	Bytes       int64   `json:"bytes"`
+	WALSegments int     `json:"wal_segments"`
+	Seconds     float64 `json:"seconds"`
+}
+
 func newRestoreCmd(g *globals) *cobra.Command {
 	var (
 		repoURL, backupID, pgdata, wal string
@@ -147,6 +157,10 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			summary := fmt.Sprintf("restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs",
 				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
 			if !srv.start {
+				if srv.asJSON {
+					return printJSON(g.stdout, restoreEntry{BackupID: res.Backup.ID, DataDir: target, Files: res.Files,
+						Bytes: res.Bytes, WALSegments: res.WALSegments, Seconds: res.Elapsed.Seconds()})
+				}
 				fmt.Fprintln(g.stdout, summary)
 				return nil
 			}

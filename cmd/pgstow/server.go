@@ -32,14 +32,14 @@ func (f *serverFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.binDir, "pg-bin", "", "with --start: directory of pg_ctl and postgres of the backup's major version (default: searched)")
 	cmd.Flags().BoolVar(&f.keepHBA, "keep-hba", false, "with --start: keep the backup's pg_hba.conf instead of trusting local connections")
 	cmd.Flags().DurationVar(&f.timeout, "start-timeout", 30*time.Minute, "with --start: longest wait for the server to finish recovery and accept connections")
-	cmd.Flags().BoolVar(&f.asJSON, "json", false, "with --start: print the server's URI, port, directories and log file as JSON")
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the result as JSON (with --start: the server's URI, port, directories and log file)")
 }
 
 // check refuses server options without --start, and a recovery target
 // that would shut the server down.
 func (f *serverFlags) check(cmd *cobra.Command, o restore.Options) error {
 	if !f.start {
-		for _, name := range []string{"port", "user", "dbname", "run-as", "pg-bin", "keep-hba", "start-timeout", "json"} {
+		for _, name := range []string{"port", "user", "dbname", "run-as", "pg-bin", "keep-hba", "start-timeout"} {
 			if cmd.Flags().Changed(name) {
 				return usageError{fmt.Errorf("--%s only applies with --start", name)}
 			}
