@@ -43,8 +43,12 @@ func (g *globals) resolveProgress(flag string) (progressMode, error) {
 		if g.quiet {
 			return progressOff, nil
 		}
+		// A terminal that reports no width (some pseudo-terminals) would
+		// get empty bars: it gets lines.
 		if f, ok := g.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) && g.logFormat == "text" {
-			return progressBars, nil
+			if w, _, err := term.GetSize(int(f.Fd())); err == nil && w >= 40 {
+				return progressBars, nil
+			}
 		}
 		return progressLines, nil
 	default:
