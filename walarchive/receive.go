@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -80,7 +81,9 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 	comp := chunker.NewCompressor()
 	last := time.Now()
 	var st ReceiveStatus
-	st.Stored, st.Received = start, start
+	// The stream starts at the segment holding start.
+	segStart := manifest.LSN(manifest.SegmentNo(start, sys.WALSegmentSize) * sys.WALSegmentSize)
+	st.Stored, st.Received = segStart, segStart
 	report := func() {
 		if o.Status != nil {
 			o.Status(st)

@@ -53,6 +53,9 @@ func (g *globals) metricsFlags(cmd *cobra.Command) {
 			if _, err := pushTarget(pushURL); err != nil {
 				return usageError{err}
 			}
+			if job == "" {
+				return usageError{errors.New("--metrics-job: give a job name, e.g. pgstow")}
+			}
 		}
 		start := time.Now()
 		err := run(c, args)
@@ -238,42 +241,80 @@ func (m *walReceiveMetrics) get() walarchive.ReceiveStatus {
 	return m.st
 }
 
+// walReceiveSeries are wal-receive's series; one scrape reads one status
+// snapshot for all of them, so they agree with each other.
+var walReceiveSeries = []struct {
+	name, help string
+	counter    bool
+	value      func(s walarchive.ReceiveStatus, retries int64) float64
+}{
+	{"pgstow_wal_receive_lag_bytes", "WAL bytes the server has written that are not yet stored in the repository.", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 {
+			if s.ServerEnd <= s.Stored {
+				return 0
+			}
+			return float64(s.ServerEnd - s.Stored)
+		}},
+	{"pgstow_wal_receive_lag_seconds", "How long the oldest WAL received but not yet stored has waited (0 when all is stored).", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 {
+			if s.PendingSince.IsZero() {
+				return 0
+			}
+			return time.Since(s.PendingSince).Seconds()
+		}},
+	{"pgstow_wal_receive_server_lsn_bytes", "End of WAL on the server, as a byte position.", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 { return float64(s.ServerEnd) }},
+	{"pgstow_wal_receive_received_lsn_bytes", "End of the WAL received, as a byte position.", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 { return float64(s.Received) }},
+	{"pgstow_wal_receive_stored_lsn_bytes", "End of the WAL stored in the repository, as a byte position.", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 { return float64(s.Stored) }},
+	{"pgstow_wal_receive_last_segment_timestamp_seconds", "Unix time the last segment was stored (0 before the first).", false,
+		func(s walarchive.ReceiveStatus, _ int64) float64 {
+			if s.LastSegment.IsZero() {
+				return 0
+			}
+			return float64(s.LastSegment.UnixNano()) / 1e9
+		}},
+	{"pgstow_wal_receive_segments_stored_total", "WAL segments stored since wal-receive started.", true,
+		func(s walarchive.ReceiveStatus, _ int64) float64 { return float64(s.Segments) }},
+	{"pgstow_wal_receive_retries_total", "Storage requests retried since wal-receive started.", true,
+		func(_ walarchive.ReceiveStatus, r int64) float64 { return float64(r) }},
+}
+
+// walReceiveCollector is a prometheus.Collector over the latest status.
+type walReceiveCollector struct {
+	m       *walReceiveMetrics
+	retries func() int64
+	descs   []*prometheus.Desc
+}
+
+func (c *walReceiveCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *walReceiveCollector) Collect(ch chan<- prometheus.Metric) {
+	s, r := c.m.get(), c.retries()
+	for i, series := range walReceiveSeries {
+		t := prometheus.GaugeValue
+		if series.counter {
+			t = prometheus.CounterValue
+		}
+		ch <- prometheus.MustNewConstMetric(c.descs[i], t, series.value(s, r))
+	}
+}
+
 // registry exposes the stream's state. Lag in bytes is the WAL the server
 // has that is not yet stored; lag in seconds is how long the oldest WAL
 // not yet stored has waited, which is what a disaster would lose.
 func (m *walReceiveMetrics) registry(g *globals, slot, repo string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	labels := prometheus.Labels{"slot": slot, "repo": repo}
-	gf := func(name, help string, f func(walarchive.ReceiveStatus) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels},
-			func() float64 { return f(m.get()) }))
+	c := &walReceiveCollector{m: m, retries: g.retries}
+	for _, s := range walReceiveSeries {
+		c.descs = append(c.descs, prometheus.NewDesc(s.name, s.help, nil, prometheus.Labels{"slot": slot, "repo": repo}))
 	}
-	gf("pgstow_wal_receive_lag_bytes", "WAL bytes the server has written that are not yet stored in the repository.", func(s walarchive.ReceiveStatus) float64 {
-		if s.ServerEnd <= s.Stored {
-			return 0
-		}
-		return float64(s.ServerEnd - s.Stored)
-	})
-	gf("pgstow_wal_receive_lag_seconds", "How long the oldest WAL received but not yet stored has waited (0 when all is stored).", func(s walarchive.ReceiveStatus) float64 {
-		if s.PendingSince.IsZero() {
-			return 0
-		}
-		return time.Since(s.PendingSince).Seconds()
-	})
-	gf("pgstow_wal_receive_server_lsn_bytes", "End of WAL on the server, as a byte position.", func(s walarchive.ReceiveStatus) float64 { return float64(s.ServerEnd) })
-	gf("pgstow_wal_receive_received_lsn_bytes", "End of the WAL received, as a byte position.", func(s walarchive.ReceiveStatus) float64 { return float64(s.Received) })
-	gf("pgstow_wal_receive_stored_lsn_bytes", "End of the WAL stored in the repository, as a byte position.", func(s walarchive.ReceiveStatus) float64 { return float64(s.Stored) })
-	gf("pgstow_wal_receive_last_segment_timestamp_seconds", "Unix time the last segment was stored (0 before the first).", func(s walarchive.ReceiveStatus) float64 {
-		if s.LastSegment.IsZero() {
-			return 0
-		}
-		return float64(s.LastSegment.UnixNano()) / 1e9
-	})
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgstow_wal_receive_segments_stored_total", Help: "WAL segments stored since wal-receive started.", ConstLabels: labels},
-		func() float64 { return float64(m.get().Segments) }))
-	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pgstow_wal_receive_retries_total", Help: "Storage requests retried since wal-receive started.", ConstLabels: labels},
-		func() float64 { return float64(g.retries()) }))
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
 }
 

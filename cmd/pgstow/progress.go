@@ -173,7 +173,7 @@ func (v *progressView) update(s snapshot) {
 		}
 		attrs := []any{"phase", s.phase, "done_bytes", s.done}
 		if s.total > 0 {
-			attrs = append(attrs, "total_bytes", s.total, "percent", int(100*float64(s.done)/float64(s.total)))
+			attrs = append(attrs, "total_bytes", s.total, "percent", min(100, int(100*float64(s.done)/float64(s.total))))
 		}
 		attrs = append(attrs, "mib_per_s", float64(int64(rate/(1<<20)*10))/10)
 		if eta, ok := estimate(s, rate); ok {
