@@ -340,17 +340,17 @@ func resign(t *testing.T, doc []byte) []byte {
 	return append(out, rest[q+64:]...)
 }
 
-// TestRestoreWithoutPgstow runs the README's recipe, as written there, and
-// lets PostgreSQL judge the result.
+// TestRestoreWithoutPgstow runs the recipe of docs/restore-without-pgstow.md,
+// as written there, and lets PostgreSQL judge the result.
 func TestRestoreWithoutPgstow(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../docs/restore-without-pgstow.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, after, ok1 := bytes.Cut(readme, []byte("<!-- restore-without-pgstow -->\n```sh\n"))
 	recipe, _, ok2 := bytes.Cut(after, []byte("```\n<!-- /restore-without-pgstow -->"))
 	if !ok1 || !ok2 {
-		t.Fatal("README.md has no restore-without-pgstow recipe")
+		t.Fatal("docs/restore-without-pgstow.md has no restore-without-pgstow recipe")
 	}
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
@@ -364,7 +364,7 @@ func TestRestoreWithoutPgstow(t *testing.T) {
 	cmd := exec.Command("sh", "-euc", string(recipe))
 	cmd.Env = append(os.Environ(), "REPO="+dir, "TARGET="+target)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("the README recipe failed: %v\n%s", err, out)
+		t.Fatalf("the restore-without-pgstow recipe failed: %v\n%s", err, out)
 	}
 	r := restoreChecks(t, 15, target)
 	if got := fingerprint(t, r); got != want {
