@@ -31,7 +31,9 @@ type Recovery struct {
 // recovery target.
 var ErrTarget = errors.New("recovery target cannot be reached from this repository")
 
-func (rc *Recovery) validate() error {
+// Validate checks the target is one of the kinds PostgreSQL knows, alone,
+// with a known action and timeline; callers check it before any work.
+func (rc *Recovery) Validate() error {
 	n := 0
 	for _, set := range []bool{!rc.Time.IsZero(), rc.LSN != 0, rc.XID != "", rc.Name != "", rc.Immediate} {
 		if set {

@@ -181,7 +181,7 @@ func (o *Options) setDefaults() error {
 	case WALEmbed:
 	case WALFetch:
 		if o.Recovery != nil {
-			if err := o.Recovery.validate(); err != nil {
+			if err := o.Recovery.Validate(); err != nil {
 				return err
 			}
 		}

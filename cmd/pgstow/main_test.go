@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 )
@@ -103,6 +104,32 @@ func TestCompletion(t *testing.T) {
 			}
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("completion %s does not contain %q", shell, want)
+			}
+		})
+	}
+}
+
+// TestMissingFileRepository: only commands that write create a file://
+// repository; a mistyped path is an error for the rest, and wal-fetch
+// must not call it "not archived" (exit 1), which would end recovery.
+func TestMissingFileRepository(t *testing.T) {
+	missing := t.TempDir() + "/typo"
+	for _, args := range [][]string{
+		{"list"}, {"show", "latest"}, {"verify"}, {"gc"}, {"restore", "-D", t.TempDir() + "/r"},
+		{"wal-fetch", "000000010000000000000001", t.TempDir() + "/seg"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(append(args, "--repo", "file://"+missing), &out, &errb, func(string) string { return "" })
+			want := exitFailure
+			if args[0] == "wal-fetch" {
+				want = exitWALFatal
+			}
+			if code != want || !strings.Contains(errb.String(), "does not exist") {
+				t.Errorf("exit %d, stderr %q; want %d and a missing directory named", code, errb.String(), want)
+			}
+			if _, err := os.Stat(missing); !os.IsNotExist(err) {
+				t.Fatalf("%s created the mistyped repository directory", args[0])
 			}
 		})
 	}

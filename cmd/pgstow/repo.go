@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -16,6 +17,10 @@ import (
 	"github.com/pgstow/pgstow/providers/s3"
 	"github.com/pgstow/pgstow/repository"
 )
+
+// createsRepo names the commands that create a file:// repository's
+// directory when it is missing.
+var createsRepo = map[string]bool{"backup": true, "wal-push": true, "wal-receive": true}
 
 // repoFlag adds --repo to a command; PGSTOW_REPO is its default.
 func repoFlag(cmd *cobra.Command, dst *string) {
@@ -54,6 +59,13 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	case "file":
 		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
 			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
+		}
+		// Only the commands that write new data create the directory: a
+		// mistyped path must not read as an empty repository.
+		if !createsRepo[cmd.Name()] {
+			if _, serr := os.Stat(u.Path); errors.Is(serr, os.ErrNotExist) {
+				return nil, fmt.Errorf("repository %s: the directory %s does not exist; check the path (backup, wal-push and wal-receive create it)", providers.RedactURL(u), u.Path)
+			}
 		}
 		store, err = file.OpenURL(ctx, u)
 	case "s3":

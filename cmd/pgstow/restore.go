@@ -209,6 +209,9 @@ func recoveryTarget(tTime, tLSN, tXID, tName string, immediate bool, action, tim
 		}
 		rc.LSN = l
 	}
+	if err := rc.Validate(); err != nil {
+		return nil, err
+	}
 	return rc, nil
 }
 
