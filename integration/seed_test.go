@@ -84,15 +84,25 @@ func TestRestoreStart(t *testing.T) {
 			repoURL := "file://" + repoDir
 			cliBackup(t, c, repoURL)
 
+			// A plain restore of a cluster that archives warns that the
+			// copy would archive into the original's archive.
+			r := runCLI(t, 5*time.Minute, nil, "restore", "--repo", repoURL, "-D", filepath.Join(t.TempDir(), "plain"))
+			if r.code != 0 || !strings.Contains(r.stderr, "level=WARN") || !strings.Contains(r.stderr, "archive_mode = off") || !strings.Contains(r.stderr, "/bin/false") {
+				t.Errorf("plain restore of an archiving cluster: exit %d, no warning about archiving:\n%s", r.code, r.stderr)
+			}
+
 			dir := seedDir(t)
 			args := []string{"restore", "--repo", repoURL, "-D", dir, "--start"}
 			if major != 15 {
 				// Only 15 is where packages put it; the rest come from npm.
 				args = append(args, "--pg-bin", c.BinDir)
 			}
-			r := runCLI(t, 5*time.Minute, nil, args...)
+			r = runCLI(t, 5*time.Minute, nil, args...)
 			if r.code != 0 {
 				t.Fatalf("restore --start exited %d:\n%s", r.code, r.stderr)
+			}
+			if strings.Contains(r.stderr, "archives WAL") {
+				t.Errorf("restore --start turns archiving off, yet warned about it:\n%s", r.stderr)
 			}
 			uri := strings.TrimSpace(r.stdout)
 			if strings.Contains(uri, "\n") || !strings.HasPrefix(uri, "postgresql://postgres@127.0.0.1:") {

@@ -157,6 +157,13 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			summary := fmt.Sprintf("restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs",
 				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
 			if !srv.start {
+				// --start turns archiving off itself.
+				if ac, err := restore.Archiving(target); err != nil {
+					g.log.Warn("could not read the restored configuration", "err", err)
+				} else if ac != "" {
+					g.log.Warn("the restored configuration archives WAL: unless this server replaces the original, add archive_mode = off to its postgresql.auto.conf before starting it, or its WAL goes into the original's archive",
+						"archive_command", ac, "file", filepath.Join(target, "postgresql.auto.conf"))
+				}
 				if srv.asJSON {
 					return printJSON(g.stdout, restoreEntry{BackupID: res.Backup.ID, DataDir: target, Files: res.Files,
 						Bytes: res.Bytes, WALSegments: res.WALSegments, Seconds: res.Elapsed.Seconds()})
