@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,20 +15,16 @@ import (
 	"github.com/pgstow/pgstow/integration/pgtest"
 )
 
-// The markers around the quickstart's runnable blocks.
-const (
-	walkthroughOpen  = "<!-- walkthrough -->"
-	walkthroughClose = "<!-- /walkthrough -->"
-)
-
-// walkthroughScript returns the ```sh blocks between walkthrough markers of
-// a Markdown document, in order, concatenated exactly as written. It
-// refuses a document without markers, with unbalanced or nested markers,
-// with a marked region that holds no sh block, or with an unterminated
-// block: each would silently test less than the reader runs.
-func walkthroughScript(doc []byte) (string, error) {
+// markedBlocks returns the ```lang blocks between <!-- marker --> and
+// <!-- /marker --> lines of a Markdown document, in order, concatenated
+// exactly as written. It refuses a document without markers, with
+// unbalanced or nested markers, with a marked region that holds no such
+// block, or with an unterminated block: each would silently test less
+// than the reader runs.
+func markedBlocks(doc []byte, marker, lang string) (string, error) {
+	open, closing, fence := "<!-- "+marker+" -->", "<!-- /"+marker+" -->", "```"+lang
 	var (
-		script             strings.Builder
+		out                strings.Builder
 		inRegion, inBlock  bool
 		regions, regBlocks int
 	)
@@ -40,42 +35,59 @@ func walkthroughScript(doc []byte) (string, error) {
 		case inBlock && trimmed == "```":
 			inBlock = false
 		case inBlock:
-			if trimmed == walkthroughOpen || trimmed == walkthroughClose {
-				return "", fmt.Errorf("line %d: walkthrough marker inside a code block", n)
+			if trimmed == open || trimmed == closing {
+				return "", fmt.Errorf("line %d: %s marker inside a code block", n, marker)
 			}
-			script.WriteString(line)
-			script.WriteByte('\n')
-		case trimmed == walkthroughOpen:
+			out.WriteString(line)
+			out.WriteByte('\n')
+		case trimmed == open:
 			if inRegion {
-				return "", fmt.Errorf("line %d: %s inside another walkthrough region", n, walkthroughOpen)
+				return "", fmt.Errorf("line %d: %s inside another %s region", n, open, marker)
 			}
 			inRegion, regBlocks = true, 0
 			regions++
-		case trimmed == walkthroughClose:
+		case trimmed == closing:
 			if !inRegion {
-				return "", fmt.Errorf("line %d: %s without %s", n, walkthroughClose, walkthroughOpen)
+				return "", fmt.Errorf("line %d: %s without %s", n, closing, open)
 			}
 			if regBlocks == 0 {
-				return "", fmt.Errorf("line %d: walkthrough region without a ```sh block", n)
+				return "", fmt.Errorf("line %d: %s region without a %s block", n, marker, fence)
 			}
 			inRegion = false
-		case inRegion && trimmed == "```sh":
+		case inRegion && trimmed == fence:
 			inBlock = true
 			regBlocks++
 		case inRegion && strings.HasPrefix(trimmed, "```"):
-			return "", fmt.Errorf("line %d: only ```sh blocks may stand in a walkthrough region, not %q", n, trimmed)
+			return "", fmt.Errorf("line %d: only %s blocks may stand in a %s region, not %q", n, fence, marker, trimmed)
 		}
 	}
 	switch {
 	case inBlock:
-		return "", errors.New("a ```sh block in a walkthrough region is not closed")
+		return "", fmt.Errorf("a %s block in a %s region is not closed", fence, marker)
 	case inRegion:
-		return "", fmt.Errorf("a walkthrough region is not closed with %s", walkthroughClose)
+		return "", fmt.Errorf("a %s region is not closed with %s", marker, closing)
 	case regions == 0:
-		return "", fmt.Errorf("no %s … %s markers", walkthroughOpen, walkthroughClose)
+		return "", fmt.Errorf("no %s … %s markers", open, closing)
 	}
-	return script.String(), nil
+	return out.String(), nil
 }
+
+// docBlocks reads a document of docs/ and returns its marked blocks.
+func docBlocks(t *testing.T, name, marker, lang string) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "docs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := markedBlocks(doc, marker, lang)
+	if err != nil {
+		t.Fatalf("docs/%s: %v", name, err)
+	}
+	return text
+}
+
+// walkthroughScript is the quickstart's runnable script.
+func walkthroughScript(doc []byte) (string, error) { return markedBlocks(doc, "walkthrough", "sh") }
 
 // TestDocsWalkthroughExtract: the extractor takes exactly the marked blocks
 // and refuses documents that would make TestDocsWalkthrough test nothing.

@@ -343,15 +343,7 @@ func resign(t *testing.T, doc []byte) []byte {
 // TestRestoreWithoutPgstow runs the recipe of docs/restore-without-pgstow.md,
 // as written there, and lets PostgreSQL judge the result.
 func TestRestoreWithoutPgstow(t *testing.T) {
-	readme, err := os.ReadFile("../docs/restore-without-pgstow.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok1 := bytes.Cut(readme, []byte("<!-- restore-without-pgstow -->\n```sh\n"))
-	recipe, _, ok2 := bytes.Cut(after, []byte("```\n<!-- /restore-without-pgstow -->"))
-	if !ok1 || !ok2 {
-		t.Fatal("docs/restore-without-pgstow.md has no restore-without-pgstow recipe")
-	}
+	recipe := docBlocks(t, "restore-without-pgstow.md", "restore-without-pgstow", "sh")
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	want := seedBeforeBackup(t, c)

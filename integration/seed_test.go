@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -256,17 +255,9 @@ type ciJob struct {
 // and the always() cleanup step run whatever happened. Only the Install
 // step is left out: the binaries are already here.
 func TestCIExample(t *testing.T) {
-	doc, err := os.ReadFile("../docs/ci-seeding.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, after, ok1 := bytes.Cut(doc, []byte("<!-- ci-example -->\n```yaml\n"))
-	block, _, ok2 := bytes.Cut(after, []byte("```\n<!-- /ci-example -->"))
-	if !ok1 || !ok2 {
-		t.Fatal("docs/ci-seeding.md has no ci-example block")
-	}
+	block := docBlocks(t, "ci-seeding.md", "ci-example", "yaml")
 	var wf ciJob
-	if err := yaml.Unmarshal(block, &wf); err != nil {
+	if err := yaml.Unmarshal([]byte(block), &wf); err != nil {
 		t.Fatalf("the CI example is not valid YAML: %v", err)
 	}
 	job, ok := wf.Jobs["test"]
