@@ -50,7 +50,7 @@ func StartFaultProxy(t testing.TB, upstream string, slowdownP, dropP float64) *F
 		},
 		FlushInterval: -1,
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fp.Requests.Add(1)
 		dice := fp.roll()
 		switch {
@@ -75,15 +75,8 @@ func StartFaultProxy(t testing.TB, upstream string, slowdownP, dropP float64) *F
 			return
 		}
 		rp.ServeHTTP(w, r)
-	}))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Listener = l
-	srv.Start()
-	t.Cleanup(srv.Close)
-	fp.URL = srv.URL
+	})
+	fp.URL = startLoopback(t, handler).URL
 	return fp
 }
 

@@ -102,7 +102,15 @@ func (g PushGroup) Value(name string) (v float64, ok bool) {
 func StartPushgateway(t testing.TB) *Pushgateway {
 	t.Helper()
 	pg := &Pushgateway{groups: map[string]*PushGroup{}}
-	srv := httptest.NewUnstartedServer(pg)
+	pg.URL = startLoopback(t, pg).URL
+	return pg
+}
+
+// startLoopback serves h on 127.0.0.1 (never another interface) until the
+// test ends.
+func startLoopback(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -110,8 +118,7 @@ func StartPushgateway(t testing.TB) *Pushgateway {
 	srv.Listener = l
 	srv.Start()
 	t.Cleanup(srv.Close)
-	pg.URL = srv.URL
-	return pg
+	return srv
 }
 
 // Requests returns the requests received so far, oldest first.
