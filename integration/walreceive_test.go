@@ -3,14 +3,19 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+
 	"github.com/pgstow/pgstow/backup"
 	"github.com/pgstow/pgstow/integration/pgtest"
+	"github.com/pgstow/pgstow/integration/testserver"
 	"github.com/pgstow/pgstow/manifest"
 )
 
@@ -125,5 +130,80 @@ func TestWALReceive(t *testing.T) {
 				t.Fatalf("pgbench_history %s after restore, %s before the stop", got, want)
 			}
 		})
+	}
+}
+
+// TestWALReceiveKeepsPartialWhenServerGoes: when the server goes away
+// under wal-receive, the WAL it had received of the unfinished segment is
+// stored as <segment>.partial, byte for byte what the server wrote, and
+// wal-fetch brings it back as the runbook says.
+func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
+	repoDir := t.TempDir()
+	repoURL := "file://" + repoDir
+	addr := testserver.Addr(freePort(t))
+	var out testserver.LockedBuffer
+	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", "pgstow_partial",
+		"--create-slot", "--metrics-listen", addr)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+	})
+
+	// Some WAL in the current segment, well short of its end.
+	c.Exec(t, "postgres", "SELECT pg_switch_wal()")
+	c.Exec(t, "postgres", "CREATE TABLE partial_test AS SELECT g FROM generate_series(1, 20000) g")
+	lsn := c.Query(t, "postgres", "SELECT pg_current_wal_insert_lsn()")[0][0]
+	segName := c.Query(t, "postgres", "SELECT pg_walfile_name('"+lsn+"')")[0][0]
+	target, err := manifest.ParseLSN(lsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	pgtest.Eventually(t, time.Minute, "wal-receive to receive up to "+lsn, func() bool {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		fams, err := decodeMetrics(resp.Body, expfmt.ResponseFormat(resp.Header))
+		if err != nil {
+			return false
+		}
+		v, ok := seriesValue(fams, "pgstow_wal_receive_received_lsn_bytes", map[string]string{"slot": "pgstow_partial"})
+		return ok && v >= float64(target)
+	})
+
+	c.Stop(t)
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatalf("wal-receive exited 0 when the server went away:\n%s", out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("wal-receive did not exit within 2 minutes of the server stopping:\n%s", out.String())
+	}
+	t.Logf("wal-receive: %s", out.String())
+
+	got := filepath.Join(t.TempDir(), segName)
+	if r := runCLI(t, time.Minute, nil, "wal-fetch", "--prefetch", "0", "--repo", repoURL, segName+".partial", got); r.code != 0 {
+		t.Fatalf("wal-fetch %s.partial: exit %d %s\n%s", segName, r.code, r.stderr, out.String())
+	}
+	partial, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := os.ReadFile(filepath.Join(c.DataDir, "pg_wal", segName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int(uint64(target) % (16 << 20))
+	if len(partial) != 16<<20 || !bytes.Equal(partial[:n], server[:n]) {
+		t.Fatalf("the .partial of %s (%d bytes) does not hold the %d bytes the server wrote before %s", segName, len(partial), n, lsn)
 	}
 }

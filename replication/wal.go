@@ -66,16 +66,20 @@ type StreamStatus struct {
 	PendingSince time.Time
 }
 
+// partialEvery bounds how often a server's requests for confirmation
+// store the unfinished segment (see Run).
+const partialEvery = 10 * time.Second
+
 // Run streams from the segment holding from until the segment holding
 // (end-1) is complete and stored, where end arrives on endCh once the
 // backup has finished; with a nil endCh it streams until ctx ends. After end is known it waits at most endTimeout for
 // the last segment; on a standby with little write traffic the last
 // segment may take long to complete, and an unbounded wait would hang.
-func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <-chan manifest.LSN, endTimeout time.Duration) error {
+func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <-chan manifest.LSN, endTimeout time.Duration) (err error) {
 	seg := s.SegmentSize
 	segno := manifest.SegmentNo(from, seg)
 	pos := manifest.LSN(segno * seg)
-	err := pglogrepl.StartReplication(ctx, c.pg, s.Slot, pglogrepl.LSN(pos), pglogrepl.StartReplicationOptions{
+	err = pglogrepl.StartReplication(ctx, c.pg, s.Slot, pglogrepl.LSN(pos), pglogrepl.StartReplicationOptions{
 		Timeline: int32(s.Timeline),
 		Mode:     pglogrepl.PhysicalReplication,
 	})
@@ -93,6 +97,19 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	haveEnd := false
 	var deadline time.Time
 	nextStatus := time.Now().Add(interval)
+	// When the stream fails (the server died, the connection dropped),
+	// the WAL received of the unfinished segment may be the newest copy
+	// anywhere: keep it, as on a clean stop (which stores it below).
+	defer func() {
+		if err == nil || ctx.Err() != nil || s.Partial == nil || filled == 0 {
+			return
+		}
+		clear(buf[filled:])
+		name := manifest.SegmentName(s.Timeline, segno, seg)
+		if perr := s.Partial(context.WithoutCancel(ctx), name, buf); perr != nil {
+			err = errors.Join(err, fmt.Errorf("store partial segment %s: %w", name, perr))
+		}
+	}()
 
 	sendStatus := func() error {
 		return pglogrepl.SendStandbyStatusUpdate(ctx, c.pg, pglogrepl.StandbyStatusUpdate{
@@ -103,6 +120,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		})
 	}
 	lastHeard := time.Now()
+	var lastPartial time.Time
 	var serverEnd manifest.LSN
 	var pendingSince time.Time
 	status := func() {
@@ -187,6 +205,21 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 					nextStatus = time.Time{}
 				}
 				serverEnd = max(serverEnd, manifest.LSN(ka.ServerWALEnd))
+				// A server asking for a reply when we hold everything it
+				// sent is waiting for us to confirm it: a shutting-down
+				// server waits for its walsenders' clients to flush all it
+				// sent, and would hang on a segment we are still filling.
+				// Store that segment as .partial and confirm it. The slot
+				// then keeps the segment, which a restart streams again.
+				if ka.ReplyRequested && s.Partial != nil && filled > 0 && flushed < pos &&
+					pos >= manifest.LSN(ka.ServerWALEnd) && time.Since(lastPartial) >= partialEvery {
+					clear(buf[filled:])
+					name := manifest.SegmentName(s.Timeline, segno, seg)
+					if err := s.Partial(ctx, name, buf); err != nil {
+						return fmt.Errorf("store partial segment %s: %w", name, err)
+					}
+					flushed, lastPartial = pos, time.Now()
+				}
 				status()
 			case pglogrepl.XLogDataByteID:
 				x, err := pglogrepl.ParseXLogData(m.Data[1:])
@@ -224,7 +257,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				status()
 			}
 		case *pgproto3.CopyDone:
-			return fmt.Errorf("WAL streaming: server %s ended the stream at %s (timeline switch?)", c.target, pos)
+			return fmt.Errorf("WAL streaming: server %s ended the stream at %s (it shut down, or its timeline changed)", c.target, pos)
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("WAL streaming from %s: %s", c.target, m.Message)
 		case *pgproto3.NoticeResponse:
