@@ -59,7 +59,8 @@ type StreamStatus struct {
 	// ServerEnd is the end of WAL on the server, as it last reported it.
 	ServerEnd manifest.LSN
 	// Received is the end of the WAL received; Stored the end of the
-	// WAL stored (always a segment boundary).
+	// WAL stored: a segment boundary, or the end of a .partial stored at
+	// the server's request (see Run).
 	Received, Stored manifest.LSN
 	// PendingSince is when the oldest WAL not yet stored was received;
 	// zero when everything received is stored.
