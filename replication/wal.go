@@ -219,7 +219,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 					if err := s.Partial(ctx, name, buf); err != nil {
 						return fmt.Errorf("store partial segment %s: %w", name, err)
 					}
-					flushed, lastPartial = pos, time.Now()
+					flushed, lastPartial, pendingSince = pos, time.Now(), time.Time{}
 				}
 				status()
 			case pglogrepl.XLogDataByteID:
