@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -98,8 +99,8 @@ func classifyConnectError(target, user string, err error) error {
 			return fmt.Errorf("connect to %s as %q: %w (grant it with: ALTER ROLE %s REPLICATION): %s",
 				target, user, ErrNoReplicationRole, quoteIdent(user), pgErr.Message)
 		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "replication"):
-			return fmt.Errorf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s 0.0.0.0/0 scram-sha-256'): %w",
-				target, user, user, redactErr(err))
+			return fmt.Errorf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s %s scram-sha-256', then SELECT pg_reload_conf()): %w",
+				target, user, user, hbaAddress(pgErr.Message), redactErr(err))
 		}
 	}
 	// pgconn reports one line per attempt (with and without TLS, per
@@ -267,4 +268,22 @@ func (c *Conn) Close(ctx context.Context) error {
 		return nil
 	}
 	return c.pg.Close(ctx)
+}
+
+// hbaClientHost finds the client address in the server's "no pg_hba.conf
+// entry … from host "10.0.0.9"" message.
+var hbaClientHost = regexp.MustCompile(`host "([0-9A-Fa-f.:]+)"`)
+
+// hbaAddress is the pg_hba.conf address of this client as the server saw
+// it: exactly this host, never a wide range.
+func hbaAddress(msg string) string {
+	m := hbaClientHost.FindStringSubmatch(msg)
+	switch {
+	case m == nil:
+		return "<this host's address>/32"
+	case strings.Contains(m[1], ":"):
+		return m[1] + "/128"
+	default:
+		return m[1] + "/32"
+	}
 }
