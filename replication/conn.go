@@ -10,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
