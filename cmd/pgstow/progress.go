@@ -69,8 +69,12 @@ type snapshot struct {
 	done, total int64 // bytes; total 0 when unknown
 	elapsed     time.Duration
 	detail      string // the second line under the bar
-	fields      []any  // the log line's attributes, after the common ones
-	final       bool
+	detailTail  string // after the upload rate, when there is one
+	// uploaded counts bytes sent to the store, for the upload rate;
+	// negative when the pipeline does not upload (a restore).
+	uploaded int64
+	fields   []any // the log line's attributes, after the common ones
+	final    bool
 }
 
 // progressView renders snapshots as bars or log lines. Only cmd renders:
@@ -86,6 +90,7 @@ type progressView struct {
 	last    snapshot
 	lastLog time.Time
 	rate    rateMeter
+	upload  rateMeter
 	p       *mpb.Progress
 	bar     *mpb.Bar
 	info    *mpb.Bar
@@ -96,7 +101,13 @@ func (g *globals) newProgressView(mode progressMode, title string, every time.Du
 	if mode != progressBars {
 		return v
 	}
-	v.p = mpb.New(mpb.WithOutput(g.stderr), mpb.WithWidth(100), mpb.WithAutoRefresh(), mpb.WithRefreshRate(200*time.Millisecond))
+	opts := []mpb.ContainerOption{mpb.WithOutput(g.stderr), mpb.WithAutoRefresh(), mpb.WithRefreshRate(200 * time.Millisecond)}
+	if f, ok := g.stderr.(*os.File); !ok || !term.IsTerminal(int(f.Fd())) {
+		// A terminal's own width is used; elsewhere (--progress always
+		// into a file) lines are this wide.
+		opts = append(opts, mpb.WithWidth(120))
+	}
+	v.p = mpb.New(opts...)
 	// Log records go above the bars while they are drawn.
 	v.logs.set(v.p)
 	v.bar = v.p.New(0, mpb.BarStyle().Lbound("[").Rbound("]"),
@@ -115,7 +126,10 @@ func (v *progressView) phaseText(decor.Statistics) string {
 func (v *progressView) detailText(decor.Statistics) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return "  " + v.last.detail
+	if v.last.uploaded < 0 {
+		return "  " + v.last.detail
+	}
+	return fmt.Sprintf("  %s · upload %s/s · %s", v.last.detail, humanBytes(int64(v.upload.perSecond())), v.last.detailTail)
 }
 
 func (v *progressView) countersText(decor.Statistics) string {
@@ -158,6 +172,10 @@ func (v *progressView) update(s snapshot) {
 	v.last = s
 	v.rate.add(s.elapsed, s.done)
 	rate := v.rate.perSecond()
+	if s.uploaded >= 0 {
+		v.upload.add(s.elapsed, s.uploaded)
+	}
+	uploadRate := v.upload.perSecond()
 	due := v.mode == progressLines && time.Since(v.lastLog) >= v.every && !s.final
 	if due {
 		v.lastLog = time.Now()
@@ -178,6 +196,9 @@ func (v *progressView) update(s snapshot) {
 		attrs = append(attrs, "mib_per_s", float64(int64(rate/(1<<20)*10))/10)
 		if eta, ok := estimate(s, rate); ok {
 			attrs = append(attrs, "eta_s", int(eta.Seconds()))
+		}
+		if s.uploaded >= 0 {
+			attrs = append(attrs, "upload_mib_per_s", float64(int64(uploadRate/(1<<20)*10))/10)
 		}
 		attrs = append(attrs, s.fields...)
 		attrs = append(attrs, "elapsed_s", int(s.elapsed.Seconds()))
@@ -241,15 +262,19 @@ func (r *rateMeter) perSecond() float64 {
 // backupSnapshot shows a backup: the bar is the raw bytes stored so far
 // against the server's estimate of the data directory.
 func backupSnapshot(p backup.Progress) snapshot {
-	detail := fmt.Sprintf("stored %s (new %s, already in the repository %s) · %d chunks, %d in flight · WAL %d segments",
-		humanBytes(p.StoredBytes), humanBytes(p.NewBytes), humanBytes(p.DedupBytes()), p.Chunks, p.InFlight, p.WALSegments)
+	// The upload rate goes between the two halves; a narrow terminal
+	// cuts the end of the line.
+	detail := fmt.Sprintf("stored %s · new %s", humanBytes(p.StoredBytes), humanBytes(p.NewBytes))
+	tail := fmt.Sprintf("dedup %s · %d chunks, %d in flight · WAL %d", humanBytes(p.DedupBytes()), p.Chunks, p.InFlight, p.WALSegments)
 	return snapshot{
-		phase:   string(p.Phase),
-		done:    p.RawBytes,
-		total:   p.EstimatedBytes,
-		elapsed: p.Elapsed,
-		detail:  detail,
-		final:   p.Phase == backup.PhaseDone,
+		phase:      string(p.Phase),
+		done:       p.RawBytes,
+		total:      p.EstimatedBytes,
+		elapsed:    p.Elapsed,
+		detail:     detail,
+		detailTail: tail,
+		uploaded:   p.NewBytes,
+		final:      p.Phase == backup.PhaseDone,
 		fields: []any{"streamed_bytes", p.StreamedBytes, "stored_bytes", p.StoredBytes, "new_bytes", p.NewBytes,
 			"dedup_bytes", p.DedupBytes(), "chunks", p.Chunks, "new_chunks", p.NewChunks, "in_flight", p.InFlight,
 			"wal_segments", p.WALSegments},
@@ -260,12 +285,13 @@ func backupSnapshot(p backup.Progress) snapshot {
 // backup's total.
 func restoreSnapshot(p restore.Progress) snapshot {
 	return snapshot{
-		phase:   "restoring",
-		done:    p.BytesDone,
-		total:   p.BytesTotal,
-		elapsed: p.Elapsed,
-		detail:  fmt.Sprintf("%d of %d chunks verified and written", p.ChunksDone, p.ChunksTotal),
-		fields:  []any{"chunks_done", p.ChunksDone, "chunks_total", p.ChunksTotal},
+		phase:    "restoring",
+		done:     p.BytesDone,
+		total:    p.BytesTotal,
+		elapsed:  p.Elapsed,
+		detail:   fmt.Sprintf("%d of %d chunks verified and written", p.ChunksDone, p.ChunksTotal),
+		uploaded: -1,
+		fields:   []any{"chunks_done", p.ChunksDone, "chunks_total", p.ChunksTotal},
 	}
 }
 
