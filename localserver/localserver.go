@@ -118,6 +118,9 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cred != nil && cred.Uid == 0 {
+		return nil, fmt.Errorf("--run-as %s: PostgreSQL refuses to run as root; name an unprivileged OS user", runAs)
+	}
 	s := &Server{Host: "127.0.0.1", User: o.User, DBName: o.DBName, DataDir: o.DataDir, SocketDir: o.DataDir,
 		LogFile: filepath.Join(o.DataDir, "pgstow-server.log"), BinDir: bin, RunAs: runAs, Extra: o.Tablespaces}
 	if err := prepare(o, s); err != nil {
@@ -357,9 +360,15 @@ func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (
 	if err := json.Unmarshal(data, &s); err != nil {
 		return false, fmt.Errorf("%s in %s is damaged: %w", StateFile, dataDir, err)
 	}
+	// The state file lies in a directory the server's user owns, so it
+	// is no more trusted than that user: pg_ctl runs as that user (never
+	// root), and only directories that user owns are removed.
 	cred, _, err := serverUser(s.RunAs)
 	if err != nil {
 		return false, err
+	}
+	if cred != nil && cred.Uid == 0 {
+		return false, fmt.Errorf("%s in %s names root as the server's user, which pgstow never starts a server as; refusing it", StateFile, dataDir)
 	}
 	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err == nil {
 		if err := pgCtl(ctx, cred, s.BinDir, "stop", "-D", dataDir, "-m", "fast", "-w", "-t", "60"); err != nil {
@@ -373,12 +382,41 @@ func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (
 	if keep {
 		return false, nil
 	}
-	for _, d := range append(s.Extra, dataDir) {
+	for _, d := range s.Extra {
+		if err := ownedBy(d, cred); err != nil {
+			log.Warn("tablespace directory left in place", "dir", d, "reason", err)
+			continue
+		}
 		if err := os.RemoveAll(d); err != nil {
 			return false, fmt.Errorf("remove %s: %w", d, err)
 		}
 	}
+	if err := os.RemoveAll(dataDir); err != nil {
+		return false, fmt.Errorf("remove %s: %w", dataDir, err)
+	}
 	return true, nil
+}
+
+// ownedBy checks that dir is a directory (not a link) owned by the
+// server's user, as the tablespace directories restore --start handed over
+// are; with cred nil (not root), by ourselves.
+func ownedBy(dir string, cred *syscall.Credential) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return errors.New("not a directory")
+	}
+	uid := uint32(os.Geteuid())
+	if cred != nil {
+		uid = cred.Uid
+	}
+	if st.Uid != uid {
+		return fmt.Errorf("owned by uid %d, not the server's user (uid %d)", st.Uid, uid)
+	}
+	return nil
 }
 
 // FindBinDir finds pg_ctl and postgres of the given major: in hint if
@@ -428,16 +466,25 @@ func binMajor(ctx context.Context, dir string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	// "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
-	f := strings.Fields(string(out))
-	if len(f) < 3 {
+	return parseMajor(string(out))
+}
+
+// parseMajor reads the major of "postgres (PostgreSQL) 15.18 (Debian …)",
+// "… 18beta1" or "… 17devel".
+func parseMajor(out string) (int, error) {
+	f := strings.Fields(out)
+	if len(f) < 3 || f[1] != "(PostgreSQL)" {
 		return 0, fmt.Errorf("unexpected version %q", out)
 	}
 	v := f[2]
-	if i := strings.IndexAny(v, ".bdr"); i > 0 {
+	if i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
 		v = v[:i]
 	}
-	return strconv.Atoi(v)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 10 {
+		return 0, fmt.Errorf("unexpected version %q", out)
+	}
+	return n, nil
 }
 
 // serverUser is the credential the server runs under: none (ourselves)

@@ -1,0 +1,131 @@
+package localserver
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+func TestParseMajor(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", 15, true},
+		{"postgres (PostgreSQL) 18.4\n", 18, true},
+		{"postgres (PostgreSQL) 18beta1\n", 18, true},
+		{"postgres (PostgreSQL) 17devel\n", 17, true},
+		{"postgres (PostgreSQL) 9.6.24\n", 0, false},
+		{"pg_ctl (PostgreSQL) 15.1\n", 15, true},
+		{"postgres 15.1\n", 0, false},
+		{"", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseMajor(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseMajor(%q) = %d, %v; want %d, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func writeState(t *testing.T, dir string, s Server) {
+	t.Helper()
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, StateFile), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDiscardRefusals: Discard never touches a directory restore --start
+// did not mark, treats a missing one as done, and never runs anything as
+// root on the word of a state file.
+func TestDiscardRefusals(t *testing.T) {
+	t.Run("unmarked", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "PG_VERSION"), []byte("15\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Discard(t.Context(), dir, false, nil); !errors.Is(err, ErrNotOurs) {
+			t.Fatalf("Discard of an unmarked directory: %v, want ErrNotOurs", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err != nil {
+			t.Fatalf("the unmarked directory was touched: %v", err)
+		}
+	})
+	t.Run("missing", func(t *testing.T) {
+		removed, err := Discard(t.Context(), filepath.Join(t.TempDir(), "gone"), false, nil)
+		if removed || err != nil {
+			t.Fatalf("Discard of a missing directory: %v, %v; want false, nil", removed, err)
+		}
+	})
+	t.Run("root in the state file", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("only a root pgstow switches to the state file's user")
+		}
+		dir := t.TempDir()
+		writeState(t, dir, Server{DataDir: dir, RunAs: "root", BinDir: "/nonexistent"})
+		if _, err := Discard(t.Context(), dir, false, nil); err == nil {
+			t.Fatal("Discard accepted a state file naming root")
+		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("the directory was removed: %v", err)
+		}
+	})
+}
+
+// TestDiscardRemovesOnlyOwnedTablespaces: a tablespace directory listed in
+// the state file goes only if the server's user owns it.
+func TestDiscardRemovesOnlyOwnedTablespaces(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	own := filepath.Join(t.TempDir(), "ts-own")
+	other := filepath.Join(t.TempDir(), "ts-other")
+	for _, d := range []string{dir, own, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runAs := ""
+	if os.Geteuid() == 0 {
+		runAs = "postgres"
+		u, err := user.Lookup(runAs)
+		if err != nil {
+			t.Fatalf("the postgres OS user is needed: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(own, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(own, link); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, dir, Server{DataDir: dir, RunAs: runAs, Extra: []string{own, link, other}})
+	removed, err := Discard(t.Context(), dir, false, nil)
+	if err != nil || !removed {
+		t.Fatalf("Discard: %v, %v", removed, err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("data directory still there: %v", err)
+	}
+	if _, err := os.Stat(own); !os.IsNotExist(err) {
+		t.Errorf("the tablespace directory the server's user owns is still there: %v", err)
+	}
+	if _, err := os.Lstat(link); err != nil {
+		t.Errorf("a symbolic link listed as a tablespace directory was removed: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat(other); err != nil {
+			t.Errorf("a directory root owns was removed on the state file's word: %v", err)
+		}
+	}
+}
