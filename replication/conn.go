@@ -93,15 +93,31 @@ func describeTarget(cfg *pgconn.Config) string {
 func classifyConnectError(target, user string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		said := fmt.Sprintf("%s: %s (SQLSTATE %s)", pgErr.Severity, pgErr.Message, pgErr.Code)
 		switch {
 		case pgErr.Code == "42501" || strings.Contains(pgErr.Message, "replication role") ||
 			strings.Contains(pgErr.Message, "permission denied to start WAL sender"):
-			return fmt.Errorf("connect to %s as %q: %w (grant it with: ALTER ROLE %s REPLICATION): %s",
-				target, user, ErrNoReplicationRole, quoteIdent(user), pgErr.Message)
+			return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: %s (grant it with: ALTER ROLE %s REPLICATION): %s",
+				target, user, ErrNoReplicationRole, quoteIdent(user), said), err: errors.Join(ErrNoReplicationRole, err)}
 		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "replication"):
-			return fmt.Errorf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s %s scram-sha-256', then SELECT pg_reload_conf()): %w",
-				target, user, user, hbaAddress(pgErr.Message), redactErr(err))
+			return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s %s scram-sha-256', then SELECT pg_reload_conf()): %s",
+				target, user, user, hbaAddress(pgErr.Message), said), err: err}
 		}
+		// The server answered: its word alone, without pgconn's account
+		// of every attempt (with and without TLS) that led to it.
+		hint := ""
+		switch {
+		case pgErr.Code == "28P01":
+			hint = "; check the password (PGPASSWORD, ~/.pgpass or the connection string)"
+		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "does not exist"):
+			hint = "; name a role that exists with user= in --pg or PGUSER"
+		case pgErr.Code == "53300" && strings.Contains(pgErr.Message, "max_wal_senders"):
+			hint = "; raise max_wal_senders on the server (pgstow backup uses 2: the backup and its WAL stream; it takes a restart)"
+		}
+		return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: %s%s", target, user, said, hint), err: err}
+	}
+	if strings.Contains(err.Error(), "server refused TLS connection") {
+		return fmt.Errorf("connect to %s: the server does not accept TLS connections, and the connection string requires them (sslmode); enable ssl on the server or change sslmode: %w", target, redactErr(err))
 	}
 	// pgconn reports one line per attempt (with and without TLS, per
 	// address); the network cause is the same in each and says it all.
@@ -111,6 +127,16 @@ func classifyConnectError(target, user string, err error) error {
 	}
 	return fmt.Errorf("connect to %s: %w", target, redactErr(err))
 }
+
+// serverRefusal is the server's own refusal, in one line, still wrapping
+// pgconn's error for errors.As.
+type serverRefusal struct {
+	msg string
+	err error
+}
+
+func (r *serverRefusal) Error() string { return redactPasswords(r.msg) }
+func (r *serverRefusal) Unwrap() error { return r.err }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
