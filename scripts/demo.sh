@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded default: make a throw-away
 # PostgreSQL 15 cluster with sample data, back it up into a local file://
-# repository with pgstow, and list the repository. Run it as `make demo`.
+# repository with pgstow, list the repository, and bring the backup back
+# as a running server (restore --start), then discard it. Run it as `make demo`.
 # The cluster is removed at the end; the repository stays in
 # $PGSTOW_DEMO_REPO (default .cache/demo/repo) so you can look at it.
 set -euo pipefail
@@ -48,5 +49,13 @@ say "pgstow backup --repo $PGSTOW_REPO"
 
 say "pgstow list"
 "$PGSTOW" list
+
+say "pgstow restore --start: the backup as a running throw-away server"
+SEED=$CLUSTER/restored
+URI=$("$PGSTOW" restore --start -D "$SEED" --quiet)
+echo "$URI"
+echo "pgbench_accounts rows: original $("$PGBIN/psql" -XtAc 'SELECT count(*) FROM pgbench_accounts' postgres)," \
+	"restored $("$PGBIN/psql" -XtAc 'SELECT count(*) FROM pgbench_accounts' "$URI")"
+"$PGSTOW" discard -D "$SEED" --quiet
 echo
 echo "The repository is in $REPO_DIR (pgstow.json, backups/, chunks/, wal/)."
