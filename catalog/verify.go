@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -79,6 +81,27 @@ type VerifyOptions struct {
 	// Concurrency × 2 × (the chunk size + half the segment size).
 	Concurrency int
 	Log         *slog.Logger
+	// Progress, if set, is told how a full verification is going about
+	// every second and once at the end, from one goroutine at a time.
+	Progress func(VerifyProgress)
+}
+
+// VerifyProgress is a snapshot of a full verification. Totals grow as
+// each backup's manifest is read.
+type VerifyProgress struct {
+	// Backup is the id being verified, the Index-th (from 1) of Count.
+	Backup       string
+	Index, Count int
+	// BytesDone counts stored chunk and WAL bytes checked (or found
+	// wrong); BytesTotal what the backups read so far reference.
+	BytesDone, BytesTotal int64
+	Elapsed               time.Duration
+}
+
+// verifyMeter counts a full verification's progress across goroutines.
+type verifyMeter struct {
+	done, total atomic.Int64
+	index       atomic.Int64
 }
 
 // Verify checks the backups ids and returns one verdict each, in order.
@@ -111,8 +134,12 @@ func Verify(ctx context.Context, repo *repository.Repository, ids []string, o Ve
 		}
 		return out, nil
 	}
+	var m verifyMeter
+	stop := reportVerify(&m, ids, o.Progress)
+	defer stop()
 	for i, id := range ids {
-		out[i] = fullVerify(ctx, repo, id, o)
+		m.index.Store(int64(i))
+		out[i] = fullVerify(ctx, repo, id, o, &m)
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -120,6 +147,39 @@ func Verify(ctx context.Context, repo *repository.Repository, ids []string, o Ve
 			"chunks", out[i].Chunks, "files", out[i].Files, "wal_segments", out[i].WALSegments)
 	}
 	return out, nil
+}
+
+// reportVerify calls fn about every second until the returned function
+// is called, which makes the last call.
+func reportVerify(m *verifyMeter, ids []string, fn func(VerifyProgress)) (stop func()) {
+	if fn == nil || len(ids) == 0 {
+		return func() {}
+	}
+	start := time.Now()
+	snap := func() VerifyProgress {
+		i := int(m.index.Load())
+		return VerifyProgress{Backup: ids[i], Index: i + 1, Count: len(ids),
+			BytesDone: m.done.Load(), BytesTotal: m.total.Load(), Elapsed: time.Since(start)}
+	}
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				fn(snap())
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-exited
+		fn(snap())
+	}
 }
 
 // inventory is one listing pass over the repository: what a quick verify
@@ -206,12 +266,18 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 
 // fullVerify downloads everything a backup references and checks it the
 // way a restore would, but continues past each problem to name them all.
-func fullVerify(ctx context.Context, repo *repository.Repository, id string, o VerifyOptions) Verdict {
+func fullVerify(ctx context.Context, repo *repository.Repository, id string, o VerifyOptions, m *verifyMeter) Verdict {
 	v := Verdict{ID: id, Mode: "full"}
 	b, err := repo.Backup(ctx, id)
 	if err != nil {
 		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
 		return v
+	}
+	for _, a := range b.Archives {
+		m.total.Add(a.StoredSize)
+	}
+	for _, w := range b.WAL {
+		m.total.Add(w.StoredSize)
 	}
 	if pgm, err := repo.PGManifest(ctx, b); err != nil {
 		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
@@ -226,11 +292,11 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	walDone := make(chan struct{})
 	go func() {
 		defer close(walDone)
-		verifyWAL(ctx, repo, b, o.Concurrency, &walV)
+		verifyWAL(ctx, repo, b, o.Concurrency, &walV, &m.done)
 	}()
 	seen := make(map[string]bool)
 	for ai := range b.Archives {
-		verifyArchive(ctx, repo, b, ai, o.Concurrency, seen, &v)
+		verifyArchive(ctx, repo, b, ai, o.Concurrency, seen, &v, &m.done)
 	}
 	<-walDone
 	v.Problems = append(v.Problems, walV.Problems...)
@@ -246,7 +312,7 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 
 // verifyWAL downloads each WAL segment the backup needs and compares its
 // SHA-256 and length with the manifest.
-func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Backup, n int, v *Verdict) {
+func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Backup, n int, v *Verdict, done *atomic.Int64) {
 	var mu sync.Mutex
 	add := func(kind, object, format string, args ...any) {
 		mu.Lock()
@@ -258,6 +324,7 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 	for _, w := range b.WAL {
 		g.Go(func() error {
 			key := manifest.WALKey(w.Name)
+			defer done.Add(w.StoredSize)
 			data, stored, err := repo.FetchWAL(gctx, w.Name)
 			switch {
 			case errors.Is(err, providers.ErrNotExist):
@@ -309,7 +376,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // file's CRC32C from the bytes at its recorded offset. A bad chunk is
 // reported with the files it holds, and those files are not checked
 // further; the rest of the archive still is. Memory is n chunk buffers.
-func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict) {
+func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict, done *atomic.Int64) {
 	a := &b.Archives[ai]
 	offs := b.ChunkOffsets(ai)
 	ctx, cancel := context.WithCancel(ctx)
@@ -359,6 +426,7 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 	ci := 0
 	for f := range order {
 		<-f.done
+		done.Add(f.ref.StoredSize)
 		key := manifest.ChunkKey(f.ref.ID)
 		holds := func() string { return b.FilesIn(ai, offs[ci], f.ref.RawSize) }
 		switch {

@@ -106,7 +106,7 @@ func lastBarFrame(stderr, title string) string {
 	return last
 }
 
-// TestProgress: how backup and restore show their progress depending on
+// TestProgress: how backup, restore and verify show their progress depending on
 // --progress and --quiet, with stderr a pipe as under CI or systemd.
 func TestProgress(t *testing.T) {
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
@@ -182,6 +182,13 @@ func TestProgress(t *testing.T) {
 			func(t *testing.T, r cliResult) { checkProgressLines(t, r, "restore progress", 1) }},
 		{"restore always draws bars into a pipe", restoreCmd("--progress", "always"), 0, "restored backup", bars("restore")},
 		{"restore quiet", restoreCmd("-q"), 0, "restored backup", quiet},
+		{"verify always draws bars into a pipe", []string{"verify", "--repo", repoURL, "--all", "--progress", "always"}, 0, "OK  full", bars("verify")},
+		{"verify quick has no progress", []string{"verify", "--repo", repoURL, "--all", "--quick", "--progress", "always"}, 0, "OK  quick",
+			func(t *testing.T, r cliResult) {
+				if f := lastBarFrame(r.stderr, "verify"); f != "" {
+					t.Fatalf("a quick verify drew bars: %q", f)
+				}
+			}},
 		{"restore bogus", restoreCmd("--progress", "bogus"), 2, "", func(t *testing.T, r cliResult) {
 			if !strings.Contains(r.stderr, `--progress "bogus"`) {
 				t.Fatalf("want an error naming --progress \"bogus\":\n%s", r.stderr)

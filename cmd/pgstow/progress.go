@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pgstow/pgstow/backup"
+	"github.com/pgstow/pgstow/catalog"
 	"github.com/pgstow/pgstow/restore"
 )
 
@@ -278,6 +279,20 @@ func backupSnapshot(p backup.Progress) snapshot {
 		fields: []any{"streamed_bytes", p.StreamedBytes, "stored_bytes", p.StoredBytes, "new_bytes", p.NewBytes,
 			"dedup_bytes", p.DedupBytes(), "chunks", p.Chunks, "new_chunks", p.NewChunks, "in_flight", p.InFlight,
 			"wal_segments", p.WALSegments},
+	}
+}
+
+// verifySnapshot shows a full verification: stored bytes checked against
+// what the backups read so far reference.
+func verifySnapshot(p catalog.VerifyProgress) snapshot {
+	return snapshot{
+		phase:    fmt.Sprintf("%s (%d of %d)", p.Backup, p.Index, p.Count),
+		done:     p.BytesDone,
+		total:    p.BytesTotal,
+		elapsed:  p.Elapsed,
+		detail:   "stored bytes downloaded and checked",
+		uploaded: -1,
+		fields:   []any{"backup", p.Backup, "index", p.Index, "count", p.Count},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,6 +24,8 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	var repoURL string
 	var wal, asJSON, all, quick bool
 	var concurrency int
+	var progress string
+	var progressEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "verify [ID|latest ...] [--all] [--quick] [--wal]",
 		Short: "Prove backups restorable without restoring them",
@@ -56,6 +59,10 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			}
 			if concurrency < 1 {
 				return usageError{fmt.Errorf("--concurrency %d: must be 1 or more", concurrency)}
+			}
+			mode, err := g.resolveProgress(progress)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			repo, err := g.repoFromFlag(cmd, repoURL)
@@ -97,7 +104,16 @@ status is 1 if any backup or the WAL archive has a problem.`,
 
 			var verdicts []catalog.Verdict
 			if len(ids) > 0 {
-				verdicts, err = catalog.Verify(ctx, repo, ids, catalog.VerifyOptions{Quick: quick, Concurrency: concurrency, Log: g.log})
+				vo := catalog.VerifyOptions{Quick: quick, Concurrency: concurrency, Log: g.log}
+				if quick {
+					mode = progressOff // one listing and one read per backup: quick
+				}
+				view := g.newProgressView(mode, "verify", progressEvery)
+				if mode != progressOff {
+					vo.Progress = func(p catalog.VerifyProgress) { view.update(verifySnapshot(p)) }
+				}
+				verdicts, err = catalog.Verify(ctx, repo, ids, vo)
+				view.finish(err == nil)
 				if err != nil {
 					return err
 				}
@@ -157,6 +173,7 @@ status is 1 if any backup or the WAL archive has a problem.`,
 	cmd.Flags().BoolVar(&wal, "wal", false, "check the WAL archive's continuity")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	progressFlags(cmd, &progress, &progressEvery)
 	g.metricsFlags(cmd)
 	return cmd
 }
