@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -205,5 +207,111 @@ func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
 	n := int(uint64(target) % (16 << 20))
 	if len(partial) != 16<<20 || !bytes.Equal(partial[:n], server[:n]) {
 		t.Fatalf("the .partial of %s (%d bytes) does not hold the %d bytes the server wrote before %s", segName, len(partial), n, lsn)
+	}
+}
+
+// cutProxy forwards to upstream and closes the connection after limit
+// bytes from the server.
+func cutProxy(t *testing.T, upstream string, limit int64) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go io.Copy(s, c)
+			go func() {
+				io.CopyN(c, s, limit)
+				c.Close()
+				s.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// partialBytes is how much WAL a stored .partial holds (before its zero
+// padding).
+func partialBytes(t *testing.T, repoURL, segName string) int {
+	got := filepath.Join(t.TempDir(), segName)
+	if r := runCLI(t, time.Minute, nil, "wal-fetch", "--prefetch", "0", "--repo", repoURL, segName+".partial", got); r.code != 0 {
+		t.Fatalf("wal-fetch: %d %s", r.code, r.stderr)
+	}
+	b, _ := os.ReadFile(got)
+	return len(bytes.TrimRight(b, "\x00"))
+}
+
+// TestWALReceiveNeverShrinksPartial: a restarted wal-receive whose
+// connection drops before it caught up with an earlier run's .partial
+// keeps the longer one.
+func TestWALReceiveNeverShrinksPartial(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
+	repoDir := t.TempDir()
+	repoURL := "file://" + repoDir
+	addr := testserver.Addr(freePort(t))
+	var out testserver.LockedBuffer
+	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", "rv",
+		"--create-slot", "--metrics-listen", addr)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	c.Exec(t, "postgres", "SELECT pg_switch_wal()")
+	c.Exec(t, "postgres", "CREATE TABLE partial_test AS SELECT g FROM generate_series(1, 100000) g")
+	lsn := c.Query(t, "postgres", "SELECT pg_current_wal_insert_lsn()")[0][0]
+	segName := c.Query(t, "postgres", "SELECT pg_walfile_name('"+lsn+"')")[0][0]
+	target, _ := manifest.ParseLSN(lsn)
+	client := &http.Client{Timeout: 5 * time.Second}
+	pgtest.Eventually(t, time.Minute, "received", func() bool {
+		resp, err := client.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		fams, err := decodeMetrics(resp.Body, expfmt.ResponseFormat(resp.Header))
+		if err != nil {
+			return false
+		}
+		v, ok := seriesValue(fams, "pgstow_wal_receive_received_lsn_bytes", map[string]string{"slot": "rv"})
+		return ok && v >= float64(target)
+	})
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("wal-receive after SIGTERM: %v\n%s", err, out.String())
+	}
+	before := partialBytes(t, repoURL, segName)
+	// Zero bytes at the end of the WAL are indistinguishable from the
+	// padding: allow for a page of them.
+	if received := int(uint64(target) % (16 << 20)); before < received-8192 {
+		t.Fatalf("the clean stop stored %d bytes of %s, less than the %d received", before, segName, received)
+	}
+	t.Logf("after a clean stop: %s.partial holds %d bytes (target %d in segment)", segName, before, uint64(target)%(16<<20))
+
+	// A restart whose connection drops during the catch-up of the segment.
+	proxy := cutProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port), 300<<10)
+	host, port, _ := net.SplitHostPort(proxy)
+	r := runCLI(t, time.Minute, nil, "wal-receive", "--repo", repoURL, "--pg",
+		fmt.Sprintf("host=%s port=%s user=postgres dbname=postgres sslmode=disable", host, port), "--slot", "rv")
+	t.Logf("second wal-receive: exit %d %s", r.code, r.stderr)
+	after := partialBytes(t, repoURL, segName)
+	t.Logf("after the dropped restart: %s.partial holds %d bytes", segName, after)
+	if r.code == 0 {
+		t.Errorf("the second wal-receive exited 0 though its connection was cut")
+	}
+	if after < before {
+		t.Errorf("the .partial shrank from %d to %d bytes", before, after)
 	}
 }

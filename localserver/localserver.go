@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -121,11 +122,33 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if cred != nil && cred.Uid == 0 {
 		return nil, fmt.Errorf("--run-as %s: PostgreSQL refuses to run as root; name an unprivileged OS user", runAs)
 	}
+	// One deadline for starting, recovering and accepting connections.
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
 	s := &Server{Host: "127.0.0.1", User: o.User, DBName: o.DBName, DataDir: o.DataDir, SocketDir: o.DataDir,
-		LogFile: filepath.Join(o.DataDir, "pgstow-server.log"), BinDir: bin, RunAs: runAs, Extra: o.Tablespaces}
+		LogFile: filepath.Join(o.DataDir, logName), BinDir: bin, RunAs: runAs, Extra: o.Tablespaces}
+	if n := len(s.SocketDir) + len("/.s.PGSQL.65535"); n > maxSocketPath {
+		return nil, fmt.Errorf("the data directory path %s is too long for the server's socket inside it (%d bytes, at most %d); restore to a shorter path", o.DataDir, n, maxSocketPath)
+	}
+	// Everything is written while the directory is still root's (when
+	// root): once the server's user owns it, that user could plant links.
 	if err := prepare(o, s); err != nil {
 		return nil, err
 	}
+	auto := filepath.Join(o.DataDir, "postgresql.auto.conf")
+	orig, err := os.ReadFile(auto)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", auto, err)
+	}
+	if s.Port = o.Port; s.Port == 0 {
+		if s.Port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(auto, settings(orig, s), 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", auto, err)
+	}
+	s.URI = (&url.URL{Scheme: "postgresql", User: url.User(s.User), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + s.DBName}).String()
 	// Recorded before the first start, so that Discard can clean up
 	// after a server that failed to come up.
 	if err := s.Save(); err != nil {
@@ -145,38 +168,63 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			}
 		}
 	}
+	// From here on the directory is the server user's: reach into it only
+	// through root, which refuses links that lead out of it.
+	dir, err := os.OpenRoot(o.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	fail := func(err error) (*Server, error) {
+		if _, serr := dir.Stat("postmaster.pid"); serr == nil {
+			_ = pgCtl(context.WithoutCancel(ctx), cred, bin, "stop", "-D", o.DataDir, "-m", "immediate", "-w")
+		}
+		return nil, err
+	}
 	// A port picked here may be taken before the server binds it; pick
 	// again then.
 	for attempt := 0; ; attempt++ {
-		s.Port = o.Port
-		if s.Port == 0 {
-			if s.Port, err = freePort(); err != nil {
-				return nil, err
-			}
-		}
-		if err := writeSettings(o, s); err != nil {
-			return nil, err
-		}
-		err = pgCtl(ctx, cred, bin, "start", "-D", o.DataDir, "-l", s.LogFile, "-w", "-t", strconv.Itoa(int(o.Timeout.Seconds())))
+		from := fileSize(dir, logName)
+		err = pgCtl(ctx, cred, bin, "start", "-D", o.DataDir, "-l", s.LogFile, "-w", "-t", strconv.Itoa(secondsLeft(ctx)))
 		if err == nil {
 			break
 		}
-		if o.Port == 0 && attempt < 3 && strings.Contains(logTail(s.LogFile), "could not bind") {
+		log := logSince(dir, from)
+		if o.Port == 0 && attempt < 3 && strings.Contains(log, "could not bind") && ctx.Err() == nil {
 			o.Log.Info("port taken meanwhile; trying another", "port", s.Port)
+			if s.Port, err = freePort(); err != nil {
+				return fail(err)
+			}
+			if err := dir.WriteFile("postgresql.auto.conf", settings(orig, s), 0o600); err != nil {
+				return fail(fmt.Errorf("write %s: %w", auto, err))
+			}
+			s.URI = (&url.URL{Scheme: "postgresql", User: url.User(s.User), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + s.DBName}).String()
 			continue
 		}
-		return nil, fmt.Errorf("start PostgreSQL on %s: %w; the server log says: %s", o.DataDir, err, logTail(s.LogFile))
+		return fail(fmt.Errorf("start PostgreSQL on %s: %w; the server log says: %s", o.DataDir, err, tail(log)))
 	}
-	s.URI = (&url.URL{Scheme: "postgresql", User: url.User(s.User), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + s.DBName}).String()
-	if err := waitReady(ctx, s, o); err != nil {
-		_ = pgCtl(context.WithoutCancel(ctx), cred, bin, "stop", "-D", o.DataDir, "-m", "immediate", "-w")
-		return nil, err
-	}
-	if err := s.Save(); err != nil {
-		return nil, err
+	if err := waitReady(ctx, s, o, dir); err != nil {
+		return fail(err)
 	}
 	o.Log.Info("throw-away server ready", "uri", s.URI, "data_dir", o.DataDir, "log", s.LogFile)
 	return s, nil
+}
+
+// logName is the server log, in the data directory.
+const logName = "pgstow-server.log"
+
+// maxSocketPath is what a Unix socket's path may hold (sun_path less its
+// terminating NUL).
+const maxSocketPath = 107
+
+// secondsLeft is what remains of ctx's deadline, in whole seconds, for
+// pg_ctl -t.
+func secondsLeft(ctx context.Context) int {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 3600
+	}
+	return max(1, int(time.Until(d).Seconds()))
 }
 
 // prepare makes sure the server can start from the directory: the
@@ -219,53 +267,41 @@ func prepare(o Options, s *Server) error {
 	return nil
 }
 
-// writeSettings appends the throw-away server's settings to
-// postgresql.auto.conf, which PostgreSQL reads last, so they win over the
-// backup's own configuration. archive_mode is off so a copy never pushes
-// WAL into the production repository.
-func writeSettings(o Options, s *Server) error {
-	auto := filepath.Join(o.DataDir, "postgresql.auto.conf")
-	old, err := os.ReadFile(auto)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", auto, err)
-	}
-	// A second attempt (another port) replaces the first one's block.
-	const marker = "# Added by pgstow restore --start: a throw-away local server.\n"
-	if i := strings.Index(string(old), marker); i >= 0 {
-		old = old[:i]
-	}
+// settings is the backup's postgresql.auto.conf with the throw-away
+// server's settings after it: PostgreSQL reads that file last, so they win
+// over the backup's own configuration. archive_mode is off so a copy never
+// pushes WAL into the production repository; synchronous replication is
+// off so that writes do not wait for production's standbys.
+func settings(orig []byte, s *Server) []byte {
 	var b strings.Builder
-	b.Write(old)
-	if len(old) > 0 && old[len(old)-1] != '\n' {
+	b.Write(orig)
+	if len(orig) > 0 && orig[len(orig)-1] != '\n' {
 		b.WriteByte('\n')
 	}
-	b.WriteString(marker)
+	b.WriteString("# Added by pgstow restore --start: a throw-away local server.\n")
 	for _, kv := range [][2]string{
 		{"port", strconv.Itoa(s.Port)},
 		{"listen_addresses", "'127.0.0.1'"},
 		{"unix_socket_directories", confQuote(s.SocketDir)},
-		{"hba_file", confQuote(filepath.Join(o.DataDir, "pg_hba.conf"))},
-		{"ident_file", confQuote(filepath.Join(o.DataDir, "pg_ident.conf"))},
+		{"hba_file", confQuote(filepath.Join(s.DataDir, "pg_hba.conf"))},
+		{"ident_file", confQuote(filepath.Join(s.DataDir, "pg_ident.conf"))},
 		{"archive_mode", "off"},
 		{"archive_command", "''"},
 		{"ssl", "off"},
 		{"primary_conninfo", "''"},
+		{"synchronous_standby_names", "''"},
+		{"hot_standby", "on"},
 		{"logging_collector", "off"},
 		{"log_destination", "'stderr'"},
 	} {
 		b.WriteString(kv[0] + " = " + kv[1] + "\n")
 	}
-	if err := os.WriteFile(auto, []byte(b.String()), 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", auto, err)
-	}
-	return nil
+	return []byte(b.String())
 }
 
 // waitReady connects as the URI says until the server accepts the
 // connection, then waits for the recovery target if asked.
-func waitReady(ctx context.Context, s *Server, o Options) error {
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
+func waitReady(ctx context.Context, s *Server, o Options, dir *os.Root) error {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable connect_timeout=5", s.Host, s.Port, quoteDSN(s.User), quoteDSN(s.DBName))
@@ -281,16 +317,22 @@ func waitReady(ctx context.Context, s *Server, o Options) error {
 			return nil
 		default:
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && (pgErr.Code == "28000" || pgErr.Code == "3D000") {
-				// The role or database does not exist in the backup.
-				return fmt.Errorf("the server is up but refuses %s: %s; name a role and database of the backed-up cluster with --user and --dbname", s.URI, pgErr.Message)
+			if errors.As(err, &pgErr) && (pgErr.Code == "28000" || pgErr.Code == "3D000" || pgErr.Code == "28P01") {
+				// The role or database does not exist in the backup, or
+				// the backup's pg_hba.conf (--keep-hba) wants a password.
+				return fmt.Errorf("the server is up but refuses %s: %s; name a role and database of the backed-up cluster with --user and --dbname (with --keep-hba, its pg_hba.conf decides)", s.URI, pgErr.Message)
 			}
 			last = err
+		}
+		// A server that stopped (recovery failed, the target cannot be
+		// reached) will not become ready: say why at once.
+		if _, err := dir.Stat("postmaster.pid"); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the server on %s stopped before it was ready; its log says: %s", s.DataDir, tail(logSince(dir, 0)))
 		}
 		select {
 		case <-ctx.Done():
 			if context.Cause(ctx) == context.DeadlineExceeded {
-				return fmt.Errorf("the server on %s did not become ready within %s (last: %v); see %s", s.DataDir, o.Timeout, last, s.LogFile)
+				return fmt.Errorf("the server on %s did not become ready within %s (last: %v); see %s, or raise --start-timeout", s.DataDir, o.Timeout, last, s.LogFile)
 			}
 			return ctx.Err()
 		case <-tick.C:
@@ -346,12 +388,19 @@ func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	data, err := os.ReadFile(filepath.Join(dataDir, StateFile))
+	if _, err := os.Lstat(dataDir); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	dir, err := os.OpenRoot(dataDir)
+	if err != nil {
+		return false, err
+	}
+	defer dir.Close()
+	// Through dir: a link planted in the state file's place cannot make
+	// root read another file.
+	data, err := dir.ReadFile(StateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if _, serr := os.Stat(dataDir); errors.Is(serr, os.ErrNotExist) {
-			return false, nil
-		}
 		return false, fmt.Errorf("%s: %w (no %s), so pgstow will not stop or delete it", dataDir, ErrNotOurs, StateFile)
 	case err != nil:
 		return false, fmt.Errorf("read %s: %w", StateFile, err)
@@ -360,24 +409,18 @@ func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (
 	if err := json.Unmarshal(data, &s); err != nil {
 		return false, fmt.Errorf("%s in %s is damaged: %w", StateFile, dataDir, err)
 	}
-	// The state file lies in a directory the server's user owns, so it
-	// is no more trusted than that user: pg_ctl runs as that user (never
-	// root), and only directories that user owns are removed.
-	cred, _, err := serverUser(s.RunAs)
+	// The state file lies in a directory the server's user owns, so it is
+	// trusted no more than that user: pg_ctl runs as the directory's owner
+	// (never root, whatever the file says), and only directories that
+	// owner owns are removed.
+	cred, err := ownerCredential(dataDir)
 	if err != nil {
 		return false, err
 	}
-	if cred != nil && cred.Uid == 0 {
-		return false, fmt.Errorf("%s in %s names root as the server's user, which pgstow never starts a server as; refusing it", StateFile, dataDir)
-	}
-	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); err == nil {
-		if err := pgCtl(ctx, cred, s.BinDir, "stop", "-D", dataDir, "-m", "fast", "-w", "-t", "60"); err != nil {
-			log.Warn("fast shutdown failed; stopping immediately", "err", err)
-			if err := pgCtl(ctx, cred, s.BinDir, "stop", "-D", dataDir, "-m", "immediate", "-w"); err != nil {
-				return false, fmt.Errorf("stop the server on %s: %w", dataDir, err)
-			}
+	if _, err := dir.Stat("postmaster.pid"); err == nil && (cred == nil || cred.Uid != 0) {
+		if err := stopServer(ctx, cred, s.BinDir, dataDir, log); err != nil {
+			return false, err
 		}
-		log.Info("server stopped", "data_dir", dataDir)
 	}
 	if keep {
 		return false, nil
@@ -397,9 +440,52 @@ func Discard(ctx context.Context, dataDir string, keep bool, log *slog.Logger) (
 	return true, nil
 }
 
+// stopServer stops the server on dataDir, fast then immediate; a server
+// that is not running (a crash left postmaster.pid) is stopped already.
+func stopServer(ctx context.Context, cred *syscall.Credential, bin, dataDir string, log *slog.Logger) error {
+	notRunning := func() bool {
+		var ee *exec.ExitError
+		err := pgCtl(ctx, cred, bin, "status", "-D", dataDir)
+		return errors.As(err, &ee) && ee.ExitCode() == 3 // pg_ctl: no server running
+	}
+	if err := pgCtl(ctx, cred, bin, "stop", "-D", dataDir, "-m", "fast", "-w", "-t", "60"); err != nil {
+		if notRunning() {
+			log.Info("no server was running", "data_dir", dataDir)
+			return nil
+		}
+		log.Warn("fast shutdown failed; stopping immediately", "err", err)
+		if err := pgCtl(ctx, cred, bin, "stop", "-D", dataDir, "-m", "immediate", "-w"); err != nil && !notRunning() {
+			return fmt.Errorf("stop the server on %s: %w", dataDir, err)
+		}
+	}
+	log.Info("server stopped", "data_dir", dataDir)
+	return nil
+}
+
+// ownerCredential is who the server on dir runs as: the directory's
+// owner, when we are root; nil (ourselves) otherwise.
+func ownerCredential(dir string) (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", dir)
+	}
+	cred := &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
+		cred = credentialOf(u, cred)
+	}
+	return cred, nil
+}
+
 // ownedBy checks that dir is a directory (not a link) owned by the
-// server's user, as the tablespace directories restore --start handed over
-// are; with cred nil (not root), by ourselves.
+// server's user (cred's uid), as the tablespace directories restore
+// --start handed over are; with cred nil (not root), by ourselves.
 func ownedBy(dir string, cred *syscall.Credential) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {
@@ -505,7 +591,23 @@ func serverUser(runAs string) (*syscall.Credential, string, error) {
 	if err1 != nil || err2 != nil {
 		return nil, "", fmt.Errorf("OS user %q has a non-numeric id", runAs)
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, runAs, nil
+	return credentialOf(u, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}), runAs, nil
+}
+
+// credentialOf adds u's supplementary groups to cred, so that the server
+// reaches what its user reaches through a group (a shared repository
+// directory, ssl-cert).
+func credentialOf(u *user.User, cred *syscall.Credential) *syscall.Credential {
+	ids, err := u.GroupIds()
+	if err != nil {
+		return cred
+	}
+	for _, id := range ids {
+		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
+			cred.Groups = append(cred.Groups, uint32(g))
+		}
+	}
+	return cred
 }
 
 // handOver gives the directories to the server's user and checks that it
@@ -553,15 +655,38 @@ func pgCtl(ctx context.Context, cred *syscall.Credential, bin string, args ...st
 	return nil
 }
 
-// logTail is the last lines of the server log, for errors.
-func logTail(path string) string {
-	data, err := os.ReadFile(path)
+// fileSize is the size of name in dir, 0 when missing.
+func fileSize(dir *os.Root, name string) int64 {
+	fi, err := dir.Stat(name)
 	if err != nil {
-		return "(no log)"
+		return 0
 	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return fi.Size()
+}
+
+// logSince is the server log from offset on, read through dir so that a
+// link planted in its place cannot make root read another file.
+func logSince(dir *os.Root, offset int64) string {
+	f, err := dir.Open(logName)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return ""
+	}
+	data, _ := io.ReadAll(io.LimitReader(f, 1<<20))
+	return string(data)
+}
+
+// tail is the last lines of a log, for errors.
+func tail(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
 	if len(lines) > 5 {
 		lines = lines[len(lines)-5:]
+	}
+	if len(lines) == 1 && lines[0] == "" {
+		return "(nothing)"
 	}
 	return strings.Join(lines, " | ")
 }

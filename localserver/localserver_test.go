@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -66,19 +67,67 @@ func TestDiscardRefusals(t *testing.T) {
 			t.Fatalf("Discard of a missing directory: %v, %v; want false, nil", removed, err)
 		}
 	})
-	t.Run("root in the state file", func(t *testing.T) {
+	t.Run("the state file cannot choose who runs pg_ctl", func(t *testing.T) {
 		if os.Geteuid() != 0 {
-			t.Skip("only a root pgstow switches to the state file's user")
+			t.Skip("only a root pgstow switches users")
 		}
-		dir := t.TempDir()
-		writeState(t, dir, Server{DataDir: dir, RunAs: "root", BinDir: "/nonexistent"})
-		if _, err := Discard(t.Context(), dir, false, nil); err == nil {
-			t.Fatal("Discard accepted a state file naming root")
+		uid, gid := postgresIDs(t)
+		// A state file naming root and a bin directory of its own: the
+		// "pg_ctl" there must run as the directory's owner.
+		dir, bin, marker := reachableDir(t), reachableDir(t), reachableDir(t)
+		if err := os.Chmod(marker, 0o777); err != nil {
+			t.Fatal(err)
 		}
-		if _, err := os.Stat(dir); err != nil {
-			t.Fatalf("the directory was removed: %v", err)
+		script := "#!/bin/sh\nid -u >> " + filepath.Join(marker, "ran") + "\n"
+		if err := os.WriteFile(filepath.Join(bin, "pg_ctl"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte("1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		writeState(t, dir, Server{DataDir: dir, RunAs: "root", BinDir: bin})
+		if err := os.Chown(dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Discard(t.Context(), dir, true, nil); err != nil {
+			t.Fatalf("Discard: %v", err)
+		}
+		ran, err := os.ReadFile(filepath.Join(marker, "ran"))
+		if err != nil {
+			t.Fatalf("pg_ctl did not run: %v", err)
+		}
+		for _, line := range strings.Fields(string(ran)) {
+			if line != strconv.Itoa(uid) {
+				t.Fatalf("pg_ctl ran as uid %s, not the directory's owner %d", line, uid)
+			}
 		}
 	})
+}
+
+// postgresIDs are the postgres OS user's uid and gid.
+func postgresIDs(t *testing.T) (int, int) {
+	t.Helper()
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatalf("the postgres OS user is needed: %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// reachableDir is a temporary directory every user can enter.
+func reachableDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/var/tmp", "pgstow-localserver-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // TestDiscardRemovesOnlyOwnedTablespaces: a tablespace directory listed in
@@ -92,24 +141,20 @@ func TestDiscardRemovesOnlyOwnedTablespaces(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runAs := ""
 	if os.Geteuid() == 0 {
-		runAs = "postgres"
-		u, err := user.Lookup(runAs)
-		if err != nil {
-			t.Fatalf("the postgres OS user is needed: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(own, uid, gid); err != nil {
-			t.Fatal(err)
+		// The server's user is the data directory's owner.
+		uid, gid := postgresIDs(t)
+		for _, d := range []string{dir, own} {
+			if err := os.Chown(d, uid, gid); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(own, link); err != nil {
 		t.Fatal(err)
 	}
-	writeState(t, dir, Server{DataDir: dir, RunAs: runAs, Extra: []string{own, link, other}})
+	writeState(t, dir, Server{DataDir: dir, RunAs: "root", Extra: []string{own, link, other}})
 	removed, err := Discard(t.Context(), dir, false, nil)
 	if err != nil || !removed {
 		t.Fatalf("Discard: %v, %v", removed, err)

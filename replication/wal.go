@@ -98,17 +98,27 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	haveEnd := false
 	var deadline time.Time
 	nextStatus := time.Now().Add(interval)
+	// storePartial stores the unfinished segment as .partial, but only
+	// when it holds more than the stream started from: a slot resumed
+	// after an earlier .partial (whose end is the slot's position, from)
+	// must not replace it with a shorter one.
+	storePartial := func(ctx context.Context) error {
+		if s.Partial == nil || filled == 0 || pos <= from {
+			return nil
+		}
+		clear(buf[filled:])
+		name := manifest.SegmentName(s.Timeline, segno, seg)
+		if err := s.Partial(ctx, name, buf); err != nil {
+			return fmt.Errorf("store partial segment %s: %w", name, err)
+		}
+		return nil
+	}
 	// When the stream fails (the server died, the connection dropped),
 	// the WAL received of the unfinished segment may be the newest copy
 	// anywhere: keep it, as on a clean stop (which stores it below).
 	defer func() {
-		if err == nil || ctx.Err() != nil || s.Partial == nil || filled == 0 {
-			return
-		}
-		clear(buf[filled:])
-		name := manifest.SegmentName(s.Timeline, segno, seg)
-		if perr := s.Partial(context.WithoutCancel(ctx), name, buf); perr != nil {
-			err = errors.Join(err, fmt.Errorf("store partial segment %s: %w", name, perr))
+		if err != nil && ctx.Err() == nil {
+			err = errors.Join(err, storePartial(context.WithoutCancel(ctx)))
 		}
 	}()
 
@@ -172,12 +182,8 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				if s.Partial != nil && filled > 0 {
-					clear(buf[filled:])
-					name := manifest.SegmentName(s.Timeline, segno, seg)
-					if perr := s.Partial(context.WithoutCancel(ctx), name, buf); perr != nil {
-						return fmt.Errorf("store partial segment %s: %w", name, perr)
-					}
+				if err := storePartial(context.WithoutCancel(ctx)); err != nil {
+					return err
 				}
 				return ctx.Err()
 			}
@@ -212,12 +218,11 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				// sent, and would hang on a segment we are still filling.
 				// Store that segment as .partial and confirm it. The slot
 				// then keeps the segment, which a restart streams again.
+				// (Up to from, an earlier run's .partial holds it already.)
 				if ka.ReplyRequested && s.Partial != nil && filled > 0 && flushed < pos &&
 					pos >= manifest.LSN(ka.ServerWALEnd) && time.Since(lastPartial) >= partialEvery {
-					clear(buf[filled:])
-					name := manifest.SegmentName(s.Timeline, segno, seg)
-					if err := s.Partial(ctx, name, buf); err != nil {
-						return fmt.Errorf("store partial segment %s: %w", name, err)
+					if err := storePartial(ctx); err != nil {
+						return err
 					}
 					flushed, lastPartial, pendingSince = pos, time.Now(), time.Time{}
 				}

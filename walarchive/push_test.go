@@ -71,3 +71,14 @@ func TestPushAheadAndIdempotence(t *testing.T) {
 		t.Fatal("a non-WAL name was pushed")
 	}
 }
+
+func TestWALEnd(t *testing.T) {
+	for _, tt := range []struct {
+		data []byte
+		want int
+	}{{nil, 0}, {[]byte{0, 0}, 0}, {[]byte{1, 0, 0}, 1}, {[]byte{0, 2, 0, 3, 0}, 4}, {[]byte{1, 2}, 2}} {
+		if got := walEnd(tt.data); got != tt.want {
+			t.Errorf("walEnd(%v) = %d, want %d", tt.data, got, tt.want)
+		}
+	}
+}

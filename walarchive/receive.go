@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -111,7 +112,18 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			return nil
 		},
 		Partial: func(ctx context.Context, name string, data []byte) error {
-			o.Log.Info("storing partial segment", "segment", name)
+			// An earlier run may have stored more of this segment: a
+			// shorter copy must never replace it.
+			prev, _, err := repo.FetchWAL(ctx, name+".partial")
+			switch {
+			case err == nil && walEnd(prev) > walEnd(data):
+				o.Log.Warn("keeping the longer partial segment stored earlier", "segment", name,
+					"stored_bytes", walEnd(prev), "received_bytes", walEnd(data))
+				return nil
+			case err != nil && !errors.Is(err, providers.ErrNotExist):
+				o.Log.Warn("could not read the partial segment stored earlier; replacing it", "segment", name, "err", err)
+			}
+			o.Log.Info("storing partial segment", "segment", name, "bytes", walEnd(data))
 			return repo.PutWALPartial(ctx, comp, name, data)
 		},
 	}
@@ -124,4 +136,15 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 		return nil
 	}
 	return err
+}
+
+// walEnd is how much of a zero-padded partial segment holds WAL: up to
+// its last non-zero byte.
+func walEnd(data []byte) int {
+	for i := len(data) - 1; i >= 0; i-- {
+		if data[i] != 0 {
+			return i + 1
+		}
+	}
+	return 0
 }
