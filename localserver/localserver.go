@@ -3,7 +3,9 @@
 // production snapshot" half of pgstow. The server listens on loopback and
 // a socket inside the directory only, lets local connections in without a
 // password, and never archives WAL, so a copy can never write into the
-// production repository or be reached from elsewhere.
+// production repository or be reached from another host. Any user of this
+// host can connect to it, as with any trust setup: it is for single-tenant
+// machines such as CI runners.
 package localserver
 
 import (

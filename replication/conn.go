@@ -100,8 +100,12 @@ func classifyConnectError(target, user string, err error) error {
 			return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: %s (grant it with: ALTER ROLE %s REPLICATION): %s",
 				target, user, ErrNoReplicationRole, quoteIdent(user), said), err: errors.Join(ErrNoReplicationRole, err)}
 		case pgErr.Code == "28000" && strings.Contains(pgErr.Message, "replication"):
-			return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. 'host replication %s %s scram-sha-256', then SELECT pg_reload_conf()): %s",
-				target, user, user, hbaAddress(pgErr.Message), said), err: err}
+			line := fmt.Sprintf("host replication %s %s scram-sha-256", user, hbaAddress(pgErr.Message))
+			if strings.Contains(pgErr.Message, `host "[local]"`) {
+				line = fmt.Sprintf("local replication %s peer", user)
+			}
+			return &serverRefusal{msg: fmt.Sprintf("connect to %s as %q: pg_hba.conf has no line allowing replication connections (add e.g. '%s', then SELECT pg_reload_conf()): %s",
+				target, user, line, said), err: err}
 		}
 		// The server answered: its word alone, without pgconn's account
 		// of every attempt (with and without TLS) that led to it.

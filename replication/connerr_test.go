@@ -40,6 +40,7 @@ func TestClassifyConnectError(t *testing.T) {
 		{"password", refusal("28P01", `password authentication failed for user "u"`), `FATAL: password authentication failed for user "u" (SQLSTATE 28P01); check the password`},
 		{"wal senders", refusal("53300", "number of requested standby connections exceeds max_wal_senders (currently 1)"), "; raise max_wal_senders"},
 		{"pg_hba", refusal("28000", `no pg_hba.conf entry for replication connection from host "10.1.2.3", user "u", no encryption`), "'host replication u 10.1.2.3/32 scram-sha-256'"},
+		{"pg_hba socket", refusal("28000", `no pg_hba.conf entry for replication connection from host "[local]", user "u", no encryption`), "'local replication u peer'"},
 		{"replication role", refusal("42501", "must be superuser or replication role to start walsender"), `ALTER ROLE "u" REPLICATION`},
 		{"tls required", errors.New("failed to connect to `user=u database=`: 127.0.0.1:5432 (db): tls error: server refused TLS connection"), "does not accept TLS connections"},
 	}
