@@ -213,6 +213,20 @@ func TestRestoreStartPITR(t *testing.T) {
 	if r := runCLI(t, 2*time.Minute, nil, "discard", "-D", dir); r.code != 0 {
 		t.Fatalf("discard: exit %d %s", r.code, r.stderr)
 	}
+
+	// A target recovery never meets stops the server: restore --start
+	// says so at once, with the server's words, not after the timeout.
+	start := time.Now()
+	r = runCLI(t, 5*time.Minute, nil, "restore", "--repo", repoURL, "-D", dir, "--start", "--target-xid", "99999999", "--start-timeout", "4m")
+	if r.code != 1 || !strings.Contains(r.stderr, "stopped before it was ready") || !strings.Contains(r.stderr, "recovery target") {
+		t.Errorf("an unreachable target: exit %d\n%s", r.code, r.stderr)
+	}
+	if d := time.Since(start); d > 2*time.Minute {
+		t.Errorf("an unreachable target took %s to report", d)
+	}
+	if r := runCLI(t, 2*time.Minute, nil, "discard", "-D", dir); r.code != 0 {
+		t.Fatalf("discard after a failed recovery: exit %d %s", r.code, r.stderr)
+	}
 }
 
 // TestRestoreStartUsage checks the refusals that need no server.
