@@ -135,31 +135,25 @@ func TestWALReceive(t *testing.T) {
 	}
 }
 
-// TestWALReceiveKeepsPartialWhenServerGoes: when the server goes away
-// under wal-receive, the WAL it had received of the unfinished segment is
-// stored as <segment>.partial, byte for byte what the server wrote, and
-// wal-fetch brings it back as the runbook says.
-func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
-	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
-	repoDir := t.TempDir()
-	repoURL := "file://" + repoDir
+// partialSetup runs wal-receive with its metrics endpoint on slot, writes
+// rows of WAL into a fresh segment, and waits until wal-receive has
+// received all of it. It returns the running command, its output, the
+// segment and the end of the WAL written.
+func partialSetup(t *testing.T, c *pgtest.Cluster, repoURL, slot string, rows int) (*exec.Cmd, *testserver.LockedBuffer, string, manifest.LSN) {
+	t.Helper()
 	addr := testserver.Addr(freePort(t))
-	var out testserver.LockedBuffer
-	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", "pgstow_partial",
+	out := &testserver.LockedBuffer{}
+	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", slot,
 		"--create-slot", "--metrics-listen", addr)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-	})
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
 
-	// Some WAL in the current segment, well short of its end.
+	// Some WAL in a new segment, well short of its end.
 	c.Exec(t, "postgres", "SELECT pg_switch_wal()")
-	c.Exec(t, "postgres", "CREATE TABLE partial_test AS SELECT g FROM generate_series(1, 20000) g")
+	c.Exec(t, "postgres", fmt.Sprintf("CREATE TABLE partial_test AS SELECT g FROM generate_series(1, %d) g", rows))
 	lsn := c.Query(t, "postgres", "SELECT pg_current_wal_insert_lsn()")[0][0]
 	segName := c.Query(t, "postgres", "SELECT pg_walfile_name('"+lsn+"')")[0][0]
 	target, err := manifest.ParseLSN(lsn)
@@ -177,9 +171,23 @@ func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		v, ok := seriesValue(fams, "pgstow_wal_receive_received_lsn_bytes", map[string]string{"slot": "pgstow_partial"})
+		v, ok := seriesValue(fams, "pgstow_wal_receive_received_lsn_bytes", map[string]string{"slot": slot})
 		return ok && v >= float64(target)
 	})
+	return cmd, out, segName, target
+}
+
+// TestWALReceiveKeepsPartialWhenServerGoes: when the server goes away
+// under wal-receive, the WAL it had received of the unfinished segment is
+// stored as <segment>.partial, byte for byte what the server wrote, and
+// wal-fetch brings it back as the runbook says.
+func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
+	repoDir := t.TempDir()
+	repoURL := "file://" + repoDir
+	cmd, out, segName, target := partialSetup(t, c, repoURL, "pgstow_partial", 20000)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 
 	c.Stop(t)
 	select {
@@ -206,7 +214,7 @@ func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
 	}
 	n := int(uint64(target) % (16 << 20))
 	if len(partial) != 16<<20 || !bytes.Equal(partial[:n], server[:n]) {
-		t.Fatalf("the .partial of %s (%d bytes) does not hold the %d bytes the server wrote before %s", segName, len(partial), n, lsn)
+		t.Fatalf("the .partial of %s (%d bytes) does not hold the %d bytes the server wrote before %s", segName, len(partial), n, target)
 	}
 }
 
@@ -258,34 +266,7 @@ func TestWALReceiveNeverShrinksPartial(t *testing.T) {
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	repoDir := t.TempDir()
 	repoURL := "file://" + repoDir
-	addr := testserver.Addr(freePort(t))
-	var out testserver.LockedBuffer
-	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", "rv",
-		"--create-slot", "--metrics-listen", addr)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	c.Exec(t, "postgres", "SELECT pg_switch_wal()")
-	c.Exec(t, "postgres", "CREATE TABLE partial_test AS SELECT g FROM generate_series(1, 100000) g")
-	lsn := c.Query(t, "postgres", "SELECT pg_current_wal_insert_lsn()")[0][0]
-	segName := c.Query(t, "postgres", "SELECT pg_walfile_name('"+lsn+"')")[0][0]
-	target, _ := manifest.ParseLSN(lsn)
-	client := &http.Client{Timeout: 5 * time.Second}
-	pgtest.Eventually(t, time.Minute, "received", func() bool {
-		resp, err := client.Get("http://" + addr + "/metrics")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		fams, err := decodeMetrics(resp.Body, expfmt.ResponseFormat(resp.Header))
-		if err != nil {
-			return false
-		}
-		v, ok := seriesValue(fams, "pgstow_wal_receive_received_lsn_bytes", map[string]string{"slot": "rv"})
-		return ok && v >= float64(target)
-	})
+	cmd, out, segName, target := partialSetup(t, c, repoURL, "rv", 100000)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
