@@ -356,3 +356,42 @@ func TestCIExample(t *testing.T) {
 		t.Errorf("the seed directory is still there after the discard step: %v", err)
 	}
 }
+
+// TestRestoreStartTablespace: a backup with a user tablespace starts with
+// the tablespace remapped, its data readable through the URI, and discard
+// removes the remapped directory too.
+func TestRestoreStartTablespace(t *testing.T) {
+	c := pgtest.Start(t, pgtest.Options{Major: 15})
+	c.Exec(t, "postgres", "CREATE TABLESPACE ts1 LOCATION '"+tablespaceDir(t, c)+"'")
+	c.Exec(t, "postgres", "CREATE TABLE in_ts (id int, v text) TABLESPACE ts1; INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+	want := tsFingerprint(t, c)
+	oid := c.Query(t, "postgres", "SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'")[0][0]
+	repoURL := "file://" + t.TempDir()
+	cliBackup(t, c, repoURL)
+
+	dir := seedDir(t)
+	tsDir := filepath.Join(filepath.Dir(dir), "ts-copy")
+	r := runCLI(t, 5*time.Minute, nil, "restore", "--repo", repoURL, "-D", dir, "--start", "--tablespace", oid+"="+tsDir)
+	if r.code != 0 {
+		t.Fatalf("restore --start with a tablespace: exit %d\n%s", r.code, r.stderr)
+	}
+	uri := strings.TrimSpace(r.stdout)
+	if got := queryURI(t, uri, "SELECT count(*) || ':' || sum(id) FROM in_ts"); got != want {
+		t.Errorf("in_ts through the URI: %s, want %s", got, want)
+	}
+	if got := queryURI(t, uri, "SELECT pg_tablespace_location("+oid+")"); got != tsDir {
+		t.Errorf("tablespace location %s, want the remapped %s", got, tsDir)
+	}
+	if r := runCLI(t, 2*time.Minute, nil, "discard", "-D", dir); r.code != 0 {
+		t.Fatalf("discard: exit %d %s", r.code, r.stderr)
+	}
+	for _, d := range []string{dir, tsDir} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s is still there after discard: %v", d, err)
+		}
+	}
+	// The original cluster's tablespace is untouched.
+	if got := tsFingerprint(t, c); got != want {
+		t.Errorf("the original's in_ts changed: %s", got)
+	}
+}
