@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
 	"github.com/pgstow/pgstow/uploader"
 )
@@ -32,6 +34,7 @@ type restoreEntry struct {
 func newRestoreCmd(g *globals) *cobra.Command {
 	var (
 		repoURL, backupID, pgdata, wal string
+		label                          string
 		tablespaces                    []string
 		concurrency                    int
 		tTime, tLSN, tXID, tName       string
@@ -65,6 +68,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 		Example: `  pgstow restore --repo file:///var/backups/pg -D /var/lib/postgresql/15/restored
   pgstow restore --backup 20261123T204651Z -D /srv/pg --tablespace 16384=/srv/ts1 --wal fetch
   pgstow restore --target-time 2026-11-23T21:00:00Z -D /srv/pg
+  pgstow restore --label sanitised -D /srv/pg               # the newest backup labelled so
   DATABASE_URL=$(pgstow restore --start -D /var/tmp/seed)   # a throw-away server for CI
   pgstow discard -D /var/tmp/seed                           # stop it and delete it`,
 		Args: cobra.NoArgs,
@@ -132,6 +136,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err := srv.check(cmd, o); err != nil {
 				return err
 			}
+			if label != "" && (cmd.Flags().Changed("backup") || o.Recovery != nil) {
+				return usageError{errors.New("--label picks the newest backup with that label: leave out --backup and recovery targets")}
+			}
 			mode, err := g.resolveProgress(progress)
 			if err != nil {
 				return err
@@ -141,6 +148,11 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				return err
 			}
 			defer repo.Store().Close()
+			if label != "" {
+				if o.BackupID, err = newestLabelled(cmd.Context(), repo, label); err != nil {
+					return err
+				}
+			}
 			view := g.newProgressView(mode, "restore", progressEvery)
 			if mode != progressOff {
 				o.Progress = func(p restore.Progress) { view.update(restoreSnapshot(p)) }
@@ -179,6 +191,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 	}
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().StringVar(&backupID, "backup", "latest", "backup id to restore, or latest")
+	cmd.Flags().StringVar(&label, "label", "", "restore the newest backup with this label (backup --label)")
 	cmd.Flags().StringVarP(&pgdata, "pgdata", "D", "", "data directory to create (must not exist or be empty)")
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
@@ -301,4 +314,25 @@ recovery early with WAL missing.`,
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "segments to fetch ahead in parallel into a spool beside DEST (0 to turn off)")
 	return cmd
+}
+
+// newestLabelled is the id of the newest committed backup with label.
+func newestLabelled(ctx context.Context, repo *repository.Repository, label string) (string, error) {
+	ids, err := repo.BackupIDs(ctx)
+	if err != nil {
+		return "", err
+	}
+	labels := make([]string, len(ids))
+	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
+		labels[i] = b.Label
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	for i := len(ids) - 1; i >= 0; i-- { // ids sort oldest first
+		if labels[i] == label {
+			return ids[i], nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s holds no committed backup labelled %q (pgstow list shows the labels)", repository.ErrNoBackup, repo, label)
 }
