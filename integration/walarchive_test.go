@@ -108,3 +108,48 @@ func TestArchiveCommand(t *testing.T) {
 		t.Fatalf("committed_before: %s after restore, %s before", got, want)
 	}
 }
+
+// TestWALPushChecksCluster: wal-push reads the cluster a segment belongs
+// to from its first page: it binds a new repository to that cluster and
+// refuses a repository of another one before storing anything.
+func TestWALPushChecksCluster(t *testing.T) {
+	a := pgtest.Start(t, pgtest.Options{Major: 15})
+	b := pgtest.Start(t, pgtest.Options{Major: 15})
+	// A flushed segment of cluster b, well past any name cluster a uses.
+	for i := range 6 {
+		b.Exec(t, "postgres", fmt.Sprintf("CREATE TABLE t%d AS SELECT 1 AS x", i))
+		b.Exec(t, "postgres", "SELECT pg_switch_wal()")
+	}
+	b.Exec(t, "postgres", "CREATE TABLE t AS SELECT 1 AS x")
+	seg := b.Query(t, "postgres", "SELECT pg_walfile_name(pg_current_wal_flush_lsn())")[0][0]
+	bID := b.Query(t, "postgres", "SELECT system_identifier FROM pg_control_system()")[0][0]
+	segPath := filepath.Join(b.DataDir, "pg_wal", seg)
+
+	// A new repository is bound to the segment's cluster.
+	fresh := t.TempDir()
+	if r := runCLI(t, time.Minute, nil, "wal-push", "--repo", "file://"+fresh, segPath); r.code != 0 {
+		t.Fatalf("wal-push into a new repository: exit %d %s", r.code, r.stderr)
+	}
+	data, err := os.ReadFile(filepath.Join(fresh, "pgstow.json"))
+	if err != nil {
+		t.Fatalf("wal-push did not bind the new repository: %v", err)
+	}
+	cfg, err := manifest.DecodeRepo(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SystemID != bID || cfg.WALSegmentSize != 16<<20 {
+		t.Errorf("bound to cluster %s, segment size %d; want %s, 16 MiB", cfg.SystemID, cfg.WALSegmentSize, bID)
+	}
+
+	// The repository of cluster a refuses b's segment, and stores nothing.
+	repoDir := t.TempDir()
+	cliBackup(t, a, "file://"+repoDir)
+	r := runCLI(t, time.Minute, nil, "wal-push", "--repo", "file://"+repoDir, segPath)
+	if r.code != 1 || !strings.Contains(r.stderr, "cluster "+bID) {
+		t.Errorf("wal-push of another cluster's segment: exit %d %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(repoDir, filepath.FromSlash(manifest.WALKey(seg)))); !os.IsNotExist(err) {
+		t.Errorf("another cluster's segment was stored: %v", err)
+	}
+}

@@ -123,3 +123,21 @@ func FuzzParsePGManifest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseWALHeader: any bytes parse without panicking, and an accepted
+// header has a system id and a valid segment size.
+func FuzzParseWALHeader(f *testing.F) {
+	f.Add(make([]byte, 40))
+	seed := make([]byte, 64)
+	seed[2] = 2
+	seed[24] = 1
+	seed[34] = 0
+	seed[35] = 1 // 16 MiB
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, ok := ParseWALHeader(data)
+		if ok && (h.SystemID == 0 || !ValidSegmentSize(h.SegmentSize)) {
+			t.Fatalf("accepted %+v", h)
+		}
+	})
+}

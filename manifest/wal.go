@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 )
@@ -149,4 +150,40 @@ func parseHistoryFileName(name string) (uint32, error) {
 		return 0, fmt.Errorf("parse history file name %q: timeline 0 does not exist", name)
 	}
 	return tli, nil
+}
+
+// WALHeader is what the long page header at the start of every WAL
+// segment says about the cluster that wrote it.
+type WALHeader struct {
+	SystemID    uint64
+	SegmentSize uint64
+}
+
+// walLongHeader layout (XLogLongPageHeaderData, native byte order, which
+// is little-endian on every platform pgstow supports): xlp_magic (2),
+// xlp_info (2), xlp_tli (4), xlp_pageaddr (8), xlp_rem_len (4), padding
+// (4), xlp_sysid (8), xlp_seg_size (4), xlp_xlog_blcksz (4).
+const (
+	walLongHeaderLen = 40
+	xlpLongHeader    = 0x0002
+)
+
+// ParseWALHeader reads the long page header of a WAL segment; ok is false
+// when data does not start with one (a history file, or not WAL).
+func ParseWALHeader(data []byte) (h WALHeader, ok bool) {
+	if len(data) < walLongHeaderLen {
+		return WALHeader{}, false
+	}
+	info := binary.LittleEndian.Uint16(data[2:4])
+	if info&xlpLongHeader == 0 {
+		return WALHeader{}, false
+	}
+	h = WALHeader{
+		SystemID:    binary.LittleEndian.Uint64(data[24:32]),
+		SegmentSize: uint64(binary.LittleEndian.Uint32(data[32:36])),
+	}
+	if h.SystemID == 0 || !ValidSegmentSize(h.SegmentSize) {
+		return WALHeader{}, false
+	}
+	return h, true
 }

@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 
@@ -221,6 +222,37 @@ func TestHistoryFileName(t *testing.T) {
 	for _, bad := range []string{"00000000.history", "0000000a.history", "00000001.historyx", "0000001.history", "000000010000000000000003"} {
 		if _, err := parseHistoryFileName(bad); err == nil {
 			t.Errorf("parseHistoryFileName(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func TestParseWALHeader(t *testing.T) {
+	long := func(info uint16, sysid uint64, seg uint32) []byte {
+		b := make([]byte, 8192)
+		binary.LittleEndian.PutUint16(b[0:], 0xD110)
+		binary.LittleEndian.PutUint16(b[2:], info)
+		binary.LittleEndian.PutUint64(b[24:], sysid)
+		binary.LittleEndian.PutUint32(b[32:], seg)
+		return b
+	}
+	tests := []struct {
+		name string
+		data []byte
+		want WALHeader
+		ok   bool
+	}{
+		{"segment start", long(0x0002, 7711555592564339516, 16<<20), WALHeader{7711555592564339516, 16 << 20}, true},
+		{"other info bits too", long(0x0006, 42, 64<<20), WALHeader{42, 64 << 20}, true},
+		{"short page header", long(0x0000, 42, 16<<20), WALHeader{}, false},
+		{"no system id", long(0x0002, 0, 16<<20), WALHeader{}, false},
+		{"bad segment size", long(0x0002, 42, 3<<20), WALHeader{}, false},
+		{"history file", []byte("1\t0/3000000\tno recovery target specified\n"), WALHeader{}, false},
+		{"too short", make([]byte, 39), WALHeader{}, false},
+	}
+	for _, tt := range tests {
+		got, ok := ParseWALHeader(tt.data)
+		if ok != tt.ok || got != tt.want {
+			t.Errorf("%s: ParseWALHeader = %+v, %v; want %+v, %v", tt.name, got, ok, tt.want, tt.ok)
 		}
 	}
 }

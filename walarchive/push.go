@@ -12,11 +12,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
 )
 
@@ -74,14 +76,22 @@ func Push(ctx context.Context, repo *repository.Repository, path string, o Optio
 }
 
 func pushOne(ctx context.Context, repo *repository.Repository, path, name string) error {
-	if ok, err := repo.HasWAL(ctx, name); err == nil && ok {
-		// Pushed ahead by an earlier call (or a retry): make sure it is
-		// the same file before telling PostgreSQL it is archived.
-		return verifySame(ctx, repo, path, name)
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("wal-push: read %s: %w", path, err)
+	}
+	// A segment names its cluster in its first page: a repository of
+	// another cluster (or of another segment size) is refused before
+	// anything is stored, and a new repository is bound to this one.
+	if h, ok := manifest.ParseWALHeader(data); ok {
+		if err := repo.Bind(ctx, strconv.FormatUint(h.SystemID, 10), h.SegmentSize); err != nil {
+			return fmt.Errorf("wal-push %s: %w", name, err)
+		}
+	}
+	if ok, err := repo.HasWAL(ctx, name); err == nil && ok {
+		// Pushed ahead by an earlier call (or a retry): make sure it is
+		// the same file before telling PostgreSQL it is archived.
+		return verifySame(ctx, repo, name, path, data)
 	}
 	if _, err := repo.PutWAL(ctx, chunker.NewCompressor(), name, data); err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
@@ -89,11 +99,7 @@ func pushOne(ctx context.Context, repo *repository.Repository, path, name string
 	return nil
 }
 
-func verifySame(ctx context.Context, repo *repository.Repository, path, name string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("wal-push: read %s: %w", path, err)
-	}
+func verifySame(ctx context.Context, repo *repository.Repository, name, path string, data []byte) error {
 	stored, _, err := repo.FetchWAL(ctx, name)
 	if err != nil {
 		return fmt.Errorf("wal-push %s: compare with the archived copy: %w", name, err)
