@@ -32,8 +32,11 @@ func seedBeforeBackup(t *testing.T, c *pgtest.Cluster) string {
 	return fingerprint(t, c)
 }
 
+// fingerprintSQL sums up committed_before in one value.
+const fingerprintSQL = "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM committed_before"
+
 func fingerprint(t *testing.T, c *pgtest.Cluster) string {
-	r := c.Query(t, "postgres", "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM committed_before")
+	r := c.Query(t, "postgres", fingerprintSQL)
 	return r[0][0]
 }
 

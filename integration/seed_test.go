@@ -107,7 +107,7 @@ func TestRestoreStart(t *testing.T) {
 			if strings.Contains(uri, "\n") || !strings.HasPrefix(uri, "postgresql://postgres@127.0.0.1:") {
 				t.Fatalf("stdout should be the URI alone, got %q", r.stdout)
 			}
-			got := queryURI(t, uri, "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM committed_before")
+			got := queryURI(t, uri, fingerprintSQL)
 			if got != want {
 				t.Errorf("restored data %s, want %s", got, want)
 			}
@@ -338,7 +338,7 @@ func TestCIExample(t *testing.T) {
 		f.Close()
 		if step.Name != "" && strings.HasPrefix(step.Name, "Test") && !failed {
 			// The tests ran against the restored data.
-			if got := queryURI(t, env["DATABASE_URL"], "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM committed_before"); got != want {
+			if got := queryURI(t, env["DATABASE_URL"], fingerprintSQL); got != want {
 				t.Errorf("DATABASE_URL holds %s, want %s", got, want)
 			}
 		}

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgstow/pgstow/restore"
 )
 
 // StateFile marks a data directory as started by pgstow and records how to
@@ -284,9 +286,9 @@ func settings(orig []byte, s *Server) []byte {
 	for _, kv := range [][2]string{
 		{"port", strconv.Itoa(s.Port)},
 		{"listen_addresses", "'127.0.0.1'"},
-		{"unix_socket_directories", confQuote(s.SocketDir)},
-		{"hba_file", confQuote(filepath.Join(s.DataDir, "pg_hba.conf"))},
-		{"ident_file", confQuote(filepath.Join(s.DataDir, "pg_ident.conf"))},
+		{"unix_socket_directories", restore.ConfQuote(s.SocketDir)},
+		{"hba_file", restore.ConfQuote(filepath.Join(s.DataDir, "pg_hba.conf"))},
+		{"ident_file", restore.ConfQuote(filepath.Join(s.DataDir, "pg_ident.conf"))},
 		{"archive_mode", "off"},
 		{"archive_command", "''"},
 		{"ssl", "off"},
@@ -470,16 +472,12 @@ func ownerCredential(dir string) (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	fi, err := os.Lstat(dir)
+	uid, gid, err := dirOwner(dir)
 	if err != nil {
 		return nil, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || !fi.IsDir() {
-		return nil, fmt.Errorf("%s is not a directory", dir)
-	}
-	cred := &syscall.Credential{Uid: st.Uid, Gid: st.Gid}
-	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
+	cred := &syscall.Credential{Uid: uid, Gid: gid}
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
 		cred = credentialOf(u, cred)
 	}
 	return cred, nil
@@ -489,22 +487,31 @@ func ownerCredential(dir string) (*syscall.Credential, error) {
 // server's user (cred's uid), as the tablespace directories restore
 // --start handed over are; with cred nil (not root), by ourselves.
 func ownedBy(dir string, cred *syscall.Credential) error {
-	fi, err := os.Lstat(dir)
+	owner, _, err := dirOwner(dir)
 	if err != nil {
 		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok {
-		return errors.New("not a directory")
 	}
 	uid := uint32(os.Geteuid())
 	if cred != nil {
 		uid = cred.Uid
 	}
-	if st.Uid != uid {
-		return fmt.Errorf("owned by uid %d, not the server's user (uid %d)", st.Uid, uid)
+	if owner != uid {
+		return fmt.Errorf("owned by uid %d, not the server's user (uid %d)", owner, uid)
 	}
 	return nil
+}
+
+// dirOwner is the owner of dir, which must be a directory, not a link.
+func dirOwner(dir string) (uid, gid uint32, err error) {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return 0, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return 0, 0, fmt.Errorf("%s is not a directory", dir)
+	}
+	return st.Uid, st.Gid, nil
 }
 
 // FindBinDir finds pg_ctl and postgres of the given major: in hint if
@@ -700,12 +707,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// confQuote quotes a configuration value as ALTER SYSTEM does.
-func confQuote(s string) string {
-	s = strings.ReplaceAll(s, `\`, `\\`)
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // quoteDSN quotes a keyword/value connection string value.

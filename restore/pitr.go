@@ -62,13 +62,13 @@ func (rc *Recovery) settings() []string {
 	var out []string
 	switch {
 	case !rc.Time.IsZero():
-		out = append(out, "recovery_target_time = "+confQuote(rc.Time.UTC().Format("2006-01-02 15:04:05.999999")+"+00"))
+		out = append(out, "recovery_target_time = "+ConfQuote(rc.Time.UTC().Format("2006-01-02 15:04:05.999999")+"+00"))
 	case rc.LSN != 0:
-		out = append(out, "recovery_target_lsn = "+confQuote(rc.LSN.String()))
+		out = append(out, "recovery_target_lsn = "+ConfQuote(rc.LSN.String()))
 	case rc.XID != "":
-		out = append(out, "recovery_target_xid = "+confQuote(rc.XID))
+		out = append(out, "recovery_target_xid = "+ConfQuote(rc.XID))
 	case rc.Name != "":
-		out = append(out, "recovery_target_name = "+confQuote(rc.Name))
+		out = append(out, "recovery_target_name = "+ConfQuote(rc.Name))
 	case rc.Immediate:
 		out = append(out, "recovery_target = 'immediate'")
 	}
@@ -76,9 +76,9 @@ func (rc *Recovery) settings() []string {
 	if action == "" {
 		action = "promote"
 	}
-	out = append(out, "recovery_target_action = "+confQuote(action))
+	out = append(out, "recovery_target_action = "+ConfQuote(action))
 	if rc.Timeline != "" {
-		out = append(out, "recovery_target_timeline = "+confQuote(rc.Timeline))
+		out = append(out, "recovery_target_timeline = "+ConfQuote(rc.Timeline))
 	}
 	return out
 }

@@ -256,7 +256,7 @@ func (r *restorer) writeRecoveryConfig() error {
 		text.WriteByte('\n')
 	}
 	text.WriteString("# Added by pgstow restore: fetch WAL from the repository.\n")
-	text.WriteString("restore_command = " + confQuote(r.o.RestoreCommand) + "\n")
+	text.WriteString("restore_command = " + ConfQuote(r.o.RestoreCommand) + "\n")
 	if r.o.Recovery != nil {
 		for _, l := range r.o.Recovery.settings() {
 			text.WriteString(l + "\n")
@@ -277,10 +277,10 @@ func (r *restorer) writeRecoveryConfig() error {
 	return nil
 }
 
-// confQuote quotes a value for a PostgreSQL configuration file the way
+// ConfQuote quotes a value for a PostgreSQL configuration file the way
 // ALTER SYSTEM does: single quotes around it, and quotes and backslashes
 // doubled, since the configuration parser reads backslash escapes too.
-func confQuote(s string) string {
+func ConfQuote(s string) string {
 	s = strings.ReplaceAll(s, `\`, `\\`)
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

@@ -159,8 +159,8 @@ func TestConfQuote(t *testing.T) {
 		{`C:\pg\x '%f'`, `'C:\\pg\\x ''%f'''`},
 		{"", "''"},
 	} {
-		if got := confQuote(tc.in); got != tc.want {
-			t.Errorf("confQuote(%q) = %s, want %s", tc.in, got, tc.want)
+		if got := ConfQuote(tc.in); got != tc.want {
+			t.Errorf("ConfQuote(%q) = %s, want %s", tc.in, got, tc.want)
 		}
 	}
 }
