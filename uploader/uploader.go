@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/semaphore"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
@@ -29,16 +28,13 @@ import (
 type Config struct {
 	// ChunkSize is the target size of a chunk in bytes (default 8 MiB).
 	ChunkSize int
-	// Concurrency is the number of uploads in flight (default 8).
+	// Concurrency is the number of uploads in flight (default 8). Each
+	// upload holds one compressed buffer, so it also sets how many
+	// compressed chunks can wait for the store.
 	Concurrency int
 	// SealWorkers is the number of hashing/compressing workers (default
 	// GOMAXPROCS).
 	SealWorkers int
-	// MaxUploadBytes bounds the compressed bytes waiting for or in upload
-	// (default 3 × ChunkSize). With chunks compressing about 2.5×, that
-	// keeps about 8 uploads in flight without reserving a worst-case
-	// buffer for each.
-	MaxUploadBytes int64
 	// ChunkID names a chunk by its content (chunker.ID, SHA-256, when
 	// nil); an encrypted repository uses a keyed hash.
 	ChunkID func(raw []byte) string
@@ -60,22 +56,20 @@ func (c Config) withDefaults() Config {
 	if c.SealWorkers <= 0 {
 		c.SealWorkers = runtime.GOMAXPROCS(0)
 	}
-	if c.MaxUploadBytes <= 0 {
-		c.MaxUploadBytes = 3 * int64(c.ChunkSize)
-	}
 	return c
 }
 
 // MemoryBudget is the most memory the pipeline's buffers can take: raw
 // buffers (one being filled and one per sealing worker) of ChunkSize each,
-// one compression scratch buffer per sealing worker of the LZ4 worst-case
-// size, and the compressed bytes in upload. It does not grow with the
-// database, nor with Concurrency.
+// and one compressed buffer of the LZ4 worst-case size per upload in
+// flight. Buffers are allocated on first use and then reused for the
+// Uploader's life, and a compressed buffer's pages are touched only as far
+// as its largest frame, so the resident memory is usually well below this.
 func (c Config) MemoryBudget() int64 {
 	c = c.withDefaults()
 	raw := int64(c.SealWorkers+1) * int64(c.ChunkSize)
-	scratch := int64(c.SealWorkers) * int64(chunker.CompressBound(c.ChunkSize))
-	return raw + scratch + c.MaxUploadBytes
+	compressed := int64(c.Concurrency) * int64(chunker.CompressBound(c.ChunkSize))
+	return raw + compressed
 }
 
 // Stats counts what an upload did.
@@ -96,16 +90,22 @@ func (s *Stats) add(o Stats) {
 }
 
 // Uploader stores archives into one store. Its buffer pools live as long
-// as it does and are reused by every archive.
+// as it does and are reused by every archive: a chunk's raw bytes and its
+// compressed frame each go into a pooled buffer and are never copied
+// again, so the per-chunk path allocates nothing in proportion to the
+// chunk size and gives the garbage collector nothing to do.
 type Uploader struct {
 	store providers.Store
 	cfg   Config
 	log   *slog.Logger
-	raw   chan []byte
-	// inflight counts compressed bytes between sealing and upload.
-	inflight *semaphore.Weighted
-	total    Stats
-	mu       sync.Mutex
+	// raw holds the raw chunk buffers (ChunkSize), packed the compressed
+	// ones (CompressBound(ChunkSize)); a nil entry is a buffer not yet
+	// allocated. A sealer holds a raw buffer from the cut until its chunk
+	// is compressed, and a packed one from then until the upload ends.
+	raw    chan []byte
+	packed chan []byte
+	total  Stats
+	mu     sync.Mutex
 	// OnChunk, if set, is called after each chunk is stored or found
 	// (uploaded false: the store had it), from several goroutines.
 	OnChunk func(ref manifest.ChunkRef, uploaded bool)
@@ -118,14 +118,17 @@ type Uploader struct {
 func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
 	cfg = cfg.withDefaults()
 	u := &Uploader{
-		store:    store,
-		cfg:      cfg,
-		log:      log,
-		raw:      make(chan []byte, cfg.SealWorkers+1),
-		inflight: semaphore.NewWeighted(cfg.MaxUploadBytes),
+		store:  store,
+		cfg:    cfg,
+		log:    log,
+		raw:    make(chan []byte, cfg.SealWorkers+1),
+		packed: make(chan []byte, cfg.Concurrency),
 	}
-	for range cfg.SealWorkers + 1 {
+	for range cap(u.raw) {
 		u.raw <- nil // allocated on first use
+	}
+	for range cap(u.packed) {
+		u.packed <- nil
 	}
 	return u
 }
@@ -139,11 +142,27 @@ func (u *Uploader) putRaw(b []byte) {
 	}
 }
 
-// reserve takes room for n compressed bytes in flight; a chunk larger
-// than the whole budget takes all of it, so it still goes alone.
-func (u *Uploader) reserve(ctx context.Context, n int64) (int64, error) {
-	n = min(n, u.cfg.MaxUploadBytes)
-	return n, u.inflight.Acquire(ctx, n)
+// getPacked takes a compressed buffer from the pool, waiting while every
+// one is in upload: that wait is what makes a slow store slow the sealers,
+// and through them the reader and the server.
+func (u *Uploader) getPacked(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-u.packed:
+		if b == nil {
+			b = make([]byte, 0, chunker.CompressBound(u.cfg.ChunkSize))
+		}
+		return b[:0], nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// putPacked returns a compressed buffer to the pool; it never blocks.
+func (u *Uploader) putPacked(b []byte) {
+	select {
+	case u.packed <- b[:0]:
+	default:
+	}
 }
 
 // InFlight is the number of chunks compressed and waiting for, or in,
@@ -158,13 +177,12 @@ func (u *Uploader) Stats() Stats {
 }
 
 type sealed struct {
-	seq      int
-	id       string
-	raw      int64
-	data     []byte // the compressed frame, nil when the store has the chunk
-	reserved int64  // bytes taken from the in-flight budget
-	crc      uint32
-	found    int64 // stored size when the chunk already existed
+	seq   int
+	id    string
+	raw   int64
+	data  []byte // the compressed frame in a pooled buffer, nil when the store has the chunk
+	crc   uint32
+	found int64 // stored size when the chunk already existed
 }
 
 // Archive reads one tar archive from r to its end, stores its chunks and
@@ -203,9 +221,8 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 		g.Go(func() error {
 			defer sealers.Done()
 			comp := chunker.NewCompressor()
-			var scratch bytes.Buffer
 			for c := range toSeal {
-				s, err := u.seal(gctx, comp, &scratch, c)
+				s, err := u.seal(gctx, comp, c)
 				if err != nil {
 					return err
 				}
@@ -222,7 +239,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				case toPut <- s:
 				case <-gctx.Done():
 					u.queued.Add(-1)
-					u.inflight.Release(s.reserved)
+					u.putPacked(s.data)
 					return gctx.Err()
 				}
 			}
@@ -238,7 +255,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				stored := int64(len(s.data))
 				uploaded, err := u.put(gctx, s)
 				u.queued.Add(-1)
-				u.inflight.Release(s.reserved)
+				u.putPacked(s.data)
 				if err != nil {
 					return err
 				}
@@ -308,11 +325,11 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 
 // seal hashes a chunk and, unless the store already holds it, compresses
 // it. Checking before compressing makes a repeat backup of unchanged data
-// cost a hash and a stat per chunk. The raw buffer goes back to the pool
-// as soon as it is compressed; the frame is compressed into the worker's
-// scratch buffer and copied out at its exact size once the in-flight
-// budget has room, so an upload never holds a worst-case buffer.
-func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, scratch *bytes.Buffer, c chunker.Chunk) (sealed, error) {
+// cost a hash and a stat per chunk. The frame is compressed straight into
+// a pooled buffer of the LZ4 worst-case size, which the upload holds and
+// gives back; the raw buffer goes back to its pool as soon as the frame is
+// written.
+func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
 	defer u.putRaw(c.Data)
 	s := sealed{seq: c.Seq, id: u.cfg.ChunkID(c.Data), raw: int64(len(c.Data))}
 	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
@@ -323,15 +340,15 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, scratch *
 	case !errors.Is(err, providers.ErrNotExist):
 		return s, fmt.Errorf("check chunk %s: %w", s.id[:12], err)
 	}
-	scratch.Reset()
-	s.crc, err = comp.Compress(scratch, c.Data)
+	buf, err := u.getPacked(ctx)
 	if err != nil {
-		return s, fmt.Errorf("compress chunk %s: %w", s.id[:12], err)
-	}
-	if s.reserved, err = u.reserve(ctx, int64(scratch.Len())); err != nil {
 		return s, err
 	}
-	s.data = bytes.Clone(scratch.Bytes())
+	s.data, s.crc, err = comp.Append(buf, c.Data)
+	if err != nil {
+		u.putPacked(buf)
+		return s, fmt.Errorf("compress chunk %s: %w", s.id[:12], err)
+	}
 	return s, nil
 }
 

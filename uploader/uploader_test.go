@@ -167,15 +167,71 @@ func TestArchiveBadTar(t *testing.T) {
 }
 
 func TestMemoryBudget(t *testing.T) {
-	c := Config{ChunkSize: 16 << 20, Concurrency: 8, SealWorkers: 2}
-	got := c.MemoryBudget()
-	// 3 raw buffers, 2 scratch buffers, 3 chunks' worth in upload.
-	if got < 8*16<<20 || got > 8*17<<20 {
-		t.Fatalf("budget %d out of range", got)
+	tests := []struct {
+		cfg       Config
+		raw, pack int // buffers of each kind
+	}{
+		{Config{ChunkSize: 16 << 20, Concurrency: 8, SealWorkers: 2}, 3, 8},
+		{Config{ChunkSize: 8 << 20, Concurrency: 1, SealWorkers: 4}, 5, 1},
+		{Config{ChunkSize: 1 << 20, Concurrency: 64, SealWorkers: 1}, 2, 64},
 	}
-	// Upload concurrency costs no memory of its own.
-	c.Concurrency = 64
-	if c.MemoryBudget() != got {
-		t.Fatalf("budget grows with concurrency: %d", c.MemoryBudget())
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%+v", tt.cfg), func(t *testing.T) {
+			want := int64(tt.raw*tt.cfg.ChunkSize + tt.pack*chunker.CompressBound(tt.cfg.ChunkSize))
+			if got := tt.cfg.MemoryBudget(); got != want {
+				t.Fatalf("budget %d, want %d", got, want)
+			}
+		})
 	}
+}
+
+// TestPoolsBounded checks that the pipeline never holds more buffers than
+// the budget counts, however slow the store: a store that blocks every Put
+// until released sees at most Concurrency uploads at once, and the
+// sealers stop (they wait for a compressed buffer) instead of allocating.
+func TestPoolsBounded(t *testing.T) {
+	cfg := Config{ChunkSize: 64 << 10, Concurrency: 3, SealWorkers: 2}
+	store := &gatedStore{Store: mem.New(), gate: make(chan struct{})}
+	u := New(store, cfg, slog.New(slog.DiscardHandler))
+	data := makeTar(t, 5, 2<<20)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for store.waiting.Load() < int64(cfg.Concurrency) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for a wrong extra upload to show up
+	if n := store.waiting.Load(); n != int64(cfg.Concurrency) {
+		t.Fatalf("%d uploads waiting, want %d", n, cfg.Concurrency)
+	}
+	if n := len(u.packed); n != 0 {
+		t.Fatalf("%d compressed buffers idle while every upload is blocked", n)
+	}
+	close(store.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(u.raw) != cap(u.raw) || len(u.packed) != cap(u.packed) {
+		t.Fatalf("pools not whole after the archive: raw %d/%d, packed %d/%d", len(u.raw), cap(u.raw), len(u.packed), cap(u.packed))
+	}
+}
+
+// gatedStore blocks every Put until gate is closed.
+type gatedStore struct {
+	providers.Store
+	gate    chan struct{}
+	waiting atomic.Int64
+}
+
+func (g *gatedStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
+	g.waiting.Add(1)
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Store.Put(ctx, key, body, size, o)
 }

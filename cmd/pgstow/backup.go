@@ -93,10 +93,13 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }
 				o.EstimateSize = true
 			}
-			// Keep the Go heap near the pipeline's stated budget rather
-			// than letting it float to twice the live data.
+			// The pipeline's pools hold the budget and are reused, so
+			// the heap barely grows past it and the collector seldom
+			// runs. The limit is a backstop with room above the pools:
+			// one at the budget itself would make the collector run
+			// without end against buffers that are all live.
 			budget := o.Uploader.MemoryBudget()
-			debug.SetMemoryLimit(budget + 16<<20)
+			debug.SetMemoryLimit(budget + memoryLimitSlack)
 			log.Debug("memory budget", "pipeline_bytes", budget)
 			b, err := backup.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
@@ -144,3 +147,8 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+// memoryLimitSlack is the room the Go heap gets above a pipeline's pooled
+// buffers before the collector is pressed (debug.SetMemoryLimit): enough
+// for the manifest, the providers' own allocations and some garbage.
+const memoryLimitSlack = 64 << 20

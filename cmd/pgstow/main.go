@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/providers/retry"
 )
 
@@ -228,9 +229,9 @@ func newVersionCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if asJSON {
-				return printJSON(g.stdout, map[string]string{"version": toolVersion(), "go": runtime.Version()})
+				return printJSON(g.stdout, map[string]string{"version": toolVersion(), "go": runtime.Version(), "lz4": chunker.Encoder()})
 			}
-			fmt.Fprintf(g.stdout, "pgstow %s\n", toolVersion())
+			fmt.Fprintf(g.stdout, "pgstow %s (%s, lz4: %s)\n", toolVersion(), runtime.Version(), chunker.Encoder())
 			return nil
 		},
 	}

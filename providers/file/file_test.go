@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -42,15 +44,30 @@ func checkNoLeftovers(t *testing.T, root string) {
 	}
 }
 
-// cancellingReader cancels a context after its first read.
+// cancellingReader cancels a context after its first read. It has no
+// WriteTo, so Put copies it block by block.
 type cancellingReader struct {
-	*bytes.Reader
+	r      *bytes.Reader
 	cancel context.CancelFunc
 }
 
 func (c cancellingReader) Read(p []byte) (int, error) {
 	defer c.cancel()
-	return c.Reader.Read(p)
+	return c.r.Read(p)
+}
+
+func (c cancellingReader) Seek(off int64, whence int) (int64, error) { return c.r.Seek(off, whence) }
+
+// cancellingWriterTo cancels a context while it writes itself out, as a
+// body taking Put's one-write path would be cancelled meanwhile.
+type cancellingWriterTo struct {
+	*bytes.Reader
+	cancel context.CancelFunc
+}
+
+func (c cancellingWriterTo) WriteTo(w io.Writer) (int64, error) {
+	defer c.cancel()
+	return c.Reader.WriteTo(w)
 }
 
 // TestNoLeftovers checks that no Put, failed or not, leaves a file in the
@@ -104,6 +121,15 @@ func TestNoLeftovers(t *testing.T) {
 	}
 	t.Run("cancelled midway", func(t *testing.T) {
 		err := s.Put(midway, "fail", cancellingReader{body(), cancelMidway}, size, providers.PutOptions{})
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Put = %v, want context.Canceled", err)
+		}
+		checkNoLeftovers(t, root)
+	})
+	t.Run("cancelled while writing itself out", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		err := s.Put(ctx, "fail", cancellingWriterTo{body(), cancel}, size, providers.PutOptions{})
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("Put = %v, want context.Canceled", err)
 		}
@@ -320,5 +346,54 @@ func TestDeletePrunes(t *testing.T) {
 	}
 	if len(entries) != 1 || entries[0].Name() != ".tmp" {
 		t.Errorf("root holds %v, want only .tmp", entries)
+	}
+}
+
+// TestBodySize checks both copy paths (a body that writes itself out, as
+// the uploader's *bytes.Reader does, and a plain reader) against the size
+// rule: exactly size bytes are stored, anything else fails and stores
+// nothing, and the CRC32C is of what was written.
+func TestBodySize(t *testing.T) {
+	data := bytes.Repeat([]byte("pgstow-"), 1<<16)
+	crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	type plain struct{ io.ReadSeeker }
+	bodies := map[string]func() io.ReadSeeker{
+		"writer-to": func() io.ReadSeeker { return bytes.NewReader(data) },
+		"plain":     func() io.ReadSeeker { return plain{bytes.NewReader(data)} },
+	}
+	tests := []struct {
+		name    string
+		size    int64
+		crc     uint32
+		wantErr string
+	}{
+		{"exact", int64(len(data)), crc, ""},
+		{"short body", int64(len(data)) + 1, 0, "body ended after"},
+		{"long body", int64(len(data)) - 1, 0, "longer than the given size"},
+		{"bad checksum", int64(len(data)), crc + 1, "CRC32C"},
+	}
+	for kind, body := range bodies {
+		for _, tt := range tests {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				s := open(t, t.TempDir())
+				err := s.Put(t.Context(), "k", body(), tt.size, providers.PutOptions{CRC32C: tt.crc, HasCRC32C: tt.crc != 0})
+				if tt.wantErr == "" {
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := providers.ReadAll(t.Context(), s, "k")
+					if err != nil || !bytes.Equal(got, data) {
+						t.Fatalf("stored %d bytes (%v), want the body", len(got), err)
+					}
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+				}
+				if _, err := s.Stat(t.Context(), "k"); !errors.Is(err, providers.ErrNotExist) {
+					t.Fatalf("a failed put left an object (stat: %v)", err)
+				}
+			})
+		}
 	}
 }
