@@ -233,12 +233,14 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			files = append(files, fs...)
 		}
 		prog.phase(PhaseWAL)
+		t0 := time.Now()
 		if pgm, err = bb.Manifest(); err != nil {
 			return err
 		}
 		if end, err = bb.Finish(); err != nil {
 			return err
 		}
+		log.Debug("backup_manifest received", "bytes", len(pgm), "seconds", time.Since(t0).Seconds())
 		endCh <- end.LSN
 		return nil
 	})

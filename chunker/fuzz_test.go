@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/pierrec/lz4/v4"
 )
 
 // FuzzSplitter feeds arbitrary bytes to the Splitter: it must never panic,
@@ -60,4 +62,63 @@ func FuzzSplitter(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecompress feeds arbitrary frames to the Decompressor: it must never
+// panic nor grow its output past what the input can expand to, and
+// whatever it accepts must be what pierrec/lz4's own Reader reads from the
+// same bytes when that one accepts them too.
+func FuzzDecompress(f *testing.F) {
+	comp := NewCompressor()
+	for _, raw := range [][]byte{nil, []byte("x"), tableData(1, 5000), content(3, 70000)} {
+		var b bytes.Buffer
+		if _, err := comp.Compress(&b, raw); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		var out bytes.Buffer
+		err := NewDecompressor().Decompress(&out, src, "")
+		if err != nil {
+			return
+		}
+		if out.Len() > 255*len(src)+(64<<10) {
+			t.Fatalf("%d bytes out of a %d-byte frame", out.Len(), len(src))
+		}
+		ref, rerr := io.ReadAll(lz4.NewReader(bytes.NewReader(src)))
+		if rerr == nil && !bytes.Equal(ref, out.Bytes()) {
+			t.Fatalf("decoded %d bytes, pierrec/lz4 reads %d different ones", out.Len(), len(ref))
+		}
+	})
+}
+
+func TestXXH32(t *testing.T) {
+	long := content(9, 1000)
+	tests := []struct {
+		in   []byte
+		want uint32
+	}{
+		{nil, 0x02CC5D05},
+		{[]byte("abc"), 0x32D153FF},
+	}
+	for _, tc := range tests {
+		if got := xxh32Sum(tc.in); got != tc.want {
+			t.Errorf("xxh32(%q) = %08x, want %08x", tc.in, got, tc.want)
+		}
+	}
+	// Written in pieces of every size up to 40, the sum is the same.
+	whole := xxh32Sum(long)
+	for step := 1; step <= 40; step++ {
+		var x xxh32State
+		x.reset()
+		for p := long; len(p) > 0; {
+			n := min(step, len(p))
+			x.write(p[:n])
+			p = p[n:]
+		}
+		if got := x.sum(); got != whole {
+			t.Fatalf("in pieces of %d: %08x, want %08x", step, got, whole)
+		}
+	}
 }

@@ -3,7 +3,9 @@ package chunker
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -123,78 +125,51 @@ func (c *Compressor) Append(dst, raw []byte) ([]byte, uint32, error) {
 	return out, crc32.Checksum(out[start:], castagnoli), nil
 }
 
-// Decompressor reads chunks sealed by Compressor. It reuses its lz4 Reader
-// across chunks. It is not safe for concurrent use.
+// Decompressor reads standard LZ4 frames: chunks sealed by Compressor, and
+// frames the lz4 CLI writes (no content size, linked blocks, block
+// checksums). It decodes each block straight into the caller's buffer with
+// pierrec/lz4's block decoder, so it holds no block buffers of its own and
+// allocates nothing per frame. It is not safe for concurrent use.
 type Decompressor struct {
-	r     *lz4.Reader
-	src   bytes.Reader
-	small [4096]byte // read space when dst is full
+	xxh xxh32State
 }
 
 // NewDecompressor returns a Decompressor.
-func NewDecompressor() *Decompressor {
-	d := &Decompressor{}
-	d.r = lz4.NewReader(&d.src)
-	return d
-}
+func NewDecompressor() *Decompressor { return &Decompressor{} }
 
-// Decompress decodes the LZ4 frame in src, appending the raw bytes to dst,
-// and fails if the frame's content checksum does not match. When wantID is
-// not empty it also checks that the raw bytes hash to it, which proves the
-// chunk is the one the manifest names, not merely an intact frame.
+// lz4 frame constants (the LZ4 frame format, version 01).
+const (
+	lz4Magic        = 0x184D2204
+	lz4FlagVersion  = 0x40 // bits 7-6: 01
+	lz4FlagIndep    = 0x20
+	lz4FlagBlockSum = 0x10
+	lz4FlagSize     = 0x08
+	lz4FlagSum      = 0x04
+	lz4FlagDict     = 0x01
+	lz4Uncompressed = 0x80000000
+	lz4WindowSize   = 64 << 10 // how far back a linked block may reach
+)
+
+// Decompress decodes the LZ4 frame in src, appending the raw bytes to dst.
+// The frame's content checksum, when it has one, must match: a corrupt
+// stored object is reported even where the corruption spares the content.
+// When wantID is not empty it also checks that the raw bytes hash to it,
+// which proves the chunk is the one the manifest names, not merely an
+// intact frame; without wantID the content checksum is required.
 func (d *Decompressor) Decompress(dst *bytes.Buffer, src []byte, wantID string) error {
 	what := "lz4 frame"
 	if wantID != "" {
 		what = "chunk " + wantID
 	}
 	start := dst.Len()
-	d.src.Reset(src)
-	d.r.Reset(&d.src)
-	defer func() {
-		d.src.Reset(nil)
-		d.r.Reset(&d.src)
-	}()
-
-	// Reading nothing makes the Reader parse and verify the frame header,
-	// so the content size it reports can be trusted as far as the header
-	// checksum goes.
-	if _, err := d.r.Read(nil); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	out, err := d.decode(dst.AvailableBuffer(), src, wantID == "", func(need int) []byte {
+		dst.Grow(need)
+		return dst.AvailableBuffer()
+	})
+	if err != nil {
 		return fmt.Errorf("decompress %s: %w", what, err)
 	}
-	// Decode straight into dst's spare capacity, grown once to the size
-	// the frame declares (ours always do), so the bytes are not copied
-	// again. The lz4 Reader decodes a block in place only when a whole
-	// block's room (4 MB) is left, so the last block goes through its own
-	// buffer unless dst had that much room to spare beforehand.
-	if size := int64(d.r.Size()); size > 0 {
-		// A compressed LZ4 block expands at most about 255 times: trust
-		// the declared size no further, so a header whose one-byte
-		// checksum passed by chance cannot make this allocate much.
-		dst.Grow(int(min(size, 255*int64(len(src)))))
-	}
-	for {
-		spare := dst.AvailableBuffer()
-		spare = spare[:cap(spare)]
-		if len(spare) == 0 {
-			// Full: either the content is all there and this read only
-			// checks the end mark and checksum, or the frame declared no
-			// size (or a wrong one) and dst must grow.
-			spare = d.small[:]
-		}
-		n, err := d.r.Read(spare)
-		// Writing dst's spare space to itself only advances its length
-		// (copy skips identical slices).
-		dst.Write(spare[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("decompress %s: %w", what, err)
-		}
-	}
+	dst.Write(out) // out is dst's spare space: this only advances the length
 	if wantID != "" {
 		sum := sha256.Sum256(dst.Bytes()[start:])
 		var got [2 * sha256.Size]byte
@@ -204,4 +179,139 @@ func (d *Decompressor) Decompress(dst *bytes.Buffer, src []byte, wantID string) 
 		}
 	}
 	return nil
+}
+
+// decode decodes the frame in src into out (empty, with spare capacity),
+// calling grow(n) for a new empty buffer with at least n spare bytes (the
+// bytes decoded so far copied in) when out has too little room. needSum:
+// a frame without a content checksum is refused.
+func (d *Decompressor) decode(out, src []byte, needSum bool, grow func(int) []byte) ([]byte, error) {
+	if len(src) < 7 {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if binary.LittleEndian.Uint32(src) != lz4Magic {
+		return nil, fmt.Errorf("not an LZ4 frame (magic %#08x)", binary.LittleEndian.Uint32(src))
+	}
+	flg, bd := src[4], src[5]
+	if flg&0xC0 != lz4FlagVersion {
+		return nil, fmt.Errorf("LZ4 frame version %d, only 1 is known", flg>>6)
+	}
+	if flg&0x02 != 0 || bd&0x8F != 0 {
+		return nil, errors.New("LZ4 frame descriptor has reserved bits set")
+	}
+	if flg&lz4FlagDict != 0 {
+		return nil, errors.New("LZ4 frame needs a dictionary")
+	}
+	var blockMax int
+	switch bd >> 4 & 7 {
+	case 4:
+		blockMax = 64 << 10
+	case 5:
+		blockMax = 256 << 10
+	case 6:
+		blockMax = 1 << 20
+	case 7:
+		blockMax = 4 << 20
+	default:
+		return nil, fmt.Errorf("LZ4 frame block size code %d is not a valid one", bd>>4&7)
+	}
+	hdr := 6
+	size := int64(-1)
+	if flg&lz4FlagSize != 0 {
+		hdr += 8
+		if len(src) < hdr+1 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		size = int64(binary.LittleEndian.Uint64(src[6:]))
+	}
+	if byte(xxh32Sum(src[4:hdr])>>8) != src[hdr] {
+		return nil, errors.New("LZ4 frame header checksum mismatch")
+	}
+	pos := hdr + 1
+	if size >= 0 {
+		// A compressed LZ4 block expands at most about 255 times: trust
+		// the declared size no further, so that a header whose one-byte
+		// checksum passed by chance cannot make this allocate much.
+		if want := int(min(size, 255*int64(len(src)))); cap(out)-len(out) < want {
+			out = grow(want)
+		}
+	}
+	linked := flg&lz4FlagIndep == 0
+	checkContent := flg&lz4FlagSum != 0
+	if checkContent {
+		d.xxh.reset()
+	}
+	for {
+		if len(src)-pos < 4 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		word := binary.LittleEndian.Uint32(src[pos:])
+		pos += 4
+		if word == 0 {
+			break // end mark
+		}
+		n := int(word &^ lz4Uncompressed)
+		if n > blockMax {
+			return nil, fmt.Errorf("LZ4 block of %d bytes in a frame of %d-byte blocks", n, blockMax)
+		}
+		if len(src)-pos < n {
+			return nil, io.ErrUnexpectedEOF
+		}
+		block := src[pos : pos+n]
+		pos += n
+		if flg&lz4FlagBlockSum != 0 {
+			if len(src)-pos < 4 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			if xxh32Sum(block) != binary.LittleEndian.Uint32(src[pos:]) {
+				return nil, errors.New("LZ4 block checksum mismatch")
+			}
+			pos += 4
+		}
+		if cap(out)-len(out) < blockMax {
+			grown := grow(len(out) + max(blockMax, len(out)))
+			out = append(grown[:0], out...)
+		}
+		at := len(out)
+		spare := out[at : at+blockMax]
+		var k int
+		if word&lz4Uncompressed != 0 {
+			k = copy(spare, block)
+		} else {
+			var err error
+			if linked && at > 0 {
+				k, err = lz4.UncompressBlockWithDict(block, spare, out[max(0, at-lz4WindowSize):at])
+			} else {
+				k, err = lz4.UncompressBlock(block, spare)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("LZ4 block at offset %d: %w", pos-n, err)
+			}
+		}
+		out = out[:at+k]
+		if checkContent {
+			d.xxh.write(out[at:])
+		}
+		if size >= 0 && int64(len(out)) > size {
+			return nil, fmt.Errorf("LZ4 frame holds more than the %d bytes it declares", size)
+		}
+	}
+	if flg&lz4FlagSum != 0 {
+		if len(src)-pos < 4 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		if d.xxh.sum() != binary.LittleEndian.Uint32(src[pos:]) {
+			return nil, errors.New("LZ4 content checksum mismatch")
+		}
+		pos += 4
+	} else if needSum {
+		return nil, errors.New("LZ4 frame has no content checksum to check it by")
+	}
+	if pos != len(src) {
+		return nil, fmt.Errorf("%d bytes of trailing data after the LZ4 frame", len(src)-pos)
+	}
+	if size >= 0 && int64(len(out)) != size {
+		return nil, fmt.Errorf("LZ4 frame holds %d bytes, its header declares %d", len(out), size)
+	}
+	return out, nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
@@ -49,6 +50,102 @@ type dest struct {
 	// dirs holds the directories made or known to exist below root, so
 	// each is made once and each is fsynced at the end.
 	dirs map[string]bool
+	// self is the destination directory itself, open from before the
+	// first write: syncfs on it reports write-back errors since then.
+	self *os.File
+	// syncfs: the destination is made durable with one syncfs, not an
+	// fsync per file (chooseSync).
+	syncfs bool
+
+	mu sync.Mutex
+	// handles are open directories below root, by path, opened through
+	// root once each: files are then created, stamped and reopened by a
+	// single name relative to their directory (one system call each)
+	// instead of a walk through the root per call, which is what costs
+	// with tens of thousands of small files.
+	handles map[string]*os.File
+}
+
+// handle returns the open directory dir of d, opened through its root.
+func (d *dest) handle(dir string) (*os.File, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h := d.handles[dir]; h != nil {
+		return h, nil
+	}
+	h, err := d.root.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	d.handles[dir] = h
+	return h, nil
+}
+
+// at returns the directory handle and the last name of p, which must
+// name something below the root (not the root itself).
+func (d *dest) at(p string) (int, string, error) {
+	h, err := d.handle(path.Dir(p))
+	if err != nil {
+		return -1, "", err
+	}
+	return int(h.Fd()), path.Base(p), nil
+}
+
+// create makes the new file p (0600); it fails if anything is there,
+// a symlink included.
+func (d *dest) create(p string) (*os.File, error) {
+	dirfd, name, err := d.at(p)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, fileMode)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: d.full(p), Err: err}
+	}
+	return os.NewFile(uintptr(fd), d.full(p)), nil
+}
+
+// open opens p read-only, for an fsync, without following a symlink.
+func (d *dest) open(p string) (*os.File, error) {
+	if p == "." {
+		return d.root.Open(p)
+	}
+	dirfd, name, err := d.at(p)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: d.full(p), Err: err}
+	}
+	return os.NewFile(uintptr(fd), d.full(p)), nil
+}
+
+// setMTime sets the access and modification times of p, not following a
+// symlink.
+func (d *dest) setMTime(p string, t time.Time) error {
+	dirfd, name, err := d.at(p)
+	if err != nil {
+		return err
+	}
+	ts, err := unix.TimeToTimespec(t)
+	if err != nil {
+		return err
+	}
+	if err := unix.UtimesNanoAt(dirfd, name, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: d.full(p), Err: err}
+	}
+	return nil
+}
+
+func (d *dest) close() {
+	for _, h := range d.handles {
+		_ = h.Close()
+	}
+	if d.self != nil {
+		_ = d.self.Close()
+	}
+	_ = d.root.Close()
 }
 
 func (d *dest) full(p string) string { return filepath.Join(d.dir, filepath.FromSlash(p)) }
@@ -127,6 +224,9 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 		return nil, err
 	}
 	defer r.closeDestinations()
+	if err := r.chooseSync(); err != nil {
+		return nil, err
+	}
 	stop := r.prog.run(r.o)
 	err := r.restore(ctx)
 	stop()
@@ -149,6 +249,14 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 
 // restore writes everything, pg_control last.
 func (r *restorer) restore(ctx context.Context) error {
+	// pg_verifybackup checks the directory against this file. It goes
+	// first so that its bytes (tens of MB with many files) are not held
+	// through the extraction; without pg_control the directory is no
+	// cluster yet either way.
+	if err := r.writeNew(r.base, "backup_manifest", r.pgManifest, time.Time{}); err != nil {
+		return err
+	}
+	r.pgManifest = nil
 	if err := r.extractArchives(ctx); err != nil {
 		return err
 	}
@@ -158,10 +266,6 @@ func (r *restorer) restore(ctx context.Context) error {
 				return err
 			}
 		}
-	}
-	// pg_verifybackup checks the directory against this file.
-	if err := r.writeNew(r.base, "backup_manifest", r.pgManifest, time.Time{}); err != nil {
-		return err
 	}
 	// PostgreSQL does not start without them; the archive normally has
 	// them, but nothing requires it to.
@@ -206,7 +310,12 @@ func (r *restorer) openDestinations() error {
 		if err != nil {
 			return fmt.Errorf("open %s: %w", dir, err)
 		}
-		r.dests[oid] = &dest{root: root, dir: dir, dirs: make(map[string]bool)}
+		self, err := root.Open(".")
+		if err != nil {
+			_ = root.Close()
+			return fmt.Errorf("open %s: %w", dir, err)
+		}
+		r.dests[oid] = &dest{root: root, dir: dir, dirs: make(map[string]bool), self: self, handles: make(map[string]*os.File)}
 		return nil
 	}
 	if err := open(0, r.p.target); err != nil {
@@ -223,7 +332,7 @@ func (r *restorer) openDestinations() error {
 
 func (r *restorer) closeDestinations() {
 	for _, d := range r.dests {
-		_ = d.root.Close()
+		d.close()
 	}
 }
 
@@ -367,7 +476,7 @@ func (r *restorer) extractMember(ctx context.Context, ai int, d *dest, tr *tar.R
 	if err := d.ensureParent(p); err != nil {
 		return fmt.Errorf("write %s: %w", d.full(p), err)
 	}
-	out, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	out, err := d.create(p)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", d.full(p), err)
 	}
@@ -381,7 +490,7 @@ func (r *restorer) extractMember(ctx context.Context, ai int, d *dest, tr *tar.R
 	if crc != f.CRC32C {
 		return fmt.Errorf("file %s: CRC32C %08x, the manifest says %08x", d.full(p), crc, f.CRC32C)
 	}
-	if err := d.root.Chtimes(p, mtime, mtime); err != nil {
+	if err := d.setMTime(p, mtime); err != nil {
 		return fmt.Errorf("set the mtime of %s: %w", d.full(p), err)
 	}
 	r.addSync(syncEntry{d: d, path: p})
@@ -509,6 +618,9 @@ func (r *restorer) writeWhole(d *dest, p string, data []byte, mtime time.Time, f
 }
 
 func (r *restorer) addSync(e syncEntry) {
+	if e.d != nil && e.d.syncfs {
+		return // one syncfs covers it
+	}
 	r.mu.Lock()
 	r.toSync = append(r.toSync, e)
 	r.mu.Unlock()

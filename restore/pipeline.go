@@ -139,7 +139,8 @@ func (pl *pipeline) produce(ctx context.Context) error {
 // is the one naming the chunk, not the writer's cancellation.
 func (pl *pipeline) work(ctx context.Context) error {
 	dec := chunker.NewDecompressor()
-	var stored []byte
+	// Sized once for the largest chunk, so no download grows it again.
+	stored := make([]byte, 0, pl.p.maxChunkStored)
 	for job := range pl.jobs {
 		job.raw, job.err = pl.fetch(ctx, dec, &stored, job)
 		close(job.done)
@@ -168,7 +169,9 @@ func (pl *pipeline) fetch(ctx context.Context, dec *chunker.Decompressor, stored
 		return nil, pl.chunkError(job, ctx.Err())
 	}
 	if raw == nil {
-		raw = new(bytes.Buffer)
+		// Sized once for the largest chunk: decoding into it never
+		// grows it, and the decoder has room to decode in place.
+		raw = bytes.NewBuffer(make([]byte, 0, pl.p.maxChunkRaw))
 	}
 	if err := pl.repo.DecodeChunk(dec, job.ref, data, raw); err != nil {
 		pl.putBuffer(raw)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,9 @@ type Options struct {
 	// ahead of the writer (default DefaultConcurrency). Memory is about
 	// Concurrency × (largest chunk raw + stored size).
 	Concurrency int
+	// SyncMethod says how the files are made durable before pg_control
+	// is written (default SyncAuto).
+	SyncMethod SyncMethod
 	// Log receives progress and summary lines; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called about every second and once at the end,
@@ -149,6 +153,10 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 		return nil, fmt.Errorf("restore into %s: %w", p.target, err)
 	}
 
+	// Decoding both manifests leaves tens of MB of garbage with many
+	// files: collect it now, so that the pipeline's buffers reuse that
+	// memory instead of adding to the peak.
+	runtime.GC()
 	r := newRestorer(repo, o, p, pgm)
 	o.Log.Info("restore starting", "backup", b.ID, "repo", repo.String(), "target", p.target,
 		"archives", len(b.Archives), "chunks", p.chunks, "raw_bytes", p.rawBytes,

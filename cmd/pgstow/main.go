@@ -274,6 +274,9 @@ func startProfiles(cpu, mem string) (func(), error) {
 		runtime.MemProfileRate = 64 << 10
 		stops = append(stops, func() {
 			if f, err := os.Create(mem); err == nil {
+				// The profile reports allocations up to the last
+				// collection: one now makes it complete.
+				runtime.GC()
 				_ = pprof.Lookup("allocs").WriteTo(f, 0)
 				f.Close()
 			}

@@ -40,6 +40,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		tTime, tLSN, tXID, tName       string
 		tImmediate                     bool
 		tAction, tTimeline             string
+		syncMethod                     string
 		progress                       string
 		progressEvery                  time.Duration
 		srv                            serverFlags
@@ -81,11 +82,16 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err != nil {
 				return usageError{fmt.Errorf("--pgdata %q: %w", pgdata, err)}
 			}
+			sm, err := restore.ParseSyncMethod(syncMethod)
+			if err != nil {
+				return usageError{fmt.Errorf("--sync-method: %w", err)}
+			}
 			o := restore.Options{
 				BackupID:    backupID,
 				Target:      target,
 				WAL:         restore.WALMode(wal),
 				Concurrency: concurrency,
+				SyncMethod:  sm,
 				Log:         g.log,
 				Tablespaces: map[uint32]string{},
 			}
@@ -157,9 +163,11 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if mode != progressOff {
 				o.Progress = func(p restore.Progress) { view.update(restoreSnapshot(p)) }
 			}
-			// Keep the heap near what the pipeline holds: concurrency
-			// stored chunks and a few raw ones, plus room for the rest.
-			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + 48<<20)
+			// A backstop above what the pipeline holds (concurrency
+			// stored chunks and a few raw ones, reused) and the
+			// manifest; one at the pipeline's size would make the
+			// collector run without end once a large manifest is live.
+			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + 2*memoryLimitSlack)
 			res, err := restore.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
 			if err != nil {
@@ -196,6 +204,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
 	cmd.Flags().IntVar(&concurrency, "concurrency", restore.DefaultConcurrency, "chunk downloads in flight (raise it for remote stores with high latency)")
+	cmd.Flags().StringVar(&syncMethod, "sync-method", "auto", "how files are made durable before pg_control: syncfs (one call per file system; Linux 5.8+, local file systems), fsync (every file) or auto (syncfs where sound)")
 	progressFlags(cmd, &progress, &progressEvery)
 	g.metricsFlags(cmd)
 	cmd.Flags().StringVar(&tTime, "target-time", "", "recover up to this time (with a zone, e.g. 2026-11-23T21:00:00Z); picks the newest backup that finished before it")
