@@ -3,7 +3,10 @@
 #
 # Makes a throw-away PostgreSQL 15 cluster with the benchmark dataset, starts
 # MinIO, and times pgstow against its peers (pg_basebackup, tar, lz4), the
-# commands of a group alternating round-robin BENCH_RUNS times. Writes
+# commands of a group alternating round-robin BENCH_RUNS times: wall time, user
+# and system CPU seconds, peak RSS. Then, unless BENCH_MANYFILES=0, the same on
+# a second throw-away cluster of many small tables (the main cluster stopped
+# first, so neither dataset's figures depend on the other). Writes
 # BENCH_OUT/results-<UTC>.md (the tables) and BENCH_OUT/runs-<UTC>.csv (every
 # run), prints the tables, and removes everything else on exit. Exits non-zero
 # when any measured command failed; it never judges the timings.
@@ -17,6 +20,13 @@
 #                     bench, instead of making one (it is only read and backed up)
 #   BENCH_LOADER      auto (../shared/bench/mkdata.sh when present, else the
 #                     built-in recipe), shared or builtin (default auto)
+#   BENCH_MANYFILES   1: also measure the many-small-files dataset, 0: not (default 1)
+#   BENCH_MANYFILES_TABLES  its number of tables           (default 20000)
+#   BENCH_REUSE_MANYFILES_PORT  use the already loaded many-files cluster on
+#                     127.0.0.1:PORT, database manyfiles, instead of making one
+#   BENCH_CPUPROFILE  1: after the measured runs, one extra, untimed pgstow
+#                     backup and restore per dataset with --cpuprofile, the
+#                     profiles kept in BENCH_OUT (default 0)
 #   BENCH_TMP         where the work directory goes      (default /var/tmp)
 #   PGBIN             PostgreSQL 15 binaries              (default /usr/lib/postgresql/15/bin)
 set -euo pipefail
@@ -31,6 +41,10 @@ RUNS=${BENCH_RUNS:-5}
 OUT=${BENCH_OUT:-$ROOT/bench-results}
 case $OUT in /*) ;; *) OUT=$START_DIR/$OUT ;; esac
 REUSE_PORT=${BENCH_REUSE_PORT:-}
+MANYFILES=${BENCH_MANYFILES:-1}
+MF_TABLES=${BENCH_MANYFILES_TABLES:-20000}
+MF_REUSE_PORT=${BENCH_REUSE_MANYFILES_PORT:-}
+CPUPROFILE=${BENCH_CPUPROFILE:-0}
 LOADER=${BENCH_LOADER:-auto}
 TMPBASE=${BENCH_TMP:-/var/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -38,6 +52,7 @@ MINIO_BIN=$ROOT/.cache/bin/minio
 PGSTOW=$ROOT/bin/pgstow
 SHARED_MKDATA=$ROOT/../shared/bench/mkdata.sh
 DB=bench
+MF_DB=manyfiles
 BUCKET=pgstow-bench
 S3_KEY=pgstowbench
 S3_SECRET=pgstowbenchsecret # MinIO wants 8+ characters
@@ -55,6 +70,10 @@ for v in ROWS SCALE RUNS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer (got '${!v}')"
 done
 [ -z "$REUSE_PORT" ] || [[ $REUSE_PORT =~ ^[0-9]+$ ]] || die "BENCH_REUSE_PORT must be a port number"
+[ -z "$MF_REUSE_PORT" ] || [[ $MF_REUSE_PORT =~ ^[0-9]+$ ]] || die "BENCH_REUSE_MANYFILES_PORT must be a port number"
+case $MANYFILES in 0 | 1) ;; *) die "BENCH_MANYFILES must be 0 or 1 (got '$MANYFILES')" ;; esac
+case $CPUPROFILE in 0 | 1) ;; *) die "BENCH_CPUPROFILE must be 0 or 1 (got '$CPUPROFILE')" ;; esac
+[[ $MF_TABLES =~ ^[1-9][0-9]*$ ]] || die "BENCH_MANYFILES_TABLES must be a positive integer (got '$MF_TABLES')"
 case $LOADER in auto | shared | builtin) ;; *) die "BENCH_LOADER must be auto, shared or builtin" ;; esac
 
 # --- prerequisites -------------------------------------------------------------
@@ -78,7 +97,7 @@ if [ ! -x "$TIME" ]; then
 fi
 # Captured, not piped into grep -q: an early exit of grep would SIGPIPE curl
 # and pipefail would report a capable curl as missing.
-case $(curl --help all 2>/dev/null) in *--aws-sigv4*) ;; *) die "curl $(curl --version | head -n1 | cut -d' ' -f2) has no --aws-sigv4 (7.75 or newer needed)" ;; esac
+case $(curl --help all 2>/dev/null) in *--aws-sigv4*) ;; *) die "curl $(curl --version | awk 'NR == 1 {print $2}') has no --aws-sigv4 (7.75 or newer needed)" ;; esac
 if [ -z "$REUSE_PORT" ] && [ "$LOADER" != builtin ] && [ ! -f "$SHARED_MKDATA" ]; then
 	[ "$LOADER" = shared ] && die "BENCH_LOADER=shared but $SHARED_MKDATA does not exist"
 	LOADER=builtin
@@ -92,17 +111,17 @@ mkdir -p "$OUT" "$TMPBASE"
 WORK=$(mktemp -d "$TMPBASE/pgstow-bench-run-XXXXXX")
 chmod 755 "$WORK"
 mkdir -p "$WORK/logs" "$WORK/t"
-PG_STARTED=
+PG_RUNNING=() # data directories of the clusters this run started and has not stopped
 MINIO_PID=
 cleanup() {
-	local rc=$?
+	local rc=$? d
 	set +e
 	if [ -n "$MINIO_PID" ]; then
 		kill "$MINIO_PID" 2>/dev/null && wait "$MINIO_PID" 2>/dev/null
 	fi
-	if [ -n "$PG_STARTED" ]; then
-		as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -m immediate stop >/dev/null 2>&1
-	fi
+	for d in "${PG_RUNNING[@]}"; do
+		as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
+	done
 	rm -rf "$WORK"
 	exit "$rc"
 }
@@ -119,6 +138,36 @@ for _ in range(int(sys.argv[1])):
 for s in socks:
     print(s.getsockname()[1])
 PY
+}
+
+# new_cluster DIR PORT [CONF]: initdb a throw-away PostgreSQL 15 cluster in
+# DIR/data (owned by postgres when run as root), append CONF to its
+# postgresql.conf, start it on 127.0.0.1:PORT.
+new_cluster() {
+	local dir=$1 port=$2 conf=${3:-}
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	if is_root; then chown postgres: "$dir"; fi
+	as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C.UTF-8 >/dev/null
+	cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+max_wal_senders = 10
+max_replication_slots = 10
+max_wal_size = '4GB'
+checkpoint_timeout = '30min'
+$conf
+CONF
+	as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+	PG_RUNNING+=("$dir/data")
+}
+# stop_cluster DIR: a clean stop of a cluster new_cluster started.
+stop_cluster() {
+	local d keep=()
+	as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
+	for d in "${PG_RUNNING[@]}"; do [ "$d" = "$1/data" ] || keep+=("$d"); done
+	PG_RUNNING=("${keep[@]}")
 }
 
 # --- pgstow ---------------------------------------------------------------------
@@ -197,6 +246,8 @@ SQL
 }
 
 builtin_orders() { # PORT FIRST LAST SEED: one loader session for ids FIRST..LAST
+	# $(echo $BUILTIN_WORDS): the unquoted expansion collapses the list's newlines and tabs to spaces.
+	# shellcheck disable=SC2086,SC2116
 	"${PSQL[@]}" -p "$1" -d "$DB" -v first="$2" -v last="$3" -v seed="$4" \
 		-v words="$(echo $BUILTIN_WORDS)" <<'SQL'
 SELECT setseed(:seed) \g /dev/null
@@ -226,6 +277,7 @@ FROM generate_series(:first::bigint, :last::bigint) AS o(id);
 SQL
 }
 
+MAIN_CLUSTER= # the main cluster's directory when this run made it
 if [ -n "$REUSE_PORT" ]; then
 	PORT=$REUSE_PORT
 	say "reusing the cluster on 127.0.0.1:$PORT (database $DB)"
@@ -235,21 +287,8 @@ if [ -n "$REUSE_PORT" ]; then
 else
 	PORT=$(free_ports 1)
 	say "throw-away PostgreSQL 15 cluster on 127.0.0.1:$PORT"
-	mkdir -p "$WORK/pg"
-	chmod 755 "$WORK/pg"
-	is_root && chown postgres: "$WORK/pg"
-	as_pg "$PGBIN/initdb" -D "$WORK/pg/data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C.UTF-8 >/dev/null
-	cat >>"$WORK/pg/data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PORT
-unix_socket_directories = '$WORK/pg'
-max_wal_senders = 10
-max_replication_slots = 10
-max_wal_size = '4GB'
-checkpoint_timeout = '30min'
-CONF
-	as_pg "$PGBIN/pg_ctl" -D "$WORK/pg/data" -l "$WORK/pg/server.log" -w start >/dev/null
-	PG_STARTED=1
+	new_cluster "$WORK/pg" "$PORT"
+	MAIN_CLUSTER=$WORK/pg
 	if [ "$LOADER" = shared ]; then
 		say "dataset: $SHARED_MKDATA $PORT $DB $ROWS $SCALE"
 		PATH=$PGBIN:$PATH bash "$SHARED_MKDATA" "$PORT" "$DB" "$ROWS" "$SCALE" >"$WORK/logs/mkdata.log" 2>&1 ||
@@ -258,8 +297,10 @@ CONF
 		LOADER="../shared/bench/mkdata.sh"
 	else
 		say "dataset: built-in recipe, $ROWS orders rows, pgbench scale $SCALE"
-		builtin_load "$PORT" "$ROWS" "$SCALE" >"$WORK/logs/load.log" 2>&1 ||
-			{ tail -n 30 "$WORK/logs/load.log" >&2; die "dataset load failed"; }
+		# In the background and waited for: a function called in a || list
+		# would run with set -e ignored, and a failed step would go unnoticed.
+		builtin_load "$PORT" "$ROWS" "$SCALE" >"$WORK/logs/load.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/load.log" >&2; die "dataset load failed"; }
 		LOADER="built-in recipe (scripts/bench.sh)"
 	fi
 fi
@@ -296,6 +337,10 @@ PGBB=("$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -Xnone -c f
 BASE_TAR=$WORK/ref/base.tar
 BASE_BYTES=$(stat -c %s "$BASE_TAR")
 log "base.tar: $BASE_BYTES bytes"
+# tar_files TAR: the number of regular files in TAR (python reads the headers and seeks over the data).
+tar_files() {
+	python3 -c 'import sys, tarfile; print(sum(1 for m in tarfile.open(sys.argv[1]) if m.isfile()))' "$1" 2>/dev/null || echo "?"
+}
 
 # --- facts -----------------------------------------------------------------------------
 FACTS=$WORK/facts.tsv
@@ -310,14 +355,21 @@ git_commit() {
 		return
 	fi
 	# Without VCS stamping: read .git ourselves.
-	local gitdir=$ROOT/.git head
+	# A worktree's .git is a file naming its git directory, whose refs are
+	# in the common directory (the file commondir names it).
+	local gitdir=$ROOT/.git common head
 	[ -f "$gitdir" ] && gitdir=$(sed -n 's/^gitdir: //p' "$gitdir")
+	common=$gitdir
+	if [ -f "$gitdir/commondir" ]; then
+		common=$(cat "$gitdir/commondir")
+		case $common in /*) ;; *) common=$gitdir/$common ;; esac
+	fi
 	head=$(cat "$gitdir/HEAD" 2>/dev/null) || { echo unknown; return; }
 	case $head in
 	ref:*)
 		head=${head#ref: }
-		if [ -f "$gitdir/$head" ]; then cat "$gitdir/$head"; else
-			awk -v r="$head" '$2 == r {print $1}' "$gitdir/packed-refs" 2>/dev/null | grep . || echo unknown
+		if [ -f "$gitdir/$head" ]; then cat "$gitdir/$head"; elif [ -f "$common/$head" ]; then cat "$common/$head"; else
+			awk -v r="$head" '$2 == r {print $1}' "$common/packed-refs" 2>/dev/null | grep . || echo unknown
 		fi
 		;;
 	*) echo "$head" ;;
@@ -325,48 +377,57 @@ git_commit() {
 }
 fact "date (UTC)" "$(date -u '+%Y-%m-%d %H:%M:%S')"
 fact "git commit" "$(git_commit)"
-fact "pgstow" "$("$PGSTOW" version 2>&1 | head -n1), $(go version | cut -d' ' -f3-)"
+fact "pgstow" "$("$PGSTOW" version 2>&1 | sed -n 1p), $(go version | cut -d' ' -f3-)"
 fact "PostgreSQL" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SELECT version()')"
 fact "data checksums" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SHOW data_checksums')"
 fact "pg_basebackup" "$("$PGBIN/pg_basebackup" --version)"
-fact "lz4, tar" "$(lz4 --version 2>&1 | sed -n 's/^\*\*\* \(LZ4 command line interface\) .*\(v[0-9.]*\).*/lz4 \2/p' | head -n1), $(tar --version | head -n1)"
+fact "lz4, tar" "$(lz4 --version 2>&1 | sed -n 's/^\*\*\* \(LZ4 command line interface\) .*\(v[0-9.]*\).*/lz4 \2/p' | sed -n 1p), $(tar --version | sed -n 1p)"
 fact "MinIO" "$(go version -m "$MINIO_BIN" 2>/dev/null | awk '$1 == "mod" {print $3; exit}')"
-fact "CPU" "$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1))"
+fact "CPU" "$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | sed -n 1p))"
 fact "memory" "$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 fact "kernel" "$(uname -sr)"
 fact "work directory" "$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $1}')"
 fact "dataset" "$LOADER; $("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 'orders rows ' || (SELECT count(*) FROM orders) || ', pgbench scale ' || (SELECT count(*) FROM pgbench_branches)" 2>/dev/null || echo "orders rows $ROWS, pgbench scale $SCALE (as requested)")"
 fact "database size" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT pg_size_pretty(pg_database_size('$DB')) || ' (' || pg_database_size('$DB') || ' bytes)'")"
 fact "base.tar bytes" "$BASE_BYTES"
+fact "files in base.tar" "$(tar_files "$BASE_TAR")"
 fact "runs per command" "$RUNS"
 
 # --- measuring --------------------------------------------------------------------------
 CSV=$WORK/runs.csv
 CMDS=$WORK/commands.tsv
-echo "started_utc,group,id,run,wall_s,max_rss_kib,exit_code,raw_bytes,stored_bytes,new_bytes" >"$CSV"
+echo "started_utc,dataset,group,id,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,raw_bytes,stored_bytes,new_bytes" >"$CSV"
 FAILED=0
-# cmd_def ID GROUP LABEL TEMPLATE: the command as shown in the report.
-cmd_def() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$CMDS"; }
 
-# measure GROUP ID RUN COMMAND: runs COMMAND (a bash command line) under
-# /usr/bin/time and appends the row to the CSV; sets LAST_RC. Before it,
-# sync, so that no command pays for the dirty pages of the one before.
+# measure DATASET GROUP ID RUN COMMAND: runs COMMAND (a bash command line)
+# under /usr/bin/time and sets ROW, the start of its CSV line, and LAST_RC.
+# Before it, sync, so that no command pays for the dirty pages of the one
+# before. GNU time's %U and %S are the user and system CPU seconds of the
+# command and of every child it waited for (bash, tar, lz4, sync); %M is the
+# peak RSS of the largest single process.
 LAST_RC=0
 measure() {
-	local group=$1 id=$2 run=$3 cmd=$4 started tf=$WORK/time.out wall rss
-	local lf=$WORK/logs/$id-$run.log
+	local ds=$1 group=$2 id=$3 run=$4 cmd=$5 started tf=$WORK/time.out wall='' user='' sys='' rss='' v tag=''
+	[ "$ds" = main ] || tag=$ds-
+	local lf=$WORK/logs/$tag$id-$run.log
+	rm -f "$tf"
 	sync
 	started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-	if "$TIME" -o "$tf" -f "%e %M" bash -o pipefail -c "$cmd" >"$lf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
-	read -r wall rss < <(tail -n 1 "$tf")
+	if "$TIME" -o "$tf" -f "%e %U %S %M" bash -o pipefail -c "$cmd" >"$lf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
+	# The last line is the format's (before it GNU time may write "Command
+	# exited with non-zero status N"); a missing or odd line leaves the fields empty.
+	if [ -s "$tf" ]; then read -r wall user sys rss _ < <(tail -n 1 "$tf") || true; fi
+	for v in wall user sys rss; do [[ ${!v} =~ ^[0-9]+(\.[0-9]+)?$ ]] || printf -v "$v" '%s' ''; done
+	if [ "$LAST_RC" -eq 0 ] && [ -z "$wall" ]; then LAST_RC=255; fi # no timing: count it as failed
 	if [ "$LAST_RC" -ne 0 ]; then
 		FAILED=$((FAILED + 1))
-		echo "bench: FAILED ($LAST_RC): $id run $run: $cmd" >&2
+		echo "bench: FAILED ($LAST_RC): $tag$id run $run: $cmd" >&2
 		tail -n 20 "$lf" | sed 's/^/    /' >&2
-		cp "$lf" "$OUT/failed-$STAMP-$id-$run.log"
+		cp "$lf" "$OUT/failed-$STAMP-$tag$id-$run.log"
 	fi
-	printf '%-4s run %d/%d: %6s s  %7s KiB  %s\n' "$id" "$run" "$RUNS" "$wall" "$rss" "$([ "$LAST_RC" -eq 0 ] && echo ok || echo "FAILED ($LAST_RC)")" >&2
-	ROW="$started,$group,$id,$run,$wall,$rss,$LAST_RC"
+	printf '%-4s run %d/%d: %6s s wall  %6s s user  %6s s sys  %7s KiB  %s\n' "$tag$id" "$run" "$RUNS" "$wall" "$user" "$sys" "$rss" \
+		"$([ "$LAST_RC" -eq 0 ] && echo ok || echo "FAILED ($LAST_RC)")" >&2
+	ROW="$started,$ds,$group,$id,$run,$wall,$user,$sys,$rss,$LAST_RC"
 }
 # pgstow_sizes URL: raw,stored,new bytes of the newest backup in the repository.
 pgstow_sizes() {
@@ -377,68 +438,239 @@ print("%d,%d,%d" % (b["raw_bytes"], b["stored_bytes"], b["new_bytes"]))' 2>/dev/
 }
 row() { echo "$ROW,$1" >>"$CSV"; }
 
-PGSTOW_PG=(--pg "$PG_CONN")
-cmd_def B1 backup "pg_basebackup → /dev/null (stream ceiling)" "pg_basebackup -h 127.0.0.1 -p P -U postgres -Ft -Xnone -c fast -D - > /dev/null"
-cmd_def B2 backup "pg_basebackup --compress=client-lz4" "pg_basebackup -h 127.0.0.1 -p P -U postgres -Ft -Xnone -c fast --compress=client-lz4 -D DIR"
-cmd_def B3 backup "pgstow backup → file://" "pgstow backup --repo file://REPO --checkpoint fast   (fresh empty repository)"
-cmd_def B4 backup "pgstow backup → MinIO" "pgstow backup --repo 's3://BUCKET/PREFIX?endpoint=http://127.0.0.1:P&path_style=true&region=us-east-1' --checkpoint fast   (fresh prefix)"
-cmd_def B5 backup "pgstow backup → file://, second" "pgstow backup --repo file://REPO --checkpoint fast   (the repository B3 just filled, unchanged data)"
-cmd_def R1 restore "tar -x (uncompressed base.tar)" "tar -x -f base.tar -C DIR && sync -f DIR"
-cmd_def R2 restore "lz4 -dc | tar -x" "lz4 -dc base.tar.lz4 | tar -x -C DIR && sync -f DIR   (base.tar.lz4 of B2 run 1)"
-cmd_def R3 restore "pgstow restore ← file://" "pgstow restore --repo file://REPO -D DIR   (REPO of B3/B5 run 1; fsyncs itself)"
-cmd_def R4 restore "pgstow restore ← MinIO" "pgstow restore --repo 's3://BUCKET/PREFIX?…' -D DIR   (PREFIX of B4 run 1)"
-
-say "backups: B1 B2 B3 B4 B5, round-robin, $RUNS runs"
-for run in $(seq 1 "$RUNS"); do
-	T=$WORK/t
-	measure backup B1 "$run" "$(printf '%q ' "${PGBB[@]}") -D - > /dev/null"
-	row ",,"
-
-	measure backup B2 "$run" "$(printf '%q ' "${PGBB[@]}") --compress=client-lz4 -D $(printf '%q' "$T/lz4-$run")"
-	if [ "$LAST_RC" -eq 0 ]; then s=$(stat -c %s "$T/lz4-$run/base.tar.lz4" 2>/dev/null || echo); row ",$s,$s"; else row ",,"; fi
-
-	FILE_REPO=file://$T/repo-$run
-	measure backup B3 "$run" "$(printf '%q ' "$PGSTOW" backup "${PGSTOW_PG[@]}" --repo "$FILE_REPO" --checkpoint fast --label bench-first)"
-	row "$(pgstow_sizes "$FILE_REPO")"
-
-	S3_REPO=$(s3_url "b$run")
-	measure backup B4 "$run" "$(printf '%q ' "$PGSTOW" backup "${PGSTOW_PG[@]}" --repo "$S3_REPO" --checkpoint fast --label bench-s3)"
-	row "$(pgstow_sizes "$S3_REPO")"
-
-	measure backup B5 "$run" "$(printf '%q ' "$PGSTOW" backup "${PGSTOW_PG[@]}" --repo "$FILE_REPO" --checkpoint fast --label bench-second)"
-	row "$(pgstow_sizes "$FILE_REPO")"
-
-	# Run 1's outputs are the restore sources; the others only take room.
-	if [ "$run" -gt 1 ]; then rm -rf "$T/lz4-$run" "$T/repo-$run"; fi
-done
-
-say "restores: R1 R2 R3 R4, round-robin, $RUNS runs"
-LZ4_SRC=$WORK/t/lz4-1/base.tar.lz4
-FILE_SRC=file://$WORK/t/repo-1
-S3_SRC=$(s3_url b1)
-for run in $(seq 1 "$RUNS"); do
-	for id in R1 R2 R3 R4; do
-		D=$WORK/t/restore-$id-$run
-		mkdir -p "$D"
-		chmod 700 "$D"
-		case $id in
-		R1) c="tar -x -f $(printf '%q' "$BASE_TAR") -C $(printf '%q' "$D") && sync -f $(printf '%q' "$D")" ;;
-		R2) c="lz4 -dc $(printf '%q' "$LZ4_SRC") | tar -x -C $(printf '%q' "$D") && sync -f $(printf '%q' "$D")" ;;
-		R3) c="$(printf '%q ' "$PGSTOW" restore --repo "$FILE_SRC" -D "$D")" ;;
-		R4) c="$(printf '%q ' "$PGSTOW" restore --repo "$S3_SRC" -D "$D")" ;;
-		esac
-		measure restore "$id" "$run" "$c"
-		row ",,"
-		rm -rf "$D"
+# The commands, as shown in the report: group, label and template per ID.
+declare -A CMD_GROUP CMD_LABEL CMD_TEMPLATE
+def() { CMD_GROUP[$1]=$2 CMD_LABEL[$1]=$3 CMD_TEMPLATE[$1]=$4; }
+def B1 backup "pg_basebackup → /dev/null (stream ceiling)" "pg_basebackup -h 127.0.0.1 -p P -U postgres -Ft -Xnone -c fast -D - > /dev/null"
+def B2 backup "pg_basebackup --compress=client-lz4" "pg_basebackup -h 127.0.0.1 -p P -U postgres -Ft -Xnone -c fast --compress=client-lz4 -D DIR"
+def B3 backup "pgstow backup → file://" "pgstow backup --repo file://REPO --checkpoint fast   (fresh empty repository)"
+def B4 backup "pgstow backup → MinIO" "pgstow backup --repo 's3://BUCKET/PREFIX?endpoint=http://127.0.0.1:P&path_style=true&region=us-east-1' --checkpoint fast   (fresh prefix)"
+def B5 backup "pgstow backup → file://, second" "pgstow backup --repo file://REPO --checkpoint fast   (the repository B3 just filled, unchanged data)"
+def R1 restore "tar -x (uncompressed base.tar)" "tar -x -f base.tar -C DIR && sync -f DIR"
+def R2 restore "lz4 -dc | tar -x" "lz4 -dc base.tar.lz4 | tar -x -C DIR && sync -f DIR   (base.tar.lz4 of B2 run 1)"
+def R3 restore "pgstow restore ← file://" "pgstow restore --repo file://REPO -D DIR   (REPO of B3/B5 run 1; fsyncs itself)"
+def R4 restore "pgstow restore ← MinIO" "pgstow restore --repo 's3://BUCKET/PREFIX?…' -D DIR   (PREFIX of B4 run 1)"
+# cmd_defs DATASET ID...: the report's list of the commands measured on DATASET.
+cmd_defs() {
+	local ds=$1 id
+	shift
+	for id in "$@"; do
+		printf '%s\t%s\t%s\t%s\t%s\n' "$ds" "$id" "${CMD_GROUP[$id]}" "${CMD_LABEL[$id]}" "${CMD_TEMPLATE[$id]}" >>"$CMDS"
 	done
-done
+}
+
+# run_backups DATASET PORT CONN T S3PREFIX ID...: the backup commands ID... of
+# a dataset, round-robin, RUNS times, into fresh places under T (run 1's
+# outputs are kept there as the restores' sources) and MinIO prefixes
+# S3PREFIX<run>.
+run_backups() {
+	local ds=$1 port=$2 conn=$3 t=$4 pfx=$5 run id s repo s3
+	shift 5
+	local pgbb=("$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -Ft -Xnone -c fast)
+	local pg=(--pg "$conn")
+	mkdir -p "$t"
+	say "$ds: backups $*, round-robin, $RUNS runs"
+	for run in $(seq 1 "$RUNS"); do
+		repo=file://$t/repo-$run
+		s3=$(s3_url "$pfx$run")
+		for id in "$@"; do
+			case $id in
+			B1)
+				measure "$ds" backup B1 "$run" "$(printf '%q ' "${pgbb[@]}") -D - > /dev/null"
+				row ",,"
+				;;
+			B2)
+				measure "$ds" backup B2 "$run" "$(printf '%q ' "${pgbb[@]}") --compress=client-lz4 -D $(printf '%q' "$t/lz4-$run")"
+				if [ "$LAST_RC" -eq 0 ]; then s=$(stat -c %s "$t/lz4-$run/base.tar.lz4" 2>/dev/null || echo); row ",$s,$s"; else row ",,"; fi
+				;;
+			B3)
+				measure "$ds" backup B3 "$run" "$(printf '%q ' "$PGSTOW" backup "${pg[@]}" --repo "$repo" --checkpoint fast --label bench-first)"
+				row "$(pgstow_sizes "$repo")"
+				;;
+			B4)
+				measure "$ds" backup B4 "$run" "$(printf '%q ' "$PGSTOW" backup "${pg[@]}" --repo "$s3" --checkpoint fast --label bench-s3)"
+				row "$(pgstow_sizes "$s3")"
+				;;
+			B5)
+				measure "$ds" backup B5 "$run" "$(printf '%q ' "$PGSTOW" backup "${pg[@]}" --repo "$repo" --checkpoint fast --label bench-second)"
+				row "$(pgstow_sizes "$repo")"
+				;;
+			*) die "run_backups: unknown command $id" ;;
+			esac
+		done
+		# Run 1's outputs are the restore sources; the others only take room.
+		if [ "$run" -gt 1 ]; then rm -rf "$t/lz4-$run" "$t/repo-$run"; fi
+	done
+}
+
+# run_restores DATASET BASE_TAR T S3PREFIX ID...: the restore commands ID...,
+# round-robin, RUNS times, from base.tar and run 1's outputs of run_backups.
+run_restores() {
+	local ds=$1 base_tar=$2 t=$3 pfx=$4 run id d c
+	shift 4
+	local lz4_src=$t/lz4-1/base.tar.lz4 file_src=file://$t/repo-1 s3_src
+	s3_src=$(s3_url "${pfx}1")
+	say "$ds: restores $*, round-robin, $RUNS runs"
+	for run in $(seq 1 "$RUNS"); do
+		for id in "$@"; do
+			d=$t/restore-$id-$run
+			mkdir -p "$d"
+			chmod 700 "$d"
+			case $id in
+			R1) c="tar -x -f $(printf '%q' "$base_tar") -C $(printf '%q' "$d") && sync -f $(printf '%q' "$d")" ;;
+			R2) c="lz4 -dc $(printf '%q' "$lz4_src") | tar -x -C $(printf '%q' "$d") && sync -f $(printf '%q' "$d")" ;;
+			R3) c="$(printf '%q ' "$PGSTOW" restore --repo "$file_src" -D "$d")" ;;
+			R4) c="$(printf '%q ' "$PGSTOW" restore --repo "$s3_src" -D "$d")" ;;
+			*) die "run_restores: unknown command $id" ;;
+			esac
+			measure "$ds" restore "$id" "$run" "$c"
+			row ",,"
+			rm -rf "$d"
+		done
+	done
+}
+
+# profile_runs DATASET CONN T: with BENCH_CPUPROFILE=1, one more pgstow backup
+# (into a fresh repository) and restore of it with --cpuprofile, not timed and
+# not in the figures; the profiles go to BENCH_OUT.
+profile_runs() {
+	[ "$CPUPROFILE" = 1 ] || return 0
+	local ds=$1 conn=$2 t=$3 prof=$OUT/cpu-$STAMP-$1 got=()
+	say "$ds: CPU profiles (untimed, not in the figures)"
+	mkdir -p "$t/prof-restore"
+	chmod 700 "$t/prof-restore"
+	if "$PGSTOW" backup --cpuprofile "$prof-backup.prof" --pg "$conn" --repo "file://$t/prof-repo" --checkpoint fast --label bench-profile \
+		>"$WORK/logs/$ds-profile-backup.log" 2>&1; then
+		got+=("$prof-backup.prof")
+		if "$PGSTOW" restore --cpuprofile "$prof-restore.prof" --repo "file://$t/prof-repo" -D "$t/prof-restore" \
+			>"$WORK/logs/$ds-profile-restore.log" 2>&1; then
+			got+=("$prof-restore.prof")
+		else
+			log "warning: the profiled restore failed (not a measured command):"
+			tail -n 20 "$WORK/logs/$ds-profile-restore.log" >&2
+		fi
+	else
+		log "warning: the profiled backup failed (not a measured command):"
+		tail -n 20 "$WORK/logs/$ds-profile-backup.log" >&2
+	fi
+	rm -rf "$t/prof-repo" "$t/prof-restore"
+	fact "CPU profiles, $ds" "${got[*]:-none written} (untimed extra runs; go tool pprof bin/pgstow FILE)"
+}
+
+MAIN_BACKUPS=(B1 B2 B3 B4 B5)
+MAIN_RESTORES=(R1 R2 R3 R4)
+cmd_defs main "${MAIN_BACKUPS[@]}" "${MAIN_RESTORES[@]}"
+run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
+run_restores main "$BASE_TAR" "$WORK/t" b "${MAIN_RESTORES[@]}"
+profile_runs main "$PG_CONN" "$WORK/t"
+
+# --- the many-files dataset ---------------------------------------------------------------
+# The many-files recipe: TABLES tables in schema parts of database manyfiles,
+# the way thousands of small partitions look: an id primary key, a timestamp,
+# an integer and a short code (text in odd-numbered tables, which so have a
+# TOAST table and its index; varchar(24) in even ones), with 1 to 200 rows,
+# most of them few (1 + h³/5·10⁶ rows for a pseudo-random h in 0..999: a
+# median of 26; about a fifth of the tables are over one 8 kB page and so
+# have a free space map). About 3.2 files and 40 kB per table: 20000 tables
+# make about 65000 files and 0.8 GB, close to the cluster that motivated it
+# (66000 files, 685 MiB).
+# One session, a COMMIT every 1000 tables, then CHECKPOINT.
+mf_load() { # PORT TABLES
+	local t0
+	local psql=("${PSQL[@]}" -p "$1")
+	t0=$(date +%s)
+	"${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $MF_DB" -c "CREATE DATABASE $MF_DB"
+	"${psql[@]}" -d "$MF_DB" -v tables="$2" <<'SQL'
+CREATE SCHEMA parts;
+SET bench.tables = :tables;
+DO $do$
+DECLARE
+  h bigint;
+  t text;
+BEGIN
+  FOR i IN 1..current_setting('bench.tables')::int LOOP
+    h := i::bigint * 2654435761 % 1000;
+    t := 'p' || lpad(i::text, 5, '0');
+    EXECUTE format('CREATE TABLE parts.%I (id bigint PRIMARY KEY, at timestamptz NOT NULL, qty integer NOT NULL, code %s NOT NULL)',
+                   t, CASE WHEN i % 2 = 0 THEN 'varchar(24)' ELSE 'text' END);
+    EXECUTE format($q$INSERT INTO parts.%I
+                      SELECT g, timestamptz '2024-01-01 00:00:00+00' + g * interval '17 minutes', (g * 31) %% 1000,
+                             'C-' || left(md5(%s || ':' || g), 20)
+                      FROM generate_series(1, %s) AS g$q$,
+                   t, i, 1 + h * h * h / 5000000);
+    IF i % 1000 = 0 THEN
+      COMMIT;
+    END IF;
+  END LOOP;
+END
+$do$;
+CHECKPOINT;
+SQL
+	log "many-files dataset loaded in $(($(date +%s) - t0)) s"
+}
+
+MF_BASE_BYTES=
+if [ "$MANYFILES" = 1 ]; then
+	# Nothing of the main dataset runs while this one is measured: MinIO (the
+	# many-files commands do not use it) and the main cluster stop first, and
+	# the main dataset's files go.
+	if [ -n "$MINIO_PID" ]; then
+		kill "$MINIO_PID" 2>/dev/null || true
+		wait "$MINIO_PID" 2>/dev/null || true
+		MINIO_PID=
+	fi
+	if [ -n "$MAIN_CLUSTER" ]; then stop_cluster "$MAIN_CLUSTER"; fi
+	rm -rf "$WORK/t" "$WORK/ref"
+
+	if [ -n "$MF_REUSE_PORT" ]; then
+		MF_PORT=$MF_REUSE_PORT
+		say "many files: reusing the cluster on 127.0.0.1:$MF_PORT (database $MF_DB)"
+		"${PSQL[@]}" -p "$MF_PORT" -d "$MF_DB" -Atc "SELECT 1" >/dev/null ||
+			die "no database $MF_DB on 127.0.0.1:$MF_PORT (BENCH_REUSE_MANYFILES_PORT)"
+		MF_LOADER="reused cluster on port $MF_PORT"
+	else
+		MF_PORT=$(free_ports 1)
+		say "many files: throw-away PostgreSQL 15 cluster on 127.0.0.1:$MF_PORT, $MF_TABLES tables"
+		# autovacuum off: it would otherwise analyze the fresh tables while
+		# they are measured. The loader holds ~4 locks per table until each COMMIT.
+		new_cluster "$WORK/pgmf" "$MF_PORT" "autovacuum = off
+max_locks_per_transaction = 256"
+		# In the background and waited for, so that set -e holds inside.
+		mf_load "$MF_PORT" "$MF_TABLES" >"$WORK/logs/mf-load.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/mf-load.log" >&2; die "many-files dataset load failed"; }
+		grep -E '^bench:' "$WORK/logs/mf-load.log" >&2 || true
+		MF_LOADER="built-in recipe (scripts/bench.sh), autovacuum off"
+	fi
+	MF_CONN="host=127.0.0.1 port=$MF_PORT user=postgres dbname=$MF_DB"
+
+	say "many files: reference base.tar"
+	"$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$MF_PORT" -U postgres -Ft -Xnone -c fast -D "$WORK/mref" >"$WORK/logs/mref.log" 2>&1 ||
+		{ cat "$WORK/logs/mref.log" >&2; die "pg_basebackup of the many-files reference base.tar failed"; }
+	MF_BASE_TAR=$WORK/mref/base.tar
+	MF_BASE_BYTES=$(stat -c %s "$MF_BASE_TAR")
+	MF_FILES=$(tar_files "$MF_BASE_TAR")
+	log "many-files base.tar: $MF_BASE_BYTES bytes, $MF_FILES files"
+	fact "many-files dataset" "$MF_LOADER; $("${PSQL[@]}" -p "$MF_PORT" -d "$MF_DB" -Atc "SELECT count(*) || ' tables in schema parts of database $MF_DB' FROM pg_tables WHERE schemaname = 'parts'")"
+	fact "many-files database size" "$("${PSQL[@]}" -p "$MF_PORT" -d "$MF_DB" -Atc "SELECT pg_size_pretty(pg_database_size('$MF_DB')) || ' (' || pg_database_size('$MF_DB') || ' bytes)'")"
+	fact "many-files base.tar bytes" "$MF_BASE_BYTES"
+	fact "many-files files in base.tar" "$MF_FILES"
+
+	MF_BACKUPS=(B2 B3)
+	MF_RESTORES=(R1 R2 R3)
+	cmd_defs manyfiles "${MF_BACKUPS[@]}" "${MF_RESTORES[@]}"
+	run_backups manyfiles "$MF_PORT" "$MF_CONN" "$WORK/m" m "${MF_BACKUPS[@]}"
+	run_restores manyfiles "$MF_BASE_TAR" "$WORK/m" m "${MF_RESTORES[@]}"
+	profile_runs manyfiles "$MF_CONN" "$WORK/m"
+fi
 
 # --- the report -------------------------------------------------------------------------
-fact "harness runtime" "$(($(date +%s) - T0)) s (build, cluster and dataset included)"
+fact "harness runtime" "$(($(date +%s) - T0)) s (build, clusters and datasets included)"
 MD=$OUT/results-$STAMP.md
 cp "$CSV" "$OUT/runs-$STAMP.csv"
+MF_ARGS=()
+[ -z "$MF_BASE_BYTES" ] || MF_ARGS=(--manyfiles-base-bytes "$MF_BASE_BYTES")
 python3 "$ROOT/scripts/bench-report.py" --csv "$CSV" --commands "$CMDS" --facts "$FACTS" \
-	--base-bytes "$BASE_BYTES" --csv-name "runs-$STAMP.csv" >"$MD" || die "bench-report.py failed"
+	--base-bytes "$BASE_BYTES" "${MF_ARGS[@]}" --csv-name "runs-$STAMP.csv" >"$MD" || die "bench-report.py failed"
 cat "$MD"
 log "wrote $MD and $OUT/runs-$STAMP.csv in $(($(date +%s) - T0)) s"
 if [ "$FAILED" -gt 0 ]; then
