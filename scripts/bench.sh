@@ -171,8 +171,10 @@ stop_cluster() {
 }
 
 # --- pgstow ---------------------------------------------------------------------
-say "go build -o bin/pgstow ./cmd/pgstow"
-go build -o "$PGSTOW" ./cmd/pgstow
+# The same build as make build: with liblz4's encoder when its headers are
+# installed (make deps), so the figures are those of the shipped binary.
+say "make build"
+make -s build
 
 # --- the dataset ------------------------------------------------------------------
 PSQL=("$PGBIN/psql" -h 127.0.0.1 -U postgres -X -q -v ON_ERROR_STOP=1)
