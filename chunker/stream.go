@@ -42,11 +42,26 @@ func (c *Compressor) CompressStream(dst io.Writer, src io.Reader, size int64) (f
 	if err := c.w.Apply(lz4.SizeOption(uint64(size))); err != nil {
 		return 0, 0, fmt.Errorf("lz4 compress: %w", err)
 	}
-	// ReadFrom fills whole blocks with io.ReadFull, so block boundaries,
-	// and thus the frame, do not depend on how src splits its reads.
-	n, err := c.w.ReadFrom(io.LimitReader(src, size))
-	if err != nil {
-		return 0, 0, fmt.Errorf("lz4 compress: %w", err)
+	// Small writes, which the Writer gathers into its own block buffer
+	// and compresses a whole block at a time: the block boundaries, and
+	// thus the frame, do not depend on how src splits its reads. (The
+	// Writer's ReadFrom would read into a second block-sized buffer.)
+	buf := make([]byte, streamReadBytes)
+	var n int64
+	for n < size {
+		k, rerr := src.Read(buf[:min(int64(len(buf)), size-n)])
+		if k > 0 {
+			if _, err := c.w.Write(buf[:k]); err != nil {
+				return 0, 0, fmt.Errorf("lz4 compress: %w", err)
+			}
+			n += int64(k)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return 0, 0, fmt.Errorf("lz4 compress: read: %w", rerr)
+		}
 	}
 	if n != size {
 		return 0, 0, fmt.Errorf("lz4 compress: the source ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
@@ -56,6 +71,10 @@ func (c *Compressor) CompressStream(dst io.Writer, src io.Reader, size int64) (f
 	}
 	return cw.n, cw.crc, nil
 }
+
+// streamReadBytes is the size of CompressStream's reads: large enough that
+// reading a file costs few system calls, small beside the 4 MB block.
+const streamReadBytes = 256 << 10
 
 // crcWriter counts and checksums what passes through it.
 type crcWriter struct {
