@@ -8,7 +8,6 @@ package backup
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -171,8 +170,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			Timeline:    start.Timeline,
 			SegmentSize: sys.WALSegmentSize,
 			IdleTimeout: o.IOTimeout,
-			Sink: func(ctx context.Context, name string, data []byte) error {
-				seg, err := repo.PutWAL(ctx, comp, name, data)
+			SpoolDir:    repo.SpoolDir(),
+			Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
+				seg, err := repo.PutWALFrom(ctx, comp, name, data, data.Size())
 				if err != nil {
 					return err
 				}
@@ -363,8 +363,8 @@ func tablespaceOf(a *replication.Archive, tss []replication.Tablespace) (uint32,
 }
 
 // awaitWAL waits, up to timeout, for another archiver to store every
-// segment, then reads each to record its checksum (and to prove it is
-// readable).
+// segment, then reads each through to record its checksum (and to prove
+// it is readable), holding none of it in memory.
 func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, log *slog.Logger) ([]manifest.WALSegment, error) {
 	deadline := time.Now().Add(timeout)
 	var missing []string
@@ -394,12 +394,13 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 		}
 	}
 	out := make([]manifest.WALSegment, 0, len(names))
+	dec := chunker.NewDecompressor()
 	for _, n := range names {
-		data, stored, err := repo.FetchWAL(ctx, n)
+		sum, err := repo.WALSum(ctx, dec, n)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, manifest.WALSegment{Name: n, SHA256: sha256Hex(data), StoredSize: stored})
+		out = append(out, manifest.WALSegment{Name: n, SHA256: sum.Hex(), StoredSize: sum.StoredSize})
 	}
 	return out, nil
 }
@@ -408,9 +409,4 @@ func slotName() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "pgstow_" + hex.EncodeToString(b[:])
-}
-
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/spool"
 )
 
 // CreateTemporarySlot creates a temporary physical slot that reserves WAL
@@ -24,11 +26,14 @@ func (c *Conn) CreateTemporarySlot(ctx context.Context, name string) error {
 	return nil
 }
 
-// SegmentSink receives each completed WAL segment. data is only valid
-// during the call.
-type SegmentSink func(ctx context.Context, name string, data []byte) error
+// SegmentSink receives a WAL segment: seg reads its bytes (the segment
+// size of them) from the stream's spool file, and is valid only during
+// the call. It may be read more than once.
+type SegmentSink func(ctx context.Context, name string, seg *io.SectionReader) error
 
-// WALStream streams WAL from a slot in whole segments.
+// WALStream streams WAL from a slot in whole segments. The segment being
+// received is written to a spool file as it arrives, as pg_receivewal
+// writes its .partial file, so memory does not grow with the segment size.
 type WALStream struct {
 	// Slot is the replication slot to stream from.
 	Slot string
@@ -52,6 +57,9 @@ type WALStream struct {
 	// stream stops (zero-padded to the segment size, as pg_receivewal
 	// writes .partial files), with a context that is not cancelled.
 	Partial SegmentSink
+	// SpoolDir is where the segment being received is spooled ("" for
+	// os.TempDir()); it needs room for one segment.
+	SpoolDir string
 }
 
 // StreamStatus is where a WAL stream stands.
@@ -80,6 +88,19 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	seg := s.SegmentSize
 	segno := manifest.SegmentNo(from, seg)
 	pos := manifest.LSN(segno * seg)
+	// The segment being received lives in a spool file the size of a
+	// segment: unwritten bytes read as zeros (the padding of a .partial)
+	// and take no space.
+	buf, err := spool.Create(s.SpoolDir, "pgstow-wal-*.segment")
+	if err != nil {
+		return fmt.Errorf("WAL streaming: %w", err)
+	}
+	defer buf.Close()
+	if err := buf.Reset(int64(seg)); err != nil {
+		return fmt.Errorf("WAL streaming: %w", err)
+	}
+	// A new reader for every call: a sink reads its own from the start.
+	segment := func() *io.SectionReader { return io.NewSectionReader(buf, 0, int64(seg)) }
 	err = pglogrepl.StartReplication(ctx, c.pg, s.Slot, pglogrepl.LSN(pos), pglogrepl.StartReplicationOptions{
 		Timeline: int32(s.Timeline),
 		Mode:     pglogrepl.PhysicalReplication,
@@ -91,7 +112,6 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	if interval <= 0 {
 		interval = 10 * time.Second
 	}
-	buf := make([]byte, seg)
 	filled := uint64(0) // bytes of the current segment received
 	var flushed manifest.LSN = pos
 	lastSegNeeded := uint64(0)
@@ -106,9 +126,8 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		if s.Partial == nil || filled == 0 || pos <= from {
 			return nil
 		}
-		clear(buf[filled:])
 		name := manifest.SegmentName(s.Timeline, segno, seg)
-		if err := s.Partial(ctx, name, buf); err != nil {
+		if err := s.Partial(ctx, name, segment()); err != nil {
 			return fmt.Errorf("store partial segment %s: %w", name, err)
 		}
 		return nil
@@ -241,14 +260,22 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 					pendingSince = lastHeard
 				}
 				for len(data) > 0 {
-					k := copy(buf[filled:], data)
-					filled += uint64(k)
+					k := min(uint64(len(data)), seg-filled)
+					if _, err := buf.WriteAt(data[:k], int64(filled)); err != nil {
+						return fmt.Errorf("WAL streaming: spool segment %s: %w", manifest.SegmentName(s.Timeline, segno, seg), err)
+					}
+					filled += k
 					pos += manifest.LSN(k)
 					data = data[k:]
 					if filled == seg {
 						name := manifest.SegmentName(s.Timeline, segno, seg)
-						if err := s.Sink(ctx, name, buf); err != nil {
+						if err := s.Sink(ctx, name, segment()); err != nil {
 							return err
+						}
+						// Empty the spool for the next segment: its
+						// .partial must read zeros past what arrived.
+						if err := buf.Reset(int64(seg)); err != nil {
+							return fmt.Errorf("WAL streaming: %w", err)
 						}
 						segno++
 						filled = 0

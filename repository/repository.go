@@ -51,6 +51,8 @@ type Repository struct {
 	// never changes, and several steps of one command need it.
 	cfgMu sync.Mutex
 	cfg   *manifest.Repo
+	// spoolDir is where WAL is staged before upload (see SetSpoolDir).
+	spoolDir string
 }
 
 // New wraps a store.
@@ -330,85 +332,4 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 func (r *Repository) putSmall(ctx context.Context, key string, data []byte) error {
 	return r.store.Put(ctx, key, bytes.NewReader(data), int64(len(data)),
 		providers.PutOptions{IfAbsent: true, CRC32C: crc32.Checksum(data, castagnoli), HasCRC32C: true})
-}
-
-// PutWAL stores one WAL file (a segment or a .history file) compressed.
-// An identical file already there is fine (a re-run, or another archiver);
-// different content under the same name is an error, never an overwrite.
-func (r *Repository) PutWAL(ctx context.Context, comp *chunker.Compressor, name string, data []byte) (manifest.WALSegment, error) {
-	sum := sha256.Sum256(data)
-	seg := manifest.WALSegment{Name: name, SHA256: hex.EncodeToString(sum[:])}
-	var buf bytes.Buffer
-	crc, err := comp.Compress(&buf, data)
-	if err != nil {
-		return seg, fmt.Errorf("compress WAL %s: %w", name, err)
-	}
-	seg.StoredSize = int64(buf.Len())
-	key := manifest.WALKey(name)
-	err = r.store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		providers.PutOptions{IfAbsent: true, CRC32C: crc, HasCRC32C: true})
-	if err == nil {
-		return seg, nil
-	}
-	if !errors.Is(err, providers.ErrExist) {
-		return seg, fmt.Errorf("store WAL %s: %w", name, err)
-	}
-	existing, stored, err := r.FetchWAL(ctx, name)
-	if err != nil {
-		return seg, fmt.Errorf("WAL %s exists; reading it to compare: %w", name, err)
-	}
-	esum := sha256.Sum256(existing)
-	if esum != sum {
-		return seg, fmt.Errorf("%w: %s in %s differs from what the server sent (sha256 %x vs %x); refusing to overwrite",
-			ErrWALConflict, name, r, esum[:8], sum[:8])
-	}
-	seg.StoredSize = stored
-	return seg, nil
-}
-
-// FetchWAL reads and decompresses one WAL file; the LZ4 frame's content
-// checksum catches corruption. It also returns the stored size.
-func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, error) {
-	data, err := providers.ReadAll(ctx, r.store, manifest.WALKey(name))
-	if errors.Is(err, providers.ErrChecksum) {
-		return nil, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
-	}
-	if err != nil {
-		return nil, 0, err
-	}
-	var out bytes.Buffer
-	if err := chunker.NewDecompressor().Decompress(&out, data, ""); err != nil {
-		return nil, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
-	}
-	return out.Bytes(), int64(len(data)), nil
-}
-
-// HasWAL reports whether a WAL file is stored.
-func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
-	_, err := r.store.Stat(ctx, manifest.WALKey(name))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, providers.ErrNotExist):
-		return false, nil
-	default:
-		return false, err
-	}
-}
-
-// PutWALPartial stores the unfinished segment a WAL receiver holds when it
-// stops, as <segment>.partial. Unlike complete WAL files it may be
-// replaced: it is a snapshot that grows until the segment is complete.
-func (r *Repository) PutWALPartial(ctx context.Context, comp *chunker.Compressor, segment string, data []byte) error {
-	var buf bytes.Buffer
-	crc, err := comp.Compress(&buf, data)
-	if err != nil {
-		return fmt.Errorf("compress WAL %s.partial: %w", segment, err)
-	}
-	key := manifest.WALKey(segment + ".partial")
-	if err := r.store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		providers.PutOptions{CRC32C: crc, HasCRC32C: true}); err != nil {
-		return fmt.Errorf("store WAL %s.partial: %w", segment, err)
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/repository"
@@ -60,16 +61,12 @@ func FetchWALPrefetch(ctx context.Context, repo *repository.Repository, name, de
 	if err != nil {
 		return err
 	}
-	data, err := fetchVerified(ctx, repo, cfg.WALSegmentSize, name)
-	if err != nil {
+	if err := fetchToFile(ctx, repo, chunker.NewDecompressor(), cfg.WALSegmentSize, name, dest); err != nil {
 		if errors.Is(err, providers.ErrNotExist) && p.Spool != "" {
 			// The archive ends here (or recovery moves to another
 			// timeline): what is spooled will not be asked for.
 			_ = os.RemoveAll(p.Spool)
 		}
-		return err
-	}
-	if err := writeFileAtomic(dest, data); err != nil {
 		return err
 	}
 	if p.Ahead > 0 && p.Spool != "" {
@@ -112,11 +109,9 @@ func refill(ctx context.Context, repo *repository.Repository, segSize uint64, na
 	g.SetLimit(8)
 	for _, n := range missing {
 		g.Go(func() error {
-			data, err := fetchVerified(gctx, repo, segSize, n)
-			if err != nil {
-				return nil // absent (end of archive) or failing: fetched directly later
-			}
-			_ = writeFileAtomic(filepath.Join(p.Spool, n+spoolSuffix), data)
+			// Absent (the end of the archive) or failing: fetched
+			// directly later, which reports any failure.
+			_ = fetchToFile(gctx, repo, chunker.NewDecompressor(), segSize, n, filepath.Join(p.Spool, n+spoolSuffix))
 			return nil
 		})
 	}

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -22,8 +20,10 @@ import (
 )
 
 // embedWAL writes every WAL file the backup needs into pg_wal/, several at
-// a time. Each worker keeps its buffers, so memory is Concurrency × (a
-// segment + its stored size), and this runs after the chunks are done.
+// a time. Each worker streams one file at a time from the store through
+// its own decompressor into pg_wal/, so memory is Concurrency × the lz4
+// Reader's buffers (about 8 MB), whatever the segment size; this runs
+// after the chunks are done.
 func (r *restorer) embedWAL(ctx context.Context) error {
 	segs := r.p.b.WAL
 	if len(segs) == 0 {
@@ -44,9 +44,9 @@ func (r *restorer) embedWAL(ctx context.Context) error {
 	})
 	for range min(r.o.Concurrency, len(segs)) {
 		g.Go(func() error {
-			w := newWALReader()
+			dec := chunker.NewDecompressor()
 			for s := range next {
-				if err := r.embedOne(gctx, w, s); err != nil {
+				if err := r.embedOne(gctx, dec, s); err != nil {
 					return err
 				}
 			}
@@ -56,31 +56,46 @@ func (r *restorer) embedWAL(ctx context.Context) error {
 	return g.Wait()
 }
 
-// embedOne fetches one WAL file, checks it against the manifest (SHA-256,
-// and a segment's length) and writes it to pg_wal/.
-func (r *restorer) embedOne(ctx context.Context, w *walReader, s manifest.WALSegment) error {
-	segSize := r.p.b.WALSegmentSize
+// embedOne streams one WAL file into pg_wal/ under a temporary name,
+// checks it against the manifest (SHA-256, and a segment's length) and
+// only then gives it its name. An archive taken with its WAL included
+// already has the file: the verified copy replaces it.
+func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s manifest.WALSegment) (err error) {
 	if err := checkWALName(s.Name); err != nil {
 		return err
 	}
-	data, err := w.read(ctx, r.repo.Store(), s.Name, segSize)
+	d := r.base
+	p := "pg_wal/" + s.Name
+	tmp := "pg_wal/." + s.Name + ".pgstow-tmp"
+	if err := d.ensureParent(p); err != nil {
+		return err
+	}
+	out, err := d.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", d.full(tmp), err)
+	}
+	defer func() {
+		if err != nil {
+			_ = d.root.Remove(tmp)
+		}
+	}()
+	h := sha256.New()
+	_, err = fetchWALTo(ctx, r.repo, dec, s.Name, r.p.b.WALSegmentSize, io.MultiWriter(out, h))
+	if cerr := out.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("write %s: %w", d.full(tmp), cerr)
+	}
 	if err != nil {
 		return err
 	}
-	if _, _, err := manifest.ParseSegmentName(s.Name, segSize); err == nil && uint64(len(data)) != segSize {
-		return fmt.Errorf("WAL segment %s is corrupt: %d bytes, the segment size is %d", s.Name, len(data), segSize)
-	}
 	if s.SHA256 != "" {
-		sum := sha256.Sum256(data)
-		if got := hex.EncodeToString(sum[:]); got != s.SHA256 {
+		if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
 			return fmt.Errorf("WAL file %s is corrupt: sha256 %s, the manifest says %s", s.Name, got, s.SHA256)
 		}
 	}
-	// Truncate rather than refuse: an archive taken with its WAL
-	// included already has the file, and this copy is verified.
-	if err := r.writeWhole(r.base, "pg_wal/"+s.Name, data, time.Time{}, os.O_TRUNC); err != nil {
-		return err
+	if err := d.root.Rename(tmp, p); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", d.full(tmp), s.Name, err)
 	}
+	r.addSync(syncEntry{d: d, path: p})
 	r.mu.Lock()
 	r.walSegments++
 	r.mu.Unlock()
@@ -106,57 +121,19 @@ func checkWALName(name string) error {
 	return nil
 }
 
-// walReader reads stored WAL files, reusing its buffers and decompressor.
-type walReader struct {
-	stored []byte
-	raw    bytes.Buffer
-	dec    *chunker.Decompressor
-}
-
-func newWALReader() *walReader { return &walReader{dec: chunker.NewDecompressor()} }
-
-// read fetches and decompresses one WAL file of at most maxRaw bytes. The
-// result is valid until the next call. A missing file is an error
-// wrapping providers.ErrNotExist.
-func (w *walReader) read(ctx context.Context, store providers.Store, name string, maxRaw uint64) ([]byte, error) {
-	rc, err := store.Get(ctx, manifest.WALKey(name), 0, -1)
+// fetchWALTo streams one WAL file of at most segSize bytes into dst and
+// checks it: the LZ4 frame's checksum (only at the end, so dst must be
+// discarded on an error), and a segment's length. A missing file is an
+// error wrapping providers.ErrNotExist.
+func fetchWALTo(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, name string, segSize uint64, dst io.Writer) (int64, error) {
+	n, _, err := repo.FetchWALTo(ctx, dec, name, dst, int64(segSize))
 	if err != nil {
-		return nil, fmt.Errorf("fetch WAL file %s from %s: %w", name, store, err)
+		return n, err
 	}
-	defer rc.Close()
-	// A stored object larger than the most maxRaw bytes compress to is
-	// not ours; reading no further bounds memory.
-	limit := int64(chunker.CompressBound(int(maxRaw)))
-	buf := bytes.NewBuffer(w.stored[:0])
-	n, err := buf.ReadFrom(io.LimitReader(rc, limit+1))
-	w.stored = buf.Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("fetch WAL file %s from %s: %w", name, store, err)
+	if _, _, err := manifest.ParseSegmentName(name, segSize); err == nil && uint64(n) != segSize {
+		return n, fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, n, segSize)
 	}
-	if n > limit {
-		return nil, fmt.Errorf("WAL file %s in %s is corrupt: the stored object is larger than %d bytes", name, store, limit)
-	}
-	if !hasContentChecksum(w.stored) {
-		return nil, fmt.Errorf("WAL file %s in %s is corrupt: not an LZ4 frame with a content checksum", name, store)
-	}
-	w.raw.Reset()
-	if err := w.dec.Decompress(&w.raw, w.stored, ""); err != nil {
-		return nil, fmt.Errorf("WAL file %s in %s is corrupt: %w", name, store, err)
-	}
-	if uint64(w.raw.Len()) > maxRaw {
-		return nil, fmt.Errorf("WAL file %s in %s is corrupt: %d bytes, more than %d", name, store, w.raw.Len(), maxRaw)
-	}
-	return w.raw.Bytes(), nil
-}
-
-// hasContentChecksum reports whether frame starts an LZ4 frame whose
-// content checksum flag is set. The Decompressor checks the checksum when
-// there is one; WAL has no other check here, so a frame without one (not
-// written by pgstow) is refused.
-func hasContentChecksum(frame []byte) bool {
-	const magic = "\x04\x22\x4d\x18" // 0x184D2204, little-endian
-	const flagContentChecksum = 0x04
-	return len(frame) >= 5 && string(frame[:4]) == magic && frame[4]&flagContentChecksum != 0
+	return n, nil
 }
 
 // FetchWAL writes one WAL file (a segment or a timeline history file) from
@@ -189,22 +166,21 @@ func walConfig(ctx context.Context, repo *repository.Repository, name string) (*
 	return cfg, nil
 }
 
-// fetchVerified downloads one WAL file and checks it: the LZ4 frame's
-// checksum, and a segment's length.
-func fetchVerified(ctx context.Context, repo *repository.Repository, segSize uint64, name string) ([]byte, error) {
-	data, err := newWALReader().read(ctx, repo.Store(), name, segSize)
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := manifest.ParseSegmentName(name, segSize); err == nil && uint64(len(data)) != segSize {
-		return nil, fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, len(data), segSize)
-	}
-	return data, nil
+// fetchToFile downloads one WAL file to path, verified, through
+// writeFileAtomic: nothing appears at path unless the whole file checked
+// out.
+func fetchToFile(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, segSize uint64, name, path string) error {
+	return writeFileAtomic(path, func(w io.Writer) error {
+		_, err := fetchWALTo(ctx, repo, dec, name, segSize, w)
+		return err
+	})
 }
 
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory, fsynced before the rename and the directory after it.
-func writeFileAtomic(path string, data []byte) (err error) {
+// writeFileAtomic writes path through a temporary file in the same
+// directory, which write fills, fsynced before the rename and the
+// directory after it. When write fails the temporary file is removed and
+// its error returned as it is.
+func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".pgstow-*")
 	if err != nil {
@@ -216,10 +192,11 @@ func writeFileAtomic(path string, data []byte) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
+	if err := write(f); err != nil {
+		f.Close()
+		return err
 	}
+	err = f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

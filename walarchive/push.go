@@ -5,8 +5,11 @@
 package walarchive
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -76,14 +79,24 @@ func Push(ctx context.Context, repo *repository.Repository, path string, o Optio
 }
 
 func pushOne(ctx context.Context, repo *repository.Repository, path, name string) error {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("wal-push: read %s: %w", path, err)
+		return fmt.Errorf("wal-push: %w", err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("wal-push: %w", err)
+	}
+	size := fi.Size()
 	// A segment names its cluster in its first page: a repository of
 	// another cluster (or of another segment size) is refused before
 	// anything is stored, and a new repository is bound to this one.
-	if h, ok := manifest.ParseWALHeader(data); ok {
+	head := make([]byte, min(size, 512))
+	if _, err := f.ReadAt(head, 0); err != nil {
+		return fmt.Errorf("wal-push: read %s: %w", path, err)
+	}
+	if h, ok := manifest.ParseWALHeader(head); ok {
 		if err := repo.Bind(ctx, strconv.FormatUint(h.SystemID, 10), h.SegmentSize); err != nil {
 			return fmt.Errorf("wal-push %s: %w", name, err)
 		}
@@ -91,20 +104,26 @@ func pushOne(ctx context.Context, repo *repository.Repository, path, name string
 	if ok, err := repo.HasWAL(ctx, name); err == nil && ok {
 		// Pushed ahead by an earlier call (or a retry): make sure it is
 		// the same file before telling PostgreSQL it is archived.
-		return verifySame(ctx, repo, name, path, data)
+		return verifySame(ctx, repo, name, path, io.NewSectionReader(f, 0, size))
 	}
-	if _, err := repo.PutWAL(ctx, chunker.NewCompressor(), name, data); err != nil {
+	if _, err := repo.PutWALFrom(ctx, chunker.NewCompressor(), name, io.NewSectionReader(f, 0, size), size); err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
 	}
 	return nil
 }
 
-func verifySame(ctx context.Context, repo *repository.Repository, name, path string, data []byte) error {
-	stored, _, err := repo.FetchWAL(ctx, name)
+// verifySame compares the archived copy of name with local, streaming
+// both through SHA-256.
+func verifySame(ctx context.Context, repo *repository.Repository, name, path string, local *io.SectionReader) error {
+	stored, err := repo.WALSum(ctx, chunker.NewDecompressor(), name)
 	if err != nil {
 		return fmt.Errorf("wal-push %s: compare with the archived copy: %w", name, err)
 	}
-	if string(stored) != string(data) {
+	h := sha256.New()
+	if _, err := io.Copy(h, local); err != nil {
+		return fmt.Errorf("wal-push: read %s: %w", path, err)
+	}
+	if stored.RawSize != local.Size() || !bytes.Equal(h.Sum(nil), stored.SHA256[:]) {
 		return fmt.Errorf("wal-push %s: %w: the archived copy differs from %s; refusing to overwrite (is another cluster archiving into %s?)",
 			name, repository.ErrWALConflict, path, repo)
 	}

@@ -3,6 +3,7 @@ package walarchive
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,12 +74,25 @@ func TestPushAheadAndIdempotence(t *testing.T) {
 }
 
 func TestWALEnd(t *testing.T) {
+	long := make([]byte, 200<<10) // several of walEnd's blocks
+	long[70000] = 1
 	for _, tt := range []struct {
 		data []byte
-		want int
-	}{{nil, 0}, {[]byte{0, 0}, 0}, {[]byte{1, 0, 0}, 1}, {[]byte{0, 2, 0, 3, 0}, 4}, {[]byte{1, 2}, 2}} {
-		if got := walEnd(tt.data); got != tt.want {
-			t.Errorf("walEnd(%v) = %d, want %d", tt.data, got, tt.want)
+		want int64
+	}{{nil, 0}, {[]byte{0, 0}, 0}, {[]byte{1, 0, 0}, 1}, {[]byte{0, 2, 0, 3, 0}, 4}, {[]byte{1, 2}, 2}, {long, 70001}, {make([]byte, 200<<10), 0}} {
+		got, err := walEnd(io.NewSectionReader(bytes.NewReader(tt.data), 0, int64(len(tt.data))))
+		if err != nil || got != tt.want {
+			t.Errorf("walEnd(%d bytes) = %d, %v, want %d", len(tt.data), got, err, tt.want)
+		}
+		// The writer finds the same, however the bytes are split.
+		for _, step := range []int{1, 3, 64 << 10} {
+			var w walEndWriter
+			for b := tt.data; len(b) > 0; b = b[min(step, len(b)):] {
+				w.Write(b[:min(step, len(b))])
+			}
+			if w.end != tt.want {
+				t.Errorf("walEndWriter(%d bytes, writes of %d) = %d, want %d", len(tt.data), step, w.end, tt.want)
+			}
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -79,7 +80,7 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 		return fmt.Errorf("slot %q is on timeline %d and the server on %d: following timeline switches is not supported yet", o.Slot, tli, sys.Timeline)
 	}
 	o.Log.Info("receiving WAL", "server", conn.Target(), "slot", o.Slot, "from", start.String(), "timeline", tli, "repo", repo.String())
-	comp := chunker.NewCompressor()
+	comp, dec := chunker.NewCompressor(), chunker.NewDecompressor()
 	last := time.Now()
 	var st ReceiveStatus
 	// The stream starts at the segment holding start.
@@ -100,8 +101,9 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			st.StreamStatus = s
 			report()
 		},
-		Sink: func(ctx context.Context, name string, data []byte) error {
-			if _, err := repo.PutWAL(ctx, comp, name, data); err != nil {
+		SpoolDir: repo.SpoolDir(),
+		Sink: func(ctx context.Context, name string, seg *io.SectionReader) error {
+			if _, err := repo.PutWALFrom(ctx, comp, name, seg, seg.Size()); err != nil {
 				return err
 			}
 			o.Log.Info("segment stored", "segment", name, "seconds_since_last", time.Since(last).Seconds())
@@ -111,20 +113,25 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			report()
 			return nil
 		},
-		Partial: func(ctx context.Context, name string, data []byte) error {
+		Partial: func(ctx context.Context, name string, seg *io.SectionReader) error {
+			received, err := walEnd(seg)
+			if err != nil {
+				return fmt.Errorf("read the spooled segment %s: %w", name, err)
+			}
 			// An earlier run may have stored more of this segment: a
 			// shorter copy must never replace it.
-			prev, _, err := repo.FetchWAL(ctx, name+".partial")
+			var prev walEndWriter
+			_, _, err = repo.FetchWALTo(ctx, dec, name+".partial", &prev, int64(sys.WALSegmentSize))
 			switch {
-			case err == nil && walEnd(prev) > walEnd(data):
+			case err == nil && prev.end > received:
 				o.Log.Warn("keeping the longer partial segment stored earlier", "segment", name,
-					"stored_bytes", walEnd(prev), "received_bytes", walEnd(data))
+					"stored_bytes", prev.end, "received_bytes", received)
 				return nil
 			case err != nil && !errors.Is(err, providers.ErrNotExist):
 				o.Log.Warn("could not read the partial segment stored earlier; replacing it", "segment", name, "err", err)
 			}
-			o.Log.Info("storing partial segment", "segment", name, "bytes", walEnd(data))
-			return repo.PutWALPartial(ctx, comp, name, data)
+			o.Log.Info("storing partial segment", "segment", name, "bytes", received)
+			return repo.PutWALPartialFrom(ctx, comp, name, seg, seg.Size())
 		},
 	}
 	err = ws.Run(ctx, conn, start, nil, 0)
@@ -139,12 +146,38 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 }
 
 // walEnd is how much of a zero-padded partial segment holds WAL: up to
-// its last non-zero byte.
-func walEnd(data []byte) int {
-	for i := len(data) - 1; i >= 0; i-- {
-		if data[i] != 0 {
-			return i + 1
+// its last non-zero byte. It reads backwards from the end, a block at a
+// time, so the padding costs little and the WAL before it nothing.
+func walEnd(seg *io.SectionReader) (int64, error) {
+	var block [64 << 10]byte
+	for end := seg.Size(); end > 0; {
+		start := max(end-int64(len(block)), 0)
+		b := block[:end-start]
+		if _, err := seg.ReadAt(b, start); err != nil {
+			return 0, err
+		}
+		for i := len(b) - 1; i >= 0; i-- {
+			if b[i] != 0 {
+				return start + int64(i) + 1, nil
+			}
+		}
+		end = start
+	}
+	return 0, nil
+}
+
+// walEndWriter finds walEnd of what is written through it.
+type walEndWriter struct {
+	n, end int64
+}
+
+func (w *walEndWriter) Write(p []byte) (int, error) {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] != 0 {
+			w.end = w.n + int64(i) + 1
+			break
 		}
 	}
-	return 0
+	w.n += int64(len(p))
+	return len(p), nil
 }

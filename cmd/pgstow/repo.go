@@ -92,7 +92,19 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 		store.Close()
 		return nil, err
 	}
+	repo.SetSpoolDir(g.spoolDirPath(cmd))
 	return repo, nil
+}
+
+// spoolDirPath is the spool directory named by flag or environment, if
+// any ("" means the system's temporary directory).
+func (g *globals) spoolDirPath(cmd *cobra.Command) string {
+	if !cmd.Flags().Changed("spool-dir") {
+		if v := g.getenv("PGSTOW_SPOOL_DIR"); v != "" {
+			return v
+		}
+	}
+	return g.spoolDir
 }
 
 // keyFilePath is the key file named by flag or environment, if any.

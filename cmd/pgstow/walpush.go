@@ -22,7 +22,11 @@ Pushing a file that is already archived with the same content succeeds (PostgreS
 retries after a crash); a different file under the same name fails and is never
 overwritten. Each call also pushes up to --ahead other files that PostgreSQL has
 marked ready, in parallel, so a busy server's archiver does not fall behind; its
-later calls for those files find them archived.`,
+later calls for those files find them archived.
+
+A file is never held in memory: it is compressed into a spool file (in
+--spool-dir, PGSTOW_SPOOL_DIR, or the system's temporary directory), which is
+what the store uploads, and removed at once.`,
 		Example: `  pgstow wal-push --repo file:///var/backups/pg pg_wal/000000010000000000000003`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -24,7 +24,13 @@ acknowledged it, so the replication slot keeps every byte that is not yet safe;
 after a restart, wal-receive resumes from the slot. On shutdown the unfinished
 segment is stored as <segment>.partial. Run it under a supervisor that restarts
 it. Following a timeline switch (a promoted standby) is not supported yet: the
-command stops with a clear error.`,
+command stops with a clear error.
+
+The segment being received is written to a spool file as it arrives, and each
+complete segment is compressed into a second one for the upload, so memory does
+not depend on wal_segment_size; the spool directory (--spool-dir,
+PGSTOW_SPOOL_DIR, or the system's temporary directory) needs room for about two
+segments.`,
 		Example: `  pgstow wal-receive --repo file:///var/backups/pg --pg "host=db1 user=backup" --slot pgstow --create-slot
   pgstow wal-receive --slot pgstow --metrics-listen 127.0.0.1:9187   # then scrape /metrics`,
 		Args: cobra.NoArgs,

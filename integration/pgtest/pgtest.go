@@ -42,6 +42,8 @@ type Options struct {
 	DataChecksums bool
 	// NoDataChecksums makes a cluster without data checksums.
 	NoDataChecksums bool
+	// InitdbArgs are extra initdb arguments, e.g. "--wal-segsize=256".
+	InitdbArgs []string
 }
 
 // Cluster is a running (or stopped) throw-away server.
@@ -115,6 +117,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	case opts.Major >= 18:
 		args = append(args, "--no-data-checksums") // on by default since 18
 	}
+	args = append(args, opts.InitdbArgs...)
 	if out, err := c.run("initdb", args...); err != nil {
 		t.Fatalf("pgtest: initdb (PostgreSQL %d): %v\n%s", c.Major, err, out)
 	}
