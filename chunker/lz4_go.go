@@ -2,7 +2,12 @@
 
 package chunker
 
-import "github.com/pierrec/lz4/v4"
+import (
+	"fmt"
+	"io"
+
+	"github.com/pierrec/lz4/v4"
+)
 
 // goEncoder writes frames with pierrec/lz4's Writer, reused across frames
 // (Reset keeps its options and its block buffer). With concurrency 1 the
@@ -55,3 +60,44 @@ func (a *appendWriter) Write(p []byte) (int, error) {
 	a.b = append(a.b, p...)
 	return len(p), nil
 }
+
+// writeFrame feeds src to the Writer in small writes, which it gathers
+// into its own block buffer and compresses a whole block at a time: the
+// block boundaries, and thus the frame, do not depend on how src splits
+// its reads. (The Writer's ReadFrom would read into a second block-sized
+// buffer.)
+func (e *goEncoder) writeFrame(w io.Writer, src io.Reader, size int64) error {
+	e.w.Reset(w)
+	defer e.w.Reset(nil)
+	if err := e.w.Apply(lz4.SizeOption(uint64(size))); err != nil {
+		return fmt.Errorf("lz4 compress: %w", err)
+	}
+	buf := make([]byte, streamReadBytes)
+	var n int64
+	for n < size {
+		k, rerr := src.Read(buf[:min(int64(len(buf)), size-n)])
+		if k > 0 {
+			if _, err := e.w.Write(buf[:k]); err != nil {
+				return fmt.Errorf("lz4 compress: %w", err)
+			}
+			n += int64(k)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("lz4 compress: read: %w", rerr)
+		}
+	}
+	if n != size {
+		return fmt.Errorf("lz4 compress: the source ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
+	}
+	if err := e.w.Close(); err != nil {
+		return fmt.Errorf("lz4 compress: %w", err)
+	}
+	return nil
+}
+
+// streamReadBytes is the size of writeFrame's reads: large enough that
+// reading a file costs few system calls, small beside the 4 MB block.
+const streamReadBytes = 256 << 10

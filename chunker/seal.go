@@ -53,10 +53,13 @@ type Compressor struct {
 	err error // from configuring the encoder; never expected
 }
 
-// frameEncoder appends one LZ4 frame of raw to dst, whose spare capacity
-// is at least CompressBound(len(raw)).
+// frameEncoder writes LZ4 frames. appendFrame appends one frame of raw to
+// dst, whose spare capacity is at least CompressBound(len(raw)).
+// writeFrame writes one frame of the first size bytes of src to w, block
+// by block, byte for byte the frame appendFrame makes of the same bytes.
 type frameEncoder interface {
 	appendFrame(dst, raw []byte) ([]byte, error)
+	writeFrame(w io.Writer, src io.Reader, size int64) error
 }
 
 // NewCompressor returns a Compressor configured for pgstow's chunks.
@@ -132,6 +135,10 @@ func (c *Compressor) Append(dst, raw []byte) ([]byte, uint32, error) {
 // allocates nothing per frame. It is not safe for concurrent use.
 type Decompressor struct {
 	xxh xxh32State
+	// r reads frames too large to hold (DecompressStream), made on
+	// first use; none is its source while idle.
+	r    *lz4.Reader
+	none bytes.Reader
 }
 
 // NewDecompressor returns a Decompressor.

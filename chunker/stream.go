@@ -12,9 +12,9 @@ import (
 // Streaming seals and opens frames too large to hold in memory (WAL
 // segments of up to 1 GiB). The frames are the ones Compress writes: the
 // same options, the same 4 MB blocks, the content size in the header, so
-// `lz4 -d` reads them and Decompress opens them. Memory is the lz4 Writer's
-// or Reader's own block buffers (a few times the 4 MB block size), not the
-// frame.
+// `lz4 -d` reads them and Decompress opens them. Memory is a block or two
+// (the lz4 Writer's or Reader's own buffers, or liblz4's input and output
+// block), not the frame.
 
 // ErrFrame marks a frame that cannot be trusted: not LZ4, truncated,
 // corrupt, without a content checksum, or larger than allowed. Errors
@@ -36,45 +36,11 @@ func (c *Compressor) CompressStream(dst io.Writer, src io.Reader, size int64) (f
 		return 0, 0, fmt.Errorf("lz4 compress: negative size %d", size)
 	}
 	cw := &crcWriter{w: dst}
-	c.w.Reset(cw)
-	// As in Compress: an idle Compressor keeps no reference to dst.
-	defer c.w.Reset(nil)
-	if err := c.w.Apply(lz4.SizeOption(uint64(size))); err != nil {
-		return 0, 0, fmt.Errorf("lz4 compress: %w", err)
-	}
-	// Small writes, which the Writer gathers into its own block buffer
-	// and compresses a whole block at a time: the block boundaries, and
-	// thus the frame, do not depend on how src splits its reads. (The
-	// Writer's ReadFrom would read into a second block-sized buffer.)
-	buf := make([]byte, streamReadBytes)
-	var n int64
-	for n < size {
-		k, rerr := src.Read(buf[:min(int64(len(buf)), size-n)])
-		if k > 0 {
-			if _, err := c.w.Write(buf[:k]); err != nil {
-				return 0, 0, fmt.Errorf("lz4 compress: %w", err)
-			}
-			n += int64(k)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return 0, 0, fmt.Errorf("lz4 compress: read: %w", rerr)
-		}
-	}
-	if n != size {
-		return 0, 0, fmt.Errorf("lz4 compress: the source ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
-	}
-	if err := c.w.Close(); err != nil {
-		return 0, 0, fmt.Errorf("lz4 compress: %w", err)
+	if err := c.enc.writeFrame(cw, src, size); err != nil {
+		return 0, 0, err
 	}
 	return cw.n, cw.crc, nil
 }
-
-// streamReadBytes is the size of CompressStream's reads: large enough that
-// reading a file costs few system calls, small beside the 4 MB block.
-const streamReadBytes = 256 << 10
 
 // crcWriter counts and checksums what passes through it.
 type crcWriter struct {
@@ -101,12 +67,12 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 func (d *Decompressor) DecompressStream(dst io.Writer, src io.Reader, maxRaw int64) (int64, error) {
 	in := &recordingReader{r: src}
 	out := &limitedWriter{w: dst, max: maxRaw}
+	if d.r == nil {
+		d.r = lz4.NewReader(&d.none)
+	}
 	d.r.Reset(in)
-	// Drop the references to src and dst, as Decompress does.
-	defer func() {
-		d.src.Reset(nil)
-		d.r.Reset(&d.src)
-	}()
+	// Drop the references to src and dst.
+	defer d.r.Reset(&d.none)
 	frameErr := func(err error) error {
 		switch {
 		case out.over:
