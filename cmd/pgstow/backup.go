@@ -125,7 +125,7 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when a streaming connection to the server brings nothing for this long (a stalled network path); 0 turns it off")
 	cmd.Flags().StringVar(&checkpoint, "checkpoint", "spread", "checkpoint at start: spread (gentle on the server) or fast (starts at once)")
 	cmd.Flags().StringVar(&chunkSize, "chunk-size", "8MB", "target chunk size (memory: at most cores + 1 + --concurrency buffers of this size)")
-	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "uploads in flight (each holds one compressed chunk buffer)")
+	cmd.Flags().IntVar(&concurrency, "concurrency", uploader.DefaultConcurrency, "uploads in flight (each holds one compressed chunk buffer)")
 	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
 	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")
 	progressFlags(cmd, &progress, &progressEvery)
