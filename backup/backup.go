@@ -284,6 +284,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	}
 
 	stats := up.Stats()
+	w := up.Waits()
+	log.Info("pipeline stage times (seconds, summed over each stage's goroutines)", "cutter_reading", w.CutterRead.Seconds(), "cutter_blocked", w.CutterBlocked.Seconds(),
+		"sealers_busy", w.SealBusy.Seconds(), "sealers_idle", w.SealIdle.Seconds(), "sealers_blocked", w.SealBlocked.Seconds(),
+		"uploads_busy", w.UploadBusy.Seconds(), "uploads_idle", w.UploadIdle.Seconds(),
+		"sealers", up.Config().SealWorkers, "uploaders", up.Config().Concurrency)
 	b := &manifest.Backup{
 		FormatVersion:  manifest.FormatVersion,
 		ID:             manifest.NewBackupID(started),

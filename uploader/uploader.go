@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -118,6 +119,52 @@ type Uploader struct {
 	// queued counts chunks sealed for upload and not yet stored, for
 	// progress reports.
 	queued atomic.Int64
+	waits  waitCounters
+}
+
+// Waits says where the pipeline's goroutines spent their time, summed
+// over the goroutines of each stage and over every archive: which stage
+// works, which waits, and so which one holds the others up. A stage that
+// is never idle while the others are is the bottleneck.
+type Waits struct {
+	// CutterRead is the cutter's time reading the archive stream and
+	// cutting it: with a fast pipeline, mostly waiting for the server.
+	CutterRead time.Duration
+	// CutterBlocked is the cutter waiting for a free raw buffer or for a
+	// sealer to take its chunk: the sealers are behind.
+	CutterBlocked time.Duration
+	// SealBusy is the sealers hashing, checking the store and compressing
+	// (including waits for a compressed buffer: the uploads are behind).
+	SealBusy time.Duration
+	// SealIdle is the sealers waiting for a chunk: the reader is behind.
+	SealIdle time.Duration
+	// SealBlocked is the sealers waiting for an uploader to take a chunk.
+	SealBlocked time.Duration
+	// UploadBusy is the uploaders storing chunks.
+	UploadBusy time.Duration
+	// UploadIdle is the uploaders waiting for a chunk.
+	UploadIdle time.Duration
+}
+
+type waitCounters struct {
+	cutterRead, cutterBlocked, sealBusy, sealIdle, sealBlocked, uploadBusy, uploadIdle atomic.Int64
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (u *Uploader) Config() Config { return u.cfg }
+
+// Waits returns the stage times over every archive so far.
+func (u *Uploader) Waits() Waits {
+	w := &u.waits
+	return Waits{
+		CutterRead:    time.Duration(w.cutterRead.Load()),
+		CutterBlocked: time.Duration(w.cutterBlocked.Load()),
+		SealBusy:      time.Duration(w.sealBusy.Load()),
+		SealIdle:      time.Duration(w.sealIdle.Load()),
+		SealBlocked:   time.Duration(w.sealBlocked.Load()),
+		UploadBusy:    time.Duration(w.uploadBusy.Load()),
+		UploadIdle:    time.Duration(w.uploadIdle.Load()),
+	}
 }
 
 // New returns an Uploader. Buffers are allocated lazily up to the budget.
@@ -227,8 +274,16 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 		g.Go(func() error {
 			defer sealers.Done()
 			comp := chunker.NewCompressor()
-			for c := range toSeal {
+			for {
+				t0 := time.Now()
+				c, ok := <-toSeal
+				t1 := time.Now()
+				u.waits.sealIdle.Add(int64(t1.Sub(t0)))
+				if !ok {
+					break
+				}
 				s, err := u.seal(gctx, comp, c)
+				u.waits.sealBusy.Add(int64(time.Since(t1)))
 				if err != nil {
 					return err
 				}
@@ -241,8 +296,10 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 					continue
 				}
 				u.queued.Add(1)
+				t2 := time.Now()
 				select {
 				case toPut <- s:
+					u.waits.sealBlocked.Add(int64(time.Since(t2)))
 				case <-gctx.Done():
 					u.queued.Add(-1)
 					u.putPacked(s.data)
@@ -257,9 +314,17 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 	// Uploading.
 	for range u.cfg.Concurrency {
 		g.Go(func() error {
-			for s := range toPut {
+			for {
+				t0 := time.Now()
+				s, ok := <-toPut
+				t1 := time.Now()
+				u.waits.uploadIdle.Add(int64(t1.Sub(t0)))
+				if !ok {
+					break
+				}
 				stored := int64(len(s.data))
 				uploaded, err := u.put(gctx, s)
+				u.waits.uploadBusy.Add(int64(time.Since(t1)))
 				u.queued.Add(-1)
 				u.putPacked(s.data)
 				if err != nil {
@@ -280,21 +345,30 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 	var size int64
 	g.Go(func() error {
 		defer close(toSeal)
+		var bufWait time.Duration
 		sp := chunker.NewSplitter(r, u.cfg.ChunkSize, index, func() []byte {
 			var b []byte
+			t0 := time.Now()
 			select {
 			case b = <-u.raw:
 			case <-gctx.Done():
 				// The splitter needs a buffer to fail cleanly on its
 				// next read; the reader is failing too.
 			}
+			bufWait += time.Since(t0)
 			if b == nil {
 				b = make([]byte, 0, u.cfg.ChunkSize)
 			}
 			return b[:0]
 		})
 		for {
+			t0, w0 := time.Now(), bufWait
 			c, err := sp.Next()
+			// Next's time less its waits for a buffer: reading the
+			// stream (the server, the network) and cutting it.
+			waited := bufWait - w0
+			u.waits.cutterRead.Add(int64(time.Since(t0) - waited))
+			u.waits.cutterBlocked.Add(int64(waited))
 			if errors.Is(err, io.EOF) {
 				files = sp.Files()
 				size = sp.Size()
@@ -306,8 +380,10 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				}
 				return fmt.Errorf("archive %s: %w", name, err)
 			}
+			t1 := time.Now()
 			select {
 			case toSeal <- c:
+				u.waits.cutterBlocked.Add(int64(time.Since(t1)))
 			case <-gctx.Done():
 				u.putRaw(c.Data)
 				return gctx.Err()
