@@ -21,7 +21,7 @@ import (
 // written, so PutWALFrom compresses into a spool file (unlinked at once)
 // and uploads from there; FetchWALTo decompresses the download straight
 // into its destination. Memory is the lz4 Writer's or Reader's buffers
-// (about 12 MB and 8 MB), whatever the segment size; the spool needs room
+// (about 8 MB each), whatever the segment size; the spool needs room
 // for one compressed segment per upload in flight.
 
 // SetSpoolDir sets the directory WAL is staged in before upload; empty
