@@ -21,7 +21,7 @@ import (
 // written, so PutWALFrom compresses into a spool file (unlinked at once)
 // and uploads from there; FetchWALTo decompresses the download straight
 // into its destination. Memory is the lz4 Writer's or Reader's buffers
-// (about 12 MB and 8 MB), whatever the segment size; the spool needs room
+// (about 8 MB each), whatever the segment size; the spool needs room
 // for one compressed segment per upload in flight.
 
 // SetSpoolDir sets the directory WAL is staged in before upload; empty
@@ -45,7 +45,7 @@ func (r *Repository) PutWAL(ctx context.Context, comp *chunker.Compressor, name 
 // copy: its SHA-256 against the new one's.
 func (r *Repository) PutWALFrom(ctx context.Context, comp *chunker.Compressor, name string, raw io.Reader, size int64) (manifest.WALSegment, error) {
 	seg := manifest.WALSegment{Name: name}
-	staged, err := r.stageWAL(comp, name, raw, size)
+	staged, err := r.stageWAL(ctx, comp, name, raw, size)
 	if err != nil {
 		return seg, err
 	}
@@ -84,7 +84,7 @@ func (r *Repository) PutWALPartial(ctx context.Context, comp *chunker.Compressor
 // grows until the segment is complete.
 func (r *Repository) PutWALPartialFrom(ctx context.Context, comp *chunker.Compressor, segment string, raw io.Reader, size int64) error {
 	name := segment + ".partial"
-	staged, err := r.stageWAL(comp, name, raw, size)
+	staged, err := r.stageWAL(ctx, comp, name, raw, size)
 	if err != nil {
 		return err
 	}
@@ -108,14 +108,20 @@ func (s *stagedWAL) body() *io.SectionReader { return io.NewSectionReader(s.f, 0
 func (s *stagedWAL) close()                  { _ = s.f.Close() }
 
 // stageWAL compresses size bytes of raw into a new spool file, hashing
-// the raw bytes on the way.
-func (r *Repository) stageWAL(comp *chunker.Compressor, name string, raw io.Reader, size int64) (*stagedWAL, error) {
+// the raw bytes on the way. A cancelled ctx stops it between reads.
+func (r *Repository) stageWAL(ctx context.Context, comp *chunker.Compressor, name string, raw io.Reader, size int64) (*stagedWAL, error) {
 	f, err := spool.Create(r.spoolDir, "pgstow-wal-*.lz4")
 	if err != nil {
 		return nil, fmt.Errorf("stage WAL %s: %w", name, err)
 	}
 	h := sha256.New()
-	n, crc, err := comp.CompressStream(f, io.TeeReader(raw, h), size)
+	cancellable := readFunc(func(p []byte) (int, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return raw.Read(p)
+	})
+	n, crc, err := comp.CompressStream(f, io.TeeReader(cancellable, h), size)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("compress WAL %s: %w", name, err)
@@ -193,6 +199,11 @@ func (r *Repository) WALSum(ctx context.Context, dec *chunker.Decompressor, name
 	h.Sum(s.SHA256[:0])
 	return s, nil
 }
+
+// readFunc is a function as an io.Reader.
+type readFunc func(p []byte) (int, error)
+
+func (f readFunc) Read(p []byte) (int, error) { return f(p) }
 
 // countingReader counts the bytes read through it.
 type countingReader struct {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
@@ -436,17 +437,46 @@ func TestRunMissingObjects(t *testing.T) {
 	}
 }
 
+// TestRunCorruptWAL: a damaged WAL segment fails the restore, naming it,
+// whether the LZ4 frame is broken or a valid frame holds other content
+// (caught by the manifest's SHA-256 after the file is written); pg_wal/
+// keeps neither the segment nor its temporary file.
 func TestRunCorruptWAL(t *testing.T) {
-	store := mem.New()
-	f := newFixture(t, store, fixtureOptions{})
-	store.Corrupt(manifest.WALKey(f.segment), 100)
-	target := filepath.Join(t.TempDir(), "data")
-	_, err := Run(t.Context(), f.repo, testOptions(target))
-	if err == nil || !strings.Contains(err.Error(), f.segment) || !strings.Contains(err.Error(), "corrupt") {
-		t.Fatalf("error %v, want one saying WAL %s is corrupt", err, f.segment)
-	}
-	if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("pg_control written after a failure: %v", err)
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, store *mem.Store, f *fixture)
+	}{
+		{"broken frame", func(t *testing.T, store *mem.Store, f *fixture) {
+			store.Corrupt(manifest.WALKey(f.segment), 100)
+		}},
+		{"other content", func(t *testing.T, store *mem.Store, f *fixture) {
+			if err := store.Delete(t.Context(), manifest.WALKey(f.segment)); err != nil {
+				t.Fatal(err)
+			}
+			other := bytes.Clone(f.walData)
+			other[len(other)/2] ^= 1
+			if _, err := f.repo.PutWAL(t.Context(), chunker.NewCompressor(), f.segment, other); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := mem.New()
+			f := newFixture(t, store, fixtureOptions{})
+			tc.damage(t, store, f)
+			target := filepath.Join(t.TempDir(), "data")
+			_, err := Run(t.Context(), f.repo, testOptions(target))
+			if err == nil || !strings.Contains(err.Error(), f.segment) || !strings.Contains(err.Error(), "corrupt") {
+				t.Fatalf("error %v, want one saying WAL %s is corrupt", err, f.segment)
+			}
+			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pg_control written after a failure: %v", err)
+			}
+			left, _ := filepath.Glob(filepath.Join(target, "pg_wal", "*"+f.segment+"*"))
+			if len(left) != 0 {
+				t.Errorf("left in pg_wal: %v", left)
+			}
+		})
 	}
 }
 

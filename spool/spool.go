@@ -110,7 +110,7 @@ func (s *File) Close() error {
 func explain(dir, what string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
-		return fmt.Errorf("%s in %s: %w: the spool directory is full; free space there, or point --spool-dir (PGSTOW_SPOOL_DIR) at a filesystem with room for two WAL segments per WAL stream or upload (docs/tuning.md)", what, dir, err)
+		return fmt.Errorf("%s in %s: %w: the spool directory is full; free space there, or point --spool-dir (PGSTOW_SPOOL_DIR) at a larger filesystem (docs/tuning.md: about two WAL segments per stream)", what, dir, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s in %s: %w: the spool directory does not exist; create it, or point --spool-dir (PGSTOW_SPOOL_DIR) at one that does", what, dir, err)
 	case errors.Is(err, fs.ErrPermission):

@@ -93,7 +93,7 @@ func pushOne(ctx context.Context, repo *repository.Repository, path, name string
 	// another cluster (or of another segment size) is refused before
 	// anything is stored, and a new repository is bound to this one.
 	head := make([]byte, min(size, 512))
-	if _, err := f.ReadAt(head, 0); err != nil {
+	if n, err := f.ReadAt(head, 0); n < len(head) {
 		return fmt.Errorf("wal-push: read %s: %w", path, err)
 	}
 	if h, ok := manifest.ParseWALHeader(head); ok {
