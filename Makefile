@@ -23,6 +23,10 @@ test:
 	@# The pure-Go encoder too: a CGO_ENABLED=0 build must work and use it.
 	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/pgstow
 	CGO_ENABLED=0 $(GO) test -count=1 ./chunker/ ./uploader/
+	@# The shipped build without -race, whose sync.Pool keeps its buffers:
+	@# no allocation per chunk in proportion to its size, and the pipeline
+	@# benchmark's bytes and allocations per chunk (printed, not judged).
+	$(GO) test -count=1 $(if $(TAGS),-tags '$(TAGS)') -run 'TestNoPerChunkAllocation' -bench 'BenchmarkPipeline' -benchtime 2x -benchmem ./uploader/
 
 deps:
 	bash scripts/install-deps.sh

@@ -1,0 +1,5 @@
+//go:build !race
+
+package uploader
+
+const raceEnabled = false
