@@ -93,7 +93,7 @@ func (d *dest) at(p string) (int, string, error) {
 
 // create makes the new file p (0600); it fails if anything is there,
 // a symlink included.
-func (d *dest) create(p string) (*os.File, error) {
+func (d *dest) create(p string) (*newFile, error) {
 	dirfd, name, err := d.at(p)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,41 @@ func (d *dest) create(p string) (*os.File, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: d.full(p), Err: err}
 	}
-	return os.NewFile(uintptr(fd), d.full(p)), nil
+	return &newFile{fd: fd, name: d.full(p)}, nil
+}
+
+// newFile is a file create made, written and closed through its
+// descriptor alone: an os.File would cost a system call per file to
+// decide whether the poller can take it, and a finalizer, which count
+// with tens of thousands of small files.
+type newFile struct {
+	fd   int
+	name string
+}
+
+func (f *newFile) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k, err := unix.Write(f.fd, p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, &os.PathError{Op: "write", Path: f.name, Err: err}
+		}
+		if k == 0 {
+			return n, io.ErrShortWrite
+		}
+		n += k
+	}
+	return n, nil
+}
+
+func (f *newFile) Close() error {
+	if err := unix.Close(f.fd); err != nil {
+		return &os.PathError{Op: "close", Path: f.name, Err: err}
+	}
+	return nil
 }
 
 // open opens p read-only, for an fsync, without following a symlink.
