@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,6 +233,10 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			archives = append(archives, arch)
 			files = append(files, fs...)
 		}
+		// The chunk buffers are done with: give their memory to the
+		// manifests (large with many files) instead of adding to it.
+		up.Release()
+		runtime.GC()
 		prog.phase(PhaseWAL)
 		t0 := time.Now()
 		if pgm, err = bb.Manifest(); err != nil {

@@ -218,6 +218,28 @@ func (u *Uploader) putPacked(b []byte) {
 	}
 }
 
+// Release drops the pooled buffers once the last archive is stored, so
+// that what follows — the manifests, large with many files — can reuse
+// their memory instead of adding to the peak. The Uploader stays usable:
+// a later archive allocates its buffers again.
+func (u *Uploader) Release() {
+	for _, pool := range []chan []byte{u.raw, u.packed} {
+		n := 0
+	drain:
+		for n < cap(pool) {
+			select {
+			case <-pool:
+				n++
+			default:
+				break drain // a buffer still in use; it stays out
+			}
+		}
+		for range n {
+			pool <- nil
+		}
+	}
+}
+
 // InFlight is the number of chunks compressed and waiting for, or in,
 // their upload.
 func (u *Uploader) InFlight() int { return int(u.queued.Load()) }

@@ -266,3 +266,33 @@ func TestNoPerChunkAllocation(t *testing.T) {
 		t.Fatalf("%d bytes allocated per %d-byte chunk: the per-chunk path allocates in proportion to the chunk size", perChunk, chunk)
 	}
 }
+
+// TestRelease: after Release the pools hold no buffer, and the Uploader
+// still stores an archive (allocating them again).
+func TestRelease(t *testing.T) {
+	store := mem.New()
+	u := New(store, Config{ChunkSize: 64 << 10, Concurrency: 2, SealWorkers: 2}, slog.New(slog.DiscardHandler))
+	data := makeTar(t, 8, 1<<20)
+	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
+		t.Fatal(err)
+	}
+	u.Release()
+	for _, pool := range []chan []byte{u.raw, u.packed} {
+		if len(pool) != cap(pool) {
+			t.Fatalf("pool has %d of %d slots after Release", len(pool), cap(pool))
+		}
+		for range len(pool) {
+			if b := <-pool; b != nil {
+				t.Fatal("a buffer survived Release")
+			}
+			pool <- nil
+		}
+	}
+	a, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(reassemble(t, store, a), data) {
+		t.Fatal("the archive after Release does not reassemble")
+	}
+}
