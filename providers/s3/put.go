@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -460,16 +461,44 @@ func (up *multipartUpload) uploadPart(ctx context.Context, number int, r io.Read
 func (up *multipartUpload) abort(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	_, err := up.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
-		Bucket:   aws.String(up.s.bucket),
-		Key:      aws.String(up.name),
-		UploadId: aws.String(up.uploadID),
-	})
-	if err != nil && errorCode(err) != "NoSuchUpload" {
-		return fmt.Errorf("abort multipart upload %s of %q: %w", up.uploadID, up.name, classify(err))
+	// S3 documents that a part upload still in progress when the upload
+	// is aborted may yet succeed, so that an abort may need repeating
+	// until ListParts no longer finds the upload (a failed part's body
+	// can still be on its way when Put gives up on it).
+	for attempt := 1; ; attempt++ {
+		_, err := up.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket:   aws.String(up.s.bucket),
+			Key:      aws.String(up.name),
+			UploadId: aws.String(up.uploadID),
+		})
+		if err != nil && errorCode(err) != "NoSuchUpload" {
+			return fmt.Errorf("abort multipart upload %s of %q: %w", up.uploadID, up.name, classify(err))
+		}
+		_, err = up.s.client.ListParts(ctx, &s3.ListPartsInput{
+			Bucket:   aws.String(up.s.bucket),
+			Key:      aws.String(up.name),
+			UploadId: aws.String(up.uploadID),
+			MaxParts: aws.Int32(1),
+		})
+		if err != nil {
+			// NoSuchUpload: gone. Anything else (a policy without
+			// s3:ListMultipartUploadParts, say): the abort itself
+			// succeeded, which is all that can be known.
+			return nil
+		}
+		if attempt == abortAttempts {
+			return fmt.Errorf("multipart upload %s of %q is still there after %d aborts; the store's lifecycle rule for incomplete uploads will remove it", up.uploadID, up.name, attempt)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("abort multipart upload %s of %q: %w", up.uploadID, up.name, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// abortAttempts bounds the aborts of one multipart upload (see abort).
+const abortAttempts = 4
 
 // partSizeFor adapts the part size to the part-count limit
 // (providers.PartSize) and refuses objects S3 cannot hold.
