@@ -9,9 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/pgstow/pgstow/chunker"
@@ -191,33 +191,34 @@ func TestMemoryBudget(t *testing.T) {
 // until released sees at most Concurrency uploads at once, and the
 // sealers stop (they wait for a compressed buffer) instead of allocating.
 func TestPoolsBounded(t *testing.T) {
-	cfg := Config{ChunkSize: 64 << 10, Concurrency: 3, SealWorkers: 2}
-	store := &gatedStore{Store: mem.New(), gate: make(chan struct{})}
-	u := New(store, cfg, slog.New(slog.DiscardHandler))
-	data := makeTar(t, 5, 2<<20)
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
-		done <- err
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for store.waiting.Load() < int64(cfg.Concurrency) && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // room for a wrong extra upload to show up
-	if n := store.waiting.Load(); n != int64(cfg.Concurrency) {
-		t.Fatalf("%d uploads waiting, want %d", n, cfg.Concurrency)
-	}
-	if n := len(u.packed); n != 0 {
-		t.Fatalf("%d compressed buffers idle while every upload is blocked", n)
-	}
-	close(store.gate)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if len(u.raw) != cap(u.raw) || len(u.packed) != cap(u.packed) {
-		t.Fatalf("pools not whole after the archive: raw %d/%d, packed %d/%d", len(u.raw), cap(u.raw), len(u.packed), cap(u.packed))
-	}
+	// In a synctest bubble, Wait returns once every goroutine of the
+	// pipeline is blocked: no sleeping and hoping an extra upload would
+	// have shown up by then.
+	synctest.Test(t, func(t *testing.T) {
+		cfg := Config{ChunkSize: 64 << 10, Concurrency: 3, SealWorkers: 2}
+		store := &gatedStore{Store: mem.New(), gate: make(chan struct{})}
+		u := New(store, cfg, slog.New(slog.DiscardHandler))
+		data := makeTar(t, 5, 2<<20)
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+			done <- err
+		}()
+		synctest.Wait()
+		if n := store.waiting.Load(); n != int64(cfg.Concurrency) {
+			t.Fatalf("%d uploads waiting, want %d", n, cfg.Concurrency)
+		}
+		if n := len(u.packed); n != 0 {
+			t.Fatalf("%d compressed buffers idle while every upload is blocked", n)
+		}
+		close(store.gate)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if len(u.raw) != cap(u.raw) || len(u.packed) != cap(u.packed) {
+			t.Fatalf("pools not whole after the archive: raw %d/%d, packed %d/%d", len(u.raw), cap(u.raw), len(u.packed), cap(u.packed))
+		}
+	})
 }
 
 // gatedStore blocks every Put until gate is closed.
@@ -235,36 +236,6 @@ func (g *gatedStore) Put(ctx context.Context, key string, body io.ReadSeeker, si
 		return ctx.Err()
 	}
 	return g.Store.Put(ctx, key, body, size, o)
-}
-
-// TestNoPerChunkAllocation checks the pooled pipeline's promise: once an
-// Uploader's pools are filled, an archive allocates nothing per chunk in
-// proportion to the chunk size (no clone of a frame, no new buffer), only
-// a few small values (ids, references). BenchmarkPipeline reports the same
-// figure (B/chunk) on real data.
-func TestNoPerChunkAllocation(t *testing.T) {
-	if raceEnabled {
-		// make test runs this package without -race as well.
-		t.Skip("the race detector makes sync.Pool drop buffers on purpose, which this test would count")
-	}
-	const chunk = 1 << 20
-	data := makeTar(t, 7, 24<<20)
-	u := New(nullStore{}, Config{ChunkSize: chunk, Concurrency: 2, SealWorkers: 2}, slog.New(slog.DiscardHandler))
-	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
-		t.Fatal(err) // fills the pools
-	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	a, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runtime.ReadMemStats(&after)
-	perChunk := (after.TotalAlloc - before.TotalAlloc) / uint64(len(a.Chunks))
-	t.Logf("%d chunks, %d bytes allocated per chunk", len(a.Chunks), perChunk)
-	if perChunk > chunk/16 {
-		t.Fatalf("%d bytes allocated per %d-byte chunk: the per-chunk path allocates in proportion to the chunk size", perChunk, chunk)
-	}
 }
 
 // TestRelease: after Release the pools hold no buffer, and the Uploader

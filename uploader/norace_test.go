@@ -1,5 +1,0 @@
-//go:build !race
-
-package uploader
-
-const raceEnabled = false
