@@ -9,6 +9,20 @@ package chunker
 #include <lz4.h>
 #include <lz4frame.h>
 
+// pgstow_prefs fills pgstow's frame preferences: 4 MB independent
+// blocks, content checksum, no block checksums, the content size, the
+// default (fast) level, autoFlush.
+static void pgstow_prefs(LZ4F_preferences_t *p, unsigned long long n) {
+	memset(p, 0, sizeof *p);
+	p->frameInfo.blockSizeID = LZ4F_max4MB;
+	p->frameInfo.blockMode = LZ4F_blockIndependent;
+	p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+	p->frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
+	p->frameInfo.contentSize = n;
+	p->compressionLevel = 0;
+	p->autoFlush = 1;
+}
+
 // pgstow_frame writes one whole frame of src into dst with the stable
 // streaming API on a reused context: begin (header), one update (every
 // block, compressed straight from src thanks to autoFlush), end (end mark
@@ -16,14 +30,7 @@ package chunker
 // code (test with LZ4F_isError).
 static size_t pgstow_frame(LZ4F_cctx *cctx, char *dst, size_t cap, const char *src, size_t n) {
 	LZ4F_preferences_t p;
-	memset(&p, 0, sizeof p);
-	p.frameInfo.blockSizeID = LZ4F_max4MB;
-	p.frameInfo.blockMode = LZ4F_blockIndependent;
-	p.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
-	p.frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
-	p.frameInfo.contentSize = n;
-	p.compressionLevel = 0;
-	p.autoFlush = 1;
+	pgstow_prefs(&p, n);
 	size_t off = LZ4F_compressBegin(cctx, dst, cap, &p);
 	if (LZ4F_isError(off)) return off;
 	if (n > 0) {
@@ -34,19 +41,6 @@ static size_t pgstow_frame(LZ4F_cctx *cctx, char *dst, size_t cap, const char *s
 	size_t k = LZ4F_compressEnd(cctx, dst + off, cap - off, NULL);
 	if (LZ4F_isError(k)) return k;
 	return off + k;
-}
-
-// pgstow_prefs fills the frame preferences of pgstow_frame, for the
-// streaming calls below.
-static void pgstow_prefs(LZ4F_preferences_t *p, unsigned long long n) {
-	memset(p, 0, sizeof *p);
-	p->frameInfo.blockSizeID = LZ4F_max4MB;
-	p->frameInfo.blockMode = LZ4F_blockIndependent;
-	p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
-	p->frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
-	p->frameInfo.contentSize = n;
-	p->compressionLevel = 0;
-	p->autoFlush = 1;
 }
 
 static size_t pgstow_begin(LZ4F_cctx *cctx, char *dst, size_t cap, unsigned long long n) {
