@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"runtime/debug"
 	"time"
 
@@ -93,13 +94,8 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }
 				o.EstimateSize = true
 			}
-			// The pipeline's pools hold the budget and are reused, so
-			// the heap barely grows past it and the collector seldom
-			// runs. The limit is a backstop with room above the pools:
-			// one at the budget itself would make the collector run
-			// without end against buffers that are all live.
 			budget := o.Uploader.MemoryBudget()
-			debug.SetMemoryLimit(budget + memoryLimitSlack)
+			setMemoryPolicy(budget)
 			log.Debug("memory budget", "pipeline_bytes", budget)
 			b, err := backup.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
@@ -152,3 +148,23 @@ func humanBytes(n int64) string {
 // buffers before the collector is pressed (debug.SetMemoryLimit): enough
 // for the manifest, the providers' own allocations and some garbage.
 const memoryLimitSlack = 64 << 20
+
+// gcPercent replaces Go's default GOGC of 100 for backup and restore. Their
+// heap is mostly the pipeline's pooled buffers, live for the whole run and
+// free of pointers, so a collection costs little (the collector does not
+// scan them) while the default would let garbage grow to the pools' size
+// before collecting: tens of MB of peak memory for nothing. Measured on
+// the many-files cluster, 25 took restore's peak RSS from 146–167 MiB to
+// 125–128 MiB with 24 collections instead of 8 in a backup.
+const gcPercent = 25
+
+// setMemoryPolicy sets the collector for a pipeline of budget bytes of
+// pooled buffers: a backstop limit with room above the pools (one at the
+// budget itself would make the collector run without end against buffers
+// that are all live) and gcPercent, unless the user set GOGC.
+func setMemoryPolicy(budget int64) {
+	debug.SetMemoryLimit(budget + memoryLimitSlack)
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -163,11 +162,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if mode != progressOff {
 				o.Progress = func(p restore.Progress) { view.update(restoreSnapshot(p)) }
 			}
-			// A backstop above what the pipeline holds (concurrency
-			// stored chunks and a few raw ones, reused) and the
-			// manifest; one at the pipeline's size would make the
-			// collector run without end once a large manifest is live.
-			debug.SetMemoryLimit(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + 2*memoryLimitSlack)
+			// The pipeline holds concurrency stored chunks and a few
+			// raw ones, reused; the second slack is for the manifests.
+			setMemoryPolicy(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + memoryLimitSlack)
 			res, err := restore.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
 			if err != nil {
