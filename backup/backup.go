@@ -26,6 +26,7 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/spool"
 	"github.com/pgstow/pgstow/uploader"
 )
 
@@ -193,10 +194,18 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		})
 	}
 
+	// PostgreSQL's backup_manifest is staged on disk: with a hundred
+	// thousand files it is tens of MB, read once to check and once to
+	// store.
+	pgmFile, err := spool.Create(repo.SpoolDir(), "pgstow-backup_manifest-*")
+	if err != nil {
+		return nil, fmt.Errorf("stage backup_manifest: %w", err)
+	}
+	defer pgmFile.Close()
 	var (
 		archives []manifest.Archive
 		files    []manifest.File
-		pgm      []byte
+		pgmSize  int64
 		end      replication.End
 	)
 	if o.Uploader.ChunkID == nil {
@@ -231,7 +240,13 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			log.Info("archive stored", "archive", a.Name, "location", location, "raw_bytes", arch.RawSize,
 				"stored_bytes", arch.StoredSize, "chunks", len(arch.Chunks), "seconds", time.Since(t0).Seconds())
 			archives = append(archives, arch)
-			files = append(files, fs...)
+			if files == nil {
+				// Most clusters have one archive: take its records
+				// rather than copy them (tens of MB with many files).
+				files = fs
+			} else {
+				files = append(files, fs...)
+			}
 		}
 		// The chunk buffers are done with: give their memory to the
 		// manifests (large with many files) instead of adding to it.
@@ -239,13 +254,13 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		runtime.GC()
 		prog.phase(PhaseWAL)
 		t0 := time.Now()
-		if pgm, err = bb.Manifest(); err != nil {
-			return err
+		if pgmSize, err = bb.ManifestTo(pgmFile); err != nil {
+			return fmt.Errorf("receive backup_manifest: %w", err)
 		}
 		if end, err = bb.Finish(); err != nil {
 			return err
 		}
-		log.Debug("backup_manifest received", "bytes", len(pgm), "seconds", time.Since(t0).Seconds())
+		log.Debug("backup_manifest received", "bytes", pgmSize, "seconds", time.Since(t0).Seconds())
 		endCh <- end.LSN
 		return nil
 	})
@@ -261,7 +276,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if end.Timeline != start.Timeline {
 		return nil, fmt.Errorf("the server's timeline changed during the backup (%d to %d), which pgstow does not support yet; take the backup again", start.Timeline, end.Timeline)
 	}
-	pg, err := manifest.ParsePGManifest(pgm)
+	pg, err := manifest.ParsePGManifestFrom(io.NewSectionReader(pgmFile, 0, pgmSize))
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL's backup_manifest: %w", err)
 	}
@@ -338,7 +353,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	// Ids have one-second resolution; a backup that ends in the same
 	// second as another started takes the next free second.
 	for attempt := 0; ; attempt++ {
-		err := repo.Commit(ctx, b, pgm)
+		err := repo.Commit(ctx, b, io.NewSectionReader(pgmFile, 0, pgmSize))
 		if err == nil {
 			break
 		}

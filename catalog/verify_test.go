@@ -599,7 +599,7 @@ func commitMany(t *testing.T, repo *repository.Repository, n int) []*manifest.Ba
 		b.ID = backupID(i)
 		b.Archives, b.Files = []manifest.Archive{arch}, files
 		b.Timings = manifest.Timings{Started: finishedAt(i).Add(-time.Minute), Finished: finishedAt(i)}
-		if err := repo.Commit(t.Context(), &b, repotest.PGManifest(t, &b)); err != nil {
+		if err := repo.Commit(t.Context(), &b, bytes.NewReader(repotest.PGManifest(t, &b))); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, &b)

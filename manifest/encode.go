@@ -32,28 +32,11 @@ const checksumKey = "manifest_sha256"
 // lets Decode verify the manifest without re-serialising it, so the
 // checksum survives fields a newer minor version adds.
 func Encode(b *Backup) ([]byte, error) {
-	if b == nil {
-		return nil, errors.New("encode manifest: nil backup")
+	var buf bytes.Buffer
+	if _, _, err := EncodeTo(&buf, b); err != nil {
+		return nil, err
 	}
-	if err := b.Validate(); err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
-	}
-	body, err := json.MarshalIndent(b, "", " ")
-	if err != nil {
-		return nil, fmt.Errorf("encode manifest %s: %w", b.ID, err)
-	}
-	// MarshalIndent of a struct ends with "\n}"; reopen the object to
-	// append the checksum member after the newline that ends the hashed part.
-	body, ok := bytes.CutSuffix(body, []byte("\n}"))
-	if !ok {
-		return nil, fmt.Errorf("encode manifest %s: unexpected JSON layout", b.ID)
-	}
-	out := make([]byte, 0, len(body)+100)
-	out = append(out, body...)
-	out = append(out, ",\n"...)
-	sum := sha256.Sum256(out)
-	out = fmt.Appendf(out, " %q: %q\n}\n", checksumKey, hex.EncodeToString(sum[:]))
-	return out, nil
+	return buf.Bytes(), nil
 }
 
 // Decode verifies the checksum Encode wrote, checks that the format version

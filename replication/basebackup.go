@@ -615,27 +615,33 @@ func (l *lazyGzip) Read(p []byte) (int, error) {
 
 // Manifest reads PostgreSQL's backup_manifest, which follows the archives.
 func (b *BaseBackup) Manifest() ([]byte, error) {
-	if err := b.discard(); err != nil {
+	var buf bytes.Buffer
+	if _, err := b.ManifestTo(&buf); err != nil {
 		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// ManifestTo is Manifest writing to w, for a manifest too large to hold
+// (tens of MB with a hundred thousand files). It returns the bytes written.
+func (b *BaseBackup) ManifestTo(w io.Writer) (int64, error) {
+	if err := b.discard(); err != nil {
+		return 0, err
 	}
 	ev := b.next()
 	switch ev.kind {
 	case evManifest:
 	case evErr:
 		b.pending = &ev
-		return nil, ev.err
+		return 0, ev.err
 	case evArchive:
 		b.pending = &ev
-		return nil, fmt.Errorf("manifest requested while archive %s is still to come", ev.name)
+		return 0, fmt.Errorf("manifest requested while archive %s is still to come", ev.name)
 	default:
 		b.pending = &ev
-		return nil, fmt.Errorf("server %s sent no backup_manifest", b.target)
+		return 0, fmt.Errorf("server %s sent no backup_manifest", b.target)
 	}
-	var buf bytes.Buffer
-	if _, err := io.Copy(&buf, rawReader{b}); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return io.Copy(w, rawReader{b})
 }
 
 // Finish waits for the end of the backup and returns its end LSN. It

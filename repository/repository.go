@@ -291,44 +291,6 @@ func (r *Repository) PGManifest(ctx context.Context, b *manifest.Backup) ([]byte
 	return data, nil
 }
 
-// Commit publishes a backup: PostgreSQL's manifest first, then pgstow's,
-// which is the commit point. Neither is ever overwritten.
-func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest []byte) error {
-	sum := sha256.Sum256(pgManifest)
-	b.PGManifestSHA256 = hex.EncodeToString(sum[:])
-	data, err := manifest.Encode(b)
-	if err != nil {
-		return fmt.Errorf("backup %s: %w", b.ID, err)
-	}
-	pgKey := manifest.PGManifestKey(b.ID)
-	if err := r.putSmall(ctx, pgKey, pgManifest); err != nil {
-		if !errors.Is(err, providers.ErrExist) {
-			return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
-		}
-		// Ours from an earlier attempt is fine; another backup's means
-		// the id is taken.
-		have, rerr := providers.ReadAll(ctx, r.store, pgKey)
-		if rerr != nil {
-			return fmt.Errorf("backup %s: read existing backup_manifest: %w", b.ID, rerr)
-		}
-		if !bytes.Equal(have, pgManifest) {
-			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
-		}
-	}
-	if err := r.putSmall(ctx, manifest.BackupManifestKey(b.ID), data); err != nil {
-		if errors.Is(err, providers.ErrExist) {
-			// A retried write whose first attempt landed (its answer
-			// lost) finds its own manifest: that is success.
-			if have, rerr := providers.ReadAll(ctx, r.store, manifest.BackupManifestKey(b.ID)); rerr == nil && bytes.Equal(have, data) {
-				return nil
-			}
-			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
-		}
-		return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
-	}
-	return nil
-}
-
 func (r *Repository) putSmall(ctx context.Context, key string, data []byte) error {
 	return r.store.Put(ctx, key, bytes.NewReader(data), int64(len(data)),
 		providers.PutOptions{IfAbsent: true, CRC32C: crc32.Checksum(data, castagnoli), HasCRC32C: true})

@@ -93,7 +93,7 @@ func TestCommitAndList(t *testing.T) {
 	}
 	ids := []string{"20261123T100000Z", "20261123T090000Z", "20261124T000000Z"}
 	for _, id := range ids {
-		if err := r.Commit(ctx, testBackup(id), []byte("pg manifest of "+id)); err != nil {
+		if err := r.Commit(ctx, testBackup(id), strings.NewReader("pg manifest of "+id)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -112,11 +112,11 @@ func TestCommitAndList(t *testing.T) {
 		t.Fatalf("PGManifest = %q, %v", pgm, err)
 	}
 	// Another backup with a taken id.
-	if err := r.Commit(ctx, testBackup(ids[0]), []byte("other")); !errors.Is(err, ErrIDTaken) {
+	if err := r.Commit(ctx, testBackup(ids[0]), strings.NewReader("other")); !errors.Is(err, ErrIDTaken) {
 		t.Fatalf("commit with a taken id: %v", err)
 	}
 	// The same commit retried (its first answer lost) is a success.
-	if err := r.Commit(ctx, testBackup(ids[0]), []byte("pg manifest of "+ids[0])); err != nil {
+	if err := r.Commit(ctx, testBackup(ids[0]), strings.NewReader("pg manifest of "+ids[0])); err != nil {
 		t.Fatalf("repeated identical commit: %v", err)
 	}
 	if _, err := r.Backup(ctx, "nonsense"); !errors.Is(err, ErrNoBackup) {

@@ -2,6 +2,7 @@ package walarchive
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestCheckContinuity(t *testing.T) {
 				Archives: []manifest.Archive{{Name: "base.tar"}},
 				Timings:  manifest.Timings{Started: time.Unix(1, 0).UTC(), Finished: time.Unix(2, 0).UTC()},
 			}
-			if err := repo.Commit(ctx, b, []byte("pgm")); err != nil {
+			if err := repo.Commit(ctx, b, strings.NewReader("pgm")); err != nil {
 				t.Fatal(err)
 			}
 			c, err := CheckContinuity(ctx, repo)

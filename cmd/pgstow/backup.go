@@ -153,10 +153,12 @@ const memoryLimitSlack = 64 << 20
 // heap is mostly the pipeline's pooled buffers, live for the whole run and
 // free of pointers, so a collection costs little (the collector does not
 // scan them) while the default would let garbage grow to the pools' size
-// before collecting: tens of MB of peak memory for nothing. Measured on
-// the many-files cluster, 25 took restore's peak RSS from 146–167 MiB to
-// 125–128 MiB with 24 collections instead of 8 in a backup.
-const gcPercent = 25
+// before collecting: tens of MB of peak memory for nothing. Measured
+// (issue 13): the many-files restore's peak RSS went from 146–167 MiB at
+// 100 to 125–128 MiB at 25; the many-files backup's anonymous memory while
+// streaming from 88 MiB at 25 to 77 MiB at 10, where a backup of the
+// 2.2 GB dataset runs 21 collections.
+const gcPercent = 10
 
 // setMemoryPolicy sets the collector for a pipeline of budget bytes of
 // pooled buffers: a backstop limit with room above the pools (one at the

@@ -212,7 +212,7 @@ func Commit(t testing.TB, repo *repository.Repository, spec Spec) (*manifest.Bac
 		spec.Edit(b)
 	}
 	pgm := PGManifest(t, b)
-	if err := repo.Commit(ctx, b, pgm); err != nil {
+	if err := repo.Commit(ctx, b, bytes.NewReader(pgm)); err != nil {
 		t.Fatal(err)
 	}
 	return b, pgm
