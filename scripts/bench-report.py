@@ -85,6 +85,10 @@ class Stats:
         self.user = statistics.median([u for u, _ in cpu]) if cpu else None
         self.sys = statistics.median([y for _, y in cpu]) if cpu else None
         self.ok = ok
+        # The servers' CPU (PostgreSQL, MinIO) during the command; absent
+        # from CSVs of older harnesses.
+        self.server_cpu = self.median_of("server_cpu_s")
+        self.store_cpu = self.median_of("store_cpu_s")
 
     def median_of(self, col):
         v = [num(r.get(col)) for r in self.ok if num(r.get(col)) is not None]
@@ -128,8 +132,8 @@ def read_commands(path):
 def table(w, commands, stats, ratio, dataset, group, base_bytes):
     """One table: the commands of DATASET in GROUP (None: all groups)."""
     gb = base_bytes / 1e9 if base_bytes else None
-    w("| command | median s | min–max s | MB/s | CPU-s | user / sys s | CPU-s per GB | peak RSS MiB | ratio |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    w("| command | median s | min–max s | MB/s | CPU-s | user / sys s | CPU-s per GB | server / store CPU-s | peak RSS MiB | ratio |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for ds, cid, g, lab, _cmd in commands:
         if ds != dataset or (group is not None and g != group):
             continue
@@ -150,7 +154,9 @@ def table(w, commands, stats, ratio, dataset, group, base_bytes):
             name += " ¹"
         if s.failed:
             name += f" — **{s.failed} of {s.runs} runs failed**"
-        w(f"| {name} | {fmt_s(s.median)} | {rng} | {mbs} | {fmt_s(s.cpu)} | {us} | {per_gb} | {rss} | "
+        srv = "—" if s.server_cpu is None else f"{s.server_cpu:.2f}"
+        sto = "—" if s.store_cpu is None else f"{s.store_cpu:.2f}"
+        w(f"| {name} | {fmt_s(s.median)} | {rng} | {mbs} | {fmt_s(s.cpu)} | {us} | {per_gb} | {srv} / {sto} | {rss} | "
           f"{cell('; '.join(rs))} |")
     w("")
 
@@ -189,6 +195,10 @@ def main():
       "CPU-s is the median over the runs of user + system CPU seconds of all the command's processes "
       "(GNU time's %U + %S, the children it waited for included), also shown split into the medians of "
       "user and system seconds; CPU-s per GB divides it by the base.tar's size in GB (10⁹ bytes); "
+      "server / store CPU-s are the medians of the CPU seconds PostgreSQL (the postmaster and all its "
+      "processes) and MinIO spent while the command ran, — where not measured: on a machine whose cores "
+      "they share, (CPU-s + server + store CPU-s) ÷ cores is a floor under the wall time that the command "
+      "alone cannot lower; "
       "peak RSS is the largest process of the command (ru_maxrss), the highest over the runs. "
       "Ratios are median wall time ÷ the named peer's. How to read it: docs/benchmarks.md.")
     w("")

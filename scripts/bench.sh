@@ -398,7 +398,7 @@ fact "runs per command" "$RUNS"
 # --- measuring --------------------------------------------------------------------------
 CSV=$WORK/runs.csv
 CMDS=$WORK/commands.tsv
-echo "started_utc,dataset,group,id,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,raw_bytes,stored_bytes,new_bytes" >"$CSV"
+echo "started_utc,dataset,group,id,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,server_cpu_s,store_cpu_s,raw_bytes,stored_bytes,new_bytes" >"$CSV"
 FAILED=0
 
 # measure DATASET GROUP ID RUN COMMAND: runs COMMAND (a bash command line)
@@ -407,6 +407,38 @@ FAILED=0
 # before. GNU time's %U and %S are the user and system CPU seconds of the
 # command and of every child it waited for (bash, tar, lz4, sync); %M is the
 # peak RSS of the largest single process.
+# The CPU the servers spend for a command is not in GNU time's figures:
+# PostgreSQL's walsender sends a backup's files, and MinIO stores and
+# serves its objects. On a machine whose cores they share with the command,
+# it is wall time no client can avoid, so it is measured too: the CPU
+# seconds of the postmaster, its children alive at the end and those it
+# reaped (cutime, cstime), and of the MinIO process, before and after.
+# SERVER_PID is the postmaster of the cluster being measured (empty: none).
+SERVER_PID=
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_of PID [children]: CPU seconds so far of PID (and of its children).
+cpu_of() {
+	local pid=$1 kids=${2:-} p t=0
+	[ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || { echo ""; return; }
+	# Fields after the ")" that ends the command name: utime is the 12th.
+	t=$(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13 + $14 + $15}')
+	if [ -n "$kids" ]; then
+		for p in $(pgrep -P "$pid"); do
+			t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+		done
+	fi
+	awk -v t="$t" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'
+}
+# postmaster_of PORT: the postmaster's PID of the cluster on PORT.
+postmaster_of() {
+	local pid
+	pid=$("${PSQL[@]}" -p "$1" -d postgres -Atc "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'" 2>/dev/null) || return 0
+	if [ -n "$pid" ]; then sed 's/.*) //' "/proc/$pid/stat" | awk '{print $2}'; fi
+}
+cpu_delta() { # BEFORE AFTER
+	if [ -n "$1" ] && [ -n "$2" ]; then awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; fi
+}
+
 LAST_RC=0
 measure() {
 	local ds=$1 group=$2 id=$3 run=$4 cmd=$5 started tf=$WORK/time.out wall='' user='' sys='' rss='' v tag=''
@@ -415,7 +447,12 @@ measure() {
 	rm -f "$tf"
 	sync
 	started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	local srv0 sto0 srv='' sto=''
+	srv0=$(cpu_of "$SERVER_PID" children)
+	sto0=$(cpu_of "$MINIO_PID")
 	if "$TIME" -o "$tf" -f "%e %U %S %M" bash -o pipefail -c "$cmd" >"$lf" 2>&1; then LAST_RC=0; else LAST_RC=$?; fi
+	srv=$(cpu_delta "$srv0" "$(cpu_of "$SERVER_PID" children)")
+	sto=$(cpu_delta "$sto0" "$(cpu_of "$MINIO_PID")")
 	# The last line is the format's (before it GNU time may write "Command
 	# exited with non-zero status N"); a missing or odd line leaves the fields empty.
 	if [ -s "$tf" ]; then read -r wall user sys rss _ < <(tail -n 1 "$tf") || true; fi
@@ -429,7 +466,7 @@ measure() {
 	fi
 	printf '%-4s run %d/%d: %6s s wall  %6s s user  %6s s sys  %7s KiB  %s\n' "$tag$id" "$run" "$RUNS" "$wall" "$user" "$sys" "$rss" \
 		"$([ "$LAST_RC" -eq 0 ] && echo ok || echo "FAILED ($LAST_RC)")" >&2
-	ROW="$started,$ds,$group,$id,$run,$wall,$user,$sys,$rss,$LAST_RC"
+	ROW="$started,$ds,$group,$id,$run,$wall,$user,$sys,$rss,$LAST_RC,$srv,$sto"
 }
 # pgstow_sizes URL: raw,stored,new bytes of the newest backup in the repository.
 pgstow_sizes() {
@@ -562,6 +599,8 @@ profile_runs() {
 MAIN_BACKUPS=(B1 B2 B3 B4 B5)
 MAIN_RESTORES=(R1 R2 R3 R4)
 cmd_defs main "${MAIN_BACKUPS[@]}" "${MAIN_RESTORES[@]}"
+SERVER_PID=$(postmaster_of "$PORT")
+[ -n "$SERVER_PID" ] || log "no postmaster PID found for port $PORT: server CPU is not measured"
 run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
 run_restores main "$BASE_TAR" "$WORK/t" b "${MAIN_RESTORES[@]}"
 profile_runs main "$PG_CONN" "$WORK/t"
@@ -660,6 +699,7 @@ max_locks_per_transaction = 256"
 	MF_BACKUPS=(B2 B3)
 	MF_RESTORES=(R1 R2 R3)
 	cmd_defs manyfiles "${MF_BACKUPS[@]}" "${MF_RESTORES[@]}"
+	SERVER_PID=$(postmaster_of "$MF_PORT")
 	run_backups manyfiles "$MF_PORT" "$MF_CONN" "$WORK/m" m "${MF_BACKUPS[@]}"
 	run_restores manyfiles "$MF_BASE_TAR" "$WORK/m" m "${MF_RESTORES[@]}"
 	profile_runs manyfiles "$MF_CONN" "$WORK/m"
