@@ -322,3 +322,45 @@ func TestCompressDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestDecompressTrustID: with TrustID and a chunk id, the SHA-256 check
+// stands in for the frame's content checksum, so a corrupt checksum field
+// over intact content passes and corrupt content still fails; without an
+// id, or without TrustID, the checksum is checked.
+func TestDecompressTrustID(t *testing.T) {
+	raw := tableData(3, 6000)
+	var frame bytes.Buffer
+	if _, err := NewCompressor().Compress(&frame, raw); err != nil {
+		t.Fatal(err)
+	}
+	badSum := bytes.Clone(frame.Bytes())
+	badSum[len(badSum)-1] ^= 0x5a // the content checksum is the last 4 bytes
+	id := ID(raw)
+	for _, tc := range []struct {
+		name    string
+		trust   bool
+		frame   []byte
+		id      string
+		wantErr string
+	}{
+		{"trusted id, corrupt checksum field", true, badSum, id, ""},
+		{"untrusted, corrupt checksum field", false, badSum, id, "content checksum mismatch"},
+		{"trusted but no id", true, badSum, "", "content checksum mismatch"},
+		{"trusted id, wrong id", true, frame.Bytes(), ID([]byte("other")), "content hash mismatch"},
+		{"trusted id, intact", true, frame.Bytes(), id, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dec := &Decompressor{TrustID: tc.trust}
+			var out bytes.Buffer
+			err := dec.Decompress(&out, tc.frame, tc.id)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("got %v, want success", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
+			case tc.wantErr == "" && !bytes.Equal(out.Bytes(), raw):
+				t.Fatal("content differs")
+			}
+		})
+	}
+}
