@@ -63,5 +63,5 @@ fuzz-short:
 	[ -n "$$list" ] || { echo "fuzz-short: no Fuzz functions found"; exit 0; }; \
 	echo "$$list" | while read -r dir fn; do \
 		echo "fuzz-short: $$fn in $$dir for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$dir" </dev/null; \
+		$(GO) test $(if $(TAGS),-tags '$(TAGS)') -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) "$$dir" </dev/null; \
 	done
