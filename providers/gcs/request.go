@@ -148,9 +148,10 @@ func encodeCRC32C(crc uint32) string {
 	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc))
 }
 
-// decodeCRC32C parses what encodeCRC32C makes.
+// decodeCRC32C parses what encodeCRC32C makes, and only that: strict
+// base64, so that one CRC32C has one form.
 func decodeCRC32C(s string) (uint32, bool) {
-	b, err := base64.StdEncoding.DecodeString(s)
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != 4 {
 		return 0, false
 	}
