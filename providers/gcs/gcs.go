@@ -439,9 +439,10 @@ func (s *Store) objectName(key string) string { return s.namePrefix + key }
 
 // Get reads a range with one media download from the JSON API. GCS
 // answers a range that starts at or past the end with 416, which is an
-// empty read here. A read of the whole object checks the CRC32C GCS
-// declares for it at the end (GCS declares only the whole object's, so a
-// ranged read cannot be checked).
+// empty read here; an answer with the whole object to a ranged request is
+// read from the offset on. A read of the whole object checks the CRC32C
+// GCS declares for it at the end (GCS declares only the whole object's,
+// so a ranged read cannot be checked).
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	if err := providers.ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("get from %s: %w", s, err)
@@ -472,12 +473,19 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
 		discard(resp)
 		return io.NopCloser(strings.NewReader("")), nil
-	case resp.StatusCode == http.StatusOK && ranged:
-		// Only a proxy that drops the Range header would do this.
-		discard(resp)
-		return nil, fmt.Errorf("%s: the server answered a ranged read with the whole object", what)
 	case resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent:
 		return nil, s.fail(what, responseError(resp), providers.ErrNotExist)
+	case resp.StatusCode == http.StatusOK && offset > 0:
+		// The whole object for a range: GCS answers 206, but a proxy
+		// that drops the Range header would not. Skip to the offset.
+		switch _, err := io.CopyN(io.Discard, resp.Body, offset); {
+		case errors.Is(err, io.EOF):
+			resp.Body.Close()
+			return io.NopCloser(strings.NewReader("")), nil
+		case err != nil:
+			resp.Body.Close()
+			return nil, s.fail(what, err, providers.ErrNotExist)
+		}
 	}
 	r := &reader{body: resp.Body, s: s, what: what, left: -1}
 	if length > 0 {

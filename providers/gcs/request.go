@@ -102,6 +102,10 @@ func (s *Store) do(req *http.Request) (*http.Response, error) {
 	if s.tokens != nil && req.URL.Host == s.api.Host {
 		tok, err := s.tokens.Token()
 		if err != nil {
+			// As the transport would have: a caller may wait for it.
+			if req.Body != nil {
+				req.Body.Close()
+			}
 			return nil, fmt.Errorf("get an access token: %w", err)
 		}
 		tok.SetAuthHeader(req)

@@ -167,6 +167,8 @@ type partialServer struct {
 	chunks   int
 	declared []string // the CRC32C each upload declared
 	hash     string   // X-Goog-Hash of downloads
+	noRanges bool     // answer ranged downloads with the whole object
+	refuse   int      // answer uploads with this status at once
 }
 
 func newPartialServer(t *testing.T, shortBy int) *partialServer {
@@ -192,12 +194,16 @@ func (p *partialServer) serve(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"name":"k","size":"%d","crc32c":%q}`, len(p.data), encodeCRC32C(crc))
 	}
 	q := r.URL.Query()
+	if p.refuse != 0 && (r.Method == http.MethodPut || r.Method == http.MethodPost && q.Get("uploadType") == "multipart") {
+		fail(p.refuse, "refused before reading the body")
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/storage/v1/b/test-bucket/o":
 		fmt.Fprint(w, `{}`)
 	case r.Method == http.MethodGet && q.Get("alt") == "media":
 		w.Header().Set("X-Goog-Hash", p.hash)
-		if rng := r.Header.Get("Range"); rng != "" {
+		if rng := r.Header.Get("Range"); rng != "" && !p.noRanges {
 			var from, to int
 			fmt.Sscanf(rng, "bytes=%d-%d", &from, &to)
 			w.WriteHeader(http.StatusPartialContent)
@@ -324,6 +330,60 @@ func TestDownloadChecksum(t *testing.T) {
 		}
 		if !errors.Is(err, providers.ErrChecksum) || !errors.Is(err, providers.ErrTransient) {
 			t.Errorf("Get of an object declared %q = %v, want a transient ErrChecksum", tc.hash, err)
+		}
+	}
+}
+
+// TestRangeIgnored checks ranged reads where the answer is the whole
+// object, as from a proxy that drops the Range header.
+func TestRangeIgnored(t *testing.T) {
+	srv := newPartialServer(t, 0)
+	srv.noRanges = true
+	s := openOn(t, srv.URL, "test-bucket", "")
+	srv.data = []byte("0123456789")
+	for _, tc := range []struct {
+		offset, length int64
+		want           string
+	}{
+		{0, 3, "012"},
+		{4, 3, "456"},
+		{8, -1, "89"},
+		{8, 5, "89"},
+		{10, 1, ""},
+		{20, -1, ""},
+	} {
+		rc, err := s.Get(t.Context(), "k", tc.offset, tc.length)
+		if err != nil {
+			t.Fatalf("Get(%d, %d): %v", tc.offset, tc.length, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(got) != tc.want {
+			t.Errorf("Get(%d, %d) = %q, %v; want %q", tc.offset, tc.length, got, err, tc.want)
+		}
+	}
+}
+
+// TestEarlyAnswer checks that Put returns only once the HTTP transport
+// has stopped reading the body, where the server answers before it has
+// read the body: callers reuse their buffers as soon as Put returns (the
+// race detector sees it if Put did not wait).
+func TestEarlyAnswer(t *testing.T) {
+	srv := newPartialServer(t, 0)
+	srv.refuse = http.StatusPreconditionFailed
+	s, err := Open(t.Context(), Config{Bucket: "test-bucket", Endpoint: srv.URL, ChunkSize: 4 << 20, MultipartThreshold: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, size := range []int{6 << 20, 12 << 20} { // one request; a resumable upload
+		data := make([]byte, size)
+		err := s.Put(t.Context(), "k", bytes.NewReader(data), int64(size), providers.PutOptions{IfAbsent: true})
+		if !errors.Is(err, providers.ErrExist) {
+			t.Errorf("Put of %d bytes answered 412 = %v, want ErrExist", size, err)
+		}
+		for i := range data {
+			data[i] = 1
 		}
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgstow/pgstow/providers"
@@ -121,22 +123,65 @@ func (u *upload) single(ctx context.Context) error {
 		q.Set("ifGenerationMatch", "0")
 	}
 	p := u.newPart(ctx, 0, u.size, 0, want)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.s.uploadURL(q).String(),
-		io.MultiReader(strings.NewReader(head), p, strings.NewReader(tail)))
+	header := http.Header{"Content-Type": {"multipart/related; boundary=" + boundary}}
+	body := io.MultiReader(strings.NewReader(head), p, strings.NewReader(tail))
+	length := int64(len(head)) + u.size + int64(len(tail))
+	return u.roundTrip(ctx, http.MethodPost, u.s.uploadURL(q), header, p, body, length, func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusOK {
+			return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
+		}
+		return u.created(resp, want)
+	})
+}
+
+// roundTrip sends an upload request whose body (length bytes) reads from
+// p, and hands the answer to handle, which reads and closes its body.
+// It returns only once the HTTP transport is done with p: the transport
+// may go on reading a request's body after Do returned, where the server
+// answered before it had all of it (a 412, say), and p reads the caller's
+// body into the upload's buffer, which both go back to their owners when
+// Put returns. Cancelling the request makes the transport stop; it then
+// closes p.
+//
+// A failure of p itself comes first (it names the cause better than the
+// transport's report of it), then the caller's cancellation, then the
+// transport's error or handle's.
+func (u *upload) roundTrip(ctx context.Context, method string, target *url.URL, header http.Header, p *part, body io.Reader, length int64, handle func(*http.Response) error) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, method, target.String(), partBody{body, p})
 	if err != nil {
 		return fmt.Errorf("%s: %w", u.what, err)
 	}
-	req.ContentLength = int64(len(head)) + u.size + int64(len(tail))
-	req.Header.Set("Content-Type", "multipart/related; boundary="+boundary)
+	req.ContentLength = length
+	maps.Copy(req.Header, header)
 	resp, err := u.s.do(req)
-	if err := u.failed(ctx, p, err); err != nil {
-		return err
+	if err != nil {
+		err = u.s.fail(u.what, err, providers.ErrNoBucket)
+	} else {
+		err = handle(resp)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
+	cancel()
+	<-p.closed
+	switch {
+	case p.err != nil:
+		return p.err
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", u.what, ctx.Err())
 	}
-	return u.created(resp, want)
+	return err
 }
+
+// partBody is a request body that reads from a part, or from a reader
+// around it, and closes the part.
+type partBody struct {
+	io.Reader
+	p *part
+}
+
+func (b partBody) Close() error { return b.p.Close() }
 
 // resumable uploads the object as a resumable upload: a request that
 // opens a session with the metadata, then the bytes in chunks of
@@ -147,7 +192,8 @@ func (u *upload) resumable(ctx context.Context) (err error) {
 		return err
 	}
 	defer func() {
-		if err != nil {
+		// A 412 ended the session; anything else may leave it open.
+		if err != nil && !errors.Is(err, providers.ErrExist) {
 			u.cancelSession(ctx, session)
 		}
 	}()
@@ -168,55 +214,59 @@ func (u *upload) resumable(ctx context.Context) (err error) {
 			wantKnown = true
 		}
 		p := u.newPart(ctx, off, n, crc, want)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPut, session.String(), p)
-		if err != nil {
-			return fmt.Errorf("%s: %w", u.what, err)
+		header := http.Header{
+			"Content-Type":  {contentType},
+			"Content-Range": {fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, u.size)},
+			// Ask for 200 with a header rather than 308 for "go
+			// on", which proxies may take for a redirect.
+			"X-Guploader-No-308": {"yes"},
 		}
-		req.ContentLength = n
-		req.Header.Set("Content-Type", contentType)
-		req.Header.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, u.size))
-		// Ask for 200 with a header rather than 308 for "go on", which
-		// proxies may take for a redirect.
-		req.Header.Set("X-GUploader-No-308", "yes")
 		if final {
 			// GCS checks a CRC32C declared with the last chunk
 			// against the whole object's.
-			req.Header.Set("X-Goog-Hash", "crc32c="+encodeCRC32C(want))
+			header.Set("X-Goog-Hash", "crc32c="+encodeCRC32C(want))
 		}
-		resp, err := u.s.do(req)
-		if err := u.failed(ctx, p, err); err != nil {
-			return err
-		}
-		switch {
-		case resumeIncomplete(resp):
-			persisted, ok := persistedBytes(resp.Header.Get("Range"))
-			discard(resp)
+		persisted, done := int64(-1), false
+		err := u.roundTrip(ctx, http.MethodPut, session, header, p, p, n, func(resp *http.Response) error {
 			switch {
-			case !ok:
-				return fmt.Errorf("%s: the server's answer to chunk %d-%d has a bad Range header %q", u.what, off, off+n-1, oneLine(resp.Header.Get("Range"), 100))
-			case persisted == off+n && !final:
-				off, crc = persisted, p.crc
-			case persisted > off && persisted < off+n:
-				// GCS kept only part of the chunk: go on from
-				// there, with the CRC32C up to there.
-				if err := u.seek(off); err != nil {
-					return err
-				}
-				if crc, err = u.readCRC(ctx, off, persisted-off, crc); err != nil {
-					return err
-				}
-				off = persisted
-			default:
-				return providers.MarkTransient(fmt.Errorf("%s: after chunk %d-%d the server has %d bytes", u.what, off, off+n-1, persisted))
-			}
-		case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
-			if !final {
+			case resumeIncomplete(resp):
+				h := resp.Header.Get("Range")
 				discard(resp)
-				return fmt.Errorf("%s: the server finished the upload after chunk %d-%d of %d bytes", u.what, off, off+n-1, u.size)
+				var ok bool
+				if persisted, ok = persistedBytes(h); !ok {
+					return fmt.Errorf("%s: the server's answer to chunk %d-%d has a bad Range header %q", u.what, off, off+n-1, oneLine(h, 100))
+				}
+				return nil
+			case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+				if !final {
+					discard(resp)
+					return fmt.Errorf("%s: the server finished the upload after chunk %d-%d of %d bytes", u.what, off, off+n-1, u.size)
+				}
+				done = true
+				return u.created(resp, want)
+			default:
+				return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
 			}
-			return u.created(resp, want)
+		})
+		switch {
+		case err != nil:
+			return err
+		case done:
+			return nil
+		case persisted == off+n && !final:
+			off, crc = persisted, p.crc
+		case persisted > off && persisted < off+n:
+			// GCS kept only part of the chunk: go on from there,
+			// with the CRC32C up to there.
+			if err := u.seek(off); err != nil {
+				return err
+			}
+			if crc, err = u.readCRC(ctx, off, persisted-off, crc); err != nil {
+				return err
+			}
+			off = persisted
 		default:
-			return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
+			return providers.MarkTransient(fmt.Errorf("%s: after chunk %d-%d the server has %d bytes", u.what, off, off+n-1, persisted))
 		}
 	}
 	// Unreachable: resumable uploads are for objects of at least
@@ -303,22 +353,6 @@ func persistedBytes(h string) (int64, bool) {
 	return n + 1, true
 }
 
-// failed returns the error of an upload request that failed: first the
-// body's own failure (it names the cause better than the transport's
-// report of it), then the caller's cancellation, then the transport's.
-func (u *upload) failed(ctx context.Context, p *part, err error) error {
-	if p.err != nil {
-		return p.err
-	}
-	if err == nil {
-		return nil
-	}
-	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("%s: %w", u.what, cerr)
-	}
-	return u.s.fail(u.what, err, providers.ErrNoBucket)
-}
-
 // created checks GCS's description of the object an upload created. GCS
 // has checked the CRC32C the upload declared; that it reports the size
 // and CRC32C sent guards against a server that ignored the declaration.
@@ -376,7 +410,8 @@ func bodyError(what string, err error, done, size int64) error {
 func (u *upload) newPart(ctx context.Context, off, n int64, crc, want uint32) *part {
 	return &part{
 		ctx: ctx, u: u, off: off, end: off + n, crc: crc, want: want,
-		final: off+n == u.size,
+		final:  off+n == u.size,
+		closed: make(chan struct{}),
 	}
 }
 
@@ -399,8 +434,17 @@ type part struct {
 	verified bool
 	pending  []byte
 	// err is the first failure, returned from then on and preferred by
-	// upload.failed to the transport's report of it.
+	// roundTrip to the transport's report of it.
 	err error
+	// closed is closed when the transport is done with the part.
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// Close tells roundTrip that the transport is done with the part.
+func (p *part) Close() error {
+	p.closeOnce.Do(func() { close(p.closed) })
+	return nil
 }
 
 func (p *part) Read(b []byte) (int, error) {
