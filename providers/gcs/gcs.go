@@ -2,9 +2,10 @@
 // an optional prefix. It speaks GCS's JSON API over net/http itself:
 // uploads (multipart or resumable), ranged media downloads, object
 // metadata, listing and deletion are each a request or two, and the
-// Google Cloud client library, which links gRPC, OpenTelemetry and the
-// Envoy xDS control plane for features the store does not use (and made
-// up a sixth of pgstow's binary), is not needed.
+// Google Cloud client library is not needed: it links gRPC,
+// OpenTelemetry and the Envoy xDS control plane for features the store
+// does not use, which made up more than half of pgstow's binary, and the
+// kernel maps a binary's code into every command's memory.
 //
 // Credentials are Google application default credentials, found by
 // golang.org/x/oauth2/google: a key file named by

@@ -106,7 +106,7 @@ func (s *Store) do(req *http.Request) (*http.Response, error) {
 			if req.Body != nil {
 				req.Body.Close()
 			}
-			return nil, fmt.Errorf("get an access token: %w", err)
+			return nil, &tokenError{err}
 		}
 		tok.SetAuthHeader(req)
 	}
@@ -122,6 +122,16 @@ func (s *Store) do(req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// tokenError is a failure to get an access token. Its message is on one
+// line: oauth2's puts the token endpoint's answer on a second one.
+type tokenError struct{ err error }
+
+func (e *tokenError) Error() string {
+	return "get an access token: " + oneLine(e.err.Error(), maxErrorMessageBytes)
+}
+
+func (e *tokenError) Unwrap() error { return e.err }
 
 // maxJSONBytes bounds a JSON answer: a page of a listing is the largest
 // the store asks for, about 200 KiB for 1,000 long names.
