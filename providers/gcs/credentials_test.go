@@ -35,12 +35,13 @@ func writeKeyFile(t *testing.T, tokenURL string) {
 		t.Fatal(err)
 	}
 	file, err := json.Marshal(map[string]string{
-		"type":           "service_account",
-		"project_id":     "pgstow-test",
-		"private_key_id": "1",
-		"private_key":    string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
-		"client_email":   "backup@pgstow-test.iam.gserviceaccount.com",
-		"token_uri":      tokenURL,
+		"type":             "service_account",
+		"project_id":       "pgstow-test",
+		"private_key_id":   "1",
+		"private_key":      string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"client_email":     "backup@pgstow-test.iam.gserviceaccount.com",
+		"token_uri":        tokenURL,
+		"quota_project_id": "quota-from-file",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,15 +110,15 @@ func TestTokenEndpointRefuses(t *testing.T) {
 }
 
 // TestAuthorization checks that requests to the API's host carry the
-// access token and that requests elsewhere (an upload session's URL is the
-// server's to choose) do not.
+// access token and the quota project, and that requests elsewhere (an
+// upload session's URL is the server's to choose) do not.
 func TestAuthorization(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]string{}
 	record := func(name string) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
-			seen[name] = r.Header.Get("Authorization")
+			seen[name] = r.Header.Get("Authorization") + "|" + r.Header.Get("X-Goog-User-Project")
 			mu.Unlock()
 			w.WriteHeader(http.StatusNoContent)
 		})
@@ -127,7 +128,7 @@ func TestAuthorization(t *testing.T) {
 	other := httptest.NewServer(record("other"))
 	defer other.Close()
 
-	s := &Store{client: http.DefaultClient, tokens: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "tok", TokenType: "Bearer"})}
+	s := &Store{client: http.DefaultClient, tokens: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "tok", TokenType: "Bearer"}), quotaProject: "quota"}
 	var err error
 	if s.api, err = url.Parse(api.URL + "/storage/v1/"); err != nil {
 		t.Fatal(err)
@@ -143,7 +144,23 @@ func TestAuthorization(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	if seen["api"] != "Bearer tok" || seen["other"] != "" {
-		t.Errorf("Authorization: to the API %q, elsewhere %q; want the token to the API only", seen["api"], seen["other"])
+	if seen["api"] != "Bearer tok|quota" || seen["other"] != "|" {
+		t.Errorf("Authorization|X-Goog-User-Project: to the API %q, elsewhere %q; want both to the API only", seen["api"], seen["other"])
+	}
+}
+
+// TestQuotaProject checks where the quota project comes from: the
+// environment, else the credentials file.
+func TestQuotaProject(t *testing.T) {
+	writeKeyFile(t, "http://127.0.0.1:1/token")
+	for _, tc := range []struct{ env, want string }{
+		{"", "quota-from-file"},
+		{"quota-from-env", "quota-from-env"},
+	} {
+		t.Setenv(quotaProjectEnv, tc.env)
+		_, got, err := googleTokens(newTransport())
+		if err != nil || got != tc.want {
+			t.Errorf("with %s=%q: quota project %q, %v; want %q", quotaProjectEnv, tc.env, got, err, tc.want)
+		}
 	}
 }

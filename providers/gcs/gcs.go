@@ -22,6 +22,7 @@ package gcs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -72,6 +73,9 @@ const (
 	googleAPI = googleEndpoint + "/storage/v1/"
 	// scopeReadWrite is the OAuth scope the store asks its tokens for.
 	scopeReadWrite = "https://www.googleapis.com/auth/devstorage.read_write"
+	// quotaProjectEnv names the quota project, as for the client
+	// libraries.
+	quotaProjectEnv = "GOOGLE_CLOUD_QUOTA_PROJECT"
 	// emulatorEnv is the variable the client libraries and the gcloud
 	// tools read to talk to an emulator.
 	emulatorEnv = "STORAGE_EMULATOR_HOST"
@@ -175,7 +179,10 @@ type Store struct {
 	transport *http.Transport
 	// tokens authorises requests to Google; nil for an emulator.
 	tokens oauth2.TokenSource
-	cfg    Config
+	// quotaProject, if set, is the project requests to Google are
+	// accounted to (X-Goog-User-Project), as the client libraries do.
+	quotaProject string
+	cfg          Config
 	// namePrefix is cfg.Prefix + "/", or empty.
 	namePrefix string
 	// endpoint names where requests go, for messages.
@@ -226,7 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.endpoint = api
 	} else {
 		s.endpoint = googleEndpoint
-		if s.tokens, err = googleTokens(s.transport); err != nil {
+		if s.tokens, s.quotaProject, err = googleTokens(s.transport); err != nil {
 			return nil, fmt.Errorf("open %s: %w", s, err)
 		}
 	}
@@ -253,22 +260,34 @@ func newTransport() *http.Transport {
 }
 
 // googleTokens finds the application default credentials and returns the
-// source of the access tokens that authorise requests with them.
+// source of the access tokens that authorise requests with them, and the
+// quota project: GOOGLE_CLOUD_QUOTA_PROJECT, else the credentials file's
+// quota_project_id (gcloud's application-default login writes one), as
+// the client libraries have it.
 //
 // golang.org/x/oauth2/google keeps the context it is given for the token
 // requests it makes later, whenever a token expires, so it gets one that
 // never ends and carries an HTTP client over base (for its dial timeout)
 // with a timeout of its own, rather than the context of Open.
-func googleTokens(base *http.Transport) (oauth2.TokenSource, error) {
+func googleTokens(base *http.Transport) (tokens oauth2.TokenSource, quotaProject string, err error) {
 	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: base, Timeout: tokenTimeout})
 	creds, err := google.FindDefaultCredentialsWithParams(ctx, google.CredentialsParams{Scopes: []string{scopeReadWrite}})
 	if err != nil {
-		return nil, fmt.Errorf("%w: no Google application default credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a key file, run gcloud auth application-default login, or run on Google Cloud; for an emulator set %s): %w",
+		return nil, "", fmt.Errorf("%w: no Google application default credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a key file, run gcloud auth application-default login, or run on Google Cloud; for an emulator set %s): %w",
 			providers.ErrAccessDenied, emulatorEnv, err)
+	}
+	quotaProject = os.Getenv(quotaProjectEnv)
+	if quotaProject == "" && len(creds.JSON) > 0 {
+		var file struct {
+			QuotaProject string `json:"quota_project_id"`
+		}
+		if json.Unmarshal(creds.JSON, &file) == nil {
+			quotaProject = file.QuotaProject
+		}
 	}
 	// Most sources cache their token already; one that does not would
 	// otherwise fetch a token for every request.
-	return oauth2.ReuseTokenSource(nil, creds.TokenSource), nil
+	return oauth2.ReuseTokenSource(nil, creds.TokenSource), quotaProject, nil
 }
 
 // emulatorEndpoint turns host:port or a URL into the JSON API's root

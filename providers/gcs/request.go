@@ -109,6 +109,9 @@ func (s *Store) do(req *http.Request) (*http.Response, error) {
 			return nil, &tokenError{err}
 		}
 		tok.SetAuthHeader(req)
+		if s.quotaProject != "" {
+			req.Header.Set("X-Goog-User-Project", s.quotaProject)
+		}
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
