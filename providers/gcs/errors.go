@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,16 +13,14 @@ import (
 	"strings"
 	"syscall"
 
-	"cloud.google.com/go/auth"
-	"cloud.google.com/go/storage"
+	"cloud.google.com/go/compute/metadata"
 	"golang.org/x/oauth2"
-	"google.golang.org/api/googleapi"
 
 	"github.com/pgstow/pgstow/providers"
 )
 
 // fail wraps a failed call's error with what was being done and with its
-// class (see classify). A missing object is reported without the SDK's
+// class (see classify). A missing object is reported without the server's
 // wording, as the other stores do.
 func (s *Store) fail(what string, err error, notFound error) error {
 	class, transient := classify(err, notFound)
@@ -42,8 +41,8 @@ func (s *Store) fail(what string, err error, notFound error) error {
 
 // classed returns an error that reads as the formatted message and cause,
 // and that errors.Is and errors.As find both class and cause in: a class
-// and cause that say the same ("bucket does not exist: storage: bucket
-// doesn't exist") need not both be in the message.
+// and cause that say the same ("bucket does not exist: 404 Not Found: The
+// specified bucket does not exist.") need not both be in the message.
 func classed(class, cause error, format string, args ...any) error {
 	return &classedError{msg: fmt.Sprintf(format, args...), class: class, cause: cause}
 }
@@ -56,9 +55,95 @@ type classedError struct {
 func (e *classedError) Error() string   { return e.msg + ": " + e.cause.Error() }
 func (e *classedError) Unwrap() []error { return []error{e.class, e.cause} }
 
-// classify returns the providers error class of an SDK error (or nil) and
-// whether it is worth retrying. notFound is what a 404 means for the call:
-// ErrNotExist for calls on an object, ErrNoBucket for uploads and
+// apiError is a JSON API answer with a status other than the one the call
+// expects.
+type apiError struct {
+	code int
+	// message is the error's message from a JSON error body, else the
+	// body's text; one line, shortened.
+	message string
+	// body is the start of the body as received, for the classification:
+	// XML answers name the problem only in their Code element.
+	body string
+}
+
+func (e *apiError) Error() string {
+	s := fmt.Sprintf("%d %s", e.code, http.StatusText(e.code))
+	if e.message != "" {
+		s += ": " + e.message
+	}
+	return s
+}
+
+const (
+	// maxErrorBodyBytes is how much of an error answer is read: JSON
+	// errors are a few hundred bytes, and an HTML page from a proxy need
+	// not be read whole.
+	maxErrorBodyBytes = 16 << 10
+	// maxErrorMessageBytes shortens the message an error shows.
+	maxErrorMessageBytes = 512
+)
+
+// responseError reads and closes the body of an answer with an unexpected
+// status and returns the error it describes.
+func responseError(resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBodyBytes))
+	// Drain a little more, so that the connection can be reused; a long
+	// body is not worth waiting for.
+	_, _ = io.CopyN(io.Discard, resp.Body, maxErrorBodyBytes)
+	resp.Body.Close()
+	return parseError(resp.StatusCode, body)
+}
+
+// parseError turns the status and body of an error answer into an
+// apiError. GCS's JSON API answers {"error": {"code": 404, "message":
+// "No such object: b/o", "errors": [...]}}; proxies, the XML API and
+// emulators may answer anything else, whose text then is the message.
+func parseError(code int, body []byte) *apiError {
+	var doc struct {
+		Error struct {
+			Message string `json:"message"`
+			Errors  []struct {
+				Message string `json:"message"`
+			} `json:"errors"`
+		} `json:"error"`
+	}
+	message := ""
+	if json.Unmarshal(body, &doc) == nil {
+		message = doc.Error.Message
+		if message == "" && len(doc.Error.Errors) > 0 {
+			message = doc.Error.Errors[0].Message
+		}
+	}
+	if message == "" {
+		message = string(body)
+	}
+	return &apiError{code: code, message: oneLine(message, maxErrorMessageBytes), body: string(body)}
+}
+
+// oneLine folds s onto one line of printable text of at most max bytes,
+// so that a server's answer cannot break up a log line.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(strings.ToValidUTF8(s, "\uFFFD")), " ")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && s[cut]&0xc0 == 0x80 { // not inside a UTF-8 sequence
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// classify returns the providers error class of a failed request (or nil)
+// and whether it is worth retrying. notFound is what a 404 means for the
+// call: ErrNotExist for calls on an object, ErrNoBucket for uploads and
 // listings, which need no object.
 func classify(err error, notFound error) (class error, transient bool) {
 	// The caller's own cancellation or deadline is theirs to judge; it
@@ -66,30 +151,25 @@ func classify(err error, notFound error) (class error, transient bool) {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return nil, false
 	}
-	if errors.Is(err, storage.ErrBucketNotExist) {
-		return providers.ErrNoBucket, false
-	}
-
-	var apiErr *googleapi.Error
+	var apiErr *apiError
 	if errors.As(err, &apiErr) {
-		return classifyStatus(apiErr.Code, apiErr.Message+" "+apiErr.Body, notFound)
+		return classifyStatus(apiErr.code, apiErr.message+" "+apiErr.body, notFound)
 	}
-	if errors.Is(err, storage.ErrObjectNotExist) {
-		return notFound, false
-	}
-	if isChecksumError(err) {
-		// On a download, a corrupted transfer is worth another try.
+	if errors.Is(err, providers.ErrChecksum) {
+		// Only downloads get here (Put returns its own checksum errors
+		// directly): a corrupted transfer is worth another try.
 		return providers.ErrChecksum, true
 	}
 
-	// Fetching an access token failed.
-	var authErr *auth.Error
-	if errors.As(err, &authErr) && authErr.Response != nil {
-		return classifyTokenStatus(authErr.Response.StatusCode)
-	}
+	// Fetching an access token failed: from a token endpoint, or from the
+	// metadata server on Google Cloud.
 	var oauthErr *oauth2.RetrieveError
 	if errors.As(err, &oauthErr) && oauthErr.Response != nil {
 		return classifyTokenStatus(oauthErr.Response.StatusCode)
+	}
+	var metadataErr *metadata.Error
+	if errors.As(err, &metadataErr) {
+		return classifyTokenStatus(metadataErr.Code)
 	}
 
 	// A certificate that does not verify stays so: not transient.
@@ -99,6 +179,8 @@ func classify(err error, notFound error) (class error, transient bool) {
 	if errors.As(err, &certErr) || errors.As(err, &authorityErr) || errors.As(err, &hostErr) {
 		return nil, false
 	}
+	// Any other failure of the transport (url.Error is a net.Error too),
+	// or a body cut short.
 	var netErr net.Error
 	if errors.As(err, &netErr) ||
 		errors.Is(err, io.ErrUnexpectedEOF) ||
@@ -158,19 +240,4 @@ func classifyTokenStatus(code int) (class error, transient bool) {
 func isChecksumMessage(message string) bool {
 	m := strings.ToLower(message)
 	return strings.Contains(m, "crc32c") || strings.Contains(m, "md5") || strings.Contains(m, "checksum")
-}
-
-// isChecksumError recognises the SDK's own checksum failures: the CRC32C of
-// a download ("bad CRC on read") or of a streamed upload that the server
-// reports differently ("object checksum mismatch").
-func isChecksumError(err error) bool {
-	m := err.Error()
-	return strings.Contains(m, "storage: bad CRC on read") || strings.Contains(m, "checksum mismatch")
-}
-
-// isRangeNotSatisfiable reports GCS's answer to a range that starts at or
-// past the end of the object.
-func isRangeNotSatisfiable(err error) bool {
-	var apiErr *googleapi.Error
-	return errors.As(err, &apiErr) && apiErr.Code == http.StatusRequestedRangeNotSatisfiable
 }

@@ -1,18 +1,28 @@
 // Package gcs stores a repository in a Google Cloud Storage bucket, below
-// an optional prefix, through cloud.google.com/go/storage over the JSON
-// API (uploads, listing, metadata) and the XML API (ranged reads).
+// an optional prefix. It speaks GCS's JSON API over net/http itself:
+// uploads (multipart or resumable), ranged media downloads, object
+// metadata, listing and deletion are each a request or two, and the
+// Google Cloud client library is not needed: it links gRPC,
+// OpenTelemetry and the Envoy xDS control plane for features the store
+// does not use, which made up more than half of pgstow's binary, and the
+// kernel maps a binary's code into every command's memory.
 //
-// Credentials are Google application default credentials. With
-// STORAGE_EMULATOR_HOST set, or Config.Endpoint, the store talks plain
-// HTTP to an emulator such as fake-gcs-server and sends no credentials.
+// Credentials are Google application default credentials, found by
+// golang.org/x/oauth2/google: a key file named by
+// GOOGLE_APPLICATION_CREDENTIALS (service account, workload identity
+// federation, impersonation), gcloud's application-default login, or the
+// metadata server on Google Cloud. With STORAGE_EMULATOR_HOST set, or
+// Config.Endpoint, the store talks plain HTTP to an emulator such as
+// fake-gcs-server and sends no credentials.
 //
-// The SDK's retries are off: every call makes one attempt and classifies
-// its failure (see errors.go), and the one retry layer above the
-// providers decides what to try again.
+// Every call makes one attempt and classifies its failure (see
+// errors.go); the one retry layer above the providers decides what to
+// try again.
 package gcs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -24,16 +34,13 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"cloud.google.com/go/auth"
-	"cloud.google.com/go/auth/credentials"
-	"cloud.google.com/go/auth/httptransport"
-	"cloud.google.com/go/storage"
-	"google.golang.org/api/iterator"
-	"google.golang.org/api/option"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 
 	"github.com/pgstow/pgstow/providers"
 )
@@ -42,16 +49,14 @@ const (
 	// chunkUnitBytes is the granularity of resumable uploads: every chunk
 	// but the last must be a multiple of 256 KiB.
 	chunkUnitBytes = 256 << 10
-	// DefaultChunkSize is the resumable upload chunk size, the SDK's own
-	// default.
+	// DefaultChunkSize is the size of the requests of a resumable upload.
 	DefaultChunkSize = 16 << 20
-	// maxChunkBytes bounds ChunkSize and MultipartThreshold, since each
-	// upload in flight may hold that much memory (see Config).
+	// maxChunkBytes bounds ChunkSize and MultipartThreshold.
 	maxChunkBytes = 1 << 30
 	// maxObjectBytes is the largest object GCS stores (5 TiB).
 	maxObjectBytes = 5 << 40
-	// copyBlockBytes is how much Put copies between context checks, and
-	// the size of the pooled copy buffers.
+	// copyBlockBytes is how much Put reads from a body at a time, between
+	// context checks, and the size of the pooled buffers it reads into.
 	copyBlockBytes = 256 << 10
 	// openTimeout bounds the request Open makes to check the bucket and
 	// the credentials.
@@ -59,29 +64,41 @@ const (
 	// dialTimeout makes an unreachable endpoint fail within seconds
 	// rather than after the operating system's TCP timeout.
 	dialTimeout = 5 * time.Second
+	// tokenTimeout bounds a request for an access token. The oauth2
+	// token sources take no context, so this is the only bound.
+	tokenTimeout = 30 * time.Second
 	// googleEndpoint names Google's endpoint in messages.
 	googleEndpoint = "https://storage.googleapis.com"
-	// emulatorEnv is the variable the SDK and the gcloud tools read to
-	// talk to an emulator.
+	// googleAPI is the JSON API's root on Google.
+	googleAPI = googleEndpoint + "/storage/v1/"
+	// scopeReadWrite is the OAuth scope the store asks its tokens for.
+	scopeReadWrite = "https://www.googleapis.com/auth/devstorage.read_write"
+	// quotaProjectEnv names the quota project, as for the client
+	// libraries.
+	quotaProjectEnv = "GOOGLE_CLOUD_QUOTA_PROJECT"
+	// emulatorEnv is the variable the client libraries and the gcloud
+	// tools read to talk to an emulator.
 	emulatorEnv = "STORAGE_EMULATOR_HOST"
+	// userAgent names pgstow to the server.
+	userAgent = "pgstow"
 )
 
 // Config describes a GCS repository.
 //
-// Memory: a Put holds a pooled 256 KiB copy buffer and, for an object of
-// MultipartThreshold bytes or more, the SDK's chunk buffer of ChunkSize
-// bytes (the SDK allocates it for each upload). Below the threshold a Put
-// with a CRC32C streams its body without a further buffer; one without
-// buffers the body (at most MultipartThreshold + 256 KiB) so that the
-// SDK can compute the checksum the request carries. So n concurrent Puts
-// hold at most n × (max(ChunkSize, MultipartThreshold) + 512 KiB).
+// Memory: a Put holds one pooled 256 KiB buffer, whatever the object's
+// size. It streams its body into the request, into one request below
+// MultipartThreshold and into chunks of ChunkSize above, and where GCS
+// keeps only part of a chunk it seeks the body back rather than keeping
+// the chunk. So n concurrent Puts hold at most n × 256 KiB besides the
+// HTTP connections' own buffers; ChunkSize and MultipartThreshold cost no
+// memory.
 type Config struct {
 	// Bucket is the bucket's name; it must exist.
 	Bucket string
 	// Prefix is prepended, with a slash, to every object name; empty
 	// stores the repository at the top of the bucket.
 	Prefix string
-	// ChunkSize is the size of the chunks of a resumable upload: a
+	// ChunkSize is the size of the requests of a resumable upload: a
 	// multiple of 256 KiB, at most 1 GiB; zero means DefaultChunkSize.
 	ChunkSize int
 	// MultipartThreshold is the object size from which uploads are
@@ -158,14 +175,21 @@ func cleanPrefix(prefix string) (string, error) {
 // Store is a providers.Store in a GCS bucket. It is safe for concurrent
 // use.
 type Store struct {
-	client    *storage.Client
-	bucket    *storage.BucketHandle
+	client    *http.Client
 	transport *http.Transport
-	cfg       Config
+	// tokens authorises requests to Google; nil for an emulator.
+	tokens oauth2.TokenSource
+	// quotaProject, if set, is the project requests to Google are
+	// accounted to (X-Goog-User-Project), as the client libraries do.
+	quotaProject string
+	cfg          Config
 	// namePrefix is cfg.Prefix + "/", or empty.
 	namePrefix string
 	// endpoint names where requests go, for messages.
 	endpoint string
+	// api is the JSON API's root ("https://host/storage/v1/"), upload
+	// the root of its uploads ("https://host/upload/storage/v1/").
+	api, upload *url.URL
 	// buffers holds *[]byte of copyBlockBytes for Put.
 	buffers sync.Pool
 	// skipLocalCRC32C turns off Put's own check of the CRC32C, so that
@@ -183,6 +207,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open gs://%s/%s: %w", cfg.Bucket, strings.Trim(cfg.Prefix, "/"), err)
 	}
 	s := &Store{cfg: cfg, transport: newTransport()}
+	// Redirects are not followed: resumable uploads answer 308 for "go
+	// on", and nothing else the store asks for redirects.
+	s.client = &http.Client{
+		Transport:     s.transport,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	if cfg.Prefix != "" {
 		s.namePrefix = cfg.Prefix + "/"
 	}
@@ -195,34 +225,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if endpoint == "" {
 		endpoint = os.Getenv(emulatorEnv)
 	}
-	var opts []option.ClientOption
+	api := googleAPI
 	if endpoint != "" {
-		ep, err := emulatorEndpoint(endpoint)
-		if err != nil {
+		if api, err = emulatorEndpoint(endpoint); err != nil {
 			return nil, fmt.Errorf("open %s: %w", s, err)
 		}
-		s.endpoint = ep
-		opts = append(opts, option.WithEndpoint(ep), option.WithHTTPClient(&http.Client{Transport: s.transport}))
+		s.endpoint = api
 	} else {
 		s.endpoint = googleEndpoint
-		hc, creds, err := googleClient(s.transport)
-		if err != nil {
+		if s.tokens, s.quotaProject, err = googleTokens(s.transport); err != nil {
 			return nil, fmt.Errorf("open %s: %w", s, err)
 		}
-		// The credentials too, or the SDK would search for them again.
-		opts = append(opts, option.WithHTTPClient(hc), option.WithAuthCredentials(creds))
 	}
-	client, err := storage.NewClient(ctx, opts...)
-	if err != nil {
-		s.transport.CloseIdleConnections()
-		return nil, fmt.Errorf("open %s: %w", s, err)
-	}
-	// One attempt per call: the retry layer above all providers retries
-	// what classify marks transient, within its own budget. Uploads need
-	// more than this policy, see writeRetry.
-	client.SetRetry(storage.WithPolicy(storage.RetryNever))
-	s.client = client
-	s.bucket = client.Bucket(cfg.Bucket)
+	// emulatorEndpoint returned a URL that parses.
+	s.api, _ = url.Parse(api)
+	// As the client libraries do, uploads go to /upload/storage/v1/ on
+	// the same host, whatever the API's path.
+	s.upload = &url.URL{Scheme: s.api.Scheme, Host: s.api.Host, Path: "/upload/storage/v1/"}
 
 	if err := s.check(ctx); err != nil {
 		s.Close()
@@ -231,9 +250,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// newTransport is http.DefaultTransport with a short dial timeout and,
-// like the SDK's own, more idle connections per host, since Puts run in
-// parallel against one host.
+// newTransport is http.DefaultTransport with a short dial timeout and more
+// idle connections per host, since Puts run in parallel against one host.
 func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
@@ -241,28 +259,39 @@ func newTransport() *http.Transport {
 	return t
 }
 
-// googleClient finds the application default credentials and returns an
-// HTTP client that authorises its requests with them over base. The SDK
-// would find them itself, but only with its own transport, which has no
-// short dial timeout.
-func googleClient(base *http.Transport) (*http.Client, *auth.Credentials, error) {
-	creds, err := credentials.DetectDefault(&credentials.DetectOptions{
-		Scopes: []string{storage.ScopeReadWrite},
-		Client: &http.Client{Transport: base},
-	})
+// googleTokens finds the application default credentials and returns the
+// source of the access tokens that authorise requests with them, and the
+// quota project: GOOGLE_CLOUD_QUOTA_PROJECT, else the credentials file's
+// quota_project_id (gcloud's application-default login writes one), as
+// the client libraries have it.
+//
+// golang.org/x/oauth2/google keeps the context it is given for the token
+// requests it makes later, whenever a token expires, so it gets one that
+// never ends and carries an HTTP client over base (for its dial timeout)
+// with a timeout of its own, rather than the context of Open.
+func googleTokens(base *http.Transport) (tokens oauth2.TokenSource, quotaProject string, err error) {
+	ctx := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Transport: base, Timeout: tokenTimeout})
+	creds, err := google.FindDefaultCredentialsWithParams(ctx, google.CredentialsParams{Scopes: []string{scopeReadWrite}})
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: no Google application default credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a key file, run gcloud auth application-default login, or run on Google Cloud; for an emulator set %s): %w",
+		return nil, "", fmt.Errorf("%w: no Google application default credentials found (set GOOGLE_APPLICATION_CREDENTIALS to a key file, run gcloud auth application-default login, or run on Google Cloud; for an emulator set %s): %w",
 			providers.ErrAccessDenied, emulatorEnv, err)
 	}
-	hc, err := httptransport.NewClient(&httptransport.Options{
-		BaseRoundTripper: base,
-		Credentials:      creds,
-	})
-	return hc, creds, err
+	quotaProject = os.Getenv(quotaProjectEnv)
+	if quotaProject == "" && len(creds.JSON) > 0 {
+		var file struct {
+			QuotaProject string `json:"quota_project_id"`
+		}
+		if json.Unmarshal(creds.JSON, &file) == nil {
+			quotaProject = file.QuotaProject
+		}
+	}
+	// Most sources cache their token already; one that does not would
+	// otherwise fetch a token for every request.
+	return oauth2.ReuseTokenSource(nil, creds.TokenSource), quotaProject, nil
 }
 
-// emulatorEndpoint turns host:port or a URL into the JSON API endpoint
-// the SDK wants ("http://host:port/storage/v1/"), as the SDK does for
+// emulatorEndpoint turns host:port or a URL into the JSON API's root
+// ("http://host:port/storage/v1/"), as the client libraries do for
 // STORAGE_EMULATOR_HOST.
 func emulatorEndpoint(endpoint string) (string, error) {
 	u := &url.URL{Scheme: "http", Host: endpoint}
@@ -284,7 +313,12 @@ func emulatorEndpoint(endpoint string) (string, error) {
 	} else if !strings.HasSuffix(u.Path, "/") {
 		u.Path += "/"
 	}
-	return u.String(), nil
+	u.RawPath = ""
+	out := u.String()
+	if _, err := url.Parse(out); err != nil {
+		return "", fmt.Errorf("endpoint %q does not parse", providers.RedactURL(u))
+	}
+	return out, nil
 }
 
 // check lists at most one object below the prefix: the cheapest request
@@ -294,10 +328,10 @@ func emulatorEndpoint(endpoint string) (string, error) {
 func (s *Store) check(parent context.Context) error {
 	ctx, cancel := context.WithTimeout(parent, openTimeout)
 	defer cancel()
-	it := s.bucket.Objects(ctx, &storage.Query{Prefix: s.namePrefix})
-	it.PageInfo().MaxSize = 1
-	_, err := it.Next()
-	if err == nil || errors.Is(err, iterator.Done) {
+	q := url.Values{"prefix": {s.namePrefix}, "maxResults": {"1"}, "fields": {"items(name)"}}
+	resp, err := s.send(ctx, http.MethodGet, s.bucketURL(q), nil, http.StatusOK)
+	if err == nil {
+		discard(resp)
 		return nil
 	}
 	if perr := parent.Err(); perr != nil {
@@ -414,162 +448,21 @@ func (s *Store) String() string {
 	return "gs://" + s.cfg.Bucket + "/" + s.cfg.Prefix
 }
 
-// Close releases the client and its idle connections.
+// Close releases the idle connections.
 func (s *Store) Close() error {
-	var err error
-	if s.client != nil {
-		err = s.client.Close()
-	}
 	s.transport.CloseIdleConnections()
-	return err
+	return nil
 }
 
 // objectName maps a key to its object name below the prefix.
 func (s *Store) objectName(key string) string { return s.namePrefix + key }
 
-// writeRetry makes uploads single attempts. RetryNever alone is not
-// enough for them: it leaves the SDK's retry configuration of the upload
-// unset, and the chunk uploads of a resumable upload then retry with the
-// API library's default rules for up to 32 s. An error function that never
-// retries reaches those too.
-var writeRetry = []storage.RetryOption{
-	storage.WithPolicy(storage.RetryAlways),
-	storage.WithErrorFunc(func(error) bool { return false }),
-	storage.WithMaxAttempts(1),
-}
-
-// chunkSizeFor returns the Writer's ChunkSize for an object of size bytes.
-// From the threshold on, uploads are resumable in chunks of ChunkSize; GCS
-// has no limit on their number, only the 5 TiB limit on the object, so
-// the chunk size need not grow with the object. Below the threshold the
-// object goes in one request: with a CRC32C of the caller's, streamed
-// (ChunkSize 0) with the checksum in the request's metadata; without one,
-// buffered whole (a ChunkSize larger than the object), so that the SDK
-// can put the CRC32C it computes into the metadata. Either way GCS checks
-// the checksum before it creates the object; streamed without a checksum
-// the SDK would compare the CRC32C only after the object was written.
-func chunkSizeFor(size, threshold int64, chunkSize int, hasCRC32C bool) int {
-	switch {
-	case size >= threshold:
-		return chunkSize
-	case hasCRC32C:
-		return 0
-	default:
-		return int((size/chunkUnitBytes + 1) * chunkUnitBytes)
-	}
-}
-
-// Put uploads body with a storage.Writer. The object appears only when the
-// Writer is closed, and Put closes it only once it has copied exactly size
-// bytes and found their CRC32C right; on any failure it aborts the Writer
-// instead, so that its last request never completes and no object is
-// created. IfAbsent is GCS's ifGenerationMatch=0, checked atomically when
-// the object is created (412 → ErrExist).
-//
-// A resumable upload sends its chunks one after another: the protocol
-// has each chunk continue where the last one ended, so parts of one
-// object cannot be sent in parallel (only GCS's XML multipart API, which
-// fake-gcs-server lacks, could). Parallelism comes from the callers'
-// concurrent Puts. An aborted resumable upload leaves an open session
-// without an object, which GCS discards after a week; the SDK does not
-// expose the session to cancel it earlier.
-func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
-	if err := providers.ValidateKey(key); err != nil {
-		return fmt.Errorf("put into %s: %w", s, err)
-	}
-	what := fmt.Sprintf("put %q into %s", key, s)
-	if size < 0 || size > maxObjectBytes {
-		return fmt.Errorf("%s: size %d out of range (0 to 5 TiB)", what, size)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	obj := s.bucket.Object(s.objectName(key)).Retryer(writeRetry...)
-	if opts.IfAbsent {
-		obj = obj.If(storage.Conditions{DoesNotExist: true})
-	}
-	w := obj.NewWriter(wctx)
-	w.ContentType = "application/octet-stream"
-	w.ChunkSize = chunkSizeFor(size, s.cfg.MultipartThreshold, s.cfg.ChunkSize, opts.HasCRC32C)
-	if opts.HasCRC32C {
-		w.CRC32C, w.SendCRC32C = opts.CRC32C, true
-	}
-
-	crc, err := s.copyBody(ctx, what, w, body, size)
-	if err == nil && opts.HasCRC32C && crc != opts.CRC32C && !s.skipLocalCRC32C {
-		err = fmt.Errorf("%s: body has CRC32C %08x, expected %08x: %w", what, crc, opts.CRC32C, providers.ErrChecksum)
-	}
-	if err != nil {
-		// Failing the Writer's pipe first makes the upload's last
-		// request fail on reading its body, whatever the order in
-		// which the cancellation reaches it; Close then waits for the
-		// upload goroutine to end.
-		//lint:ignore SA1019 cancelling the context alone races with Close, see above.
-		_ = w.CloseWithError(err)
-		cancel()
-		_ = w.Close()
-		return err
-	}
-	if err := w.Close(); err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			if cerr := ctx.Err(); cerr != nil {
-				return fmt.Errorf("%s: %w", what, cerr)
-			}
-		}
-		return s.fail(what, err, providers.ErrNoBucket)
-	}
-	return nil
-}
-
-// copyBody copies exactly size bytes from body to w in blocks, checking
-// ctx between blocks, and returns their CRC32C. A body that ends early or
-// goes on past size is an error.
-func (s *Store) copyBody(ctx context.Context, what string, w io.Writer, body io.Reader, size int64) (uint32, error) {
-	bufp := s.buffers.Get().(*[]byte)
-	defer s.buffers.Put(bufp)
-	buf := *bufp
-	var crc uint32
-	var done int64
-	for done < size {
-		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("%s: %w", what, err)
-		}
-		n, err := io.ReadFull(body, buf[:min(int64(len(buf)), size-done)])
-		crc = crc32.Update(crc, crcTable, buf[:n])
-		done += int64(n)
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, fmt.Errorf("%s: body ended after %d of %d bytes: %w", what, done, size, io.ErrUnexpectedEOF)
-		}
-		if err != nil {
-			return 0, fmt.Errorf("%s: read body: %w", what, err)
-		}
-		if _, err := w.Write(buf[:n]); err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return 0, fmt.Errorf("%s: %w", what, cerr)
-			}
-			return 0, s.fail(what, err, providers.ErrNoBucket)
-		}
-	}
-	var extra [1]byte
-	switch _, err := io.ReadFull(body, extra[:]); {
-	case err == nil:
-		return 0, fmt.Errorf("%s: body is longer than the given size %d", what, size)
-	case !errors.Is(err, io.EOF):
-		return 0, fmt.Errorf("%s: read body: %w", what, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
-	}
-	return crc, nil
-}
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
-
-// Get reads a range with one ranged GET (the XML API). GCS answers a range
-// that starts at or past the end with 416, which is an empty read here.
+// Get reads a range with one media download from the JSON API. GCS
+// answers a range that starts at or past the end with 416, which is an
+// empty read here; an answer with the whole object to a ranged request is
+// read from the offset on. A read of the whole object checks the CRC32C
+// GCS declares for it at the end (GCS declares only the whole object's,
+// so a ranged read cannot be checked).
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	if err := providers.ValidateKey(key); err != nil {
 		return nil, fmt.Errorf("get from %s: %w", s, err)
@@ -584,41 +477,144 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 	if length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	if length < 0 {
-		length = -1
-	}
-	r, err := s.bucket.Object(s.objectName(key)).NewRangeReader(ctx, offset, length)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.objectURL(s.objectName(key), url.Values{"alt": {"media"}}).String(), nil)
 	if err != nil {
-		if isRangeNotSatisfiable(err) {
-			return io.NopCloser(strings.NewReader("")), nil
-		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	ranged := offset > 0 || length > 0
+	if r := rangeHeader(offset, length); r != "" {
+		req.Header.Set("Range", r)
+	}
+	resp, err := s.do(req)
+	if err != nil {
 		return nil, s.fail(what, err, providers.ErrNotExist)
 	}
-	return &reader{r: r, s: s, what: what}, nil
+	switch {
+	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
+		discard(resp)
+		return io.NopCloser(strings.NewReader("")), nil
+	case resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent:
+		return nil, s.fail(what, responseError(resp), providers.ErrNotExist)
+	case resp.StatusCode == http.StatusOK && offset > 0:
+		// The whole object for a range: GCS answers 206, but a proxy
+		// that drops the Range header would not. Skip to the offset.
+		switch _, err := io.CopyN(io.Discard, resp.Body, offset); {
+		case errors.Is(err, io.EOF):
+			resp.Body.Close()
+			return io.NopCloser(strings.NewReader("")), nil
+		case err != nil:
+			resp.Body.Close()
+			return nil, s.fail(what, err, providers.ErrNotExist)
+		}
+	}
+	r := &reader{body: resp.Body, s: s, what: what, left: -1}
+	if length > 0 {
+		r.left = length
+	}
+	if !ranged {
+		r.wantCRC, r.checkCRC = downloadCRC32C(resp)
+	}
+	return r, nil
+}
+
+// rangeHeader returns the Range header for length bytes from offset
+// (length < 0: to the end), or "" for the whole object.
+func rangeHeader(offset, length int64) string {
+	switch {
+	case length > 0:
+		return fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)
+	case offset > 0:
+		return fmt.Sprintf("bytes=%d-", offset)
+	}
+	return ""
+}
+
+// downloadCRC32C returns the CRC32C that a download of a whole object
+// declares, if the body is the object's bytes as stored: not for an
+// object stored compressed, which GCS may decompress on the way, nor for
+// a body that the HTTP transport decompressed.
+func downloadCRC32C(resp *http.Response) (uint32, bool) {
+	if resp.Uncompressed || resp.Header.Get("Content-Encoding") != "" {
+		return 0, false
+	}
+	if enc := resp.Header.Get("X-Goog-Stored-Content-Encoding"); enc != "" && enc != "identity" {
+		return 0, false
+	}
+	return hashCRC32C(resp.Header.Values("X-Goog-Hash"))
+}
+
+// hashCRC32C finds the CRC32C in X-Goog-Hash header values
+// ("crc32c=n03x6A==,md5=..." in one value or several).
+func hashCRC32C(values []string) (uint32, bool) {
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			if b64, ok := strings.CutPrefix(strings.TrimSpace(part), "crc32c="); ok {
+				return decodeCRC32C(b64)
+			}
+		}
+	}
+	return 0, false
 }
 
 // reader classifies the errors of a download, which can fail after Get
-// returned: a connection reset mid-body, or a CRC32C mismatch that the SDK
-// finds at the end of a whole-object read.
-//
-// The SDK's reader reopens the download once where a read fails, asking
-// for the remaining bytes of the same generation; that resumption cannot
-// be turned off, and the reopening request itself is not retried.
+// returned (a connection reset mid-body), stops a ranged read at its
+// length, and checks the CRC32C of a whole object at its end.
 type reader struct {
-	r    *storage.Reader
-	s    *Store
-	what string
+	body     io.ReadCloser
+	s        *Store
+	what     string
+	left     int64 // bytes still wanted; -1: to the end
+	crc      uint32
+	wantCRC  uint32
+	checkCRC bool
 }
 
 func (r *reader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if r.left > 0 && int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.body.Read(p)
+	if r.left > 0 {
+		r.left -= int64(n)
+	}
+	if r.checkCRC {
+		r.crc = crc32.Update(r.crc, crcTable, p[:n])
+	}
+	if err == io.EOF && r.checkCRC && r.crc != r.wantCRC {
+		err = fmt.Errorf("object has CRC32C %08x, read %08x: %w", r.wantCRC, r.crc, providers.ErrChecksum)
+	}
 	if err != nil && err != io.EOF {
 		err = r.s.fail(r.what+": read", err, providers.ErrNotExist)
 	}
 	return n, err
 }
 
-func (r *reader) Close() error { return r.r.Close() }
+func (r *reader) Close() error { return r.body.Close() }
+
+// objectResource is the part of the JSON API's object resource the store
+// reads. Sizes are int64s, which JSON carries as strings.
+type objectResource struct {
+	Name        string    `json:"name"`
+	Size        int64     `json:"size,string"`
+	CRC32C      string    `json:"crc32c"`
+	Updated     time.Time `json:"updated"`
+	TimeCreated time.Time `json:"timeCreated"`
+}
+
+// modTime is when the object's generation was written. Updated changes
+// with metadata too, but the store never changes metadata.
+func (o *objectResource) modTime() time.Time {
+	if !o.Updated.IsZero() {
+		return o.Updated
+	}
+	return o.TimeCreated
+}
+
+// objectFields asks the JSON API for only what objectResource holds.
+const objectFields = "name,size,crc32c,updated,timeCreated"
 
 // Stat reads the object's metadata.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
@@ -629,44 +625,45 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 	if err := ctx.Err(); err != nil {
 		return providers.ObjectInfo{}, fmt.Errorf("%s: %w", what, err)
 	}
-	attrs, err := s.bucket.Object(s.objectName(key)).Attrs(ctx)
+	resp, err := s.send(ctx, http.MethodGet, s.objectURL(s.objectName(key), url.Values{"fields": {objectFields}}), nil, http.StatusOK)
 	if err != nil {
 		return providers.ObjectInfo{}, s.fail(what, err, providers.ErrNotExist)
 	}
-	return providers.ObjectInfo{Key: key, Size: attrs.Size, ModTime: modTime(attrs)}, nil
+	var obj objectResource
+	if err := decodeJSON(resp, &obj); err != nil {
+		return providers.ObjectInfo{}, s.fail(what, err, providers.ErrNotExist)
+	}
+	return providers.ObjectInfo{Key: key, Size: obj.Size, ModTime: obj.modTime()}, nil
 }
 
-// modTime is when the object's generation was written. Updated changes
-// with metadata too, but the store never changes metadata.
-func modTime(attrs *storage.ObjectAttrs) time.Time {
-	if !attrs.Updated.IsZero() {
-		return attrs.Updated
-	}
-	return attrs.Created
-}
+// listPageSize is how many objects a page of a listing holds, GCS's
+// largest page.
+const listPageSize = 1000
 
 // List pages through the objects whose names start with the prefix
-// (GCS returns them in lexicographic order, 1,000 a page) and holds one
-// page at a time. Names that are no valid keys, like the "folder/"
-// placeholders the Cloud Console creates, are not objects of this store
-// and are skipped.
+// (GCS returns them in lexicographic order) and holds one page at a time.
+// Names that are no valid keys, like the "folder/" placeholders the Cloud
+// Console creates, are not objects of this store and are skipped.
 func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[providers.ObjectInfo, error] {
 	return func(yield func(providers.ObjectInfo, error) bool) {
 		what := fmt.Sprintf("list %q in %s", prefix, s)
-		if err := ctx.Err(); err != nil {
-			yield(providers.ObjectInfo{}, fmt.Errorf("%s: %w", what, err))
-			return
+		q := url.Values{
+			"prefix":     {s.namePrefix + prefix},
+			"maxResults": {strconv.Itoa(listPageSize)},
+			"fields":     {"nextPageToken,items(" + objectFields + ")"},
 		}
-		q := &storage.Query{Prefix: s.namePrefix + prefix}
-		if err := q.SetAttrSelection([]string{"Name", "Size", "Created", "Updated"}); err != nil {
-			yield(providers.ObjectInfo{}, fmt.Errorf("%s: %w", what, err))
-			return
-		}
-		it := s.bucket.Objects(ctx, q)
 		for {
-			attrs, err := it.Next()
-			if errors.Is(err, iterator.Done) {
+			if err := ctx.Err(); err != nil {
+				yield(providers.ObjectInfo{}, fmt.Errorf("%s: %w", what, err))
 				return
+			}
+			var page struct {
+				Items         []objectResource `json:"items"`
+				NextPageToken string           `json:"nextPageToken"`
+			}
+			resp, err := s.send(ctx, http.MethodGet, s.bucketURL(q), nil, http.StatusOK)
+			if err == nil {
+				err = decodeJSON(resp, &page)
 			}
 			if err != nil {
 				if cerr := ctx.Err(); cerr != nil {
@@ -675,13 +672,23 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[providers.Obj
 				yield(providers.ObjectInfo{}, s.fail(what, err, providers.ErrNoBucket))
 				return
 			}
-			key, ok := strings.CutPrefix(attrs.Name, s.namePrefix)
-			if !ok || providers.ValidateKey(key) != nil {
-				continue
+			for _, obj := range page.Items {
+				key, ok := strings.CutPrefix(obj.Name, s.namePrefix)
+				if !ok || providers.ValidateKey(key) != nil {
+					continue
+				}
+				if !yield(providers.ObjectInfo{Key: key, Size: obj.Size, ModTime: obj.modTime()}, nil) {
+					return
+				}
 			}
-			if !yield(providers.ObjectInfo{Key: key, Size: attrs.Size, ModTime: modTime(attrs)}, nil) {
+			if page.NextPageToken == "" {
 				return
 			}
+			if page.NextPageToken == q.Get("pageToken") {
+				yield(providers.ObjectInfo{}, fmt.Errorf("%s: the server returned the same page token twice", what))
+				return
+			}
+			q.Set("pageToken", page.NextPageToken)
 		}
 	}
 }
@@ -695,8 +702,10 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if err := s.bucket.Object(s.objectName(key)).Delete(ctx); err != nil {
+	resp, err := s.send(ctx, http.MethodDelete, s.objectURL(s.objectName(key), nil), nil, http.StatusNoContent, http.StatusOK)
+	if err != nil {
 		return s.fail(what, err, providers.ErrNotExist)
 	}
+	discard(resp)
 	return nil
 }

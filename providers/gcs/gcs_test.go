@@ -273,13 +273,16 @@ func newFaultProxy(t *testing.T, endpoint string, fault func(r *http.Request) bo
 
 // TestNoSDKRetries checks that a 503 costs one request and comes back
 // marked transient, for a metadata read and for a chunk of a resumable
-// upload, whose retries RetryNever alone leaves on.
+// upload: the store never retries by itself (the HTTP transport does not
+// replay a request whose body it cannot rewind, and the store gives it
+// none).
 func TestNoSDKRetries(t *testing.T) {
 	srv := testserver.StartFakeGCS(t)
 	bucket := srv.NewBucket(t)
 	proxy := newFaultProxy(t, srv.Endpoint, func(r *http.Request) bool {
-		// The Go client POSTs the chunks to the session's URL.
-		chunk := r.URL.Query().Has("upload_id")
+		// Chunks are PUT to the session's URL (a failed upload then
+		// DELETEs it, which is no chunk).
+		chunk := r.Method == http.MethodPut && r.URL.Query().Has("upload_id")
 		stat := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/o/")
 		return chunk || stat
 	})
@@ -411,42 +414,6 @@ func TestEmulatorEndpoint(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("emulatorEndpoint(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
-		}
-	}
-}
-
-// TestChunkSizeFor checks the chunk size for each object size. GCS's
-// resumable uploads have no limit on the number of chunks, only the
-// object's 5 TiB, so unlike S3's and Azure's part sizes the chunk size
-// does not grow with the object.
-func TestChunkSizeFor(t *testing.T) {
-	const mib = 1 << 20
-	for _, tc := range []struct {
-		size, threshold int64
-		chunk           int
-		crc             bool
-		want            int
-	}{
-		{size: 0, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 0},
-		{size: 0, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
-		{size: 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
-		{size: chunkUnitBytes - 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: chunkUnitBytes},
-		{size: chunkUnitBytes, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 2 * chunkUnitBytes},
-		{size: 16*mib - 1, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 16 * mib},
-		{size: 16*mib - 1, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 0},
-		{size: 16 * mib, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 16 * mib},
-		{size: 16 * mib, threshold: 16 * mib, chunk: 16 * mib, crc: false, want: 16 * mib},
-		{size: 1 << 40, threshold: 16 * mib, chunk: 16 * mib, crc: true, want: 16 * mib},
-		{size: 1 << 40, threshold: 256 << 10, chunk: 256 << 10, crc: true, want: 256 << 10},
-		{size: 5 << 40, threshold: 8 * mib, chunk: 64 * mib, crc: false, want: 64 * mib},
-		{size: 4 * mib, threshold: 8 * mib, chunk: 2 * mib, crc: false, want: 4*mib + chunkUnitBytes},
-	} {
-		got := chunkSizeFor(tc.size, tc.threshold, tc.chunk, tc.crc)
-		if got != tc.want {
-			t.Errorf("chunkSizeFor(%d, threshold %d, chunk %d, crc %v) = %d, want %d", tc.size, tc.threshold, tc.chunk, tc.crc, got, tc.want)
-		}
-		if got != 0 && (got%chunkUnitBytes != 0 || (tc.size < tc.threshold && int64(got) <= tc.size)) {
-			t.Errorf("chunkSizeFor(%d, ...) = %d: not a multiple of 256 KiB larger than a single-request object", tc.size, got)
 		}
 	}
 }
