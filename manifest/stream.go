@@ -34,7 +34,7 @@ type sealedReader struct {
 	r    io.Reader
 	key  string
 	h    hash.Hash
-	held []byte // not yet hashed: the last tailWindowBytes to 2×tailWindowBytes
+	held []byte // not yet hashed: the last tailWindowBytes to 2×tailWindowBytes read
 	// hashed counts the bytes in h, to tell a short document (all of it
 	// held) from a long one whose checksum line might start before held.
 	hashed int64
@@ -43,7 +43,7 @@ type sealedReader struct {
 }
 
 func newSealedReader(r io.Reader, key string) *sealedReader {
-	return &sealedReader{r: r, key: key, h: sha256.New(), held: make([]byte, 0, 2*tailWindowBytes)}
+	return &sealedReader{r: r, key: key, h: sha256.New()}
 }
 
 func (s *sealedReader) Read(p []byte) (int, error) {
@@ -63,16 +63,17 @@ func (s *sealedReader) Read(p []byte) (int, error) {
 
 // hold appends b to the held tail and hashes what falls out of the window.
 // The window slides in steps of tailWindowBytes, so each byte is copied at
-// most twice.
+// most twice; held grows as needed, so a small document costs little.
 func (s *sealedReader) hold(b []byte) {
+	const most = 2 * tailWindowBytes
 	for len(b) > 0 {
-		if len(s.held) == cap(s.held) {
+		if len(s.held) == most {
 			out := len(s.held) - tailWindowBytes
 			s.h.Write(s.held[:out])
 			s.hashed += int64(out)
 			s.held = s.held[:copy(s.held, s.held[out:])]
 		}
-		n := min(len(b), cap(s.held)-len(s.held))
+		n := min(len(b), most-len(s.held))
 		s.held = append(s.held, b[:n]...)
 		b = b[n:]
 	}
