@@ -239,10 +239,10 @@ func (o *objectStream) arrayStart(name string) (ok, isNull bool, err error) {
 	case nil:
 		return false, true, nil
 	case json.Delim('{'):
-		o.fieldErr(fmt.Errorf("json: cannot unmarshal object into Go struct field .%s", name))
+		o.fieldErr(fmt.Errorf("%q is an object, want an array", name))
 		return false, false, o.skipRest(1)
 	}
-	o.fieldErr(fmt.Errorf("json: cannot unmarshal %T into Go struct field .%s", tok, name))
+	o.fieldErr(fmt.Errorf("%q is %v, want an array", name, tok))
 	return false, false, nil
 }
 

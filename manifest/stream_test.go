@@ -322,7 +322,7 @@ func TestStreamRefusals(t *testing.T) {
 		{name: "checksum line beyond the window", data: []byte(covered + strings.Repeat(" ", 2*tailWindowBytes) + ` "manifest_sha256": "` + strings.Repeat("0", 64) + "\"\n}\n"), wantErr: "in the last"},
 		{name: "files repeated merges as json.Unmarshal does", data: seal(strings.Replace(covered, `"id"`, `"files": [{"path": "x", "mode": 7}], "id"`, 1))},
 		{name: "PG Files twice", data: pgSeal(strings.Replace(pgCovered, `"WAL-Ranges"`, `"Files": [], "WAL-Ranges"`, 1)), pg: true, wantErr: "Files member appears twice"},
-		{name: "PG Files not a list", data: pgSeal("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": {\"a\": [1, {}]},\n\"WAL-Ranges\": [],\n"), pg: true, wantErr: "cannot unmarshal object"},
+		{name: "PG Files not a list", data: pgSeal("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": {\"a\": [1, {}]},\n\"WAL-Ranges\": [],\n"), pg: true, wantErr: `"Files" is an object, want an array`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
