@@ -277,9 +277,8 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	for _, w := range b.WAL {
 		m.total.Add(w.StoredSize)
 	}
-	if pgm, err := repo.PGManifest(ctx, b); err != nil {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
-	} else if pg, err := manifest.ParsePGManifest(pgm); err != nil {
+	// Parsed as it streams in, checked against the recorded hash.
+	if pg, err := repo.ParsePGManifest(ctx, b); err != nil {
 		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
 	} else if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
 		v.add(BadPGManifest, manifest.PGManifestKey(id), "does not match pgstow's manifest: %v", err)

@@ -42,30 +42,9 @@ func Encode(b *Backup) ([]byte, error) {
 // Decode verifies the checksum Encode wrote, checks that the format version
 // is one this build reads, decodes the manifest and validates it. Unknown
 // fields are accepted, because a newer minor version may add some and must
-// stay readable.
+// stay readable. It is DecodeFrom over data.
 func Decode(data []byte) (*Backup, error) {
-	covered, stored, err := splitChecksum(data, checksumKey)
-	if err != nil {
-		return nil, fmt.Errorf("decode manifest: %w", err)
-	}
-	sum := sha256.Sum256(covered)
-	if computed := hex.EncodeToString(sum[:]); !strings.EqualFold(stored, computed) {
-		return nil, fmt.Errorf("manifest %w: stored %s, computed %s — the manifest is corrupt", ErrChecksumMismatch, stored, computed)
-	}
-	// The version is checked before the full decode: a future major
-	// version may change field types, and its decode errors would hide the
-	// real problem.
-	if err := peekVersion(data); err != nil {
-		return nil, fmt.Errorf("decode manifest: %w", err)
-	}
-	var b Backup
-	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("decode manifest: %w", err)
-	}
-	if err := b.Validate(); err != nil {
-		return nil, fmt.Errorf("decode manifest %s: %w", b.ID, err)
-	}
-	return &b, nil
+	return DecodeFrom(bytes.NewReader(data))
 }
 
 // EncodeRepo validates r and serialises it as indented JSON. The repository

@@ -1,12 +1,12 @@
 package manifest
 
 import (
-	"crypto/sha256"
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -57,13 +57,34 @@ var pgChecksumHexLen = map[string]int{
 	"SHA512": 128,
 }
 
+// pgChecksumAlgorithm returns the package's own copy of the upper-cased
+// algorithm name, so that a hundred thousand entries share one string
+// instead of each holding what the decoder allocated.
+func pgChecksumAlgorithm(name string) (string, bool) {
+	switch strings.ToUpper(name) {
+	case "NONE":
+		return "NONE", true
+	case "CRC32C":
+		return "CRC32C", true
+	case "SHA224":
+		return "SHA224", true
+	case "SHA256":
+		return "SHA256", true
+	case "SHA384":
+		return "SHA384", true
+	case "SHA512":
+		return "SHA512", true
+	}
+	return "", false
+}
+
 // The JSON shape of a backup_manifest. Pointers tell a missing member from a
 // zero one, since PostgreSQL's own parser requires several of them.
 type (
+	// pgManifestJSON is all but Files, which is streamed (pgFiles).
 	pgManifestJSON struct {
 		Version   *int              `json:"PostgreSQL-Backup-Manifest-Version"`
 		SystemID  *uint64           `json:"System-Identifier"`
-		Files     *[]pgFileJSON     `json:"Files"`
 		WALRanges *[]pgWALRangeJSON `json:"WAL-Ranges"`
 	}
 	pgFileJSON struct {
@@ -82,22 +103,44 @@ type (
 )
 
 // ParsePGManifest verifies the Manifest-Checksum of a backup_manifest and
-// parses it. The checksum is the SHA-256 of every byte before the line that
-// holds "Manifest-Checksum", which PostgreSQL writes as the last line.
-// Versions 1 and 2 are accepted; a later version may change the format in
-// ways we cannot check, so it is refused.
+// parses it. It is ParsePGManifestFrom over data.
 func ParsePGManifest(data []byte) (*PGManifest, error) {
-	covered, stored, err := splitChecksum(data, pgChecksumKey)
-	if err != nil {
+	return ParsePGManifestFrom(bytes.NewReader(data))
+}
+
+// ParsePGManifestFrom verifies the Manifest-Checksum of a backup_manifest
+// read from r and parses it, one file entry at a time, so that neither the
+// bytes nor their JSON form are held (see sealedReader). The checksum is
+// the SHA-256 of every byte before the line that holds
+// "Manifest-Checksum", which PostgreSQL writes as the last line; nothing
+// is returned unless it verified. Versions 1 and 2 are accepted; a later
+// version may change the format in ways we cannot check, so it is refused.
+// A document with the Files member twice is refused: PostgreSQL never
+// writes one, and json.Unmarshal would merge the second list into entries
+// a stream no longer holds.
+func ParsePGManifestFrom(r io.Reader) (*PGManifest, error) {
+	s := newSealedReader(r, pgChecksumKey)
+	o := newObjectStream(s)
+	var (
+		doc   pgManifestJSON // all but Files, decoded as json.Unmarshal would
+		files pgFiles
+	)
+	o.members(func(key string) error {
+		if strings.EqualFold(key, "Files") {
+			return files.decode(o)
+		}
+		return o.member(key, &doc)
+	})
+	if err := s.verify("backup_manifest"); errors.Is(err, ErrChecksumMismatch) {
+		return nil, err
+	} else if err != nil {
 		return nil, fmt.Errorf("parse backup_manifest: %w", err)
 	}
-	sum := sha256.Sum256(covered)
-	if computed := hex.EncodeToString(sum[:]); !strings.EqualFold(stored, computed) {
-		return nil, fmt.Errorf("backup_manifest %w: stored %s, computed %s — the backup_manifest is corrupt", ErrChecksumMismatch, stored, computed)
-	}
-	var doc pgManifestJSON
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("parse backup_manifest: %w", err)
+	switch {
+	case o.fatal != nil:
+		return nil, fmt.Errorf("parse backup_manifest: %w", o.fatal)
+	case o.field != nil:
+		return nil, fmt.Errorf("parse backup_manifest: %w", o.field)
 	}
 	m := &PGManifest{}
 	switch {
@@ -113,23 +156,17 @@ func ParsePGManifest(data []byte) (*PGManifest, error) {
 		return nil, fmt.Errorf("parse backup_manifest: %w %d: versions 1 and 2 are supported", ErrUnsupportedVersion, *doc.Version)
 	}
 	m.Version = *doc.Version
-	if doc.Files == nil {
+	switch {
+	case !files.present:
 		return nil, errors.New("parse backup_manifest: missing Files")
-	}
-	if doc.WALRanges == nil {
+	case doc.WALRanges == nil:
 		return nil, errors.New("parse backup_manifest: missing WAL-Ranges")
+	case files.n > maxCount:
+		return nil, fmt.Errorf("parse backup_manifest: %d files, more than the limit of %d", files.n, maxCount)
+	case files.err != nil:
+		return nil, fmt.Errorf("parse backup_manifest: %w", files.err)
 	}
-	if n := len(*doc.Files); n > maxCount {
-		return nil, fmt.Errorf("parse backup_manifest: %d files, more than the limit of %d", n, maxCount)
-	}
-	m.Files = make([]PGFile, 0, len(*doc.Files))
-	for i, jf := range *doc.Files {
-		f, err := jf.file()
-		if err != nil {
-			return nil, fmt.Errorf("parse backup_manifest: file %d: %w", i, err)
-		}
-		m.Files = append(m.Files, f)
-	}
+	m.Files = files.list
 	if n := len(*doc.WALRanges); n > maxCount {
 		return nil, fmt.Errorf("parse backup_manifest: %d WAL ranges, more than the limit of %d", n, maxCount)
 	}
@@ -146,6 +183,59 @@ func ParsePGManifest(data []byte) (*PGManifest, error) {
 		m.WALRanges = append(m.WALRanges, PGWALRange{Timeline: *jr.Timeline, Start: *jr.Start, End: *jr.End})
 	}
 	return m, nil
+}
+
+// pgFiles collects the Files member as it streams by: each entry checked
+// and kept in its compact form, the first problem kept with its index.
+type pgFiles struct {
+	present bool // the member was there and not null
+	seen    bool // the member was there at all
+	n       int  // entries, counted past maxCount
+	list    []PGFile
+	err     error
+}
+
+func (fs *pgFiles) decode(o *objectStream) error {
+	if fs.seen {
+		return errors.New("the Files member appears twice")
+	}
+	fs.seen = true
+	ok, _, err := o.arrayStart("Files")
+	if err != nil || !ok {
+		return err // null, or a type error already recorded
+	}
+	fs.present = true
+	fs.list = []PGFile{}
+	var lastModified string
+	for o.dec.More() {
+		var jf pgFileJSON
+		if err := o.decode(&jf); err != nil {
+			return err
+		}
+		fs.n++
+		if fs.n > maxCount {
+			fs.list = nil // refused anyway; do not grow further
+			continue
+		}
+		if fs.err != nil {
+			continue
+		}
+		f, err := jf.file()
+		if err != nil {
+			fs.err = fmt.Errorf("file %d: %w", fs.n-1, err)
+			fs.list = nil
+			continue
+		}
+		// Files written in one second share their Last-Modified: keep
+		// one copy of the run.
+		if f.LastModified == lastModified {
+			f.LastModified = lastModified
+		}
+		lastModified = f.LastModified
+		fs.list = append(fs.list, f)
+	}
+	_, err = o.dec.Token() // the closing ']'
+	return err
 }
 
 // file checks one file entry with the rules of PostgreSQL's own parser
@@ -184,11 +274,12 @@ func (jf pgFileJSON) file() (PGFile, error) {
 		}
 		return f, nil
 	}
-	f.ChecksumAlgorithm = strings.ToUpper(*jf.ChecksumAlgorithm)
-	want, ok := pgChecksumHexLen[f.ChecksumAlgorithm]
+	alg, ok := pgChecksumAlgorithm(*jf.ChecksumAlgorithm)
 	if !ok {
 		return f, fmt.Errorf("%s: unknown Checksum-Algorithm %q", f.Path, *jf.ChecksumAlgorithm)
 	}
+	f.ChecksumAlgorithm = alg
+	want := pgChecksumHexLen[alg]
 	if jf.Checksum != nil {
 		f.Checksum = *jf.Checksum
 	}

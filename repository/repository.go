@@ -11,7 +11,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
+	"io"
 	"sort"
 	"strconv"
 	"sync"
@@ -260,14 +262,17 @@ func (r *Repository) Backup(ctx context.Context, id string) (*manifest.Backup, e
 	if !manifest.ValidBackupID(id) {
 		return nil, fmt.Errorf("%w: %q is not a backup id (expected e.g. 20261123T204651Z or latest)", ErrNoBackup, id)
 	}
-	data, err := providers.ReadAll(ctx, r.store, manifest.BackupManifestKey(id))
+	// Streamed: with many files the manifest is tens of MB, and holding
+	// its bytes next to the decoded backup doubled what a restore needs.
+	rc, err := r.store.Get(ctx, manifest.BackupManifestKey(id), 0, -1)
 	if errors.Is(err, providers.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no committed backup %s", ErrNoBackup, r, id)
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("backup %s in %s: read manifest: %w", id, r, err)
 	}
-	b, err := manifest.Decode(data)
+	defer rc.Close()
+	b, err := manifest.DecodeFrom(rc)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s in %s: %w", id, r, err)
 	}
@@ -277,18 +282,86 @@ func (r *Repository) Backup(ctx context.Context, id string) (*manifest.Backup, e
 	return b, nil
 }
 
-// PGManifest reads PostgreSQL's backup_manifest stored with a backup and
-// checks it against the hash recorded in pgstow's manifest.
+// PGManifest reads PostgreSQL's backup_manifest stored with a backup into
+// memory and checks it against the hash recorded in pgstow's manifest.
+// PGManifestTo and ParsePGManifest do not hold it.
 func (r *Repository) PGManifest(ctx context.Context, b *manifest.Backup) ([]byte, error) {
-	data, err := providers.ReadAll(ctx, r.store, manifest.PGManifestKey(b.ID))
+	var buf bytes.Buffer
+	if _, err := r.PGManifestTo(ctx, b, &buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// PGManifestTo copies PostgreSQL's backup_manifest stored with a backup
+// into w, hashing it on the way, and returns the number of bytes written.
+// The hash is only known at the end: when it does not match the one
+// recorded in pgstow's manifest the error wraps ErrCorrupt, and what was
+// written must be thrown away.
+func (r *Repository) PGManifestTo(ctx context.Context, b *manifest.Backup, w io.Writer) (int64, error) {
+	rc, err := r.store.Get(ctx, manifest.PGManifestKey(b.ID), 0, -1)
+	if err != nil {
+		return 0, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(w, h), rc)
+	if err != nil {
+		return n, fmt.Errorf("backup %s: copy backup_manifest: %w", b.ID, err)
+	}
+	if err := r.checkPGManifestSum(b, h); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// ParsePGManifest reads and parses PostgreSQL's backup_manifest stored
+// with a backup, streaming it (manifest.ParsePGManifestFrom), and checks
+// it against the hash recorded in pgstow's manifest.
+func (r *Repository) ParsePGManifest(ctx context.Context, b *manifest.Backup) (*manifest.PGManifest, error) {
+	rc, err := r.store.Get(ctx, manifest.PGManifestKey(b.ID), 0, -1)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != b.PGManifestSHA256 {
-		return nil, fmt.Errorf("backup %s: backup_manifest is corrupt (sha256 %s, manifest says %s)", b.ID, got, b.PGManifestSHA256)
+	defer rc.Close()
+	h := sha256.New()
+	src := &recordingReader{r: rc}
+	pg, perr := manifest.ParsePGManifestFrom(io.TeeReader(src, h))
+	// The parser reads to the end whether or not it accepts, so unless
+	// the read failed the hash is whole, and a mismatch is the clearer
+	// message.
+	if src.err != nil {
+		return nil, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, src.err)
 	}
-	return data, nil
+	if err := r.checkPGManifestSum(b, h); err != nil {
+		return nil, err
+	}
+	if perr != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, perr)
+	}
+	return pg, nil
+}
+
+// recordingReader keeps the first error other than io.EOF that r returned,
+// for a caller whose consumer may not pass it on.
+type recordingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (rr *recordingReader) Read(p []byte) (int, error) {
+	n, err := rr.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) && rr.err == nil {
+		rr.err = err
+	}
+	return n, err
+}
+
+func (r *Repository) checkPGManifestSum(b *manifest.Backup, h hash.Hash) error {
+	if got := hex.EncodeToString(h.Sum(nil)); got != b.PGManifestSHA256 {
+		return corruptf("backup %s: backup_manifest is corrupt (sha256 %s, manifest says %s)", b.ID, got, b.PGManifestSHA256)
+	}
+	return nil
 }
 
 func (r *Repository) putSmall(ctx context.Context, key string, data []byte) error {

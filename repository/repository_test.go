@@ -2,9 +2,14 @@ package repository
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"io"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/pgstow/pgstow/chunker"
@@ -132,4 +137,76 @@ func TestCommitAndList(t *testing.T) {
 	if _, err := r.PGManifest(ctx, b); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt backup_manifest: %v", err)
 	}
+}
+
+// pgManifestDoc is a minimal backup_manifest, sealed as PostgreSQL does.
+func pgManifestDoc() []byte {
+	body := "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{ \"Path\": \"PG_VERSION\", \"Size\": 3 }\n],\n\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/3000028\", \"End-LSN\": \"0/3000100\" }\n],\n"
+	sum := sha256.Sum256([]byte(body))
+	return []byte(body + `"Manifest-Checksum": "` + hex.EncodeToString(sum[:]) + "\"}\n")
+}
+
+func TestPGManifestStreams(t *testing.T) {
+	ctx := t.Context()
+	store := mem.New()
+	r := New(store)
+	if err := r.Bind(ctx, "7000000000000000001", seg); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{"20261123T000000Z", "20261124T000000Z"}
+	for _, id := range ids {
+		if err := r.Commit(ctx, testBackup(id), pgManifestDoc()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	good, err := r.Backup(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if n, err := r.PGManifestTo(ctx, good, &buf); err != nil || n != int64(buf.Len()) || !bytes.Equal(buf.Bytes(), pgManifestDoc()) {
+		t.Fatalf("PGManifestTo = %d, %v; wrote %d bytes, equal %v", n, err, buf.Len(), bytes.Equal(buf.Bytes(), pgManifestDoc()))
+	}
+	if pg, err := r.ParsePGManifest(ctx, good); err != nil || len(pg.Files) != 1 {
+		t.Fatalf("ParsePGManifest = %+v, %v", pg, err)
+	}
+
+	store.Corrupt(manifest.PGManifestKey(ids[1]), 5)
+	bad, err := r.Backup(ctx, ids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.PGManifestTo(ctx, bad, io.Discard); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("PGManifestTo of a corrupt backup_manifest: %v, want ErrCorrupt", err)
+	}
+	if _, err := r.ParsePGManifest(ctx, bad); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("ParsePGManifest of a corrupt backup_manifest: %v, want ErrCorrupt", err)
+	}
+
+	// A read that fails is reported as such, not as corruption.
+	boom := errors.New("connection reset")
+	fr := New(&failingStore{Store: store, err: boom})
+	if _, err := fr.ParsePGManifest(ctx, good); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Errorf("ParsePGManifest with a failing read: %v, want the read error", err)
+	}
+	if _, err := fr.Backup(ctx, ids[0]); !errors.Is(err, boom) {
+		t.Errorf("Backup with a failing read: %v, want the read error", err)
+	}
+}
+
+// failingStore returns objects whose reads fail after a few bytes.
+type failingStore struct {
+	providers.Store
+	err error
+}
+
+func (s *failingStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	rc, err := s.Store.Get(ctx, key, offset, length)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(io.LimitReader(rc, 20), iotest.ErrReader(s.err)), rc}, nil
 }

@@ -709,3 +709,57 @@ func TestRunUnknownBackup(t *testing.T) {
 		t.Errorf("target created for a missing backup: %v", err)
 	}
 }
+
+// TestRunBadPGManifest: a backup_manifest that is corrupt or disagrees
+// with pgstow's manifest refuses the restore before any data file is
+// written; the target then holds backup_manifest alone and the error says
+// it is incomplete.
+func TestRunBadPGManifest(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		damage  func(t *testing.T, f *fixture)
+		wantErr string
+	}{
+		{"corrupt", func(t *testing.T, f *fixture) {
+			f.store.(*mem.Store).Corrupt(manifest.PGManifestKey(f.backup.ID), 10)
+		}, "backup_manifest is corrupt"},
+		{"disagrees with the manifest", func(t *testing.T, f *fixture) {
+			// Recommit the backup with PostgreSQL's manifest of a
+			// backup in which one file is a byte longer.
+			other := *f.backup
+			other.Files = slices.Clone(f.backup.Files)
+			for i := range other.Files {
+				if other.Files[i].Path == "base/1/1259" {
+					other.Files[i].Size++
+				}
+			}
+			for _, key := range []string{manifest.BackupManifestKey(f.backup.ID), manifest.PGManifestKey(f.backup.ID)} {
+				if err := f.store.Delete(t.Context(), key); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := f.repo.Commit(t.Context(), f.backup, repotest.PGManifest(t, &other)); err != nil {
+				t.Fatal(err)
+			}
+		}, "base/1/1259: size differs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, mem.New(), fixtureOptions{})
+			tc.damage(t, f)
+			target := filepath.Join(t.TempDir(), "data")
+			_, err := Run(t.Context(), f.repo, testOptions(target))
+			if err == nil {
+				t.Fatal("restore succeeded")
+			}
+			for _, want := range []string{tc.wantErr, "incomplete", "remove it"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+			if diff := cmp.Diff([]string{"backup_manifest"}, dirEntries(t, target)); diff != "" {
+				t.Errorf("target holds more than backup_manifest (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
