@@ -155,7 +155,7 @@ func TestPGManifestStreams(t *testing.T) {
 	}
 	ids := []string{"20261123T000000Z", "20261124T000000Z"}
 	for _, id := range ids {
-		if err := r.Commit(ctx, testBackup(id), pgManifestDoc()); err != nil {
+		if err := r.Commit(ctx, testBackup(id), bytes.NewReader(pgManifestDoc())); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,6 +134,16 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
 	}
+	// The backup checked this before committing; checking again, before
+	// anything is written, refuses a manifest edited or damaged since.
+	// The parse streams from the store, so neither manifest is held.
+	pg, err := repo.ParsePGManifest(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
+		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
+	}
 	p, err := newPlan(b, o)
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
@@ -140,6 +151,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err := p.checkDestinations(); err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", p.target, err)
 	}
+	// Decoding the manifests and the cross-check leave tens of MB of
+	// garbage with many files, in small objects whose pages the
+	// pipeline's large buffers cannot reuse: collect it and give the
+	// pages back now, so that they do not add to the peak.
+	debug.FreeOSMemory()
 
 	r := newRestorer(repo, o, p)
 	o.Log.Info("restore starting", "backup", b.ID, "repo", repo.String(), "target", p.target,
