@@ -6,6 +6,7 @@
 package backup
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -276,7 +277,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if end.Timeline != start.Timeline {
 		return nil, fmt.Errorf("the server's timeline changed during the backup (%d to %d), which pgstow does not support yet; take the backup again", start.Timeline, end.Timeline)
 	}
-	pg, err := manifest.ParsePGManifestFrom(io.NewSectionReader(pgmFile, 0, pgmSize))
+	pg, err := manifest.ParsePGManifestFrom(bufio.NewReaderSize(io.NewSectionReader(pgmFile, 0, pgmSize), 64<<10))
 	if err != nil {
 		return nil, fmt.Errorf("PostgreSQL's backup_manifest: %w", err)
 	}
