@@ -364,7 +364,3 @@ func (r *Repository) checkPGManifestSum(b *manifest.Backup, h hash.Hash) error {
 	return nil
 }
 
-func (r *Repository) putSmall(ctx context.Context, key string, data []byte) error {
-	return r.store.Put(ctx, key, bytes.NewReader(data), int64(len(data)),
-		providers.PutOptions{IfAbsent: true, CRC32C: crc32.Checksum(data, castagnoli), HasCRC32C: true})
-}
