@@ -363,4 +363,3 @@ func (r *Repository) checkPGManifestSum(b *manifest.Backup, h hash.Hash) error {
 	}
 	return nil
 }
-
