@@ -9,20 +9,6 @@ package chunker
 #include <lz4.h>
 #include <lz4frame.h>
 
-// pgstow_prefs fills pgstow's frame preferences: 4 MB independent
-// blocks, content checksum, no block checksums, the content size, the
-// default (fast) level, autoFlush.
-static void pgstow_prefs(LZ4F_preferences_t *p, unsigned long long n) {
-	memset(p, 0, sizeof *p);
-	p->frameInfo.blockSizeID = LZ4F_max4MB;
-	p->frameInfo.blockMode = LZ4F_blockIndependent;
-	p->frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
-	p->frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
-	p->frameInfo.contentSize = n;
-	p->compressionLevel = 0;
-	p->autoFlush = 1;
-}
-
 // pgstow_frame writes one whole frame of src into dst with liblz4's frame
 // API on a reused context: begin (header), one update (every block,
 // compressed straight from src thanks to autoFlush), end (end mark and
@@ -30,8 +16,18 @@ static void pgstow_prefs(LZ4F_preferences_t *p, unsigned long long n) {
 // (test with LZ4F_isError). pgstow writes its frames itself (see
 // cEncoder); this is the reference they are tested against.
 static size_t pgstow_frame(LZ4F_cctx *cctx, char *dst, size_t cap, const char *src, size_t n) {
+	// pgstow's preferences: 4 MB independent blocks, content checksum,
+	// no block checksums, the content size, the default (fast) level,
+	// autoFlush.
 	LZ4F_preferences_t p;
-	pgstow_prefs(&p, n);
+	memset(&p, 0, sizeof p);
+	p.frameInfo.blockSizeID = LZ4F_max4MB;
+	p.frameInfo.blockMode = LZ4F_blockIndependent;
+	p.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+	p.frameInfo.blockChecksumFlag = LZ4F_noBlockChecksum;
+	p.frameInfo.contentSize = n;
+	p.compressionLevel = 0;
+	p.autoFlush = 1;
 	size_t off = LZ4F_compressBegin(cctx, dst, cap, &p);
 	if (LZ4F_isError(off)) return off;
 	if (n > 0) {
@@ -75,24 +71,16 @@ import (
 // state is allocated once and freed when the encoder is collected.
 type cEncoder struct {
 	state unsafe.Pointer
-	// cctx is LZ4F's context, for writeFrame and the reference frames.
-	cctx *C.LZ4F_cctx
 	// in and out are writeFrame's block buffers, made on first use.
 	in, out []byte
 }
 
 func newFrameEncoder() (frameEncoder, error) {
-	var p *C.LZ4F_cctx
-	if code := C.LZ4F_createCompressionContext(&p, C.LZ4F_VERSION); C.LZ4F_isError(code) != 0 {
-		return nil, errors.New(C.GoString(C.LZ4F_getErrorName(code)))
-	}
 	state := C.malloc(C.size_t(C.LZ4_sizeofState()))
 	if state == nil {
-		C.LZ4F_freeCompressionContext(p)
 		return nil, errors.New("cannot allocate liblz4's compression state")
 	}
-	e := &cEncoder{cctx: p, state: state}
-	runtime.AddCleanup(e, func(p *C.LZ4F_cctx) { C.LZ4F_freeCompressionContext(p) }, p)
+	e := &cEncoder{state: state}
 	runtime.AddCleanup(e, func(s unsafe.Pointer) { C.free(s) }, state)
 	return e, nil
 }
@@ -153,15 +141,20 @@ func appendFrameHeader(dst []byte, size int64) []byte {
 }
 
 // lz4fFrame is the frame liblz4's own frame API writes for raw with
-// pgstow's preferences: the reference appendFrame is tested against.
-func (e *cEncoder) lz4fFrame(raw []byte) ([]byte, error) {
+// pgstow's preferences: the reference appendFrame is tested against. Only
+// tests call it, so it makes and frees its own context.
+func lz4fFrame(raw []byte) ([]byte, error) {
+	var cctx *C.LZ4F_cctx
+	if code := C.LZ4F_createCompressionContext(&cctx, C.LZ4F_VERSION); C.LZ4F_isError(code) != 0 {
+		return nil, errors.New(C.GoString(C.LZ4F_getErrorName(code)))
+	}
+	defer C.LZ4F_freeCompressionContext(cctx)
 	out := make([]byte, CompressBound(len(raw))+64)
 	var src *C.char
 	if len(raw) > 0 {
 		src = (*C.char)(unsafe.Pointer(&raw[0]))
 	}
-	n := C.pgstow_frame(e.cctx, (*C.char)(unsafe.Pointer(&out[0])), C.size_t(len(out)), src, C.size_t(len(raw)))
-	runtime.KeepAlive(e)
+	n := C.pgstow_frame(cctx, (*C.char)(unsafe.Pointer(&out[0])), C.size_t(len(out)), src, C.size_t(len(raw)))
 	if C.LZ4F_isError(n) != 0 {
 		return nil, errors.New(C.GoString(C.LZ4F_getErrorName(n)))
 	}

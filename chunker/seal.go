@@ -165,8 +165,9 @@ const (
 )
 
 // Decompress decodes the LZ4 frame in src, appending the raw bytes to dst.
-// The frame's content checksum, when it has one, must match: a corrupt
-// stored object is reported even where the corruption spares the content.
+// The frame's content checksum, when it has one, must match (unless
+// TrustID and wantID stand in for it): a corrupt stored object is reported
+// even where the corruption spares the content.
 // When wantID is not empty it also checks that the raw bytes hash to it,
 // which proves the chunk is the one the manifest names, not merely an
 // intact frame; without wantID the content checksum is required.
