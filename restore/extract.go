@@ -228,6 +228,9 @@ type restorer struct {
 	dirTimes []dirTime
 	copyBuf  []byte
 
+	// pgManifest is PostgreSQL's backup_manifest, checked by Run.
+	pgManifest *io.SectionReader
+
 	pgControl      []byte
 	pgControlMTime time.Time
 
@@ -281,7 +284,7 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 
 // restore writes everything, pg_control last.
 func (r *restorer) restore(ctx context.Context) error {
-	if err := r.writePGManifest(ctx); err != nil {
+	if err := r.writePGManifest(); err != nil {
 		return err
 	}
 	if err := r.extractArchives(ctx); err != nil {
@@ -322,18 +325,17 @@ func (r *restorer) restore(ctx context.Context) error {
 	return r.writePGControl()
 }
 
-// writePGManifest streams PostgreSQL's backup_manifest from the store into
-// the target, checking its SHA-256 against the manifest's on the way; Run
-// cross-checked it against the backup before anything was written.
-func (r *restorer) writePGManifest(ctx context.Context) error {
+// writePGManifest copies PostgreSQL's backup_manifest, which Run checked
+// before anything was written, into the target.
+func (r *restorer) writePGManifest() error {
 	const name = "backup_manifest"
-	b, d := r.p.b, r.base
+	d := r.base
 	out, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", d.full(name), err)
 	}
 	defer out.Close()
-	if _, err := r.repo.PGManifestTo(ctx, b, out); err != nil {
+	if _, err := io.Copy(out, r.pgManifest); err != nil {
 		return fmt.Errorf("write %s: %w", d.full(name), err)
 	}
 	if err := out.Close(); err != nil {

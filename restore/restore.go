@@ -8,6 +8,7 @@
 package restore
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/spool"
 )
 
 // WALMode says how the restored directory gets the WAL it needs to reach
@@ -134,12 +136,23 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
 	}
-	// The backup checked this before committing; checking again, before
-	// anything is written, refuses a manifest edited or damaged since.
-	// The parse streams from the store, so neither manifest is held.
-	pg, err := repo.ParsePGManifest(ctx, b)
+	// PostgreSQL's backup_manifest is downloaded once, into a spool file
+	// (tens of MB with many files, so not held): checked there against
+	// its recorded hash and the backup's files before anything is
+	// written, which refuses one edited or damaged since the backup, and
+	// copied into the target from there.
+	pgm, err := spool.Create(repo.SpoolDir(), "pgstow-backup_manifest-*")
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: stage backup_manifest: %w", o.Target, err)
+	}
+	defer pgm.Close()
+	pgmSize, err := repo.PGManifestTo(ctx, b, pgm)
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	pg, err := manifest.ParsePGManifestFrom(bufio.NewReaderSize(io.NewSectionReader(pgm, 0, pgmSize), 64<<10))
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
 	}
 	if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
 		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
@@ -158,6 +171,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	debug.FreeOSMemory()
 
 	r := newRestorer(repo, o, p)
+	r.pgManifest = io.NewSectionReader(pgm, 0, pgmSize)
 	o.Log.Info("restore starting", "backup", b.ID, "repo", repo.String(), "target", p.target,
 		"archives", len(b.Archives), "chunks", p.chunks, "raw_bytes", p.rawBytes,
 		"wal", string(o.WAL), "wal_segments", len(b.WAL), "concurrency", o.Concurrency,
