@@ -1,7 +1,6 @@
 package replication
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/binary"
@@ -613,17 +612,9 @@ func (l *lazyGzip) Read(p []byte) (int, error) {
 	return l.zr.Read(p)
 }
 
-// Manifest reads PostgreSQL's backup_manifest, which follows the archives.
-func (b *BaseBackup) Manifest() ([]byte, error) {
-	var buf bytes.Buffer
-	if _, err := b.ManifestTo(&buf); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// ManifestTo is Manifest writing to w, for a manifest too large to hold
-// (tens of MB with a hundred thousand files). It returns the bytes written.
+// ManifestTo copies PostgreSQL's backup_manifest, which follows the
+// archives, to w and returns its size: a writer rather than a slice,
+// because with a hundred thousand files it is tens of MB.
 func (b *BaseBackup) ManifestTo(w io.Writer) (int64, error) {
 	if err := b.discard(); err != nil {
 		return 0, err
