@@ -119,7 +119,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		return nil, err
 	}
 	defer lease.Release(ctx)
-	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion,
+	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion, "standby", sys.Standby,
 		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
 
 	var walConn *replication.Conn
@@ -186,6 +186,23 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 				log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
 				return nil
 			},
+		}
+		if sys.Standby {
+			// A standby cannot switch segments: store the last one up
+			// to the end LSN rather than wait for it to fill.
+			ws.EndPartial = func(ctx context.Context, name string, data *io.SectionReader) error {
+				partial := manifest.PartialSegmentName(name, uint64(data.Size()))
+				seg, err := repo.PutWALFrom(ctx, comp, partial, data, data.Size())
+				if err != nil {
+					return err
+				}
+				walMu.Lock()
+				walSeg[name] = seg
+				walMu.Unlock()
+				prog.walSegments.Add(1)
+				log.Info("last WAL segment stored up to the backup's end, as a standby cannot complete it", "segment", partial, "stored", seg.StoredSize)
+				return nil
+			}
 		}
 		g.Go(func() error {
 			if err := ws.Run(gctx, walConn, start.LSN, endCh, o.WALTimeout); err != nil {
@@ -298,7 +315,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			wal = append(wal, seg)
 		}
 	} else {
-		wal, err = awaitWAL(ctx, repo, names, o.WALTimeout, log)
+		hint := ""
+		if sys.Standby {
+			hint = "; a standby's last segment is archived only once the primary fills it, so back a standby up with --wal=stream (the default), which stores the part of it the backup needs"
+		}
+		wal, err = awaitWAL(ctx, repo, names, o.WALTimeout, hint, log)
 		if err != nil {
 			return nil, err
 		}
@@ -391,7 +412,7 @@ func tablespaceOf(a *replication.Archive, tss []replication.Tablespace) (uint32,
 // awaitWAL waits, up to timeout, for another archiver to store every
 // segment, then reads each through to record its checksum (and to prove
 // it is readable), holding none of it in memory.
-func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, log *slog.Logger) ([]manifest.WALSegment, error) {
+func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, hint string, log *slog.Logger) ([]manifest.WALSegment, error) {
 	deadline := time.Now().Add(timeout)
 	var missing []string
 	for {
@@ -409,8 +430,8 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("with --wal=none the WAL must be archived into %s by another process, but after %s these segments are still missing: %s",
-				repo, timeout, strings.Join(missing, ", "))
+			return nil, fmt.Errorf("with --wal=none the WAL must be archived into %s by another process, but after %s these segments are still missing: %s%s",
+				repo, timeout, strings.Join(missing, ", "), hint)
 		}
 		log.Info("waiting for WAL to be archived", "missing", len(missing), "first", missing[0])
 		select {

@@ -200,7 +200,7 @@ func (s *chunkSet) addBackup(b *manifest.Backup) {
 	}
 }
 
-// walBefore lists the WAL segments (and .partial files) whose segment
+// walBefore lists the WAL segments (and partial ones) whose segment
 // number is below cutoff, on any timeline, and, when old is given, are
 // older than the grace period. Timeline history files are
 // kept: they are tiny and recovery needs them to follow timelines.
@@ -215,6 +215,9 @@ func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64, old func
 		}
 		if len(name) == 24+len(".partial") && name[24:] == ".partial" {
 			name = name[:24]
+		}
+		if seg, _, _, _, err := manifest.ParsePartialSegmentName(name, segSize); err == nil {
+			name = seg // a standby backup's last segment
 		}
 		_, segno, err := manifest.ParseSegmentName(name, segSize)
 		if err != nil {

@@ -212,8 +212,10 @@ func TestDeleteRetainLast(t *testing.T) {
 	// history files always stay.
 	putWAL(t, f.repo, manifest.SegmentName(1, 1, repotest.SegSize))
 	putPartial(t, f.repo, manifest.SegmentName(1, 2, repotest.SegSize))
+	putWAL(t, f.repo, manifest.PartialSegmentName(manifest.SegmentName(1, 3, repotest.SegSize), 4096))
 	putWAL(t, f.repo, manifest.SegmentName(2, 4, repotest.SegSize))
 	stays := []string{
+		putWAL(t, f.repo, manifest.PartialSegmentName(manifest.SegmentName(1, 7, repotest.SegSize), 4096)),
 		putWAL(t, f.repo, "00000002.history"),
 		putWAL(t, f.repo, manifest.SegmentName(2, 6, repotest.SegSize)),
 		putWAL(t, f.repo, manifest.SegmentName(1, 8, repotest.SegSize)),
@@ -251,8 +253,8 @@ func TestDeleteRetainLast(t *testing.T) {
 	if want := kept.WAL[0].Name; rep.WALKeptFrom != want || dry.WALKeptFrom != want {
 		t.Errorf("WAL kept from %q (dry run %q), want %s", rep.WALKeptFrom, dry.WALKeptFrom, want)
 	}
-	if rep.Manifests.Count != 4 || rep.WAL.Count != 6 || rep.Chunks.Count == 0 || rep.Deferred.Count != 0 || len(rep.RunningBackup) != 0 {
-		t.Errorf("report %+v; want 4 manifests, 6 WAL files, some chunks and nothing deferred", rep)
+	if rep.Manifests.Count != 4 || rep.WAL.Count != 7 || rep.Chunks.Count == 0 || rep.Deferred.Count != 0 || len(rep.RunningBackup) != 0 {
+		t.Errorf("report %+v; want 4 manifests, 7 WAL files (one a standby backup's partial segment), some chunks and nothing deferred", rep)
 	}
 	vs, err := Verify(ctx, f.repo, []string{kept.ID}, VerifyOptions{})
 	if err != nil || !vs[0].OK {

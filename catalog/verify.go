@@ -344,6 +344,8 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", stored, w.StoredSize)
 			case isSegment(w.Name, b.WALSegmentSize) && uint64(sum.RawSize) != b.WALSegmentSize:
 				add(CorruptWAL, key, "segment has %d bytes, the segment size is %d", sum.RawSize, b.WALSegmentSize)
+			case partialSize(w.Name, b.WALSegmentSize) > 0 && uint64(sum.RawSize) != partialSize(w.Name, b.WALSegmentSize):
+				add(CorruptWAL, key, "partial segment has %d bytes, its name says %d", sum.RawSize, partialSize(w.Name, b.WALSegmentSize))
 			default:
 				if got := sum.Hex(); got != w.SHA256 {
 					add(CorruptWAL, key, "SHA-256 %s, the manifest says %s", got, w.SHA256)
@@ -364,6 +366,16 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 func isSegment(name string, segSize uint64) bool {
 	_, _, err := manifest.ParseSegmentName(name, segSize)
 	return err == nil
+}
+
+// partialSize is the size a standby backup's partial segment name
+// declares, 0 for any other name.
+func partialSize(name string, segSize uint64) uint64 {
+	_, _, _, size, err := manifest.ParsePartialSegmentName(name, segSize)
+	if err != nil {
+		return 0
+	}
+	return size
 }
 
 // fetched is one chunk on its way from the downloaders to the in-order

@@ -207,7 +207,7 @@ func TestDecodeVersion(t *testing.T) {
 	}
 	setVersion := func(v string) func(string) string {
 		return func(s string) string {
-			return strings.Replace(s, `"format_version": "1.0"`, `"format_version": `+v, 1)
+			return strings.Replace(s, `"format_version": "`+FormatVersion+`"`, `"format_version": `+v, 1)
 		}
 	}
 	tests := []struct {
@@ -231,7 +231,7 @@ func TestDecodeVersion(t *testing.T) {
 		{name: "no minor", edit: setVersion(`"1"`), wantErr: "malformed format_version"},
 		{name: "empty", edit: setVersion(`""`), wantErr: "malformed format_version"},
 		{name: "number", edit: setVersion(`1.0`), wantErr: "format_version"},
-		{name: "missing", edit: func(s string) string { return strings.Replace(s, `"format_version": "1.0",`, "", 1) }, wantErr: "missing format_version"},
+		{name: "missing", edit: func(s string) string { return strings.Replace(s, `"format_version": "`+FormatVersion+`",`, "", 1) }, wantErr: "missing format_version"},
 		{
 			// A newer major may change field types; the version error must
 			// win over the decode error.

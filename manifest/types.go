@@ -8,8 +8,9 @@ package manifest
 import "time"
 
 // FormatVersion is written into every manifest. Readers accept any minor
-// version of a major they know and refuse other majors.
-const FormatVersion = "1.0"
+// version of a major they know and refuse other majors. 1.1 added partial
+// WAL segments (docs/repository-format.md).
+const FormatVersion = "1.1"
 
 // LSN is a PostgreSQL write-ahead log position.
 type LSN uint64

@@ -55,7 +55,14 @@ func (b *Backup) validateWAL() error {
 		// Timeline history files travel with the segments when a backup
 		// spans a timeline switch.
 		if _, _, err := ParseSegmentName(w.Name, b.WALSegmentSize); err != nil {
-			if _, herr := parseHistoryFileName(w.Name); herr != nil {
+			_, herr := parseHistoryFileName(w.Name)
+			_, _, _, _, perr := ParsePartialSegmentName(w.Name, b.WALSegmentSize)
+			switch {
+			case perr == nil && i != len(b.WAL)-1:
+				// Only a backup's last segment can be partial: one
+				// before it would leave a gap in the WAL replayed.
+				return fmt.Errorf("wal %d: partial segment %s is not the last of the backup's WAL", i, w.Name)
+			case herr != nil && perr != nil:
 				return fmt.Errorf("wal %d: %w", i, err)
 			}
 		}

@@ -80,6 +80,42 @@ func ParseSegmentName(name string, segSize uint64) (tli uint32, segno uint64, er
 	return parts[0], uint64(parts[1])*per + uint64(parts[2]), nil
 }
 
+// A backup taken from a standby ends inside a segment the standby cannot
+// complete (only a primary switches segments), so it stores the part of
+// its last segment up to the end LSN as a partial segment, named
+// <segment>.<bytes as 8 hex digits>.partial. The name says how much it
+// holds, so one name always means the same bytes: WAL on one timeline
+// never changes, and a longer part is another object. It is distinct from
+// the <segment>.partial that wal-receive keeps and replaces as it grows,
+// and from the complete segment, which may arrive later beside it.
+
+// PartialSegmentName names the first size bytes of segment segName.
+func PartialSegmentName(segName string, size uint64) string {
+	return fmt.Sprintf("%s.%08X.partial", segName, size)
+}
+
+// ParsePartialSegmentName is the inverse of PartialSegmentName: it returns
+// the segment's name and number and the size held, which must be above 0
+// and below the segment size (a whole segment is stored as a segment).
+func ParsePartialSegmentName(name string, segSize uint64) (segName string, tli uint32, segno, size uint64, err error) {
+	const suffix = ".partial"
+	if len(name) != 24+1+8+len(suffix) || name[24] != '.' || name[33:] != suffix {
+		return "", 0, 0, 0, fmt.Errorf("parse partial WAL segment name %q: want <segment>.<8 hex digits>.partial", name)
+	}
+	segName = name[:24]
+	if tli, segno, err = ParseSegmentName(segName, segSize); err != nil {
+		return "", 0, 0, 0, err
+	}
+	n, err := parseUpperHex32(name[25:33])
+	if err != nil {
+		return "", 0, 0, 0, fmt.Errorf("parse partial WAL segment name %q: %w", name, err)
+	}
+	if n == 0 || uint64(n) >= segSize {
+		return "", 0, 0, 0, fmt.Errorf("parse partial WAL segment name %q: size %d is not between 0 and the segment size %d", name, n, segSize)
+	}
+	return segName, tli, segno, uint64(n), nil
+}
+
 // parseUpperHex32 parses exactly eight upper-case hex digits, the only form
 // PostgreSQL uses in WAL file names.
 func parseUpperHex32(s string) (uint32, error) {

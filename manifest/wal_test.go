@@ -256,3 +256,46 @@ func TestParseWALHeader(t *testing.T) {
 		}
 	}
 }
+
+func TestPartialSegmentName(t *testing.T) {
+	const seg = 16 << 20
+	name := PartialSegmentName("00000001000000000000003F", 0x27018)
+	if name != "00000001000000000000003F.00027018.partial" {
+		t.Fatalf("PartialSegmentName = %q", name)
+	}
+	segName, tli, segno, size, err := ParsePartialSegmentName(name, seg)
+	if err != nil || segName != "00000001000000000000003F" || tli != 1 || segno != 0x3F || size != 0x27018 {
+		t.Fatalf("ParsePartialSegmentName(%q) = %q, %d, %d, %d, %v", name, segName, tli, segno, size, err)
+	}
+	for _, bad := range []string{
+		"00000001000000000000003F.partial",          // wal-receive's, size unknown
+		"00000001000000000000003F.00000000.partial", // empty
+		"00000001000000000000003F.01000000.partial", // a whole 16 MiB segment
+		"00000001000000000000003F.0002701a.partial", // lower-case hex
+		"00000001000000000000003F.00027018.partia",
+		"00000001000000000000003F-00027018.partial",
+		"00000000000000000000003F.00027018.partial", // timeline 0
+		"000000010000000000000003.00000028.backup",
+	} {
+		if _, _, _, _, err := ParsePartialSegmentName(bad, seg); err == nil {
+			t.Errorf("ParsePartialSegmentName(%q) succeeded, want an error", bad)
+		}
+	}
+}
+
+func FuzzParsePartialSegmentName(f *testing.F) {
+	f.Add("00000001000000000000003F.00027018.partial", uint64(16<<20))
+	f.Add("000000010000000000000003.00000028.backup", uint64(1<<30))
+	f.Fuzz(func(t *testing.T, name string, segSize uint64) {
+		segName, _, _, size, err := ParsePartialSegmentName(name, segSize)
+		if err != nil {
+			return
+		}
+		if size == 0 || size >= segSize {
+			t.Fatalf("%q: size %d out of range for %d", name, size, segSize)
+		}
+		if back := PartialSegmentName(segName, size); back != name {
+			t.Fatalf("round trip: %q became %q", name, back)
+		}
+	})
+}

@@ -48,6 +48,9 @@ type System struct {
 	XLogPos        manifest.LSN
 	ServerVersion  int // server_version_num
 	WALSegmentSize uint64
+	// Standby is true when the server is in recovery (in_hot_standby):
+	// it cannot switch WAL segments, and its WAL comes from a primary.
+	Standby bool
 }
 
 // Connect opens a physical replication connection. dsn may be empty, a
@@ -210,7 +213,14 @@ func (c *Conn) IdentifySystem(ctx context.Context) (System, error) {
 	if !manifest.ValidSegmentSize(seg) {
 		return System{}, fmt.Errorf("server %s reports wal_segment_size %d, which is not a power of two between 1 MiB and 1 GiB", c.target, seg)
 	}
+	// in_hot_standby (PostgreSQL 14 and later) is also reported at
+	// connection start, but SHOW reads it now rather than then.
+	hs, err := c.show(ctx, "in_hot_standby")
+	if err != nil {
+		return System{}, err
+	}
 	return System{
+		Standby:        hs == "on",
 		SystemID:       r.SystemID,
 		Timeline:       uint32(r.Timeline),
 		XLogPos:        manifest.LSN(r.XLogPos),

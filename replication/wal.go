@@ -60,6 +60,13 @@ type WALStream struct {
 	// SpoolDir is where the segment being received is spooled ("" for
 	// os.TempDir()); it needs room for one segment.
 	SpoolDir string
+	// EndPartial, if set, lets Run stop as soon as it holds the WAL up
+	// to the end LSN, though that falls inside a segment: the segment's
+	// bytes before end go to EndPartial, under the segment's name. A
+	// backup from a standby needs it: only a primary switches segments,
+	// so on a standby of a quiet primary the last one may not complete
+	// for hours.
+	EndPartial SegmentSink
 }
 
 // StreamStatus is where a WAL stream stands.
@@ -115,6 +122,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	filled := uint64(0) // bytes of the current segment received
 	var flushed manifest.LSN = pos
 	lastSegNeeded := uint64(0)
+	var end manifest.LSN
 	haveEnd := false
 	var deadline time.Time
 	nextStatus := time.Now().Add(interval)
@@ -162,9 +170,17 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		if haveEnd && segno > lastSegNeeded {
 			return nil
 		}
+		if haveEnd && s.EndPartial != nil && pos >= end {
+			// segno == lastSegNeeded, and the segment holds end-1.
+			name := manifest.SegmentName(s.Timeline, segno, seg)
+			if err := s.EndPartial(ctx, name, io.NewSectionReader(buf, 0, int64(uint64(end)-segno*seg))); err != nil {
+				return fmt.Errorf("store partial segment %s: %w", name, err)
+			}
+			return nil
+		}
 		if !haveEnd {
 			select {
-			case end := <-endCh:
+			case end = <-endCh:
 				if end == 0 {
 					return fmt.Errorf("WAL streaming: invalid end LSN")
 				}
@@ -182,7 +198,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 		}
 		if wait <= 0 {
 			if haveEnd && !time.Now().Before(deadline) {
-				return fmt.Errorf("WAL segment %s did not complete within %s after the backup ended (received up to %s); on a standby, generate WAL on the primary or raise --wal-timeout",
+				return fmt.Errorf("WAL segment %s did not complete within %s after the backup ended (received up to %s); check the server's log, or raise --wal-timeout",
 					manifest.SegmentName(s.Timeline, segno, seg), endTimeout, pos)
 			}
 			if err := sendStatus(); err != nil {

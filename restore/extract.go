@@ -239,6 +239,7 @@ type restorer struct {
 	files       int
 	bytes       int64
 	walSegments int
+	fromStandby bool // set by setRole
 }
 
 func newRestorer(repo *repository.Repository, o Options, p *plan) *restorer {
@@ -273,6 +274,7 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 		Files:       r.files,
 		Bytes:       r.bytes,
 		WALSegments: r.walSegments,
+		FromStandby: r.fromStandby,
 		Elapsed:     time.Since(started),
 	}
 	s := r.prog.snapshot()
@@ -311,6 +313,9 @@ func (r *restorer) restore(ctx context.Context) error {
 		if err := r.writeRecoveryConfig(); err != nil {
 			return err
 		}
+	}
+	if err := r.setRole(); err != nil {
+		return err
 	}
 	// Last, since writing into a directory changes its mtime.
 	for i := len(r.dirTimes) - 1; i >= 0; i-- {

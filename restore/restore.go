@@ -72,6 +72,10 @@ type Options struct {
 	// SyncMethod says how the files are made durable before pg_control
 	// is written (default SyncAuto).
 	SyncMethod SyncMethod
+	// Standby makes the restored directory a standby: standby.signal is
+	// kept (a backup of a standby has it) or written. Without it a
+	// backup of a standby is restored as a primary (see asPrimary).
+	Standby bool
 	// Log receives progress and summary lines; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called about every second and once at the end,
@@ -96,6 +100,10 @@ type Result struct {
 	Bytes int64
 	// WALSegments is the number of WAL files written into pg_wal/.
 	WALSegments int
+	// FromStandby is true when the backup carried standby.signal (it was
+	// taken from a standby) and, without Options.Standby, the restore
+	// removed it and cleared primary_conninfo.
+	FromStandby bool
 	Elapsed     time.Duration
 }
 

@@ -773,3 +773,49 @@ func TestRunBadPGManifest(t *testing.T) {
 		})
 	}
 }
+
+// TestRunStandbyBackupRole: a backup carrying standby.signal (taken from
+// a standby) is restored as a primary unless Options.Standby asks for a
+// standby, and Options.Standby makes any backup a standby.
+func TestRunStandbyBackupRole(t *testing.T) {
+	const cleared = "primary_conninfo = ''\nprimary_slot_name = ''\n"
+	for _, tc := range []struct {
+		name                  string
+		signal, standby       bool
+		wantSignal, wantClear bool
+	}{
+		{name: "standby backup", signal: true, wantClear: true},
+		{name: "standby backup kept a standby", signal: true, standby: true, wantSignal: true},
+		{name: "primary backup"},
+		{name: "primary backup made a standby", standby: true, wantSignal: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o fixtureOptions
+			if tc.signal {
+				o.hostile = []repotest.Member{repotest.File("standby.signal", 8, nil)}
+			}
+			f := newFixture(t, mem.New(), o)
+			target := filepath.Join(t.TempDir(), "data")
+			ro := testOptions(target)
+			ro.Standby = tc.standby
+			res, err := Run(t.Context(), f.repo, ro)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = os.Stat(filepath.Join(target, "standby.signal"))
+			if got := err == nil; got != tc.wantSignal {
+				t.Errorf("standby.signal present: %v, want %v", got, tc.wantSignal)
+			}
+			conf, err := os.ReadFile(filepath.Join(target, "postgresql.auto.conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.HasSuffix(string(conf), cleared); got != tc.wantClear {
+				t.Errorf("postgresql.auto.conf clears primary_conninfo: %v, want %v:\n%s", got, tc.wantClear, conf)
+			}
+			if res.FromStandby != tc.wantClear {
+				t.Errorf("Result.FromStandby = %v, want %v", res.FromStandby, tc.wantClear)
+			}
+		})
+	}
+}

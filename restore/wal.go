@@ -64,9 +64,17 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 	if err := checkWALName(s.Name); err != nil {
 		return err
 	}
+	// A standby backup's partial last segment goes in under the
+	// segment's name, padded with zeros to the segment size as
+	// pg_basebackup leaves it: recovery reads the zeros as the end of
+	// the WAL there.
+	fileName, partial := s.Name, uint64(0)
+	if seg, _, _, size, err := manifest.ParsePartialSegmentName(s.Name, r.p.b.WALSegmentSize); err == nil {
+		fileName, partial = seg, size
+	}
 	d := r.base
-	p := "pg_wal/" + s.Name
-	tmp := "pg_wal/." + s.Name + ".pgstow-tmp"
+	p := "pg_wal/" + fileName
+	tmp := "pg_wal/." + fileName + ".pgstow-tmp"
 	if err := d.ensureParent(p); err != nil {
 		return err
 	}
@@ -81,6 +89,11 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 	}()
 	h := sha256.New()
 	_, err = fetchWALTo(ctx, r.repo, dec, s.Name, r.p.b.WALSegmentSize, io.MultiWriter(out, h))
+	if err == nil && partial > 0 {
+		if terr := out.Truncate(int64(r.p.b.WALSegmentSize)); terr != nil {
+			err = fmt.Errorf("pad %s to the segment size: %w", d.full(tmp), terr)
+		}
+	}
 	if cerr := out.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("write %s: %w", d.full(tmp), cerr)
 	}
@@ -93,7 +106,7 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 		}
 	}
 	if err := d.root.Rename(tmp, p); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", d.full(tmp), s.Name, err)
+		return fmt.Errorf("rename %s to %s: %w", d.full(tmp), fileName, err)
 	}
 	r.addSync(syncEntry{d: d, path: p})
 	r.mu.Lock()
@@ -132,6 +145,9 @@ func fetchWALTo(ctx context.Context, repo *repository.Repository, dec *chunker.D
 	}
 	if _, _, err := manifest.ParseSegmentName(name, segSize); err == nil && uint64(n) != segSize {
 		return n, fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, n, segSize)
+	}
+	if _, _, _, size, err := manifest.ParsePartialSegmentName(name, segSize); err == nil && uint64(n) != size {
+		return n, fmt.Errorf("partial WAL segment %s in %s is corrupt: %d bytes, its name says %d", name, repo, n, size)
 	}
 	return n, nil
 }

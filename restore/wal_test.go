@@ -15,6 +15,7 @@ import (
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
 )
 
 func TestFetchWAL(t *testing.T) {
@@ -162,5 +163,51 @@ func TestConfQuote(t *testing.T) {
 		if got := ConfQuote(tc.in); got != tc.want {
 			t.Errorf("ConfQuote(%q) = %s, want %s", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestRunStandbyPartialSegment: a standby backup's partial last segment is
+// written under the segment's name, padded with zeros to the segment size.
+func TestRunStandbyPartialSegment(t *testing.T) {
+	store := mem.New()
+	seg := manifest.SegmentName(1, 3, testSegSize)
+	part := repotest.SegmentData(3)[:5000]
+	name := manifest.PartialSegmentName(seg, uint64(len(part)))
+	ws, err := repository.New(store).PutWAL(t.Context(), chunker.NewCompressor(), name, part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, store, fixtureOptions{edit: func(b *manifest.Backup) {
+		b.WAL = []manifest.WALSegment{ws}
+		b.Totals.WALBytes = ws.StoredSize
+	}})
+	target := filepath.Join(t.TempDir(), "data")
+	res, err := Run(t.Context(), f.repo, testOptions(target))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WALSegments != 1 {
+		t.Errorf("%d WAL segments written, want 1", res.WALSegments)
+	}
+	got, err := os.ReadFile(filepath.Join(target, "pg_wal", seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(bytes.Clone(part), make([]byte, testSegSize-len(part))...)
+	if !bytes.Equal(got, want) {
+		t.Errorf("pg_wal/%s: %d bytes, want the partial segment's %d padded with zeros to %d", seg, len(got), len(part), testSegSize)
+	}
+	if _, err := os.Stat(filepath.Join(target, "pg_wal", name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pg_wal/%s exists (%v); only the segment's own name belongs there", name, err)
+	}
+
+	// A partial segment shorter than its name says is corrupt.
+	short := manifest.PartialSegmentName(seg, uint64(len(part)+1))
+	if _, err := f.repo.PutWAL(t.Context(), chunker.NewCompressor(), short, part); err != nil {
+		t.Fatal(err)
+	}
+	err = FetchWAL(t.Context(), f.repo, short, filepath.Join(t.TempDir(), "x"))
+	if err == nil || !strings.Contains(err.Error(), "its name says") {
+		t.Errorf("fetching a partial segment of the wrong length: %v, want an error saying so", err)
 	}
 }

@@ -37,7 +37,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		tablespaces                    []string
 		concurrency                    int
 		tTime, tLSN, tXID, tName       string
-		tImmediate                     bool
+		tImmediate, standby            bool
 		tAction, tTimeline             string
 		syncMethod                     string
 		progress                       string
@@ -58,6 +58,10 @@ their recorded location unless remapped with --tablespace OID=DIR.
 --wal=embed (default) puts the WAL the backup needs into pg_wal/, so the
 directory starts on its own. --wal=fetch writes recovery.signal and a
 restore_command that runs 'pgstow wal-fetch' against this repository.
+
+The restored directory starts as a primary: a backup taken from a standby loses
+its standby.signal and primary_conninfo, so the copy never streams from the
+server it was taken from. --standby keeps them (or writes standby.signal).
 
 --start then starts a throw-away server on the directory, on 127.0.0.1 and a
 free port (or --port), as the "postgres" OS user when run as root; it trusts
@@ -91,6 +95,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				WAL:         restore.WALMode(wal),
 				Concurrency: concurrency,
 				SyncMethod:  sm,
+				Standby:     standby,
 				Log:         g.log,
 				Tablespaces: map[uint32]string{},
 			}
@@ -140,6 +145,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			}
 			if err := srv.check(cmd, o); err != nil {
 				return err
+			}
+			if o.Standby && srv.start {
+				return usageError{errors.New("--standby and --start do not go together: --start runs a throw-away primary; restore with --standby and start the standby yourself")}
 			}
 			if label != "" && (cmd.Flags().Changed("backup") || o.Recovery != nil) {
 				return usageError{errors.New("--label picks the newest backup with that label: leave out --backup and recovery targets")}
@@ -201,6 +209,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
 	cmd.Flags().IntVar(&concurrency, "concurrency", restore.DefaultConcurrency, "chunk downloads in flight (raise it for remote stores with high latency)")
+	cmd.Flags().BoolVar(&standby, "standby", false, "restore as a standby: keep (or write) standby.signal and the backup's primary_conninfo; without it a backup taken from a standby comes up as a primary")
 	cmd.Flags().StringVar(&syncMethod, "sync-method", "auto", "how files are made durable before pg_control: syncfs (one call per file system; Linux 5.8+, local file systems), fsync (every file) or auto (syncfs where sound)")
 	progressFlags(cmd, &progress, &progressEvery)
 	g.metricsFlags(cmd)
