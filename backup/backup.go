@@ -206,6 +206,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		}
 		g.Go(func() error {
 			if err := ws.Run(gctx, walConn, start.LSN, endCh, o.WALTimeout); err != nil {
+				if sys.Standby && errors.Is(err, replication.ErrStreamEnded) {
+					return fmt.Errorf("the standby was promoted, or shut down, during the backup; nothing was committed; take the backup again (from the new primary or another standby): %w", err)
+				}
 				return fmt.Errorf("stream WAL: %w", err)
 			}
 			return nil

@@ -15,6 +15,10 @@ import (
 	"github.com/pgstow/pgstow/spool"
 )
 
+// ErrStreamEnded is returned when the server ends WAL streaming itself:
+// it is shutting down, or the timeline streamed ended (a promotion).
+var ErrStreamEnded = errors.New("WAL stream ended by the server")
+
 // CreateTemporarySlot creates a temporary physical slot that reserves WAL
 // at once, so the server cannot recycle a segment the backup will need
 // before streaming starts. The server drops it when this connection ends.
@@ -306,7 +310,7 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				status()
 			}
 		case *pgproto3.CopyDone:
-			return fmt.Errorf("WAL streaming: server %s ended the stream at %s (it shut down, or its timeline changed)", c.target, pos)
+			return fmt.Errorf("WAL streaming: %w: server %s ended the stream at %s (it shut down, or its timeline changed)", ErrStreamEnded, c.target, pos)
 		case *pgproto3.ErrorResponse:
 			return fmt.Errorf("WAL streaming from %s: %s", c.target, m.Message)
 		case *pgproto3.NoticeResponse:

@@ -35,6 +35,14 @@ func (c *Cluster) Exec(t testing.TB, db, sql string) {
 	}
 }
 
+// ExecErr is Exec returning the error instead of failing the test, for
+// goroutines that write while a test runs (t.Fatal must not be called
+// from them).
+func (c *Cluster) ExecErr(db, sql string) error {
+	_, err := c.exec(db, sql)
+	return err
+}
+
 // Query runs sql in database db and returns the rows in PostgreSQL's text
 // format, a NULL as "". Meant for one statement; with several, the rows of
 // all are concatenated. It fails the test on any error.
