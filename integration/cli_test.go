@@ -134,6 +134,8 @@ func TestBadInput(t *testing.T) {
 			"--pg", fmt.Sprintf("postgres://postgres:sekr1t@127.0.0.1:%d/postgres?connect_timeout=5", freePort(t))},
 			nil, 1, []string{"connect to 127.0.0.1:"}},
 		{"bad flag value", []string{"backup", "--repo", taken, "--wal", "sometimes"}, nil, 2, []string{"--wal"}},
+		{"standby and a throw-away server", []string{"restore", "--repo", taken, "-D", filepath.Join(t.TempDir(), "x"), "--standby", "--start"},
+			nil, 2, []string{"--standby and --start"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
