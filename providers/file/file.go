@@ -46,6 +46,7 @@ const (
 // concurrent use, also by several processes sharing the directory.
 type Store struct {
 	root     string // absolute and clean
+	own      ownership
 	crcTable *crc32.Table
 	// buffers holds *[]byte of copyBlockBytes, reused across Puts so that
 	// many small uploads do not each allocate a megabyte.
@@ -80,18 +81,62 @@ func Open(ctx context.Context, root string) (*Store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open file store %s: not a directory", abs)
 	}
-	// A reader (a restore host, restore_command as the server's user)
-	// may not be allowed to write: it gets the error on its first Put,
-	// which writeTemp retries the directory for, not on opening.
-	if err := os.MkdirAll(filepath.Join(abs, tmpDir), dirMode); err != nil && !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
-		return nil, fmt.Errorf("open file store %s: %w", abs, err)
+	s := &Store{
+		root:     abs,
+		own:      ownershipOf(fi, os.Geteuid(), os.Getegid()),
+		crcTable: crc32.MakeTable(crc32.Castagnoli),
 	}
-	s := &Store{root: abs, crcTable: crc32.MakeTable(crc32.Castagnoli)}
 	s.buffers.New = func() any {
 		b := make([]byte, copyBlockBytes)
 		return &b
 	}
+	// A reader (a restore host, restore_command as the server's user)
+	// may not be allowed to write: it gets the error on its first Put,
+	// which writeTemp retries the directory for, not on opening.
+	if err := s.makeTmpDir(); err != nil && !isPermission(err) {
+		return nil, fmt.Errorf("open file store %s: %w", abs, err)
+	}
 	return s, nil
+}
+
+// makeTmpDir creates the upload directory if it is missing and gives it
+// the repository's owner and mode. An existing one with another owner or
+// mode is corrected too: it is the store's own, and a root-owned one (left
+// by a version that did not adopt the owner, or by a crash between mkdir
+// and chown) would keep every other user of the repository from writing.
+func (s *Store) makeTmpDir() error {
+	dir := filepath.Join(s.root, tmpDir)
+	err := os.Mkdir(dir, dirMode)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if !s.own.adjusts() {
+		return nil
+	}
+	if err != nil { // it existed
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return err
+		}
+		if !s.own.differs(fi) {
+			return nil
+		}
+	}
+	return s.own.adoptDir(dir)
+}
+
+// inTmpDir calls create with the upload directory, recreating the
+// directory once if someone removed it, e.g. while cleaning up after a
+// crash, rather than failing every Put.
+func (s *Store) inTmpDir(create func(dir string) error) error {
+	dir := filepath.Join(s.root, tmpDir)
+	err := create(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = s.makeTmpDir(); err == nil {
+			err = create(dir)
+		}
+	}
+	return err
 }
 
 // urlExample is quoted in URL errors: the commonest mistake is
@@ -186,15 +231,11 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 // writeTemp copies exactly size bytes of body into a new, synced and
 // closed temporary file and returns its name. On failure the file is gone.
 func (s *Store) writeTemp(ctx context.Context, key string, body io.Reader, size int64, opts providers.PutOptions) (name string, err error) {
-	dir := filepath.Join(s.root, tmpDir)
-	f, err := os.CreateTemp(dir, "put-*")
-	if errors.Is(err, fs.ErrNotExist) {
-		// Someone removed the temporary directory, e.g. while cleaning
-		// up after a crash; recreate it rather than fail every Put.
-		if err = os.MkdirAll(dir, dirMode); err == nil {
-			f, err = os.CreateTemp(dir, "put-*")
-		}
-	}
+	var f *os.File
+	err = s.inTmpDir(func(uploads string) (err error) {
+		f, err = os.CreateTemp(uploads, "put-*")
+		return err
+	})
 	if err != nil {
 		return "", fmt.Errorf("put %q into %s: create temporary file: %w", key, s, err)
 	}
@@ -204,6 +245,11 @@ func (s *Store) writeTemp(ctx context.Context, key string, body io.Reader, size 
 			_ = os.Remove(f.Name())
 		}
 	}()
+	// Before any data and long before the rename, so that the object is
+	// never visible with another owner, not even after a crash.
+	if err := s.own.adoptFile(f); err != nil {
+		return "", fmt.Errorf("put %q into %s: %w", key, s, err)
+	}
 
 	crc, err := s.copyBody(ctx, key, f, body, size)
 	if err != nil {
@@ -376,16 +422,59 @@ func (s *Store) mkdirs(dir string) ([]string, error) {
 	if err == nil && fi.IsDir() {
 		return changed, nil
 	}
+	var missing []string // deepest first
 	for d := dir; d != s.root; d = filepath.Dir(d) {
 		if _, err := os.Stat(d); err == nil {
 			break
 		}
+		missing = append(missing, d)
+	}
+	for _, d := range slices.Backward(missing) {
+		if err := s.mkdir(d); err != nil {
+			return nil, err
+		}
 		changed = append(changed, filepath.Dir(d))
 	}
-	if err := os.MkdirAll(dir, dirMode); err != nil {
-		return nil, err
-	}
 	return changed, nil
+}
+
+// mkdir creates one directory, accepting one that a concurrent Put has
+// just created. When the directory needs another owner or mode than
+// creation gives it, it is made in the upload directory, adjusted there and
+// renamed into place, so that it never appears, not even after a crash,
+// with an owner that would lock the repository's owner out of it. A rename
+// onto an existing non-empty directory fails, and one onto an empty
+// directory replaces it with an equal one, so concurrent creators agree.
+func (s *Store) mkdir(dir string) error {
+	if !s.own.adjusts() {
+		if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		return nil
+	}
+	var tmp string
+	err := s.inTmpDir(func(uploads string) (err error) {
+		tmp, err = os.MkdirTemp(uploads, "dir-*")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create temporary directory: %w", err)
+	}
+	if err := s.own.adoptDir(tmp); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		_ = os.Remove(tmp)
+		// EEXIST and ENOTEMPTY both match ErrExist: another Put made
+		// it first. A file in the way is left for the caller's rename
+		// into it to report.
+		if errors.Is(err, fs.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 // syncDir makes a directory's entries durable. File systems that cannot

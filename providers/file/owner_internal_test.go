@@ -1,0 +1,95 @@
+package file
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// dirInfo is a root directory's fs.FileInfo with the owner and mode under
+// test, so that every combination can be checked without being root.
+type dirInfo struct {
+	mode     fs.FileMode
+	uid, gid uint32
+	noStat   bool // Sys returns no *syscall.Stat_t
+}
+
+func (d dirInfo) Name() string       { return "repo" }
+func (d dirInfo) Size() int64        { return 4096 }
+func (d dirInfo) Mode() fs.FileMode  { return fs.ModeDir | d.mode }
+func (d dirInfo) ModTime() time.Time { return time.Time{} }
+func (d dirInfo) IsDir() bool        { return true }
+func (d dirInfo) Sys() any {
+	if d.noStat {
+		return nil
+	}
+	return &syscall.Stat_t{Uid: d.uid, Gid: d.gid}
+}
+
+// TestOwnershipOf pins the rule: only root changes owners, and only to the
+// root directory's; only a setgid root directory with group permissions
+// shares objects with its group; others never get a permission.
+func TestOwnershipOf(t *testing.T) {
+	private := ownership{fileMode: 0o600, dirMode: 0o700}
+	tests := []struct {
+		name       string
+		root       dirInfo
+		euid, egid int
+		want       ownership
+	}{
+		{"non-root in its own directory", dirInfo{mode: 0o700, uid: 1000, gid: 1000}, 1000, 1000, private},
+		{"non-root in another user's directory", dirInfo{mode: 0o777, uid: 101, gid: 104}, 1000, 1000, private},
+		{"root in root's directory", dirInfo{mode: 0o700}, 0, 0, private},
+		{"root in postgres's directory", dirInfo{mode: 0o700, uid: 101, gid: 104}, 0, 0,
+			ownership{chown: true, uid: 101, gid: 104, fileMode: 0o600, dirMode: 0o700}},
+		{"root in a directory of root's with another group", dirInfo{mode: 0o750, gid: 34}, 0, 0,
+			ownership{chown: true, uid: 0, gid: 34, fileMode: 0o600, dirMode: 0o700}},
+		{"group bits without setgid stay private", dirInfo{mode: 0o775, uid: 1000, gid: 1000}, 1000, 1000, private},
+		{"setgid, group rwx", dirInfo{mode: fs.ModeSetgid | 0o770, uid: 1000, gid: 50}, 1000, 1000,
+			ownership{chmod: true, fileMode: 0o660, dirMode: fs.ModeSetgid | 0o770}},
+		{"setgid, group read-only", dirInfo{mode: fs.ModeSetgid | 0o750, uid: 1000, gid: 50}, 1000, 1000,
+			ownership{chmod: true, fileMode: 0o640, dirMode: fs.ModeSetgid | 0o750}},
+		{"setgid, others never", dirInfo{mode: fs.ModeSetgid | 0o777, uid: 1000, gid: 50}, 1000, 1000,
+			ownership{chmod: true, fileMode: 0o660, dirMode: fs.ModeSetgid | 0o770}},
+		{"setgid without group bits", dirInfo{mode: fs.ModeSetgid | 0o700, uid: 1000, gid: 50}, 1000, 1000, private},
+		{"root in a shared directory", dirInfo{mode: fs.ModeSetgid | 0o770, uid: 101, gid: 50}, 0, 0,
+			ownership{chown: true, uid: 101, gid: 50, chmod: true, fileMode: 0o660, dirMode: fs.ModeSetgid | 0o770}},
+		{"no owner information", dirInfo{mode: fs.ModeSetgid | 0o770, noStat: true}, 0, 0, private},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ownershipOf(tt.root, tt.euid, tt.egid)
+			if diff := cmp.Diff(tt.want, got, cmp.AllowUnexported(ownership{})); diff != "" {
+				t.Errorf("ownershipOf (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestAdoptFails checks that a failed chown fails the upload with a message
+// naming the owner and the fix, rather than leaving an object the
+// repository's owner cannot use. A closed file and a missing directory
+// make chown fail for root and for anyone else alike.
+func TestAdoptFails(t *testing.T) {
+	o := ownership{chown: true, uid: 4242, gid: 4243, fileMode: fileMode, dirMode: dirMode}
+	f, err := os.CreateTemp(t.TempDir(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	const want = "to the repository directory's owner (uid 4242, gid 4243)"
+	for name, err := range map[string]error{
+		"file":      o.adoptFile(f),
+		"directory": o.adoptDir(filepath.Join(t.TempDir(), "missing")),
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "run pgstow as that user") {
+			t.Errorf("%s: error %v, want one containing %q and the fix", name, err, want)
+		}
+	}
+}
