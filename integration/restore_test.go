@@ -127,8 +127,7 @@ func TestRestore(t *testing.T) {
 			// pgtest hands the data directory to the server user; the
 			// tablespace lives outside it.
 			chownServerUser(t, newTS)
-			// The remap rewrote tablespace_map, which the manifest lists.
-			r := restoreChecks(t, major, target, "-i", "tablespace_map")
+			r := restoreChecks(t, major, target)
 			if got := fingerprint(t, r); got != want {
 				t.Fatalf("committed_before: %s after restore, %s before the backup", got, want)
 			}

@@ -230,6 +230,9 @@ type restorer struct {
 
 	// pgManifest is PostgreSQL's backup_manifest, checked by Run.
 	pgManifest *io.SectionReader
+	// dropMap: a tablespace moves and the backup has a tablespace_map,
+	// which this restore leaves out (leavesOutTablespaceMap).
+	dropMap bool
 
 	pgControl      []byte
 	pgControlMTime time.Time
@@ -244,14 +247,41 @@ type restorer struct {
 
 func newRestorer(repo *repository.Repository, o Options, p *plan) *restorer {
 	return &restorer{
-		repo:   repo,
-		o:      o,
-		p:      p,
-		prog:   &progress{bytesTotal: p.rawBytes, chunksTotal: p.chunks},
-		dests:  make(map[uint32]*dest),
-		seen:   make([]bool, len(p.b.Files)),
-		linked: make(map[uint32]bool),
+		repo:    repo,
+		o:       o,
+		p:       p,
+		prog:    &progress{bytesTotal: p.rawBytes, chunksTotal: p.chunks},
+		dests:   make(map[uint32]*dest),
+		seen:    make([]bool, len(p.b.Files)),
+		linked:  make(map[uint32]bool),
+		dropMap: p.leavesOutTablespaceMap(),
 	}
+}
+
+// leavesOutTablespaceMap reports whether the restore moves a tablespace of
+// a backup that has a tablespace_map. It then writes no tablespace_map,
+// as pg_basebackup does in plain format with --tablespace-mapping: the
+// pg_tblspc links, which point at where this restore put each tablespace,
+// are then all PostgreSQL goes by, and backup_manifest loses the file's
+// entry, so that pg_verifybackup accepts the directory. Rewriting the map
+// instead would need a manifest entry with a checksum of our making, and
+// would leave two places saying where a tablespace is, the map winning at
+// the first start over a link a DBA has corrected.
+func (p *plan) leavesOutTablespaceMap() bool {
+	moved := false
+	for _, m := range p.remapped {
+		moved = moved || m
+	}
+	if !moved {
+		return false
+	}
+	for ai, a := range p.b.Archives {
+		if a.TablespaceOID == 0 {
+			i, ok := p.find(ai, tablespaceMapPath)
+			return ok && p.b.Files[i].Type == manifest.TypeFile
+		}
+	}
+	return false
 }
 
 func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) {
@@ -330,23 +360,32 @@ func (r *restorer) restore(ctx context.Context) error {
 	return r.writePGControl()
 }
 
+// pgManifestPath is where PostgreSQL's backup_manifest goes, and where
+// pg_verifybackup looks for it.
+const pgManifestPath = "backup_manifest"
+
 // writePGManifest copies PostgreSQL's backup_manifest, which Run checked
-// before anything was written, into the target.
+// before anything was written, into the target: as the server wrote it,
+// or without the entry of the tablespace_map the restore leaves out.
 func (r *restorer) writePGManifest() error {
-	const name = "backup_manifest"
 	d := r.base
-	out, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	out, err := d.root.OpenFile(pgManifestPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", d.full(name), err)
+		return fmt.Errorf("create %s: %w", d.full(pgManifestPath), err)
 	}
 	defer out.Close()
-	if _, err := io.Copy(out, r.pgManifest); err != nil {
-		return fmt.Errorf("write %s: %w", d.full(name), err)
+	if r.dropMap {
+		_, err = manifest.CopyPGManifestWithout(out, r.pgManifest, r.pgManifest.Size(), tablespaceMapPath)
+	} else {
+		_, err = io.Copy(out, r.pgManifest)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", d.full(pgManifestPath), err)
 	}
 	if err := out.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", d.full(name), err)
+		return fmt.Errorf("write %s: %w", d.full(pgManifestPath), err)
 	}
-	r.addSync(syncEntry{d: d, path: name})
+	r.addSync(syncEntry{d: d, path: pgManifestPath})
 	return nil
 }
 
@@ -515,17 +554,20 @@ func (r *restorer) extractMember(ctx context.Context, ai int, d *dest, tr *tar.R
 			return err
 		}
 		r.pgControl, r.pgControlMTime = data, mtime
+		r.counted(f.Size)
 		return nil
-	case isBase && p == tablespaceMapPath && r.anyRemapped():
+	case isBase && p == tablespaceMapPath && r.dropMap:
+		// Read and checked like any member, but not written: the
+		// pg_tblspc links stand in for it (leavesOutTablespaceMap).
 		data, err := r.readHeld(ctx, d, p, tr, f)
 		if err != nil {
 			return err
 		}
-		data, err = rewriteTablespaceMap(data, r.p.tsDirs, r.p.remapped)
-		if err != nil {
-			return fmt.Errorf("rewrite %s: %w", d.full(p), err)
+		if err := checkTablespaceMap(data, r.p.tsDirs); err != nil {
+			return fmt.Errorf("file %s: %w", d.full(p), err)
 		}
-		return r.writeNew(d, p, data, mtime)
+		r.o.Log.Info("tablespace_map left out: a tablespace was remapped, and the pg_tblspc links point at each tablespace's directory", "tablespaces", r.p.tablespaceList())
+		return nil
 	}
 
 	if err := d.ensureParent(p); err != nil {
@@ -553,15 +595,6 @@ func (r *restorer) extractMember(ctx context.Context, ai int, d *dest, tr *tar.R
 	return nil
 }
 
-func (r *restorer) anyRemapped() bool {
-	for _, moved := range r.p.remapped {
-		if moved {
-			return true
-		}
-	}
-	return false
-}
-
 // tablespaceLink reports whether member p of archive ai is the pg_tblspc
 // link of one of the backup's tablespaces.
 func (r *restorer) tablespaceLink(ai int, p string) (uint32, bool) {
@@ -581,8 +614,10 @@ func (r *restorer) tablespaceLink(ai int, p string) (uint32, bool) {
 }
 
 // linkTablespace creates pg_tblspc/<oid> pointing at the tablespace's
-// directory in this restore. PostgreSQL recreates the links from
-// tablespace_map when it starts, but pg_verifybackup needs them before.
+// directory in this restore. When the restore keeps tablespace_map,
+// PostgreSQL recreates the same links from it when it starts, but
+// pg_verifybackup needs them before; when it leaves the map out, the
+// links are all PostgreSQL goes by.
 func (r *restorer) linkTablespace(oid uint32) error {
 	if r.linked[oid] {
 		return fmt.Errorf("pg_tblspc/%d: linked twice", oid)
@@ -635,41 +670,7 @@ func (r *restorer) readHeld(ctx context.Context, d *dest, p string, tr io.Reader
 	if crc != f.CRC32C {
 		return nil, fmt.Errorf("file %s: CRC32C %08x, the manifest says %08x", d.full(p), crc, f.CRC32C)
 	}
-	r.counted(f.Size)
 	return buf.Bytes(), nil
-}
-
-// writeNew writes a whole new file (0600) and sets its mtime unless it is
-// zero.
-func (r *restorer) writeNew(d *dest, p string, data []byte, mtime time.Time) error {
-	return r.writeWhole(d, p, data, mtime, os.O_EXCL)
-}
-
-// writeWhole writes data as file p (0600, opened with O_CREATE plus flag:
-// O_EXCL for new files, O_TRUNC to replace) and queues it for the fsync at
-// the end.
-func (r *restorer) writeWhole(d *dest, p string, data []byte, mtime time.Time, flag int) error {
-	if err := d.ensureParent(p); err != nil {
-		return err
-	}
-	out, err := d.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|flag, fileMode)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", d.full(p), err)
-	}
-	_, err = out.Write(data)
-	if cerr := out.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", d.full(p), err)
-	}
-	if !mtime.IsZero() {
-		if err := d.root.Chtimes(p, mtime, mtime); err != nil {
-			return fmt.Errorf("set the mtime of %s: %w", d.full(p), err)
-		}
-	}
-	r.addSync(syncEntry{d: d, path: p})
-	return nil
 }
 
 func (r *restorer) addSync(e syncEntry) {

@@ -168,13 +168,22 @@ func TestRunRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRunTablespaces: without a move, tablespace_map and backup_manifest
+// are the server's; with one, the map is left out and the manifest loses
+// its entry, as pg_basebackup -Fp --tablespace-mapping leaves them, and
+// the link alone says where the tablespace is.
 func TestRunTablespaces(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		remap bool
+		name string
+		// remap is the location given to --tablespace, relative to the
+		// test directory; "" gives none.
+		remap string
+		// moved: the tablespace does not stay at its recorded location.
+		moved bool
 	}{
-		{"recorded location", false},
-		{"remapped", true},
+		{name: "recorded location"},
+		{name: "remapped to the recorded location", remap: "recorded"},
+		{name: "remapped", remap: "moved", moved: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -184,11 +193,12 @@ func TestRunTablespaces(t *testing.T) {
 			target := filepath.Join(tmp, "data")
 			o := testOptions(target)
 			want := recorded
-			if tc.remap {
-				want = filepath.Join(tmp, "moved")
+			if tc.remap != "" {
+				want = filepath.Join(tmp, tc.remap)
 				o.Tablespaces = map[uint32]string{testTSOID: want}
 			}
-			if _, err := Run(t.Context(), f.repo, o); err != nil {
+			res, err := Run(t.Context(), f.repo, o)
+			if err != nil {
 				t.Fatal(err)
 			}
 			link := filepath.Join(target, "pg_tblspc", fmt.Sprint(testTSOID))
@@ -199,21 +209,74 @@ func TestRunTablespaces(t *testing.T) {
 			if fi, err := os.Stat(want); err != nil || fi.Mode().Perm() != 0o700 {
 				t.Errorf("tablespace directory: %v (%v), want mode 0700", fi, err)
 			}
-			if tc.remap {
+			if tc.moved {
 				if _, err := os.Stat(recorded); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("recorded location was created though remapped: %v", err)
 				}
 			}
-			got, err := os.ReadFile(filepath.Join(target, tablespaceMapPath))
+			checkRestored(t, target, f.archives[1], map[string]bool{tablespaceMapPath: tc.moved})
+			_, err = os.Lstat(filepath.Join(target, tablespaceMapPath))
+			if tc.moved != errors.Is(err, os.ErrNotExist) {
+				t.Errorf("tablespace_map: %v; want it absent only when the tablespace moved", err)
+			}
+			got, err := os.ReadFile(filepath.Join(target, "backup_manifest"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(fmt.Sprintf("%d %s\n", testTSOID, want), string(got)); diff != "" {
-				t.Errorf("tablespace_map (-want +got):\n%s", diff)
+			if !tc.moved {
+				if !bytes.Equal(got, f.pgm) {
+					t.Errorf("backup_manifest differs from the server's:\n%s", got)
+				}
+			} else {
+				pg, err := manifest.ParsePGManifest(f.pgm)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pg.Files = slices.DeleteFunc(pg.Files, func(f manifest.PGFile) bool { return f.Path == tablespaceMapPath })
+				back, err := manifest.ParsePGManifest(got)
+				if err != nil {
+					t.Fatalf("backup_manifest written does not parse: %v", err)
+				}
+				if diff := cmp.Diff(pg, back); diff != "" {
+					t.Errorf("backup_manifest: want the server's less tablespace_map (-want +got):\n%s", diff)
+				}
 			}
-			// Rewritten or not, it keeps the recorded mtime.
-			checkRestored(t, target, f.archives[1], map[string]bool{tablespaceMapPath: tc.remap})
+			// Files counts what was written.
+			wantFiles := 0
+			for _, a := range f.archives {
+				for _, m := range a.members {
+					if m.Type == tar.TypeReg && !(tc.moved && m.Name == tablespaceMapPath) {
+						wantFiles++
+					}
+				}
+			}
+			if res.Files != wantFiles {
+				t.Errorf("%d files restored, want %d", res.Files, wantFiles)
+			}
 		})
+	}
+}
+
+// TestRunRefusesInconsistentTablespaceMap: a map naming a tablespace the
+// backup does not have is refused rather than left out, since the links
+// that replace it would not cover that tablespace.
+func TestRunRefusesInconsistentTablespaceMap(t *testing.T) {
+	tmp := t.TempDir()
+	recorded := filepath.Join(tmp, "recorded")
+	f := newFixture(t, mem.New(), fixtureOptions{
+		tablespace:    recorded,
+		tablespaceMap: fmt.Sprintf("%d %s\n99999 /srv/other\n", testTSOID, recorded),
+	})
+	target := filepath.Join(tmp, "data")
+	o := testOptions(target)
+	o.Tablespaces = map[uint32]string{testTSOID: filepath.Join(tmp, "moved")}
+	_, err := Run(t.Context(), f.repo, o)
+	const want = "tablespace_map names tablespace 99999 (at /srv/other), which the backup does not have"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %v, want one containing %q", err, want)
+	}
+	if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("pg_control written after a failure: %v", err)
 	}
 }
 

@@ -63,31 +63,18 @@ func parseTablespaceMapLine(s string) (tablespaceMapEntry, error) {
 	return tablespaceMapEntry{oid: uint32(n), path: path}, nil
 }
 
-// rewriteTablespaceMap points the lines of the remapped tablespaces at
-// their new directories, so that PostgreSQL, which recreates the
-// pg_tblspc links from this file when it starts, links to them. Other
-// lines keep their path.
-func rewriteTablespaceMap(data []byte, dirs map[uint32]string, remapped map[uint32]bool) ([]byte, error) {
+// checkTablespaceMap checks, before a restore leaves tablespace_map out,
+// that every tablespace it names is one the backup has and the restore
+// links in pg_tblspc: without the map, PostgreSQL knows only those links.
+func checkTablespaceMap(data []byte, dirs map[uint32]string) error {
 	entries, err := parseTablespaceMap(data)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out strings.Builder
 	for _, e := range entries {
-		path := e.path
-		if remapped[e.oid] {
-			path = dirs[e.oid]
+		if _, ok := dirs[e.oid]; !ok {
+			return fmt.Errorf("tablespace_map names tablespace %d (at %s), which the backup does not have: the backup is inconsistent; restore another backup", e.oid, e.path)
 		}
-		out.WriteString(strconv.FormatUint(uint64(e.oid), 10))
-		out.WriteByte(' ')
-		for i := 0; i < len(path); i++ {
-			// Escaped as PostgreSQL writes the file.
-			if c := path[i]; c == '\n' || c == '\r' || c == '\\' {
-				out.WriteByte('\\')
-			}
-			out.WriteByte(path[i])
-		}
-		out.WriteByte('\n')
 	}
-	return []byte(out.String()), nil
+	return nil
 }
