@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,6 +74,9 @@ type Report struct {
 	// after they finish removes them.
 	Deferred      Objects  `json:"deferred"`
 	RunningBackup []string `json:"running_backups,omitempty"`
+	// RunningRestore are the live restore leases; Delete defers the
+	// backups they read (BackupDecision.Deferred).
+	RunningRestore []string `json:"running_restores,omitempty"`
 	// Young (GC) are unreferenced objects spared by the grace period.
 	Young Objects `json:"young"`
 	// WALKeptFrom is the first WAL segment of the oldest kept backup:
@@ -89,12 +93,15 @@ type pruner struct {
 	// deferring is set when running backups forbid removing chunks,
 	// WAL and leftovers.
 	deferring bool
+	// restoring maps the id of each backup a live restore lease names
+	// to its holders: Delete leaves those backups whole.
+	restoring map[string][]string
 	now       time.Time // the store's clock
 }
 
 func start(ctx context.Context, repo *repository.Repository, o PruneOptions, command string) (*pruner, error) {
 	o.defaults()
-	p := &pruner{repo: repo, o: o, rep: &Report{DryRun: o.DryRun}}
+	p := &pruner{repo: repo, o: o, rep: &Report{DryRun: o.DryRun}, restoring: map[string][]string{}}
 	if o.DryRun {
 		// No lock: a dry run reads, and reports running backups as a
 		// real run would find them now. Without an object of its own it
@@ -106,8 +113,8 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 			return nil, err
 		}
 		for _, h := range locks {
-			if h.Kind == repository.LockBackup && !repository.Stale(h, p.now) {
-				p.rep.RunningBackup = append(p.rep.RunningBackup, h.String())
+			if !repository.Stale(h, p.now) {
+				p.running(h)
 			}
 		}
 	} else {
@@ -120,7 +127,7 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 		p.lock = l
 		p.now = l.StoreNow()
 		for _, h := range l.Others() {
-			p.rep.RunningBackup = append(p.rep.RunningBackup, h.String())
+			p.running(h)
 		}
 	}
 	p.deferring = len(p.rep.RunningBackup) > 0
@@ -128,6 +135,17 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 		o.Log.Warn("backups are running: chunks, WAL and leftovers stay until a gc after they finish", "running", p.rep.RunningBackup)
 	}
 	return p, nil
+}
+
+// running records a live backup or restore lease.
+func (p *pruner) running(h repository.LockInfo) {
+	switch h.Kind {
+	case repository.LockBackup:
+		p.rep.RunningBackup = append(p.rep.RunningBackup, h.String())
+	case repository.LockRestore:
+		p.rep.RunningRestore = append(p.rep.RunningRestore, h.String())
+		p.restoring[h.Backup] = append(p.restoring[h.Backup], h.String())
+	}
 }
 
 func (p *pruner) release(ctx context.Context) {
@@ -242,7 +260,9 @@ func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64, old func
 // then its other objects, then the chunks no kept backup references and
 // the WAL older than the oldest kept backup needs — unless backups are
 // running, which may have deduplicated against those chunks: then they
-// are deferred to a later gc.
+// are deferred to a later gc. A backup that a live restore reads is not
+// deleted at all: it counts as kept for this run, so its chunks and WAL
+// stay too, and a delete after the restore removes it.
 func Delete(ctx context.Context, repo *repository.Repository, r Retention, o PruneOptions) (*Report, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -268,6 +288,14 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	if err != nil {
 		return nil, err
 	}
+	for i := range decisions {
+		d := &decisions[i]
+		if holders := p.restoring[d.ID]; !d.Keep && len(holders) > 0 {
+			d.Deferred = true
+			d.Reason += "; deferred: a restore is reading it (" + strings.Join(holders, "; ") + ")"
+			p.o.Log.Warn("a restore is reading this backup: it stays until a delete after the restore", "id", d.ID, "restore", holders)
+		}
+	}
 	p.rep.Backups = decisions
 
 	// Second pass: the chunks the kept backups reference, and those the
@@ -279,7 +307,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	var doomed []string
 	for i, d := range decisions {
 		segSize = sums[i].segSize
-		if d.Keep {
+		if d.Keep || d.Deferred {
 			if !anyKept || sums[i].firstSeg < cutoff {
 				cutoff, keptFrom = sums[i].firstSeg, sums[i].firstWAL
 			}
@@ -293,7 +321,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	}
 	p.rep.WALKeptFrom = keptFrom
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
-		if decisions[i].Keep {
+		if decisions[i].Keep || decisions[i].Deferred {
 			kept.addBackup(b)
 		} else {
 			gone.addBackup(b)

@@ -53,7 +53,11 @@ type BackupDecision struct {
 	ID       string    `json:"id"`
 	Finished time.Time `json:"finished"`
 	Keep     bool      `json:"keep"`
-	Reason   string    `json:"reason"`
+	// Deferred is set on a backup that was to be deleted but stays,
+	// whole, because a restore holds a lease on it; a delete after the
+	// restore removes it.
+	Deferred bool   `json:"deferred,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // summary is what retention needs of a backup; manifests themselves are

@@ -20,11 +20,13 @@ import (
 )
 
 // Lock kinds. A backup holds a backup lease from before its first
-// deduplication check until after its commit; delete and gc hold a prune
-// lock. The protocol is described in docs/catalog.md.
+// deduplication check until after its commit; a restore holds a restore
+// lease, naming the backup it reads, while it reads; delete and gc hold a
+// prune lock. The protocol is described in docs/catalog.md.
 const (
-	LockBackup = "backup"
-	LockPrune  = "prune"
+	LockBackup  = "backup"
+	LockRestore = "restore"
+	LockPrune   = "prune"
 )
 
 // DefaultLeaseTTL is how long a lease stays valid without a refresh. It is
@@ -49,9 +51,12 @@ type LockInfo struct {
 	PID        int       `json:"pid"`
 	Started    time.Time `json:"started"`
 	TTLSeconds int64     `json:"ttl_seconds"`
-	// Decided is set by a prune once it has listed the backup leases;
-	// Backups are the leases it saw and defers to. A backup waits for a
-	// prune that has not decided or that did not see it.
+	// Backup is, in a restore lease, the id of the backup it reads.
+	Backup string `json:"backup,omitempty"`
+	// Decided is set by a prune once it has listed the backup and
+	// restore leases; Backups are the keys of the leases it saw and
+	// defers to. A backup or restore waits for a prune that has not
+	// decided or that did not see it.
 	Decided bool     `json:"decided,omitempty"`
 	Backups []string `json:"backups,omitempty"`
 
@@ -64,13 +69,20 @@ func (l LockInfo) ttl() time.Duration { return time.Duration(l.TTLSeconds) * tim
 
 // String names the holder for messages.
 func (l LockInfo) String() string {
+	if l.Backup != "" {
+		return fmt.Sprintf("%s of %s by %s pid %d since %s", l.Command, l.Backup, l.Host, l.PID, l.Started.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("%s by %s pid %d since %s", l.Command, l.Host, l.PID, l.Started.UTC().Format(time.RFC3339))
 }
 
 // LeaseOptions tune TakeLease.
 type LeaseOptions struct {
-	// Command names what the holder does ("backup", "delete", "gc").
+	// Command names what the holder does ("backup", "restore",
+	// "delete", "gc").
 	Command string
+	// Backup is the id of the backup a restore lease protects; it is
+	// required for LockRestore.
+	Backup string
 	// TTL is DefaultLeaseTTL when zero.
 	TTL time.Duration
 	// Wait bounds how long a prune waits for another prune; a backup
@@ -106,8 +118,8 @@ type Lease struct {
 
 // TakeLease writes a lease of the given kind and settles it with the
 // other holders: a prune lock excludes other prunes (waiting up to
-// o.Wait), and a backup lease waits while a prune that did not see it may
-// be deleting. Staleness is judged with the store's clock (object
+// o.Wait), and a backup or restore lease waits while a prune that did not
+// see it may be deleting. Staleness is judged with the store's clock (object
 // modification times against the time the store gave our own object),
 // so clock skew between hosts does not matter.
 func (r *Repository) TakeLease(ctx context.Context, kind string, o LeaseOptions) (*Lease, error) {
@@ -120,8 +132,11 @@ func (r *Repository) TakeLease(ctx context.Context, kind string, o LeaseOptions)
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if kind == LockRestore && !manifest.ValidBackupID(o.Backup) {
+		return nil, fmt.Errorf("take %s lease in %s: %q is not a backup id", kind, r, o.Backup)
+	}
 	host, _ := os.Hostname()
-	info := LockInfo{Kind: kind, Command: o.Command, Host: host, PID: os.Getpid(), Started: time.Now().UTC(), TTLSeconds: int64(o.TTL / time.Second)}
+	info := LockInfo{Kind: kind, Command: o.Command, Backup: o.Backup, Host: host, PID: os.Getpid(), Started: time.Now().UTC(), TTLSeconds: int64(o.TTL / time.Second)}
 	if info.TTLSeconds < 1 {
 		info.TTLSeconds = 1
 	}
@@ -143,8 +158,8 @@ func (r *Repository) TakeLease(ctx context.Context, kind string, o LeaseOptions)
 			blocker, ok := l.settle(live)
 			if ok {
 				if kind == LockPrune {
-					// Record what we saw, so a backup that started
-					// after our listing knows to wait for us.
+					// Record what we saw, so a backup or restore that
+					// started after our listing knows to wait for us.
 					l.info.Decided = true
 					for _, b := range l.others {
 						l.info.Backups = append(l.info.Backups, b.Key)
@@ -192,9 +207,9 @@ func (l *Lease) settle(live []LockInfo) (LockInfo, bool) {
 		switch {
 		case l.info.Kind == LockPrune && o.Kind == LockPrune:
 			return o, false
-		case l.info.Kind == LockPrune && o.Kind == LockBackup:
+		case l.info.Kind == LockPrune && (o.Kind == LockBackup || o.Kind == LockRestore):
 			l.others = append(l.others, o)
-		case l.info.Kind == LockBackup && o.Kind == LockPrune:
+		case (l.info.Kind == LockBackup || l.info.Kind == LockRestore) && o.Kind == LockPrune:
 			if !o.Decided || !slices.Contains(o.Backups, l.key) {
 				return o, false
 			}
@@ -309,7 +324,8 @@ func (l *Lease) startRefresh(ctx context.Context, log *slog.Logger) {
 }
 
 // Others returns the live holders seen when the lease was taken: for a
-// prune lock, the running backups it must not take objects from.
+// prune lock, the running backups and restores it must not take objects
+// from.
 func (l *Lease) Others() []LockInfo { return slices.Clone(l.others) }
 
 // StoreNow is the store's clock now, as read from the modification time

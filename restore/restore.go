@@ -76,6 +76,8 @@ type Options struct {
 	// kept (a backup of a standby has it) or written. Without it a
 	// backup of a standby is restored as a primary (see asPrimary).
 	Standby bool
+	// LeaseTTL is the restore lease's TTL (repository.DefaultLeaseTTL).
+	LeaseTTL time.Duration
 	// Log receives progress and summary lines; nil discards them.
 	Log *slog.Logger
 	// Progress, if set, is called about every second and once at the end,
@@ -144,6 +146,15 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
 	}
+	// The lease keeps delete and gc off this backup's objects until the
+	// restore has read them all.
+	lease, err := holdLease(ctx, repo, b.ID, o)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	if lease != nil {
+		defer lease.Release(ctx)
+	}
 	// PostgreSQL's backup_manifest is downloaded once, into a spool file
 	// (tens of MB with many files, so not held): checked there against
 	// its recorded hash and the backup's files before anything is
@@ -185,11 +196,26 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 		"wal", string(o.WAL), "wal_segments", len(b.WAL), "concurrency", o.Concurrency,
 		"memory_budget_bytes", int64(o.Concurrency)*(p.maxChunkRaw+p.maxChunkStored))
 	res, err := r.run(ctx, started)
+	lapsed := leaseLapsed(lease)
 	if err != nil {
 		if ctx.Err() != nil && !errors.Is(err, context.Cause(ctx)) {
 			err = fmt.Errorf("interrupted (%w) after: %v", context.Cause(ctx), err)
 		}
+		if lapsed != nil {
+			// A missing object is then likely a delete's doing.
+			err = fmt.Errorf("%w; %w, so a delete or gc may have removed what was still to be read", err, lapsed)
+		}
 		return nil, p.incomplete(err)
+	}
+	if lapsed != nil {
+		// Every chunk, file and WAL segment was read and verified
+		// against its hash after all: what a delete had removed would
+		// have failed the restore, so the directory is complete.
+		msg := "the restore lease lapsed, so a delete or gc may have treated this restore as dead; everything it read was verified, so the restore is complete"
+		if o.WAL == WALFetch {
+			msg += ", but the WAL that PostgreSQL fetches from now on may have gone with the backup: check that pgstow list still shows it"
+		}
+		o.Log.Warn(msg, "backup", b.ID, "err", lapsed)
 	}
 	return res, nil
 }

@@ -169,7 +169,8 @@ before that window is kept as its base, with the WAL from it on.
 Each backup's manifest goes first, so it disappears at once; then its other
 objects, the chunks no kept backup references, and the WAL segments older than
 the oldest kept backup's first one. Backups running meanwhile may share those
-chunks, so while any runs they are left for a later "pgstow gc".
+chunks, so while any runs they are left for a later "pgstow gc". A backup that a
+running restore reads is not deleted ("defer"): run the delete again after it.
 Only one delete or gc runs at a time (--lock-wait).`,
 		Example: `  pgstow delete --retain-last 7 --dry-run
   pgstow delete --retain-within 14d --keep-wal-within 7d
@@ -267,8 +268,13 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		if rep.DryRun {
 			action = "would delete"
 		}
-		if b.Keep {
+		switch {
+		case b.Keep:
 			action = "keep"
+		case b.Deferred && rep.DryRun:
+			action = "would defer"
+		case b.Deferred:
+			action = "defer"
 		}
 		fmt.Fprintf(g.stdout, "%-12s %s  finished %s  %s\n", action, b.ID, b.Finished.Format(time.RFC3339), b.Reason)
 	}
@@ -294,6 +300,16 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 	if rep.Deferred.Count > 0 {
 		fmt.Fprintf(g.stdout, "deferred %d object(s) (%s) because backups are running (%s); run pgstow gc after they finish\n",
 			rep.Deferred.Count, humanBytes(rep.Deferred.Bytes), strings.Join(rep.RunningBackup, "; "))
+	}
+	var deferred []string
+	for _, b := range rep.Backups {
+		if b.Deferred {
+			deferred = append(deferred, b.ID)
+		}
+	}
+	if len(deferred) > 0 {
+		fmt.Fprintf(g.stdout, "deferred backup(s) %s: a restore is reading them (%s); run the delete again once it has finished\n",
+			strings.Join(deferred, ", "), strings.Join(rep.RunningRestore, "; "))
 	}
 	if rep.DryRun {
 		for _, s := range []catalog.Objects{rep.Manifests, rep.Chunks, rep.WAL, rep.Leftovers, rep.Locks} {
