@@ -495,3 +495,49 @@ func TestGCWithoutBackups(t *testing.T) {
 		t.Errorf("report %+v; want the chunk %s removed and the WAL kept", rep, chunk)
 	}
 }
+
+// TestDeleteDefersRestoredBackup: a backup a live restore reads is left
+// whole by a delete that removes another: the chunks it shares with the
+// deleted one, and its WAL, stay with it.
+func TestDeleteDefersRestoredBackup(t *testing.T) {
+	// Backups 0 and 1 share base/1/1259 but not pg_control; 2 shares
+	// only the last chunk with them.
+	base := newFixture(t, backupSpec{seed: 1, firstSeg: 3, segs: 2}, backupSpec{seed: 1, control: 9, firstSeg: 5, segs: 1}, backupSpec{seed: 2, firstSeg: 6, segs: 1})
+	b0, b1, b2 := base.backups[0], base.backups[1], base.backups[2]
+	// What only backup 1 needs, but its WAL: that comes after backup 0's,
+	// which is kept from its first segment on.
+	var own []string
+	for _, k := range backupKeys(b1) {
+		if !slices.Contains(backupKeys(b0), k) && !slices.Contains(backupKeys(b2), k) && !strings.HasPrefix(k, manifest.WALPrefix) {
+			own = append(own, k)
+		}
+	}
+	if !slices.ContainsFunc(own, func(k string) bool { return strings.HasPrefix(k, manifest.ChunksPrefix) }) {
+		t.Fatalf("backup 1 has no chunk of its own (%q): the fixture does not test what it should", own)
+	}
+	for _, dry := range []bool{true, false} {
+		f := base.clone(t)
+		l, err := f.repo.TakeLease(t.Context(), repository.LockRestore, repository.LeaseOptions{Command: "restore", Backup: b0.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := f.store.Keys()
+		rep, err := Delete(t.Context(), f.repo, Retention{RetainLast: 1}, PruneOptions{DryRun: dry})
+		after := f.store.Keys()
+		l.Release(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := rep.Backups; len(d) != 3 || !d[0].Deferred || d[0].Keep || d[1].Deferred || d[1].Keep || !d[2].Keep {
+			t.Errorf("dry run %v: decisions %+v; want backup 0 deferred, 1 deleted, 2 kept", dry, d)
+		}
+		if rep.WALKeptFrom != b0.WAL[0].Name || rep.Deferred.Count != 0 {
+			t.Errorf("dry run %v: %+v; want WAL kept from %s, the deferred backup's first segment", dry, rep, b0.WAL[0].Name)
+		}
+		if dry {
+			checkKeys(t, "what a dry run lists", reportedKeys(rep), own)
+			continue
+		}
+		checkKeys(t, "objects removed", minus(before, after), own)
+	}
+}

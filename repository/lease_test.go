@@ -565,3 +565,125 @@ func testPruneStopsWhenItsLockLapses(t *testing.T) {
 		t.Errorf("locks left: %v", keys)
 	}
 }
+
+// TestRestoreLease: a restore lease names its backup; a prune sees it and
+// records it, and a restore that starts after the prune decided waits for
+// it, as a backup does.
+func TestRestoreLease(t *testing.T) {
+	ctx := t.Context()
+	repo := repository.New(mem.New())
+	if _, err := repo.TakeLease(ctx, repository.LockRestore, repository.LeaseOptions{Command: "restore"}); err == nil || !strings.Contains(err.Error(), "not a backup id") {
+		t.Errorf("restore lease without a backup id: %v", err)
+	}
+	const id = "20260102T030405Z"
+	seen := takeLease(t, repo, repository.LockRestore, repository.LeaseOptions{Command: "restore", Backup: id})
+	prune := takeLease(t, repo, repository.LockPrune, repository.LeaseOptions{Command: "delete"})
+	others := prune.Others()
+	if len(others) != 1 || others[0].Key != seen.Key() || others[0].Backup != id || !strings.HasPrefix(others[0].String(), "restore of "+id+" by ") {
+		t.Errorf("prune's others %+v, want the restore of %s", others, id)
+	}
+	locks, err := repo.Locks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range locks {
+		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
+			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
+		}
+	}
+
+	var released atomic.Bool
+	done := make(chan error, 1)
+	go func() {
+		l, err := repo.TakeLease(ctx, repository.LockRestore, repository.LeaseOptions{Command: "restore", Backup: id, Poll: 10 * time.Millisecond})
+		if err == nil {
+			if !released.Load() {
+				err = errors.New("taken while the prune that did not see it ran")
+			}
+			l.Release(ctx)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("restore lease taken while a prune that did not see it ran: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	released.Store(true)
+	prune.Release(ctx)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("restore lease not taken after the prune was released")
+	}
+}
+
+// TestRestoreLeaseDefers: delete leaves whole the backup a live restore
+// reads, and only that one; gc removes nothing of it; an expired restore
+// lease holds nothing off.
+func TestRestoreLeaseDefers(t *testing.T) {
+	synctest.Test(t, testRestoreLeaseDefers)
+}
+
+func testRestoreLeaseDefers(t *testing.T) {
+	ctx := t.Context()
+	store := mem.New()
+	repo := repository.New(store)
+	b0, b1 := twoBackups(t, repo)
+
+	// A restore of the newest backup holds off nothing of the older one.
+	l1 := takeLease(t, repo, repository.LockRestore, repository.LeaseOptions{Command: "restore", Backup: b1.ID})
+	dry, err := catalog.Delete(ctx, repo, catalog.Retention{RetainLast: 1}, catalog.PruneOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dry.RunningRestore) != 1 || dry.Deferred.Count != 0 || dry.Manifests.Count != 2 || dry.WAL.Count != 2 || dry.Backups[0].Deferred {
+		t.Errorf("dry run with a restore of the kept backup: %+v; want backup 0 and its WAL removed", dry)
+	}
+	l1.Release(ctx)
+
+	// A restore of the older one keeps it, its chunks and its WAL.
+	l0 := takeLease(t, repo, repository.LockRestore, repository.LeaseOptions{Command: "restore", Backup: b0.ID, TTL: time.Second})
+	before := store.Keys()
+	for _, r := range []catalog.Retention{{RetainLast: 1}, {IDs: []string{b0.ID}}} {
+		rep, err := catalog.Delete(ctx, repo, r, catalog.PruneOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Backups) != 2 || !rep.Backups[0].Deferred || rep.Backups[0].Keep || !strings.Contains(rep.Backups[0].Reason, "restore of "+b0.ID) || rep.Backups[1].Deferred {
+			t.Errorf("delete %+v during a restore of %s: decisions %+v; want it deferred, naming the restore", r, b0.ID, rep.Backups)
+		}
+		if rep.Manifests.Count+rep.Chunks.Count+rep.WAL.Count+rep.Deferred.Count != 0 {
+			t.Errorf("delete %+v during a restore of %s: %+v; want nothing removed", r, b0.ID, rep)
+		}
+	}
+	gc, err := catalog.GC(ctx, repo, catalog.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gc.RunningRestore) != 1 || gc.Chunks.Count+gc.WAL.Count+gc.Leftovers.Count+gc.Locks.Count+gc.Deferred.Count != 0 {
+		t.Errorf("gc during a restore: %+v; want nothing removed", gc)
+	}
+	if got := removed(before, store.Keys()); len(got) != 0 {
+		t.Errorf("removed %q while a restore read backup 0", got)
+	}
+
+	// The restore hangs: its lease expires, and a delete goes ahead.
+	hung := l0.Key()
+	l0.Release(ctx) // stops the refreshes; write the lease back as a hung process leaves it
+	data, _ := json.Marshal(repository.LockInfo{Kind: repository.LockRestore, Command: "restore", Backup: b0.ID, TTLSeconds: 1})
+	if err := store.Put(ctx, hung, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	rep, err := catalog.Delete(ctx, repo, catalog.Retention{IDs: []string{b0.ID}}, catalog.PruneOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.RunningRestore) != 0 || rep.Backups[0].Deferred || rep.Manifests.Count != 2 || rep.Chunks.Count == 0 || rep.WAL.Count != 2 {
+		t.Errorf("delete with an expired restore lease: %+v; want backup 0 removed", rep)
+	}
+}
