@@ -55,6 +55,10 @@ before the directory is declared complete; global/pg_control is written last, so
 an interrupted restore never looks like a finished one. User tablespaces go to
 their recorded location unless remapped with --tablespace OID=DIR.
 
+While it reads, a lease in the repository keeps "pgstow delete" off the backup;
+from a repository this user cannot write it restores without one, with a
+warning (docs/catalog.md).
+
 --wal=embed (default) puts the WAL the backup needs into pg_wal/, so the
 directory starts on its own. --wal=fetch writes recovery.signal and a
 restore_command that runs 'pgstow wal-fetch' against this repository.
