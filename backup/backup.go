@@ -168,6 +168,19 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	)
 	if o.WAL == WALStream {
 		comp := chunker.NewCompressor()
+		// store stores segment segName's bytes as object, which is the
+		// segment's own name or, at a standby's end, its partial name.
+		store := func(ctx context.Context, segName, object string, data *io.SectionReader) (manifest.WALSegment, error) {
+			seg, err := repo.PutWALFrom(ctx, comp, object, data, data.Size())
+			if err != nil {
+				return seg, err
+			}
+			walMu.Lock()
+			walSeg[segName] = seg
+			walMu.Unlock()
+			prog.walSegments.Add(1)
+			return seg, nil
+		}
 		ws := &replication.WALStream{
 			Slot:        slot,
 			Timeline:    start.Timeline,
@@ -175,16 +188,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			IdleTimeout: o.IOTimeout,
 			SpoolDir:    repo.SpoolDir(),
 			Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
-				seg, err := repo.PutWALFrom(ctx, comp, name, data, data.Size())
-				if err != nil {
-					return err
+				seg, err := store(ctx, name, name, data)
+				if err == nil {
+					log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
 				}
-				walMu.Lock()
-				walSeg[name] = seg
-				walMu.Unlock()
-				prog.walSegments.Add(1)
-				log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
-				return nil
+				return err
 			},
 		}
 		if sys.Standby {
@@ -192,16 +200,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			// to the end LSN rather than wait for it to fill.
 			ws.EndPartial = func(ctx context.Context, name string, data *io.SectionReader) error {
 				partial := manifest.PartialSegmentName(name, uint64(data.Size()))
-				seg, err := repo.PutWALFrom(ctx, comp, partial, data, data.Size())
-				if err != nil {
-					return err
+				seg, err := store(ctx, name, partial, data)
+				if err == nil {
+					log.Info("last WAL segment stored up to the backup's end, as a standby cannot complete it", "segment", partial, "stored", seg.StoredSize)
 				}
-				walMu.Lock()
-				walSeg[name] = seg
-				walMu.Unlock()
-				prog.walSegments.Add(1)
-				log.Info("last WAL segment stored up to the backup's end, as a standby cannot complete it", "segment", partial, "stored", seg.StoredSize)
-				return nil
+				return err
 			}
 		}
 		g.Go(func() error {
