@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
@@ -212,5 +213,33 @@ func TestRepairRechecks(t *testing.T) {
 	}
 	if locks, err := f.repo.Locks(ctx); err != nil || len(locks) != 0 {
 		t.Fatalf("locks left after the repair: %v, %v", locks, err)
+	}
+}
+
+// Repair waits for a delete or gc at most LockWait, then fails with
+// ErrLocked and moves nothing.
+func TestRepairLocked(t *testing.T) {
+	ctx := t.Context()
+	f := threeBackups(t).clone(t)
+	ref := pickChunk(t, f.backups[0], "base/1/1259", referencedBy([]*manifest.Backup{f.backups[0]}))
+	key := manifest.ChunkKey(ref.ID)
+	data := readKey(t, f.store, key)
+	data[len(data)/2] ^= 1
+	overwrite(t, f.store, key, data)
+	vs, err := Verify(ctx, f.repo, f.ids()[:1], VerifyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc, err := f.repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{Command: "gc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gc.Release(ctx)
+	_, err = Repair(ctx, f.repo, vs, RepairOptions{LockWait: 100 * time.Millisecond})
+	if !errors.Is(err, repository.ErrLocked) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("repair under another prune's lock: %v, want ErrLocked in one line", err)
+	}
+	if got := readKey(t, f.store, key); !bytes.Equal(got, data) {
+		t.Fatal("the damaged chunk moved without the lock")
 	}
 }

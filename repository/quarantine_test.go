@@ -3,8 +3,10 @@ package repository
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -212,5 +214,33 @@ func TestLatestChunkCRCs(t *testing.T) {
 	}
 	if _, ok := known(strings.Repeat("f", 64)); ok {
 		t.Error("a chunk the backup does not reference is known")
+	}
+}
+
+// failingPuts fails every Put under a prefix.
+type failingPuts struct {
+	providers.Store
+	prefix string
+}
+
+func (f failingPuts) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
+	if strings.HasPrefix(key, f.prefix) {
+		return errors.New("store unavailable")
+	}
+	return f.Store.Put(ctx, key, body, size, opts)
+}
+
+// A copy that fails leaves the chunk where it was: never neither.
+func TestQuarantineCopyFails(t *testing.T) {
+	ctx := t.Context()
+	store := mem.New()
+	a, _ := storeChunks(t, New(store), bytes.Repeat([]byte("abc"), 50000))
+	r := New(failingPuts{Store: store, prefix: QuarantinePrefix})
+	_, err := r.QuarantineChunk(ctx, a.Chunks[0].ID)
+	if err == nil || !strings.Contains(err.Error(), "copy to quarantine/chunks/") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v; want one line naming the failed copy", err)
+	}
+	if _, err := store.Stat(ctx, manifest.ChunkKey(a.Chunks[0].ID)); err != nil {
+		t.Fatalf("the chunk after a failed quarantine: %v", err)
 	}
 }
