@@ -63,6 +63,8 @@ type Verdict struct {
 	WALSegments int       `json:"wal_segments"`
 	StoredBytes int64     `json:"stored_bytes"` // chunk and WAL bytes checked
 	Problems    []Problem `json:"problems"`
+	// damaged are the chunks found corrupt, for Repair.
+	damaged []manifest.ChunkRef
 }
 
 func (v *Verdict) add(kind, object, format string, args ...any) {
@@ -237,6 +239,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 			case !ok:
 				v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), b.FilesIn(ai, offs[ci], ref.RawSize))
 			case size != ref.StoredSize:
+				v.damaged = append(v.damaged, ref)
 				v.add(CorruptChunk, key, "%s chunk %d of %d has %d bytes, the manifest says %d; it holds %s",
 					a.Name, ci+1, len(a.Chunks), size, ref.StoredSize, b.FilesIn(ai, offs[ci], ref.RawSize))
 			default:
@@ -381,10 +384,13 @@ func partialSize(name string, segSize uint64) uint64 {
 // fetched is one chunk on its way from the downloaders to the in-order
 // checker.
 type fetched struct {
-	ref  manifest.ChunkRef
-	raw  *bytes.Buffer
-	err  error
-	done chan struct{}
+	ref manifest.ChunkRef
+	raw *bytes.Buffer
+	err error
+	// crcErr is set when the chunk decodes right but its stored bytes
+	// do not have the recorded CRC32C.
+	crcErr error
+	done   chan struct{}
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -433,6 +439,9 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 				if err == nil {
 					err = repo.DecodeChunk(dec, f.ref, data, f.raw)
 				}
+				if err == nil {
+					f.crcErr = repository.CheckStoredCRC(f.ref, data)
+				}
 				f.err = err
 				close(f.done)
 			}
@@ -452,11 +461,18 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 			if !seen[f.ref.ID] {
 				v.StoredBytes += f.ref.StoredSize
 			}
+			if f.crcErr != nil {
+				checkCRC(ctx, repo, f, v, func(detail string) {
+					v.add(CorruptChunk, key, "%s chunk %d of %d: %s; it holds %s", a.Name, ci+1, len(a.Chunks), detail, holds())
+				})
+			}
+			// The content is right either way: its files can be checked.
 			fc.feed(offs[ci], f.raw.Bytes())
 		case errors.Is(f.err, providers.ErrNotExist):
 			v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), holds())
 			fc.skip(offs[ci], f.ref.RawSize)
 		case errors.Is(f.err, repository.ErrCorrupt):
+			v.damaged = append(v.damaged, f.ref)
 			v.add(CorruptChunk, key, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), f.err, holds())
 			fc.skip(offs[ci], f.ref.RawSize)
 		default:
@@ -469,6 +485,22 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 		ci++
 	}
 	fc.finish()
+}
+
+// checkCRC judges a chunk that decodes to the right content but whose
+// stored bytes do not have the CRC32C the manifest records: damage, unless
+// a copy of the chunk was quarantined since, in which case the stored
+// object is a later upload whose frame may legitimately differ (another
+// encoder) from the one this backup recorded.
+func checkCRC(ctx context.Context, repo *repository.Repository, f *fetched, v *Verdict, report func(detail string)) {
+	replaced, err := repo.Quarantined(ctx, f.ref.ID)
+	switch {
+	case err != nil:
+		v.add(UnreadableChunk, manifest.ChunkKey(f.ref.ID), "%v (needed to judge its %v)", err, f.crcErr)
+	case !replaced:
+		v.damaged = append(v.damaged, f.ref)
+		report(fmt.Sprintf("%v (it still decodes to the right content)", f.crcErr))
+	}
 }
 
 // archiveFiles returns the indexes of the regular files with content in

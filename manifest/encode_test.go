@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -40,13 +41,15 @@ func testBackup() *Backup {
 			{
 				Name: "base.tar", RawSize: 16384, StoredSize: 3000,
 				Chunks: []ChunkRef{
-					{ID: chunkID("a"), RawSize: 8192, StoredSize: 2000, Codec: "lz4"},
+					// a was uploaded by this backup, b deduplicated
+					// without a known CRC (or from an older manifest).
+					{ID: chunkID("a"), RawSize: 8192, StoredSize: 2000, Codec: "lz4", StoredCRC32C: crcOf(0x8badf00d)},
 					{ID: chunkID("b"), RawSize: 8192, StoredSize: 1000, Codec: "lz4"},
 				},
 			},
 			{
 				Name: "16384.tar", TablespaceOID: 16384, RawSize: 3072, StoredSize: 200,
-				Chunks: []ChunkRef{{ID: chunkID("c"), RawSize: 3072, StoredSize: 200, Codec: "lz4"}},
+				Chunks: []ChunkRef{{ID: chunkID("c"), RawSize: 3072, StoredSize: 200, Codec: "lz4", StoredCRC32C: crcOf(0)}},
 			},
 		},
 		Files: []File{
@@ -68,6 +71,9 @@ func testBackup() *Backup {
 	}
 }
 
+// crcOf returns a pointer to a stored-bytes CRC, for literals.
+func crcOf(v uint32) *uint32 { return &v }
+
 // reseal applies edit to the part of an encoded manifest the checksum
 // covers and writes a fresh checksum, so tests can build documents that
 // pass the checksum but differ in content.
@@ -83,6 +89,51 @@ func reseal(t *testing.T, data []byte, edit func(string) string) []byte {
 func seal(covered string) []byte {
 	sum := sha256.Sum256([]byte(covered))
 	return []byte(covered + ` "manifest_sha256": "` + hex.EncodeToString(sum[:]) + "\"\n}\n")
+}
+
+// A chunk's stored-bytes CRC is written only when known, 0 included,
+// and a manifest without it (every one before the field) reads as
+// unknown.
+func TestChunkCRCEncoding(t *testing.T) {
+	data, err := Encode(testBackup())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\"stored_crc32c\": 2343432205\n", "\"stored_crc32c\": 0\n"} {
+		if !bytes.Contains(data, []byte(want)) {
+			t.Errorf("encoding lacks %q:\n%s", want, data)
+		}
+	}
+	if n := bytes.Count(data, []byte("stored_crc32c")); n != 2 {
+		t.Errorf("stored_crc32c appears %d times, want 2 (chunk b has none)", n)
+	}
+	b, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := b.Archives[0].Chunks; c[0].StoredCRC32C == nil || *c[0].StoredCRC32C != 0x8badf00d || c[1].StoredCRC32C != nil {
+		t.Errorf("decoded chunk CRCs %v and %v, want 8badf00d and none", c[0].StoredCRC32C, c[1].StoredCRC32C)
+	}
+	if c := b.Archives[1].Chunks[0].StoredCRC32C; c == nil || *c != 0 {
+		t.Errorf("decoded CRC 0 as %v", c)
+	}
+	old := reseal(t, data, func(s string) string {
+		return regexp.MustCompile(`,\n *"stored_crc32c": \d+`).ReplaceAllString(s, "")
+	})
+	if bytes.Contains(old, []byte("stored_crc32c")) {
+		t.Fatalf("could not remove the field:\n%s", old)
+	}
+	b, err = Decode(old)
+	if err != nil {
+		t.Fatalf("a manifest without chunk CRCs: %v", err)
+	}
+	for _, a := range b.Archives {
+		for _, c := range a.Chunks {
+			if c.StoredCRC32C != nil {
+				t.Errorf("chunk %s of a manifest without CRCs decoded with CRC %d", c.ID[:8], *c.StoredCRC32C)
+			}
+		}
+	}
 }
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {

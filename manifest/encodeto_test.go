@@ -53,6 +53,14 @@ func TestEncodeToMatchesWholeEncoding(t *testing.T) {
 			b.Totals.Files = len(b.Files)
 		}},
 		{"no tablespaces, no WAL", func(b *Backup) { b.Tablespaces = nil; b.WAL = []WALSegment{} }},
+		{"no chunk CRCs (older manifests)", func(b *Backup) {
+			for i := range b.Archives {
+				for j := range b.Archives[i].Chunks {
+					b.Archives[i].Chunks[j].StoredCRC32C = nil
+				}
+			}
+		}},
+		{"every chunk CRC", func(b *Backup) { b.Archives[0].Chunks[1].StoredCRC32C = crcOf(0xffffffff) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := testBackup()
@@ -99,15 +107,20 @@ type errWriter struct{ err error }
 func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
 
 // FuzzEncodeTo checks EncodeTo against the whole encoding for arbitrary
-// paths, link targets and labels: JSON escaping is where they could part.
+// paths, link targets and labels (JSON escaping is where they could part)
+// and chunk CRCs, present or not.
 func FuzzEncodeTo(f *testing.F) {
-	f.Add("base/1/1259", "/srv/ts1", "nightly")
-	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe")
-	f.Fuzz(func(t *testing.T, path, target, label string) {
+	f.Add("base/1/1259", "/srv/ts1", "nightly", uint32(0), true)
+	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe", uint32(0xffffffff), false)
+	f.Fuzz(func(t *testing.T, path, target, label string, crc uint32, known bool) {
 		b := testBackup()
 		b.Files[2].Path = path
 		b.Files[3].LinkTarget = target
 		b.Label = label
+		b.Archives[0].Chunks[1].StoredCRC32C = nil
+		if known {
+			b.Archives[0].Chunks[1].StoredCRC32C = &crc
+		}
 		want, werr := wholeEncode(b)
 		var buf bytes.Buffer
 		_, _, err := EncodeTo(&buf, b)

@@ -68,6 +68,17 @@ type ChunkRef struct {
 	RawSize    int64  `json:"raw_size"`
 	StoredSize int64  `json:"stored_size"`
 	Codec      string `json:"codec"` // "lz4"
+	// StoredCRC32C is the Castagnoli CRC of the stored object's bytes
+	// (the LZ4 frame; in an encrypted repository, the frame before it is
+	// sealed), as uploaded. A full verify compares it, which catches a
+	// stored frame changed in a way that still decodes to the right
+	// content. The frame is not a function of the content (the liblz4 and
+	// the pure-Go encoders write different ones), so it cannot be
+	// recomputed: it is recorded by the backup that uploads the chunk and
+	// carried forward by later ones from the previous manifest. Nil when
+	// not known: manifests before this field, and a deduplicated chunk the
+	// previous backup recorded none for.
+	StoredCRC32C *uint32 `json:"stored_crc32c,omitempty"`
 }
 
 // FileType is the kind of a tar member.

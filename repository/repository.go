@@ -48,7 +48,11 @@ var ErrEncryption = errors.New("encryption key does not fit the repository")
 // Repository is a store seen through pgstow's format.
 type Repository struct {
 	store providers.Store
-	key   *encryption.Key // nil: a plain repository
+	// raw is store without the encryption layer: quarantine moves a
+	// damaged object's bytes as they are, which a failed seal would not
+	// let it read.
+	raw providers.Store
+	key *encryption.Key // nil: a plain repository
 	// cfg caches the configuration once read: it is written once and
 	// never changes, and several steps of one command need it.
 	cfgMu sync.Mutex
@@ -58,11 +62,11 @@ type Repository struct {
 }
 
 // New wraps a store.
-func New(store providers.Store) *Repository { return &Repository{store: store} }
+func New(store providers.Store) *Repository { return &Repository{store: store, raw: store} }
 
 // NewEncrypted wraps a store whose objects are sealed with key.
 func NewEncrypted(store providers.Store, key *encryption.Key) *Repository {
-	return &Repository{store: encryption.Wrap(store, key), key: key}
+	return &Repository{store: encryption.Wrap(store, key), raw: store, key: key}
 }
 
 // ChunkID names a chunk by its content: SHA-256, or with encryption the

@@ -40,6 +40,12 @@ type Config struct {
 	// ChunkID names a chunk by its content (chunker.ID, SHA-256, when
 	// nil); an encrypted repository uses a keyed hash.
 	ChunkID func(raw []byte) string
+	// KnownCRC32C, if set, returns the stored-bytes CRC32C recorded for a
+	// chunk the store already holds, so a deduplicated chunk's record
+	// carries it (manifest.ChunkRef.StoredCRC32C). It cannot be
+	// recomputed: the frame our encoder would write need not be the one
+	// stored. Called from several goroutines.
+	KnownCRC32C func(id string) (uint32, bool)
 }
 
 // DefaultChunkSize is the default target chunk size.
@@ -311,6 +317,11 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				}
 				if s.data == nil {
 					ref := manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: s.found, Codec: "lz4"}
+					if u.cfg.KnownCRC32C != nil {
+						if crc, ok := u.cfg.KnownCRC32C(s.id); ok {
+							ref.StoredCRC32C = &crc
+						}
+					}
 					record(c.Seq, ref, false)
 					if u.OnChunk != nil {
 						u.OnChunk(ref, false)
@@ -353,6 +364,12 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 					return err
 				}
 				ref := manifest.ChunkRef{ID: s.id, RawSize: s.raw, StoredSize: stored, Codec: "lz4"}
+				if uploaded {
+					// Another writer's frame, when it stored the chunk
+					// first, may differ from ours: only our own is known.
+					crc := s.crc
+					ref.StoredCRC32C = &crc
+				}
 				record(s.seq, ref, uploaded)
 				if u.OnChunk != nil {
 					u.OnChunk(ref, uploaded)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -265,5 +266,79 @@ func TestRelease(t *testing.T) {
 	}
 	if !bytes.Equal(reassemble(t, store, a), data) {
 		t.Fatal("the archive after Release does not reassemble")
+	}
+}
+
+// Each chunk record carries the CRC32C of the bytes stored: for a chunk
+// uploaded, of the frame sent; for one deduplicated, what KnownCRC32C
+// says, or nothing. A chunk whose key is gone (quarantined) is uploaded
+// again and gets the CRC of the new frame.
+func TestChunkCRCs(t *testing.T) {
+	ctx := t.Context()
+	castagnoli := crc32.MakeTable(crc32.Castagnoli)
+	store := mem.New()
+	data := makeTar(t, 3, 1<<20)
+	cfg := Config{ChunkSize: 64 << 10}
+	first, _, err := New(store, cfg, slog.New(slog.DiscardHandler)).Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func(id string) uint32 {
+		b, err := providers.ReadAll(ctx, store, manifest.ChunkKey(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crc32.Checksum(b, castagnoli)
+	}
+	known := map[string]uint32{}
+	for _, c := range first.Chunks {
+		if c.StoredCRC32C == nil || *c.StoredCRC32C != stored(c.ID) {
+			t.Fatalf("uploaded chunk %s: CRC %v, the stored bytes have %08x", c.ID[:12], c.StoredCRC32C, stored(c.ID))
+		}
+		known[c.ID] = *c.StoredCRC32C
+	}
+	gone := first.Chunks[1].ID
+	for _, tc := range []struct {
+		name      string
+		known     bool
+		remove    bool
+		wantCRC   func(c manifest.ChunkRef) bool
+		wantFresh int
+	}{
+		{"deduplicated, CRC unknown", false, false, func(c manifest.ChunkRef) bool { return c.StoredCRC32C == nil }, 0},
+		{"deduplicated, CRC carried forward", true, false, func(c manifest.ChunkRef) bool {
+			return c.StoredCRC32C != nil && *c.StoredCRC32C == known[c.ID]
+		}, 0},
+		{"one chunk's key removed", true, true, func(c manifest.ChunkRef) bool {
+			return c.StoredCRC32C != nil && *c.StoredCRC32C == stored(c.ID)
+		}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := cfg
+			if tc.known {
+				cfg.KnownCRC32C = func(id string) (uint32, bool) { crc, ok := known[id]; return crc, ok }
+			}
+			if tc.remove {
+				if err := store.Delete(ctx, manifest.ChunkKey(gone)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u := New(store, cfg, slog.New(slog.DiscardHandler))
+			a, _, err := u.Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := u.Stats().NewChunks; n != tc.wantFresh {
+				t.Errorf("%d chunks uploaded, want %d", n, tc.wantFresh)
+			}
+			for _, c := range a.Chunks {
+				if !tc.wantCRC(c) {
+					t.Errorf("chunk %s: CRC %v", c.ID[:12], c.StoredCRC32C)
+				}
+			}
+			if !bytes.Equal(reassemble(t, store, a), data) {
+				t.Fatal("the archive does not reassemble")
+			}
+		})
 	}
 }

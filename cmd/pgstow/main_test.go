@@ -45,6 +45,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"backup", "--repo", "file:///tmp/x", "--concurrency", "0"}, nil, "--concurrency"},
 		{[]string{"backup", "--repo", "file:///tmp/x", "--max-rate", "fast"}, nil, "--max-rate"},
 		{[]string{"backup", "--bogus"}, nil, "unknown flag"},
+		{[]string{"verify", "--repo", "file:///tmp/x", "--wal", "--repair"}, nil, "--repair mends chunks of backups"},
 		{[]string{"list", "--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"list"}, map[string]string{"PGSTOW_REPO": "gopher://x"}, "unknown scheme"},
 	}

@@ -18,21 +18,25 @@ type verifyReport struct {
 	OK      bool                   `json:"ok"`
 	Backups []catalog.Verdict      `json:"backups"`
 	WAL     *walarchive.Continuity `json:"wal,omitempty"`
+	Repair  *catalog.RepairReport  `json:"repair,omitempty"`
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
 	var repoURL string
-	var wal, asJSON, all, quick bool
+	var wal, asJSON, all, quick, repair bool
 	var concurrency int
+	var lockWait time.Duration
 	var progress string
 	var progressEvery time.Duration
 	cmd := &cobra.Command{
-		Use:   "verify [ID|latest ...] [--all] [--quick] [--wal]",
+		Use:   "verify [ID|latest ...] [--all] [--quick] [--wal] [--repair]",
 		Short: "Prove backups restorable without restoring them",
 		Long: `Verify backups (the latest when none is named; --all for every one).
 
 A full verification downloads everything a backup references, as a restore
-would, and checks each chunk's size, LZ4 checksum and SHA-256, recomputes every
+would, and checks each chunk's size, LZ4 checksum and SHA-256 and, where the
+manifest records it, the CRC32C of its stored bytes (which sees a stored frame
+changed so that it still decodes to the right content), recomputes every
 file's CRC32C from its bytes and compares it with pgstow's manifest, checks
 PostgreSQL's backup_manifest (its own checksum, and every file in it against
 pgstow's manifest), and checks each WAL segment the backup needs (presence,
@@ -43,6 +47,14 @@ two chunks per download.
 a backup references exists with its recorded size: fast on any number of
 backups, but it cannot see bytes changed in place.
 
+--repair moves every damaged chunk found (corrupt, wrong size, or stored bytes
+that differ from those uploaded) aside under quarantine/ in the repository,
+after checking it again, and names the backups that cannot be restored until a
+backup stores that chunk again: the next backup that holds the same content
+uploads it afresh, since deduplication no longer finds it, and that heals every
+backup referencing it. Missing and unreadable chunks are left alone. It takes
+the delete/gc lock (--lock-wait) for the move only.
+
 --wal checks that the WAL archive is continuous, from the oldest backup's
 first segment to the newest archived one, following timeline history files;
 alone, it checks only that.
@@ -51,11 +63,15 @@ Every problem is named (object, the files a chunk holds, segment). The exit
 status is 1 if any backup or the WAL archive has a problem.`,
 		Example: `  pgstow verify --repo s3://backups/pg                 # the latest backup, fully
   pgstow verify --all --quick                          # every backup, objects only
+  pgstow verify --all --repair                         # quarantine damaged chunks; then take a backup
   pgstow verify 20261123T204651Z --json | jq .ok
   pgstow verify --wal                                  # the WAL archive only`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if all && len(args) > 0 {
 				return usageError{errors.New("name backups or pass --all, not both")}
+			}
+			if repair && len(args) == 0 && !all && wal {
+				return usageError{errors.New("--repair mends chunks of backups: name backups or pass --all with --wal")}
 			}
 			if concurrency < 1 {
 				return usageError{fmt.Errorf("--concurrency %d: must be 1 or more", concurrency)}
@@ -118,6 +134,13 @@ status is 1 if any backup or the WAL archive has a problem.`,
 					return err
 				}
 			}
+			var rep *catalog.RepairReport
+			if repair && len(verdicts) > 0 {
+				rep, err = catalog.Repair(ctx, repo, verdicts, catalog.RepairOptions{LockWait: lockWait, Log: g.log})
+				if err != nil {
+					return err
+				}
+			}
 			bad := 0
 			for _, v := range verdicts {
 				if !v.OK {
@@ -140,12 +163,15 @@ status is 1 if any backup or the WAL archive has a problem.`,
 					return err
 				}
 			case asJSON:
-				if err := printJSON(g.stdout, verifyReport{OK: bad == 0 && !walBad, Backups: verdicts, WAL: cont}); err != nil {
+				if err := printJSON(g.stdout, verifyReport{OK: bad == 0 && !walBad, Backups: verdicts, WAL: cont, Repair: rep}); err != nil {
 					return err
 				}
 			default:
 				for _, v := range verdicts {
 					printVerdict(g, v)
+				}
+				if rep != nil {
+					printRepair(g, rep)
 				}
 				if cont != nil {
 					fmt.Fprintf(g.stdout, "WAL archive %s to %s (timelines %v): %d segments checked, %d missing\n", cont.From, cont.To, cont.Timelines, cont.Segments, len(cont.Missing))
@@ -157,6 +183,9 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			var problems []string
 			if bad > 0 {
 				problems = append(problems, fmt.Sprintf("%d of %d backup(s) have problems", bad, len(verdicts)))
+			}
+			if rep != nil && len(rep.Quarantined) > 0 {
+				problems = append(problems, fmt.Sprintf("%d damaged chunk(s) quarantined: take a backup to store them again", len(rep.Quarantined)))
 			}
 			if walBad {
 				problems = append(problems, fmt.Sprintf("the WAL archive has %d missing file(s), first %s: point-in-time recovery cannot pass them", len(cont.Missing), cont.Missing[0]))
@@ -171,6 +200,8 @@ status is 1 if any backup or the WAL archive has a problem.`,
 	cmd.Flags().BoolVar(&all, "all", false, "verify every backup")
 	cmd.Flags().BoolVar(&quick, "quick", false, "only check that every referenced object exists with its recorded size")
 	cmd.Flags().BoolVar(&wal, "wal", false, "check the WAL archive's continuity")
+	cmd.Flags().BoolVar(&repair, "repair", false, "move damaged chunks aside (quarantine/) so that the next backup stores them again")
+	cmd.Flags().DurationVar(&lockWait, "lock-wait", 5*time.Minute, "with --repair, how long to wait for a delete or gc to finish")
 	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	progressFlags(cmd, &progress, &progressEvery)
@@ -190,5 +221,31 @@ func printVerdict(g *globals, v catalog.Verdict) {
 	fmt.Fprintf(g.stdout, "%s  %s  %s: %s\n", v.ID, state, v.Mode, what)
 	for _, p := range v.Problems {
 		fmt.Fprintf(g.stdout, "  %s\n", p)
+	}
+}
+
+// printRepair says what --repair moved and what that leaves broken until
+// the next backup.
+func printRepair(g *globals, rep *catalog.RepairReport) {
+	for _, q := range rep.Quarantined {
+		fmt.Fprintf(g.stdout, "quarantined %s as %s\n", q.Chunk, q.To)
+		if len(q.Unrestorable) > 0 {
+			fmt.Fprintf(g.stdout, "  unrestorable until a backup stores this chunk again: %s\n", strings.Join(q.Unrestorable, " "))
+		}
+	}
+	for _, k := range rep.Sound {
+		fmt.Fprintf(g.stdout, "left %s in place: sound when checked again\n", k)
+	}
+	for _, k := range rep.Gone {
+		fmt.Fprintf(g.stdout, "%s was gone when checked again\n", k)
+	}
+	if len(rep.Quarantined) > 0 {
+		fmt.Fprintln(g.stdout, "take a backup now: it uploads the quarantined chunks again if the database still holds their content")
+	}
+	for _, r := range rep.RunningBackups {
+		fmt.Fprintf(g.stdout, "a backup was running (%s): if it had already found a quarantined chunk, the next backup heals it too\n", r)
+	}
+	for _, id := range rep.Unchecked {
+		fmt.Fprintf(g.stdout, "could not read backup %s to see whether the quarantine breaks it\n", id)
 	}
 }

@@ -159,7 +159,13 @@ func Commit(t testing.TB, repo *repository.Repository, spec Spec) (*manifest.Bac
 	if spec.Finished.IsZero() {
 		spec.Finished = BaseTime.Add(time.Minute)
 	}
-	up := uploader.New(repo.Store(), uploader.Config{ChunkSize: spec.ChunkSize}, slog.New(slog.DiscardHandler))
+	// As a backup does: deduplicated chunks carry the newest backup's
+	// CRCs forward.
+	known, err := repo.LatestChunkCRCs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := uploader.New(repo.Store(), uploader.Config{ChunkSize: spec.ChunkSize, KnownCRC32C: known}, slog.New(slog.DiscardHandler))
 	var (
 		archives []manifest.Archive
 		files    []manifest.File

@@ -1,0 +1,190 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
+)
+
+// RepairOptions tune Repair.
+type RepairOptions struct {
+	// LockWait is how long to wait for a delete or gc to finish.
+	LockWait time.Duration
+	// LeaseTTL is the prune lock's TTL (repository.DefaultLeaseTTL).
+	LeaseTTL time.Duration
+	Log      *slog.Logger
+}
+
+// QuarantinedChunk is one damaged chunk Repair moved aside.
+type QuarantinedChunk struct {
+	Chunk string `json:"chunk"`          // its key, now free
+	To    string `json:"quarantined_as"` // where its bytes are
+	// Unrestorable are the committed backups that reference it: they
+	// cannot be restored until a backup stores the chunk again.
+	Unrestorable []string `json:"unrestorable"`
+}
+
+// RepairReport says what Repair did.
+type RepairReport struct {
+	Quarantined []QuarantinedChunk `json:"quarantined"`
+	// Sound are chunks verify found damaged that were fine when
+	// checked again under the lock (replaced since), left in place.
+	Sound []string `json:"sound,omitempty"`
+	// Gone are chunks that had disappeared by then (another repair).
+	Gone []string `json:"gone,omitempty"`
+	// RunningBackups are the backups that held a lease during the
+	// quarantine: one that deduplicated against a damaged chunk before
+	// it moved commits a reference to it, healed like the others by the
+	// next backup that stores the chunk.
+	RunningBackups []string `json:"running_backups,omitempty"`
+	// Unchecked are backups whose manifest could not be read while
+	// looking for the ones a quarantined chunk breaks.
+	Unchecked []string `json:"unchecked,omitempty"`
+}
+
+// Repair moves aside, under repository.QuarantinePrefix, every chunk the
+// verdicts found damaged (undecodable, wrong content, wrong size, or
+// stored bytes that differ from those uploaded), so that the next backup
+// that cuts the same content uploads it again and with that heals every
+// backup that references it. Missing chunks and chunks that could not be
+// read (a store failure) are left to the operator.
+//
+// Verify runs without a lock; Repair takes the prune lock only for the
+// quarantine, so a long verification holds back neither backups nor
+// deletes. Under the lock each chunk is downloaded and checked again, and
+// moved only if still damaged: between the verification and the lock,
+// another repair and a backup may have replaced it with a sound copy.
+// Running backups are not waited for: a backup that already found a
+// damaged chunk references it whether it stays or not, and one that looks
+// after the quarantine uploads it again.
+func Repair(ctx context.Context, repo *repository.Repository, verdicts []Verdict, o RepairOptions) (*RepairReport, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	rep := &RepairReport{}
+	var damaged []manifest.ChunkRef
+	seen := map[string]bool{}
+	for _, v := range verdicts {
+		for _, ref := range v.damaged {
+			if !seen[ref.ID] {
+				seen[ref.ID] = true
+				damaged = append(damaged, ref)
+			}
+		}
+	}
+	if len(damaged) == 0 {
+		return rep, nil
+	}
+	moved, err := quarantine(ctx, repo, damaged, o, rep)
+	if err != nil || len(moved) == 0 {
+		return rep, err
+	}
+	// Which backups the quarantine leaves unrestorable: every one that
+	// references a chunk moved, not only those verified.
+	ids, err := repo.BackupIDs(ctx)
+	if err != nil {
+		return rep, fmt.Errorf("repair: find the backups the quarantined chunks break: %w", err)
+	}
+	for _, id := range ids {
+		b, err := repo.Backup(ctx, id)
+		if err != nil {
+			o.Log.Warn("cannot read a manifest to see whether the quarantined chunks break it", "backup", id, "error", err)
+			rep.Unchecked = append(rep.Unchecked, id)
+			continue
+		}
+		for _, a := range b.Archives {
+			for _, c := range a.Chunks {
+				if i, ok := moved[c.ID]; ok && !slices.Contains(rep.Quarantined[i].Unrestorable, id) {
+					rep.Quarantined[i].Unrestorable = append(rep.Quarantined[i].Unrestorable, id)
+				}
+			}
+		}
+	}
+	return rep, nil
+}
+
+// quarantine moves the chunks still damaged under the prune lock, and
+// returns the index in rep.Quarantined of each chunk id moved.
+func quarantine(ctx context.Context, repo *repository.Repository, damaged []manifest.ChunkRef, o RepairOptions, rep *RepairReport) (map[string]int, error) {
+	lock, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{
+		Command: "verify --repair", TTL: o.LeaseTTL, Wait: o.LockWait, Log: o.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("repair: %w", err)
+	}
+	defer lock.Release(ctx)
+	for _, h := range lock.Others() {
+		rep.RunningBackups = append(rep.RunningBackups, h.String())
+	}
+	moved := map[string]int{} // chunk id → index in rep.Quarantined
+	dec := chunker.NewDecompressor()
+	var buf []byte
+	var raw bytes.Buffer
+	for _, ref := range damaged {
+		key := manifest.ChunkKey(ref.ID)
+		bad, err := stillDamaged(ctx, repo, dec, ref, &buf, &raw)
+		switch {
+		case errors.Is(err, providers.ErrNotExist):
+			rep.Gone = append(rep.Gone, key)
+			continue
+		case err != nil:
+			return moved, fmt.Errorf("repair: check %s again: %w", key, err)
+		case !bad:
+			rep.Sound = append(rep.Sound, key)
+			continue
+		}
+		// A prune that stalled past its lease stops before it changes
+		// anything: a delete or gc may have started meanwhile.
+		if err := lock.Held(); err != nil {
+			return moved, fmt.Errorf("repair: %w", err)
+		}
+		to, err := repo.QuarantineChunk(ctx, ref.ID)
+		if errors.Is(err, providers.ErrNotExist) {
+			rep.Gone = append(rep.Gone, key)
+			continue
+		}
+		if err != nil {
+			return moved, fmt.Errorf("repair: %w", err)
+		}
+		o.Log.Info("damaged chunk quarantined", "chunk", key, "to", to)
+		moved[ref.ID] = len(rep.Quarantined)
+		rep.Quarantined = append(rep.Quarantined, QuarantinedChunk{Chunk: key, To: to, Unrestorable: []string{}})
+	}
+	return moved, nil
+}
+
+// stillDamaged downloads and checks a chunk as a full verify does. An
+// error is a chunk that could not be read (ErrNotExist when missing).
+func stillDamaged(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, ref manifest.ChunkRef, buf *[]byte, raw *bytes.Buffer) (bool, error) {
+	data, err := repo.DownloadChunk(ctx, ref, buf)
+	if err == nil {
+		err = repo.DecodeChunk(dec, ref, data, raw)
+	}
+	if err == nil {
+		if err = repository.CheckStoredCRC(ref, data); err != nil {
+			replaced, qerr := repo.Quarantined(ctx, ref.ID)
+			if qerr != nil {
+				return false, qerr
+			}
+			if replaced {
+				err = nil
+			}
+		}
+	}
+	switch {
+	case errors.Is(err, repository.ErrCorrupt):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
+}
