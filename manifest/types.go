@@ -9,7 +9,7 @@ import "time"
 
 // FormatVersion is written into every manifest. Readers accept any minor
 // version of a major they know and refuse other majors. 1.1 added partial
-// WAL segments (docs/repository-format.md).
+// WAL segments and chunks' stored_crc32c (docs/repository-format.md).
 const FormatVersion = "1.1"
 
 // LSN is a PostgreSQL write-ahead log position.
