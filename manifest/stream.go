@@ -271,6 +271,19 @@ func (o *objectStream) skipRest(depth int) error {
 // reported as ErrUnsupportedVersion rather than as the field it changed),
 // then field types, then validation.
 func DecodeFrom(r io.Reader) (*Backup, error) {
+	return decodeFrom(r, true)
+}
+
+// DecodeFromWithoutFiles is DecodeFrom for callers that need everything
+// but the file records (a backup looking up the chunks of the previous
+// one): each is still read through, so the checksum and the syntax are
+// verified, but none is kept, and Files is nil. With many files that is
+// most of a manifest's memory.
+func DecodeFromWithoutFiles(r io.Reader) (*Backup, error) {
+	return decodeFrom(r, false)
+}
+
+func decodeFrom(r io.Reader, keepFiles bool) (*Backup, error) {
 	s := newSealedReader(r, checksumKey)
 	o := newObjectStream(s)
 	var (
@@ -282,6 +295,9 @@ func DecodeFrom(r io.Reader) (*Backup, error) {
 	)
 	o.members(func(key string) error {
 		if strings.EqualFold(key, "files") {
+			if !keepFiles {
+				return o.skipFiles()
+			}
 			return o.files(&b)
 		}
 		if strings.EqualFold(key, "format_version") {
@@ -322,6 +338,24 @@ func DecodeFrom(r io.Reader) (*Backup, error) {
 		return nil, fmt.Errorf("decode manifest %s: %w", b.ID, err)
 	}
 	return &b, nil
+}
+
+// skipFiles reads the "files" array through, one element at a time into
+// the same record, keeping none.
+func (o *objectStream) skipFiles() error {
+	ok, _, err := o.arrayStart("files")
+	if err != nil || !ok {
+		return err
+	}
+	var f File
+	for o.dec.More() {
+		f = File{}
+		if err := o.decode(&f); err != nil {
+			return err
+		}
+	}
+	_, err = o.dec.Token() // the closing ']'
+	return err
 }
 
 // files streams the "files" array into b.Files one element at a time. It

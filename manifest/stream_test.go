@@ -180,7 +180,7 @@ func FuzzDecodeFrom(f *testing.F) {
 	f.Add(good)
 	f.Add(covered)
 	f.Add(bytes.Replace(covered, []byte(`"files"`), []byte(`"Files": null, "files"`), 1))
-	f.Add(bytes.Replace(covered, []byte(`"format_version": "1.0"`), []byte(`"format_version": "2.0", "pg_version": "x"`), 1))
+	f.Add(bytes.Replace(covered, []byte(`"format_version": "`+FormatVersion+`"`), []byte(`"format_version": "2.0", "pg_version": "x"`), 1))
 	f.Add(bytes.Replace(covered, []byte(`"id"`), []byte(`"files": [{"path": "a", "size": 3}], "id"`), 1))
 	f.Add([]byte("{\n \"format_version\": \"1.0\"}\n{\n"))
 	f.Add([]byte("[]\n"))
@@ -191,6 +191,7 @@ func FuzzDecodeFrom(f *testing.F) {
 			sealed = append(bytes.Clone(sealed), '\n')
 		}
 		checkAgree(t, seal(string(sealed)), decodeWhole, DecodeFrom)
+		checkWithoutFiles(t, seal(string(sealed)))
 	})
 }
 
@@ -206,6 +207,27 @@ func FuzzParsePGManifestFrom(f *testing.F) {
 		checkAgree(t, data, parsePGWhole, ParsePGManifestFrom)
 		checkAgree(t, pgSeal(string(data)), parsePGWhole, ParsePGManifestFrom)
 	})
+}
+
+// checkWithoutFiles: what DecodeFrom accepts, DecodeFromWithoutFiles
+// accepts too, and returns the same but for the files.
+func checkWithoutFiles(t *testing.T, data []byte) {
+	t.Helper()
+	want, err := DecodeFrom(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	got, err := DecodeFromWithoutFiles(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("DecodeFrom accepts, DecodeFromWithoutFiles refuses: %v", err)
+	}
+	if got.Files != nil {
+		t.Fatalf("DecodeFromWithoutFiles kept %d files", len(got.Files))
+	}
+	want.Files = nil
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("DecodeFromWithoutFiles (-DecodeFrom +got):\n%s", diff)
+	}
 }
 
 // bigBackup has enough files that its encoding is several windows long.
@@ -238,12 +260,17 @@ func TestDecodeFromLarge(t *testing.T) {
 			}
 		})
 	}
-	// A flipped byte anywhere is a checksum mismatch, early or late.
+	checkWithoutFiles(t, data)
+	// A flipped byte anywhere is a checksum mismatch, early or late, and
+	// the files, though not kept, are checked as well.
 	for _, at := range []int{10, len(data) / 2, len(data) - 200} {
 		bad := bytes.Clone(data)
 		bad[at] ^= 0x20
 		if _, err := DecodeFrom(bytes.NewReader(bad)); !errors.Is(err, ErrChecksumMismatch) {
 			t.Errorf("byte %d flipped: error %v, want ErrChecksumMismatch", at, err)
+		}
+		if _, err := DecodeFromWithoutFiles(bytes.NewReader(bad)); !errors.Is(err, ErrChecksumMismatch) {
+			t.Errorf("byte %d flipped: DecodeFromWithoutFiles error %v, want ErrChecksumMismatch", at, err)
 		}
 	}
 }

@@ -115,7 +115,7 @@ func (r *Repository) QuarantineChunk(ctx context.Context, id string) (string, er
 // known only to the backup that uploaded it. Memory is about 40 bytes per
 // chunk; the manifest is let go once read.
 func (r *Repository) LatestChunkCRCs(ctx context.Context) (func(id string) (uint32, bool), error) {
-	b, err := r.Backup(ctx, "latest")
+	b, err := r.BackupWithoutFiles(ctx, "latest")
 	if errors.Is(err, ErrNoBackup) {
 		return nil, nil
 	}

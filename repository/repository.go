@@ -248,6 +248,17 @@ func (r *Repository) ForEachBackup(ctx context.Context, ids []string, fn func(i 
 
 // Backup reads one committed backup's manifest; id may be "latest".
 func (r *Repository) Backup(ctx context.Context, id string) (*manifest.Backup, error) {
+	return r.backup(ctx, id, manifest.DecodeFrom)
+}
+
+// BackupWithoutFiles is Backup without the file records (Files is nil),
+// for callers that need only the chunks, the WAL or the totals: with many
+// files it holds a fraction of the memory.
+func (r *Repository) BackupWithoutFiles(ctx context.Context, id string) (*manifest.Backup, error) {
+	return r.backup(ctx, id, manifest.DecodeFromWithoutFiles)
+}
+
+func (r *Repository) backup(ctx context.Context, id string, decode func(io.Reader) (*manifest.Backup, error)) (*manifest.Backup, error) {
 	if id == "latest" || id == "" {
 		var newest string
 		for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
@@ -276,7 +287,7 @@ func (r *Repository) Backup(ctx context.Context, id string) (*manifest.Backup, e
 		return nil, fmt.Errorf("backup %s in %s: read manifest: %w", id, r, err)
 	}
 	defer rc.Close()
-	b, err := manifest.DecodeFrom(rc)
+	b, err := decode(rc)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s in %s: %w", id, r, err)
 	}
