@@ -140,6 +140,19 @@ func TestStandbyBackup(t *testing.T) {
 			amcheck(t, r1)
 			r1.Stop(t)
 
+			// With --wal=none the last segment must come from the
+			// primary's archive, which an idle primary does not fill:
+			// a bounded wait, and one line naming what is missing and
+			// the way out.
+			none := o
+			none.WAL = backup.WALNone
+			none.WALTimeout = 5 * time.Second
+			_, err = backup.Run(ctx, repo, none)
+			t.Logf("--wal=none from the standby of an idle primary: %v", err)
+			if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "still missing") || !strings.Contains(err.Error(), "--wal=stream") {
+				t.Errorf("--wal=none from a standby: %v; want one line naming the missing segment and --wal=stream", err)
+			}
+
 			// 2. Writes keep running on the primary.
 			var (
 				wmu     sync.Mutex
