@@ -74,10 +74,16 @@ type Options struct {
 	Now func() time.Time
 	// LeaseTTL is the backup lease's TTL (repository.DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// CleanupTimeout bounds the removal of what a failed backup stored
+	// (DefaultCleanupTimeout).
+	CleanupTimeout time.Duration
 }
 
-// Run takes one backup into repo and returns its committed manifest.
-func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest.Backup, error) {
+// Run takes one backup into repo and returns its committed manifest. A
+// backup that fails after it began storing removes what it stored that
+// nothing else uses, even when ctx was cancelled, and its error ends with
+// one clause saying what it removed and what it left (removeLeftovers).
+func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manifest.Backup, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -118,7 +124,30 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if err != nil {
 		return nil, err
 	}
-	defer lease.Release(ctx)
+	var (
+		up *uploader.Uploader
+		// uncommitted is the id of a commit that failed, which may have
+		// stored PostgreSQL's backup_manifest.
+		uncommitted string
+		walMu       sync.Mutex
+		walSeg      = map[string]manifest.WALSegment{}
+	)
+	defer func() {
+		lease.Release(ctx)
+		if err == nil {
+			return
+		}
+		left := leftovers{pgManifestOf: uncommitted, ownLease: lease.Key()}
+		if up != nil {
+			left.chunks = up.Written()
+		}
+		walMu.Lock()
+		left.walSegments = len(walSeg)
+		walMu.Unlock()
+		if msg := removeLeftovers(ctx, repo, left, o); msg != "" {
+			err = fmt.Errorf("%w; %s", err, msg)
+		}
+	}()
 	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion, "standby", sys.Standby,
 		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
 
@@ -162,10 +191,6 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 
 	g, gctx := errgroup.WithContext(ctx)
 	endCh := make(chan manifest.LSN, 1)
-	var (
-		walMu  sync.Mutex
-		walSeg = map[string]manifest.WALSegment{}
-	)
 	if o.WAL == WALStream {
 		comp := chunker.NewCompressor()
 		// store stores segment segName's bytes as object, which is the
@@ -235,7 +260,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if o.Uploader.ChunkID == nil {
 		o.Uploader.ChunkID = repo.ChunkID
 	}
-	up := uploader.New(repo.Store(), o.Uploader, log)
+	up = uploader.New(repo.Store(), o.Uploader, log)
 	up.OnChunk = prog.chunk
 	prog.attach(bb.Streamed, up.InFlight)
 	prog.phase(PhaseStreaming)
@@ -385,7 +410,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, repository.ErrIDTaken) || attempt >= 10 {
+		if !errors.Is(err, repository.ErrIDTaken) {
+			uncommitted = b.ID
+			return nil, err
+		}
+		if attempt >= 10 {
 			return nil, err
 		}
 		t, _ := time.Parse("20060102T150405Z", b.ID)
