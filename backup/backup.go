@@ -212,6 +212,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 			SegmentSize: sys.WALSegmentSize,
 			IdleTimeout: o.IOTimeout,
 			SpoolDir:    repo.SpoolDir(),
+			Waiting: func(w replication.WALWait) {
+				log.Info("waiting for the last WAL segment the backup needs", "segment", w.Segment,
+					"received_up_to", w.Received.String(), "needed_up_to", w.End.String(), "server_wal_end", w.ServerEnd.String(),
+					"waited", w.Waited.Round(time.Second).String(), "timeout", w.Timeout.String())
+			},
 			Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
 				seg, err := store(ctx, name, name, data)
 				if err == nil {
@@ -447,8 +452,12 @@ func tablespaceOf(a *replication.Archive, tss []replication.Tablespace) (uint32,
 // awaitWAL waits, up to timeout, for another archiver to store every
 // segment, then reads each through to record its checksum (and to prove
 // it is readable), holding none of it in memory.
+// It says what it waits for when it starts waiting and every
+// waitReportInterval after, not at every poll.
 func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, hint string, log *slog.Logger) ([]manifest.WALSegment, error) {
-	deadline := time.Now().Add(timeout)
+	began := time.Now()
+	deadline := began.Add(timeout)
+	var nextReport time.Time
 	var missing []string
 	for {
 		missing = missing[:0]
@@ -468,7 +477,12 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 			return nil, fmt.Errorf("with --wal=none the WAL must be archived into %s by another process, but after %s these segments are still missing: %s%s",
 				repo, timeout, strings.Join(missing, ", "), hint)
 		}
-		log.Info("waiting for WAL to be archived", "missing", len(missing), "first", missing[0])
+		if now := time.Now(); !now.Before(nextReport) {
+			log.Info("waiting for another process (archive_command, wal-receive) to archive the WAL the backup needs into the repository",
+				"missing", len(missing), "first_missing", missing[0], "last_missing", missing[len(missing)-1],
+				"waited", now.Sub(began).Round(time.Second).String(), "timeout", timeout.String())
+			nextReport = now.Add(waitReportInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -486,6 +500,10 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 	}
 	return out, nil
 }
+
+// waitReportInterval is how often a backup waiting for WAL says so: it
+// may wait minutes, with nothing else to show when progress is off.
+const waitReportInterval = 30 * time.Second
 
 func slotName() string {
 	var b [6]byte
