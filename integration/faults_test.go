@@ -76,8 +76,8 @@ func nothingPublished(t *testing.T, c *pgtest.Cluster, dir string, slotWait time
 }
 
 // TestSignalsAbortBackup: SIGINT and SIGTERM stop a backup mid-stream with
-// exit 130 and 143, a message saying so, nothing published and no slot
-// left; the repository takes the next backup.
+// exit 130 and 143, a message saying so, nothing published, no slot left
+// and none of the chunks it stored; the repository takes the next backup.
 func TestSignalsAbortBackup(t *testing.T) {
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "5", "postgres")
@@ -100,6 +100,14 @@ func TestSignalsAbortBackup(t *testing.T) {
 			}
 			if msg := out.String(); !strings.Contains(msg, "interrupted by "+tc.name) || !strings.Contains(msg, "nothing was committed") {
 				t.Errorf("the message does not say what happened:\n%s", msg)
+			}
+			// Interrupted, it still removes the chunks it stored, and
+			// says so.
+			if msg := out.String(); !strings.Contains(msg, "removed the ") {
+				t.Errorf("the message does not say what the interrupted backup removed:\n%s", msg)
+			}
+			if left := chunkFiles(t, dir); len(left) != 0 {
+				t.Errorf("the interrupted backup left %d chunks", len(left))
 			}
 			nothingPublished(t, c, dir, 30*time.Second)
 			cliBackup(t, c, "file://"+dir)
