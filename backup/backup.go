@@ -74,10 +74,16 @@ type Options struct {
 	Now func() time.Time
 	// LeaseTTL is the backup lease's TTL (repository.DefaultLeaseTTL).
 	LeaseTTL time.Duration
+	// CleanupTimeout bounds the removal of what a failed backup stored
+	// (DefaultCleanupTimeout).
+	CleanupTimeout time.Duration
 }
 
-// Run takes one backup into repo and returns its committed manifest.
-func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest.Backup, error) {
+// Run takes one backup into repo and returns its committed manifest. A
+// backup that fails after it began storing removes what it stored that
+// nothing else uses, even when ctx was cancelled, and its error ends with
+// one clause saying what it removed and what it left (removeLeftovers).
+func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manifest.Backup, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -118,7 +124,30 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if err != nil {
 		return nil, err
 	}
-	defer lease.Release(ctx)
+	var (
+		up *uploader.Uploader
+		// uncommitted is the id of a commit that failed, which may have
+		// stored PostgreSQL's backup_manifest.
+		uncommitted string
+		walMu       sync.Mutex
+		walSeg      = map[string]manifest.WALSegment{}
+	)
+	defer func() {
+		lease.Release(ctx)
+		if err == nil {
+			return
+		}
+		left := leftovers{pgManifestOf: uncommitted, ownLease: lease.Key()}
+		if up != nil {
+			left.chunks = up.Written()
+		}
+		walMu.Lock()
+		left.walSegments = len(walSeg)
+		walMu.Unlock()
+		if msg := removeLeftovers(ctx, repo, left, o); msg != "" {
+			err = fmt.Errorf("%w; %s", err, msg)
+		}
+	}()
 	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion, "standby", sys.Standby,
 		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
 
@@ -162,10 +191,6 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 
 	g, gctx := errgroup.WithContext(ctx)
 	endCh := make(chan manifest.LSN, 1)
-	var (
-		walMu  sync.Mutex
-		walSeg = map[string]manifest.WALSegment{}
-	)
 	if o.WAL == WALStream {
 		comp := chunker.NewCompressor()
 		// store stores segment segName's bytes as object, which is the
@@ -187,6 +212,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 			SegmentSize: sys.WALSegmentSize,
 			IdleTimeout: o.IOTimeout,
 			SpoolDir:    repo.SpoolDir(),
+			Waiting: func(w replication.WALWait) {
+				log.Info("waiting for the last WAL segment the backup needs", "segment", w.Segment,
+					"received_up_to", w.Received.String(), "needed_up_to", w.End.String(), "server_wal_end", w.ServerEnd.String(),
+					"waited", w.Waited.Round(time.Second).String(), "timeout", w.Timeout.String())
+			},
 			Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
 				seg, err := store(ctx, name, name, data)
 				if err == nil {
@@ -235,7 +265,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 	if o.Uploader.ChunkID == nil {
 		o.Uploader.ChunkID = repo.ChunkID
 	}
-	up := uploader.New(repo.Store(), o.Uploader, log)
+	up = uploader.New(repo.Store(), o.Uploader, log)
 	up.OnChunk = prog.chunk
 	prog.attach(bb.Streamed, up.InFlight)
 	prog.phase(PhaseStreaming)
@@ -385,7 +415,11 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, repository.ErrIDTaken) || attempt >= 10 {
+		if !errors.Is(err, repository.ErrIDTaken) {
+			uncommitted = b.ID
+			return nil, err
+		}
+		if attempt >= 10 {
 			return nil, err
 		}
 		t, _ := time.Parse("20060102T150405Z", b.ID)
@@ -418,8 +452,12 @@ func tablespaceOf(a *replication.Archive, tss []replication.Tablespace) (uint32,
 // awaitWAL waits, up to timeout, for another archiver to store every
 // segment, then reads each through to record its checksum (and to prove
 // it is readable), holding none of it in memory.
+// It says what it waits for when it starts waiting and every
+// waitReportInterval after, not at every poll.
 func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, timeout time.Duration, hint string, log *slog.Logger) ([]manifest.WALSegment, error) {
-	deadline := time.Now().Add(timeout)
+	began := time.Now()
+	deadline := began.Add(timeout)
+	var nextReport time.Time
 	var missing []string
 	for {
 		missing = missing[:0]
@@ -439,7 +477,12 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 			return nil, fmt.Errorf("with --wal=none the WAL must be archived into %s by another process, but after %s these segments are still missing: %s%s",
 				repo, timeout, strings.Join(missing, ", "), hint)
 		}
-		log.Info("waiting for WAL to be archived", "missing", len(missing), "first", missing[0])
+		if now := time.Now(); !now.Before(nextReport) {
+			log.Info("waiting for another process (archive_command, wal-receive) to archive the WAL the backup needs into the repository",
+				"missing", len(missing), "first_missing", missing[0], "last_missing", missing[len(missing)-1],
+				"waited", now.Sub(began).Round(time.Second).String(), "timeout", timeout.String())
+			nextReport = now.Add(waitReportInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -457,6 +500,10 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 	}
 	return out, nil
 }
+
+// waitReportInterval is how often a backup waiting for WAL says so: it
+// may wait minutes, with nothing else to show when progress is off.
+const waitReportInterval = 30 * time.Second
 
 func slotName() string {
 	var b [6]byte

@@ -71,6 +71,26 @@ type WALStream struct {
 	// so on a standby of a quiet primary the last one may not complete
 	// for hours.
 	EndPartial SegmentSink
+	// Waiting, if set, is told every WaitReportInterval while Run waits
+	// for the last segment after the end is known: that wait can last
+	// up to the end timeout (minutes) with nothing else to show.
+	Waiting func(WALWait)
+	// WaitReportInterval is how often Waiting is called (30 s).
+	WaitReportInterval time.Duration
+}
+
+// WALWait says what a stream is waiting for once the backup has ended.
+type WALWait struct {
+	// Segment is the segment being completed; End the backup's end LSN,
+	// which that segment must hold (or reach, with EndPartial).
+	Segment string
+	End     manifest.LSN
+	// Received is the end of the WAL received so far; ServerEnd the end
+	// of WAL on the server as it last reported it.
+	Received, ServerEnd manifest.LSN
+	// Waited is how long since the end was known; Timeout how long Run
+	// waits in all.
+	Waited, Timeout time.Duration
 }
 
 // StreamStatus is where a WAL stream stands.
@@ -128,7 +148,11 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 	lastSegNeeded := uint64(0)
 	var end manifest.LSN
 	haveEnd := false
-	var deadline time.Time
+	var deadline, endKnown, nextWaitReport time.Time
+	waitEvery := s.WaitReportInterval
+	if waitEvery <= 0 {
+		waitEvery = 30 * time.Second
+	}
 	nextStatus := time.Now().Add(interval)
 	// storePartial stores the unfinished segment as .partial, but only
 	// when it holds more than the stream started from: a slot resumed
@@ -190,15 +214,28 @@ func (s *WALStream) Run(ctx context.Context, c *Conn, from manifest.LSN, endCh <
 				}
 				haveEnd = true
 				lastSegNeeded = manifest.PrevSegmentNo(end, seg)
-				deadline = time.Now().Add(endTimeout)
+				endKnown = time.Now()
+				deadline = endKnown.Add(endTimeout)
+				nextWaitReport = endKnown.Add(waitEvery)
 				endCh = nil
 				continue
 			default:
 			}
 		}
+		if haveEnd && s.Waiting != nil && !time.Now().Before(nextWaitReport) {
+			s.Waiting(WALWait{Segment: manifest.SegmentName(s.Timeline, segno, seg), End: end, Received: pos, ServerEnd: serverEnd,
+				Waited: time.Since(endKnown), Timeout: endTimeout})
+			nextWaitReport = nextWaitReport.Add(waitEvery)
+			if time.Until(nextWaitReport) <= 0 { // a slow store held the loop
+				nextWaitReport = time.Now().Add(waitEvery)
+			}
+		}
 		wait := time.Until(nextStatus)
 		if haveEnd && time.Until(deadline) < wait {
 			wait = time.Until(deadline)
+		}
+		if haveEnd && s.Waiting != nil && time.Until(nextWaitReport) < wait {
+			wait = time.Until(nextWaitReport)
 		}
 		if wait <= 0 {
 			if haveEnd && !time.Now().Before(deadline) {

@@ -14,6 +14,8 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,6 +121,10 @@ type Uploader struct {
 	packed chan []byte
 	total  Stats
 	mu     sync.Mutex
+	// written are the chunks this Uploader stored, or tried to store and
+	// may have (a failed write can land), by id, with their stored size:
+	// what a failed backup may leave behind (see Written).
+	written map[string]int64
 	// OnChunk, if set, is called after each chunk is stored or found
 	// (uploaded false: the store had it), from several goroutines.
 	OnChunk func(ref manifest.ChunkRef, uploaded bool)
@@ -257,6 +263,33 @@ func (u *Uploader) Stats() Stats {
 	return u.total
 }
 
+// noteWritten records a chunk this Uploader stored or may have stored.
+func (u *Uploader) noteWritten(id string, stored int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.written == nil {
+		u.written = make(map[string]int64)
+	}
+	u.written[id] = stored
+}
+
+// Written returns, ordered by id, the chunks this Uploader stored itself
+// over every archive, failed ones included, and those whose write failed
+// (which may have landed all the same), each with the size of the frame
+// it wrote. A chunk the store already held, or that another writer stored
+// first, is not among them. A failed backup removes these, where nothing
+// else references them, so a full disk does not stay full.
+func (u *Uploader) Written() []manifest.ChunkRef {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]manifest.ChunkRef, 0, len(u.written))
+	for id, size := range u.written {
+		out = append(out, manifest.ChunkRef{ID: id, StoredSize: size})
+	}
+	slices.SortFunc(out, func(a, b manifest.ChunkRef) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 type sealed struct {
 	seq   int
 	id    string
@@ -360,6 +393,9 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 				u.waits.uploadBusy.Add(int64(time.Since(t1)))
 				u.queued.Add(-1)
 				u.putPacked(s.data)
+				if uploaded || err != nil {
+					u.noteWritten(s.id, stored)
+				}
 				if err != nil {
 					return err
 				}

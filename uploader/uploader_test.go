@@ -342,3 +342,46 @@ func TestChunkCRCs(t *testing.T) {
 		})
 	}
 }
+
+// TestWritten: Written names every chunk the Uploader stored itself,
+// those of a failed archive and those whose write failed included, and
+// none it found stored: what a failed backup may remove.
+func TestWritten(t *testing.T) {
+	data := makeTar(t, 5, 4<<20)
+	inner := mem.New()
+	store := &faultyStore{Store: inner, limit: 6}
+	u := New(store, Config{ChunkSize: 256 << 10, Concurrency: 2}, slog.New(slog.DiscardHandler))
+	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); !errors.Is(err, errInjected) {
+		t.Fatalf("error %v, want the injected one", err)
+	}
+	written := map[string]bool{}
+	for _, c := range u.Written() {
+		written[manifest.ChunkKey(c.ID)] = true
+	}
+	keys := inner.Keys()
+	if len(keys) == 0 {
+		t.Fatal("nothing was stored before the failure")
+	}
+	for _, k := range keys {
+		if !written[k] {
+			t.Errorf("stored chunk %s is not in Written", k)
+		}
+	}
+	if len(written) <= len(keys) {
+		t.Errorf("Written has %d chunks, want the %d stored and the failed writes", len(written), len(keys))
+	}
+
+	// A second Uploader that finds every chunk stored wrote none.
+	store.limit = 1 << 40
+	if _, _, err := New(store, Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler)).Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
+		t.Fatal(err)
+	}
+	u2 := New(store, Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler))
+	a, _, err := u2.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := u2.Written(); len(w) != 0 || len(a.Chunks) == 0 {
+		t.Errorf("an Uploader that stored nothing new lists %d written chunks", len(w))
+	}
+}

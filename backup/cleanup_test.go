@@ -1,0 +1,183 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/mem"
+	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
+	"github.com/pgstow/pgstow/uploader"
+)
+
+// failedBackup stores the chunks of a data directory no committed backup
+// holds, as a backup that then fails would, and returns what it wrote.
+func failedBackup(t *testing.T, repo *repository.Repository, seed uint64) []manifest.ChunkRef {
+	t.Helper()
+	up := uploader.New(repo.Store(), uploader.Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
+	if _, _, err := up.Archive(t.Context(), bytes.NewReader(repotest.Tar(t, repotest.BaseMembers(seed))), 0, "base.tar", 0); err != nil {
+		t.Fatal(err)
+	}
+	w := up.Written()
+	if len(w) < 3 {
+		t.Fatalf("the failed backup wrote %d chunks, want several", len(w))
+	}
+	return w
+}
+
+func stored(t *testing.T, repo *repository.Repository, id string) bool {
+	t.Helper()
+	_, err := repo.Store().Stat(context.Background(), manifest.ChunkKey(id))
+	return err == nil
+}
+
+// TestRemoveLeftovers: a failed backup removes the chunks it stored
+// itself, under the prune lock, unless another backup may use them; a
+// chunk a committed backup references always stays, and so does the WAL.
+// The one line it returns says what it did, or what it left, why, and
+// which gc frees it.
+func TestRemoveLeftovers(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup runs before the cleanup and returns what undoes it.
+		setup func(t *testing.T, repo *repository.Repository) func()
+		// cancelled runs the cleanup with a cancelled context, as
+		// after Ctrl-C.
+		cancelled bool
+		removed   bool
+		says      []string
+	}{
+		{name: "alone", removed: true,
+			says: []string{"removed the 5 chunk(s)", "kept 1 that a committed backup shares", "kept the 2 WAL segment(s)"}},
+		{name: "interrupted", cancelled: true, removed: true, says: []string{"removed the 5 chunk(s)"}},
+		{name: "another backup running", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
+			l, err := repo.TakeLease(t.Context(), repository.LockBackup, repository.LeaseOptions{Command: "backup"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() { l.Release(t.Context()) }
+		}, says: []string{"left the 6 chunk(s)", "another backup may use them (backup by", "`pgstow gc --grace 0s` removes them once no backup is running"}},
+		{name: "a backup lease expired minutes ago", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
+			staleLease(t, repo, 10*time.Minute)
+			return func() {}
+		}, says: []string{"left the 6 chunk(s)", "another backup may use them"}},
+		{name: "a backup lease expired hours ago", removed: true, setup: func(t *testing.T, repo *repository.Repository) func() {
+			staleLease(t, repo, 2*time.Hour)
+			return func() {}
+		}, says: []string{"removed the 5 chunk(s)"}},
+		{name: "a gc holds the lock", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
+			l, err := repo.TakeLease(t.Context(), repository.LockPrune, repository.LeaseOptions{Command: "gc"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return func() { l.Release(t.Context()) }
+		}, says: []string{"left the 6 chunk(s)", "could not take the delete/gc lock", "repository is locked", "`pgstow gc --grace 0s`"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				repo := repository.New(mem.New())
+				committed, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
+				written := failedBackup(t, repo, 2)[:5]
+				shared := committed.Archives[0].Chunks[0]
+				// A write that failed but landed, of a chunk a committed
+				// backup also holds.
+				written = append(written, manifest.ChunkRef{ID: shared.ID, StoredSize: shared.StoredSize})
+				undo := func() {}
+				if tt.setup != nil {
+					undo = tt.setup(t, repo)
+				}
+				ctx := t.Context()
+				if tt.cancelled {
+					c, cancel := context.WithCancel(ctx)
+					cancel()
+					ctx = c
+				}
+				msg := removeLeftovers(ctx, repo, leftovers{chunks: written, walSegments: 2, ownLease: "locks/backup-0000000000000000.json"},
+					Options{Log: slog.New(slog.DiscardHandler)})
+				undo()
+				for _, want := range tt.says {
+					if !strings.Contains(msg, want) {
+						t.Errorf("the message lacks %q:\n%s", want, msg)
+					}
+				}
+				if strings.Contains(msg, "\n") {
+					t.Errorf("the message is not one line:\n%s", msg)
+				}
+				for _, c := range written[:5] {
+					if got := stored(t, repo, c.ID); got == tt.removed {
+						t.Errorf("chunk %s stored %v after the cleanup, want %v (%s)", c.ID[:12], got, !tt.removed, msg)
+					}
+				}
+				if err := repo.CheckStored(t.Context(), committed); err != nil {
+					t.Errorf("the committed backup lost objects: %v", err)
+				}
+				locks, err := repo.Locks(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range locks {
+					if l.Kind == repository.LockPrune {
+						t.Errorf("the cleanup left its lock %s", l.Key)
+					}
+				}
+			})
+		})
+	}
+}
+
+// staleLease leaves a backup lease that expired age ago, as a killed
+// backup leaves it (or a stalled one, that may still commit).
+func staleLease(t *testing.T, repo *repository.Repository, age time.Duration) {
+	t.Helper()
+	data := []byte(`{"kind":"backup","command":"backup","host":"db9","pid":7,"started":"2026-01-02T03:00:00Z","ttl_seconds":60}`)
+	if err := repo.Store().Put(t.Context(), manifest.LockKey(repository.LockBackup, "dead0000dead0000"), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Minute + age)
+}
+
+// TestRemoveLeftoversCommit: a commit that failed after storing
+// PostgreSQL's backup_manifest has it removed; one whose manifest landed
+// though its answer was lost is committed after all, and nothing it
+// references goes.
+func TestRemoveLeftoversCommit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		repo := repository.New(mem.New())
+		committed, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
+		written := failedBackup(t, repo, 3)
+		pgKey := manifest.PGManifestKey("20260102T040000Z")
+		body := []byte("{}")
+		if err := repo.Store().Put(t.Context(), pgKey, bytes.NewReader(body), int64(len(body)), providers.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		o := Options{Log: slog.New(slog.DiscardHandler)}
+		msg := removeLeftovers(t.Context(), repo, leftovers{chunks: written, pgManifestOf: "20260102T040000Z"}, o)
+		if _, err := repo.Store().Stat(t.Context(), pgKey); err == nil {
+			t.Errorf("the uncommitted backup_manifest stayed (%s)", msg)
+		}
+		if stored(t, repo, written[0].ID) || !strings.Contains(msg, "removed the") {
+			t.Errorf("the chunks stayed: %s", msg)
+		}
+
+		// The commit's manifest landed: nothing goes.
+		written = failedBackup(t, repo, 4)
+		msg = removeLeftovers(t.Context(), repo, leftovers{chunks: written, pgManifestOf: committed.ID}, o)
+		if !strings.Contains(msg, "backup "+committed.ID+" is committed after all") {
+			t.Errorf("message %q does not say the backup is committed", msg)
+		}
+		if !stored(t, repo, written[0].ID) {
+			t.Error("a chunk of a committed backup was removed")
+		}
+		if msg := removeLeftovers(t.Context(), repo, leftovers{}, o); msg != "" {
+			t.Errorf("a backup that stored nothing says %q", msg)
+		}
+	})
+}
