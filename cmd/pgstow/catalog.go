@@ -194,6 +194,9 @@ Only one delete or gc runs at a time (--lock-wait).`,
 			if err := r.Validate(); err != nil {
 				return usageError{err}
 			}
+			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
+				return err
+			}
 			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {
 				return err
@@ -235,6 +238,9 @@ gc runs at a time (--lock-wait).`,
 			d, err := catalog.ParseDuration(grace)
 			if err != nil {
 				return usageError{fmt.Errorf("--grace: %w", err)}
+			}
+			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
+				return err
 			}
 			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {

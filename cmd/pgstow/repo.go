@@ -46,6 +46,9 @@ func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repo
 // openRepo opens the store a repository URL names.
 func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Repository, error) {
 	ctx, log := cmd.Context(), g.log
+	if err := g.checkGlobals(cmd); err != nil {
+		return nil, err
+	}
 	key, err := g.encryptionKey(cmd)
 	if err != nil {
 		return nil, err
@@ -54,11 +57,17 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if err != nil {
 		return nil, usageError{err}
 	}
-	var store providers.Store
+	// Each URL is parsed in full before anything is opened, so that a
+	// mistyped parameter is a usage error (exit 2) and never creates a
+	// directory or reaches a store.
+	var openStore func() (providers.Store, error)
 	switch u.Scheme {
 	case "file":
 		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
 			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
+		}
+		if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return nil, usageError{fmt.Errorf("repository %s: a file:// URL takes no user, query parameters or fragment, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
 		}
 		// Only the commands that write new data create the directory: a
 		// mistyped path must not read as an empty repository.
@@ -67,16 +76,29 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 				return nil, fmt.Errorf("repository %s: the directory %s does not exist; check the path (backup, wal-push and wal-receive create it)", providers.RedactURL(u), u.Path)
 			}
 		}
-		store, err = file.OpenURL(ctx, u)
+		openStore = func() (providers.Store, error) { return file.OpenURL(ctx, u) }
 	case "s3":
-		store, err = s3.OpenURL(ctx, u)
+		cfg, err := s3.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		openStore = func() (providers.Store, error) { return s3.Open(ctx, cfg) }
 	case "gs":
-		store, err = gcs.OpenURL(ctx, u)
+		cfg, err := gcs.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		openStore = func() (providers.Store, error) { return gcs.Open(ctx, cfg) }
 	case "azblob":
-		store, err = azblob.OpenURL(ctx, u)
+		cfg, err := azblob.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		openStore = func() (providers.Store, error) { return azblob.Open(ctx, cfg) }
 	default:
 		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", providers.RedactURL(u), u.Scheme)}
 	}
+	store, err := openStore()
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", providers.RedactURL(u), err)
 	}
