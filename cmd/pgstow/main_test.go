@@ -258,3 +258,70 @@ func TestMissingFileRepository(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyFileMode: a key file other users may read or write is refused
+// (exit 2, naming the file, its mode and the fix) unless
+// --allow-shared-key-file says otherwise; a root-owned file may be
+// readable by its group, as PostgreSQL allows for ssl_key_file.
+func TestKeyFileMode(t *testing.T) {
+	const key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
+	type row struct {
+		name  string
+		mode  os.FileMode
+		owner int // uid to chown to when running as root; -1 keeps it
+		allow bool
+		want  int
+	}
+	tests := []row{
+		{"owner only", 0o600, -1, false, exitOK},
+		{"read-only", 0o400, -1, false, exitOK},
+		{"world-readable", 0o644, -1, false, exitUsage},
+		{"other-readable only", 0o604, -1, false, exitUsage},
+		{"group-writable", 0o620, -1, false, exitUsage},
+		{"world-readable, allowed", 0o644, -1, true, exitOK},
+	}
+	if os.Geteuid() == 0 {
+		// A root-owned key may be shared with a group, read-only; a
+		// group-readable key of anyone else may not.
+		tests = append(tests,
+			row{"root-owned, group-readable", 0o640, 0, false, exitOK},
+			row{"root-owned, group-writable", 0o660, 0, false, exitUsage},
+			row{"user-owned, group-readable", 0o640, 65534, false, exitUsage})
+	} else {
+		tests = append(tests, row{"group-readable", 0o640, -1, false, exitUsage})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "repo.key")
+			if err := os.WriteFile(path, []byte(key), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tt.owner >= 0 {
+				if err := os.Chown(path, tt.owner, tt.owner); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Chmod(path, tt.mode); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"list", "--repo", "file://" + dir, "--encryption-key-file", path}
+			if tt.allow {
+				args = append(args, "--allow-shared-key-file")
+			}
+			var out, errb bytes.Buffer
+			code := run(args, &out, &errb, func(string) string { return "" })
+			if code != tt.want {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tt.want, errb.String())
+			}
+			msg := strings.TrimSpace(errb.String())
+			if tt.want == exitUsage {
+				for _, s := range []string{path, fmt.Sprintf("mode %04o", tt.mode), "chmod 600", "--allow-shared-key-file"} {
+					if !strings.Contains(msg, s) || strings.Contains(msg, "\n") {
+						t.Errorf("stderr %q: want one line containing %q", msg, s)
+					}
+				}
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -139,6 +140,32 @@ func (g *globals) keyFilePath(cmd *cobra.Command) string {
 	return g.keyFile
 }
 
+// checkKeyFileMode refuses a key file that other users may read or write,
+// as ssh refuses such a private key and PostgreSQL such an ssl_key_file:
+// whoever reads the key can read every backup, and whoever writes it can
+// make the next backup use a key they chose. A warning would scroll past in
+// a cron job's mail; a refusal is fixed once with chmod. PostgreSQL's
+// exception is kept: a file owned by root may be readable by its group, the
+// usual way to share one key between root's backups and the postgres
+// user's archive_command. Pipes and devices (a key handed over by a
+// secrets tool as /dev/fd/N) are not files others can open later, and are
+// not checked.
+func checkKeyFileMode(path string, allow bool) error {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || allow {
+		return nil // a missing file is reported when it is read
+	}
+	perm := fi.Mode().Perm()
+	open := perm & 0o077
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == 0 {
+		open = perm & 0o037
+	}
+	if open == 0 {
+		return nil
+	}
+	return usageError{fmt.Errorf("encryption key file %s has mode %04o, so other users may read or change it: chmod 600 it (or 640, owned by root, to share it with a group); --allow-shared-key-file accepts it as it is", path, perm)}
+}
+
 // encryptionKey reads the key file --encryption-key-file or
 // PGSTOW_ENCRYPTION_KEY_FILE names, if any. The key itself never passes
 // through flags or the environment, where other processes can read it.
@@ -146,6 +173,9 @@ func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
 	path := g.keyFilePath(cmd)
 	if path == "" {
 		return nil, nil
+	}
+	if err := checkKeyFileMode(path, g.allowSharedKey); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -147,6 +147,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 						return fmt.Errorf("encryption key file: %w", err)
 					}
 					repoArgs += " --encryption-key-file " + shellQuote(abs)
+					if g.allowSharedKey {
+						repoArgs += " --allow-shared-key-file"
+					}
 				}
 				o.RestoreCommand = shellQuote(self) + " wal-fetch" + repoArgs + " %f %p"
 				probe = shellQuote(self) + " show --quiet" + repoArgs + " latest"
