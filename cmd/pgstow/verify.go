@@ -225,7 +225,7 @@ func printVerdict(g *globals, v catalog.Verdict) {
 	}
 	what := fmt.Sprintf("%d chunks, %d WAL segments, %s", v.Chunks, v.WALSegments, humanBytes(v.StoredBytes))
 	if v.Mode == "full" {
-		what = fmt.Sprintf("%d chunks, %d files, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
+		what = fmt.Sprintf("%d chunks, %d files checksummed, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
 	}
 	fmt.Fprintf(g.stdout, "%s  %s  %s: %s\n", v.ID, state, v.Mode, what)
 	for _, p := range v.Problems {
