@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/pgstow/pgstow/encryption"
+	"github.com/pgstow/pgstow/providers/file"
+	"github.com/pgstow/pgstow/repository"
 )
 
 func TestOneLine(t *testing.T) {
@@ -323,5 +327,38 @@ func TestKeyFileMode(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEncryptedRepositoryWithoutKey: with no key given, the message says
+// the repository is encrypted and how to give the key, not that a key
+// "does not fit".
+func TestEncryptedRepositoryWithoutKey(t *testing.T) {
+	dir := t.TempDir()
+	key, err := encryption.ParseKey([]byte("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := file.Open(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repository.NewEncrypted(store, key).Bind(t.Context(), "7000000000000000001", 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	var out, errb bytes.Buffer
+	code := run([]string{"list", "--repo", "file://" + dir}, &out, &errb, func(string) string { return "" })
+	msg := strings.TrimSpace(errb.String())
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d; stderr %q", code, exitFailure, msg)
+	}
+	for _, want := range []string{"is encrypted", key.Fingerprint(), "no key was given", "--encryption-key-file", "PGSTOW_ENCRYPTION_KEY_FILE"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("stderr %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "does not fit") || strings.Contains(msg, "\n") {
+		t.Errorf("stderr %q: want one line that does not speak of a key that does not fit", msg)
 	}
 }

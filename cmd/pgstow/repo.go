@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -112,11 +113,38 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 		repo = repository.NewEncrypted(store, key)
 	}
 	if err := repo.CheckKey(ctx); err != nil {
+		if key == nil && errors.Is(err, repository.ErrEncryption) {
+			err = keyNeeded(ctx, repo, err)
+		}
 		store.Close()
 		return nil, err
 	}
 	repo.SetSpoolDir(g.spoolDirPath(cmd))
 	return repo, nil
+}
+
+// keyNeededError says that a repository is encrypted and no key was
+// given, where the repository's own message ("encryption key does not fit
+// the repository") suggests a wrong key. It is still ErrEncryption.
+type keyNeededError struct {
+	msg string
+	err error
+}
+
+func (k keyNeededError) Error() string { return k.msg }
+func (k keyNeededError) Unwrap() error { return k.err }
+
+// keyNeeded words err, a refusal of no key, for what happened.
+func keyNeeded(ctx context.Context, repo *repository.Repository, err error) error {
+	c, cerr := repo.Config(ctx)
+	if cerr != nil || c.Encryption == nil {
+		return err
+	}
+	return keyNeededError{
+		msg: fmt.Sprintf("%s is encrypted (%s, key fingerprint %s) and no key was given: pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
+			repo, c.Encryption.Algorithm, c.Encryption.KeyFingerprint),
+		err: err,
+	}
 }
 
 // spoolDirPath is the spool directory named by flag or environment, if
