@@ -84,6 +84,7 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 		if err != nil {
 			return nil, usageError{err}
 		}
+		cfg.Log = log // the SDK's own lines, at debug
 		openStore = func() (providers.Store, error) { return s3.Open(ctx, cfg) }
 	case "gs":
 		cfg, err := gcs.ParseURL(u)
