@@ -130,9 +130,39 @@ func TestCatalogShowVerify(t *testing.T) {
 		}
 	}
 	r = runCLI(t, time.Minute, nil, "show", ids[1], "--repo", repoURL, "--json")
+	r0 := r
 	var shown map[string]any
 	if err := json.Unmarshal([]byte(r.stdout), &shown); err != nil || shown["id"] != ids[1] || shown["deduplicated_bytes"].(float64) <= 0 || shown["wal_first"] == "" {
 		t.Fatalf("show --json: %v: %s", err, r.stdout)
+	}
+	// show, restore and PostgreSQL's backup_manifest count the same
+	// files: regular files, with directories and symlinks apart.
+	target := filepath.Join(t.TempDir(), "restored")
+	r = runCLI(t, 3*time.Minute, nil, "restore", "--repo", repoURL, "--backup", ids[1], "-D", target, "--json")
+	var restored struct {
+		Files int `json:"files"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &restored); r.code != 0 || err != nil {
+		t.Fatalf("restore --json: exit %d, %v: %s %s", r.code, err, r.stdout, r.stderr)
+	}
+	pgmData, err := os.ReadFile(filepath.Join(target, "backup_manifest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgm, err := manifest.ParsePGManifest(pgmData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counts struct {
+		Files       int `json:"files"`
+		Directories int `json:"directories"`
+	}
+	_ = json.Unmarshal([]byte(r0.stdout), &counts)
+	if counts.Files != restored.Files || counts.Files != len(pgm.Files) || counts.Directories == 0 {
+		t.Fatalf("show counts %d files and %d directories, restore %d files, backup_manifest %d files", counts.Files, counts.Directories, restored.Files, len(pgm.Files))
+	}
+	if !strings.Contains(runCLI(t, time.Minute, nil, "show", ids[1], "--repo", repoURL).stdout, fmt.Sprintf("%d regular files, ", restored.Files)) {
+		t.Errorf("show's text does not say the regular files restore counts (%d)", restored.Files)
 	}
 	if r := runCLI(t, time.Minute, nil, "show", "20200101T000000Z", "--repo", repoURL); r.code != 1 || !strings.Contains(r.stderr, "no committed backup 20200101T000000Z") {
 		t.Fatalf("show of a missing backup: exit %d: %s", r.code, r.stderr)

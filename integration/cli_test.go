@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -109,6 +110,15 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("setup backup exited %d: %s", r.code, r.stderr)
 	}
 
+	// Usage errors must be found before anything is touched: the rows
+	// below name a repository directory that must stay uncreated, and a
+	// server nothing listens on, so a late check fails with exit 1.
+	fresh := filepath.Join(t.TempDir(), "repo")
+	dead := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=5", freePort(t))
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "PG_VERSION"), []byte("15\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -136,6 +146,26 @@ func TestBadInput(t *testing.T) {
 		{"bad flag value", []string{"backup", "--repo", taken, "--wal", "sometimes"}, nil, 2, []string{"--wal"}},
 		{"standby and a throw-away server", []string{"restore", "--repo", taken, "-D", filepath.Join(t.TempDir(), "x"), "--standby", "--start"},
 			nil, 2, []string{"--standby and --start"}},
+		{"max-rate below PostgreSQL's minimum", []string{"backup", "--repo", "file://" + fresh, "--pg", dead, "--max-rate", "1"},
+			nil, 2, []string{"--max-rate", "32kB to 1GB"}},
+		{"negative wal-timeout", []string{"backup", "--repo", "file://" + fresh, "--pg", dead, "--wal-timeout", "-5s"},
+			nil, 2, []string{"--wal-timeout -5s", "above zero"}},
+		{"unknown server compression", []string{"backup", "--repo", "file://" + fresh, "--pg", dead, "--server-compression", "brotli"},
+			nil, 2, []string{"--server-compression", "lz4"}},
+		{"mistyped s3 parameter", []string{"backup", "--repo", "s3://bucket/pg?regoin=eu-west-1", "--pg", dead},
+			nil, 2, []string{`unknown parameter "regoin"`}},
+		{"unparsable connection string", []string{"backup", "--repo", "file://" + fresh, "--pg", "host=127.0.0.1 port=notaport"},
+			nil, 2, []string{"--pg"}},
+		{"missing spool directory", []string{"backup", "--repo", "file://" + fresh, "--pg", dead},
+			[]string{"PGSTOW_SPOOL_DIR=" + filepath.Join(fresh, "spool")}, 2, []string{"PGSTOW_SPOOL_DIR", "does not exist"}},
+		{"wal-receive without a slot", []string{"wal-receive", "--repo", "file://" + fresh, "--pg", dead},
+			nil, 2, []string{"--slot is required"}},
+		{"target action without a target", []string{"restore", "--repo", taken, "-D", filepath.Join(t.TempDir(), "x"), "--target-action", "pause"},
+			nil, 2, []string{"--target-action only applies with a recovery target"}},
+		{"restore into a non-empty directory", []string{"restore", "--repo", taken, "-D", full},
+			nil, 2, []string{"--pgdata", "is not empty"}},
+		{"show without an id", []string{"show", "--repo", taken},
+			nil, 2, []string{"accepts 1 arg"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -159,6 +189,9 @@ func TestBadInput(t *testing.T) {
 			}
 			if d := time.Since(start); d > 30*time.Second {
 				t.Errorf("took %s to fail", d)
+			}
+			if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a failed command created the repository directory %s", fresh)
 			}
 		})
 	}

@@ -141,7 +141,12 @@ func TestProviderErrors(t *testing.T) {
 		env      []string
 		contains []string
 	}{
-		{"s3 wrong credentials", s3url(bucket, minio.Endpoint), s3env("wrong", "wrongwrong"), []string{"s3://" + bucket, "access denied"}},
+		{"s3 wrong credentials", s3url(bucket, minio.Endpoint), s3env("wrong", "wrongwrong"), []string{"s3://" + bucket, "access denied", "HTTP status 403"}},
+		// Off EC2 without credentials the SDK tries the metadata service
+		// (here MinIO, which refuses the IMDSv2 token as IMDS does off
+		// EC2) and logs "falling back to IMDSv1": only at debug.
+		{"s3 no credentials", s3url(bucket, minio.Endpoint), []string{"AWS_REGION=us-east-1", "AWS_EC2_METADATA_SERVICE_ENDPOINT=" + minio.Endpoint,
+			"AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent"}, []string{"s3://" + bucket, "no usable AWS credentials"}},
 		{"s3 missing bucket", s3url("no-such-bucket", minio.Endpoint), s3env(minio.AccessKey, minio.SecretKey), []string{"no-such-bucket", "does not exist"}},
 		{"s3 unreachable", s3url(bucket, "http://"+dead), s3env(minio.AccessKey, minio.SecretKey), []string{dead}},
 		{"gcs missing bucket", "gs://no-such-bucket/repo", []string{"STORAGE_EMULATOR_HOST=" + strings.TrimPrefix(gsrv.Endpoint, "http://")}, []string{"no-such-bucket", "does not exist"}},
@@ -172,6 +177,9 @@ func TestProviderErrors(t *testing.T) {
 			}
 			if strings.Contains(r.stderr, "wrongwrong") || strings.Contains(r.stderr, "AccountKey=") {
 				t.Error("a secret appears in the error")
+			}
+			if strings.Contains(r.stderr, "https response error") {
+				t.Error("an answer over plain HTTP is called an https response error")
 			}
 		})
 	}

@@ -74,14 +74,35 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
 			}
 			if maxRate != "" {
+				// PostgreSQL takes MAX_RATE in kB/s, from 32 to 1048576.
 				r, err := replication.ParseSize(maxRate)
-				if err != nil {
-					return usageError{fmt.Errorf("--max-rate: %w", err)}
+				if err != nil || r < 32<<10 || r > 1<<30 {
+					return usageError{fmt.Errorf("--max-rate %q: give a rate per second from 32kB to 1GB, e.g. 20MB, or leave it out for no limit", maxRate)}
 				}
 				o.MaxRate = r
 			}
+			switch compression {
+			case "none", "lz4", "zstd", "gzip":
+			default:
+				return usageError{fmt.Errorf("--server-compression %q: use none, lz4, zstd or gzip", compression)}
+			}
+			if err := positiveDuration("wal-timeout", walTimeout, "5m"); err != nil {
+				return err
+			}
+			if err := durationOrOff("io-timeout", ioTimeout, "2m"); err != nil {
+				return err
+			}
+			if err := checkLabel(label); err != nil {
+				return err
+			}
+			if err := checkDSN(dsn); err != nil {
+				return err
+			}
 			mode, err := g.resolveProgress(progress)
 			if err != nil {
+				return err
+			}
+			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			repo, err := g.openRepo(cmd, repoURL)
@@ -126,12 +147,12 @@ The backup becomes visible (pgstow list) only when everything is stored.`,
 	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
 	cmd.Flags().StringVar(&label, "label", "pgstow", "backup label")
 	cmd.Flags().StringVar(&wal, "wal", "stream", "how the needed WAL reaches the repository: stream or none")
-	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends")
+	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends (above 0)")
 	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when a streaming connection to the server brings nothing for this long (a stalled network path); 0 turns it off")
 	cmd.Flags().StringVar(&checkpoint, "checkpoint", "spread", "checkpoint at start: spread (gentle on the server) or fast (starts at once)")
 	cmd.Flags().StringVar(&chunkSize, "chunk-size", "8MB", "target chunk size (memory: at most cores + 1 + --concurrency buffers of this size)")
 	cmd.Flags().IntVar(&concurrency, "concurrency", uploader.DefaultConcurrency, "uploads in flight (each holds one compressed chunk buffer)")
-	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB)")
+	cmd.Flags().StringVar(&maxRate, "max-rate", "", "server-side rate limit per second, e.g. 20MB (32kB to 1GB; default no limit)")
 	cmd.Flags().StringVar(&compression, "server-compression", "none", "compress on the server before sending: none, lz4, zstd or gzip")
 	progressFlags(cmd, &progress, &progressEvery)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the committed backup as JSON (the shape of one list --json entry)")

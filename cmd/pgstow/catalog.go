@@ -31,7 +31,9 @@ type showEntry struct {
 	DedupBytes       int64                 `json:"deduplicated_bytes"` // stored bytes shared with earlier backups
 	Chunks           int                   `json:"chunks"`
 	NewChunks        int                   `json:"new_chunks"`
-	Files            int                   `json:"files"`
+	Files            int                   `json:"files"` // regular files, as restore and backup_manifest count them
+	Directories      int                   `json:"directories"`
+	Symlinks         int                   `json:"symlinks"`
 	WALBytes         int64                 `json:"wal_bytes"`
 	WALSegmentSize   uint64                `json:"wal_segment_size"`
 	Tablespaces      []manifest.Tablespace `json:"tablespaces"`
@@ -52,9 +54,22 @@ func showOf(b *manifest.Backup) showEntry {
 		listEntry: entryOf(b), ToolVersion: b.ToolVersion, SystemID: b.SystemID, EndTimeline: b.EndTimeline,
 		DurationSeconds: b.Timings.Finished.Sub(b.Timings.Started).Seconds(),
 		DedupBytes:      b.Totals.StoredBytes - b.Totals.NewBytes,
-		Chunks:          b.Totals.Chunks, NewChunks: b.Totals.NewChunks, Files: b.Totals.Files,
+		Chunks:          b.Totals.Chunks, NewChunks: b.Totals.NewChunks,
 		WALBytes: b.Totals.WALBytes, WALSegmentSize: b.WALSegmentSize,
 		Tablespaces: b.Tablespaces, PGManifestSHA256: b.PGManifestSHA256,
+	}
+	// Totals.Files counts every archive member, directories and symlinks
+	// included: a DBA comparing it with restore's count or with
+	// backup_manifest would see files missing.
+	for _, f := range b.Files {
+		switch f.Type {
+		case manifest.TypeFile:
+			e.Files++
+		case manifest.TypeDir:
+			e.Directories++
+		case manifest.TypeSymlink:
+			e.Symlinks++
+		}
 	}
 	if e.Tablespaces == nil {
 		e.Tablespaces = []manifest.Tablespace{}
@@ -97,43 +112,48 @@ versions that made it.`,
 			if asJSON {
 				return printJSON(g.stdout, e)
 			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
-			row("backup", "%s", e.ID)
-			if e.Label != "" {
-				row("label", "%s", e.Label)
-			}
-			row("started", "%s", e.Started.Format(time.RFC3339))
-			row("finished", "%s (%s)", e.Finished.Format(time.RFC3339), time.Duration(e.DurationSeconds*float64(time.Second)).Round(time.Second))
-			row("PostgreSQL", "%s (system identifier %s)", pgVersion(e.PGVersion), e.SystemID)
-			row("timeline", "%d", e.Timeline)
-			row("LSN range", "%s - %s", e.StartLSN, e.EndLSN)
-			if e.WALSegments > 0 {
-				row("WAL needed", "%s .. %s (%d segment(s) of %s, %s stored)", e.WALFirst, e.WALLast, e.WALSegments, humanBytes(int64(e.WALSegmentSize)), humanBytes(e.WALBytes))
-			} else {
-				row("WAL needed", "none recorded")
-			}
-			ratio := 0.0
-			if e.StoredBytes > 0 {
-				ratio = float64(e.RawBytes) / float64(e.StoredBytes)
-			}
-			row("size", "%s raw, %s stored (%.1fx)", humanBytes(e.RawBytes), humanBytes(e.StoredBytes), ratio)
-			row("uploaded", "%s new, %s shared with earlier backups", humanBytes(e.NewBytes), humanBytes(e.DedupBytes))
-			row("chunks", "%d (%d new)", e.Chunks, e.NewChunks)
-			row("files", "%d", e.Files)
-			for _, a := range e.Archives {
-				row("archive "+a.Name, "%s raw, %s stored, %d chunks", humanBytes(a.RawBytes), humanBytes(a.StoredBytes), a.Chunks)
-			}
-			for _, ts := range e.Tablespaces {
-				row(fmt.Sprintf("tablespace %d", ts.OID), "%s", ts.Location)
-			}
-			row("made by", "pgstow %s", e.ToolVersion)
-			return tw.Flush()
+			return printShow(g.stdout, e)
 		},
 	}
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printShow prints one backup as show does without --json.
+func printShow(w io.Writer, e showEntry) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("backup", "%s", e.ID)
+	if e.Label != "" {
+		row("label", "%s", e.Label)
+	}
+	row("started", "%s", e.Started.Format(time.RFC3339))
+	row("finished", "%s (%s)", e.Finished.Format(time.RFC3339), time.Duration(e.DurationSeconds*float64(time.Second)).Round(time.Second))
+	row("PostgreSQL", "%s (system identifier %s)", pgVersion(e.PGVersion), e.SystemID)
+	row("timeline", "%d", e.Timeline)
+	row("LSN range", "%s - %s", e.StartLSN, e.EndLSN)
+	if e.WALSegments > 0 {
+		row("WAL needed", "%s .. %s (%d segment(s) of %s, %s stored)", e.WALFirst, e.WALLast, e.WALSegments, humanBytes(int64(e.WALSegmentSize)), humanBytes(e.WALBytes))
+	} else {
+		row("WAL needed", "none recorded")
+	}
+	ratio := 0.0
+	if e.StoredBytes > 0 {
+		ratio = float64(e.RawBytes) / float64(e.StoredBytes)
+	}
+	row("size", "%s raw, %s stored (%.1fx)", humanBytes(e.RawBytes), humanBytes(e.StoredBytes), ratio)
+	row("uploaded", "%s new, %s shared with earlier backups", humanBytes(e.NewBytes), humanBytes(e.DedupBytes))
+	row("chunks", "%d (%d new)", e.Chunks, e.NewChunks)
+	row("files", "%d regular files, %d directories, %d symlinks", e.Files, e.Directories, e.Symlinks)
+	for _, a := range e.Archives {
+		row("archive "+a.Name, "%s raw, %s stored, %d chunks", humanBytes(a.RawBytes), humanBytes(a.StoredBytes), a.Chunks)
+	}
+	for _, ts := range e.Tablespaces {
+		row(fmt.Sprintf("tablespace %d", ts.OID), "%s", ts.Location)
+	}
+	row("made by", "pgstow %s", e.ToolVersion)
+	return tw.Flush()
 }
 
 // pruneFlags are the flags delete and gc share.
@@ -194,6 +214,9 @@ Only one delete or gc runs at a time (--lock-wait).`,
 			if err := r.Validate(); err != nil {
 				return usageError{err}
 			}
+			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
+				return err
+			}
 			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {
 				return err
@@ -235,6 +258,9 @@ gc runs at a time (--lock-wait).`,
 			d, err := catalog.ParseDuration(grace)
 			if err != nil {
 				return usageError{fmt.Errorf("--grace: %w", err)}
+			}
+			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
+				return err
 			}
 			repo, err := g.repoFromFlag(cmd, f.repoURL)
 			if err != nil {

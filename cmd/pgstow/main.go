@@ -58,6 +58,7 @@ type globals struct {
 	quiet                  bool
 	cpuProfile, memProfile string
 	keyFile                string
+	allowSharedKey         bool
 	spoolDir               string
 	stopProfile            func()
 }
@@ -180,6 +181,7 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print only warnings, errors and results: no progress, no info logs")
 	root.PersistentFlags().StringVar(&g.keyFile, "encryption-key-file", "", "file holding the repository's encryption key (env PGSTOW_ENCRYPTION_KEY_FILE); see docs/encryption.md")
+	root.PersistentFlags().BoolVar(&g.allowSharedKey, "allow-shared-key-file", false, "accept an encryption key file that other users may read or write (refused by default, as ssh does)")
 	root.PersistentFlags().StringVar(&g.spoolDir, "spool-dir", "", "directory WAL segments and large manifests are staged in on their way to or from the repository, default the system's temporary directory (env PGSTOW_SPOOL_DIR); see docs/tuning.md")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
 		var err error
@@ -200,6 +202,17 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newVersionCmd(g))
+	for _, c := range root.Commands() {
+		// A wrong number of arguments is a usage error too (exit 2).
+		if check := c.Args; check != nil {
+			c.Args = func(c *cobra.Command, args []string) error {
+				if err := check(c, args); err != nil {
+					return usageError{err}
+				}
+				return nil
+			}
+		}
+	}
 	return root
 }
 

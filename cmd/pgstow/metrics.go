@@ -57,6 +57,13 @@ func (g *globals) metricsFlags(cmd *cobra.Command) {
 				return usageError{errors.New("--metrics-job: give a job name, e.g. pgstow")}
 			}
 		}
+		if file != "" {
+			// Written at the end of the run: a missing directory must
+			// not surface only after an hour's backup.
+			if err := checkFileDir("metrics-file", file); err != nil {
+				return err
+			}
+		}
 		start := time.Now()
 		err := run(c, args)
 		var ue usageError

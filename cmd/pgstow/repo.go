@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -46,6 +48,9 @@ func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repo
 // openRepo opens the store a repository URL names.
 func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Repository, error) {
 	ctx, log := cmd.Context(), g.log
+	if err := g.checkGlobals(cmd); err != nil {
+		return nil, err
+	}
 	key, err := g.encryptionKey(cmd)
 	if err != nil {
 		return nil, err
@@ -54,11 +59,17 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if err != nil {
 		return nil, usageError{err}
 	}
-	var store providers.Store
+	// Each URL is parsed in full before anything is opened, so that a
+	// mistyped parameter is a usage error (exit 2) and never creates a
+	// directory or reaches a store.
+	var openStore func() (providers.Store, error)
 	switch u.Scheme {
 	case "file":
 		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
 			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
+		}
+		if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return nil, usageError{fmt.Errorf("repository %s: a file:// URL takes no user, query parameters or fragment, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
 		}
 		// Only the commands that write new data create the directory: a
 		// mistyped path must not read as an empty repository.
@@ -67,16 +78,30 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 				return nil, fmt.Errorf("repository %s: the directory %s does not exist; check the path (backup, wal-push and wal-receive create it)", providers.RedactURL(u), u.Path)
 			}
 		}
-		store, err = file.OpenURL(ctx, u)
+		openStore = func() (providers.Store, error) { return file.OpenURL(ctx, u) }
 	case "s3":
-		store, err = s3.OpenURL(ctx, u)
+		cfg, err := s3.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		cfg.Log = log // the SDK's own lines, at debug
+		openStore = func() (providers.Store, error) { return s3.Open(ctx, cfg) }
 	case "gs":
-		store, err = gcs.OpenURL(ctx, u)
+		cfg, err := gcs.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		openStore = func() (providers.Store, error) { return gcs.Open(ctx, cfg) }
 	case "azblob":
-		store, err = azblob.OpenURL(ctx, u)
+		cfg, err := azblob.ParseURL(u)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		openStore = func() (providers.Store, error) { return azblob.Open(ctx, cfg) }
 	default:
 		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", providers.RedactURL(u), u.Scheme)}
 	}
+	store, err := openStore()
 	if err != nil {
 		return nil, fmt.Errorf("open repository %s: %w", providers.RedactURL(u), err)
 	}
@@ -89,11 +114,38 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 		repo = repository.NewEncrypted(store, key)
 	}
 	if err := repo.CheckKey(ctx); err != nil {
+		if key == nil && errors.Is(err, repository.ErrEncryption) {
+			err = keyNeeded(ctx, repo, err)
+		}
 		store.Close()
 		return nil, err
 	}
 	repo.SetSpoolDir(g.spoolDirPath(cmd))
 	return repo, nil
+}
+
+// keyNeededError says that a repository is encrypted and no key was
+// given, where the repository's own message ("encryption key does not fit
+// the repository") suggests a wrong key. It is still ErrEncryption.
+type keyNeededError struct {
+	msg string
+	err error
+}
+
+func (k keyNeededError) Error() string { return k.msg }
+func (k keyNeededError) Unwrap() error { return k.err }
+
+// keyNeeded words err, a refusal of no key, for what happened.
+func keyNeeded(ctx context.Context, repo *repository.Repository, err error) error {
+	c, cerr := repo.Config(ctx)
+	if cerr != nil || c.Encryption == nil {
+		return err
+	}
+	return keyNeededError{
+		msg: fmt.Sprintf("%s is encrypted (%s, key fingerprint %s) and no key was given: pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
+			repo, c.Encryption.Algorithm, c.Encryption.KeyFingerprint),
+		err: err,
+	}
 }
 
 // spoolDirPath is the spool directory named by flag or environment, if
@@ -117,6 +169,32 @@ func (g *globals) keyFilePath(cmd *cobra.Command) string {
 	return g.keyFile
 }
 
+// checkKeyFileMode refuses a key file that other users may read or write,
+// as ssh refuses such a private key and PostgreSQL such an ssl_key_file:
+// whoever reads the key can read every backup, and whoever writes it can
+// make the next backup use a key they chose. A warning would scroll past in
+// a cron job's mail; a refusal is fixed once with chmod. PostgreSQL's
+// exception is kept: a file owned by root may be readable by its group, the
+// usual way to share one key between root's backups and the postgres
+// user's archive_command. Pipes and devices (a key handed over by a
+// secrets tool as /dev/fd/N) are not files others can open later, and are
+// not checked.
+func checkKeyFileMode(path string, allow bool) error {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() || allow {
+		return nil // a missing file is reported when it is read
+	}
+	perm := fi.Mode().Perm()
+	open := perm & 0o077
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == 0 {
+		open = perm & 0o037
+	}
+	if open == 0 {
+		return nil
+	}
+	return usageError{fmt.Errorf("encryption key file %s has mode %04o, so other users may read or change it: chmod 600 it (or 640, owned by root, to share it with a group); --allow-shared-key-file accepts it as it is", path, perm)}
+}
+
 // encryptionKey reads the key file --encryption-key-file or
 // PGSTOW_ENCRYPTION_KEY_FILE names, if any. The key itself never passes
 // through flags or the environment, where other processes can read it.
@@ -124,6 +202,9 @@ func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
 	path := g.keyFilePath(cmd)
 	if path == "" {
 		return nil, nil
+	}
+	if err := checkKeyFileMode(path, g.allowSharedKey); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

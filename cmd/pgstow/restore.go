@@ -89,6 +89,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err != nil {
 				return usageError{fmt.Errorf("--pgdata %q: %w", pgdata, err)}
 			}
+			if err := checkRestoreTarget("pgdata", target); err != nil {
+				return err
+			}
 			sm, err := restore.ParseSyncMethod(syncMethod)
 			if err != nil {
 				return usageError{fmt.Errorf("--sync-method: %w", err)}
@@ -106,14 +109,20 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			for _, m := range tablespaces {
 				oid, dir, ok := strings.Cut(m, "=")
 				n, err := strconv.ParseUint(oid, 10, 32)
-				if !ok || err != nil || !filepath.IsAbs(dir) {
+				if !ok || err != nil || n == 0 || !filepath.IsAbs(dir) {
 					return usageError{fmt.Errorf("--tablespace %q: use OID=/absolute/dir", m)}
+				}
+				if _, dup := o.Tablespaces[uint32(n)]; dup {
+					return usageError{fmt.Errorf("--tablespace: OID %d is given twice; give each tablespace one directory", n)}
+				}
+				if err := checkRestoreTarget("tablespace", filepath.Clean(dir)); err != nil {
+					return err
 				}
 				o.Tablespaces[uint32(n)] = filepath.Clean(dir)
 			}
-			rc, err := recoveryTarget(tTime, tLSN, tXID, tName, tImmediate, tAction, tTimeline)
+			rc, err := recoveryTarget(cmd, tTime, tLSN, tXID, tName, tImmediate, tAction, tTimeline)
 			if err != nil {
-				return usageError{err}
+				return err
 			}
 			if rc != nil {
 				if cmd.Flags().Changed("wal") && o.WAL != restore.WALFetch {
@@ -138,14 +147,17 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 						return fmt.Errorf("encryption key file: %w", err)
 					}
 					repoArgs += " --encryption-key-file " + shellQuote(abs)
+					if g.allowSharedKey {
+						repoArgs += " --allow-shared-key-file"
+					}
 				}
 				o.RestoreCommand = shellQuote(self) + " wal-fetch" + repoArgs + " %f %p"
 				probe = shellQuote(self) + " show --quiet" + repoArgs + " latest"
 			default:
 				return usageError{fmt.Errorf("--wal %q: use embed or fetch", wal)}
 			}
-			if concurrency < 1 || concurrency > 256 {
-				return usageError{fmt.Errorf("--concurrency %d: give 1 to 256", concurrency)}
+			if err := intRange("concurrency", concurrency, 1, 256); err != nil {
+				return err
 			}
 			if err := srv.check(cmd, o); err != nil {
 				return err
@@ -158,6 +170,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			}
 			mode, err := g.resolveProgress(progress)
 			if err != nil {
+				return err
+			}
+			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			repo, err := g.openRepo(cmd, repoURL)
@@ -229,29 +244,69 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 }
 
 // recoveryTarget builds the point-in-time target from the flags, or nil.
-func recoveryTarget(tTime, tLSN, tXID, tName string, immediate bool, action, timeline string) (*restore.Recovery, error) {
-	if tTime == "" && tLSN == "" && tXID == "" && tName == "" && !immediate {
+// Its errors are usage errors naming the flags.
+func recoveryTarget(cmd *cobra.Command, tTime, tLSN, tXID, tName string, immediate bool, action, timeline string) (*restore.Recovery, error) {
+	var targets []string
+	for _, name := range []string{"target-time", "target-lsn", "target-xid", "target-name", "target-immediate"} {
+		if cmd.Flags().Changed(name) {
+			targets = append(targets, "--"+name)
+		}
+	}
+	switch action {
+	case "promote", "pause", "shutdown":
+	default:
+		return nil, usageError{fmt.Errorf("--target-action %q: use promote, pause or shutdown", action)}
+	}
+	if timeline != "" && timeline != "latest" && timeline != "current" && !isDigits(timeline) {
+		return nil, usageError{fmt.Errorf("--target-timeline %q: use latest, current or a timeline number", timeline)}
+	}
+	if len(targets) == 0 {
+		// Without a target these would be dropped without a word.
+		for _, name := range []string{"target-action", "target-timeline"} {
+			if cmd.Flags().Changed(name) {
+				return nil, usageError{fmt.Errorf("--%s only applies with a recovery target (--target-time, --target-lsn, --target-xid, --target-name or --target-immediate)", name)}
+			}
+		}
 		return nil, nil
 	}
+	if len(targets) > 1 {
+		return nil, usageError{fmt.Errorf("%s: give one recovery target, not %d", strings.Join(targets, ", "), len(targets))}
+	}
+	if cmd.Flags().Changed("target-immediate") && !immediate {
+		return nil, usageError{errors.New("--target-immediate=false: leave the flag out instead")}
+	}
 	rc := &restore.Recovery{XID: tXID, Name: tName, Immediate: immediate, Action: action, Timeline: timeline}
-	if tTime != "" {
+	switch {
+	case cmd.Flags().Changed("target-time"):
 		t, err := parseTargetTime(tTime)
 		if err != nil {
-			return nil, err
+			return nil, usageError{err}
 		}
 		rc.Time = t
-	}
-	if tLSN != "" {
+	case cmd.Flags().Changed("target-lsn"):
 		l, err := manifest.ParseLSN(tLSN)
-		if err != nil {
-			return nil, fmt.Errorf("--target-lsn: %w", err)
+		if err != nil || l == 0 {
+			return nil, usageError{fmt.Errorf("--target-lsn %q: give a WAL position such as 0/3000028", tLSN)}
 		}
 		rc.LSN = l
+	case cmd.Flags().Changed("target-xid"):
+		if !isDigits(tXID) {
+			return nil, usageError{fmt.Errorf("--target-xid %q: give a transaction id, a number such as 771", tXID)}
+		}
+	case cmd.Flags().Changed("target-name"):
+		if tName == "" || strings.ContainsAny(tName, "\n\r\x00") {
+			return nil, usageError{fmt.Errorf("--target-name %q: give the name of a restore point (pg_create_restore_point), on one line", tName)}
+		}
 	}
 	if err := rc.Validate(); err != nil {
-		return nil, err
+		return nil, usageError{err}
 	}
 	return rc, nil
+}
+
+// isDigits reports whether s is a non-empty string of ASCII digits.
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
 }
 
 // parseTargetTime accepts RFC 3339 and PostgreSQL's own format, but only
@@ -309,6 +364,9 @@ recovery early with WAL missing.`,
 			if len(args) != 2 {
 				return walFetchError{fmt.Errorf("wal-fetch takes WALFILE and DEST, got %d arguments", len(args)), exitWALFatal}
 			}
+			if err := intRange("prefetch", prefetch, 0, maxAhead); err != nil {
+				return walFetchError{err, exitWALFatal}
+			}
 			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return walFetchError{err, exitWALFatal}
@@ -331,7 +389,7 @@ recovery early with WAL missing.`,
 		},
 	}
 	repoFlag(cmd, &repoURL)
-	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "segments to fetch ahead in parallel into a spool beside DEST (0 to turn off)")
+	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "segments to fetch ahead in parallel into a spool beside DEST, 0 (off) to 256")
 	return cmd
 }
 

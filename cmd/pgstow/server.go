@@ -52,6 +52,23 @@ func (f *serverFlags) check(cmd *cobra.Command, o restore.Options) error {
 	if o.Recovery != nil && o.Recovery.Action == "shutdown" {
 		return usageError{errors.New("--start with --target-action shutdown: the server would stop at the target; use promote or pause")}
 	}
+	if err := positiveDuration("start-timeout", f.timeout, "30m"); err != nil {
+		return err
+	}
+	if f.user == "" {
+		return usageError{errors.New("--user: give the role to put in the URI, e.g. postgres")}
+	}
+	if f.dbname == "" {
+		return usageError{errors.New("--dbname: give the database to put in the URI, e.g. postgres")}
+	}
+	if err := checkOSUser("run-as", f.runAs); err != nil {
+		return err
+	}
+	if f.binDir != "" {
+		if err := checkBinDir("pg-bin", f.binDir); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

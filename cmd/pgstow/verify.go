@@ -73,11 +73,20 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			if repair && len(args) == 0 && !all && wal {
 				return usageError{errors.New("--repair mends chunks of backups: name backups or pass --all with --wal")}
 			}
-			if concurrency < 1 {
-				return usageError{fmt.Errorf("--concurrency %d: must be 1 or more", concurrency)}
+			if err := intRange("concurrency", concurrency, 1, 256); err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("lock-wait") && !repair {
+				return usageError{errors.New("--lock-wait only applies with --repair")}
+			}
+			if err := nonNegativeDuration("lock-wait", lockWait, "5m"); err != nil {
+				return err
 			}
 			mode, err := g.resolveProgress(progress)
 			if err != nil {
+				return err
+			}
+			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -202,7 +211,7 @@ status is 1 if any backup or the WAL archive has a problem.`,
 	cmd.Flags().BoolVar(&wal, "wal", false, "check the WAL archive's continuity")
 	cmd.Flags().BoolVar(&repair, "repair", false, "move damaged chunks aside (quarantine/) so that the next backup stores them again")
 	cmd.Flags().DurationVar(&lockWait, "lock-wait", 5*time.Minute, "with --repair, how long to wait for a delete or gc to finish")
-	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 8, "objects downloaded at once by a full verification, 1 to 256")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	progressFlags(cmd, &progress, &progressEvery)
 	g.metricsFlags(cmd)
@@ -216,7 +225,7 @@ func printVerdict(g *globals, v catalog.Verdict) {
 	}
 	what := fmt.Sprintf("%d chunks, %d WAL segments, %s", v.Chunks, v.WALSegments, humanBytes(v.StoredBytes))
 	if v.Mode == "full" {
-		what = fmt.Sprintf("%d chunks, %d files, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
+		what = fmt.Sprintf("%d chunks, %d files checksummed, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
 	}
 	fmt.Fprintf(g.stdout, "%s  %s  %s: %s\n", v.ID, state, v.Mode, what)
 	for _, p := range v.Problems {

@@ -6,6 +6,10 @@ import (
 	"github.com/pgstow/pgstow/walarchive"
 )
 
+// maxAhead bounds wal-push --ahead and wal-fetch --prefetch: each file
+// ahead is a WAL segment staged on local disk (16 MiB by default).
+const maxAhead = 256
+
 func newWALPushCmd(g *globals) *cobra.Command {
 	var repoURL string
 	var ahead int
@@ -30,6 +34,9 @@ what the store uploads, and removed at once.`,
 		Example: `  pgstow wal-push --repo file:///var/backups/pg pg_wal/000000010000000000000003`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := intRange("ahead", ahead, 0, maxAhead); err != nil {
+				return err
+			}
 			repo, err := g.repoFromFlag(cmd, repoURL)
 			if err != nil {
 				return err
@@ -39,6 +46,6 @@ what the store uploads, and removed at once.`,
 		},
 	}
 	repoFlag(cmd, &repoURL)
-	cmd.Flags().IntVar(&ahead, "ahead", 8, "other ready WAL files to push in the same call (0 to turn off)")
+	cmd.Flags().IntVar(&ahead, "ahead", 8, "other ready WAL files to push in the same call, 0 (off) to 256")
 	return cmd
 }

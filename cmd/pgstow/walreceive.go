@@ -37,6 +37,20 @@ segments.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
+			if err := checkSlotName(slot); err != nil {
+				return err
+			}
+			if err := durationOrOff("io-timeout", ioTimeout, "2m"); err != nil {
+				return err
+			}
+			if metricsAddr != "" {
+				if err := checkListenAddr("metrics-listen", metricsAddr); err != nil {
+					return err
+				}
+			}
+			if err := checkDSN(dsn); err != nil {
+				return err
+			}
 			repo, err := g.openRepo(cmd, repoURL)
 			if err != nil {
 				return err

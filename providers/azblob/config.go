@@ -115,6 +115,11 @@ var queryParams = []string{"block_size", "max_blocks", "multipart_threshold"}
 // urlExample is quoted in URL errors.
 const urlExample = "azblob://container/prefix?block_size=16MiB"
 
+// ParseURL checks an azblob:// URL without contacting anything and
+// returns the Config it names, for callers that want a bad URL told apart
+// from a store that cannot be reached (Open does the rest).
+func ParseURL(u *url.URL) (Config, error) { return configFromURL(u) }
+
 // configFromURL parses azblob://container/prefix?block_size=…&max_blocks=…&multipart_threshold=….
 // Anything else in the URL is refused, since each form suggests the user
 // meant something this store would silently not do.

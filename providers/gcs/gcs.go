@@ -372,6 +372,11 @@ func OpenURL(ctx context.Context, u *url.URL) (*Store, error) {
 // urlExample is quoted in URL errors.
 const urlExample = "gs://bucket/prefix?chunk_size=16MiB"
 
+// ParseURL checks a gs:// URL without contacting anything and returns the
+// Config it names, for callers that want a bad URL told apart from a store
+// that cannot be reached (Open does the rest).
+func ParseURL(u *url.URL) (Config, error) { return parseURL(u) }
+
 // parseURL turns a gs:// URL into a Config without contacting anything.
 func parseURL(u *url.URL) (Config, error) {
 	if u == nil {

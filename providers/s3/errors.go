@@ -24,6 +24,7 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
+	err = reword(err)
 	if errors.Is(err, context.Canceled) {
 		// The caller gave up; nothing to retry.
 		return err
@@ -74,6 +75,57 @@ func classify(err error) error {
 		return providers.MarkTransient(err)
 	}
 	return err
+}
+
+// reword gives an error that carries the store's answer a message of our
+// own. The SDK's says "https response error" whatever the scheme, which
+// misleads on a plain-HTTP endpoint (MinIO, versitygw) where TLS is the
+// first suspect: ours says "HTTP status 403 (request id …)". The SDK's
+// error stays inside for errors.As and errors.Is; errors without an HTTP
+// answer (connection failures) are left as they are.
+func reword(err error) error {
+	var resp *smithyhttp.ResponseError
+	if err == nil || !errors.As(err, &resp) || resp.Response == nil {
+		return err
+	}
+	if _, done := err.(storeAnswer); done {
+		return err
+	}
+	return storeAnswer{err: err, resp: resp}
+}
+
+// storeAnswer is an SDK error that holds the store's HTTP answer; see
+// reword.
+type storeAnswer struct {
+	err  error
+	resp *smithyhttp.ResponseError
+}
+
+func (a storeAnswer) Unwrap() error { return a.err }
+
+func (a storeAnswer) Error() string {
+	var b strings.Builder
+	var op *smithy.OperationError
+	if errors.As(a.err, &op) {
+		fmt.Fprintf(&b, "%s %s: ", op.ServiceID, op.OperationName)
+	}
+	fmt.Fprintf(&b, "HTTP status %d", a.resp.HTTPStatusCode())
+	var ids []string
+	var rid interface{ ServiceRequestID() string }
+	if errors.As(a.err, &rid) && rid.ServiceRequestID() != "" {
+		ids = append(ids, "request id "+rid.ServiceRequestID())
+	}
+	var hid interface{ ServiceHostID() string }
+	if errors.As(a.err, &hid) && hid.ServiceHostID() != "" {
+		ids = append(ids, "host id "+hid.ServiceHostID())
+	}
+	if len(ids) > 0 {
+		fmt.Fprintf(&b, " (%s)", strings.Join(ids, ", "))
+	}
+	if a.resp.Err != nil {
+		fmt.Fprintf(&b, ": %v", a.resp.Err)
+	}
+	return b.String()
 }
 
 // classed is err, also of class: it reads as err alone, for messages

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,6 +31,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
 
 	"github.com/pgstow/pgstow/providers"
 )
@@ -93,6 +95,11 @@ type Config struct {
 	// AccessKey and SecretKey are static credentials, for tests. Empty
 	// means the SDK's default credential chain.
 	AccessKey, SecretKey string
+	// Log receives the SDK's own log lines, at debug level (nil discards
+	// them). Left to itself the SDK writes them to stderr, such as "falling
+	// back to IMDSv1" on every run off EC2, which reads as a problem of
+	// ours and breaks the one-line error output scripts rely on.
+	Log *slog.Logger
 }
 
 // withDefaults fills in the zero fields and checks the others.
@@ -205,6 +212,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	loadOpts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
 		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		config.WithLogger(sdkLogger(cfg.Log)),
 	}
 	if cfg.Region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(cfg.Region))
@@ -260,6 +268,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// sdkLogger hands the SDK's log lines to log at debug level. Its warnings
+// are about its own fallbacks (IMDSv1, skipped checksum validation), not
+// failures: a failure comes back as an error, which pgstow reports.
+func sdkLogger(log *slog.Logger) logging.Logger {
+	if log == nil {
+		return logging.Nop{}
+	}
+	return logging.LoggerFunc(func(c logging.Classification, format string, v ...any) {
+		log.Debug(fmt.Sprintf(format, v...), "source", "aws-sdk", "classification", string(c))
+	})
+}
+
 // storeName formats the store as a URL for messages.
 func storeName(bucket, prefix string, endpoint *string) string {
 	name := "s3://" + bucket
@@ -298,6 +318,7 @@ func (s *Store) check(ctx context.Context, creds aws.CredentialsProvider) error 
 	}
 	// The messages say the cause in words; the SDK's error follows
 	// without its class repeated in front.
+	err = reword(err)
 	cerr := classify(err)
 	switch {
 	case isRedirect(err):

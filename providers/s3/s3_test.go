@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -641,5 +642,64 @@ func TestExactBody(t *testing.T) {
 	b.finish()
 	if _, err := b.Read(make([]byte, 4)); !errors.Is(err, errFinished) {
 		t.Errorf("Read after finish = %v", err)
+	}
+}
+
+// TestSDKWords: what the SDK says reaches the user in pgstow's words. Its
+// own log lines (here "falling back to IMDSv1", which every run off EC2
+// without credentials triggers) go to Config.Log at debug, never to
+// stderr; and a refusal over plain HTTP is not called an "https response
+// error".
+func TestSDKWords(t *testing.T) {
+	srv := testserver.StartVersity(t)
+	bucket := srv.NewBucket(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "")
+	// The metadata service's place is taken by the S3 server, which
+	// refuses the IMDSv2 token request as IMDS does off EC2.
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", srv.Endpoint)
+
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, err := Open(t.Context(), Config{Bucket: bucket, Endpoint: srv.Endpoint, Region: "us-east-1", PathStyle: true, Log: log})
+	if err == nil || !errors.Is(err, providers.ErrAccessDenied) {
+		t.Fatalf("Open without credentials: %v, want access denied", err)
+	}
+	if !strings.Contains(logged.String(), "falling back to IMDSv1") || !strings.Contains(logged.String(), "level=DEBUG") {
+		t.Errorf("the SDK's IMDSv1 warning did not reach the logger at debug; logged:\n%s", logged.String())
+	}
+
+	_, err = Open(t.Context(), Config{Bucket: bucket, Endpoint: srv.Endpoint, PathStyle: true,
+		AccessKey: srv.AccessKey, SecretKey: "wrong-secret", Log: log})
+	if err == nil || !errors.Is(err, providers.ErrAccessDenied) {
+		t.Fatalf("Open with a wrong secret: %v, want access denied", err)
+	}
+	var resp *smithyhttp.ResponseError
+	if msg := err.Error(); strings.Contains(msg, "https response error") || !strings.Contains(msg, "HTTP status 403") || !errors.As(err, &resp) {
+		t.Errorf("Open over http with a wrong secret: %q; want HTTP status 403, no 'https', the SDK's error inside", msg)
+	}
+}
+
+// TestReword: the store's answer is described from its parts, whatever
+// wraps it; errors without an answer are left alone.
+func TestReword(t *testing.T) {
+	answer := &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 403}},
+		Err:      &smithy.GenericAPIError{Code: "AccessDenied", Message: "Access Denied."},
+	}
+	op := &smithy.OperationError{ServiceID: "S3", OperationName: "ListObjectsV2", Err: answer}
+	got := classify(op)
+	if want := "S3 ListObjectsV2: HTTP status 403: api error AccessDenied: Access Denied."; !strings.Contains(got.Error(), want) {
+		t.Errorf("classify(%v) = %q, want it to contain %q", op, got, want)
+	}
+	if !errors.Is(got, providers.ErrAccessDenied) || !errors.Is(got, op) {
+		t.Errorf("classify(%v) = %v: lost its class or the SDK's error", op, got)
+	}
+	if plain := io.ErrUnexpectedEOF; reword(plain) != plain {
+		t.Errorf("reword changed an error without an HTTP answer")
 	}
 }

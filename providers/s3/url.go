@@ -17,6 +17,11 @@ const urlExample = "s3://bucket/prefix?region=us-east-1"
 // urlParams are the query parameters OpenURL understands.
 var urlParams = []string{"region", "endpoint", "path_style", "part_size", "max_parts", "request_checksum"}
 
+// ParseURL checks an s3:// URL without contacting anything and returns
+// the Config it names, for callers that want a bad URL told apart from a
+// store that cannot be reached (Open does the rest).
+func ParseURL(u *url.URL) (Config, error) { return parseURL(u) }
+
 // parseURL turns an s3://bucket/prefix?… URL into a Config. It refuses
 // what it does not understand (unknown or repeated parameters, user
 // information, fragments) rather than ignore it, since each suggests the
