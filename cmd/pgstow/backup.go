@@ -33,7 +33,12 @@ slot keeps the needed WAL on the server until pgstow has stored it; with
 --wal=none another archiver (archive_command) must store it into the same
 repository, and pgstow only checks that it arrived.
 
-The backup becomes visible (pgstow list) only when everything is stored.`,
+From a hot standby the last WAL segment is stored up to the backup's end (a
+standby cannot complete it), so the backup commits at once.
+
+The backup becomes visible (pgstow list) only when everything is stored. A
+failed backup removes the chunks it stored that nothing else uses; its error
+says what it removed, or what it left and why.`,
 		Example: `  pgstow backup --repo file:///var/backups/pg --pg "host=db1 user=backup"
   PGSTOW_REPO=file:///var/backups/pg PGHOST=db1 PGUSER=backup pgstow backup --checkpoint fast
   pgstow backup --quiet --metrics-push http://pushgateway:9091   # from cron: results and errors only
