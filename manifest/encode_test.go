@@ -351,6 +351,9 @@ func TestValidate(t *testing.T) {
 		{name: "history file in WAL", edit: func(b *Backup) {
 			b.WAL = append(b.WAL, WALSegment{Name: "00000002.history"})
 		}},
+		{name: "partial last segment", edit: func(b *Backup) {
+			b.WAL[len(b.WAL)-1].Name = PartialSegmentName(b.WAL[len(b.WAL)-1].Name, 4096)
+		}},
 		{name: "empty system id", edit: func(b *Backup) { b.SystemID = "" }},
 		{name: "start equals end", edit: func(b *Backup) { b.EndLSN = b.StartLSN }},
 		{name: "file ends at archive end", edit: func(b *Backup) { b.Files[4].Size = 3072 - 512 }},
@@ -369,6 +372,12 @@ func TestValidate(t *testing.T) {
 		{name: "WAL name beyond segments per id", edit: func(b *Backup) { b.WAL[0].Name = "000000010000000000000100" }, wantErr: "low part"},
 		{name: "WAL name garbage", edit: func(b *Backup) { b.WAL[0].Name = "../../x" }, wantErr: "wal 0"},
 		{name: "WAL bad sha", edit: func(b *Backup) { b.WAL[0].SHA256 = "ABC" }, wantErr: "sha256"},
+		{name: "partial segment before the last", edit: func(b *Backup) {
+			b.WAL = append([]WALSegment{{Name: PartialSegmentName(b.WAL[0].Name, 4096)}}, b.WAL...)
+		}, wantErr: "is not the last"},
+		{name: "partial segment of a whole segment's size", edit: func(b *Backup) {
+			b.WAL[len(b.WAL)-1].Name = PartialSegmentName(b.WAL[len(b.WAL)-1].Name, b.WALSegmentSize)
+		}, wantErr: "wal"},
 		{name: "WAL negative size", edit: func(b *Backup) { b.WAL[0].StoredSize = -1 }, wantErr: "negative stored_size"},
 		{name: "chunk id upper case", edit: func(b *Backup) { b.Archives[0].Chunks[1].ID = strings.ToUpper(chunkID("b")) }, wantErr: "archive 0 (base.tar): chunk 1: invalid chunk id"},
 		{name: "chunk id short", edit: func(b *Backup) { b.Archives[1].Chunks[0].ID = "ab" }, wantErr: "invalid chunk id"},
