@@ -372,3 +372,27 @@ func TestStreamRefusals(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDecodeFrom reads the manifest of a backup of 66,177 files (the
+// many-small-files benchmark cluster) whole and without its file records,
+// which is what every backup does with the newest one before it starts.
+func BenchmarkDecodeFrom(b *testing.B) {
+	data, err := Encode(bigBackup(66177))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name   string
+		decode func(io.Reader) (*Backup, error)
+	}{{"whole", DecodeFrom}, {"without files", DecodeFromWithoutFiles}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bc.decode(bytes.NewReader(data)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
