@@ -340,6 +340,9 @@ func (r *restorer) restore(ctx context.Context) error {
 			return err
 		}
 	case WALFetch:
+		if err := r.embedPartialWAL(ctx); err != nil {
+			return err
+		}
 		if err := r.writeRecoveryConfig(); err != nil {
 			return err
 		}

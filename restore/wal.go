@@ -90,8 +90,10 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 	h := sha256.New()
 	_, err = fetchWALTo(ctx, r.repo, dec, s.Name, r.p.b.WALSegmentSize, io.MultiWriter(out, h))
 	if err == nil && partial > 0 {
-		if terr := out.Truncate(int64(r.p.b.WALSegmentSize)); terr != nil {
-			err = fmt.Errorf("pad %s to the segment size: %w", d.full(tmp), terr)
+		// Real zeros, not a hole: PostgreSQL writes into this segment
+		// after recovery, and a full disk must show now, not then.
+		if perr := writeZeros(out, int64(r.p.b.WALSegmentSize-partial)); perr != nil {
+			err = fmt.Errorf("pad %s to the segment size: %w", d.full(tmp), perr)
 		}
 	}
 	if cerr := out.Close(); err == nil && cerr != nil {
@@ -113,6 +115,37 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 	r.walSegments++
 	r.mu.Unlock()
 	return nil
+}
+
+// writeZeros writes n zero bytes to w.
+func writeZeros(w io.Writer, n int64) error {
+	zeros := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k, err := w.Write(zeros[:min(n, int64(len(zeros)))])
+		if err != nil {
+			return err
+		}
+		n -= int64(k)
+	}
+	return nil
+}
+
+// embedPartialWAL writes a standby backup's partial last segment into
+// pg_wal/ with --wal=fetch too. Until the primary archives that segment
+// whole (which on a quiet primary can take until archive_timeout, or
+// forever if it archives elsewhere), restore_command cannot supply it,
+// and without it recovery cannot reach the backup's end. PostgreSQL asks
+// restore_command first, so the complete segment wins once it exists.
+func (r *restorer) embedPartialWAL(ctx context.Context) error {
+	segs := r.p.b.WAL
+	if len(segs) == 0 {
+		return nil
+	}
+	last := segs[len(segs)-1]
+	if _, _, _, _, err := manifest.ParsePartialSegmentName(last.Name, r.p.b.WALSegmentSize); err != nil {
+		return nil
+	}
+	return r.embedOne(ctx, chunker.NewDecompressor(), last)
 }
 
 // checkWALName accepts the names pgstow stores WAL under (segments and

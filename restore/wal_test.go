@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -181,24 +182,38 @@ func TestRunStandbyPartialSegment(t *testing.T) {
 		b.WAL = []manifest.WALSegment{ws}
 		b.Totals.WALBytes = ws.StoredSize
 	}})
-	target := filepath.Join(t.TempDir(), "data")
-	res, err := Run(t.Context(), f.repo, testOptions(target))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.WALSegments != 1 {
-		t.Errorf("%d WAL segments written, want 1", res.WALSegments)
-	}
-	got, err := os.ReadFile(filepath.Join(target, "pg_wal", seg))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := append(bytes.Clone(part), make([]byte, testSegSize-len(part))...)
-	if !bytes.Equal(got, want) {
-		t.Errorf("pg_wal/%s: %d bytes, want the partial segment's %d padded with zeros to %d", seg, len(got), len(part), testSegSize)
-	}
-	if _, err := os.Stat(filepath.Join(target, "pg_wal", name)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("pg_wal/%s exists (%v); only the segment's own name belongs there", name, err)
+	// With --wal=fetch too: restore_command cannot supply the segment
+	// until the primary archives it whole.
+	for _, mode := range []WALMode{WALEmbed, WALFetch} {
+		target := filepath.Join(t.TempDir(), "data")
+		o := testOptions(target)
+		o.WAL = mode
+		if mode == WALFetch {
+			o.RestoreCommand = "pgstow wal-fetch %f %p"
+		}
+		res, err := Run(t.Context(), f.repo, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.WALSegments != 1 {
+			t.Errorf("%s: %d WAL segments written, want 1", mode, res.WALSegments)
+		}
+		got, err := os.ReadFile(filepath.Join(target, "pg_wal", seg))
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		want := append(bytes.Clone(part), make([]byte, testSegSize-len(part))...)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: pg_wal/%s: %d bytes, want the partial segment's %d padded with zeros to %d", mode, seg, len(got), len(part), testSegSize)
+		}
+		if fi, err := os.Stat(filepath.Join(target, "pg_wal", seg)); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 < int64(testSegSize) {
+				t.Errorf("%s: pg_wal/%s has holes (%d bytes allocated of %d): the padding must be written", mode, seg, st.Blocks*512, testSegSize)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(target, "pg_wal", name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: pg_wal/%s exists (%v); only the segment's own name belongs there", mode, name, err)
+		}
 	}
 
 	// A partial segment shorter than its name says is corrupt.
