@@ -362,3 +362,26 @@ func TestEncryptedRepositoryWithoutKey(t *testing.T) {
 		t.Errorf("stderr %q: want one line that does not speak of a key that does not fit", msg)
 	}
 }
+
+// TestKeyFileModeWALPush: archive_command only warns about a shared key
+// file: refusing would stop archiving and fill pg_wal.
+func TestKeyFileModeWALPush(t *testing.T) {
+	const key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n"
+	dir := t.TempDir()
+	path := filepath.Join(dir, "repo.key")
+	if err := os.WriteFile(path, []byte(key), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(dir, "000000010000000000000001")
+	if err := os.WriteFile(seg, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"wal-push", "--repo", "file://" + filepath.Join(dir, "repo"), "--encryption-key-file", path, seg}, &out, &errb, func(string) string { return "" })
+	if code == exitUsage || !strings.Contains(errb.String(), "wal-push goes on") || !strings.Contains(errb.String(), "mode 0644") {
+		t.Errorf("wal-push with a shared key file: exit %d, stderr %q; want a warning and no refusal", code, errb.String())
+	}
+}
