@@ -140,6 +140,20 @@ func TestStandbyBackup(t *testing.T) {
 			amcheck(t, r1)
 			r1.Stop(t)
 
+			// The same backup with --wal=fetch before the primary has
+			// archived its last segment whole: restore_command cannot
+			// supply it, the partial copy in pg_wal/ must.
+			fetched := filepath.Join(pgtest.TempDir(t), "data")
+			if res := runCLI(t, 3*time.Minute, nil, "restore", "--repo", repoURL, "--backup", idle.ID, "-D", fetched, "--wal", "fetch"); res.code != 0 {
+				t.Fatalf("restore --wal fetch: exit %d: %s", res.code, res.stderr)
+			}
+			appendAutoConf(t, fetched, "archive_mode = off")
+			r1f := restoreChecks(t, major, fetched, "-n")
+			if got := r1f.Query(t, "postgres", batchesSQL)[0][0]; got != want {
+				t.Errorf("idle standby backup restored with --wal=fetch holds batches %s, the primary had %s", got, want)
+			}
+			r1f.Stop(t)
+
 			// With --wal=none the last segment must come from the
 			// primary's archive, which an idle primary does not fill:
 			// a bounded wait, and one line naming what is missing and
