@@ -129,15 +129,18 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 		// uncommitted is the id of a commit that failed, which may have
 		// stored PostgreSQL's backup_manifest.
 		uncommitted string
-		walMu       sync.Mutex
-		walSeg      = map[string]manifest.WALSegment{}
+		// commitUnknown is set when that commit's manifest may still
+		// land (repository.ErrCommitUnknown).
+		commitUnknown bool
+		walMu         sync.Mutex
+		walSeg        = map[string]manifest.WALSegment{}
 	)
 	defer func() {
 		lease.Release(ctx)
 		if err == nil {
 			return
 		}
-		left := leftovers{pgManifestOf: uncommitted, ownLease: lease.Key()}
+		left := leftovers{pgManifestOf: uncommitted, commitUnknown: commitUnknown, ownLease: lease.Key()}
 		if up != nil {
 			left.chunks = up.Written()
 		}
@@ -417,6 +420,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 		}
 		if !errors.Is(err, repository.ErrIDTaken) {
 			uncommitted = b.ID
+			commitUnknown = errors.Is(err, repository.ErrCommitUnknown)
 			return nil, err
 		}
 		if attempt >= 10 {

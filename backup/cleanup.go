@@ -42,6 +42,9 @@ type leftovers struct {
 	// pgManifestOf is the id under which the commit may have stored
 	// PostgreSQL's backup_manifest before failing; "" if none.
 	pgManifestOf string
+	// commitUnknown is set when that commit failed without saying
+	// whether its manifest was stored (repository.ErrCommitUnknown).
+	commitUnknown bool
 	// walSegments is how many WAL segments its stream stored.
 	walSegments int
 	// ownLease is the backup's own lease key, released by now.
@@ -100,6 +103,16 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 		what = "its uncommitted backup_manifest"
 	}
 	gcHint := "; `pgstow gc --grace 0s` removes them once no backup is running"
+	if left.commitUnknown {
+		// A store may complete a write after its client gave up (a
+		// timeout or Ctrl-C once the body was sent), at any time after
+		// this. No check made here, not even under the lock, rules out
+		// that the manifest lands just after it; so nothing is removed,
+		// and the plain gc, which spares objects for its grace period
+		// (an hour), removes them only if the manifest never landed.
+		id := left.pgManifestOf
+		return fmt.Sprintf("left %s and its backup_manifest: it is not known whether backup %s was committed; if `pgstow list` shows it later, check it with `pgstow verify %s`, otherwise `pgstow gc` removes them after its grace period", what, id, id)
+	}
 	o.Log.Info("the backup failed: removing what it stored that nothing else uses", "chunks", len(left.chunks), "bytes", wrote)
 
 	lock, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{
@@ -152,9 +165,12 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 	}
 	var msgs []string
 	if id := left.pgManifestOf; id != "" {
-		committed := false
-		for _, c := range ids {
-			committed = committed || c == id
+		// Asked now, right before deleting, not taken from the listing
+		// above: a manifest write whose answer was lost may have landed
+		// since.
+		committed, err := repo.HasBackup(ctx, id)
+		if err != nil {
+			return fmt.Sprintf("left %s: could not check whether backup %s was committed after all (%v)%s", what, id, err, gcHint)
 		}
 		if committed {
 			// The commit's answer was lost but its manifest landed:

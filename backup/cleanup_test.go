@@ -3,6 +3,10 @@ package backup
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
 	"log/slog"
 	"strings"
 	"testing"
@@ -180,4 +184,157 @@ func TestRemoveLeftoversCommit(t *testing.T) {
 			t.Errorf("a backup that stored nothing says %q", msg)
 		}
 	})
+}
+
+// commitFault is how lateCommitStore treats the write of one manifest.
+type commitFault int
+
+const (
+	// landsWithError stores it, then fails as a timeout would.
+	landsWithError commitFault = iota
+	// landsLater fails as a timeout would and stores it once the next
+	// listing of backups has ended, as a store that completes a write
+	// after its client gave up.
+	landsLater
+	// refused fails with a checksum mismatch and stores nothing.
+	refused
+)
+
+// lateCommitStore fails the write of key as fault says.
+type lateCommitStore struct {
+	providers.Store
+	key     string
+	fault   commitFault
+	armed   bool
+	pending []byte
+}
+
+func (s *lateCommitStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
+	if !s.armed || key != s.key {
+		return s.Store.Put(ctx, key, body, size, opts)
+	}
+	s.armed = false
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	switch s.fault {
+	case landsWithError:
+		if err := s.Store.Put(ctx, key, bytes.NewReader(data), size, opts); err != nil {
+			return err
+		}
+	case landsLater:
+		s.pending = data
+	case refused:
+		return fmt.Errorf("put %q: %w", key, providers.ErrChecksum)
+	}
+	return fmt.Errorf("put %q: %w", key, context.DeadlineExceeded)
+}
+
+func (s *lateCommitStore) List(ctx context.Context, prefix string) iter.Seq2[providers.ObjectInfo, error] {
+	return func(yield func(providers.ObjectInfo, error) bool) {
+		defer func() {
+			if s.pending != nil && prefix == manifest.BackupsPrefix {
+				data := s.pending
+				s.pending = nil
+				if err := s.Store.Put(ctx, s.key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+					panic(err)
+				}
+			}
+		}()
+		for obj, err := range s.Store.List(ctx, prefix) {
+			if !yield(obj, err) {
+				return
+			}
+		}
+	}
+}
+
+// TestRemoveLeftoversCommitLands: a commit whose manifest write failed
+// without saying whether the store took it (a timeout, Ctrl-C) may be
+// committed, now or later, so its chunks stay for gc; a manifest that
+// lands after the cleanup listed the backups is seen before anything is
+// deleted; a write the store refused leaves nothing committed, and the
+// chunks go.
+func TestRemoveLeftoversCommitLands(t *testing.T) {
+	const id = "20260102T040000Z"
+	tests := []struct {
+		name  string
+		fault commitFault
+		// trusted passes the commit error on as a clear failure, to
+		// check the recheck under the lock on its own.
+		trusted   bool
+		unknown   bool
+		committed bool
+		says      string
+	}{
+		{name: "lands with the error", fault: landsWithError, unknown: true, committed: true,
+			says: "it is not known whether backup " + id + " was committed; if `pgstow list` shows it later, check it with `pgstow verify " + id + "`, otherwise `pgstow gc` removes them"},
+		{name: "lands after the listing", fault: landsLater, unknown: true, committed: true,
+			says: "it is not known whether backup " + id + " was committed"},
+		{name: "lands after the listing, error taken as clear", fault: landsLater, trusted: true, unknown: true, committed: true,
+			says: "backup " + id + " is committed after all"},
+		{name: "refused", fault: refused, says: "removed the"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := &lateCommitStore{Store: mem.New(), key: manifest.BackupManifestKey(id), fault: tt.fault}
+				repo := repository.New(store)
+				b, pgm := repotest.Commit(t, repo, repotest.Spec{ID: id, Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(6)}}})
+				// Undo the commit, then commit again through the fault.
+				for _, key := range []string{manifest.BackupManifestKey(id), manifest.PGManifestKey(id)} {
+					if err := store.Delete(t.Context(), key); err != nil {
+						t.Fatal(err)
+					}
+				}
+				store.armed = true
+				err := repo.Commit(t.Context(), b, bytes.NewReader(pgm))
+				if err == nil {
+					t.Fatal("the commit did not fail")
+				}
+				if got := errors.Is(err, repository.ErrCommitUnknown); got != tt.unknown {
+					t.Errorf("commit error %q: unknown outcome %v, want %v", err, got, tt.unknown)
+				}
+				var written []manifest.ChunkRef
+				for _, c := range b.Archives[0].Chunks {
+					written = append(written, manifest.ChunkRef{ID: c.ID, StoredSize: c.StoredSize})
+				}
+				left := leftovers{chunks: written, pgManifestOf: id,
+					commitUnknown: errors.Is(err, repository.ErrCommitUnknown) && !tt.trusted}
+				msg := removeLeftovers(t.Context(), repo, left, Options{Log: slog.New(slog.DiscardHandler)})
+				if !strings.Contains(msg, tt.says) {
+					t.Errorf("the message lacks %q:\n%s", tt.says, msg)
+				}
+				if strings.Contains(msg, "\n") {
+					t.Errorf("the message is not one line:\n%s", msg)
+				}
+				// A write still pending lands now, after the cleanup.
+				if _, err := repo.BackupIDs(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				has, err := repo.HasBackup(t.Context(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if has != tt.committed {
+					t.Fatalf("backup %s committed %v, want %v", id, has, tt.committed)
+				}
+				if tt.committed {
+					if err := repo.CheckStored(t.Context(), b); err != nil {
+						t.Errorf("the cleanup removed objects of a committed backup (%s): %v", msg, err)
+					}
+					return
+				}
+				for _, c := range written {
+					if stored(t, repo, c.ID) {
+						t.Errorf("chunk %s of the refused commit stayed (%s)", c.ID[:12], msg)
+					}
+				}
+				if _, err := store.Stat(t.Context(), manifest.PGManifestKey(id)); !errors.Is(err, providers.ErrNotExist) {
+					t.Errorf("the refused commit's backup_manifest stayed (%v): %s", err, msg)
+				}
+			})
+		})
+	}
 }

@@ -66,7 +66,11 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 			}
 			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
 		}
-		return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
+		if errors.Is(err, providers.ErrChecksum) {
+			// The store refused the body: nothing was stored.
+			return fmt.Errorf("backup %s: commit manifest: %w", b.ID, err)
+		}
+		return fmt.Errorf("backup %s: commit manifest: %w (%w)", b.ID, err, ErrCommitUnknown)
 	}
 	return nil
 }

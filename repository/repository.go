@@ -36,6 +36,14 @@ var ErrWALConflict = errors.New("WAL file exists with different content")
 // ErrIDTaken is returned by Commit when another backup holds the id.
 var ErrIDTaken = errors.New("backup id already taken by another backup")
 
+// ErrCommitUnknown is returned by Commit when the write of pgstow's
+// manifest, the commit point, failed in a way that does not say whether
+// the store took it: a timeout or a cancellation after the body was sent
+// may be followed by the store completing the write. The backup may
+// therefore appear committed later, and nothing it references may be
+// removed on the strength of its having failed.
+var ErrCommitUnknown = errors.New("the commit's outcome is unknown: its manifest may still be stored")
+
 // ErrNoBackup is returned when no committed backup matches.
 var ErrNoBackup = errors.New("no such backup")
 
@@ -220,6 +228,21 @@ func (r *Repository) BackupIDs(ctx context.Context) ([]string, error) {
 	}
 	sort.Strings(ids)
 	return ids, nil
+}
+
+// HasBackup reports whether backup id is committed, i.e. whether its
+// manifest is stored, asking the store now rather than trusting an
+// earlier listing.
+func (r *Repository) HasBackup(ctx context.Context, id string) (bool, error) {
+	_, err := r.store.Stat(ctx, manifest.BackupManifestKey(id))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, providers.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("check whether backup %s is committed in %s: %w", id, r, err)
+	}
 }
 
 // manifestReaders is how many manifests are read at once: enough to hide

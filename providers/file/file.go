@@ -104,6 +104,8 @@ func Open(ctx context.Context, root string) (*Store, error) {
 // mode is corrected too: it is the store's own, and a root-owned one (left
 // by a version that did not adopt the owner, or by a crash between mkdir
 // and chown) would keep every other user of the repository from writing.
+// When it adjusts owners or modes it refuses one that is not a real
+// directory (adoptDir says why).
 func (s *Store) makeTmpDir() error {
 	dir := filepath.Join(s.root, tmpDir)
 	err := os.Mkdir(dir, dirMode)
@@ -117,6 +119,11 @@ func (s *Store) makeTmpDir() error {
 		fi, err := os.Lstat(dir)
 		if err != nil {
 			return err
+		}
+		// A symlink the repository's owner put there would otherwise
+		// take root's uploads elsewhere.
+		if !fi.IsDir() {
+			return notDirError(dir, syscall.ENOTDIR)
 		}
 		if !s.own.differs(fi) {
 			return nil

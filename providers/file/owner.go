@@ -78,18 +78,44 @@ func (o ownership) adoptFile(f *os.File) error {
 // adoptDir gives a directory its owner and mode. The chown comes first:
 // on some systems changing a directory's owner clears its setgid bit, which
 // the chmod then sets again.
+//
+// Both are done through a handle opened without following a symlink:
+// the repository's owner can replace the directory with a symlink at any
+// time, and root changing by name would then give away, or open up, the
+// symlink's target. The handle also rules out a swap between a check and
+// the change.
 func (o ownership) adoptDir(dir string) error {
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+		return notDirError(dir, err)
+	}
+	if err == nil {
+		defer f.Close()
+	}
 	if o.chown {
-		if err := os.Lchown(dir, o.uid, o.gid); err != nil && !o.alreadyOwned(os.Lstat(dir)) {
+		if err == nil {
+			err = f.Chown(o.uid, o.gid)
+		}
+		if err != nil && (f == nil || !o.alreadyOwned(f.Stat())) {
 			return fmt.Errorf("give %s to the repository directory's owner (uid %d, gid %d): %w; run pgstow as that user", dir, o.uid, o.gid, err)
 		}
+		err = nil
 	}
 	if o.chmod {
-		if err := os.Chmod(dir, o.dirMode); err != nil {
+		if err == nil {
+			err = f.Chmod(o.dirMode)
+		}
+		if err != nil {
 			return fmt.Errorf("set the group permissions of the shared repository on %s: %w", dir, err)
 		}
 	}
-	return nil
+	return err
+}
+
+// notDirError says that dir, which the store adjusts, is not a real
+// directory.
+func notDirError(dir string, err error) error {
+	return fmt.Errorf("%s must be a directory, not a symlink or a file (%w); remove it and pgstow creates it again", dir, err)
 }
 
 // alreadyOwned reports whether a file whose chown failed has the wanted

@@ -6,10 +6,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/file"
 	"github.com/pgstow/pgstow/providers/providertest"
 )
 
@@ -199,4 +201,63 @@ func TestConformanceAdjusted(t *testing.T) {
 		root, _, _ := ownedDir(t, fs.ModeSetgid|0o770)
 		return open(t, root)
 	})
+}
+
+// TestSymlinkedTmpDir: when the store adjusts owners or modes (as root, or
+// in a group-shared repository), an upload directory that the
+// repository's owner replaced with a symlink is refused, and the
+// symlink's target keeps its owner and mode: changing them by name would
+// let that owner take or open up any directory on the machine.
+func TestSymlinkedTmpDir(t *testing.T) {
+	tests := []struct {
+		name string
+		mode fs.FileMode
+	}{
+		{name: "owner adopted", mode: 0o700},
+		{name: "group shared", mode: 0o770 | fs.ModeSetgid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root, _, _ := ownedDir(t, tt.mode)
+			target := filepath.Join(t.TempDir(), "elsewhere")
+			if err := os.Mkdir(target, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(target, 0o751); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.Stat(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(root, ".tmp")
+			if err := os.Symlink(target, link); err != nil {
+				t.Fatal(err)
+			}
+			_, err = file.Open(t.Context(), root)
+			adjusts := os.Geteuid() == 0 || tt.mode&fs.ModeSetgid != 0
+			switch {
+			case adjusts && err == nil:
+				t.Error("Open accepted a .tmp that is a symlink")
+			case adjusts && !strings.Contains(err.Error(), link+" must be a directory, not a symlink"):
+				t.Errorf("Open's error does not say that %s must be a directory: %v", link, err)
+			case !adjusts && err != nil:
+				t.Errorf("Open, changing no owner or mode: %v", err)
+			}
+			if err != nil && strings.Contains(err.Error(), "\n") {
+				t.Errorf("the error is not one line: %v", err)
+			}
+			after, err := os.Stat(target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Mode() != before.Mode() {
+				t.Errorf("the symlink's target changed mode from %v to %v", before.Mode(), after.Mode())
+			}
+			bst, ast := before.Sys().(*syscall.Stat_t), after.Sys().(*syscall.Stat_t)
+			if ast.Uid != bst.Uid || ast.Gid != bst.Gid {
+				t.Errorf("the symlink's target changed owner from %d:%d to %d:%d", bst.Uid, bst.Gid, ast.Uid, ast.Gid)
+			}
+		})
+	}
 }
