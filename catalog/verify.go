@@ -244,7 +244,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 				v.add(CorruptChunk, key, "%s chunk %d of %d has %d bytes, the manifest says %d; it holds %s",
 					a.Name, ci+1, len(a.Chunks), size, ref.StoredSize, b.FilesIn(ai, offs[ci], ref.RawSize))
 			default:
-				v.StoredBytes += size
+				v.StoredBytes += ref.StoredSize // as a full verify counts
 			}
 		}
 	}
