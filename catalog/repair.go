@@ -36,6 +36,11 @@ type QuarantinedChunk struct {
 // RepairReport says what Repair did.
 type RepairReport struct {
 	Quarantined []QuarantinedChunk `json:"quarantined"`
+	// Intact are chunks whose stored bytes differ from those recorded
+	// (size or CRC32C) but still decode to the right content: restores
+	// read them correctly, so they are left in place, since moving them
+	// would leave every backup that references them unrestorable.
+	Intact []string `json:"intact,omitempty"`
 	// Sound are chunks verify found damaged that were fine when
 	// checked again under the lock (replaced since), left in place.
 	Sound []string `json:"sound,omitempty"`
@@ -46,17 +51,24 @@ type RepairReport struct {
 	// it moved commits a reference to it, healed like the others by the
 	// next backup that stores the chunk.
 	RunningBackups []string `json:"running_backups,omitempty"`
+	// RunningRestores are the restores that held a lease meanwhile: one
+	// that needs a quarantined chunk fails, as it would have on the
+	// damaged copy.
+	RunningRestores []string `json:"running_restores,omitempty"`
 	// Unchecked are backups whose manifest could not be read while
 	// looking for the ones a quarantined chunk breaks.
 	Unchecked []string `json:"unchecked,omitempty"`
 }
 
 // Repair moves aside, under repository.QuarantinePrefix, every chunk the
-// verdicts found damaged (undecodable, wrong content, wrong size, or
-// stored bytes that differ from those uploaded), so that the next backup
-// that cuts the same content uploads it again and with that heals every
-// backup that references it. Missing chunks and chunks that could not be
-// read (a store failure) are left to the operator.
+// verdicts found damaged in content (undecodable, a bad LZ4 checksum,
+// content that does not hash to its id, the wrong raw size), so that the
+// next backup that cuts the same content uploads it again and with that
+// heals every backup that references it. A chunk whose stored bytes
+// differ from those recorded but still decode to the right content is
+// reported and left in place: restores read it correctly, and moving it
+// would make restorable backups unrestorable. Missing chunks and chunks
+// that could not be read (a store failure) are left to the operator.
 //
 // Verify runs without a lock; Repair takes the prune lock only for the
 // quarantine, so a long verification holds back neither backups nor
@@ -71,20 +83,24 @@ func Repair(ctx context.Context, repo *repository.Repository, verdicts []Verdict
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	rep := &RepairReport{}
-	var damaged []manifest.ChunkRef
-	seen := map[string]bool{}
+	// Every record of each suspect chunk, as the backups verified have
+	// it: the chunk stays if any of them reads it correctly.
+	var order []string
+	records := map[string][]manifest.ChunkRef{}
 	for _, v := range verdicts {
-		for _, ref := range v.damaged {
-			if !seen[ref.ID] {
-				seen[ref.ID] = true
-				damaged = append(damaged, ref)
+		for _, ref := range v.suspect {
+			if _, ok := records[ref.ID]; !ok {
+				order = append(order, ref.ID)
+			}
+			if !slices.ContainsFunc(records[ref.ID], func(r manifest.ChunkRef) bool { return sameRecord(r, ref) }) {
+				records[ref.ID] = append(records[ref.ID], ref)
 			}
 		}
 	}
-	if len(damaged) == 0 {
+	if len(order) == 0 {
 		return rep, nil
 	}
-	moved, err := quarantine(ctx, repo, damaged, o, rep)
+	moved, err := quarantine(ctx, repo, order, records, o, rep)
 	if err != nil || len(moved) == 0 {
 		return rep, err
 	}
@@ -112,9 +128,20 @@ func Repair(ctx context.Context, repo *repository.Repository, verdicts []Verdict
 	return rep, nil
 }
 
+// sameRecord tells whether two records of a chunk say the same about it.
+func sameRecord(a, b manifest.ChunkRef) bool {
+	crc := func(r manifest.ChunkRef) int64 {
+		if r.StoredCRC32C == nil {
+			return -1
+		}
+		return int64(*r.StoredCRC32C)
+	}
+	return a.RawSize == b.RawSize && a.StoredSize == b.StoredSize && crc(a) == crc(b)
+}
+
 // quarantine moves the chunks still damaged under the prune lock, and
 // returns the index in rep.Quarantined of each chunk id moved.
-func quarantine(ctx context.Context, repo *repository.Repository, damaged []manifest.ChunkRef, o RepairOptions, rep *RepairReport) (map[string]int, error) {
+func quarantine(ctx context.Context, repo *repository.Repository, order []string, records map[string][]manifest.ChunkRef, o RepairOptions, rep *RepairReport) (map[string]int, error) {
 	lock, err := repo.TakeLease(ctx, repository.LockPrune, repository.LeaseOptions{
 		Command: "verify --repair", TTL: o.LeaseTTL, Wait: o.LockWait, Log: o.Log,
 	})
@@ -123,23 +150,31 @@ func quarantine(ctx context.Context, repo *repository.Repository, damaged []mani
 	}
 	defer lock.Release(ctx)
 	for _, h := range lock.Others() {
-		rep.RunningBackups = append(rep.RunningBackups, h.String())
+		if h.Kind == repository.LockRestore {
+			rep.RunningRestores = append(rep.RunningRestores, h.String())
+		} else {
+			rep.RunningBackups = append(rep.RunningBackups, h.String())
+		}
 	}
 	moved := map[string]int{} // chunk id → index in rep.Quarantined
 	dec := chunker.NewDecompressor()
 	var buf []byte
 	var raw bytes.Buffer
-	for _, ref := range damaged {
-		key := manifest.ChunkKey(ref.ID)
-		bad, err := stillDamaged(ctx, repo, dec, ref, &buf, &raw)
+	for _, id := range order {
+		key := manifest.ChunkKey(id)
+		state, err := recheck(ctx, repo, dec, records[id], &buf, &raw)
 		switch {
 		case errors.Is(err, providers.ErrNotExist):
 			rep.Gone = append(rep.Gone, key)
 			continue
 		case err != nil:
 			return moved, fmt.Errorf("repair: check %s again: %w", key, err)
-		case !bad:
+		case state == chunkSound:
 			rep.Sound = append(rep.Sound, key)
+			continue
+		case state == chunkIntact:
+			o.Log.Warn("chunk left in place: its content is intact, its stored bytes differ from those recorded", "chunk", key)
+			rep.Intact = append(rep.Intact, key)
 			continue
 		}
 		// A prune that stalled past its lease stops before it changes
@@ -147,7 +182,7 @@ func quarantine(ctx context.Context, repo *repository.Repository, damaged []mani
 		if err := lock.Held(); err != nil {
 			return moved, fmt.Errorf("repair: %w", err)
 		}
-		to, err := repo.QuarantineChunk(ctx, ref.ID)
+		to, err := repo.QuarantineChunk(ctx, id)
 		if errors.Is(err, providers.ErrNotExist) {
 			rep.Gone = append(rep.Gone, key)
 			continue
@@ -156,35 +191,54 @@ func quarantine(ctx context.Context, repo *repository.Repository, damaged []mani
 			return moved, fmt.Errorf("repair: %w", err)
 		}
 		o.Log.Info("damaged chunk quarantined", "chunk", key, "to", to)
-		moved[ref.ID] = len(rep.Quarantined)
+		moved[id] = len(rep.Quarantined)
 		rep.Quarantined = append(rep.Quarantined, QuarantinedChunk{Chunk: key, To: to, Unrestorable: []string{}})
 	}
 	return moved, nil
 }
 
-// stillDamaged downloads and checks a chunk as a full verify does. An
-// error is a chunk that could not be read (ErrNotExist when missing).
-func stillDamaged(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, ref manifest.ChunkRef, buf *[]byte, raw *bytes.Buffer) (bool, error) {
-	data, err := repo.DownloadChunk(ctx, ref, buf)
-	if err == nil {
-		err = repo.DecodeChunk(dec, ref, data, raw)
+// chunkState is what checking a chunk again under the lock found.
+type chunkState int
+
+const (
+	chunkDamaged chunkState = iota // no record of it reads right content
+	chunkIntact                    // right content, other bytes than recorded
+	chunkSound                     // as recorded, or a later upload
+)
+
+// recheck downloads and checks a chunk as a full verify does, against
+// every record of it: it is damaged only if none of them decodes it to the
+// right content, since a backup that reads it correctly must stay
+// restorable. An error is a chunk that could not be read (ErrNotExist
+// when missing).
+func recheck(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, refs []manifest.ChunkRef, buf *[]byte, raw *bytes.Buffer) (chunkState, error) {
+	state := chunkDamaged
+	for _, ref := range refs {
+		data, err := repo.DownloadChunk(ctx, ref, buf)
+		if err == nil {
+			err = repo.DecodeChunk(dec, ref, data, raw)
+		}
+		switch {
+		case errors.Is(err, repository.ErrCorrupt):
+			continue
+		case err != nil:
+			return state, err
+		}
+		if repository.CheckStoredCRC(ref, data) == nil {
+			return chunkSound, nil
+		}
+		state = chunkIntact
 	}
-	if err == nil {
-		if err = repository.CheckStoredCRC(ref, data); err != nil {
-			replaced, qerr := repo.Quarantined(ctx, ref.ID)
-			if qerr != nil {
-				return false, qerr
-			}
-			if replaced {
-				err = nil
-			}
+	if state == chunkIntact {
+		// A later upload after a quarantine may be framed differently
+		// from what older backups recorded.
+		replaced, err := repo.Quarantined(ctx, refs[0].ID)
+		if err != nil {
+			return state, err
+		}
+		if replaced {
+			return chunkSound, nil
 		}
 	}
-	switch {
-	case errors.Is(err, repository.ErrCorrupt):
-		return true, nil
-	case err != nil:
-		return false, err
-	}
-	return false, nil
+	return state, nil
 }

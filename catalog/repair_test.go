@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pierrec/lz4/v4"
+
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
@@ -50,7 +52,8 @@ func overwrite(t *testing.T, s providers.Store, key string, data []byte) {
 // see, repairs, and takes the backup that made the chunk again: the
 // repair must move exactly that chunk aside, name every backup that
 // references it, and the next backup must make every one verify clean.
-// The "still decodes" damage is seen only through the stored CRC32C.
+// The "still decodes" damage is seen only through the stored CRC32C, and
+// the repair must leave it in place: restores read it correctly.
 func TestRepairHeals(t *testing.T) {
 	base := threeBackups(t)
 	hasCRC := func(b *manifest.Backup) func(string) bool {
@@ -68,9 +71,11 @@ func TestRepairHeals(t *testing.T) {
 		owner  int // the backup that uploaded the chunk, taken again
 		pick   func(f *fixture) manifest.ChunkRef
 		damage func(t *testing.T, f *fixture, ref manifest.ChunkRef)
-		// want are the backups the chunk's damage breaks.
+		// want are the backups verify reports the chunk's damage in.
 		want   []int
 		detail string
+		// intact: the content is right, so the repair leaves it.
+		intact bool
 	}{
 		{
 			name:  "bytes overwritten, in a chunk three backups share",
@@ -103,6 +108,7 @@ func TestRepairHeals(t *testing.T) {
 			},
 			want:   []int{0},
 			detail: "(it still decodes to the right content)",
+			intact: true,
 		},
 		{
 			name:  "still decodes, in a chunk two backups share, one with the CRC carried forward",
@@ -118,6 +124,7 @@ func TestRepairHeals(t *testing.T) {
 			},
 			want:   []int{1, 2},
 			detail: "(it still decodes to the right content)",
+			intact: true,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,6 +150,30 @@ func TestRepairHeals(t *testing.T) {
 			rep, err := Repair(ctx, f.repo, vs, RepairOptions{})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.intact {
+				if len(rep.Quarantined) != 0 || !slices.Equal(rep.Intact, []string{key}) || len(rep.Sound)+len(rep.Gone) != 0 {
+					t.Fatalf("repair report %+v; want %s left in place as intact, nothing quarantined", rep, key)
+				}
+				if _, err := f.store.Stat(ctx, key); err != nil {
+					t.Fatalf("%s after the repair: %v, want it in place", key, err)
+				}
+				// Every backup still restores: the chunk decodes, and a
+				// full verify goes on reporting only its stored bytes.
+				dec := chunker.NewDecompressor()
+				var buf []byte
+				var raw bytes.Buffer
+				data, err := f.repo.DownloadChunk(ctx, ref, &buf)
+				if err == nil {
+					err = f.repo.DecodeChunk(dec, ref, data, &raw)
+				}
+				if err != nil {
+					t.Fatalf("%s after the repair: %v, want it to decode", key, err)
+				}
+				if q, err := f.repo.Quarantined(ctx, ref.ID); err != nil || q {
+					t.Fatalf("a quarantined copy of %s: %v, %v; want none", key, q, err)
+				}
+				return
 			}
 			var want []string
 			for _, i := range tc.want {
@@ -241,5 +272,73 @@ func TestRepairLocked(t *testing.T) {
 	}
 	if got := readKey(t, f.store, key); !bytes.Equal(got, data) {
 		t.Fatal("the damaged chunk moved without the lock")
+	}
+}
+
+// A chunk quarantined and uploaded again by a backup built with another
+// encoder has another frame, of another size: the backups before it,
+// whose manifests record the old size and CRC32C, must still read it,
+// verify clean and keep it through a repair, even one given a record of
+// the chunk that does not read it (a wrong raw size) before one that does.
+func TestRepairKeepsChunkFramedByAnotherEncoder(t *testing.T) {
+	ctx := t.Context()
+	f := threeBackups(t).clone(t)
+	b := f.backups[0]
+	ref := pickChunk(t, b, "base/1/1259", referencedBy([]*manifest.Backup{b}, f.backups[1], f.backups[2]))
+	key := manifest.ChunkKey(ref.ID)
+	dec := chunker.NewDecompressor()
+	var raw bytes.Buffer
+	if err := dec.Decompress(&raw, readKey(t, f.store, key), ref.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.repo.QuarantineChunk(ctx, ref.ID); err != nil {
+		t.Fatal(err)
+	}
+	var frame bytes.Buffer
+	w := lz4.NewWriter(&frame)
+	if err := w.Apply(lz4.BlockChecksumOption(true), lz4.ChecksumOption(true), lz4.CompressionLevelOption(lz4.Level9)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(raw.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if int64(frame.Len()) == ref.StoredSize {
+		t.Fatal("the other frame has the recorded size: the test sees nothing")
+	}
+	putKey(t, f.store, key, frame.Bytes())
+
+	var buf []byte
+	var got bytes.Buffer
+	data, err := f.repo.DownloadChunk(ctx, ref, &buf)
+	if err == nil {
+		err = f.repo.DecodeChunk(dec, ref, data, &got)
+	}
+	if err != nil || !bytes.Equal(got.Bytes(), raw.Bytes()) {
+		t.Fatalf("the older backup's record of %s reads the new upload: %v", key, err)
+	}
+	for _, quick := range []bool{false, true} {
+		vs, err := Verify(ctx, f.repo, f.ids(), VerifyOptions{Quick: quick})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range vs {
+			checkClean(t, f.backups[i], v.Mode, v)
+		}
+	}
+
+	wrong := ref
+	wrong.RawSize++
+	rep, err := Repair(ctx, f.repo, []Verdict{{ID: b.ID, suspect: []manifest.ChunkRef{wrong}}, {ID: b.ID, suspect: []manifest.ChunkRef{ref}}}, RepairOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Quarantined)+len(rep.Intact) != 0 || !slices.Equal(rep.Sound, []string{key}) {
+		t.Fatalf("repair report %+v; want %s left in place as sound", rep, key)
+	}
+	if !bytes.Equal(readKey(t, f.store, key), frame.Bytes()) {
+		t.Fatal("the repair moved the new upload")
 	}
 }

@@ -30,38 +30,73 @@ func (e corruptError) Error() string   { return e.err.Error() }
 func (e corruptError) Unwrap() []error { return []error{e.err, ErrCorrupt} }
 
 // DownloadChunk reads the stored bytes of one chunk into *buf (grown as
-// needed and reused across calls) and checks that the object has exactly
-// the stored size the manifest records. It is split from DecodeChunk so a
+// needed and reused across calls). It is split from DecodeChunk so a
 // caller can bound how many chunks are decompressed at once separately
 // from how many are downloaded.
+//
+// The object is read whole, up to maxStoredSize: its size is not held to
+// ref.StoredSize, because a chunk quarantined and uploaded again by a
+// later backup may have been framed by another encoder (liblz4 or pure Go)
+// and so differ in size from what older backups recorded, yet decode to
+// the same content. DecodeChunk's LZ4 checksum and content hash judge the
+// content; CheckStoredCRC tells whether the bytes are those recorded.
+//
+// A read that fails is returned as it is, never as ErrCorrupt: a
+// connection cut mid-object (the retry layer gives up with a transient
+// io.ErrUnexpectedEOF) says nothing about the stored bytes, and a repair
+// must not quarantine a sound chunk over it.
 func (r *Repository) DownloadChunk(ctx context.Context, ref manifest.ChunkRef, buf *[]byte) ([]byte, error) {
 	rc, err := r.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
-	if errors.Is(err, providers.ErrChecksum) {
+	if errors.Is(err, providers.ErrChecksum) && !errors.Is(err, providers.ErrTransient) {
 		return nil, corruptf("%w", err) // an encrypted chunk that fails authentication
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	if int64(cap(*buf)) < ref.StoredSize {
-		*buf = make([]byte, ref.StoredSize)
+	limit := maxStoredSize(ref)
+	// One byte spare, so that the expected size ends in io.EOF without
+	// growing the buffer.
+	if want := min(ref.StoredSize, limit) + 1; int64(cap(*buf)) < want {
+		*buf = make([]byte, 0, want)
 	}
-	data := (*buf)[:ref.StoredSize]
-	n, err := io.ReadFull(rc, data)
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, corruptf("stored object has %d bytes, the manifest says %d", n, ref.StoredSize)
-	case err != nil:
-		return nil, err
+	data := (*buf)[:0]
+	for {
+		if len(data) == cap(data) {
+			if int64(len(data)) > limit {
+				return nil, corruptf("stored object is longer than the %d bytes any frame of this chunk can take", limit)
+			}
+			grown := min(2*int64(cap(data)), limit+1)
+			data = append(make([]byte, 0, grown), data...)
+			*buf = data
+		}
+		n, err := rc.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, providers.ErrChecksum) && !errors.Is(err, providers.ErrTransient) {
+				return nil, corruptf("%w", err)
+			}
+			return nil, err
+		}
 	}
-	var extra [1]byte
-	switch m, err := io.ReadFull(rc, extra[:]); {
-	case m > 0:
-		return nil, corruptf("stored object is longer than the %d bytes the manifest says", ref.StoredSize)
-	case !errors.Is(err, io.EOF):
-		return nil, err
+	if int64(len(data)) > limit {
+		return nil, corruptf("stored object has %d bytes, more than the %d any frame of this chunk can take", len(data), limit)
 	}
 	return data, nil
+}
+
+// storedSizeSlack is a margin over LZ4's worst case, for a header written
+// with fields our encoders leave out.
+const storedSizeSlack = 256
+
+// maxStoredSize is the longest object chunk ref can be stored as, by any
+// encoder: the larger of what the manifest recorded and LZ4's worst case
+// for its raw size, plus a margin.
+func maxStoredSize(ref manifest.ChunkRef) int64 {
+	return max(ref.StoredSize, int64(chunker.CompressBound(int(ref.RawSize)))) + storedSizeSlack
 }
 
 // DecodeChunk decompresses stored chunk bytes into raw (reset first) and

@@ -49,7 +49,14 @@ func QuarantineChunkKey(id string, at time.Time, crc uint32) string {
 // it still decodes to the right content (a match offset in repetitive
 // data, a header flag that does not matter for one block), and only this
 // check sees it.
+//
+// It also compares the size with the recorded one, which every manifest
+// has: DownloadChunk does not, since a chunk uploaded again may be framed
+// differently.
 func CheckStoredCRC(ref manifest.ChunkRef, stored []byte) error {
+	if int64(len(stored)) != ref.StoredSize {
+		return corruptf("%w: stored object has %d bytes, the manifest says %d", ErrStoredCRC, len(stored), ref.StoredSize)
+	}
 	if ref.StoredCRC32C == nil {
 		return nil
 	}

@@ -153,15 +153,18 @@ func TestCheckStoredCRC(t *testing.T) {
 	bad := good ^ 1
 	for _, tc := range []struct {
 		name string
+		size int64
 		crc  *uint32
 		ok   bool
 	}{
-		{"not recorded", nil, true},
-		{"matches", &good, true},
-		{"differs", &bad, false},
+		{"not recorded", 12, nil, true},
+		{"matches", 12, &good, true},
+		{"differs", 12, &bad, false},
+		{"other size, not recorded", 13, nil, false},
+		{"other size", 11, &good, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := CheckStoredCRC(manifest.ChunkRef{ID: strings.Repeat("0", 64), StoredCRC32C: tc.crc}, stored)
+			err := CheckStoredCRC(manifest.ChunkRef{ID: strings.Repeat("0", 64), StoredSize: tc.size, StoredCRC32C: tc.crc}, stored)
 			if tc.ok != (err == nil) || (err != nil && (!errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrStoredCRC))) {
 				t.Fatalf("got %v; want ok %v, else ErrCorrupt and ErrStoredCRC", err, tc.ok)
 			}

@@ -47,13 +47,16 @@ two chunks per download.
 a backup references exists with its recorded size: fast on any number of
 backups, but it cannot see bytes changed in place.
 
---repair moves every damaged chunk found (corrupt, wrong size, or stored bytes
-that differ from those uploaded) aside under quarantine/ in the repository,
+--repair moves every chunk found damaged in content (undecodable, a bad LZ4
+checksum, wrong content or raw size) aside under quarantine/ in the repository,
 after checking it again, and names the backups that cannot be restored until a
 backup stores that chunk again: the next backup that holds the same content
 uploads it afresh, since deduplication no longer finds it, and that heals every
-backup referencing it. Missing and unreadable chunks are left alone. It takes
-the delete/gc lock (--lock-wait) for the move only.
+backup referencing it. A chunk whose stored bytes differ from those recorded
+but that still decodes to the right content is reported and left in place:
+restores read it correctly. Missing and unreadable chunks are left alone. It
+takes the delete/gc lock (--lock-wait) for the move only. If the repair fails,
+the verdicts are printed before its error.
 
 --wal checks that the WAL archive is continuous, from the oldest backup's
 first segment to the newest archived one, following timeline history files;
@@ -143,12 +146,12 @@ status is 1 if any backup or the WAL archive has a problem.`,
 					return err
 				}
 			}
+			// A failed repair is returned after the verdicts and what
+			// it did manage are printed: the verification stands.
 			var rep *catalog.RepairReport
+			var repairErr error
 			if repair && len(verdicts) > 0 {
-				rep, err = catalog.Repair(ctx, repo, verdicts, catalog.RepairOptions{LockWait: lockWait, Log: g.log})
-				if err != nil {
-					return err
-				}
+				rep, repairErr = catalog.Repair(ctx, repo, verdicts, catalog.RepairOptions{LockWait: lockWait, Log: g.log})
 			}
 			bad := 0
 			for _, v := range verdicts {
@@ -188,6 +191,9 @@ status is 1 if any backup or the WAL archive has a problem.`,
 						fmt.Fprintf(g.stdout, "missing %s\n", m)
 					}
 				}
+			}
+			if repairErr != nil {
+				return repairErr
 			}
 			var problems []string
 			if bad > 0 {
@@ -242,6 +248,9 @@ func printRepair(g *globals, rep *catalog.RepairReport) {
 			fmt.Fprintf(g.stdout, "  unrestorable until a backup stores this chunk again: %s\n", strings.Join(q.Unrestorable, " "))
 		}
 	}
+	for _, k := range rep.Intact {
+		fmt.Fprintf(g.stdout, "left %s in place, content intact: restores read it correctly; its stored bytes differ from the recorded checksum\n", k)
+	}
 	for _, k := range rep.Sound {
 		fmt.Fprintf(g.stdout, "left %s in place: sound when checked again\n", k)
 	}
@@ -253,6 +262,9 @@ func printRepair(g *globals, rep *catalog.RepairReport) {
 	}
 	for _, r := range rep.RunningBackups {
 		fmt.Fprintf(g.stdout, "a backup was running (%s): if it had already found a quarantined chunk, the next backup heals it too\n", r)
+	}
+	for _, r := range rep.RunningRestores {
+		fmt.Fprintf(g.stdout, "a restore was running (%s): if it needs a quarantined chunk it fails, as it would have on the damaged copy\n", r)
 	}
 	for _, id := range rep.Unchecked {
 		fmt.Fprintf(g.stdout, "could not read backup %s to see whether the quarantine breaks it\n", id)
