@@ -98,7 +98,7 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 	for _, c := range left.chunks {
 		wrote += c.StoredSize
 	}
-	what := fmt.Sprintf("the %d chunk(s) (%s) it stored", len(left.chunks), humanBytes(wrote))
+	what := fmt.Sprintf("the %d chunk(s) (%s) it stored", len(left.chunks), manifest.HumanBytes(wrote))
 	if len(left.chunks) == 0 {
 		what = "its uncommitted backup_manifest"
 	}
@@ -221,7 +221,7 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 		})
 	}
 	err = g.Wait()
-	msg := fmt.Sprintf("removed the %d chunk(s) (%s) it had stored", removed.Load(), humanBytes(removedBytes.Load()))
+	msg := fmt.Sprintf("removed the %d chunk(s) (%s) it had stored", removed.Load(), manifest.HumanBytes(removedBytes.Load()))
 	if n := len(shared); n > 0 {
 		msg += fmt.Sprintf(", kept %d that a committed backup shares", n)
 	}
@@ -230,18 +230,4 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 	}
 	o.Log.Debug("failed backup cleaned up", "removed", removed.Load(), "bytes", removedBytes.Load(), "shared", len(shared))
 	return strings.Join(append(msgs, msg), "; ")
-}
-
-// humanBytes formats a byte count for messages.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

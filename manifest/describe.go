@@ -53,3 +53,18 @@ func (b *Backup) ChunkOffsets(a int) []int64 {
 	}
 	return offs
 }
+
+// HumanBytes formats a byte count in powers of 1024 for messages and
+// listings ("20.5 MiB").
+func HumanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

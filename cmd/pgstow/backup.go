@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgstow/pgstow/backup"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/uploader"
 )
@@ -143,7 +144,7 @@ says what it removed, or what it left and why.`,
 				return printJSON(g.stdout, entryOf(b))
 			}
 			fmt.Fprintf(g.stdout, "backup %s committed: %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
-				b.ID, humanBytes(b.Totals.RawBytes), humanBytes(b.Totals.StoredBytes), humanBytes(b.Totals.NewBytes),
+				b.ID, manifest.HumanBytes(b.Totals.RawBytes), manifest.HumanBytes(b.Totals.StoredBytes), manifest.HumanBytes(b.Totals.NewBytes),
 				b.StartLSN, b.EndLSN, len(b.WAL))
 			return nil
 		},
@@ -164,19 +165,6 @@ says what it removed, or what it left and why.`,
 	g.metricsFlags(cmd)
 	cmd.Flags().BoolVar(&noVerifyChecksums, "no-verify-checksums", false, "do not let the server verify data-page checksums while sending")
 	return cmd
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // memoryLimitSlack is the room the Go heap gets above a pipeline's pooled

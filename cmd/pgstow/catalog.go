@@ -134,7 +134,7 @@ func printShow(w io.Writer, e showEntry) error {
 	row("timeline", "%d", e.Timeline)
 	row("LSN range", "%s - %s", e.StartLSN, e.EndLSN)
 	if e.WALSegments > 0 {
-		row("WAL needed", "%s .. %s (%d segment(s) of %s, %s stored)", e.WALFirst, e.WALLast, e.WALSegments, humanBytes(int64(e.WALSegmentSize)), humanBytes(e.WALBytes))
+		row("WAL needed", "%s .. %s (%d segment(s) of %s, %s stored)", e.WALFirst, e.WALLast, e.WALSegments, manifest.HumanBytes(int64(e.WALSegmentSize)), manifest.HumanBytes(e.WALBytes))
 	} else {
 		row("WAL needed", "none recorded")
 	}
@@ -142,12 +142,12 @@ func printShow(w io.Writer, e showEntry) error {
 	if e.StoredBytes > 0 {
 		ratio = float64(e.RawBytes) / float64(e.StoredBytes)
 	}
-	row("size", "%s raw, %s stored (%.1fx)", humanBytes(e.RawBytes), humanBytes(e.StoredBytes), ratio)
-	row("uploaded", "%s new, %s shared with earlier backups", humanBytes(e.NewBytes), humanBytes(e.DedupBytes))
+	row("size", "%s raw, %s stored (%.1fx)", manifest.HumanBytes(e.RawBytes), manifest.HumanBytes(e.StoredBytes), ratio)
+	row("uploaded", "%s new, %s shared with earlier backups", manifest.HumanBytes(e.NewBytes), manifest.HumanBytes(e.DedupBytes))
 	row("chunks", "%d (%d new)", e.Chunks, e.NewChunks)
 	row("files", "%d regular files, %d directories, %d symlinks", e.Files, e.Directories, e.Symlinks)
 	for _, a := range e.Archives {
-		row("archive "+a.Name, "%s raw, %s stored, %d chunks", humanBytes(a.RawBytes), humanBytes(a.StoredBytes), a.Chunks)
+		row("archive "+a.Name, "%s raw, %s stored, %d chunks", manifest.HumanBytes(a.RawBytes), manifest.HumanBytes(a.StoredBytes), a.Chunks)
 	}
 	for _, ts := range e.Tablespaces {
 		row(fmt.Sprintf("tablespace %d", ts.OID), "%s", ts.Location)
@@ -310,7 +310,7 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		o    catalog.Objects
 	}{{"backup objects", rep.Manifests}, {"chunks", rep.Chunks}, {"WAL files", rep.WAL}, {"leftover objects", rep.Leftovers}, {"expired leases", rep.Locks}} {
 		if s.o.Count > 0 {
-			parts = append(parts, fmt.Sprintf("%d %s (%s)", s.o.Count, s.name, humanBytes(s.o.Bytes)))
+			parts = append(parts, fmt.Sprintf("%d %s (%s)", s.o.Count, s.name, manifest.HumanBytes(s.o.Bytes)))
 		}
 	}
 	if len(parts) == 0 {
@@ -321,11 +321,11 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		fmt.Fprintf(g.stdout, "WAL kept from %s\n", rep.WALKeptFrom)
 	}
 	if rep.Young.Count > 0 {
-		fmt.Fprintf(g.stdout, "spared %d unreferenced object(s) (%s) younger than the grace period\n", rep.Young.Count, humanBytes(rep.Young.Bytes))
+		fmt.Fprintf(g.stdout, "spared %d unreferenced object(s) (%s) younger than the grace period\n", rep.Young.Count, manifest.HumanBytes(rep.Young.Bytes))
 	}
 	if rep.Deferred.Count > 0 {
 		fmt.Fprintf(g.stdout, "deferred %d object(s) (%s) because backups are running (%s); run pgstow gc after they finish\n",
-			rep.Deferred.Count, humanBytes(rep.Deferred.Bytes), strings.Join(rep.RunningBackup, "; "))
+			rep.Deferred.Count, manifest.HumanBytes(rep.Deferred.Bytes), strings.Join(rep.RunningBackup, "; "))
 	}
 	var deferred []string
 	for _, b := range rep.Backups {

@@ -85,7 +85,7 @@ func newListCmd(g *globals) *cobra.Command {
 					wal = fmt.Sprintf("%s..%s (%d)", e.WALFirst[16:], e.WALLast[16:], e.WALSegments)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s-%s\t%s\t%s\n", e.ID, e.Finished.Format(time.RFC3339),
-					humanBytes(e.RawBytes), humanBytes(e.StoredBytes), humanBytes(e.NewBytes), e.StartLSN, e.EndLSN, wal, e.Label)
+					manifest.HumanBytes(e.RawBytes), manifest.HumanBytes(e.StoredBytes), manifest.HumanBytes(e.NewBytes), e.StartLSN, e.EndLSN, wal, e.Label)
 			}
 			return tw.Flush()
 		},

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pgstow/pgstow/encryption"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers/file"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -31,8 +32,8 @@ func TestOneLine(t *testing.T) {
 func TestHumanBytes(t *testing.T) {
 	tests := map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 5 << 30: "5.0 GiB"}
 	for in, want := range tests {
-		if got := humanBytes(in); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", in, got, want)
+		if got := manifest.HumanBytes(in); got != want {
+			t.Errorf("manifest.HumanBytes(%d) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgstow/pgstow/backup"
 	"github.com/pgstow/pgstow/catalog"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/restore"
 )
 
@@ -130,7 +131,7 @@ func (v *progressView) detailText(decor.Statistics) string {
 	if v.last.uploaded < 0 {
 		return "  " + v.last.detail
 	}
-	return fmt.Sprintf("  %s · upload %s/s · %s", v.last.detail, humanBytes(int64(v.upload.perSecond())), v.last.detailTail)
+	return fmt.Sprintf("  %s · upload %s/s · %s", v.last.detail, manifest.HumanBytes(int64(v.upload.perSecond())), v.last.detailTail)
 }
 
 func (v *progressView) countersText(decor.Statistics) string {
@@ -142,11 +143,11 @@ func (v *progressView) countersText(decor.Statistics) string {
 // progressCounters is "done / total  pct  rate  ETA", with what is known.
 func progressCounters(s snapshot, rate float64) string {
 	var b strings.Builder
-	b.WriteString(humanBytes(s.done))
+	b.WriteString(manifest.HumanBytes(s.done))
 	if s.total > 0 {
-		fmt.Fprintf(&b, " / %s  %3.0f%%", humanBytes(s.total), min(100, 100*float64(s.done)/float64(s.total)))
+		fmt.Fprintf(&b, " / %s  %3.0f%%", manifest.HumanBytes(s.total), min(100, 100*float64(s.done)/float64(s.total)))
 	}
-	fmt.Fprintf(&b, "  %s/s", humanBytes(int64(rate)))
+	fmt.Fprintf(&b, "  %s/s", manifest.HumanBytes(int64(rate)))
 	if eta, ok := estimate(s, rate); ok {
 		fmt.Fprintf(&b, "  ETA %s", eta)
 	} else {
@@ -265,8 +266,8 @@ func (r *rateMeter) perSecond() float64 {
 func backupSnapshot(p backup.Progress) snapshot {
 	// The upload rate goes between the two halves; a narrow terminal
 	// cuts the end of the line.
-	detail := fmt.Sprintf("stored %s · new %s", humanBytes(p.StoredBytes), humanBytes(p.NewBytes))
-	tail := fmt.Sprintf("dedup %s · %d chunks, %d in flight · WAL %d", humanBytes(p.DedupBytes()), p.Chunks, p.InFlight, p.WALSegments)
+	detail := fmt.Sprintf("stored %s · new %s", manifest.HumanBytes(p.StoredBytes), manifest.HumanBytes(p.NewBytes))
+	tail := fmt.Sprintf("dedup %s · %d chunks, %d in flight · WAL %d", manifest.HumanBytes(p.DedupBytes()), p.Chunks, p.InFlight, p.WALSegments)
 	return snapshot{
 		phase:      string(p.Phase),
 		done:       p.RawBytes,

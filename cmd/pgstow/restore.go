@@ -199,7 +199,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			}
 			g.run = runStats{rawBytes: res.Bytes}
 			summary := fmt.Sprintf("restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs",
-				res.Backup.ID, target, res.Files, humanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
+				res.Backup.ID, target, res.Files, manifest.HumanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
 			if !srv.start {
 				// --start turns archiving off itself.
 				if ac, err := restore.Archiving(target); err != nil {

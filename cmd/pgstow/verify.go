@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgstow/pgstow/catalog"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/walarchive"
 )
 
@@ -229,9 +230,9 @@ func printVerdict(g *globals, v catalog.Verdict) {
 	if !v.OK {
 		state = fmt.Sprintf("BROKEN (%d problem(s))", len(v.Problems))
 	}
-	what := fmt.Sprintf("%d chunks, %d WAL segments, %s", v.Chunks, v.WALSegments, humanBytes(v.StoredBytes))
+	what := fmt.Sprintf("%d chunks, %d WAL segments, %s", v.Chunks, v.WALSegments, manifest.HumanBytes(v.StoredBytes))
 	if v.Mode == "full" {
-		what = fmt.Sprintf("%d chunks, %d files checksummed, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, humanBytes(v.StoredBytes))
+		what = fmt.Sprintf("%d chunks, %d files checksummed, %d WAL segments, %s read", v.Chunks, v.Files, v.WALSegments, manifest.HumanBytes(v.StoredBytes))
 	}
 	fmt.Fprintf(g.stdout, "%s  %s  %s: %s\n", v.ID, state, v.Mode, what)
 	for _, p := range v.Problems {
