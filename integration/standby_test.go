@@ -174,9 +174,13 @@ func TestStandbyBackup(t *testing.T) {
 			)
 			wctx, stopWriter := context.WithCancel(ctx)
 			writerDone := make(chan struct{})
+			batches := func() int { wmu.Lock(); defer wmu.Unlock(); return written }
 			go func() {
 				defer close(writerDone)
-				for n := 3; wctx.Err() == nil; n++ {
+				// A batch every 20 ms: a steady stream, not a flood.
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for n := 3; ; n++ {
 					sql := fmt.Sprintf("INSERT INTO standby_rows SELECT g, %d FROM generate_series(1, 100) g", n)
 					if err := primary.ExecErr("postgres", sql); err != nil {
 						return
@@ -184,15 +188,17 @@ func TestStandbyBackup(t *testing.T) {
 					wmu.Lock()
 					written = n
 					wmu.Unlock()
-					time.Sleep(20 * time.Millisecond)
+					select {
+					case <-wctx.Done():
+						return
+					case <-tick.C:
+					}
 				}
 			}()
 			defer func() { stopWriter(); <-writerDone }()
-			time.Sleep(time.Second)
+			pgtest.Eventually(t, time.Minute, "the writer to commit 10 batches", func() bool { return batches() >= 12 })
 			waitReplayed(t, primary, standby)
-			wmu.Lock()
-			before := written // committed and replayed before the backup began
-			wmu.Unlock()
+			before := batches() // committed and replayed before the backup began
 			t0 = time.Now()
 			busy, err := backup.Run(ctx, repo, o)
 			if err != nil {
@@ -207,7 +213,8 @@ func TestStandbyBackup(t *testing.T) {
 			// 3. Point-in-time recovery from that backup to a time after
 			// it, through WAL the primary archived (the complete copy of
 			// the segment the backup holds only partly, and those after).
-			time.Sleep(time.Second)
+			atEnd := batches()
+			pgtest.Eventually(t, time.Minute, "the writer to commit batches after the backup", func() bool { return batches() >= atEnd+10 })
 			stopWriter()
 			<-writerDone
 			targetTime := primary.Query(t, "postgres", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")[0][0]
@@ -239,9 +246,23 @@ func TestStandbyBackup(t *testing.T) {
 				t.Fatal(err)
 			}
 			o.MaxRate = 32 << 10
+			streaming := make(chan struct{})
+			var once sync.Once
+			o.Progress = func(p backup.Progress) {
+				if p.Phase == backup.PhaseStreaming && p.StreamedBytes > 0 {
+					once.Do(func() { close(streaming) })
+				}
+			}
+			o.ProgressInterval = 100 * time.Millisecond
 			errc := make(chan error, 1)
 			go func() { _, err := backup.Run(ctx, repo, o); errc <- err }()
-			time.Sleep(3 * time.Second)
+			select {
+			case <-streaming: // the base backup is under way: promote now
+			case err := <-errc:
+				t.Fatalf("the throttled backup ended before streaming: %v", err)
+			case <-time.After(2 * time.Minute):
+				t.Fatal("the throttled backup did not start streaming within 2 minutes")
+			}
 			standby.Exec(t, "postgres", "SELECT pg_promote()")
 			select {
 			case err = <-errc:
