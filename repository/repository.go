@@ -234,14 +234,23 @@ func (r *Repository) BackupIDs(ctx context.Context) ([]string, error) {
 // manifest is stored, asking the store now rather than trusting an
 // earlier listing.
 func (r *Repository) HasBackup(ctx context.Context, id string) (bool, error) {
-	_, err := r.store.Stat(ctx, manifest.BackupManifestKey(id))
+	ok, err := r.has(ctx, manifest.BackupManifestKey(id))
+	if err != nil {
+		return false, fmt.Errorf("check whether backup %s is committed in %s: %w", id, r, err)
+	}
+	return ok, nil
+}
+
+// has reports whether an object is stored; a failure to tell is an error.
+func (r *Repository) has(ctx context.Context, key string) (bool, error) {
+	_, err := r.store.Stat(ctx, key)
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, providers.ErrNotExist):
 		return false, nil
 	default:
-		return false, fmt.Errorf("check whether backup %s is committed in %s: %w", id, r, err)
+		return false, err
 	}
 }
 

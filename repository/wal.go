@@ -219,13 +219,5 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // HasWAL reports whether a WAL file is stored.
 func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
-	_, err := r.store.Stat(ctx, manifest.WALKey(name))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, providers.ErrNotExist):
-		return false, nil
-	default:
-		return false, err
-	}
+	return r.has(ctx, manifest.WALKey(name))
 }

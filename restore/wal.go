@@ -262,25 +262,10 @@ func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
 // recovery.signal, and the setting appended to postgresql.auto.conf,
 // which PostgreSQL reads last, so it wins over any earlier setting.
 func (r *restorer) writeRecoveryConfig() error {
-	d := r.base
-	const signal, auto = "recovery.signal", "postgresql.auto.conf"
-	f, err := d.root.OpenFile(signal, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", d.full(signal), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("create %s: %w", d.full(signal), err)
-	}
-	r.addSync(syncEntry{d: d, path: signal})
-
-	existing, err := d.root.ReadFile(auto)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("read %s: %w", d.full(auto), err)
+	if err := r.writeSignal("recovery.signal"); err != nil {
+		return err
 	}
 	var text strings.Builder
-	if len(existing) > 0 && existing[len(existing)-1] != '\n' {
-		text.WriteByte('\n')
-	}
 	text.WriteString("# Added by pgstow restore: fetch WAL from the repository.\n")
 	text.WriteString("restore_command = " + ConfQuote(r.o.RestoreCommand) + "\n")
 	if r.o.Recovery != nil {
@@ -288,18 +273,48 @@ func (r *restorer) writeRecoveryConfig() error {
 			text.WriteString(l + "\n")
 		}
 	}
-	f, err = d.root.OpenFile(auto, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
+	return r.appendAutoConf(text.String())
+}
+
+// writeSignal creates an empty signal file (recovery.signal,
+// standby.signal) in the data directory, to be synced with the rest.
+func (r *restorer) writeSignal(name string) error {
+	d := r.base
+	f, err := d.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", d.full(auto), err)
+		return fmt.Errorf("create %s: %w", d.full(name), err)
 	}
-	_, err = f.WriteString(text.String())
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create %s: %w", d.full(name), err)
+	}
+	r.addSync(syncEntry{d: d, path: name})
+	return nil
+}
+
+// appendAutoConf appends settings to postgresql.auto.conf, which
+// PostgreSQL reads last, so they win over earlier ones; the file is
+// created if the backup had none, and synced with the rest.
+func (r *restorer) appendAutoConf(text string) error {
+	d := r.base
+	existing, err := d.root.ReadFile(autoConf)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", d.full(autoConf), err)
+	}
+	if len(existing) > 0 && existing[len(existing)-1] != '\n' {
+		text = "\n" + text
+	}
+	f, err := d.root.OpenFile(autoConf, os.O_WRONLY|os.O_APPEND|os.O_CREATE, fileMode)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", d.full(autoConf), err)
+	}
+	_, err = f.WriteString(text)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", d.full(auto), err)
+		return fmt.Errorf("write %s: %w", d.full(autoConf), err)
 	}
-	r.addSync(syncEntry{d: d, path: auto})
+	r.addSync(syncEntry{d: d, path: autoConf})
 	return nil
 }
 
