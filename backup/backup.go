@@ -151,6 +151,18 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 			err = fmt.Errorf("%w; %s", err, msg)
 		}
 	}()
+	// Deduplicated chunks carry the newest backup's record of their
+	// stored bytes' CRC32C forward, for a full verify to compare. Read
+	// under the lease, so that no delete or gc changes the chunks between
+	// this read and the deduplication. Without it the backup still works:
+	// those chunks are recorded without one.
+	if o.Uploader.KnownCRC32C == nil {
+		if known, err := repo.LatestChunkCRCs(ctx); err != nil {
+			log.Warn("cannot read the newest backup's chunk checksums; deduplicated chunks are recorded without one", "error", err)
+		} else {
+			o.Uploader.KnownCRC32C = known
+		}
+	}
 	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion, "standby", sys.Standby,
 		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
 

@@ -121,15 +121,6 @@ says what it removed, or what it left and why.`,
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }
 				o.EstimateSize = true
 			}
-			// Deduplicated chunks carry the newest backup's record of
-			// their stored bytes' CRC32C forward, for a full verify to
-			// compare. Without it the backup still works: those chunks
-			// are recorded without one.
-			if known, err := repo.LatestChunkCRCs(cmd.Context()); err != nil {
-				log.Warn("cannot read the newest backup's chunk checksums; deduplicated chunks are recorded without one", "error", err)
-			} else {
-				o.Uploader.KnownCRC32C = known
-			}
 			budget := o.Uploader.MemoryBudget()
 			setMemoryPolicy(budget)
 			log.Debug("memory budget", "pipeline_bytes", budget)
