@@ -165,12 +165,17 @@ func encodeCRC32C(crc uint32) string {
 	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint32(nil, crc))
 }
 
-// decodeCRC32C parses what encodeCRC32C makes, and only that: strict
-// base64, so that one CRC32C has one form.
+// decodeCRC32C parses what encodeCRC32C makes, and only that, so that one
+// CRC32C has one form. Strict base64 alone is not enough: the decoder
+// skips CR and LF anywhere in its input.
 func decodeCRC32C(s string) (uint32, bool) {
 	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != 4 {
 		return 0, false
 	}
-	return binary.BigEndian.Uint32(b), true
+	crc := binary.BigEndian.Uint32(b)
+	if encodeCRC32C(crc) != s {
+		return 0, false
+	}
+	return crc, true
 }
