@@ -257,7 +257,7 @@ func TestRunCommits(t *testing.T) {
 	}
 	if got.StartLSN != fakeStartLSN || got.EndLSN != fakeEndLSN || got.SystemID != repotest.SystemID || got.Label != "unit" ||
 		!cmp.Equal(got.Tablespaces, []manifest.Tablespace{{OID: fakeTSOID, Location: "/srv/ts"}}) {
-		t.Errorf("committed manifest: %+v", got)
+		t.Errorf("committed manifest: start %s end %s system %s label %q tablespaces %+v", got.StartLSN, got.EndLSN, got.SystemID, got.Label, got.Tablespaces)
 	}
 	var wal []string
 	for _, w := range got.WAL {
