@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -464,4 +465,39 @@ func waitStale(t *testing.T, repo *repository.Repository) {
 		}
 	}
 	t.Error("the backup lease did not expire")
+}
+
+// TestRunCommitsAfterLapse: a backup whose lease lapsed, but whose
+// objects no gc took meanwhile, still commits, after saying it checked.
+func TestRunCommitsAfterLapse(t *testing.T) {
+	// Fake time: waiting out the lease costs no wall-clock time.
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		store := &stallStore{Store: mem.New()}
+		repo := repository.New(store)
+		srv := newFakeServer(t, fakeCluster(), nil)
+		srv.beforeManifest = func() {
+			store.stalled.Store(true)
+			waitStale(t, repo)
+		}
+		rec := &recorder{}
+		o := testOptions()
+		o.LeaseTTL, o.Log = time.Second, slog.New(rec)
+		b, err := run(ctx, repo, o, srv)
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+		if ids, err := repo.BackupIDs(ctx); err != nil || !cmp.Equal(ids, []string{b.ID}) {
+			t.Errorf("backups: %v, %v", ids, err)
+		}
+		checked := false
+		for _, r := range rec.recs {
+			checked = checked || strings.HasPrefix(r.msg, "backup lease lapsed; checking")
+		}
+		if !checked {
+			t.Error("the backup did not say its lease lapsed")
+		}
+		store.stalled.Store(false)
+		checkReleased(t, repo, srv)
+	})
 }
