@@ -211,6 +211,7 @@ func (r *backupRun) connect(ctx context.Context) error {
 	return err
 }
 
+// disconnect closes the session's connection, if it was opened.
 func (r *backupRun) disconnect(ctx context.Context) {
 	if r.conn != nil {
 		r.conn.Close(context.WithoutCancel(ctx))
@@ -284,6 +285,7 @@ func (r *backupRun) openWALSender(ctx context.Context) error {
 	return walConn.CreateTemporarySlot(ctx, r.slot)
 }
 
+// closeWALSender closes the WAL connection, which drops the slot.
 func (r *backupRun) closeWALSender(ctx context.Context) {
 	if r.walConn != nil {
 		r.walConn.Close(context.WithoutCancel(ctx))
