@@ -83,7 +83,69 @@ type Options struct {
 // backup that fails after it began storing removes what it stored that
 // nothing else uses, even when ctx was cancelled, and its error ends with
 // one clause saying what it removed and what it left (removeLeftovers).
-func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manifest.Backup, err error) {
+func Run(ctx context.Context, repo *repository.Repository, o Options) (*manifest.Backup, error) {
+	return run(ctx, repo, o, replicationDialer{})
+}
+
+// run is Run against the server d connects to; tests give a fake one.
+// It reads as the backup's phases: session (connect, identify, bind,
+// lease, slot), stream the archives while collecting the WAL, cross-check
+// with PostgreSQL's backup_manifest, build pgstow's manifest, commit.
+func run(ctx context.Context, repo *repository.Repository, o Options, d dialer) (_ *manifest.Backup, err error) {
+	if o, err = o.withDefaults(); err != nil {
+		return nil, err
+	}
+	r := &backupRun{repo: repo, o: o, log: o.Log, dial: d, started: o.Now().UTC(),
+		prog: newProgressReporter(o), walSeg: map[string]manifest.WALSegment{}}
+	defer r.prog.stop()
+	r.prog.phase(PhaseConnecting)
+	defer r.disconnect(ctx)
+	if err := r.connect(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.takeLease(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { err = r.release(ctx, err) }()
+	r.loadKnownCRCs(ctx)
+	r.log.Info("backup starting", "server", r.conn.Target(), "pg_version", r.sys.ServerVersion, "standby", r.sys.Standby,
+		"system_id", r.sys.SystemID, "repo", repo.String(), "wal", string(r.o.WAL))
+	defer r.closeWALSender(ctx)
+	if err := r.openWALSender(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.startBaseBackup(ctx); err != nil {
+		return nil, err
+	}
+	defer r.bb.Close()
+	// PostgreSQL's backup_manifest is staged on disk: with a hundred
+	// thousand files it is tens of MB, read once to check and once to
+	// store.
+	if r.pgm, err = spool.Create(repo.SpoolDir(), "pgstow-backup_manifest-*"); err != nil {
+		return nil, fmt.Errorf("stage backup_manifest: %w", err)
+	}
+	defer r.pgm.Close()
+	if err := r.transfer(ctx); err != nil {
+		return nil, err
+	}
+	r.bb.Close()
+	r.log.Info("base backup ended", "end_lsn", r.end.LSN.String(), "timeline", r.end.Timeline)
+	if err := r.crossCheck(); err != nil {
+		return nil, err
+	}
+	wal, err := r.collectWAL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := r.buildManifest(wal)
+	if err := r.commit(ctx, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// withDefaults fills in the defaults and checks the WAL mode.
+func (o Options) withDefaults() (Options, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -94,94 +156,148 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 		o.WAL = WALStream
 	}
 	if o.WAL != WALStream && o.WAL != WALNone {
-		return nil, fmt.Errorf("WAL mode %q: use stream or none", o.WAL)
+		return o, fmt.Errorf("WAL mode %q: use stream or none", o.WAL)
 	}
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 5 * time.Minute
 	}
-	log := o.Log
-	started := o.Now().UTC()
-	prog := newProgressReporter(o)
-	defer prog.stop()
-	prog.phase(PhaseConnecting)
+	return o, nil
+}
 
-	conn, err := replication.Connect(ctx, o.DSN)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	sys, err := conn.IdentifySystem(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize); err != nil {
-		return nil, err
-	}
-	// The lease is held from before the first chunk is deduplicated
-	// against the store until after the commit, so delete and gc leave
-	// alone every chunk this backup may reference (docs/catalog.md).
-	lease, err := repo.TakeLease(ctx, repository.LockBackup, repository.LeaseOptions{Command: "backup", TTL: o.LeaseTTL, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	var (
-		up *uploader.Uploader
-		// uncommitted is the id of a commit that failed, which may have
-		// stored PostgreSQL's backup_manifest.
-		uncommitted string
-		// commitUnknown is set when that commit's manifest may still
-		// land (repository.ErrCommitUnknown).
-		commitUnknown bool
-		walMu         sync.Mutex
-		walSeg        = map[string]manifest.WALSegment{}
-	)
-	defer func() {
-		lease.Release(ctx)
-		if err == nil {
-			return
-		}
-		left := leftovers{pgManifestOf: uncommitted, commitUnknown: commitUnknown, ownLease: lease.Key()}
-		if up != nil {
-			left.chunks = up.Written()
-		}
-		walMu.Lock()
-		left.walSegments = len(walSeg)
-		walMu.Unlock()
-		if msg := removeLeftovers(ctx, repo, left, o); msg != "" {
-			err = fmt.Errorf("%w; %s", err, msg)
-		}
-	}()
-	// Deduplicated chunks carry the newest backup's record of their
-	// stored bytes' CRC32C forward, for a full verify to compare. Read
-	// under the lease, so that no delete or gc changes the chunks between
-	// this read and the deduplication. Without it the backup still works:
-	// those chunks are recorded without one.
-	if o.Uploader.KnownCRC32C == nil {
-		if known, err := repo.LatestChunkCRCs(ctx); err != nil {
-			log.Warn("cannot read the newest backup's chunk checksums; deduplicated chunks are recorded without one", "error", err)
-		} else {
-			o.Uploader.KnownCRC32C = known
-		}
-	}
-	log.Info("backup starting", "server", conn.Target(), "pg_version", sys.ServerVersion, "standby", sys.Standby,
-		"system_id", sys.SystemID, "repo", repo.String(), "wal", string(o.WAL))
+// backupRun is one backup's state, handed from phase to phase. Fields
+// set by the streaming goroutines are read only after they finished.
+type backupRun struct {
+	repo    *repository.Repository
+	o       Options
+	log     *slog.Logger
+	dial    dialer
+	prog    *progressReporter
+	started time.Time
 
-	var walConn *replication.Conn
-	slot := ""
-	if o.WAL == WALStream {
-		walConn, err = replication.Connect(ctx, o.DSN)
-		if err != nil {
-			return nil, err
-		}
-		defer walConn.Close(context.WithoutCancel(ctx))
-		slot = slotName()
-		if err := walConn.CreateTemporarySlot(ctx, slot); err != nil {
-			return nil, err
-		}
-	}
+	// The session.
+	conn    server
+	sys     replication.System
+	lease   *repository.Lease
+	walConn walSender // nil with --wal=none
+	slot    string
+	bb      archiveSource
+	start   replication.Start
 
-	prog.phase(PhaseCheckpoint)
-	bb, err := conn.BaseBackup(ctx, replication.BackupOptions{
+	// What was stored.
+	up       *uploader.Uploader
+	archives []manifest.Archive
+	files    []manifest.File
+	pgm      *spool.File // PostgreSQL's backup_manifest
+	pgmSize  int64
+	end      replication.End
+	walMu    sync.Mutex
+	walSeg   map[string]manifest.WALSegment
+	// uncommitted is the id of a commit that failed, which may have
+	// stored PostgreSQL's backup_manifest.
+	uncommitted string
+	// commitUnknown is set when that commit's manifest may still land
+	// (repository.ErrCommitUnknown).
+	commitUnknown bool
+}
+
+// connect opens the session's connection and identifies the cluster.
+func (r *backupRun) connect(ctx context.Context) error {
+	conn, err := r.dial.server(ctx, r.o.DSN)
+	if err != nil {
+		return err
+	}
+	r.conn = conn
+	r.sys, err = conn.IdentifySystem(ctx)
+	return err
+}
+
+// disconnect closes the session's connection, if it was opened.
+func (r *backupRun) disconnect(ctx context.Context) {
+	if r.conn != nil {
+		r.conn.Close(context.WithoutCancel(ctx))
+	}
+}
+
+// takeLease binds the repository to the cluster and takes the backup
+// lease. The lease is held from before the first chunk is deduplicated
+// against the store until after the commit, so delete and gc leave alone
+// every chunk this backup may reference (docs/catalog.md).
+func (r *backupRun) takeLease(ctx context.Context) error {
+	if err := r.repo.Bind(ctx, r.sys.SystemID, r.sys.WALSegmentSize); err != nil {
+		return err
+	}
+	lease, err := r.repo.TakeLease(ctx, repository.LockBackup, repository.LeaseOptions{Command: "backup", TTL: r.o.LeaseTTL, Log: r.log})
+	if err != nil {
+		return err
+	}
+	r.lease = lease
+	return nil
+}
+
+// release gives the lease back and, when the backup failed, removes what
+// it stored that nothing else uses, saying so at the end of err.
+func (r *backupRun) release(ctx context.Context, err error) error {
+	r.lease.Release(ctx)
+	if err == nil {
+		return nil
+	}
+	left := leftovers{pgManifestOf: r.uncommitted, commitUnknown: r.commitUnknown, ownLease: r.lease.Key()}
+	if r.up != nil {
+		left.chunks = r.up.Written()
+	}
+	r.walMu.Lock()
+	left.walSegments = len(r.walSeg)
+	r.walMu.Unlock()
+	if msg := removeLeftovers(ctx, r.repo, left, r.o); msg != "" {
+		err = fmt.Errorf("%w; %s", err, msg)
+	}
+	return err
+}
+
+// loadKnownCRCs lets deduplicated chunks carry the newest backup's
+// record of their stored bytes' CRC32C forward, for a full verify to
+// compare. Read under the lease, so that no delete or gc changes the
+// chunks between this read and the deduplication. Without it the backup
+// still works: those chunks are recorded without one.
+func (r *backupRun) loadKnownCRCs(ctx context.Context) {
+	if r.o.Uploader.KnownCRC32C != nil {
+		return
+	}
+	if known, err := r.repo.LatestChunkCRCs(ctx); err != nil {
+		r.log.Warn("cannot read the newest backup's chunk checksums; deduplicated chunks are recorded without one", "error", err)
+	} else {
+		r.o.Uploader.KnownCRC32C = known
+	}
+}
+
+// openWALSender opens the WAL connection and reserves the WAL from now
+// on with a temporary slot (--wal=stream only).
+func (r *backupRun) openWALSender(ctx context.Context) error {
+	if r.o.WAL != WALStream {
+		return nil
+	}
+	walConn, err := r.dial.walSender(ctx, r.o.DSN)
+	if err != nil {
+		return err
+	}
+	r.walConn = walConn
+	r.slot = slotName()
+	return walConn.CreateTemporarySlot(ctx, r.slot)
+}
+
+// closeWALSender closes the WAL connection, which drops the slot.
+func (r *backupRun) closeWALSender(ctx context.Context) {
+	if r.walConn != nil {
+		r.walConn.Close(context.WithoutCancel(ctx))
+	}
+}
+
+// startBaseBackup asks for the base backup, which begins with the
+// server's checkpoint.
+func (r *backupRun) startBaseBackup(ctx context.Context) error {
+	r.prog.phase(PhaseCheckpoint)
+	o, log := r.o, r.log
+	bb, err := r.conn.BaseBackup(ctx, replication.BackupOptions{
 		Label:                    o.Label,
 		Progress:                 o.EstimateSize,
 		FastCheckpoint:           o.FastCheckpoint,
@@ -194,199 +310,233 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 		},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer bb.Close()
-	start := bb.Start()
-	log.Info("base backup started", "start_lsn", start.LSN.String(), "timeline", start.Timeline,
-		"tablespaces", len(start.Tablespaces))
-	if start.TotalKB >= 0 {
-		prog.estimate.Store(start.TotalKB * 1024)
+	r.bb = bb
+	r.start = bb.Start()
+	log.Info("base backup started", "start_lsn", r.start.LSN.String(), "timeline", r.start.Timeline,
+		"tablespaces", len(r.start.Tablespaces))
+	if r.start.TotalKB >= 0 {
+		r.prog.estimate.Store(r.start.TotalKB * 1024)
 	}
+	return nil
+}
 
+// transfer streams the archives through the uploader and, with
+// --wal=stream, the WAL into the repository at the same time; the first
+// failure stops both.
+func (r *backupRun) transfer(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	endCh := make(chan manifest.LSN, 1)
-	if o.WAL == WALStream {
-		comp := chunker.NewCompressor()
-		// store stores segment segName's bytes as object, which is the
-		// segment's own name or, at a standby's end, its partial name.
-		store := func(ctx context.Context, segName, object string, data *io.SectionReader) (manifest.WALSegment, error) {
-			seg, err := repo.PutWALFrom(ctx, comp, object, data, data.Size())
-			if err != nil {
-				return seg, err
-			}
-			walMu.Lock()
-			walSeg[segName] = seg
-			walMu.Unlock()
-			prog.walSegments.Add(1)
-			return seg, nil
-		}
-		ws := &replication.WALStream{
-			Slot:        slot,
-			Timeline:    start.Timeline,
-			SegmentSize: sys.WALSegmentSize,
-			IdleTimeout: o.IOTimeout,
-			SpoolDir:    repo.SpoolDir(),
-			Waiting: func(w replication.WALWait) {
-				log.Info("waiting for the last WAL segment the backup needs", "segment", w.Segment,
-					"received_up_to", w.Received.String(), "needed_up_to", w.End.String(), "server_wal_end", w.ServerEnd.String(),
-					"waited", w.Waited.Round(time.Second).String(), "timeout", w.Timeout.String())
-			},
-			Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
-				seg, err := store(ctx, name, name, data)
-				if err == nil {
-					log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
-				}
-				return err
-			},
-		}
-		if sys.Standby {
-			// A standby cannot switch segments: store the last one up
-			// to the end LSN rather than wait for it to fill.
-			ws.EndPartial = func(ctx context.Context, name string, data *io.SectionReader) error {
-				partial := manifest.PartialSegmentName(name, uint64(data.Size()))
-				seg, err := store(ctx, name, partial, data)
-				if err == nil {
-					log.Info("last WAL segment stored up to the backup's end, as a standby cannot complete it", "segment", partial, "stored", seg.StoredSize)
-				}
-				return err
-			}
-		}
-		g.Go(func() error {
-			if err := ws.Run(gctx, walConn, start.LSN, endCh, o.WALTimeout); err != nil {
-				if sys.Standby && errors.Is(err, replication.ErrStreamEnded) {
-					return fmt.Errorf("the standby was promoted, or shut down, during the backup; nothing was committed; take the backup again (from the new primary or another standby): %w", err)
-				}
-				return fmt.Errorf("stream WAL: %w", err)
-			}
-			return nil
-		})
+	if r.o.WAL == WALStream {
+		ws := r.walStream()
+		g.Go(func() error { return r.streamWAL(gctx, ws, endCh) })
 	}
+	r.up = r.newUploader()
+	r.up.OnChunk = r.prog.chunk
+	r.prog.attach(r.bb.Streamed, r.up.InFlight)
+	r.prog.phase(PhaseStreaming)
+	g.Go(func() error { return r.streamArchives(gctx, endCh) })
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("backup interrupted (%w); nothing was committed", context.Cause(ctx))
+		}
+		return err
+	}
+	return nil
+}
 
-	// PostgreSQL's backup_manifest is staged on disk: with a hundred
-	// thousand files it is tens of MB, read once to check and once to
-	// store.
-	pgmFile, err := spool.Create(repo.SpoolDir(), "pgstow-backup_manifest-*")
-	if err != nil {
-		return nil, fmt.Errorf("stage backup_manifest: %w", err)
-	}
-	defer pgmFile.Close()
-	var (
-		archives []manifest.Archive
-		files    []manifest.File
-		pgmSize  int64
-		end      replication.End
-	)
+// newUploader makes the uploader that cuts the archives into chunks.
+func (r *backupRun) newUploader() (up *uploader.Uploader) {
+	repo, o, log := r.repo, &r.o, r.log
 	if o.Uploader.ChunkID == nil {
 		o.Uploader.ChunkID = repo.ChunkID
 	}
 	up = uploader.New(repo.Store(), o.Uploader, log)
-	up.OnChunk = prog.chunk
-	prog.attach(bb.Streamed, up.InFlight)
-	prog.phase(PhaseStreaming)
-	g.Go(func() error {
-		// The stream reader cannot see gctx, so a WAL failure must abort
-		// it by closing the connection.
-		stop := context.AfterFunc(gctx, bb.Abort)
-		defer stop()
-		for {
-			a, err := bb.NextArchive()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			oid, location, err := tablespaceOf(a, start.Tablespaces)
-			if err != nil {
-				return err
-			}
-			t0 := time.Now()
-			arch, fs, err := up.Archive(gctx, a, len(archives), a.Name, oid)
-			if err != nil {
-				return err
-			}
-			log.Info("archive stored", "archive", a.Name, "location", location, "raw_bytes", arch.RawSize,
-				"stored_bytes", arch.StoredSize, "chunks", len(arch.Chunks), "seconds", time.Since(t0).Seconds())
-			archives = append(archives, arch)
-			if files == nil {
-				// Most clusters have one archive: take its records
-				// rather than copy them (tens of MB with many files).
-				files = fs
-			} else {
-				files = append(files, fs...)
-			}
+	return up
+}
+
+// streamArchives stores every archive, then receives PostgreSQL's
+// backup_manifest and the end position, which it sends on endCh.
+func (r *backupRun) streamArchives(ctx context.Context, endCh chan<- manifest.LSN) error {
+	// The stream reader cannot see ctx, so a WAL failure must abort it
+	// by closing the connection.
+	stop := context.AfterFunc(ctx, r.bb.Abort)
+	defer stop()
+	for {
+		a, err := r.bb.NextArchive()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		// The chunk buffers are done with: give their memory to the
-		// manifests (large with many files) instead of adding to it.
-		up.Release()
-		runtime.GC()
-		prog.phase(PhaseWAL)
-		t0 := time.Now()
-		if pgmSize, err = bb.ManifestTo(pgmFile); err != nil {
-			return fmt.Errorf("receive backup_manifest: %w", err)
-		}
-		if end, err = bb.Finish(); err != nil {
+		if err != nil {
 			return err
 		}
-		log.Debug("backup_manifest received", "bytes", pgmSize, "seconds", time.Since(t0).Seconds())
-		endCh <- end.LSN
-		return nil
-	})
-	if err := g.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("backup interrupted (%w); nothing was committed", context.Cause(ctx))
+		if err := r.storeArchive(ctx, a); err != nil {
+			return err
 		}
-		return nil, err
 	}
-	bb.Close()
-	log.Info("base backup ended", "end_lsn", end.LSN.String(), "timeline", end.Timeline)
+	// The chunk buffers are done with: give their memory to the
+	// manifests (large with many files) instead of adding to it.
+	r.up.Release()
+	runtime.GC()
+	r.prog.phase(PhaseWAL)
+	t0 := time.Now()
+	var err error
+	if r.pgmSize, err = r.bb.ManifestTo(r.pgm); err != nil {
+		return fmt.Errorf("receive backup_manifest: %w", err)
+	}
+	if r.end, err = r.bb.Finish(); err != nil {
+		return err
+	}
+	r.log.Debug("backup_manifest received", "bytes", r.pgmSize, "seconds", time.Since(t0).Seconds())
+	endCh <- r.end.LSN
+	return nil
+}
 
-	if end.Timeline != start.Timeline {
-		return nil, fmt.Errorf("the server's timeline changed during the backup (%d to %d), which pgstow does not support yet; take the backup again", start.Timeline, end.Timeline)
-	}
-	pg, err := manifest.ParsePGManifestFrom(bufio.NewReaderSize(io.NewSectionReader(pgmFile, 0, pgmSize), 64<<10))
+// storeArchive cuts one archive into chunks and keeps its file records.
+func (r *backupRun) storeArchive(ctx context.Context, a *replication.Archive) error {
+	oid, location, err := tablespaceOf(a, r.start.Tablespaces)
 	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL's backup_manifest: %w", err)
+		return err
 	}
-	if err := manifest.CrossCheck(pg, files, archives); err != nil {
-		return nil, fmt.Errorf("the stream does not match PostgreSQL's backup_manifest: %w", err)
+	t0 := time.Now()
+	arch, fs, err := r.up.Archive(ctx, a, len(r.archives), a.Name, oid)
+	if err != nil {
+		return err
 	}
-	names, err := manifest.RequiredSegments(start.Timeline, start.LSN, end.LSN, sys.WALSegmentSize)
+	r.log.Info("archive stored", "archive", a.Name, "location", location, "raw_bytes", arch.RawSize,
+		"stored_bytes", arch.StoredSize, "chunks", len(arch.Chunks), "seconds", time.Since(t0).Seconds())
+	r.archives = append(r.archives, arch)
+	if r.files == nil {
+		// Most clusters have one archive: take its records rather than
+		// copy them (tens of MB with many files).
+		r.files = fs
+	} else {
+		r.files = append(r.files, fs...)
+	}
+	return nil
+}
+
+// walStream configures the WAL stream to store each segment as it
+// completes.
+func (r *backupRun) walStream() *replication.WALStream {
+	log := r.log
+	comp := chunker.NewCompressor()
+	ws := &replication.WALStream{
+		Slot:        r.slot,
+		Timeline:    r.start.Timeline,
+		SegmentSize: r.sys.WALSegmentSize,
+		IdleTimeout: r.o.IOTimeout,
+		SpoolDir:    r.repo.SpoolDir(),
+		Waiting: func(w replication.WALWait) {
+			log.Info("waiting for the last WAL segment the backup needs", "segment", w.Segment,
+				"received_up_to", w.Received.String(), "needed_up_to", w.End.String(), "server_wal_end", w.ServerEnd.String(),
+				"waited", w.Waited.Round(time.Second).String(), "timeout", w.Timeout.String())
+		},
+		Sink: func(ctx context.Context, name string, data *io.SectionReader) error {
+			seg, err := r.storeWAL(ctx, comp, name, name, data)
+			if err == nil {
+				log.Debug("WAL segment stored", "segment", name, "stored", seg.StoredSize)
+			}
+			return err
+		},
+	}
+	if r.sys.Standby {
+		// A standby cannot switch segments: store the last one up to
+		// the end LSN rather than wait for it to fill.
+		ws.EndPartial = func(ctx context.Context, name string, data *io.SectionReader) error {
+			partial := manifest.PartialSegmentName(name, uint64(data.Size()))
+			seg, err := r.storeWAL(ctx, comp, name, partial, data)
+			if err == nil {
+				log.Info("last WAL segment stored up to the backup's end, as a standby cannot complete it", "segment", partial, "stored", seg.StoredSize)
+			}
+			return err
+		}
+	}
+	return ws
+}
+
+// storeWAL stores segment segName's bytes as object, which is the
+// segment's own name or, at a standby's end, its partial name.
+func (r *backupRun) storeWAL(ctx context.Context, comp *chunker.Compressor, segName, object string, data *io.SectionReader) (manifest.WALSegment, error) {
+	seg, err := r.repo.PutWALFrom(ctx, comp, object, data, data.Size())
+	if err != nil {
+		return seg, err
+	}
+	r.walMu.Lock()
+	r.walSeg[segName] = seg
+	r.walMu.Unlock()
+	r.prog.walSegments.Add(1)
+	return seg, nil
+}
+
+// streamWAL runs the WAL stream until the segment holding the end LSN
+// is stored.
+func (r *backupRun) streamWAL(ctx context.Context, ws *replication.WALStream, endCh <-chan manifest.LSN) error {
+	if err := r.walConn.StreamWAL(ctx, ws, r.start.LSN, endCh, r.o.WALTimeout); err != nil {
+		if r.sys.Standby && errors.Is(err, replication.ErrStreamEnded) {
+			return fmt.Errorf("the standby was promoted, or shut down, during the backup; nothing was committed; take the backup again (from the new primary or another standby): %w", err)
+		}
+		return fmt.Errorf("stream WAL: %w", err)
+	}
+	return nil
+}
+
+// crossCheck checks every file the stream brought against PostgreSQL's
+// own backup_manifest.
+func (r *backupRun) crossCheck() error {
+	if r.end.Timeline != r.start.Timeline {
+		return fmt.Errorf("the server's timeline changed during the backup (%d to %d), which pgstow does not support yet; take the backup again", r.start.Timeline, r.end.Timeline)
+	}
+	pg, err := manifest.ParsePGManifestFrom(bufio.NewReaderSize(io.NewSectionReader(r.pgm, 0, r.pgmSize), 64<<10))
+	if err != nil {
+		return fmt.Errorf("PostgreSQL's backup_manifest: %w", err)
+	}
+	if err := manifest.CrossCheck(pg, r.files, r.archives); err != nil {
+		return fmt.Errorf("the stream does not match PostgreSQL's backup_manifest: %w", err)
+	}
+	return nil
+}
+
+// collectWAL lists the segments from the backup's start to its end: the
+// stream stored them (stream), or another archiver must (none).
+func (r *backupRun) collectWAL(ctx context.Context) ([]manifest.WALSegment, error) {
+	names, err := manifest.RequiredSegments(r.start.Timeline, r.start.LSN, r.end.LSN, r.sys.WALSegmentSize)
 	if err != nil {
 		return nil, err
 	}
-	var wal []manifest.WALSegment
-	if o.WAL == WALStream {
+	if r.o.WAL == WALStream {
+		var wal []manifest.WALSegment
 		for _, n := range names {
-			seg, ok := walSeg[n]
+			seg, ok := r.walSeg[n]
 			if !ok {
 				return nil, fmt.Errorf("WAL segment %s was not stored by the stream", n)
 			}
 			wal = append(wal, seg)
 		}
-	} else {
-		hint := ""
-		if sys.Standby {
-			hint = "; a standby's last segment is archived only once the primary fills it, so back a standby up with --wal=stream (the default), which stores the part of it the backup needs"
-		}
-		wal, err = awaitWAL(ctx, repo, names, o.WALTimeout, hint, log)
-		if err != nil {
-			return nil, err
-		}
+		return wal, nil
 	}
+	hint := ""
+	if r.sys.Standby {
+		hint = "; a standby's last segment is archived only once the primary fills it, so back a standby up with --wal=stream (the default), which stores the part of it the backup needs"
+	}
+	return awaitWAL(ctx, r.repo, names, r.o.WALTimeout, hint, r.log)
+}
 
+// buildManifest records the backup in pgstow's manifest.
+func (r *backupRun) buildManifest(wal []manifest.WALSegment) *manifest.Backup {
+	up, sys, start, end := r.up, r.sys, r.start, r.end
 	stats := up.Stats()
 	w := up.Waits()
-	log.Info("pipeline stage times (seconds, summed over each stage's goroutines)", "cutter_reading", w.CutterRead.Seconds(), "cutter_blocked", w.CutterBlocked.Seconds(),
+	r.log.Info("pipeline stage times (seconds, summed over each stage's goroutines)", "cutter_reading", w.CutterRead.Seconds(), "cutter_blocked", w.CutterBlocked.Seconds(),
 		"sealers_busy", w.SealBusy.Seconds(), "sealers_idle", w.SealIdle.Seconds(), "sealers_blocked", w.SealBlocked.Seconds(),
 		"uploads_busy", w.UploadBusy.Seconds(), "uploads_idle", w.UploadIdle.Seconds(),
 		"sealers", up.Config().SealWorkers, "uploaders", up.Config().Concurrency)
 	b := &manifest.Backup{
 		FormatVersion:  manifest.FormatVersion,
-		ID:             manifest.NewBackupID(started),
-		Label:          o.Label,
-		ToolVersion:    o.ToolVersion,
+		ID:             manifest.NewBackupID(r.started),
+		Label:          r.o.Label,
+		ToolVersion:    r.o.ToolVersion,
 		PGVersion:      sys.ServerVersion,
 		SystemID:       sys.SystemID,
 		StartTimeline:  start.Timeline,
@@ -395,17 +545,17 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 		EndLSN:         end.LSN,
 		WALSegmentSize: sys.WALSegmentSize,
 		WAL:            wal,
-		Archives:       archives,
-		Files:          files,
+		Archives:       r.archives,
+		Files:          r.files,
 		Totals: manifest.Totals{
 			RawBytes:    stats.RawBytes,
 			StoredBytes: stats.StoredBytes,
 			NewBytes:    stats.NewBytes,
 			Chunks:      stats.Chunks,
 			NewChunks:   stats.NewChunks,
-			Files:       len(files),
+			Files:       len(r.files),
 		},
-		Timings: manifest.Timings{Started: started},
+		Timings: manifest.Timings{Started: r.started},
 	}
 	for _, ts := range start.Tablespaces {
 		b.Tablespaces = append(b.Tablespaces, manifest.Tablespace{OID: ts.OID, Location: ts.Location})
@@ -413,38 +563,45 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 	for _, w := range wal {
 		b.Totals.WALBytes += w.StoredSize
 	}
-	b.Timings.Finished = o.Now().UTC()
-	prog.phase(PhaseCommitting)
-	if err := lease.Held(); err != nil {
+	b.Timings.Finished = r.o.Now().UTC()
+	return b
+}
+
+// commit writes the manifest, the commit point, if the lease held or
+// everything b references is still stored.
+func (r *backupRun) commit(ctx context.Context, b *manifest.Backup) error {
+	r.prog.phase(PhaseCommitting)
+	if err := r.lease.Held(); err != nil {
 		// A gc may have judged this backup dead: commit only if nothing
 		// it references was taken.
-		log.Warn("backup lease lapsed; checking that every referenced object is still stored", "err", err)
-		if err := repo.CheckStored(ctx, b); err != nil {
-			return nil, fmt.Errorf("%w; %w; take the backup again", err, lease.Held())
+		r.log.Warn("backup lease lapsed; checking that every referenced object is still stored", "err", err)
+		if err := r.repo.CheckStored(ctx, b); err != nil {
+			return fmt.Errorf("%w; %w; take the backup again", err, r.lease.Held())
 		}
 	}
 	// Ids have one-second resolution; a backup that ends in the same
 	// second as another started takes the next free second.
 	for attempt := 0; ; attempt++ {
-		err := repo.Commit(ctx, b, io.NewSectionReader(pgmFile, 0, pgmSize))
+		err := r.repo.Commit(ctx, b, io.NewSectionReader(r.pgm, 0, r.pgmSize))
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, repository.ErrIDTaken) {
-			uncommitted = b.ID
-			commitUnknown = errors.Is(err, repository.ErrCommitUnknown)
-			return nil, err
+			r.uncommitted = b.ID
+			r.commitUnknown = errors.Is(err, repository.ErrCommitUnknown)
+			return err
 		}
 		if attempt >= 10 {
-			return nil, err
+			return err
 		}
 		t, _ := time.Parse("20060102T150405Z", b.ID)
 		b.ID = manifest.NewBackupID(t.Add(time.Second))
 	}
-	prog.phase(PhaseDone)
-	log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
-		"new_bytes", stats.NewBytes, "wal_segments", len(wal), "seconds", b.Timings.Finished.Sub(started).Seconds())
-	return b, nil
+	r.prog.phase(PhaseDone)
+	stats := r.up.Stats()
+	r.log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
+		"new_bytes", stats.NewBytes, "wal_segments", len(b.WAL), "seconds", b.Timings.Finished.Sub(r.started).Seconds())
+	return nil
 }
 
 // tablespaceOf maps an archive to its tablespace: base.tar is the data

@@ -86,6 +86,12 @@ type Archive struct {
 
 func (a *Archive) Read(p []byte) (int, error) { return a.r.Read(p) }
 
+// NewArchive makes an archive that reads tar bytes from r, for a source
+// other than a live BASE_BACKUP: a recorded stream, or a test's.
+func NewArchive(name, tablespacePath string, r io.Reader) *Archive {
+	return &Archive{Name: name, TablespacePath: tablespacePath, r: r}
+}
+
 const (
 	socketBufSize = 256 << 10
 	dataBufSize   = 1 << 20
