@@ -115,7 +115,7 @@ says what it removed, or what it left and why.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			view := g.newProgressView(mode, "backup", progressEvery)
 			if mode != progressOff {
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }

@@ -179,7 +179,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			if label != "" {
 				if o.BackupID, err = newestLabelled(cmd.Context(), repo, label); err != nil {
 					return err
@@ -371,7 +371,7 @@ recovery early with WAL missing.`,
 			if err != nil {
 				return walFetchError{err, exitWALFatal}
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			// The spool sits beside the destination (pg_wal/), so a
 			// spooled segment moves into place with a rename.
 			err = restore.FetchWALPrefetch(cmd.Context(), repo, args[0], args[1], restore.Prefetch{
