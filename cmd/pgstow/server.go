@@ -108,7 +108,7 @@ func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, b *
 	}
 	s, err := localserver.Start(cmd.Context(), so)
 	if err != nil {
-		return fmt.Errorf("%w; the restored directory %s stays, remove it with: pgstow discard -D %s", err, o.Target, shellQuote(o.Target))
+		return fmt.Errorf("%w; the restored directory %s stays, remove it with: pgstow discard -D %s", err, o.Target, restore.ShellQuote(o.Target))
 	}
 	if f.asJSON {
 		return printJSON(g.stdout, s)
