@@ -258,47 +258,11 @@ func (c *Conn) showSize(ctx context.Context, name string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	v, err := ParseSize(s)
+	v, err := manifest.ParseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("SHOW %s on %s: %w", name, c.target, err)
 	}
-	return v, nil
-}
-
-// ParseSize parses a byte size as PostgreSQL shows it or as a user types
-// it: "16MB", "1GB", "512kB", "20MB", "1048576" (bytes).
-func ParseSize(s string) (uint64, error) {
-	s = strings.TrimSpace(s)
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("size %q: expected a number with an optional unit (B, kB, MB, GB, TB)", s)
-	}
-	n, err := strconv.ParseUint(s[:i], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("size %q: %w", s, err)
-	}
-	var mult uint64
-	switch strings.ToUpper(strings.TrimSpace(s[i:])) {
-	case "", "B":
-		mult = 1
-	case "K", "KB", "KIB":
-		mult = 1 << 10
-	case "M", "MB", "MIB":
-		mult = 1 << 20
-	case "G", "GB", "GIB":
-		mult = 1 << 30
-	case "T", "TB", "TIB":
-		mult = 1 << 40
-	default:
-		return 0, fmt.Errorf("size %q: unknown unit %q (use B, kB, MB, GB or TB)", s, s[i:])
-	}
-	if n > ^uint64(0)/mult {
-		return 0, fmt.Errorf("size %q: too large", s)
-	}
-	return n * mult, nil
+	return uint64(v), nil
 }
 
 // Close ends the connection; a temporary slot created on it is dropped by

@@ -210,24 +210,6 @@ func TestBuildBaseBackupCommand(t *testing.T) {
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want uint64
-		err  bool
-	}{
-		{"16MB", 16 << 20, false}, {"1GB", 1 << 30, false}, {"512kB", 512 << 10, false},
-		{"1048576", 1 << 20, false}, {"20 MB", 20 << 20, false}, {"2TiB", 2 << 40, false},
-		{"", 0, true}, {"MB", 0, true}, {"5XB", 0, true}, {"99999999999999999999", 0, true},
-	}
-	for _, tt := range tests {
-		got, err := ParseSize(tt.in)
-		if (err != nil) != tt.err || got != tt.want {
-			t.Errorf("ParseSize(%q) = %d, %v", tt.in, got, err)
-		}
-	}
-}
-
 func TestRedactPasswords(t *testing.T) {
 	for in, secret := range map[string]string{
 		"failed to connect to `host=x user=u password=hunter2 database=d`": "hunter2",

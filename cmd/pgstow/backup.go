@@ -10,7 +10,6 @@ import (
 
 	"github.com/pgstow/pgstow/backup"
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/uploader"
 )
 
@@ -71,7 +70,7 @@ says what it removed, or what it left and why.`,
 			if o.WAL != backup.WALStream && o.WAL != backup.WALNone {
 				return usageError{fmt.Errorf("--wal %q: use stream or none", wal)}
 			}
-			cs, err := replication.ParseSize(chunkSize)
+			cs, err := manifest.ParseSize(chunkSize)
 			if err != nil || cs < 1<<20 || cs > 1<<30 {
 				return usageError{fmt.Errorf("--chunk-size %q: give a size from 1MB to 1GB, e.g. 16MB", chunkSize)}
 			}
@@ -81,11 +80,11 @@ says what it removed, or what it left and why.`,
 			}
 			if maxRate != "" {
 				// PostgreSQL takes MAX_RATE in kB/s, from 32 to 1048576.
-				r, err := replication.ParseSize(maxRate)
+				r, err := manifest.ParseSize(maxRate)
 				if err != nil || r < 32<<10 || r > 1<<30 {
 					return usageError{fmt.Errorf("--max-rate %q: give a rate per second from 32kB to 1GB, e.g. 20MB, or leave it out for no limit", maxRate)}
 				}
-				o.MaxRate = r
+				o.MaxRate = uint64(r)
 			}
 			switch compression {
 			case "none", "lz4", "zstd", "gzip":
@@ -115,7 +114,7 @@ says what it removed, or what it left and why.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			view := g.newProgressView(mode, "backup", progressEvery)
 			if mode != progressOff {
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }

@@ -103,7 +103,7 @@ versions that made it.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			b, err := repo.Backup(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -221,7 +221,7 @@ Only one delete or gc runs at a time (--lock-wait).`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			rep, err := catalog.Delete(cmd.Context(), repo, r, catalog.PruneOptions{DryRun: f.dryRun, LockWait: f.lockWait, Log: g.log})
 			if err != nil {
 				return err
@@ -266,7 +266,7 @@ gc runs at a time (--lock-wait).`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			rep, err := catalog.GC(cmd.Context(), repo, catalog.PruneOptions{DryRun: f.dryRun, LockWait: f.lockWait, Grace: d, Log: g.log})
 			if err != nil {
 				return err

@@ -55,7 +55,7 @@ func newListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			// One listing and one read per backup, a few at a time; only
 			// the summaries are kept, so memory does not grow with the
 			// backups' file lists.

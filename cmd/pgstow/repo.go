@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,8 +20,14 @@ import (
 )
 
 // createsRepo names the commands that create a file:// repository's
-// directory when it is missing.
+// directory when it is missing: those that write new data.
 var createsRepo = map[string]bool{"backup": true, "wal-push": true, "wal-receive": true}
+
+// stores are the providers a repository URL may name, in the order the
+// message for an unknown scheme lists them.
+func stores() *providers.Registry {
+	return providers.NewRegistry(file.Scheme(), s3.Scheme(), gcs.Scheme(), azblob.Scheme())
+}
 
 // repoFlag adds --repo to a command; PGSTOW_REPO is its default.
 func repoFlag(cmd *cobra.Command, dst *string) {
@@ -55,55 +60,15 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if err != nil {
 		return nil, err
 	}
-	u, err := providers.ParseURL(raw)
-	if err != nil {
+	store, err := stores().Open(ctx, raw, providers.OpenOptions{Create: createsRepo[cmd.Name()], Log: log})
+	var missing *file.MissingDirError
+	switch {
+	case errors.Is(err, providers.ErrBadURL):
 		return nil, usageError{err}
-	}
-	// Each URL is parsed in full before anything is opened, so that a
-	// mistyped parameter is a usage error (exit 2) and never creates a
-	// directory or reaches a store.
-	var openStore func() (providers.Store, error)
-	switch u.Scheme {
-	case "file":
-		if (u.Host != "" && u.Host != "localhost") || !strings.HasPrefix(u.Path, "/") {
-			return nil, usageError{fmt.Errorf("repository %s: a file:// URL needs an absolute path, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
-		}
-		if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-			return nil, usageError{fmt.Errorf("repository %s: a file:// URL takes no user, query parameters or fragment, e.g. file:///var/backups/pgstow", providers.RedactURL(u))}
-		}
-		// Only the commands that write new data create the directory: a
-		// mistyped path must not read as an empty repository.
-		if !createsRepo[cmd.Name()] {
-			if _, serr := os.Stat(u.Path); errors.Is(serr, os.ErrNotExist) {
-				return nil, fmt.Errorf("repository %s: the directory %s does not exist; check the path (backup, wal-push and wal-receive create it)", providers.RedactURL(u), u.Path)
-			}
-		}
-		openStore = func() (providers.Store, error) { return file.OpenURL(ctx, u) }
-	case "s3":
-		cfg, err := s3.ParseURL(u)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		cfg.Log = log // the SDK's own lines, at debug
-		openStore = func() (providers.Store, error) { return s3.Open(ctx, cfg) }
-	case "gs":
-		cfg, err := gcs.ParseURL(u)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		openStore = func() (providers.Store, error) { return gcs.Open(ctx, cfg) }
-	case "azblob":
-		cfg, err := azblob.ParseURL(u)
-		if err != nil {
-			return nil, usageError{err}
-		}
-		openStore = func() (providers.Store, error) { return azblob.Open(ctx, cfg) }
-	default:
-		return nil, usageError{fmt.Errorf("repository %s: unknown scheme %q; use file:///path, s3://bucket/prefix, gs://bucket/prefix or azblob://container/prefix", providers.RedactURL(u), u.Scheme)}
-	}
-	store, err := openStore()
-	if err != nil {
-		return nil, fmt.Errorf("open repository %s: %w", providers.RedactURL(u), err)
+	case errors.As(err, &missing):
+		return nil, fmt.Errorf("%w (backup, wal-push and wal-receive create it)", err)
+	case err != nil:
+		return nil, err
 	}
 	// One retry policy for every store: throttling and dropped
 	// connections are retried within a budget, nothing else is.

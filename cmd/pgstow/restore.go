@@ -1,23 +1,20 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pgstow/pgstow/catalog"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
-	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
-	"github.com/pgstow/pgstow/uploader"
 )
 
 // restoreEntry is the --json shape of a finished restore.
@@ -138,21 +135,11 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				if err != nil {
 					return fmt.Errorf("find pgstow's own path for restore_command: %w", err)
 				}
-				repoArgs := " --repo " + shellQuote(repoURL)
-				if kf := g.keyFilePath(cmd); kf != "" {
-					// The server runs wal-fetch without our flags or
-					// environment: it needs the key file's absolute path.
-					abs, err := filepath.Abs(kf)
-					if err != nil {
-						return fmt.Errorf("encryption key file: %w", err)
-					}
-					repoArgs += " --encryption-key-file " + shellQuote(abs)
-					if g.allowSharedKey {
-						repoArgs += " --allow-shared-key-file"
-					}
+				fc, err := restore.NewFetchCommand(self, repoURL, g.keyFilePath(cmd), g.allowSharedKey)
+				if err != nil {
+					return err
 				}
-				o.RestoreCommand = shellQuote(self) + " wal-fetch" + repoArgs + " %f %p"
-				probe = shellQuote(self) + " show --quiet" + repoArgs + " latest"
+				o.RestoreCommand, probe = fc.RestoreCommand(), fc.Probe()
 			default:
 				return usageError{fmt.Errorf("--wal %q: use embed or fetch", wal)}
 			}
@@ -179,9 +166,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			if label != "" {
-				if o.BackupID, err = newestLabelled(cmd.Context(), repo, label); err != nil {
+				if o.BackupID, err = catalog.NewestLabelled(cmd.Context(), repo, label); err != nil {
 					return err
 				}
 			}
@@ -189,9 +176,8 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if mode != progressOff {
 				o.Progress = func(p restore.Progress) { view.update(restoreSnapshot(p)) }
 			}
-			// The pipeline holds concurrency stored chunks and a few
-			// raw ones, reused; the second slack is for the manifests.
-			setMemoryPolicy(int64(concurrency+runtime.GOMAXPROCS(0)+2)*uploader.DefaultChunkSize + memoryLimitSlack)
+			// The second slack is for the manifests.
+			setMemoryPolicy(o.MemoryBudget() + memoryLimitSlack)
 			res, err := restore.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
 			if err != nil {
@@ -321,9 +307,6 @@ func parseTargetTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("--target-time %q: give a time with a zone, e.g. 2026-11-23T21:00:00Z or '2026-11-23 22:00:00+01'", s)
 }
 
-// shellQuote quotes s for the shell PostgreSQL runs restore_command with.
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 // exitWALFatal makes PostgreSQL stop recovery: it takes any exit status up
 // to 125 from restore_command as "file not found" and would end recovery
 // early, which on a transient store error could lose committed data.
@@ -371,7 +354,7 @@ recovery early with WAL missing.`,
 			if err != nil {
 				return walFetchError{err, exitWALFatal}
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			// The spool sits beside the destination (pg_wal/), so a
 			// spooled segment moves into place with a rename.
 			err = restore.FetchWALPrefetch(cmd.Context(), repo, args[0], args[1], restore.Prefetch{
@@ -391,25 +374,4 @@ recovery early with WAL missing.`,
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().IntVar(&prefetch, "prefetch", 8, "segments to fetch ahead in parallel into a spool beside DEST, 0 (off) to 256")
 	return cmd
-}
-
-// newestLabelled is the id of the newest committed backup with label.
-func newestLabelled(ctx context.Context, repo *repository.Repository, label string) (string, error) {
-	ids, err := repo.BackupIDs(ctx)
-	if err != nil {
-		return "", err
-	}
-	labels := make([]string, len(ids))
-	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
-		labels[i] = b.Label
-		return nil
-	}); err != nil {
-		return "", err
-	}
-	for i := len(ids) - 1; i >= 0; i-- { // ids sort oldest first
-		if labels[i] == label {
-			return ids[i], nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s holds no committed backup labelled %q (pgstow list shows the labels)", repository.ErrNoBackup, repo, label)
 }

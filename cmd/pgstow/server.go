@@ -95,12 +95,7 @@ func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, b *
 		}
 		so.Tablespaces = append(so.Tablespaces, filepath.Clean(dir))
 	}
-	if o.WAL == restore.WALFetch {
-		// Without a target, recovery replays all archived WAL and then
-		// promotes; with one, it stops as the action says.
-		so.WaitPromotion = o.Recovery == nil || o.Recovery.Action == "" || o.Recovery.Action == "promote"
-		so.WaitPause = o.Recovery != nil && o.Recovery.Action == "pause"
-	}
+	so.WaitPromotion, so.WaitPause = o.RecoveryEnd()
 	if o.WAL == restore.WALFetch {
 		// restore_command runs as the server's user: make sure it can
 		// read what it will need before the server fails on it.
@@ -108,7 +103,7 @@ func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, b *
 	}
 	s, err := localserver.Start(cmd.Context(), so)
 	if err != nil {
-		return fmt.Errorf("%w; the restored directory %s stays, remove it with: pgstow discard -D %s", err, o.Target, shellQuote(o.Target))
+		return fmt.Errorf("%w; the restored directory %s stays, remove it with: pgstow discard -D %s", err, o.Target, restore.ShellQuote(o.Target))
 	}
 	if f.asJSON {
 		return printJSON(g.stdout, s)

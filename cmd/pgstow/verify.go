@@ -98,7 +98,7 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 
 			var cont *walarchive.Continuity
 			if wal {

@@ -41,7 +41,7 @@ what the store uploads, and removed at once.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			return walarchive.Push(cmd.Context(), repo, args[0], walarchive.Options{Ahead: ahead, Log: g.log})
 		},
 	}

@@ -55,7 +55,7 @@ segments.`,
 			if err != nil {
 				return err
 			}
-			defer repo.Store().Close()
+			defer repo.Close()
 			o := walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, IOTimeout: ioTimeout, Log: g.log}
 			if metricsAddr != "" {
 				m := &walReceiveMetrics{}

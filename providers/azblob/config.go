@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -178,9 +179,9 @@ func configFromURL(u *url.URL) (Config, error) {
 		v := values[0]
 		switch name {
 		case "block_size":
-			cfg.BlockSize, err = providers.ParseSize(v)
+			cfg.BlockSize, err = manifest.ParseSize(v)
 		case "multipart_threshold":
-			cfg.MultipartThreshold, err = providers.ParseSize(v)
+			cfg.MultipartThreshold, err = manifest.ParseSize(v)
 		case "max_blocks":
 			var n int
 			n, err = strconv.Atoi(v)

@@ -42,6 +42,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -421,7 +422,7 @@ func parseURL(u *url.URL) (Config, error) {
 		if len(values) != 1 {
 			return fail("parameter %s given %d times", name, len(values))
 		}
-		size, err := providers.ParseSize(values[0])
+		size, err := manifest.ParseSize(values[0])
 		n := uint64(size)
 		if err != nil {
 			return fail("%s: %v", name, err)

@@ -150,8 +150,14 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		if errors.Is(err, io.EOF) && r.length > 0 {
-			// The stream ended before the bytes asked for: a cut
-			// connection that looked like a clean end.
+			// The stream ended before the bytes asked for: the
+			// object is shorter than the range (a length past the end
+			// is allowed) or a cut connection looked like a clean
+			// end. Objects are immutable, so their size tells.
+			if info, serr := r.s.Stat(r.ctx, r.key); serr == nil && r.offset >= info.Size {
+				r.length = 0
+				return n, io.EOF
+			}
 			err = providers.MarkTransient(io.ErrUnexpectedEOF)
 		} else {
 			return n, err

@@ -210,3 +210,63 @@ func TestListRestarts(t *testing.T) {
 		}
 	})
 }
+
+// earlyEOF ends every reader of a ranged Get cleanly after half its range,
+// as a connection closed without an error looks.
+type earlyEOF struct {
+	providers.Store
+	cuts atomic.Int64
+}
+
+func (e *earlyEOF) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, err := e.Store.Get(ctx, key, off, n)
+	if err != nil || n < 2 {
+		return rc, err
+	}
+	e.cuts.Add(1)
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n/2), rc}, nil
+}
+
+// TestGetShortRange tells a range that runs past the object's end (its
+// bytes, then io.EOF) from a stream that ended early (resumed).
+func TestGetShortRange(t *testing.T) {
+	d := data(1000)
+	for _, tc := range []struct {
+		name     string
+		off, n   int64
+		cut      bool // streams end cleanly half-way
+		want     []byte
+		wantCuts bool
+	}{
+		{name: "past the end", off: 990, n: 100, want: d[990:]},
+		{name: "at the end", off: 1000, n: 10, want: []byte{}},
+		{name: "past the end, cut", off: 700, n: 400, cut: true, want: d[700:], wantCuts: true},
+		{name: "within, cut", off: 100, n: 500, cut: true, want: d[100:600], wantCuts: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner := mem.New()
+			inner.Put(t.Context(), "k", bytes.NewReader(d), int64(len(d)), providers.PutOptions{})
+			var store providers.Store = inner
+			cuts := &earlyEOF{Store: inner}
+			if tc.cut {
+				store = cuts
+			}
+			s := Wrap(store, Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil)
+			rc, err := s.Get(t.Context(), "k", tc.off, tc.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, tc.want) {
+				t.Fatalf("get %d+%d: %d bytes, %v; want %d", tc.off, tc.n, len(got), err, len(tc.want))
+			}
+			if (cuts.cuts.Load() > 1) != tc.wantCuts { // more than one stream: resumed
+				t.Errorf("%d streams opened, want a resume: %v", cuts.cuts.Load(), tc.wantCuts)
+			}
+		})
+	}
+}

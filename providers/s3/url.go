@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -78,7 +79,7 @@ func parseURL(u *url.URL) (Config, error) {
 			}
 			cfg.PathStyle = b
 		case "part_size":
-			n, err := providers.ParseSize(v)
+			n, err := manifest.ParseSize(v)
 			if err != nil {
 				return fail("part_size=%q: %v", v, err)
 			}
