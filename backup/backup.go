@@ -280,7 +280,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (_ *manife
 	if o.Uploader.ChunkID == nil {
 		o.Uploader.ChunkID = repo.ChunkID
 	}
-	up = uploader.New(repo.Store(), o.Uploader, log)
+	up = uploader.New(repo, o.Uploader, log)
 	up.OnChunk = prog.chunk
 	prog.attach(bb.Streamed, up.InFlight)
 	prog.phase(PhaseStreaming)

@@ -590,7 +590,7 @@ func commitMany(t *testing.T, repo *repository.Repository, n int) []*manifest.Ba
 	})
 	out := []*manifest.Backup{first}
 	for i := 1; i < n; i++ {
-		up := uploader.New(repo.Store(), uploader.Config{ChunkSize: chunkSize}, slog.New(slog.DiscardHandler))
+		up := uploader.New(repo, uploader.Config{ChunkSize: chunkSize}, slog.New(slog.DiscardHandler))
 		arch, files, err := up.Archive(t.Context(), bytes.NewReader(repotest.Tar(t, smallMembers(i))), 0, "base.tar", 0)
 		if err != nil {
 			t.Fatal(err)
