@@ -388,14 +388,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // SHA-256, stored CRC32C) and recomputes every file's CRC32C from the
 // bytes at its recorded offset. A bad chunk is reported with the files it
 // holds, and those files are not checked further; the rest of the archive
-// still is. Memory is the stream's: n stored buffers and up to n
-// decompressed ones.
+// still is. Memory is n stored buffers and n decompressed ones.
 func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict, done *atomic.Int64) {
 	a := &b.Archives[ai]
 	offs := b.ChunkOffsets(ai)
 	files := archiveFiles(b, ai)
 	fc := fileChecker{b: b, ai: ai, files: files, v: v}
-	o := repository.StreamOptions{Concurrency: n, CheckFrames: true, CheckStoredCRC: true}
+	// As many decompressed chunks as downloads: the memory VerifyOptions
+	// and --help state, and every download can decode at once.
+	o := repository.StreamOptions{Concurrency: n, RawBuffers: n, CheckFrames: true, CheckStoredCRC: true}
 	err := repo.StreamChunks(ctx, slices.Values(a.Chunks), o, func(ci int, raw []byte, err error) error {
 		ref := a.Chunks[ci]
 		done.Add(ref.StoredSize)
