@@ -188,8 +188,9 @@ func (s *stream) produce(ctx context.Context, refs iter.Seq[manifest.ChunkRef], 
 // work downloads and checks chunks until the positions run out.
 func (s *stream) work(ctx context.Context) {
 	dec := &chunker.Decompressor{TrustID: !s.o.CheckFrames}
-	// Sized once for the largest chunk, so no download grows it again.
-	stored := make([]byte, 0, s.maxStored)
+	// Sized once for the largest chunk, with the byte DownloadChunk
+	// wants spare to see the end, so no download grows it again.
+	stored := make([]byte, 0, s.maxStored+1)
 	for i := range s.jobs {
 		slot := &s.slots[i%len(s.slots)]
 		slot.raw, slot.err = s.fetch(ctx, dec, &stored, i, slot.ref)

@@ -367,3 +367,14 @@ func TestStreamMemoryBudget(t *testing.T) {
 		}
 	}
 }
+
+// No references: fn is never called and the stream ends at once.
+func TestStreamChunksEmpty(t *testing.T) {
+	err := New(mem.New()).StreamChunks(t.Context(), slices.Values([]manifest.ChunkRef(nil)), StreamOptions{}, func(int, []byte, error) error {
+		t.Error("fn called")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
