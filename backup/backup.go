@@ -347,13 +347,8 @@ func (r *backupRun) transfer(ctx context.Context) error {
 }
 
 // newUploader makes the uploader that cuts the archives into chunks.
-func (r *backupRun) newUploader() (up *uploader.Uploader) {
-	repo, o, log := r.repo, &r.o, r.log
-	if o.Uploader.ChunkID == nil {
-		o.Uploader.ChunkID = repo.ChunkID
-	}
-	up = uploader.New(repo.Store(), o.Uploader, log)
-	return up
+func (r *backupRun) newUploader() *uploader.Uploader {
+	return uploader.New(r.repo, r.o.Uploader, r.log)
 }
 
 // streamArchives stores every archive, then receives PostgreSQL's

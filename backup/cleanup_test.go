@@ -25,7 +25,7 @@ import (
 // holds, as a backup that then fails would, and returns what it wrote.
 func failedBackup(t *testing.T, repo *repository.Repository, seed uint64) []manifest.ChunkRef {
 	t.Helper()
-	up := uploader.New(repo.Store(), uploader.Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
+	up := uploader.New(repo, uploader.Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
 	if _, _, err := up.Archive(t.Context(), bytes.NewReader(repotest.Tar(t, repotest.BaseMembers(seed))), 0, "base.tar", 0); err != nil {
 		t.Fatal(err)
 	}

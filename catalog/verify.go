@@ -6,7 +6,6 @@
 package catalog
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -382,108 +381,60 @@ func partialSize(name string, segSize uint64) uint64 {
 	return size
 }
 
-// fetched is one chunk on its way from the downloaders to the in-order
-// checker.
-type fetched struct {
-	ref manifest.ChunkRef
-	raw *bytes.Buffer
-	err error
-	// crcErr is set when the chunk decodes right but its stored bytes
-	// do not have the recorded CRC32C.
-	crcErr error
-	done   chan struct{}
-}
-
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// verifyArchive downloads an archive's chunks, n at a time and in order,
-// checks each chunk (size, LZ4 checksum, SHA-256) and recomputes every
-// file's CRC32C from the bytes at its recorded offset. A bad chunk is
-// reported with the files it holds, and those files are not checked
-// further; the rest of the archive still is. Memory is n chunk buffers.
+// verifyArchive downloads an archive's chunks, n at a time and in order
+// (repository.StreamChunks), checks each chunk (size, LZ4 checksum,
+// SHA-256, stored CRC32C) and recomputes every file's CRC32C from the
+// bytes at its recorded offset. A bad chunk is reported with the files it
+// holds, and those files are not checked further; the rest of the archive
+// still is. Memory is n stored buffers and n decompressed ones.
 func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict, done *atomic.Int64) {
 	a := &b.Archives[ai]
 	offs := b.ChunkOffsets(ai)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// The producer hands each chunk to the workers and, in the same
-	// order, to the checker below; a chunk takes a buffer from the pool
-	// first, so at most n are downloaded ahead of the checker.
-	pool := make(chan *bytes.Buffer, n)
-	for range n {
-		pool <- new(bytes.Buffer)
-	}
-	order := make(chan *fetched, n)
-	jobs := make(chan *fetched, n)
-	go func() {
-		defer close(order)
-		defer close(jobs)
-		for _, ref := range a.Chunks {
-			var raw *bytes.Buffer
-			select {
-			case raw = <-pool:
-			case <-ctx.Done():
-				return
-			}
-			f := &fetched{ref: ref, raw: raw, done: make(chan struct{})}
-			jobs <- f  // never blocks: at most n buffers are out
-			order <- f // nor this
-		}
-	}()
-	for range n {
-		go func() {
-			dec := chunker.NewDecompressor()
-			var stored []byte
-			for f := range jobs {
-				data, err := repo.DownloadChunk(ctx, f.ref, &stored)
-				if err == nil {
-					err = repo.DecodeChunk(dec, f.ref, data, f.raw)
-				}
-				if err == nil {
-					f.crcErr = repository.CheckStoredCRC(f.ref, data)
-				}
-				f.err = err
-				close(f.done)
-			}
-		}()
-	}
-
 	files := archiveFiles(b, ai)
 	fc := fileChecker{b: b, ai: ai, files: files, v: v}
-	ci := 0
-	for f := range order {
-		<-f.done
-		done.Add(f.ref.StoredSize)
-		key := manifest.ChunkKey(f.ref.ID)
-		holds := func() string { return b.FilesIn(ai, offs[ci], f.ref.RawSize) }
+	// As many decompressed chunks as downloads: the memory VerifyOptions
+	// and --help state, and every download can decode at once.
+	o := repository.StreamOptions{Concurrency: n, RawBuffers: n, CheckFrames: true, CheckStoredCRC: true}
+	err := repo.StreamChunks(ctx, slices.Values(a.Chunks), o, func(ci int, raw []byte, err error) error {
+		ref := a.Chunks[ci]
+		done.Add(ref.StoredSize)
+		key := manifest.ChunkKey(ref.ID)
+		holds := func() string { return b.FilesIn(ai, offs[ci], ref.RawSize) }
+		// The content is right, and its stored bytes are not those
+		// recorded: judged below, and its files can be checked.
+		var crcErr error
+		if errors.Is(err, repository.ErrStoredCRC) {
+			crcErr, err = err, nil
+		}
 		switch {
-		case f.err == nil:
-			if !seen[f.ref.ID] {
-				v.StoredBytes += f.ref.StoredSize
+		case err == nil:
+			if !seen[ref.ID] {
+				v.StoredBytes += ref.StoredSize
 			}
-			if f.crcErr != nil {
-				checkCRC(ctx, repo, f, v, func(detail string) {
+			if crcErr != nil {
+				checkCRC(ctx, repo, ref, crcErr, v, func(detail string) {
 					v.add(CorruptChunk, key, "%s chunk %d of %d: %s; it holds %s", a.Name, ci+1, len(a.Chunks), detail, holds())
 				})
 			}
-			// The content is right either way: its files can be checked.
-			fc.feed(offs[ci], f.raw.Bytes())
-		case errors.Is(f.err, providers.ErrNotExist):
+			fc.feed(offs[ci], raw)
+		case errors.Is(err, providers.ErrNotExist):
 			v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), holds())
-			fc.skip(offs[ci], f.ref.RawSize)
-		case errors.Is(f.err, repository.ErrCorrupt):
-			v.suspect = append(v.suspect, f.ref)
-			v.add(CorruptChunk, key, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), f.err, holds())
-			fc.skip(offs[ci], f.ref.RawSize)
+			fc.skip(offs[ci], ref.RawSize)
+		case errors.Is(err, repository.ErrCorrupt):
+			v.suspect = append(v.suspect, ref)
+			v.add(CorruptChunk, key, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
+			fc.skip(offs[ci], ref.RawSize)
 		default:
-			v.add(UnreadableChunk, key, "%s chunk %d of %d could not be read (%v); it holds %s", a.Name, ci+1, len(a.Chunks), f.err, holds())
-			fc.skip(offs[ci], f.ref.RawSize)
+			v.add(UnreadableChunk, key, "%s chunk %d of %d could not be read (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
+			fc.skip(offs[ci], ref.RawSize)
 		}
-		seen[f.ref.ID] = true
-		f.raw.Reset()
-		pool <- f.raw
-		ci++
+		seen[ref.ID] = true
+		return nil
+	})
+	if err != nil {
+		return // interrupted: fullVerify says so
 	}
 	fc.finish()
 }
@@ -493,14 +444,14 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 // a copy of the chunk was quarantined since, in which case the stored
 // object is a later upload whose frame may legitimately differ (another
 // encoder) from the one this backup recorded.
-func checkCRC(ctx context.Context, repo *repository.Repository, f *fetched, v *Verdict, report func(detail string)) {
-	replaced, err := repo.Quarantined(ctx, f.ref.ID)
+func checkCRC(ctx context.Context, repo *repository.Repository, ref manifest.ChunkRef, crcErr error, v *Verdict, report func(detail string)) {
+	replaced, err := repo.Quarantined(ctx, ref.ID)
 	switch {
 	case err != nil:
-		v.add(UnreadableChunk, manifest.ChunkKey(f.ref.ID), "%v (needed to judge its %v)", err, f.crcErr)
+		v.add(UnreadableChunk, manifest.ChunkKey(ref.ID), "%v (needed to judge its %v)", err, crcErr)
 	case !replaced:
-		v.suspect = append(v.suspect, f.ref)
-		report(fmt.Sprintf("%v (it still decodes to the right content)", f.crcErr))
+		v.suspect = append(v.suspect, ref)
+		report(fmt.Sprintf("%v (it still decodes to the right content)", crcErr))
 	}
 }
 

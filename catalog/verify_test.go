@@ -354,6 +354,18 @@ func TestVerifyProblems(t *testing.T) {
 			kind: CorruptChunk, quick: nil, full: []int{2}, holds: "global/pg_control",
 		},
 		{
+			// The content is intact: only the frame's own checksum
+			// (its last bytes) tells, and a verification checks it
+			// where a restore trusts the chunk id.
+			name: "damaged frame checksum",
+			damage: func(t *testing.T, f *fixture) broken {
+				c := pickChunk(t, f.backups[2], "global/pg_control", referencedBy(f.backups[2:], f.backups[:2]...))
+				f.store.Corrupt(manifest.ChunkKey(c.ID), c.StoredSize-1)
+				return chunk(c)
+			},
+			kind: CorruptChunk, quick: nil, full: []int{2}, holds: "global/pg_control", detail: "is corrupt (",
+		},
+		{
 			name: "truncated chunk of every backup",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[0], "postgresql.auto.conf", referencedBy(f.backups))
@@ -590,7 +602,7 @@ func commitMany(t *testing.T, repo *repository.Repository, n int) []*manifest.Ba
 	})
 	out := []*manifest.Backup{first}
 	for i := 1; i < n; i++ {
-		up := uploader.New(repo.Store(), uploader.Config{ChunkSize: chunkSize}, slog.New(slog.DiscardHandler))
+		up := uploader.New(repo, uploader.Config{ChunkSize: chunkSize}, slog.New(slog.DiscardHandler))
 		arch, files, err := up.Archive(t.Context(), bytes.NewReader(repotest.Tar(t, smallMembers(i))), 0, "base.tar", 0)
 		if err != nil {
 			t.Fatal(err)

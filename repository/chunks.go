@@ -29,6 +29,40 @@ type corruptError struct{ err error }
 func (e corruptError) Error() string   { return e.err.Error() }
 func (e corruptError) Unwrap() []error { return []error{e.err, ErrCorrupt} }
 
+// HasChunk reports whether chunk id is stored and, if so, its stored
+// size. A backup asks before compressing a chunk, so that unchanged data
+// costs a hash and a stat.
+func (r *Repository) HasChunk(ctx context.Context, id string) (storedSize int64, found bool, err error) {
+	info, err := r.store.Stat(ctx, manifest.ChunkKey(id))
+	switch {
+	case err == nil:
+		return info.Size, true, nil
+	case errors.Is(err, providers.ErrNotExist):
+		return 0, false, nil
+	default:
+		return 0, false, err
+	}
+}
+
+// PutChunk stores the frame of chunk id, whose CRC32C is crc32c (checked
+// by the store where it can), only if no object of that id exists:
+// objects are immutable, and a chunk's id says its content. It reports
+// false when another writer (a concurrent backup, or the same content
+// earlier in this one) stored the chunk first. The frame is read in
+// place, never copied, so the caller may reuse it once PutChunk returns.
+func (r *Repository) PutChunk(ctx context.Context, id string, frame []byte, crc32c uint32) (stored bool, err error) {
+	err = r.store.Put(ctx, manifest.ChunkKey(id), bytes.NewReader(frame), int64(len(frame)),
+		providers.PutOptions{IfAbsent: true, CRC32C: crc32c, HasCRC32C: true})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, providers.ErrExist):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
 // DownloadChunk reads the stored bytes of one chunk into *buf (grown as
 // needed and reused across calls). It is split from DecodeChunk so a
 // caller can bound how many chunks are decompressed at once separately

@@ -5,14 +5,17 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/pierrec/lz4/v4"
 
 	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
+	"github.com/pgstow/pgstow/uploader"
 )
 
 // cutStore hands out object bodies that fail after half their bytes with
@@ -118,4 +121,80 @@ func TestDownloadChunk(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The uploader stores chunks through the repository.
+var _ uploader.Repository = (*Repository)(nil)
+
+// PutChunk stores a frame once, under the key restore reads, sealed in an
+// encrypted repository; HasChunk reports it with its stored size, and a
+// failure of the store is an error, not "absent".
+func TestPutAndHasChunk(t *testing.T) {
+	key, err := encryption.ParseKey([]byte(strings.Repeat("cd", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := bytes.Repeat([]byte("one chunk, stored once "), 3000)
+	for _, tc := range []struct {
+		name string
+		open func(providers.Store) *Repository
+	}{
+		{"plain", New},
+		{"encrypted", func(s providers.Store) *Repository { return NewEncrypted(s, key) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			store := mem.New()
+			r := tc.open(store)
+			id := r.ChunkID(raw)
+			frame, crc, err := chunker.NewCompressor().Append(nil, raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, found, err := r.HasChunk(ctx, id); err != nil || found {
+				t.Fatalf("before the put: found %v, err %v", found, err)
+			}
+			for i, want := range []bool{true, false} {
+				stored, err := r.PutChunk(ctx, id, frame, crc)
+				if err != nil || stored != want {
+					t.Fatalf("put %d: stored %v, err %v; want %v", i+1, stored, err, want)
+				}
+			}
+			size, found, err := r.HasChunk(ctx, id)
+			if err != nil || !found {
+				t.Fatalf("after the put: found %v, err %v", found, err)
+			}
+			// The size of the frame, what manifests record, under a seal or not.
+			if size != int64(len(frame)) {
+				t.Fatalf("HasChunk says %d bytes, the frame has %d", size, len(frame))
+			}
+			if obj, err := store.Stat(ctx, manifest.ChunkKey(id)); err != nil || (obj.Size == size) != (r.key == nil) {
+				t.Fatalf("HasChunk says %d bytes; the object: %+v, %v", size, obj, err)
+			}
+			ref := manifest.ChunkRef{ID: id, RawSize: int64(len(raw)), StoredSize: int64(len(frame))}
+			var buf []byte
+			var out bytes.Buffer
+			got, err := r.DownloadChunk(ctx, ref, &buf)
+			if err == nil {
+				err = r.DecodeChunk(chunker.NewDecompressor(), ref, got, &out)
+			}
+			if err != nil || !bytes.Equal(out.Bytes(), raw) {
+				t.Fatalf("read back: %v", err)
+			}
+
+			broken := New(failingStat{store})
+			if _, _, err := broken.HasChunk(ctx, id); !errors.Is(err, errStat) {
+				t.Fatalf("HasChunk over a failing store: %v, want the store's error", err)
+			}
+		})
+	}
+}
+
+var errStat = errors.New("stat failed")
+
+// failingStat fails every Stat.
+type failingStat struct{ providers.Store }
+
+func (failingStat) Stat(context.Context, string) (providers.ObjectInfo, error) {
+	return providers.ObjectInfo{}, errStat
 }

@@ -24,7 +24,7 @@ import (
 // its record.
 func storeChunks(t *testing.T, r *Repository, data []byte) (manifest.Archive, uploader.Stats) {
 	t.Helper()
-	u := uploader.New(r.Store(), uploader.Config{ChunkSize: 64 << 10, ChunkID: r.ChunkID}, slog.New(slog.DiscardHandler))
+	u := uploader.New(r, uploader.Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
 	a, _, err := u.Archive(t.Context(), bytes.NewReader(tarOf(t, data)), 0, "base.tar", 0)
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,7 @@ import (
 func TestNoPerChunkAllocation(t *testing.T) {
 	const chunk = 1 << 20
 	data := makeTar(t, 7, 24<<20)
-	u := New(nullStore{}, Config{ChunkSize: chunk, Concurrency: 2, SealWorkers: 2}, slog.New(slog.DiscardHandler))
+	u := New(nullRepo{}, Config{ChunkSize: chunk, Concurrency: 2, SealWorkers: 2}, slog.New(slog.DiscardHandler))
 	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
 		t.Fatal(err) // fills the pools
 	}

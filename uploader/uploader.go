@@ -1,4 +1,4 @@
-// Package uploader moves a tar stream into a store as content-addressed
+// Package uploader moves a tar stream into a repository as content-addressed
 // chunks through a bounded pipeline: the caller's goroutine cuts chunks,
 // sealing workers hash and compress them, and upload workers put them in
 // parallel. Every stage draws from fixed pools, so memory is set by the
@@ -7,7 +7,6 @@
 package uploader
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,8 +23,21 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/providers"
 )
+
+// Repository is what the uploader needs of a repository: to name a chunk,
+// to know whether it is stored, and to store it. *repository.Repository
+// implements it; how chunks are keyed and stored is its business.
+type Repository interface {
+	// ChunkID names a chunk by its content.
+	ChunkID(raw []byte) string
+	// HasChunk reports whether chunk id is stored, with its stored size.
+	HasChunk(ctx context.Context, id string) (storedSize int64, found bool, err error)
+	// PutChunk stores a chunk's frame unless the chunk is already
+	// stored, and reports false if it was. frame must not be kept after
+	// it returns: the uploader reuses it.
+	PutChunk(ctx context.Context, id string, frame []byte, crc32c uint32) (stored bool, err error)
+}
 
 // Config sets the pipeline's shape.
 type Config struct {
@@ -39,8 +51,8 @@ type Config struct {
 	// SealWorkers is the number of hashing/compressing workers (default
 	// GOMAXPROCS).
 	SealWorkers int
-	// ChunkID names a chunk by its content (chunker.ID, SHA-256, when
-	// nil); an encrypted repository uses a keyed hash.
+	// ChunkID names a chunk by its content; nil leaves it to the
+	// repository (Repository.ChunkID), which is what a backup wants.
 	ChunkID func(raw []byte) string
 	// KnownCRC32C, if set, returns the stored-bytes CRC32C recorded for a
 	// chunk the store already holds, so a deduplicated chunk's record
@@ -59,9 +71,6 @@ const DefaultChunkSize = 8 << 20
 const DefaultConcurrency = 4
 
 func (c Config) withDefaults() Config {
-	if c.ChunkID == nil {
-		c.ChunkID = chunker.ID
-	}
 	if c.ChunkSize <= 0 {
 		c.ChunkSize = DefaultChunkSize
 	}
@@ -104,13 +113,13 @@ func (s *Stats) add(o Stats) {
 	s.NewChunks += o.NewChunks
 }
 
-// Uploader stores archives into one store. Its buffer pools live as long
+// Uploader stores archives into one repository. Its buffer pools live as long
 // as it does and are reused by every archive: a chunk's raw bytes and its
 // compressed frame each go into a pooled buffer and are never copied
 // again, so the per-chunk path allocates nothing in proportion to the
 // chunk size and gives the garbage collector nothing to do.
 type Uploader struct {
-	store providers.Store
+	repo  Repository
 	cfg   Config
 	log   *slog.Logger
 	// raw holds the raw chunk buffers (ChunkSize), packed the compressed
@@ -179,11 +188,15 @@ func (u *Uploader) Waits() Waits {
 	}
 }
 
-// New returns an Uploader. Buffers are allocated lazily up to the budget.
-func New(store providers.Store, cfg Config, log *slog.Logger) *Uploader {
+// New returns an Uploader that stores chunks in repo. Buffers are
+// allocated lazily up to the budget.
+func New(repo Repository, cfg Config, log *slog.Logger) *Uploader {
 	cfg = cfg.withDefaults()
+	if cfg.ChunkID == nil {
+		cfg.ChunkID = repo.ChunkID
+	}
 	u := &Uploader{
-		store:  store,
+		repo:   repo,
 		cfg:    cfg,
 		log:    log,
 		raw:    make(chan []byte, cfg.SealWorkers+1),
@@ -489,13 +502,13 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
 	defer u.putRaw(c.Data)
 	s := sealed{seq: c.Seq, id: u.cfg.ChunkID(c.Data), raw: int64(len(c.Data))}
-	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
+	size, found, err := u.repo.HasChunk(ctx, s.id)
 	switch {
-	case err == nil:
-		s.found = info.Size
-		return s, nil
-	case !errors.Is(err, providers.ErrNotExist):
+	case err != nil:
 		return s, fmt.Errorf("check chunk %s: %w", s.id[:12], err)
+	case found:
+		s.found = size
+		return s, nil
 	}
 	buf, err := u.getPacked(ctx)
 	if err != nil {
@@ -513,15 +526,9 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker
 // concurrent backup, or an identical chunk earlier in this one) stored it
 // first.
 func (u *Uploader) put(ctx context.Context, s sealed) (bool, error) {
-	key := manifest.ChunkKey(s.id)
-	err := u.store.Put(ctx, key, bytes.NewReader(s.data), int64(len(s.data)),
-		providers.PutOptions{IfAbsent: true, CRC32C: s.crc, HasCRC32C: true})
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, providers.ErrExist):
-		return false, nil
-	default:
+	stored, err := u.repo.PutChunk(ctx, s.id, s.data, s.crc)
+	if err != nil {
 		return false, fmt.Errorf("upload chunk %s: %w", s.id[:12], err)
 	}
+	return stored, nil
 }

@@ -7,18 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/providers"
-	"github.com/pgstow/pgstow/providers/mem"
 )
 
 // makeTar builds a tar with small files and one large one, semi-compressible.
@@ -48,14 +44,14 @@ func makeTar(t testing.TB, seed uint64, large int) []byte {
 	return buf.Bytes()
 }
 
-func reassemble(t *testing.T, s providers.Store, a manifest.Archive) []byte {
+func reassemble(t *testing.T, repo *fakeRepo, a manifest.Archive) []byte {
 	t.Helper()
 	var out, tmp bytes.Buffer
 	d := chunker.NewDecompressor()
 	for _, c := range a.Chunks {
-		data, err := providers.ReadAll(t.Context(), s, manifest.ChunkKey(c.ID))
-		if err != nil {
-			t.Fatal(err)
+		data, ok := repo.frame(c.ID)
+		if !ok {
+			t.Fatalf("chunk %s is not stored", c.ID[:12])
 		}
 		tmp.Reset()
 		if err := d.Decompress(&tmp, data, c.ID); err != nil {
@@ -73,7 +69,7 @@ func TestArchiveRoundTripAndDedup(t *testing.T) {
 		{ChunkSize: 1 << 20, Concurrency: 4},
 	} {
 		t.Run(fmt.Sprintf("%+v", cfg), func(t *testing.T) {
-			store := mem.New()
+			store := newFakeRepo()
 			data := makeTar(t, 1, 3<<20+123)
 			u := New(store, cfg, slog.New(slog.DiscardHandler))
 			a, files, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0)
@@ -106,27 +102,12 @@ func TestArchiveRoundTripAndDedup(t *testing.T) {
 	}
 }
 
-// faultyStore fails Put after n successful ones.
-type faultyStore struct {
-	providers.Store
-	okPuts atomic.Int64
-	limit  int64
-}
-
-var errInjected = errors.New("injected failure")
-
-func (f *faultyStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
-	if f.okPuts.Add(1) > f.limit {
-		return errInjected
-	}
-	return f.Store.Put(ctx, key, body, size, o)
-}
-
 func TestArchiveFailsCleanly(t *testing.T) {
 	data := makeTar(t, 2, 8<<20)
 	for _, limit := range []int64{0, 1, 5} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
-			store := &faultyStore{Store: mem.New(), limit: limit}
+			store := newFakeRepo()
+			store.putLimit.Store(limit)
 			u := New(store, Config{ChunkSize: 256 << 10, Concurrency: 4}, slog.New(slog.DiscardHandler))
 			done := make(chan error, 1)
 			go func() {
@@ -142,7 +123,7 @@ func TestArchiveFailsCleanly(t *testing.T) {
 				t.Fatal("Archive hung after a store failure")
 			}
 			// The pools are whole again: a later archive works.
-			store.limit = 1 << 40
+			store.putLimit.Store(1 << 40)
 			if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
 				t.Fatalf("after a failure: %v", err)
 			}
@@ -154,14 +135,14 @@ func TestArchiveCancelled(t *testing.T) {
 	data := makeTar(t, 3, 8<<20)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	u := New(mem.New(), Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler))
+	u := New(newFakeRepo(), Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler))
 	if _, _, err := u.Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0); !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want context.Canceled", err)
 	}
 }
 
 func TestArchiveBadTar(t *testing.T) {
-	u := New(mem.New(), Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
+	u := New(newFakeRepo(), Config{ChunkSize: 64 << 10}, slog.New(slog.DiscardHandler))
 	data := makeTar(t, 4, 100<<10)
 	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data[:len(data)/2]), 0, "base.tar", 0); err == nil {
 		t.Fatal("a truncated archive was accepted")
@@ -197,7 +178,8 @@ func TestPoolsBounded(t *testing.T) {
 	// have shown up by then.
 	synctest.Test(t, func(t *testing.T) {
 		cfg := Config{ChunkSize: 64 << 10, Concurrency: 3, SealWorkers: 2}
-		store := &gatedStore{Store: mem.New(), gate: make(chan struct{})}
+		store := newFakeRepo()
+		store.gate = make(chan struct{})
 		u := New(store, cfg, slog.New(slog.DiscardHandler))
 		data := makeTar(t, 5, 2<<20)
 		done := make(chan error, 1)
@@ -222,27 +204,10 @@ func TestPoolsBounded(t *testing.T) {
 	})
 }
 
-// gatedStore blocks every Put until gate is closed.
-type gatedStore struct {
-	providers.Store
-	gate    chan struct{}
-	waiting atomic.Int64
-}
-
-func (g *gatedStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
-	g.waiting.Add(1)
-	select {
-	case <-g.gate:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return g.Store.Put(ctx, key, body, size, o)
-}
-
 // TestRelease: after Release the pools hold no buffer, and the Uploader
 // still stores an archive (allocating them again).
 func TestRelease(t *testing.T) {
-	store := mem.New()
+	store := newFakeRepo()
 	u := New(store, Config{ChunkSize: 64 << 10, Concurrency: 2, SealWorkers: 2}, slog.New(slog.DiscardHandler))
 	data := makeTar(t, 8, 1<<20)
 	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
@@ -276,7 +241,7 @@ func TestRelease(t *testing.T) {
 func TestChunkCRCs(t *testing.T) {
 	ctx := t.Context()
 	castagnoli := crc32.MakeTable(crc32.Castagnoli)
-	store := mem.New()
+	store := newFakeRepo()
 	data := makeTar(t, 3, 1<<20)
 	cfg := Config{ChunkSize: 64 << 10}
 	first, _, err := New(store, cfg, slog.New(slog.DiscardHandler)).Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0)
@@ -284,9 +249,9 @@ func TestChunkCRCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := func(id string) uint32 {
-		b, err := providers.ReadAll(ctx, store, manifest.ChunkKey(id))
-		if err != nil {
-			t.Fatal(err)
+		b, ok := store.frame(id)
+		if !ok {
+			t.Fatalf("chunk %s is not stored", id[:12])
 		}
 		return crc32.Checksum(b, castagnoli)
 	}
@@ -319,9 +284,7 @@ func TestChunkCRCs(t *testing.T) {
 				cfg.KnownCRC32C = func(id string) (uint32, bool) { crc, ok := known[id]; return crc, ok }
 			}
 			if tc.remove {
-				if err := store.Delete(ctx, manifest.ChunkKey(gone)); err != nil {
-					t.Fatal(err)
-				}
+				store.remove(gone)
 			}
 			u := New(store, cfg, slog.New(slog.DiscardHandler))
 			a, _, err := u.Archive(ctx, bytes.NewReader(data), 0, "base.tar", 0)
@@ -348,17 +311,17 @@ func TestChunkCRCs(t *testing.T) {
 // none it found stored: what a failed backup may remove.
 func TestWritten(t *testing.T) {
 	data := makeTar(t, 5, 4<<20)
-	inner := mem.New()
-	store := &faultyStore{Store: inner, limit: 6}
+	store := newFakeRepo()
+	store.putLimit.Store(6)
 	u := New(store, Config{ChunkSize: 256 << 10, Concurrency: 2}, slog.New(slog.DiscardHandler))
 	if _, _, err := u.Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); !errors.Is(err, errInjected) {
 		t.Fatalf("error %v, want the injected one", err)
 	}
 	written := map[string]bool{}
 	for _, c := range u.Written() {
-		written[manifest.ChunkKey(c.ID)] = true
+		written[c.ID] = true
 	}
-	keys := inner.Keys()
+	keys := store.ids()
 	if len(keys) == 0 {
 		t.Fatal("nothing was stored before the failure")
 	}
@@ -372,7 +335,7 @@ func TestWritten(t *testing.T) {
 	}
 
 	// A second Uploader that finds every chunk stored wrote none.
-	store.limit = 1 << 40
+	store.putLimit.Store(1 << 40)
 	if _, _, err := New(store, Config{ChunkSize: 256 << 10}, slog.New(slog.DiscardHandler)).Archive(t.Context(), bytes.NewReader(data), 0, "base.tar", 0); err != nil {
 		t.Fatal(err)
 	}

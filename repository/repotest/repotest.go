@@ -165,7 +165,7 @@ func Commit(t testing.TB, repo *repository.Repository, spec Spec) (*manifest.Bac
 	if err != nil {
 		t.Fatal(err)
 	}
-	up := uploader.New(repo.Store(), uploader.Config{ChunkSize: spec.ChunkSize, KnownCRC32C: known}, slog.New(slog.DiscardHandler))
+	up := uploader.New(repo, uploader.Config{ChunkSize: spec.ChunkSize, KnownCRC32C: known}, slog.New(slog.DiscardHandler))
 	var (
 		archives []manifest.Archive
 		files    []manifest.File
