@@ -177,7 +177,7 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 			// everything the backup references is in use.
 			return fmt.Sprintf("but its manifest was stored: backup %s is committed after all; check it with pgstow verify %s", id, id)
 		}
-		key := manifest.PGManifestKey(id)
+		key := repository.PGManifestKey(id)
 		if err := lock.Held(); err != nil {
 			return fmt.Sprintf("left %s: %v%s", what, err, gcHint)
 		}
@@ -204,7 +204,7 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 			if err := lock.Held(); err != nil {
 				return err
 			}
-			key := manifest.ChunkKey(c.ID)
+			key := repository.ChunkKey(c.ID)
 			info, err := repo.Store().Stat(gctx, key)
 			if errors.Is(err, providers.ErrNotExist) {
 				return nil // its write failed after all

@@ -38,7 +38,7 @@ func failedBackup(t *testing.T, repo *repository.Repository, seed uint64) []mani
 
 func stored(t *testing.T, repo *repository.Repository, id string) bool {
 	t.Helper()
-	_, err := repo.Store().Stat(context.Background(), manifest.ChunkKey(id))
+	_, err := repo.Store().Stat(context.Background(), repository.ChunkKey(id))
 	return err == nil
 }
 
@@ -142,7 +142,7 @@ func TestRemoveLeftovers(t *testing.T) {
 func staleLease(t *testing.T, repo *repository.Repository, age time.Duration) {
 	t.Helper()
 	data := []byte(`{"kind":"backup","command":"backup","host":"db9","pid":7,"started":"2026-01-02T03:00:00Z","ttl_seconds":60}`)
-	if err := repo.Store().Put(t.Context(), manifest.LockKey(repository.LockBackup, "dead0000dead0000"), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+	if err := repo.Store().Put(t.Context(), repository.LockKey(repository.LockBackup, "dead0000dead0000"), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Minute + age)
@@ -157,7 +157,7 @@ func TestRemoveLeftoversCommit(t *testing.T) {
 		repo := repository.New(mem.New())
 		committed, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
 		written := failedBackup(t, repo, 3)
-		pgKey := manifest.PGManifestKey("20260102T040000Z")
+		pgKey := repository.PGManifestKey("20260102T040000Z")
 		body := []byte("{}")
 		if err := repo.Store().Put(t.Context(), pgKey, bytes.NewReader(body), int64(len(body)), providers.PutOptions{}); err != nil {
 			t.Fatal(err)
@@ -234,7 +234,7 @@ func (s *lateCommitStore) Put(ctx context.Context, key string, body io.ReadSeeke
 func (s *lateCommitStore) List(ctx context.Context, prefix string) iter.Seq2[providers.ObjectInfo, error] {
 	return func(yield func(providers.ObjectInfo, error) bool) {
 		defer func() {
-			if s.pending != nil && prefix == manifest.BackupsPrefix {
+			if s.pending != nil && prefix == repository.BackupsPrefix {
 				data := s.pending
 				s.pending = nil
 				if err := s.Store.Put(ctx, s.key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
@@ -279,11 +279,11 @@ func TestRemoveLeftoversCommitLands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := &lateCommitStore{Store: mem.New(), key: manifest.BackupManifestKey(id), fault: tt.fault}
+				store := &lateCommitStore{Store: mem.New(), key: repository.BackupManifestKey(id), fault: tt.fault}
 				repo := repository.New(store)
 				b, pgm := repotest.Commit(t, repo, repotest.Spec{ID: id, Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(6)}}})
 				// Undo the commit, then commit again through the fault.
-				for _, key := range []string{manifest.BackupManifestKey(id), manifest.PGManifestKey(id)} {
+				for _, key := range []string{repository.BackupManifestKey(id), repository.PGManifestKey(id)} {
 					if err := store.Delete(t.Context(), key); err != nil {
 						t.Fatal(err)
 					}
@@ -331,7 +331,7 @@ func TestRemoveLeftoversCommitLands(t *testing.T) {
 						t.Errorf("chunk %s of the refused commit stayed (%s)", c.ID[:12], msg)
 					}
 				}
-				if _, err := store.Stat(t.Context(), manifest.PGManifestKey(id)); !errors.Is(err, providers.ErrNotExist) {
+				if _, err := store.Stat(t.Context(), repository.PGManifestKey(id)); !errors.Is(err, providers.ErrNotExist) {
 					t.Errorf("the refused commit's backup_manifest stayed (%v): %s", err, msg)
 				}
 			})

@@ -223,11 +223,11 @@ func (s *chunkSet) addBackup(b *manifest.Backup) {
 // older than the grace period. Timeline history files are
 // kept: they are tiny and recovery needs them to follow timelines.
 func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64, old func(time.Time) bool) (keys []string, sizes []int64, err error) {
-	for obj, err := range p.repo.Store().List(ctx, manifest.WALPrefix) {
+	for obj, err := range p.repo.Store().List(ctx, repository.WALPrefix) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("list WAL in %s: %w", p.repo, err)
 		}
-		name, ok := manifest.WALNameFromKey(obj.Key)
+		name, ok := repository.WALNameFromKey(obj.Key)
 		if !ok {
 			continue
 		}
@@ -350,7 +350,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	var sizes []int64
 	for id, size := range gone.m {
 		if _, ok := kept.m[id]; !ok {
-			keys = append(keys, manifest.ChunkKey(id.String()))
+			keys = append(keys, repository.ChunkKey(id.String()))
 			sizes = append(sizes, size)
 		}
 	}
@@ -373,9 +373,9 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 // backupObjects lists a backup's objects under backups/<id>/ with
 // manifest.json first.
 func (p *pruner) backupObjects(ctx context.Context, id string) ([]string, []int64, error) {
-	first := manifest.BackupManifestKey(id)
+	first := repository.BackupManifestKey(id)
 	keys, sizes := []string{first}, []int64{0}
-	for obj, err := range p.repo.Store().List(ctx, manifest.BackupsPrefix+id+"/") {
+	for obj, err := range p.repo.Store().List(ctx, repository.BackupsPrefix+id+"/") {
 		if err != nil {
 			return nil, nil, fmt.Errorf("list %s in %s: %w", id, p.repo, err)
 		}
@@ -451,11 +451,11 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 
 	// Unreferenced chunks.
 	keys, sizes = nil, nil
-	for obj, err := range repo.Store().List(ctx, manifest.ChunksPrefix) {
+	for obj, err := range repo.Store().List(ctx, repository.ChunksPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list chunks in %s: %w", repo, err)
 		}
-		id, ok := manifest.ChunkIDFromKey(obj.Key)
+		id, ok := repository.ChunkIDFromKey(obj.Key)
 		if !ok {
 			continue // not ours: never delete what we do not understand
 		}
@@ -485,11 +485,11 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 		newest time.Time
 	}
 	left := map[string]*leftover{}
-	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+	for obj, err := range repo.Store().List(ctx, repository.BackupsPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
 		}
-		id, ok := manifest.BackupIDOfKey(obj.Key)
+		id, ok := repository.BackupIDOfKey(obj.Key)
 		if !ok || committed[id] {
 			continue
 		}

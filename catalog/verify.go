@@ -198,15 +198,15 @@ func takeInventory(ctx context.Context, repo *repository.Repository) (*inventory
 		return nil, err
 	}
 	inv := &inventory{chunks: chunks, wal: map[string]int64{}, backups: map[string]bool{}}
-	for obj, err := range repo.Store().List(ctx, manifest.WALPrefix) {
+	for obj, err := range repo.Store().List(ctx, repository.WALPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list WAL in %s: %w", repo, err)
 		}
-		if name, ok := manifest.WALNameFromKey(obj.Key); ok {
+		if name, ok := repository.WALNameFromKey(obj.Key); ok {
 			inv.wal[name] = obj.Size
 		}
 	}
-	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+	for obj, err := range repo.Store().List(ctx, repository.BackupsPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
 		}
@@ -219,11 +219,11 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 	v := Verdict{ID: id, Mode: "quick"}
 	b, err := repo.Backup(ctx, id)
 	if err != nil {
-		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		v.add(BadManifest, repository.BackupManifestKey(id), "%v", err)
 		return v
 	}
-	if !inv.backups[manifest.PGManifestKey(id)] {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
+	if !inv.backups[repository.PGManifestKey(id)] {
+		v.add(BadPGManifest, repository.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
 	}
 	seen := make(map[repository.ChunkID]bool)
 	for ai, a := range b.Archives {
@@ -234,7 +234,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 				continue
 			}
 			seen[cid] = true
-			key := manifest.ChunkKey(ref.ID)
+			key := repository.ChunkKey(ref.ID)
 			size, ok := inv.chunks[cid]
 			switch {
 			case !ok:
@@ -250,7 +250,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 	}
 	v.Chunks = len(seen)
 	for _, w := range b.WAL {
-		key := manifest.WALKey(w.Name)
+		key := repository.WALKey(w.Name)
 		size, ok := inv.wal[w.Name]
 		switch {
 		case !ok:
@@ -272,7 +272,7 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	v := Verdict{ID: id, Mode: "full"}
 	b, err := repo.Backup(ctx, id)
 	if err != nil {
-		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		v.add(BadManifest, repository.BackupManifestKey(id), "%v", err)
 		return v
 	}
 	for _, a := range b.Archives {
@@ -283,9 +283,9 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	}
 	// Parsed as it streams in, checked against the recorded hash.
 	if pg, err := repo.ParsePGManifest(ctx, b); err != nil {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
+		v.add(BadPGManifest, repository.PGManifestKey(id), "%v", err)
 	} else if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
+		v.add(BadPGManifest, repository.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
 	}
 
 	// The WAL is checked alongside the archives.
@@ -331,7 +331,7 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 	}
 	for _, w := range b.WAL {
 		g.Go(func() error {
-			key := manifest.WALKey(w.Name)
+			key := repository.WALKey(w.Name)
 			defer done.Add(w.StoredSize)
 			dec := <-decs
 			sum, err := repo.WALSum(gctx, dec, w.Name)
@@ -455,7 +455,7 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 	for f := range order {
 		<-f.done
 		done.Add(f.ref.StoredSize)
-		key := manifest.ChunkKey(f.ref.ID)
+		key := repository.ChunkKey(f.ref.ID)
 		holds := func() string { return b.FilesIn(ai, offs[ci], f.ref.RawSize) }
 		switch {
 		case f.err == nil:
@@ -497,7 +497,7 @@ func checkCRC(ctx context.Context, repo *repository.Repository, f *fetched, v *V
 	replaced, err := repo.Quarantined(ctx, f.ref.ID)
 	switch {
 	case err != nil:
-		v.add(UnreadableChunk, manifest.ChunkKey(f.ref.ID), "%v (needed to judge its %v)", err, f.crcErr)
+		v.add(UnreadableChunk, repository.ChunkKey(f.ref.ID), "%v (needed to judge its %v)", err, f.crcErr)
 	case !replaced:
 		v.suspect = append(v.suspect, f.ref)
 		report(fmt.Sprintf("%v (it still decodes to the right content)", f.crcErr))

@@ -212,7 +212,7 @@ func writeArchive(ctx context.Context, s providers.Store, a manifest.Archive, w 
 	d := chunker.NewDecompressor()
 	var buf bytes.Buffer
 	for _, c := range a.Chunks {
-		data, err := providers.ReadAll(ctx, s, manifest.ChunkKey(c.ID))
+		data, err := providers.ReadAll(ctx, s, repository.ChunkKey(c.ID))
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func TestChunksAreStandardLZ4(t *testing.T) {
 	a := b.Archives[0]
 	var files []string
 	for _, ch := range a.Chunks {
-		files = append(files, filepath.Join(dir, manifest.ChunkKey(ch.ID)))
+		files = append(files, filepath.Join(dir, repository.ChunkKey(ch.ID)))
 	}
 	cmd := exec.Command("sh", "-c", `cat "$@" | lz4 -dc`, "sh")
 	cmd.Args = append(cmd.Args, files...)

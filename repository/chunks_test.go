@@ -85,7 +85,7 @@ func TestDownloadChunk(t *testing.T) {
 			}
 			ref := manifest.ChunkRef{ID: chunker.ID(raw), RawSize: int64(len(raw)), StoredSize: int64(len(frame)), StoredCRC32C: &crc}
 			data := tc.stored(frame)
-			if err := store.Put(ctx, manifest.ChunkKey(ref.ID), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+			if err := store.Put(ctx, ChunkKey(ref.ID), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			r := New(store)

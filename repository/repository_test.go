@@ -68,7 +68,7 @@ func TestPutWAL(t *testing.T) {
 		t.Fatalf("FetchWAL of a missing segment: %v", err)
 	}
 	s := r.Store().(*mem.Store)
-	s.Corrupt(manifest.WALKey(name), 40)
+	s.Corrupt(WALKey(name), 40)
 	if _, _, err := r.FetchWAL(ctx, name); err == nil {
 		t.Fatal("a corrupt WAL object was read without error")
 	}
@@ -103,7 +103,7 @@ func TestCommitAndList(t *testing.T) {
 		}
 	}
 	// A leftover without manifest.json is not a backup.
-	r.Store().Put(ctx, manifest.PGManifestKey("20261125T000000Z"), bytes.NewReader([]byte("x")), 1, providers.PutOptions{})
+	r.Store().Put(ctx, PGManifestKey("20261125T000000Z"), bytes.NewReader([]byte("x")), 1, providers.PutOptions{})
 	bs, err := r.Backups(ctx)
 	if err != nil || len(bs) != 3 || bs[0].ID != ids[1] || bs[2].ID != ids[2] {
 		t.Fatalf("Backups = %v, %v", bs, err)
@@ -132,7 +132,7 @@ func TestCommitAndList(t *testing.T) {
 	}
 	// A corrupted backup_manifest is caught by its hash.
 	s := r.Store().(*mem.Store)
-	s.Corrupt(manifest.PGManifestKey(ids[1]), 0)
+	s.Corrupt(PGManifestKey(ids[1]), 0)
 	b, _ := r.Backup(ctx, ids[1])
 	if _, err := r.PGManifest(ctx, b); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt backup_manifest: %v", err)
@@ -171,7 +171,7 @@ func TestPGManifestStreams(t *testing.T) {
 		t.Fatalf("ParsePGManifest = %+v, %v", pg, err)
 	}
 
-	store.Corrupt(manifest.PGManifestKey(ids[1]), 5)
+	store.Corrupt(PGManifestKey(ids[1]), 5)
 	bad, err := r.Backup(ctx, ids[1])
 	if err != nil {
 		t.Fatal(err)

@@ -52,7 +52,7 @@ func (r *Repository) PutWALFrom(ctx context.Context, comp *chunker.Compressor, n
 	defer staged.close()
 	seg.SHA256 = hex.EncodeToString(staged.sum[:])
 	seg.StoredSize = staged.frameSize
-	err = r.store.Put(ctx, manifest.WALKey(name), staged.body(), staged.frameSize,
+	err = r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
 		providers.PutOptions{IfAbsent: true, CRC32C: staged.crc, HasCRC32C: true})
 	if err == nil {
 		return seg, nil
@@ -89,7 +89,7 @@ func (r *Repository) PutWALPartialFrom(ctx context.Context, comp *chunker.Compre
 		return err
 	}
 	defer staged.close()
-	if err := r.store.Put(ctx, manifest.WALKey(name), staged.body(), staged.frameSize,
+	if err := r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
 		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true}); err != nil {
 		return fmt.Errorf("store WAL %s: %w", name, err)
 	}
@@ -151,7 +151,7 @@ func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, 
 // A missing file wraps providers.ErrNotExist; a bad one ErrCorrupt;
 // failures to read the store or write dst wrap neither.
 func (r *Repository) FetchWALTo(ctx context.Context, dec *chunker.Decompressor, name string, dst io.Writer, maxRaw int64) (raw, stored int64, err error) {
-	rc, err := r.store.Get(ctx, manifest.WALKey(name), 0, -1)
+	rc, err := r.store.Get(ctx, WALKey(name), 0, -1)
 	if errors.Is(err, providers.ErrChecksum) {
 		return 0, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
 	}
@@ -219,5 +219,5 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // HasWAL reports whether a WAL file is stored.
 func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
-	return r.has(ctx, manifest.WALKey(name))
+	return r.has(ctx, WALKey(name))
 }

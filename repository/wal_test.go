@@ -86,7 +86,7 @@ func TestPutWALFrom(t *testing.T) {
 			if got != want {
 				t.Fatalf("got %+v, want %+v", got, want)
 			}
-			stored, err := providers.ReadAll(ctx, store, manifest.WALKey(name))
+			stored, err := providers.ReadAll(ctx, store, WALKey(name))
 			if err != nil || !bytes.Equal(stored, frame.Bytes()) {
 				t.Fatalf("the stored object is not Compress's frame (%v)", err)
 			}
@@ -227,11 +227,11 @@ func TestFetchWALTo(t *testing.T) {
 	}
 	put("000000010000000000000003", data)
 	put("000000010000000000000004", data)
-	store.Corrupt(manifest.WALKey("000000010000000000000004"), 30)
+	store.Corrupt(WALKey("000000010000000000000004"), 30)
 	// A WAL file an old pgstow stored: Compress's frame, put as is.
 	var old bytes.Buffer
 	crc, _ := comp.Compress(&old, data)
-	if err := store.Put(ctx, manifest.WALKey("000000010000000000000005"), bytes.NewReader(old.Bytes()), int64(old.Len()),
+	if err := store.Put(ctx, WALKey("000000010000000000000005"), bytes.NewReader(old.Bytes()), int64(old.Len()),
 		providers.PutOptions{IfAbsent: true, CRC32C: crc, HasCRC32C: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestFetchWALTo(t *testing.T) {
 	var padded bytes.Buffer
 	padded.Write(old.Bytes())
 	padded.Write(make([]byte, chunker.CompressBound(len(data))))
-	store.Put(ctx, manifest.WALKey("000000010000000000000006"), bytes.NewReader(padded.Bytes()), int64(padded.Len()), providers.PutOptions{})
+	store.Put(ctx, WALKey("000000010000000000000006"), bytes.NewReader(padded.Bytes()), int64(padded.Len()), providers.PutOptions{})
 	errDisk := errors.New("no space left on device")
 	tests := []struct {
 		name             string

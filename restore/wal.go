@@ -204,7 +204,7 @@ func walConfig(ctx context.Context, repo *repository.Repository, name string) (*
 		// Not wrapped: a missing configuration means a wrong URL, and
 		// must not read as "this WAL file does not exist", which would
 		// end recovery early.
-		return nil, fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, manifest.RepoKey)
+		return nil, fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, repository.RepoKey)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch WAL file %s: read the configuration of %s: %w", name, repo, err)

@@ -25,6 +25,7 @@ import (
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // Config sets the pipeline's shape.
@@ -489,7 +490,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
 	defer u.putRaw(c.Data)
 	s := sealed{seq: c.Seq, id: u.cfg.ChunkID(c.Data), raw: int64(len(c.Data))}
-	info, err := u.store.Stat(ctx, manifest.ChunkKey(s.id))
+	info, err := u.store.Stat(ctx, repository.ChunkKey(s.id))
 	switch {
 	case err == nil:
 		s.found = info.Size
@@ -513,7 +514,7 @@ func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker
 // concurrent backup, or an identical chunk earlier in this one) stored it
 // first.
 func (u *Uploader) put(ctx context.Context, s sealed) (bool, error) {
-	key := manifest.ChunkKey(s.id)
+	key := repository.ChunkKey(s.id)
 	err := u.store.Put(ctx, key, bytes.NewReader(s.data), int64(len(s.data)),
 		providers.PutOptions{IfAbsent: true, CRC32C: s.crc, HasCRC32C: true})
 	switch {

@@ -19,6 +19,7 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // makeTar builds a tar with small files and one large one, semi-compressible.
@@ -53,7 +54,7 @@ func reassemble(t *testing.T, s providers.Store, a manifest.Archive) []byte {
 	var out, tmp bytes.Buffer
 	d := chunker.NewDecompressor()
 	for _, c := range a.Chunks {
-		data, err := providers.ReadAll(t.Context(), s, manifest.ChunkKey(c.ID))
+		data, err := providers.ReadAll(t.Context(), s, repository.ChunkKey(c.ID))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -284,7 +285,7 @@ func TestChunkCRCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := func(id string) uint32 {
-		b, err := providers.ReadAll(ctx, store, manifest.ChunkKey(id))
+		b, err := providers.ReadAll(ctx, store, repository.ChunkKey(id))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -319,7 +320,7 @@ func TestChunkCRCs(t *testing.T) {
 				cfg.KnownCRC32C = func(id string) (uint32, bool) { crc, ok := known[id]; return crc, ok }
 			}
 			if tc.remove {
-				if err := store.Delete(ctx, manifest.ChunkKey(gone)); err != nil {
+				if err := store.Delete(ctx, repository.ChunkKey(gone)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -356,7 +357,7 @@ func TestWritten(t *testing.T) {
 	}
 	written := map[string]bool{}
 	for _, c := range u.Written() {
-		written[manifest.ChunkKey(c.ID)] = true
+		written[repository.ChunkKey(c.ID)] = true
 	}
 	keys := inner.Keys()
 	if len(keys) == 0 {
