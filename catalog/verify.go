@@ -198,17 +198,15 @@ func takeInventory(ctx context.Context, repo *repository.Repository) (*inventory
 		return nil, err
 	}
 	inv := &inventory{chunks: chunks, wal: map[string]int64{}, backups: map[string]bool{}}
-	for obj, err := range repo.Store().List(ctx, repository.WALPrefix) {
+	for w, err := range repo.WALFiles(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list WAL in %s: %w", repo, err)
+			return nil, err
 		}
-		if name, ok := repository.WALNameFromKey(obj.Key); ok {
-			inv.wal[name] = obj.Size
-		}
+		inv.wal[w.Name] = w.Size
 	}
-	for obj, err := range repo.Store().List(ctx, repository.BackupsPrefix) {
+	for obj, err := range repo.BackupObjects(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
+			return nil, err
 		}
 		inv.backups[obj.Key] = true
 	}

@@ -71,8 +71,7 @@ func TestDeleteDuringRestore(t *testing.T) {
 
 			// The restore runs in this process, held after its first
 			// chunk until the delete, another process, has run.
-			repo := openFileRepo(t, dir)
-			gate := &gateStore{Store: repo.Store(), reached: make(chan struct{}), open: make(chan struct{})}
+			gate := &gateStore{Store: openFileStore(t, dir), reached: make(chan struct{}), open: make(chan struct{})}
 			target := filepath.Join(pgtest.TempDir(t), "data")
 			done := make(chan error, 1)
 			go func() {

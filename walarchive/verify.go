@@ -39,13 +39,12 @@ func CheckContinuity(ctx context.Context, repo *repository.Repository) (*Continu
 	seg := oldest.WALSegmentSize
 	have := map[string]bool{}
 	newestTLI := oldest.StartTimeline
-	for obj, err := range repo.Store().List(ctx, "wal/") {
+	for w, err := range repo.WALFiles(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list the WAL archive of %s: %w", repo, err)
+			return nil, err
 		}
-		name := strings.TrimSuffix(obj.Key[strings.LastIndexByte(obj.Key, '/')+1:], ".lz4")
-		have[name] = true
-		if tli, _, err := manifest.ParseSegmentName(name, seg); err == nil && tli > newestTLI {
+		have[w.Name] = true
+		if tli, _, err := manifest.ParseSegmentName(w.Name, seg); err == nil && tli > newestTLI {
 			newestTLI = tli
 		}
 	}
