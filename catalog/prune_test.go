@@ -403,13 +403,13 @@ func TestGC(t *testing.T) {
 			// under chunks/ that is not ours.
 			oldChunks := []string{put(repository.ChunkKey(chunker.ID([]byte("old"))), old)}
 			youngChunks := []string{put(repository.ChunkKey(chunker.ID([]byte("young"))), 10*time.Minute)}
-			put("chunks/README", old)
+			put(repository.ChunksPrefix+"README", old)
 			// A backup that never committed, long ago; one whose
 			// newest object is recent, though the one listed first is
 			// old; a stray.
 			oldLeft := []string{put(repository.PGManifestKey(backupID(8)), old), put(repository.BackupsPrefix+backupID(8)+"/notes", old)}
 			youngLeft := []string{put(repository.PGManifestKey(backupID(9)), old), put(repository.BackupsPrefix+backupID(9)+"/notes", 0)}
-			put("backups/README", old)
+			put(repository.BackupsPrefix+"README", old)
 			// WAL before the oldest backup's first segment (3), on any
 			// timeline, and WAL that stays: timeline history, later
 			// segments.

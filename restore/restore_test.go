@@ -742,7 +742,7 @@ type blockingStore struct {
 }
 
 func (s *blockingStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if strings.HasPrefix(key, "chunks/") {
+	if strings.HasPrefix(key, repository.ChunksPrefix) {
 		s.once.Do(func() { close(s.started) })
 		<-ctx.Done()
 		return nil, fmt.Errorf("get %s: %w", key, ctx.Err())
