@@ -309,8 +309,9 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	return v
 }
 
-// verifyWAL downloads each WAL segment the backup needs and compares its
-// SHA-256 and length with the manifest. Segments are streamed through the
+// verifyWAL downloads each WAL segment the backup needs and checks it by
+// repository.ReadWAL's rule, as a restore would, against the manifest's
+// SHA-256, and its stored size against the manifest's. Segments are streamed through the
 // hash, so memory is the decompressors' buffers (about 8 MB each, n/2 of
 // them), whatever the segment size.
 func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Backup, n int, v *Verdict, done *atomic.Int64) {
@@ -332,9 +333,8 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 			key := repository.WALKey(w.Name)
 			defer done.Add(w.StoredSize)
 			dec := <-decs
-			sum, err := repo.WALSum(gctx, dec, w.Name)
+			sum, err := repo.ReadWAL(gctx, dec, w.Name, repository.WALWant{SegmentSize: b.WALSegmentSize, SHA256: w.SHA256}, nil)
 			decs <- dec
-			stored := sum.StoredSize
 			switch {
 			case errors.Is(err, providers.ErrNotExist):
 				add(MissingWAL, key, "WAL segment %s, which a restore of this backup needs, is missing", w.Name)
@@ -342,17 +342,10 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 				add(CorruptWAL, key, "%v", err)
 			case err != nil:
 				add(UnreadableWAL, key, "%v", err)
-			case stored != w.StoredSize:
-				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", stored, w.StoredSize)
-			case isSegment(w.Name, b.WALSegmentSize) && uint64(sum.RawSize) != b.WALSegmentSize:
-				add(CorruptWAL, key, "segment has %d bytes, the segment size is %d", sum.RawSize, b.WALSegmentSize)
-			case partialSize(w.Name, b.WALSegmentSize) > 0 && uint64(sum.RawSize) != partialSize(w.Name, b.WALSegmentSize):
-				add(CorruptWAL, key, "partial segment has %d bytes, its name says %d", sum.RawSize, partialSize(w.Name, b.WALSegmentSize))
+			case sum.StoredSize != w.StoredSize:
+				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", sum.StoredSize, w.StoredSize)
 			default:
-				if got := sum.Hex(); got != w.SHA256 {
-					add(CorruptWAL, key, "SHA-256 %s, the manifest says %s", got, w.SHA256)
-					return nil
-				}
+				stored := sum.StoredSize
 				mu.Lock()
 				v.StoredBytes += stored
 				mu.Unlock()
@@ -361,23 +354,6 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 		})
 	}
 	_ = g.Wait()
-}
-
-// isSegment tells a WAL segment from a timeline history file, which has
-// no fixed length.
-func isSegment(name string, segSize uint64) bool {
-	_, _, err := manifest.ParseSegmentName(name, segSize)
-	return err == nil
-}
-
-// partialSize is the size a standby backup's partial segment name
-// declares, 0 for any other name.
-func partialSize(name string, segSize uint64) uint64 {
-	_, _, _, size, err := manifest.ParsePartialSegmentName(name, segSize)
-	if err != nil {
-		return 0
-	}
-	return size
 }
 
 // fetched is one chunk on its way from the downloaders to the in-order

@@ -87,15 +87,15 @@ func ChunkIDFromKey(key string) (id string, ok bool) {
 	return id, true
 }
 
-// WALNameFromKey returns the WAL file name of a WALKey: a segment, a
-// segment's .partial, or a timeline history file.
+// WALNameFromKey returns the WAL file name of a WALKey, which must be one
+// manifest.ValidWALName accepts.
 func WALNameFromKey(key string) (name string, ok bool) {
 	rest, ok := strings.CutPrefix(key, WALPrefix)
 	if !ok || len(rest) < 9 || rest[8] != '/' {
 		return "", false
 	}
 	name, ok = strings.CutSuffix(rest[9:], walSuffix)
-	if !ok || len(name) < 8 || name[:8] != rest[:8] || strings.Contains(name, "/") {
+	if !ok || !manifest.ValidWALName(name) || name[:8] != rest[:8] {
 		return "", false
 	}
 	return name, true

@@ -41,6 +41,9 @@ func TestBind(t *testing.T) {
 func TestPutWAL(t *testing.T) {
 	r := New(mem.New())
 	ctx := t.Context()
+	if err := r.Bind(ctx, "7000000000000000001", seg); err != nil {
+		t.Fatal(err)
+	}
 	comp := chunker.NewCompressor()
 	name := "000000010000000000000003"
 	data := bytes.Repeat([]byte("wal!"), seg/4)

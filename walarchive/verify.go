@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -56,12 +57,13 @@ func CheckContinuity(ctx context.Context, repo *repository.Repository) (*Continu
 	c := &Continuity{}
 	if newestTLI > oldest.StartTimeline {
 		hist := manifest.HistoryFileName(newestTLI)
-		data, _, err := repo.FetchWAL(ctx, hist)
+		var data bytes.Buffer
+		_, err := repo.ReadWAL(ctx, chunker.NewDecompressor(), hist, repository.WALWant{SegmentSize: seg}, &data)
 		if err != nil {
 			c.Missing = append(c.Missing, hist)
 			newestTLI = oldest.StartTimeline // check what we can
 		} else {
-			sw, err := parseHistory(data)
+			sw, err := parseHistory(data.Bytes())
 			if err != nil {
 				return nil, fmt.Errorf("%s in %s: %w", hist, repo, err)
 			}
