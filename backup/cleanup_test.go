@@ -110,7 +110,7 @@ func TestRemoveLeftovers(t *testing.T) {
 					cancel()
 					ctx = c
 				}
-				msg := removeLeftovers(ctx, repo, leftovers{chunks: written, walSegments: 2, ownLease: "locks/backup-0000000000000000.json"},
+				msg := removeLeftovers(ctx, repo, leftovers{chunks: written, walSegments: 2, ownLease: repository.LockKey(repository.LockBackup, "0000000000000000")},
 					Options{Log: slog.New(slog.DiscardHandler)})
 				undo()
 				for _, want := range tt.says {

@@ -131,7 +131,7 @@ func TestWALPushChecksCluster(t *testing.T) {
 	if r := runCLI(t, time.Minute, nil, "wal-push", "--repo", "file://"+fresh, segPath); r.code != 0 {
 		t.Fatalf("wal-push into a new repository: exit %d %s", r.code, r.stderr)
 	}
-	data, err := os.ReadFile(filepath.Join(fresh, "pgstow.json"))
+	data, err := os.ReadFile(filepath.Join(fresh, repository.RepoKey))
 	if err != nil {
 		t.Fatalf("wal-push did not bind the new repository: %v", err)
 	}
