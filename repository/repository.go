@@ -127,7 +127,9 @@ func (r *Repository) configMAC(c *manifest.Repo) string {
 		c.Created.UTC().Format(time.RFC3339Nano), c.Encryption.Algorithm, c.Encryption.KeyFingerprint)
 }
 
-// Store returns the underlying store.
+// Store returns the store data objects go through: in an encrypted
+// repository it seals everything written to it, so the configuration and
+// the leases, which stay plain, must never be written through it.
 func (r *Repository) Store() providers.Store { return r.store }
 
 // String names the repository for messages.
