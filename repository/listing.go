@@ -87,19 +87,21 @@ func (r *Repository) ChunkFiles(ctx context.Context) iter.Seq2[ChunkFile, error]
 
 // BackupObjects lists the objects of every backup, committed or not.
 func (r *Repository) BackupObjects(ctx context.Context) iter.Seq2[BackupObject, error] {
-	return r.backupObjects(ctx, BackupsPrefix, "list backups in %s: %w")
+	return r.backupObjects(ctx, BackupsPrefix, "backups")
 }
 
 // ObjectsOfBackup lists the objects of backup id.
 func (r *Repository) ObjectsOfBackup(ctx context.Context, id string) iter.Seq2[BackupObject, error] {
-	return r.backupObjects(ctx, BackupsPrefix+id+"/", "list "+id+" in %s: %w")
+	return r.backupObjects(ctx, BackupsPrefix+id+"/", id)
 }
 
-func (r *Repository) backupObjects(ctx context.Context, prefix, errFormat string) iter.Seq2[BackupObject, error] {
+// backupObjects lists the backup objects under prefix; what names them in
+// an error.
+func (r *Repository) backupObjects(ctx context.Context, prefix, what string) iter.Seq2[BackupObject, error] {
 	return func(yield func(BackupObject, error) bool) {
 		for obj, err := range r.store.List(ctx, prefix) {
 			if err != nil {
-				yield(BackupObject{}, fmt.Errorf(errFormat, r, err))
+				yield(BackupObject{}, fmt.Errorf("list %s in %s: %w", what, r, err))
 				return
 			}
 			id, ok := BackupIDOfKey(obj.Key)
