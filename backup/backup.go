@@ -657,10 +657,15 @@ func awaitWAL(ctx context.Context, repo *repository.Repository, names []string, 
 		case <-time.After(2 * time.Second):
 		}
 	}
+	// Read through as a restore will read them, and recorded as read.
+	cfg, err := repo.Config(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the configuration of %s: %w", repo, err)
+	}
 	out := make([]manifest.WALSegment, 0, len(names))
 	dec := chunker.NewDecompressor()
 	for _, n := range names {
-		sum, err := repo.WALSum(ctx, dec, n)
+		sum, err := repo.ReadWAL(ctx, dec, n, repository.WALWant{SegmentSize: cfg.WALSegmentSize}, nil)
 		if err != nil {
 			return nil, err
 		}

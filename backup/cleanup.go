@@ -177,11 +177,11 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 			// everything the backup references is in use.
 			return fmt.Sprintf("but its manifest was stored: backup %s is committed after all; check it with pgstow verify %s", id, id)
 		}
-		key := manifest.PGManifestKey(id)
+		key := repository.PGManifestKey(id)
 		if err := lock.Held(); err != nil {
 			return fmt.Sprintf("left %s: %v%s", what, err, gcHint)
 		}
-		if err := repo.Store().Delete(ctx, key); err != nil && !errors.Is(err, providers.ErrNotExist) {
+		if err := repo.DeleteObject(ctx, key); err != nil && !errors.Is(err, providers.ErrNotExist) {
 			msgs = append(msgs, fmt.Sprintf("left %s: %v (gc removes it)", key, err))
 		} else if len(left.chunks) == 0 {
 			msgs = append(msgs, "removed its uncommitted backup_manifest")
@@ -204,19 +204,15 @@ func removeChunks(ctx context.Context, repo *repository.Repository, left leftove
 			if err := lock.Held(); err != nil {
 				return err
 			}
-			key := manifest.ChunkKey(c.ID)
-			info, err := repo.Store().Stat(gctx, key)
+			size, err := repo.DeleteChunk(gctx, c.ID)
 			if errors.Is(err, providers.ErrNotExist) {
 				return nil // its write failed after all
 			}
 			if err != nil {
-				return fmt.Errorf("stat %s: %w", key, err)
-			}
-			if err := repo.Store().Delete(gctx, key); err != nil && !errors.Is(err, providers.ErrNotExist) {
-				return fmt.Errorf("delete %s: %w", key, err)
+				return err
 			}
 			removed.Add(1)
-			removedBytes.Add(info.Size)
+			removedBytes.Add(size)
 			return nil
 		})
 	}

@@ -38,8 +38,13 @@ func failedBackup(t *testing.T, repo *repository.Repository, seed uint64) []mani
 
 func stored(t *testing.T, repo *repository.Repository, id string) bool {
 	t.Helper()
-	_, err := repo.Store().Stat(context.Background(), manifest.ChunkKey(id))
-	return err == nil
+	sizes, err := repo.ChunkSizes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, _ := repository.ParseChunkID(id)
+	_, ok := sizes[cid]
+	return ok
 }
 
 // TestRemoveLeftovers: a failed backup removes the chunks it stored
@@ -51,7 +56,7 @@ func TestRemoveLeftovers(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup runs before the cleanup and returns what undoes it.
-		setup func(t *testing.T, repo *repository.Repository) func()
+		setup func(t *testing.T, repo *repository.Repository, store providers.Store) func()
 		// cancelled runs the cleanup with a cancelled context, as
 		// after Ctrl-C.
 		cancelled bool
@@ -61,22 +66,22 @@ func TestRemoveLeftovers(t *testing.T) {
 		{name: "alone", removed: true,
 			says: []string{"removed the 5 chunk(s)", "kept 1 that a committed backup shares", "kept the 2 WAL segment(s)"}},
 		{name: "interrupted", cancelled: true, removed: true, says: []string{"removed the 5 chunk(s)"}},
-		{name: "another backup running", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
+		{name: "another backup running", removed: false, setup: func(t *testing.T, repo *repository.Repository, store providers.Store) func() {
 			l, err := repo.TakeLease(t.Context(), repository.LockBackup, repository.LeaseOptions{Command: "backup"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return func() { l.Release(t.Context()) }
 		}, says: []string{"left the 6 chunk(s)", "another backup may use them (backup by", "`pgstow gc --grace 0s` removes them once no backup is running"}},
-		{name: "a backup lease expired minutes ago", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
-			staleLease(t, repo, 10*time.Minute)
+		{name: "a backup lease expired minutes ago", removed: false, setup: func(t *testing.T, repo *repository.Repository, store providers.Store) func() {
+			staleLease(t, store, 10*time.Minute)
 			return func() {}
 		}, says: []string{"left the 6 chunk(s)", "another backup may use them"}},
-		{name: "a backup lease expired hours ago", removed: true, setup: func(t *testing.T, repo *repository.Repository) func() {
-			staleLease(t, repo, 2*time.Hour)
+		{name: "a backup lease expired hours ago", removed: true, setup: func(t *testing.T, repo *repository.Repository, store providers.Store) func() {
+			staleLease(t, store, 2*time.Hour)
 			return func() {}
 		}, says: []string{"removed the 5 chunk(s)"}},
-		{name: "a gc holds the lock", removed: false, setup: func(t *testing.T, repo *repository.Repository) func() {
+		{name: "a gc holds the lock", removed: false, setup: func(t *testing.T, repo *repository.Repository, store providers.Store) func() {
 			l, err := repo.TakeLease(t.Context(), repository.LockPrune, repository.LeaseOptions{Command: "gc"})
 			if err != nil {
 				t.Fatal(err)
@@ -87,7 +92,8 @@ func TestRemoveLeftovers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				repo := repository.New(mem.New())
+				store := mem.New()
+				repo := repository.New(store)
 				committed, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
 				written := failedBackup(t, repo, 2)[:5]
 				shared := committed.Archives[0].Chunks[0]
@@ -96,7 +102,7 @@ func TestRemoveLeftovers(t *testing.T) {
 				written = append(written, manifest.ChunkRef{ID: shared.ID, StoredSize: shared.StoredSize})
 				undo := func() {}
 				if tt.setup != nil {
-					undo = tt.setup(t, repo)
+					undo = tt.setup(t, repo, store)
 				}
 				ctx := t.Context()
 				if tt.cancelled {
@@ -104,7 +110,7 @@ func TestRemoveLeftovers(t *testing.T) {
 					cancel()
 					ctx = c
 				}
-				msg := removeLeftovers(ctx, repo, leftovers{chunks: written, walSegments: 2, ownLease: "locks/backup-0000000000000000.json"},
+				msg := removeLeftovers(ctx, repo, leftovers{chunks: written, walSegments: 2, ownLease: repository.LockKey(repository.LockBackup, "0000000000000000")},
 					Options{Log: slog.New(slog.DiscardHandler)})
 				undo()
 				for _, want := range tt.says {
@@ -139,10 +145,10 @@ func TestRemoveLeftovers(t *testing.T) {
 
 // staleLease leaves a backup lease that expired age ago, as a killed
 // backup leaves it (or a stalled one, that may still commit).
-func staleLease(t *testing.T, repo *repository.Repository, age time.Duration) {
+func staleLease(t *testing.T, store providers.Store, age time.Duration) {
 	t.Helper()
 	data := []byte(`{"kind":"backup","command":"backup","host":"db9","pid":7,"started":"2026-01-02T03:00:00Z","ttl_seconds":60}`)
-	if err := repo.Store().Put(t.Context(), manifest.LockKey(repository.LockBackup, "dead0000dead0000"), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+	if err := store.Put(t.Context(), repository.LockKey(repository.LockBackup, "dead0000dead0000"), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Minute + age)
@@ -154,17 +160,18 @@ func staleLease(t *testing.T, repo *repository.Repository, age time.Duration) {
 // references goes.
 func TestRemoveLeftoversCommit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		repo := repository.New(mem.New())
+		store := mem.New()
+		repo := repository.New(store)
 		committed, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
 		written := failedBackup(t, repo, 3)
-		pgKey := manifest.PGManifestKey("20260102T040000Z")
+		pgKey := repository.PGManifestKey("20260102T040000Z")
 		body := []byte("{}")
-		if err := repo.Store().Put(t.Context(), pgKey, bytes.NewReader(body), int64(len(body)), providers.PutOptions{}); err != nil {
+		if err := store.Put(t.Context(), pgKey, bytes.NewReader(body), int64(len(body)), providers.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		o := Options{Log: slog.New(slog.DiscardHandler)}
 		msg := removeLeftovers(t.Context(), repo, leftovers{chunks: written, pgManifestOf: "20260102T040000Z"}, o)
-		if _, err := repo.Store().Stat(t.Context(), pgKey); err == nil {
+		if _, err := store.Stat(t.Context(), pgKey); err == nil {
 			t.Errorf("the uncommitted backup_manifest stayed (%s)", msg)
 		}
 		if stored(t, repo, written[0].ID) || !strings.Contains(msg, "removed the") {
@@ -234,7 +241,7 @@ func (s *lateCommitStore) Put(ctx context.Context, key string, body io.ReadSeeke
 func (s *lateCommitStore) List(ctx context.Context, prefix string) iter.Seq2[providers.ObjectInfo, error] {
 	return func(yield func(providers.ObjectInfo, error) bool) {
 		defer func() {
-			if s.pending != nil && prefix == manifest.BackupsPrefix {
+			if s.pending != nil && prefix == repository.BackupsPrefix {
 				data := s.pending
 				s.pending = nil
 				if err := s.Store.Put(ctx, s.key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
@@ -279,11 +286,11 @@ func TestRemoveLeftoversCommitLands(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := &lateCommitStore{Store: mem.New(), key: manifest.BackupManifestKey(id), fault: tt.fault}
+				store := &lateCommitStore{Store: mem.New(), key: repository.BackupManifestKey(id), fault: tt.fault}
 				repo := repository.New(store)
 				b, pgm := repotest.Commit(t, repo, repotest.Spec{ID: id, Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(6)}}})
 				// Undo the commit, then commit again through the fault.
-				for _, key := range []string{manifest.BackupManifestKey(id), manifest.PGManifestKey(id)} {
+				for _, key := range []string{repository.BackupManifestKey(id), repository.PGManifestKey(id)} {
 					if err := store.Delete(t.Context(), key); err != nil {
 						t.Fatal(err)
 					}
@@ -331,7 +338,7 @@ func TestRemoveLeftoversCommitLands(t *testing.T) {
 						t.Errorf("chunk %s of the refused commit stayed (%s)", c.ID[:12], msg)
 					}
 				}
-				if _, err := store.Stat(t.Context(), manifest.PGManifestKey(id)); !errors.Is(err, providers.ErrNotExist) {
+				if _, err := store.Stat(t.Context(), repository.PGManifestKey(id)); !errors.Is(err, providers.ErrNotExist) {
 					t.Errorf("the refused commit's backup_manifest stayed (%v): %s", err, msg)
 				}
 			})

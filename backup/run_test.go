@@ -352,7 +352,7 @@ type stallStore struct {
 }
 
 func (s *stallStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
-	if kind, _, ok := manifest.LockFromKey(key); ok && kind == repository.LockBackup && s.stalled.Load() {
+	if kind, _, ok := repository.LockFromKey(key); ok && kind == repository.LockBackup && s.stalled.Load() {
 		return providers.MarkTransient(fmt.Errorf("put %s: stalled", key))
 	}
 	return s.Store.Put(ctx, key, body, size, o)

@@ -174,7 +174,7 @@ func (p *pruner) remove(ctx context.Context, set *Objects, keys []string, sizes 
 			if err := p.lock.Held(); err != nil {
 				return err
 			}
-			err := p.repo.Store().Delete(gctx, k)
+			err := p.repo.DeleteObject(gctx, k)
 			if err != nil && !errors.Is(err, providers.ErrNotExist) {
 				return fmt.Errorf("delete %s: %w", k, err)
 			}
@@ -223,14 +223,11 @@ func (s *chunkSet) addBackup(b *manifest.Backup) {
 // older than the grace period. Timeline history files are
 // kept: they are tiny and recovery needs them to follow timelines.
 func (p *pruner) walBefore(ctx context.Context, cutoff, segSize uint64, old func(time.Time) bool) (keys []string, sizes []int64, err error) {
-	for obj, err := range p.repo.Store().List(ctx, manifest.WALPrefix) {
+	for obj, err := range p.repo.WALFiles(ctx) {
 		if err != nil {
-			return nil, nil, fmt.Errorf("list WAL in %s: %w", p.repo, err)
+			return nil, nil, err
 		}
-		name, ok := manifest.WALNameFromKey(obj.Key)
-		if !ok {
-			continue
-		}
+		name := obj.Name
 		if len(name) == 24+len(".partial") && name[24:] == ".partial" {
 			name = name[:24]
 		}
@@ -350,7 +347,7 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	var sizes []int64
 	for id, size := range gone.m {
 		if _, ok := kept.m[id]; !ok {
-			keys = append(keys, manifest.ChunkKey(id.String()))
+			keys = append(keys, repository.ChunkKey(id.String()))
 			sizes = append(sizes, size)
 		}
 	}
@@ -373,13 +370,12 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 // backupObjects lists a backup's objects under backups/<id>/ with
 // manifest.json first.
 func (p *pruner) backupObjects(ctx context.Context, id string) ([]string, []int64, error) {
-	first := manifest.BackupManifestKey(id)
-	keys, sizes := []string{first}, []int64{0}
-	for obj, err := range p.repo.Store().List(ctx, manifest.BackupsPrefix+id+"/") {
+	keys, sizes := []string{repository.BackupManifestKey(id)}, []int64{0}
+	for obj, err := range p.repo.ObjectsOfBackup(ctx, id) {
 		if err != nil {
-			return nil, nil, fmt.Errorf("list %s in %s: %w", id, p.repo, err)
+			return nil, nil, err
 		}
-		if obj.Key == first {
+		if obj.Manifest {
 			sizes[0] = obj.Size
 			continue
 		}
@@ -451,16 +447,13 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 
 	// Unreferenced chunks.
 	keys, sizes = nil, nil
-	for obj, err := range repo.Store().List(ctx, manifest.ChunksPrefix) {
+	// Keys under chunks/ that are not chunk keys are not listed: never
+	// delete what we do not understand.
+	for obj, err := range repo.ChunkFiles(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list chunks in %s: %w", repo, err)
+			return nil, err
 		}
-		id, ok := manifest.ChunkIDFromKey(obj.Key)
-		if !ok {
-			continue // not ours: never delete what we do not understand
-		}
-		cid, _ := repository.ParseChunkID(id)
-		if _, ok := refs.m[cid]; ok {
+		if _, ok := refs.m[obj.ID]; ok {
 			continue
 		}
 		if !p.old(obj.ModTime) {
@@ -485,12 +478,12 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 		newest time.Time
 	}
 	left := map[string]*leftover{}
-	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+	for obj, err := range repo.BackupObjects(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
+			return nil, err
 		}
-		id, ok := manifest.BackupIDOfKey(obj.Key)
-		if !ok || committed[id] {
+		id := obj.BackupID
+		if committed[id] {
 			continue
 		}
 		l := left[id]

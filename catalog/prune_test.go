@@ -78,11 +78,11 @@ func (s *recordingStore) Delete(ctx context.Context, key string) error {
 func checkDeleteOrder(t *testing.T, deleted []string, gone []*manifest.Backup) {
 	t.Helper()
 	firstShared := slices.IndexFunc(deleted, func(k string) bool {
-		return strings.HasPrefix(k, manifest.ChunksPrefix) || strings.HasPrefix(k, manifest.WALPrefix)
+		return strings.HasPrefix(k, repository.ChunksPrefix) || strings.HasPrefix(k, repository.WALPrefix)
 	})
 	for _, b := range gone {
-		m := slices.Index(deleted, manifest.BackupManifestKey(b.ID))
-		pg := slices.Index(deleted, manifest.PGManifestKey(b.ID))
+		m := slices.Index(deleted, repository.BackupManifestKey(b.ID))
+		pg := slices.Index(deleted, repository.PGManifestKey(b.ID))
 		if m < 0 || pg < m || firstShared >= 0 && pg > firstShared {
 			t.Errorf("deletions in the order %q: want backup %s's manifest first, then its backup_manifest, then chunks and WAL", deleted, b.ID)
 		}
@@ -91,7 +91,7 @@ func checkDeleteOrder(t *testing.T, deleted []string, gone []*manifest.Backup) {
 
 // segKey is the key of WAL segment segno on timeline tli.
 func segKey(tli uint32, segno uint64) string {
-	return manifest.WALKey(manifest.SegmentName(tli, segno, repotest.SegSize))
+	return repository.WALKey(manifest.SegmentName(tli, segno, repotest.SegSize))
 }
 
 // putWAL stores a WAL file; its content does not matter to pruning.
@@ -100,7 +100,7 @@ func putWAL(t *testing.T, repo *repository.Repository, name string) string {
 	if _, err := repo.PutWAL(t.Context(), chunker.NewCompressor(), name, []byte("wal "+name)); err != nil {
 		t.Fatal(err)
 	}
-	return manifest.WALKey(name)
+	return repository.WALKey(name)
 }
 
 // putPartial stores segment's .partial file.
@@ -109,13 +109,13 @@ func putPartial(t *testing.T, repo *repository.Repository, segment string) strin
 	if err := repo.PutWALPartial(t.Context(), chunker.NewCompressor(), segment, []byte("partial")); err != nil {
 		t.Fatal(err)
 	}
-	return manifest.WALKey(segment + ".partial")
+	return repository.WALKey(segment + ".partial")
 }
 
 // fakeChunk stores an unreferenced object under a well-formed chunk key.
 func fakeChunk(t *testing.T, s providers.Store, content string) string {
 	t.Helper()
-	key := manifest.ChunkKey(chunker.ID([]byte(content)))
+	key := repository.ChunkKey(chunker.ID([]byte(content)))
 	putKey(t, s, key, []byte(content))
 	return key
 }
@@ -152,12 +152,12 @@ func checkKeys(t *testing.T, what string, got, want []string) {
 // backupKeys are the objects a committed backup needs: its two manifests,
 // its chunks and its WAL.
 func backupKeys(b *manifest.Backup) []string {
-	keys := []string{manifest.BackupManifestKey(b.ID), manifest.PGManifestKey(b.ID)}
+	keys := []string{repository.BackupManifestKey(b.ID), repository.PGManifestKey(b.ID)}
 	for k := range chunkKeys(b) {
 		keys = append(keys, k)
 	}
 	for _, w := range b.WAL {
-		keys = append(keys, manifest.WALKey(w.Name))
+		keys = append(keys, repository.WALKey(w.Name))
 	}
 	return keys
 }
@@ -222,7 +222,7 @@ func TestDeleteRetainLast(t *testing.T) {
 		putPartial(t, f.repo, manifest.SegmentName(1, 9, repotest.SegSize)),
 	}
 	kept := f.backups[2]
-	want := slices.Concat([]string{manifest.RepoKey}, backupKeys(kept), stays)
+	want := slices.Concat([]string{repository.RepoKey}, backupKeys(kept), stays)
 	before := f.store.Keys()
 
 	dry, err := Delete(ctx, f.repo, Retention{RetainLast: 1}, PruneOptions{DryRun: true})
@@ -310,11 +310,11 @@ func TestDeletePolicies(t *testing.T) {
 				t.Errorf("keeps %v (dry run %v), want %v; decisions %+v", got, keeps(dry), tc.keep, rep.Backups)
 			}
 			after := f.store.Keys()
-			want := []string{manifest.RepoKey}
+			want := []string{repository.RepoKey}
 			chunksLeft := map[string]bool{}
 			for i, b := range f.backups {
 				if tc.keep[i] {
-					want = append(want, manifest.BackupManifestKey(b.ID), manifest.PGManifestKey(b.ID))
+					want = append(want, repository.BackupManifestKey(b.ID), repository.PGManifestKey(b.ID))
 					for k := range chunkKeys(b) {
 						chunksLeft[k] = true
 					}
@@ -373,7 +373,7 @@ func lockObject(t *testing.T, s providers.Store, kind, name string, ttl time.Dur
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := manifest.LockKey(kind, name)
+	key := repository.LockKey(kind, name)
 	putKey(t, s, key, data)
 	return key
 }
@@ -401,15 +401,15 @@ func TestGC(t *testing.T) {
 			}
 			// Unreferenced chunks, old and young, and a stray object
 			// under chunks/ that is not ours.
-			oldChunks := []string{put(manifest.ChunkKey(chunker.ID([]byte("old"))), old)}
-			youngChunks := []string{put(manifest.ChunkKey(chunker.ID([]byte("young"))), 10*time.Minute)}
-			put("chunks/README", old)
+			oldChunks := []string{put(repository.ChunkKey(chunker.ID([]byte("old"))), old)}
+			youngChunks := []string{put(repository.ChunkKey(chunker.ID([]byte("young"))), 10*time.Minute)}
+			put(repository.ChunksPrefix+"README", old)
 			// A backup that never committed, long ago; one whose
 			// newest object is recent, though the one listed first is
 			// old; a stray.
-			oldLeft := []string{put(manifest.PGManifestKey(backupID(8)), old), put(manifest.BackupsPrefix+backupID(8)+"/notes", old)}
-			youngLeft := []string{put(manifest.PGManifestKey(backupID(9)), old), put(manifest.BackupsPrefix+backupID(9)+"/notes", 0)}
-			put("backups/README", old)
+			oldLeft := []string{put(repository.PGManifestKey(backupID(8)), old), put(repository.BackupsPrefix+backupID(8)+"/notes", old)}
+			youngLeft := []string{put(repository.PGManifestKey(backupID(9)), old), put(repository.BackupsPrefix+backupID(9)+"/notes", 0)}
+			put(repository.BackupsPrefix+"README", old)
 			// WAL before the oldest backup's first segment (3), on any
 			// timeline, and WAL that stays: timeline history, later
 			// segments.
@@ -508,11 +508,11 @@ func TestDeleteDefersRestoredBackup(t *testing.T) {
 	// which is kept from its first segment on.
 	var own []string
 	for _, k := range backupKeys(b1) {
-		if !slices.Contains(backupKeys(b0), k) && !slices.Contains(backupKeys(b2), k) && !strings.HasPrefix(k, manifest.WALPrefix) {
+		if !slices.Contains(backupKeys(b0), k) && !slices.Contains(backupKeys(b2), k) && !strings.HasPrefix(k, repository.WALPrefix) {
 			own = append(own, k)
 		}
 	}
-	if !slices.ContainsFunc(own, func(k string) bool { return strings.HasPrefix(k, manifest.ChunksPrefix) }) {
+	if !slices.ContainsFunc(own, func(k string) bool { return strings.HasPrefix(k, repository.ChunksPrefix) }) {
 		t.Fatalf("backup 1 has no chunk of its own (%q): the fixture does not test what it should", own)
 	}
 	for _, dry := range []bool{true, false} {

@@ -161,7 +161,7 @@ func quarantine(ctx context.Context, repo *repository.Repository, order []string
 	var buf []byte
 	var raw bytes.Buffer
 	for _, id := range order {
-		key := manifest.ChunkKey(id)
+		key := repository.ChunkKey(id)
 		state, err := recheck(ctx, repo, dec, records[id], &buf, &raw)
 		switch {
 		case errors.Is(err, providers.ErrNotExist):

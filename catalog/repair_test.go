@@ -59,7 +59,7 @@ func TestRepairHeals(t *testing.T) {
 	hasCRC := func(b *manifest.Backup) func(string) bool {
 		return func(key string) bool {
 			for _, c := range b.Archives[0].Chunks {
-				if manifest.ChunkKey(c.ID) == key {
+				if repository.ChunkKey(c.ID) == key {
 					return c.StoredCRC32C != nil
 				}
 			}
@@ -84,7 +84,7 @@ func TestRepairHeals(t *testing.T) {
 				return pickChunk(t, f.backups[0], "postgresql.auto.conf", referencedBy(f.backups))
 			},
 			damage: func(t *testing.T, f *fixture, ref manifest.ChunkRef) {
-				key := manifest.ChunkKey(ref.ID)
+				key := repository.ChunkKey(ref.ID)
 				data := readKey(t, f.store, key)
 				for i := len(data) / 3; i < len(data)/3+16; i++ {
 					data[i] ^= 0xff
@@ -103,7 +103,7 @@ func TestRepairHeals(t *testing.T) {
 				return pickChunk(t, b, "base/1/1259", func(k string) bool { return ok(k) && hasCRC(b)(k) })
 			},
 			damage: func(t *testing.T, f *fixture, ref manifest.ChunkRef) {
-				key := manifest.ChunkKey(ref.ID)
+				key := repository.ChunkKey(ref.ID)
 				overwrite(t, f.store, key, reframed(t, ref, readKey(t, f.store, key)))
 			},
 			want:   []int{0},
@@ -119,7 +119,7 @@ func TestRepairHeals(t *testing.T) {
 				return pickChunk(t, b, "base/1/1259", func(k string) bool { return ok(k) && hasCRC(b)(k) })
 			},
 			damage: func(t *testing.T, f *fixture, ref manifest.ChunkRef) {
-				key := manifest.ChunkKey(ref.ID)
+				key := repository.ChunkKey(ref.ID)
 				overwrite(t, f.store, key, reframed(t, ref, readKey(t, f.store, key)))
 			},
 			want:   []int{1, 2},
@@ -131,7 +131,7 @@ func TestRepairHeals(t *testing.T) {
 			ctx := t.Context()
 			f := base.clone(t)
 			ref := tc.pick(f)
-			key := manifest.ChunkKey(ref.ID)
+			key := repository.ChunkKey(ref.ID)
 			tc.damage(t, f, ref)
 
 			vs, err := Verify(ctx, f.repo, f.ids(), VerifyOptions{})
@@ -221,11 +221,11 @@ func TestRepairRechecks(t *testing.T) {
 	b := f.backups[0]
 	bad := pickChunk(t, b, "base/1/1259", referencedBy([]*manifest.Backup{b}, f.backups[1], f.backups[2]))
 	missing := pickChunk(t, f.backups[2], "global/pg_control", referencedBy([]*manifest.Backup{f.backups[2]}, f.backups[0], f.backups[1]))
-	good := readKey(t, f.store, manifest.ChunkKey(bad.ID))
+	good := readKey(t, f.store, repository.ChunkKey(bad.ID))
 	broken := bytes.Clone(good)
 	broken[len(broken)/2] ^= 1
-	overwrite(t, f.store, manifest.ChunkKey(bad.ID), broken)
-	deleteKey(t, f.store, manifest.ChunkKey(missing.ID))
+	overwrite(t, f.store, repository.ChunkKey(bad.ID), broken)
+	deleteKey(t, f.store, repository.ChunkKey(missing.ID))
 	vs, err := Verify(ctx, f.repo, f.ids(), VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -234,13 +234,13 @@ func TestRepairRechecks(t *testing.T) {
 		t.Fatalf("verify did not see the damage: %+v", vs)
 	}
 	// Mended between the verification and the repair.
-	overwrite(t, f.store, manifest.ChunkKey(bad.ID), good)
+	overwrite(t, f.store, repository.ChunkKey(bad.ID), good)
 	rep, err := Repair(ctx, f.repo, vs, RepairOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Quarantined) != 0 || !slices.Equal(rep.Sound, []string{manifest.ChunkKey(bad.ID)}) {
-		t.Fatalf("repair report %+v; want nothing moved, %s sound", rep, manifest.ChunkKey(bad.ID))
+	if len(rep.Quarantined) != 0 || !slices.Equal(rep.Sound, []string{repository.ChunkKey(bad.ID)}) {
+		t.Fatalf("repair report %+v; want nothing moved, %s sound", rep, repository.ChunkKey(bad.ID))
 	}
 	if locks, err := f.repo.Locks(ctx); err != nil || len(locks) != 0 {
 		t.Fatalf("locks left after the repair: %v, %v", locks, err)
@@ -253,7 +253,7 @@ func TestRepairLocked(t *testing.T) {
 	ctx := t.Context()
 	f := threeBackups(t).clone(t)
 	ref := pickChunk(t, f.backups[0], "base/1/1259", referencedBy([]*manifest.Backup{f.backups[0]}))
-	key := manifest.ChunkKey(ref.ID)
+	key := repository.ChunkKey(ref.ID)
 	data := readKey(t, f.store, key)
 	data[len(data)/2] ^= 1
 	overwrite(t, f.store, key, data)
@@ -285,7 +285,7 @@ func TestRepairKeepsChunkFramedByAnotherEncoder(t *testing.T) {
 	f := threeBackups(t).clone(t)
 	b := f.backups[0]
 	ref := pickChunk(t, b, "base/1/1259", referencedBy([]*manifest.Backup{b}, f.backups[1], f.backups[2]))
-	key := manifest.ChunkKey(ref.ID)
+	key := repository.ChunkKey(ref.ID)
 	dec := chunker.NewDecompressor()
 	var raw bytes.Buffer
 	if err := dec.Decompress(&raw, readKey(t, f.store, key), ref.ID); err != nil {

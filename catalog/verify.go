@@ -197,17 +197,15 @@ func takeInventory(ctx context.Context, repo *repository.Repository) (*inventory
 		return nil, err
 	}
 	inv := &inventory{chunks: chunks, wal: map[string]int64{}, backups: map[string]bool{}}
-	for obj, err := range repo.Store().List(ctx, manifest.WALPrefix) {
+	for w, err := range repo.WALFiles(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list WAL in %s: %w", repo, err)
+			return nil, err
 		}
-		if name, ok := manifest.WALNameFromKey(obj.Key); ok {
-			inv.wal[name] = obj.Size
-		}
+		inv.wal[w.Name] = w.Size
 	}
-	for obj, err := range repo.Store().List(ctx, manifest.BackupsPrefix) {
+	for obj, err := range repo.BackupObjects(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list backups in %s: %w", repo, err)
+			return nil, err
 		}
 		inv.backups[obj.Key] = true
 	}
@@ -218,11 +216,11 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 	v := Verdict{ID: id, Mode: "quick"}
 	b, err := repo.Backup(ctx, id)
 	if err != nil {
-		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		v.add(BadManifest, repository.BackupManifestKey(id), "%v", err)
 		return v
 	}
-	if !inv.backups[manifest.PGManifestKey(id)] {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
+	if !inv.backups[repository.PGManifestKey(id)] {
+		v.add(BadPGManifest, repository.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
 	}
 	seen := make(map[repository.ChunkID]bool)
 	for ai, a := range b.Archives {
@@ -233,7 +231,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 				continue
 			}
 			seen[cid] = true
-			key := manifest.ChunkKey(ref.ID)
+			key := repository.ChunkKey(ref.ID)
 			size, ok := inv.chunks[cid]
 			switch {
 			case !ok:
@@ -249,7 +247,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 	}
 	v.Chunks = len(seen)
 	for _, w := range b.WAL {
-		key := manifest.WALKey(w.Name)
+		key := repository.WALKey(w.Name)
 		size, ok := inv.wal[w.Name]
 		switch {
 		case !ok:
@@ -271,7 +269,7 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	v := Verdict{ID: id, Mode: "full"}
 	b, err := repo.Backup(ctx, id)
 	if err != nil {
-		v.add(BadManifest, manifest.BackupManifestKey(id), "%v", err)
+		v.add(BadManifest, repository.BackupManifestKey(id), "%v", err)
 		return v
 	}
 	for _, a := range b.Archives {
@@ -282,9 +280,9 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	}
 	// Parsed as it streams in, checked against the recorded hash.
 	if pg, err := repo.ParsePGManifest(ctx, b); err != nil {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "%v", err)
+		v.add(BadPGManifest, repository.PGManifestKey(id), "%v", err)
 	} else if err := manifest.CrossCheck(pg, b.Files, b.Archives); err != nil {
-		v.add(BadPGManifest, manifest.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
+		v.add(BadPGManifest, repository.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
 	}
 
 	// The WAL is checked alongside the archives.
@@ -310,8 +308,9 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 	return v
 }
 
-// verifyWAL downloads each WAL segment the backup needs and compares its
-// SHA-256 and length with the manifest. Segments are streamed through the
+// verifyWAL downloads each WAL segment the backup needs and checks it by
+// repository.ReadWAL's rule, as a restore would, against the manifest's
+// SHA-256, and its stored size against the manifest's. Segments are streamed through the
 // hash, so memory is the decompressors' buffers (about 8 MB each, n/2 of
 // them), whatever the segment size.
 func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Backup, n int, v *Verdict, done *atomic.Int64) {
@@ -330,12 +329,11 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 	}
 	for _, w := range b.WAL {
 		g.Go(func() error {
-			key := manifest.WALKey(w.Name)
+			key := repository.WALKey(w.Name)
 			defer done.Add(w.StoredSize)
 			dec := <-decs
-			sum, err := repo.WALSum(gctx, dec, w.Name)
+			sum, err := repo.ReadWAL(gctx, dec, w.Name, repository.WALWant{SegmentSize: b.WALSegmentSize, SHA256: w.SHA256}, nil)
 			decs <- dec
-			stored := sum.StoredSize
 			switch {
 			case errors.Is(err, providers.ErrNotExist):
 				add(MissingWAL, key, "WAL segment %s, which a restore of this backup needs, is missing", w.Name)
@@ -343,17 +341,10 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 				add(CorruptWAL, key, "%v", err)
 			case err != nil:
 				add(UnreadableWAL, key, "%v", err)
-			case stored != w.StoredSize:
-				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", stored, w.StoredSize)
-			case isSegment(w.Name, b.WALSegmentSize) && uint64(sum.RawSize) != b.WALSegmentSize:
-				add(CorruptWAL, key, "segment has %d bytes, the segment size is %d", sum.RawSize, b.WALSegmentSize)
-			case partialSize(w.Name, b.WALSegmentSize) > 0 && uint64(sum.RawSize) != partialSize(w.Name, b.WALSegmentSize):
-				add(CorruptWAL, key, "partial segment has %d bytes, its name says %d", sum.RawSize, partialSize(w.Name, b.WALSegmentSize))
+			case sum.StoredSize != w.StoredSize:
+				add(CorruptWAL, key, "stored object has %d bytes, the manifest says %d", sum.StoredSize, w.StoredSize)
 			default:
-				if got := sum.Hex(); got != w.SHA256 {
-					add(CorruptWAL, key, "SHA-256 %s, the manifest says %s", got, w.SHA256)
-					return nil
-				}
+				stored := sum.StoredSize
 				mu.Lock()
 				v.StoredBytes += stored
 				mu.Unlock()
@@ -362,23 +353,6 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 		})
 	}
 	_ = g.Wait()
-}
-
-// isSegment tells a WAL segment from a timeline history file, which has
-// no fixed length.
-func isSegment(name string, segSize uint64) bool {
-	_, _, err := manifest.ParseSegmentName(name, segSize)
-	return err == nil
-}
-
-// partialSize is the size a standby backup's partial segment name
-// declares, 0 for any other name.
-func partialSize(name string, segSize uint64) uint64 {
-	_, _, _, size, err := manifest.ParsePartialSegmentName(name, segSize)
-	if err != nil {
-		return 0
-	}
-	return size
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -400,7 +374,7 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 	err := repo.StreamChunks(ctx, slices.Values(a.Chunks), o, func(ci int, raw []byte, err error) error {
 		ref := a.Chunks[ci]
 		done.Add(ref.StoredSize)
-		key := manifest.ChunkKey(ref.ID)
+		key := repository.ChunkKey(ref.ID)
 		holds := func() string { return b.FilesIn(ai, offs[ci], ref.RawSize) }
 		// The content is right, and its stored bytes are not those
 		// recorded: judged below, and its files can be checked.
@@ -448,7 +422,7 @@ func checkCRC(ctx context.Context, repo *repository.Repository, ref manifest.Chu
 	replaced, err := repo.Quarantined(ctx, ref.ID)
 	switch {
 	case err != nil:
-		v.add(UnreadableChunk, manifest.ChunkKey(ref.ID), "%v (needed to judge its %v)", err, crcErr)
+		v.add(UnreadableChunk, repository.ChunkKey(ref.ID), "%v (needed to judge its %v)", err, crcErr)
 	case !replaced:
 		v.suspect = append(v.suspect, ref)
 		report(fmt.Sprintf("%v (it still decodes to the right content)", crcErr))

@@ -133,7 +133,7 @@ func chunkKeys(b *manifest.Backup) map[string]bool {
 	out := map[string]bool{}
 	for _, a := range b.Archives {
 		for _, c := range a.Chunks {
-			out[manifest.ChunkKey(c.ID)] = true
+			out[repository.ChunkKey(c.ID)] = true
 		}
 	}
 	return out
@@ -149,7 +149,7 @@ func pickChunk(t *testing.T, b *manifest.Backup, path string, ok func(key string
 			continue
 		}
 		for ci, c := range b.Archives[0].Chunks {
-			if offs[ci] < f.Offset+max(f.Size, 1) && f.Offset < offs[ci]+c.RawSize && ok(manifest.ChunkKey(c.ID)) {
+			if offs[ci] < f.Offset+max(f.Size, 1) && f.Offset < offs[ci]+c.RawSize && ok(repository.ChunkKey(c.ID)) {
 				return c
 			}
 		}
@@ -314,7 +314,7 @@ func TestVerifyProblems(t *testing.T) {
 		key   string
 		chunk string // the id when key is a chunk
 	}
-	chunk := func(c manifest.ChunkRef) broken { return broken{key: manifest.ChunkKey(c.ID), chunk: c.ID} }
+	chunk := func(c manifest.ChunkRef) broken { return broken{key: repository.ChunkKey(c.ID), chunk: c.ID} }
 	for _, tc := range []struct {
 		name   string
 		damage func(t *testing.T, f *fixture) broken
@@ -330,7 +330,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "missing chunk of one backup",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[0], "base/1/1259", referencedBy(f.backups[:1], f.backups[1:]...))
-				deleteKey(t, f.store, manifest.ChunkKey(c.ID))
+				deleteKey(t, f.store, repository.ChunkKey(c.ID))
 				return chunk(c)
 			},
 			kind: MissingChunk, quick: []int{0}, full: []int{0}, holds: "base/1/1259",
@@ -339,7 +339,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "corrupt chunk of two backups, same size",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[1], "base/1/1259", referencedBy(f.backups[1:], f.backups[0]))
-				f.store.Corrupt(manifest.ChunkKey(c.ID), c.StoredSize/2)
+				f.store.Corrupt(repository.ChunkKey(c.ID), c.StoredSize/2)
 				return chunk(c)
 			},
 			kind: CorruptChunk, quick: nil, full: []int{1, 2}, holds: "base/1/1259",
@@ -348,7 +348,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "corrupt chunk header",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[2], "global/pg_control", referencedBy(f.backups[2:], f.backups[:2]...))
-				f.store.Corrupt(manifest.ChunkKey(c.ID), 0)
+				f.store.Corrupt(repository.ChunkKey(c.ID), 0)
 				return chunk(c)
 			},
 			kind: CorruptChunk, quick: nil, full: []int{2}, holds: "global/pg_control",
@@ -360,7 +360,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "damaged frame checksum",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[2], "global/pg_control", referencedBy(f.backups[2:], f.backups[:2]...))
-				f.store.Corrupt(manifest.ChunkKey(c.ID), c.StoredSize-1)
+				f.store.Corrupt(repository.ChunkKey(c.ID), c.StoredSize-1)
 				return chunk(c)
 			},
 			kind: CorruptChunk, quick: nil, full: []int{2}, holds: "global/pg_control", detail: "is corrupt (",
@@ -369,7 +369,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "truncated chunk of every backup",
 			damage: func(t *testing.T, f *fixture) broken {
 				c := pickChunk(t, f.backups[0], "postgresql.auto.conf", referencedBy(f.backups))
-				key := manifest.ChunkKey(c.ID)
+				key := repository.ChunkKey(c.ID)
 				putKey(t, f.store, key, readKey(t, f.store, key)[:c.StoredSize-1])
 				return chunk(c)
 			},
@@ -378,7 +378,7 @@ func TestVerifyProblems(t *testing.T) {
 		{
 			name: "missing WAL segment",
 			damage: func(t *testing.T, f *fixture) broken {
-				key := manifest.WALKey(f.backups[0].WAL[1].Name)
+				key := repository.WALKey(f.backups[0].WAL[1].Name)
 				deleteKey(t, f.store, key)
 				return broken{key: key}
 			},
@@ -388,7 +388,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "corrupt WAL segment, same size",
 			damage: func(t *testing.T, f *fixture) broken {
 				w := f.backups[2].WAL[1]
-				key := manifest.WALKey(w.Name)
+				key := repository.WALKey(w.Name)
 				f.store.Corrupt(key, w.StoredSize/2)
 				return broken{key: key}
 			},
@@ -398,7 +398,7 @@ func TestVerifyProblems(t *testing.T) {
 			name: "WAL segment with other content, same size",
 			damage: func(t *testing.T, f *fixture) broken {
 				w := f.backups[2].WAL[0]
-				key := manifest.WALKey(w.Name)
+				key := repository.WALKey(w.Name)
 				putKey(t, f.store, key, otherSegment(t, w))
 				return broken{key: key}
 			},
@@ -407,7 +407,7 @@ func TestVerifyProblems(t *testing.T) {
 		{
 			name: "truncated WAL segment",
 			damage: func(t *testing.T, f *fixture) broken {
-				key := manifest.WALKey(f.backups[1].WAL[0].Name)
+				key := repository.WALKey(f.backups[1].WAL[0].Name)
 				putKey(t, f.store, key, readKey(t, f.store, key)[:100])
 				return broken{key: key}
 			},
@@ -416,7 +416,7 @@ func TestVerifyProblems(t *testing.T) {
 		{
 			name: "missing backup_manifest",
 			damage: func(t *testing.T, f *fixture) broken {
-				key := manifest.PGManifestKey(f.backups[1].ID)
+				key := repository.PGManifestKey(f.backups[1].ID)
 				deleteKey(t, f.store, key)
 				return broken{key: key}
 			},
@@ -425,7 +425,7 @@ func TestVerifyProblems(t *testing.T) {
 		{
 			name: "corrupt backup_manifest",
 			damage: func(t *testing.T, f *fixture) broken {
-				key := manifest.PGManifestKey(f.backups[0].ID)
+				key := repository.PGManifestKey(f.backups[0].ID)
 				f.store.Corrupt(key, 10)
 				return broken{key: key}
 			},
@@ -434,7 +434,7 @@ func TestVerifyProblems(t *testing.T) {
 		{
 			name: "missing manifest",
 			damage: func(t *testing.T, f *fixture) broken {
-				key := manifest.BackupManifestKey(f.backups[2].ID)
+				key := repository.BackupManifestKey(f.backups[2].ID)
 				deleteKey(t, f.store, key)
 				return broken{key: key}
 			},
@@ -528,7 +528,7 @@ func TestVerifyUnknownBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		if vs[0].OK || len(vs[0].Problems) != 1 || vs[0].Problems[0].Kind != BadManifest ||
-			vs[0].Problems[0].Object != manifest.BackupManifestKey(unknown) || !strings.Contains(vs[0].Problems[0].Detail, unknown) {
+			vs[0].Problems[0].Object != repository.BackupManifestKey(unknown) || !strings.Contains(vs[0].Problems[0].Detail, unknown) {
 			t.Errorf("quick %v: verdict of an unknown backup %+v", quick, vs[0])
 		}
 		if !vs[1].OK {
@@ -637,7 +637,7 @@ func TestVerifyQuickScales(t *testing.T) {
 		t.Fatalf("the backups reference %d chunks in all; the test needs more than %d", refs, budget)
 	}
 	victim := pickChunk(t, backups[n/2], "base/1/changing", func(string) bool { return true })
-	deleteKey(t, store, manifest.ChunkKey(victim.ID))
+	deleteKey(t, store, repository.ChunkKey(victim.ID))
 
 	counted := &countingStore{Store: store}
 	start := time.Now()
@@ -651,7 +651,7 @@ func TestVerifyQuickScales(t *testing.T) {
 		chunks, _ := distinctChunks(backups[i])
 		switch {
 		case i == n/2:
-			if len(v.Problems) != 1 || v.Problems[0].Kind != MissingChunk || v.Problems[0].Object != manifest.ChunkKey(victim.ID) {
+			if len(v.Problems) != 1 || v.Problems[0].Kind != MissingChunk || v.Problems[0].Object != repository.ChunkKey(victim.ID) {
 				t.Errorf("%s: problems %v; want the missing chunk %s", v.ID, v.Problems, victim.ID)
 			}
 		case !v.OK || v.Chunks != chunks || chunks < 17:

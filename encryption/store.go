@@ -7,19 +7,20 @@ import (
 	"hash/crc32"
 	"io"
 	"iter"
-	"strings"
 
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
 // Wrap returns a store that seals every object on the way in and opens it
-// on the way out, except the repository configuration (which says that the
-// repository is encrypted and with which key) and the leases (which hold
-// no data). Sizes it reports are the plaintext sizes, so manifests record
-// and check the same numbers with and without encryption. A ranged Get
-// reads and authenticates the whole object first: objects are chunks, WAL
-// segments and manifests, all held in memory by their readers anyway.
+// on the way out, binding each to its key (the associated data), so an
+// object moved to another key does not open. What is sealed is the
+// caller's choice, not the wrapper's: the repository keeps its
+// configuration (which says that it is encrypted and with which key) and
+// its leases (which hold no data) in the store underneath. Sizes it
+// reports are the plaintext sizes, so manifests record and check the same
+// numbers with and without encryption. A ranged Get reads and
+// authenticates the whole object first: objects are chunks, WAL segments
+// and manifests, all held in memory by their readers anyway.
 func Wrap(s providers.Store, k *Key) providers.Store { return &store{s: s, k: k} }
 
 type store struct {
@@ -29,15 +30,7 @@ type store struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// sealed reports whether the object under key is encrypted.
-func sealed(key string) bool {
-	return key != manifest.RepoKey && !strings.HasPrefix(key, manifest.LocksPrefix)
-}
-
 func (e *store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
-	if !sealed(key) {
-		return e.s.Put(ctx, key, body, size, opts)
-	}
 	plain := make([]byte, size)
 	if _, err := io.ReadFull(body, plain); err != nil {
 		return fmt.Errorf("put %s: read body: %w", key, err)
@@ -57,9 +50,6 @@ func (e *store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 }
 
 func (e *store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if !sealed(key) {
-		return e.s.Get(ctx, key, offset, length)
-	}
 	ct, err := providers.ReadAll(ctx, e.s, key)
 	if err != nil {
 		return nil, err
@@ -80,13 +70,13 @@ func (e *store) Get(ctx context.Context, key string, offset, length int64) (io.R
 
 func (e *store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
 	info, err := e.s.Stat(ctx, key)
-	return plainInfo(key, info), err
+	return plainInfo(info), err
 }
 
 func (e *store) List(ctx context.Context, prefix string) iter.Seq2[providers.ObjectInfo, error] {
 	return func(yield func(providers.ObjectInfo, error) bool) {
 		for info, err := range e.s.List(ctx, prefix) {
-			if !yield(plainInfo(info.Key, info), err) {
+			if !yield(plainInfo(info), err) {
 				return
 			}
 		}
@@ -95,8 +85,8 @@ func (e *store) List(ctx context.Context, prefix string) iter.Seq2[providers.Obj
 
 // plainInfo reports a sealed object's plaintext size; one too short to be
 // sealed reports a negative size, which matches no manifest.
-func plainInfo(key string, info providers.ObjectInfo) providers.ObjectInfo {
-	if key != "" && sealed(key) && info != (providers.ObjectInfo{}) {
+func plainInfo(info providers.ObjectInfo) providers.ObjectInfo {
+	if info != (providers.ObjectInfo{}) {
 		info.Size -= int64(Overhead)
 	}
 	return info

@@ -42,12 +42,19 @@ func (w tWriter) Write(p []byte) (int, error) {
 
 func openFileRepo(t *testing.T, dir string) *repository.Repository {
 	t.Helper()
+	return repository.New(openFileStore(t, dir))
+}
+
+// openFileStore opens the file store under dir, for tests that put
+// something between the repository and its store.
+func openFileStore(t *testing.T, dir string) providers.Store {
+	t.Helper()
 	s, err := file.Open(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return repository.New(s)
+	return s
 }
 
 func backupOpts(t *testing.T, c *pgtest.Cluster) backup.Options {
@@ -133,7 +140,7 @@ func verifyRepository(t *testing.T, repo *repository.Repository, b *manifest.Bac
 		// concatenation with the standard library's tar reader.
 		pr, pw := io.Pipe()
 		go func() {
-			pw.CloseWithError(writeArchive(ctx, repo.Store(), a, pw))
+			pw.CloseWithError(writeArchive(ctx, repo, a, pw))
 		}()
 		tr := tar.NewReader(pr)
 		for {
@@ -208,11 +215,12 @@ func verifyRepository(t *testing.T, repo *repository.Repository, b *manifest.Bac
 
 // writeArchive writes an archive's chunks, decompressed and verified
 // against their ids, to w.
-func writeArchive(ctx context.Context, s providers.Store, a manifest.Archive, w io.Writer) error {
+func writeArchive(ctx context.Context, repo *repository.Repository, a manifest.Archive, w io.Writer) error {
 	d := chunker.NewDecompressor()
 	var buf bytes.Buffer
+	var stored []byte
 	for _, c := range a.Chunks {
-		data, err := providers.ReadAll(ctx, s, manifest.ChunkKey(c.ID))
+		data, err := repo.DownloadChunk(ctx, c, &stored)
 		if err != nil {
 			return err
 		}
@@ -248,7 +256,7 @@ func TestChunksAreStandardLZ4(t *testing.T) {
 	a := b.Archives[0]
 	var files []string
 	for _, ch := range a.Chunks {
-		files = append(files, filepath.Join(dir, manifest.ChunkKey(ch.ID)))
+		files = append(files, filepath.Join(dir, repository.ChunkKey(ch.ID)))
 	}
 	cmd := exec.Command("sh", "-c", `cat "$@" | lz4 -dc`, "sh")
 	cmd.Args = append(cmd.Args, files...)
@@ -257,7 +265,7 @@ func TestChunksAreStandardLZ4(t *testing.T) {
 		t.Fatalf("lz4 -dc: %v", err)
 	}
 	var ours bytes.Buffer
-	if err := writeArchive(t.Context(), repo.Store(), a, &ours); err != nil {
+	if err := writeArchive(t.Context(), repo, a, &ours); err != nil {
 		t.Fatal(err)
 	}
 	if int64(len(out)) != a.RawSize || !bytes.Equal(out, ours.Bytes()) {

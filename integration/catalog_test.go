@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 )
 
 var committedRE = regexp.MustCompile(`backup (\d{8}T\d{6}Z) committed`)
@@ -35,7 +36,7 @@ func cliBackup(t *testing.T, c *pgtest.Cluster, repoURL string, extra ...string)
 // readManifest reads a committed manifest straight from a file:// repository.
 func readManifest(t *testing.T, dir, id string) *manifest.Backup {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(manifest.BackupManifestKey(id))))
+	data, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(repository.BackupManifestKey(id))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,11 +200,11 @@ func TestCatalogShowVerify(t *testing.T) {
 		return out
 	}
 	path := func(key string) string { return filepath.Join(dir, filepath.FromSlash(key)) }
-	missing := manifest.ChunkKey(onlyIn(1)[0])
+	missing := repository.ChunkKey(onlyIn(1)[0])
 	if err := os.Remove(path(missing)); err != nil {
 		t.Fatal(err)
 	}
-	corrupt := manifest.ChunkKey(onlyIn(2)[0])
+	corrupt := repository.ChunkKey(onlyIn(2)[0])
 	data, err := os.ReadFile(path(corrupt))
 	if err != nil {
 		t.Fatal(err)
@@ -212,14 +213,14 @@ func TestCatalogShowVerify(t *testing.T) {
 	if err := os.WriteFile(path(corrupt), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	truncated := manifest.ChunkKey(onlyIn(2)[1])
+	truncated := repository.ChunkKey(onlyIn(2)[1])
 	if err := os.Truncate(path(truncated), 10); err != nil {
 		t.Fatal(err)
 	}
 	var walMissing string
 	for _, w := range bs[0].WAL {
 		if !slices.ContainsFunc(bs[1].WAL, func(s manifest.WALSegment) bool { return s.Name == w.Name }) {
-			walMissing = manifest.WALKey(w.Name)
+			walMissing = repository.WALKey(w.Name)
 		}
 	}
 	if walMissing == "" {
@@ -340,7 +341,7 @@ func TestRetainLastThenGC(t *testing.T) {
 	afterDelete := repoKeys(t, dir)
 	var removed []string
 	for _, k := range afterDry {
-		if !slices.Contains(afterDelete, k) && !strings.HasPrefix(k, manifest.LocksPrefix) {
+		if !slices.Contains(afterDelete, k) && !strings.HasPrefix(k, repository.LocksPrefix) {
 			removed = append(removed, k)
 		}
 	}
@@ -355,19 +356,19 @@ func TestRetainLastThenGC(t *testing.T) {
 		t.Fatalf("gc: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	b := readManifest(t, dir, keep)
-	wantKeys := []string{manifest.RepoKey, manifest.BackupManifestKey(keep), manifest.PGManifestKey(keep)}
+	wantKeys := []string{repository.RepoKey, repository.BackupManifestKey(keep), repository.PGManifestKey(keep)}
 	for id := range chunkRefs(b) {
-		wantKeys = append(wantKeys, manifest.ChunkKey(id))
+		wantKeys = append(wantKeys, repository.ChunkKey(id))
 	}
 	for _, w := range b.WAL {
-		wantKeys = append(wantKeys, manifest.WALKey(w.Name))
+		wantKeys = append(wantKeys, repository.WALKey(w.Name))
 	}
 	// WAL archived after the backup (here by the killed one) is kept for
 	// point-in-time recovery; nothing older than its first segment is.
 	got := repoKeys(t, dir)
 	first := b.WAL[0].Name
 	for _, k := range got {
-		if name, ok := manifest.WALNameFromKey(k); ok && name > b.WAL[len(b.WAL)-1].Name {
+		if name, ok := repository.WALNameFromKey(k); ok && name > b.WAL[len(b.WAL)-1].Name {
 			wantKeys = append(wantKeys, k)
 		} else if ok && name < first {
 			t.Errorf("gc left WAL %s, older than the remaining backup's first segment %s", name, first)

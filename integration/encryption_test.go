@@ -92,12 +92,12 @@ func TestEncryptedRepository(t *testing.T) {
 	}
 	plainKeys := repoKeys(t, plain)
 	for _, k := range repoKeys(t, enc) {
-		if strings.HasPrefix(k, manifest.ChunksPrefix) && slices.Contains(plainKeys, k) {
+		if strings.HasPrefix(k, repository.ChunksPrefix) && slices.Contains(plainKeys, k) {
 			t.Fatalf("chunk %s has the same name encrypted and plain: names reveal content", k)
 		}
 	}
 	var cfg manifest.Repo
-	if data, err := os.ReadFile(filepath.Join(enc, manifest.RepoKey)); err != nil || json.Unmarshal(data, &cfg) != nil || cfg.Encryption == nil || cfg.Encryption.Algorithm != "AES-256-GCM" {
+	if data, err := os.ReadFile(filepath.Join(enc, repository.RepoKey)); err != nil || json.Unmarshal(data, &cfg) != nil || cfg.Encryption == nil || cfg.Encryption.Algorithm != "AES-256-GCM" {
 		t.Fatalf("the repository configuration does not record the encryption: %+v (%v)", cfg, err)
 	}
 
@@ -146,10 +146,10 @@ func TestEncryptedRepository(t *testing.T) {
 
 	// Tampering with any stored object is detected.
 	b := readManifestWithKey(t, encURL, keyFile, id)
-	chunk := filepath.Join(enc, filepath.FromSlash(manifest.ChunkKey(b.Archives[0].Chunks[0].ID)))
-	wal := filepath.Join(enc, filepath.FromSlash(manifest.WALKey(b.WAL[0].Name)))
-	pgm := filepath.Join(enc, filepath.FromSlash(manifest.PGManifestKey(id)))
-	man := filepath.Join(enc, filepath.FromSlash(manifest.BackupManifestKey(id)))
+	chunk := filepath.Join(enc, filepath.FromSlash(repository.ChunkKey(b.Archives[0].Chunks[0].ID)))
+	wal := filepath.Join(enc, filepath.FromSlash(repository.WALKey(b.WAL[0].Name)))
+	pgm := filepath.Join(enc, filepath.FromSlash(repository.PGManifestKey(id)))
+	man := filepath.Join(enc, filepath.FromSlash(repository.BackupManifestKey(id)))
 	for _, tc := range []struct {
 		name, path, kind string
 	}{
@@ -168,7 +168,7 @@ func TestEncryptedRepository(t *testing.T) {
 		})
 	}
 	// The one plain object, the configuration, is authenticated too.
-	cfgPath := filepath.Join(enc, manifest.RepoKey)
+	cfgPath := filepath.Join(enc, repository.RepoKey)
 	orig, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestEncryptedRepository(t *testing.T) {
 	}
 	undo := func() { _ = os.WriteFile(cfgPath, orig, 0o600) }
 	if r := runCLI(t, time.Minute, nil, append([]string{"list", "--repo", encURL}, key...)...); r.code != 1 || !strings.Contains(r.stderr, "has been changed") {
-		t.Errorf("list with a flipped byte in %s: exit %d: %s", manifest.RepoKey, r.code, r.stderr)
+		t.Errorf("list with a flipped byte in %s: exit %d: %s", repository.RepoKey, r.code, r.stderr)
 	}
 	undo()
 	defer flipByte(t, chunk)()

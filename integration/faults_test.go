@@ -14,7 +14,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/integration/testserver"
-	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // slowBackup starts a throttled backup of c into dir through dsn and
@@ -206,7 +206,7 @@ func TestRestoreFaults(t *testing.T) {
 		{"read-only target", func(t *testing.T) string { return filepath.Join(mountTmpfs(t, 1<<20, true), "data") }, nil,
 			[]string{"read-only file system"}},
 		{"chunk missing", func(t *testing.T) string { return filepath.Join(t.TempDir(), "data") }, func(t *testing.T) func() {
-			key := filepath.Join(dir, filepath.FromSlash(manifest.ChunkKey(b.Archives[0].Chunks[1].ID)))
+			key := filepath.Join(dir, filepath.FromSlash(repository.ChunkKey(b.Archives[0].Chunks[1].ID)))
 			data, err := os.ReadFile(key)
 			if err != nil {
 				t.Fatal(err)

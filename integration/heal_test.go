@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // TestDamagedChunkHeals: a chunk two backups share is damaged in the
@@ -40,7 +41,7 @@ func TestDamagedChunkHeals(t *testing.T) {
 	for _, b := range bs {
 		for _, a := range b.Archives {
 			for _, ch := range a.Chunks {
-				data, err := os.ReadFile(path(manifest.ChunkKey(ch.ID)))
+				data, err := os.ReadFile(path(repository.ChunkKey(ch.ID)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -65,7 +66,7 @@ func TestDamagedChunkHeals(t *testing.T) {
 	if shared.ID == "" {
 		t.Fatal("the two backups share no chunk")
 	}
-	key := manifest.ChunkKey(shared.ID)
+	key := repository.ChunkKey(shared.ID)
 	data, err := os.ReadFile(path(key))
 	if err != nil {
 		t.Fatal(err)

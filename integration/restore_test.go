@@ -14,7 +14,7 @@ import (
 
 	"github.com/pgstow/pgstow/backup"
 	"github.com/pgstow/pgstow/integration/pgtest"
-	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
 )
 
@@ -246,7 +246,7 @@ func TestWALFetchCLI(t *testing.T) {
 		t.Fatalf("missing argument: exit %d, want 128", r.code)
 	}
 	// Corrupt the stored segment: fatal, nothing written.
-	key := filepath.Join(dir, manifest.WALKey(seg.Name))
+	key := filepath.Join(dir, repository.WALKey(seg.Name))
 	stored, _ := os.ReadFile(key)
 	stored[len(stored)/2] ^= 0xff
 	os.WriteFile(key, stored, 0o600)
@@ -278,7 +278,7 @@ func TestRestoreRefusesDamage(t *testing.T) {
 
 	t.Run("corrupt chunk", func(t *testing.T) {
 		victim := b.Archives[0].Chunks[len(b.Archives[0].Chunks)/2].ID
-		p := filepath.Join(dir, manifest.ChunkKey(victim))
+		p := filepath.Join(dir, repository.ChunkKey(victim))
 		orig, _ := os.ReadFile(p)
 		bad := bytes.Clone(orig)
 		bad[len(bad)/2] ^= 0x01
@@ -298,7 +298,7 @@ func TestRestoreRefusesDamage(t *testing.T) {
 		// Rewrite one file path to climb out of the target, with a valid
 		// self-checksum, as an attacker with write access to the bucket
 		// would.
-		key := filepath.Join(dir, manifest.BackupManifestKey(b.ID))
+		key := filepath.Join(dir, repository.BackupManifestKey(b.ID))
 		orig, _ := os.ReadFile(key)
 		defer os.WriteFile(key, orig, 0o600)
 		victim := b.Files[len(b.Files)/2].Path

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/pgstow/pgstow/integration/pgtest"
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
@@ -33,7 +32,7 @@ type gateStore struct {
 }
 
 func (s *gateStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if strings.HasPrefix(key, manifest.ChunksPrefix) && s.chunkGets.Add(1) > 1 {
+	if strings.HasPrefix(key, repository.ChunksPrefix) && s.chunkGets.Add(1) > 1 {
 		s.once.Do(func() { close(s.reached) })
 		select {
 		case <-s.open:
@@ -49,7 +48,7 @@ func countChunks(t *testing.T, dir string) int {
 	t.Helper()
 	n := 0
 	for _, k := range repoKeys(t, dir) {
-		if strings.HasPrefix(k, manifest.ChunksPrefix) {
+		if strings.HasPrefix(k, repository.ChunksPrefix) {
 			n++
 		}
 	}
@@ -72,8 +71,7 @@ func TestDeleteDuringRestore(t *testing.T) {
 
 			// The restore runs in this process, held after its first
 			// chunk until the delete, another process, has run.
-			repo := openFileRepo(t, dir)
-			gate := &gateStore{Store: repo.Store(), reached: make(chan struct{}), open: make(chan struct{})}
+			gate := &gateStore{Store: openFileStore(t, dir), reached: make(chan struct{}), open: make(chan struct{})}
 			target := filepath.Join(pgtest.TempDir(t), "data")
 			done := make(chan error, 1)
 			go func() {
@@ -97,7 +95,7 @@ func TestDeleteDuringRestore(t *testing.T) {
 					t.Errorf("delete during the restore does not say %q:\n%s", s, r.stdout)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(manifest.BackupManifestKey(id)))); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(repository.BackupManifestKey(id)))); err != nil {
 				t.Errorf("the manifest of the backup being restored: %v", err)
 			}
 			if n := countChunks(t, dir); n != chunks {
@@ -119,7 +117,7 @@ func TestDeleteDuringRestore(t *testing.T) {
 			if r.code != 0 || strings.Contains(r.stdout, "defer") || !strings.Contains(r.stdout, "delete       "+id) {
 				t.Fatalf("delete after the restore exited %d:\n%s\n%s", r.code, r.stdout, r.stderr)
 			}
-			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(manifest.BackupManifestKey(id)))); !errors.Is(err, fs.ErrNotExist) {
+			if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(repository.BackupManifestKey(id)))); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("the manifest after the second delete: %v", err)
 			}
 			if n := countChunks(t, dir); n != 0 {

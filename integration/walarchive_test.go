@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
 )
 
@@ -84,7 +85,7 @@ func TestArchiveCommand(t *testing.T) {
 		t.Fatalf("only segments %d..%d: too little WAL for a gap test", firstNo, lastNo)
 	}
 	gap := manifest.SegmentName(1, (firstNo+lastNo)/2, 16<<20)
-	gapKey := filepath.Join(repoDir, manifest.WALKey(gap))
+	gapKey := filepath.Join(repoDir, repository.WALKey(gap))
 	saved, _ := os.ReadFile(gapKey)
 	os.Remove(gapKey)
 	if r := runCLI(t, time.Minute, nil, "verify", "--wal", "--repo", "file://"+repoDir); r.code != 1 || !strings.Contains(r.stdout, "missing "+gap) {
@@ -130,7 +131,7 @@ func TestWALPushChecksCluster(t *testing.T) {
 	if r := runCLI(t, time.Minute, nil, "wal-push", "--repo", "file://"+fresh, segPath); r.code != 0 {
 		t.Fatalf("wal-push into a new repository: exit %d %s", r.code, r.stderr)
 	}
-	data, err := os.ReadFile(filepath.Join(fresh, "pgstow.json"))
+	data, err := os.ReadFile(filepath.Join(fresh, repository.RepoKey))
 	if err != nil {
 		t.Fatalf("wal-push did not bind the new repository: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestWALPushChecksCluster(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "cluster "+bID) {
 		t.Errorf("wal-push of another cluster's segment: exit %d %s", r.code, r.stderr)
 	}
-	if _, err := os.Stat(filepath.Join(repoDir, filepath.FromSlash(manifest.WALKey(seg)))); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(repoDir, filepath.FromSlash(repository.WALKey(seg)))); !os.IsNotExist(err) {
 		t.Errorf("another cluster's segment was stored: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/pgtest"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // fileSHA256 streams a file, or its first n bytes (n >= 0), through
@@ -131,7 +132,7 @@ func TestLargeWALSegments(t *testing.T) {
 		t.Fatalf("manifest: segment size %d, %d WAL segments", b.WALSegmentSize, len(b.WAL))
 	}
 	for _, w := range b.WAL {
-		object := filepath.Join(repoDir, filepath.FromSlash(manifest.WALKey(w.Name)))
+		object := filepath.Join(repoDir, filepath.FromSlash(repository.WALKey(w.Name)))
 		if got := lz4SHA256(t, object); got != w.SHA256 {
 			t.Fatalf("lz4 -d of %s gives sha256 %s, the manifest says %s", w.Name, got, w.SHA256)
 		}
@@ -185,7 +186,7 @@ func TestLargeWALSegments(t *testing.T) {
 		if r := runCLI(t, 3*time.Minute, env, "wal-push", "--repo", pushURL, local(s)); r.code != 0 {
 			t.Fatalf("wal-push %s: exit %d %s", s, r.code, r.stderr)
 		}
-		if got := lz4SHA256(t, filepath.Join(pushDir, filepath.FromSlash(manifest.WALKey(s)))); got != sums[s] {
+		if got := lz4SHA256(t, filepath.Join(pushDir, filepath.FromSlash(repository.WALKey(s)))); got != sums[s] {
 			t.Fatalf("lz4 -d of the pushed %s differs from the server's file", s)
 		}
 	}

@@ -1,8 +1,9 @@
 // Package manifest defines pgstow's repository format: the backup manifest
-// (the commit point of a backup), the repository configuration, the object
-// key layout, PostgreSQL's own backup_manifest and the cross-check of a
-// backup's files against it, and the LSN and WAL-segment arithmetic that
-// decides which WAL a backup needs. It is pure: no I/O.
+// (the commit point of a backup), the repository configuration, backup
+// and chunk ids and WAL file names, PostgreSQL's own backup_manifest and
+// the cross-check of a backup's files against it, and the LSN and
+// WAL-segment arithmetic that decides which WAL a backup needs. The object
+// keys these become are the repository package's. It is pure: no I/O.
 package manifest
 
 import "time"

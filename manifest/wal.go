@@ -223,3 +223,31 @@ func ParseWALHeader(data []byte) (h WALHeader, ok bool) {
 	}
 	return h, true
 }
+
+// ValidWALName reports whether name is a WAL file name pgstow stores:
+// what PostgreSQL archives (a segment, a segment's .partial, a backup
+// history file, a timeline history file) or a standby backup's partial
+// segment (PartialSegmentName). It is the one check of WAL names, which
+// become parts of object keys and of paths under pg_wal/, so nothing else
+// passes, not even lower-case hex.
+func ValidWALName(name string) bool {
+	hex8 := func(s string) bool {
+		_, err := parseUpperHex32(s)
+		return len(s) == 8 && err == nil
+	}
+	if len(name) == 8+len(".history") {
+		return hex8(name[:8]) && name[8:] == ".history"
+	}
+	if len(name) < 24 || !hex8(name[:8]) || !hex8(name[8:16]) || !hex8(name[16:24]) {
+		return false
+	}
+	switch rest := name[24:]; {
+	case rest == "", rest == ".partial":
+		return true
+	case len(rest) == 1+8+len(".partial") && rest[0] == '.' && hex8(rest[1:9]) && rest[9:] == ".partial":
+		return true
+	case len(rest) == 1+8+len(".backup") && rest[0] == '.' && hex8(rest[1:9]) && rest[9:] == ".backup":
+		return true
+	}
+	return false
+}

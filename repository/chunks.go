@@ -33,7 +33,7 @@ func (e corruptError) Unwrap() []error { return []error{e.err, ErrCorrupt} }
 // size. A backup asks before compressing a chunk, so that unchanged data
 // costs a hash and a stat.
 func (r *Repository) HasChunk(ctx context.Context, id string) (storedSize int64, found bool, err error) {
-	info, err := r.store.Stat(ctx, manifest.ChunkKey(id))
+	info, err := r.store.Stat(ctx, ChunkKey(id))
 	switch {
 	case err == nil:
 		return info.Size, true, nil
@@ -51,7 +51,7 @@ func (r *Repository) HasChunk(ctx context.Context, id string) (storedSize int64,
 // earlier in this one) stored the chunk first. The frame is read in
 // place, never copied, so the caller may reuse it once PutChunk returns.
 func (r *Repository) PutChunk(ctx context.Context, id string, frame []byte, crc32c uint32) (stored bool, err error) {
-	err = r.store.Put(ctx, manifest.ChunkKey(id), bytes.NewReader(frame), int64(len(frame)),
+	err = r.store.Put(ctx, ChunkKey(id), bytes.NewReader(frame), int64(len(frame)),
 		providers.PutOptions{IfAbsent: true, CRC32C: crc32c, HasCRC32C: true})
 	switch {
 	case err == nil:
@@ -80,7 +80,7 @@ func (r *Repository) PutChunk(ctx context.Context, id string, frame []byte, crc3
 // io.ErrUnexpectedEOF) says nothing about the stored bytes, and a repair
 // must not quarantine a sound chunk over it.
 func (r *Repository) DownloadChunk(ctx context.Context, ref manifest.ChunkRef, buf *[]byte) ([]byte, error) {
-	rc, err := r.store.Get(ctx, manifest.ChunkKey(ref.ID), 0, -1)
+	rc, err := r.store.Get(ctx, ChunkKey(ref.ID), 0, -1)
 	if errors.Is(err, providers.ErrChecksum) && !errors.Is(err, providers.ErrTransient) {
 		return nil, corruptf("%w", err) // an encrypted chunk that fails authentication
 	}
@@ -181,11 +181,11 @@ func (c ChunkID) String() string { return hex.EncodeToString(c[:]) }
 // keys are not ours and are left out.
 func (r *Repository) ChunkSizes(ctx context.Context) (map[ChunkID]int64, error) {
 	sizes := make(map[ChunkID]int64)
-	for obj, err := range r.store.List(ctx, manifest.ChunksPrefix) {
+	for obj, err := range r.store.List(ctx, ChunksPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list chunks in %s: %w", r, err)
 		}
-		if id, ok := manifest.ChunkIDFromKey(obj.Key); ok {
+		if id, ok := ChunkIDFromKey(obj.Key); ok {
 			if c, ok := ParseChunkID(id); ok {
 				sizes[c] = obj.Size
 			}
@@ -208,21 +208,21 @@ func (r *Repository) CheckStored(ctx context.Context, b *manifest.Backup) error 
 		for _, c := range a.Chunks {
 			id, _ := ParseChunkID(c.ID)
 			if s, ok := sizes[id]; !ok || s != c.StoredSize {
-				missing = append(missing, manifest.ChunkKey(c.ID))
+				missing = append(missing, ChunkKey(c.ID))
 			}
 		}
 	}
 	sizes = nil
 	wal := make(map[string]int64)
-	for obj, err := range r.store.List(ctx, manifest.WALPrefix) {
+	for obj, err := range r.store.List(ctx, WALPrefix) {
 		if err != nil {
 			return fmt.Errorf("list WAL in %s: %w", r, err)
 		}
 		wal[obj.Key] = obj.Size
 	}
 	for _, w := range b.WAL {
-		if s, ok := wal[manifest.WALKey(w.Name)]; !ok || s != w.StoredSize {
-			missing = append(missing, manifest.WALKey(w.Name))
+		if s, ok := wal[WALKey(w.Name)]; !ok || s != w.StoredSize {
+			missing = append(missing, WALKey(w.Name))
 		}
 	}
 	if len(missing) > 0 {

@@ -88,7 +88,7 @@ func TestDownloadChunk(t *testing.T) {
 			}
 			ref := manifest.ChunkRef{ID: chunker.ID(raw), RawSize: int64(len(raw)), StoredSize: int64(len(frame)), StoredCRC32C: &crc}
 			data := tc.stored(frame)
-			if err := store.Put(ctx, manifest.ChunkKey(ref.ID), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+			if err := store.Put(ctx, ChunkKey(ref.ID), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			r := New(store)
@@ -168,7 +168,7 @@ func TestPutAndHasChunk(t *testing.T) {
 			if size != int64(len(frame)) {
 				t.Fatalf("HasChunk says %d bytes, the frame has %d", size, len(frame))
 			}
-			if obj, err := store.Stat(ctx, manifest.ChunkKey(id)); err != nil || (obj.Size == size) != (r.key == nil) {
+			if obj, err := store.Stat(ctx, ChunkKey(id)); err != nil || (obj.Size == size) != (r.key == nil) {
 				t.Fatalf("HasChunk says %d bytes; the object: %+v, %v", size, obj, err)
 			}
 			ref := manifest.ChunkRef{ID: id, RawSize: int64(len(raw)), StoredSize: int64(len(frame))}

@@ -41,7 +41,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 	}
 	own := contentDigest{size: n, sha256: sum, crc32c: crc.Sum32()}
 
-	pgKey := manifest.PGManifestKey(b.ID)
+	pgKey := PGManifestKey(b.ID)
 	if err := r.putStaged(ctx, pgKey, pgManifest, pg); err != nil {
 		if !errors.Is(err, providers.ErrExist) {
 			return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
@@ -56,7 +56,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
 		}
 	}
-	key := manifest.BackupManifestKey(b.ID)
+	key := BackupManifestKey(b.ID)
 	if err := r.putStaged(ctx, key, io.NewSectionReader(f, 0, n), own); err != nil {
 		if errors.Is(err, providers.ErrExist) {
 			// A retried write whose first attempt landed (its answer

@@ -144,7 +144,7 @@ func (r *Repository) TakeLease(ctx context.Context, kind string, o LeaseOptions)
 	lastLog := time.Time{}
 	for {
 		l := &Lease{repo: r, info: info, ttl: info.ttl()}
-		l.key = manifest.LockKey(kind, randomName())
+		l.key = LockKey(kind, randomName())
 		l.info.Key = l.key
 		if err := l.write(ctx); err != nil {
 			return nil, fmt.Errorf("take %s lease in %s: %w", kind, r, err)
@@ -255,15 +255,15 @@ func Stale(h LockInfo, now time.Time) bool {
 // unreadable ones are reported with a zero TTL, so they count as stale.
 func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	var out []LockInfo
-	for obj, err := range r.store.List(ctx, manifest.LocksPrefix) {
+	for obj, err := range r.raw.List(ctx, LocksPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list locks in %s: %w", r, err)
 		}
-		kind, _, ok := manifest.LockFromKey(obj.Key)
+		kind, _, ok := LockFromKey(obj.Key)
 		if !ok {
 			continue
 		}
-		data, err := providers.ReadAll(ctx, r.store, obj.Key)
+		data, err := providers.ReadAll(ctx, r.raw, obj.Key)
 		if errors.Is(err, providers.ErrNotExist) {
 			continue
 		}
@@ -288,7 +288,7 @@ func (l *Lease) write(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	if err := l.repo.store.Put(ctx, l.key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+	if err := l.repo.raw.Put(ctx, l.key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -368,7 +368,7 @@ func (l *Lease) remove(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	// A lease left behind only delays gc until it expires.
-	_ = l.repo.store.Delete(ctx, l.key)
+	_ = l.repo.raw.Delete(ctx, l.key)
 }
 
 func randomName() string {

@@ -29,13 +29,13 @@ func TestLockKeyRoundTrip(t *testing.T) {
 		{repository.LockPrune, "0123456789abcdef"},
 		{repository.LockBackup, "a-b"},
 	} {
-		key := manifest.LockKey(tc.kind, tc.name)
-		if !strings.HasPrefix(key, manifest.LocksPrefix) || providers.ValidateKey(key) != nil {
-			t.Errorf("LockKey(%q, %q) = %q, not a valid key under %s", tc.kind, tc.name, key, manifest.LocksPrefix)
+		key := repository.LockKey(tc.kind, tc.name)
+		if !strings.HasPrefix(key, repository.LocksPrefix) || providers.ValidateKey(key) != nil {
+			t.Errorf("repository.LockKey(%q, %q) = %q, not a valid key under %s", tc.kind, tc.name, key, repository.LocksPrefix)
 		}
-		kind, name, ok := manifest.LockFromKey(key)
+		kind, name, ok := repository.LockFromKey(key)
 		if !ok || kind != tc.kind || name != tc.name {
-			t.Errorf("LockFromKey(%q) = %q, %q, %v; want %q, %q", key, kind, name, ok, tc.kind, tc.name)
+			t.Errorf("repository.LockFromKey(%q) = %q, %q, %v; want %q, %q", key, kind, name, ok, tc.kind, tc.name)
 		}
 	}
 	for _, key := range []string{
@@ -48,8 +48,8 @@ func TestLockKeyRoundTrip(t *testing.T) {
 		"chunks/backup-abc.json",
 		"backup-abc.json",
 	} {
-		if kind, name, ok := manifest.LockFromKey(key); ok {
-			t.Errorf("LockFromKey(%q) = %q, %q; want it refused", key, kind, name)
+		if kind, name, ok := repository.LockFromKey(key); ok {
+			t.Errorf("repository.LockFromKey(%q) = %q, %q; want it refused", key, kind, name)
 		}
 	}
 }
@@ -144,7 +144,7 @@ func TestTakeLease(t *testing.T) {
 	if err := l.Held(); err != nil {
 		t.Errorf("Held right after taking the lease: %v", err)
 	}
-	if kind, _, ok := manifest.LockFromKey(l.Key()); !ok || kind != repository.LockBackup {
+	if kind, _, ok := repository.LockFromKey(l.Key()); !ok || kind != repository.LockBackup {
 		t.Errorf("lease key %q is not a backup lock key", l.Key())
 	}
 	if now := l.StoreNow(); now.Before(before) || now.After(time.Now()) {
@@ -176,9 +176,9 @@ func TestLocksUnreadable(t *testing.T) {
 	ctx := t.Context()
 	good, _ := json.Marshal(repository.LockInfo{Kind: repository.LockPrune, Command: "gc", TTLSeconds: 300})
 	for key, data := range map[string][]byte{
-		manifest.LockKey(repository.LockBackup, "garbage"):  []byte("{not json"),
-		manifest.LockKey(repository.LockBackup, "mismatch"): good, // a prune's content under a backup's key
-		manifest.LockKey(repository.LockPrune, "good"):      good,
+		repository.LockKey(repository.LockBackup, "garbage"):  []byte("{not json"),
+		repository.LockKey(repository.LockBackup, "mismatch"): good, // a prune's content under a backup's key
+		repository.LockKey(repository.LockPrune, "good"):      good,
 		"locks/README": []byte("not a lock"),
 	} {
 		if err := store.Put(ctx, key, bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
@@ -198,12 +198,12 @@ func TestLocksUnreadable(t *testing.T) {
 	}
 	now := time.Now()
 	for _, name := range []string{"garbage", "mismatch"} {
-		h := got[manifest.LockKey(repository.LockBackup, name)]
+		h := got[repository.LockKey(repository.LockBackup, name)]
 		if h.Kind != repository.LockBackup || !strings.Contains(h.Command, "unreadable") || !repository.Stale(h, now) {
 			t.Errorf("%s: %+v; want an unreadable backup lock, stale at once", name, h)
 		}
 	}
-	if h := got[manifest.LockKey(repository.LockPrune, "good")]; h.Command != "gc" || repository.Stale(h, now) {
+	if h := got[repository.LockKey(repository.LockPrune, "good")]; h.Command != "gc" || repository.Stale(h, now) {
 		t.Errorf("readable lock: %+v", h)
 	}
 }
@@ -361,14 +361,14 @@ func twoBackups(t *testing.T, repo *repository.Repository) (b0, b1 *manifest.Bac
 
 // needed are the keys a backup needs.
 func needed(b *manifest.Backup) []string {
-	keys := []string{manifest.BackupManifestKey(b.ID), manifest.PGManifestKey(b.ID)}
+	keys := []string{repository.BackupManifestKey(b.ID), repository.PGManifestKey(b.ID)}
 	for _, c := range b.Archives[0].Chunks {
-		if !slices.Contains(keys, manifest.ChunkKey(c.ID)) {
-			keys = append(keys, manifest.ChunkKey(c.ID))
+		if !slices.Contains(keys, repository.ChunkKey(c.ID)) {
+			keys = append(keys, repository.ChunkKey(c.ID))
 		}
 	}
 	for _, w := range b.WAL {
-		keys = append(keys, manifest.WALKey(w.Name))
+		keys = append(keys, repository.WALKey(w.Name))
 	}
 	return keys
 }
@@ -413,7 +413,7 @@ func TestLiveBackupDefers(t *testing.T) {
 	if rep.Deferred.Count != len(deferred) || rep.Deferred.Bytes != dry.Deferred.Bytes {
 		t.Errorf("delete deferred %d objects (%d bytes), the dry run %d (%d bytes)", rep.Deferred.Count, rep.Deferred.Bytes, len(deferred), dry.Deferred.Bytes)
 	}
-	wantDeferred := []string{manifest.WALKey(b0.WAL[0].Name), manifest.WALKey(b0.WAL[1].Name)}
+	wantDeferred := []string{repository.WALKey(b0.WAL[0].Name), repository.WALKey(b0.WAL[1].Name)}
 	for _, k := range needed(b0)[2:] {
 		if !slices.Contains(needed(b1), k) && !slices.Contains(wantDeferred, k) {
 			wantDeferred = append(wantDeferred, k)
@@ -423,13 +423,13 @@ func TestLiveBackupDefers(t *testing.T) {
 	if !slices.Equal(deferred, wantDeferred) {
 		t.Errorf("deferred %q, want backup 0's own chunks and WAL %q", deferred, wantDeferred)
 	}
-	if got, want := removed(before, store.Keys()), sortedKeys(manifest.BackupManifestKey(b0.ID), manifest.PGManifestKey(b0.ID)); !slices.Equal(got, want) {
+	if got, want := removed(before, store.Keys()), sortedKeys(repository.BackupManifestKey(b0.ID), repository.PGManifestKey(b0.ID)); !slices.Equal(got, want) {
 		t.Errorf("delete removed %q, want only %q", got, want)
 	}
 
 	// The running backup has stored its backup_manifest, not yet its
 	// manifest: gc must leave it alone too.
-	running := manifest.PGManifestKey(manifest.NewBackupID(repotest.BaseTime.Add(5 * time.Hour)))
+	running := repository.PGManifestKey(manifest.NewBackupID(repotest.BaseTime.Add(5 * time.Hour)))
 	if err := store.Put(ctx, running, strings.NewReader("{}"), 2, providers.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +456,7 @@ func TestLiveBackupDefers(t *testing.T) {
 	if len(gc.RunningBackup) != 0 || gc.Deferred.Count != 0 || gc.Chunks.Count+gc.WAL.Count != len(deferred) || gc.Leftovers.Count != 1 {
 		t.Errorf("gc after the backup finished: %+v; want the %d deferred objects and the leftover removed", gc, len(deferred))
 	}
-	if got, want := store.Keys(), sortedKeys(append(needed(b1), manifest.RepoKey)...); !slices.Equal(got, want) {
+	if got, want := store.Keys(), sortedKeys(append(needed(b1), repository.RepoKey)...); !slices.Equal(got, want) {
 		t.Errorf("objects left %q, want what backup 1 needs %q", got, want)
 	}
 }
@@ -546,14 +546,14 @@ func testPruneStopsWhenItsLockLapses(t *testing.T) {
 	store.onDelete = func(string) {
 		// The first deletion hangs, and so do the lock's refreshes, for
 		// longer than 4/5 of the TTL.
-		store.stall(func(key string) bool { return strings.HasPrefix(key, manifest.LocksPrefix) })
+		store.stall(func(key string) bool { return strings.HasPrefix(key, repository.LocksPrefix) })
 		time.Sleep(850 * time.Millisecond)
 	}
 	_, err := catalog.Delete(ctx, repo, catalog.Retention{RetainLast: 1}, catalog.PruneOptions{LeaseTTL: time.Second, Concurrency: 1})
 	if !errors.Is(err, repository.ErrLeaseLapsed) {
 		t.Fatalf("delete whose lock lapsed: %v", err)
 	}
-	if got := removed(before, objects.Keys()); !slices.Equal(got, []string{manifest.BackupManifestKey(b0.ID)}) {
+	if got := removed(before, objects.Keys()); !slices.Equal(got, []string{repository.BackupManifestKey(b0.ID)}) {
 		t.Errorf("removed %q; want only the manifest deleted before the lock lapsed", got)
 	}
 	for _, k := range slices.Concat(needed(b0)[1:], needed(b1)) {

@@ -88,7 +88,7 @@ func (r *Repository) Quarantined(ctx context.Context, id string) (bool, error) {
 // ErrNotExist. The caller holds the prune lock, so no other process
 // removes or replaces the chunk meanwhile.
 func (r *Repository) QuarantineChunk(ctx context.Context, id string) (string, error) {
-	src := manifest.ChunkKey(id)
+	src := ChunkKey(id)
 	rc, err := r.raw.Get(ctx, src, 0, -1)
 	if err != nil {
 		return "", fmt.Errorf("quarantine chunk %s: %w", id[:12], err)

@@ -55,10 +55,15 @@ var ErrEncryption = errors.New("encryption key does not fit the repository")
 
 // Repository is a store seen through pgstow's format.
 type Repository struct {
+	// store holds the data objects (chunks, WAL, manifests): with a key
+	// it seals everything it is given.
 	store providers.Store
-	// raw is store without the encryption layer: quarantine moves a
-	// damaged object's bytes as they are, which a failed seal would not
-	// let it read.
+	// raw is store without the encryption layer. Encryption is decided
+	// here, by what an object is, not by the wrapper from its key: the
+	// configuration (which says whether and with which key the
+	// repository is encrypted) and the leases (which hold no data) are
+	// kept plain, and quarantine moves a damaged object's bytes as they
+	// are, which a failed seal would not let it read.
 	raw providers.Store
 	key *encryption.Key // nil: a plain repository
 	// cfg caches the configuration once read: it is written once and
@@ -111,7 +116,7 @@ func (r *Repository) checkKey(c *manifest.Repo) error {
 	case c.Encryption != nil && c.Encryption.KeyFingerprint != r.key.Fingerprint():
 		return fmt.Errorf("%w: %s is encrypted with the key of fingerprint %s, and the key given has fingerprint %s", ErrEncryption, r, c.Encryption.KeyFingerprint, r.key.Fingerprint())
 	case c.Encryption != nil && c.Encryption.ConfigMAC != r.configMAC(c):
-		return fmt.Errorf("%s in %s has been changed since it was written (its MAC does not match): the repository cannot be trusted", manifest.RepoKey, r)
+		return fmt.Errorf("%s in %s has been changed since it was written (its MAC does not match): the repository cannot be trusted", RepoKey, r)
 	}
 	return nil
 }
@@ -122,7 +127,9 @@ func (r *Repository) configMAC(c *manifest.Repo) string {
 		c.Created.UTC().Format(time.RFC3339Nano), c.Encryption.Algorithm, c.Encryption.KeyFingerprint)
 }
 
-// Store returns the underlying store.
+// Store returns the store data objects go through: in an encrypted
+// repository it seals everything written to it, so the configuration and
+// the leases, which stay plain, must never be written through it.
 func (r *Repository) Store() providers.Store { return r.store }
 
 // String names the repository for messages.
@@ -135,13 +142,13 @@ func (r *Repository) Config(ctx context.Context) (*manifest.Repo, error) {
 	if r.cfg != nil {
 		return r.cfg, nil
 	}
-	b, err := providers.ReadAll(ctx, r.store, manifest.RepoKey)
+	b, err := providers.ReadAll(ctx, r.raw, RepoKey)
 	if err != nil {
 		return nil, err
 	}
 	c, err := manifest.DecodeRepo(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s in %s: %w", manifest.RepoKey, r, err)
+		return nil, fmt.Errorf("%s in %s: %w", RepoKey, r, err)
 	}
 	r.cfg = c
 	return c, nil
@@ -183,7 +190,7 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 		if err != nil {
 			return err
 		}
-		err = r.store.Put(ctx, manifest.RepoKey, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true})
+		err = r.raw.Put(ctx, RepoKey, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true})
 		if err == nil {
 			return nil
 		}
@@ -218,11 +225,11 @@ func (r *Repository) Backups(ctx context.Context) ([]*manifest.Backup, error) {
 // listing pass.
 func (r *Repository) BackupIDs(ctx context.Context) ([]string, error) {
 	var ids []string
-	for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
+	for obj, err := range r.store.List(ctx, BackupsPrefix) {
 		if err != nil {
 			return nil, fmt.Errorf("list backups in %s: %w", r, err)
 		}
-		if id, ok := manifest.BackupIDFromKey(obj.Key); ok {
+		if id, ok := BackupIDFromKey(obj.Key); ok {
 			ids = append(ids, id)
 		}
 	}
@@ -234,7 +241,7 @@ func (r *Repository) BackupIDs(ctx context.Context) ([]string, error) {
 // manifest is stored, asking the store now rather than trusting an
 // earlier listing.
 func (r *Repository) HasBackup(ctx context.Context, id string) (bool, error) {
-	ok, err := r.has(ctx, manifest.BackupManifestKey(id))
+	ok, err := r.has(ctx, BackupManifestKey(id))
 	if err != nil {
 		return false, fmt.Errorf("check whether backup %s is committed in %s: %w", id, r, err)
 	}
@@ -293,11 +300,11 @@ func (r *Repository) BackupWithoutFiles(ctx context.Context, id string) (*manife
 func (r *Repository) backup(ctx context.Context, id string, decode func(io.Reader) (*manifest.Backup, error)) (*manifest.Backup, error) {
 	if id == "latest" || id == "" {
 		var newest string
-		for obj, err := range r.store.List(ctx, manifest.BackupsPrefix) {
+		for obj, err := range r.store.List(ctx, BackupsPrefix) {
 			if err != nil {
 				return nil, fmt.Errorf("list backups in %s: %w", r, err)
 			}
-			if bid, ok := manifest.BackupIDFromKey(obj.Key); ok && bid > newest {
+			if bid, ok := BackupIDFromKey(obj.Key); ok && bid > newest {
 				newest = bid
 			}
 		}
@@ -311,7 +318,7 @@ func (r *Repository) backup(ctx context.Context, id string, decode func(io.Reade
 	}
 	// Streamed: with many files the manifest is tens of MB, and holding
 	// its bytes next to the decoded backup doubled what a restore needs.
-	rc, err := r.store.Get(ctx, manifest.BackupManifestKey(id), 0, -1)
+	rc, err := r.store.Get(ctx, BackupManifestKey(id), 0, -1)
 	if errors.Is(err, providers.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s has no committed backup %s", ErrNoBackup, r, id)
 	}
@@ -346,7 +353,7 @@ func (r *Repository) PGManifest(ctx context.Context, b *manifest.Backup) ([]byte
 // recorded in pgstow's manifest the error wraps ErrCorrupt, and what was
 // written must be thrown away.
 func (r *Repository) PGManifestTo(ctx context.Context, b *manifest.Backup, w io.Writer) (int64, error) {
-	rc, err := r.store.Get(ctx, manifest.PGManifestKey(b.ID), 0, -1)
+	rc, err := r.store.Get(ctx, PGManifestKey(b.ID), 0, -1)
 	if err != nil {
 		return 0, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
 	}
@@ -366,7 +373,7 @@ func (r *Repository) PGManifestTo(ctx context.Context, b *manifest.Backup, w io.
 // with a backup, streaming it (manifest.ParsePGManifestFrom), and checks
 // it against the hash recorded in pgstow's manifest.
 func (r *Repository) ParsePGManifest(ctx context.Context, b *manifest.Backup) (*manifest.PGManifest, error) {
-	rc, err := r.store.Get(ctx, manifest.PGManifestKey(b.ID), 0, -1)
+	rc, err := r.store.Get(ctx, PGManifestKey(b.ID), 0, -1)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
 	}

@@ -41,6 +41,9 @@ func TestBind(t *testing.T) {
 func TestPutWAL(t *testing.T) {
 	r := New(mem.New())
 	ctx := t.Context()
+	if err := r.Bind(ctx, "7000000000000000001", seg); err != nil {
+		t.Fatal(err)
+	}
 	comp := chunker.NewCompressor()
 	name := "000000010000000000000003"
 	data := bytes.Repeat([]byte("wal!"), seg/4)
@@ -68,7 +71,7 @@ func TestPutWAL(t *testing.T) {
 		t.Fatalf("FetchWAL of a missing segment: %v", err)
 	}
 	s := r.Store().(*mem.Store)
-	s.Corrupt(manifest.WALKey(name), 40)
+	s.Corrupt(WALKey(name), 40)
 	if _, _, err := r.FetchWAL(ctx, name); err == nil {
 		t.Fatal("a corrupt WAL object was read without error")
 	}
@@ -103,7 +106,7 @@ func TestCommitAndList(t *testing.T) {
 		}
 	}
 	// A leftover without manifest.json is not a backup.
-	r.Store().Put(ctx, manifest.PGManifestKey("20261125T000000Z"), bytes.NewReader([]byte("x")), 1, providers.PutOptions{})
+	r.Store().Put(ctx, PGManifestKey("20261125T000000Z"), bytes.NewReader([]byte("x")), 1, providers.PutOptions{})
 	bs, err := r.Backups(ctx)
 	if err != nil || len(bs) != 3 || bs[0].ID != ids[1] || bs[2].ID != ids[2] {
 		t.Fatalf("Backups = %v, %v", bs, err)
@@ -132,7 +135,7 @@ func TestCommitAndList(t *testing.T) {
 	}
 	// A corrupted backup_manifest is caught by its hash.
 	s := r.Store().(*mem.Store)
-	s.Corrupt(manifest.PGManifestKey(ids[1]), 0)
+	s.Corrupt(PGManifestKey(ids[1]), 0)
 	b, _ := r.Backup(ctx, ids[1])
 	if _, err := r.PGManifest(ctx, b); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("corrupt backup_manifest: %v", err)
@@ -171,7 +174,7 @@ func TestPGManifestStreams(t *testing.T) {
 		t.Fatalf("ParsePGManifest = %+v, %v", pg, err)
 	}
 
-	store.Corrupt(manifest.PGManifestKey(ids[1]), 5)
+	store.Corrupt(PGManifestKey(ids[1]), 5)
 	bad, err := r.Backup(ctx, ids[1])
 	if err != nil {
 		t.Fatal(err)

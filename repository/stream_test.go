@@ -60,7 +60,7 @@ type streamed struct {
 
 // collect streams refs and records every call of fn, going on past
 // errors as verify does.
-func collect(t *testing.T, r *Repository, refs []manifest.ChunkRef, o StreamOptions) ([]streamed, error) {
+func streamAll(t *testing.T, r *Repository, refs []manifest.ChunkRef, o StreamOptions) ([]streamed, error) {
 	t.Helper()
 	var got []streamed
 	err := r.StreamChunks(t.Context(), slices.Values(refs), o, func(i int, raw []byte, err error) error {
@@ -93,14 +93,14 @@ func TestStreamChunks(t *testing.T) {
 		{name: "encrypted", open: func(s providers.Store) *Repository { return NewEncrypted(s, key) }, o: StreamOptions{Concurrency: 3}},
 		{name: "missing chunk", open: New, o: StreamOptions{Concurrency: 3},
 			damage: func(t *testing.T, s providers.Store, refs []manifest.ChunkRef, _ [][]byte) {
-				if err := s.Delete(t.Context(), manifest.ChunkKey(refs[3].ID)); err != nil {
+				if err := s.Delete(t.Context(), ChunkKey(refs[3].ID)); err != nil {
 					t.Fatal(err)
 				}
 			},
 			want: func(i int) (error, bool) { return only(i, 3, providers.ErrNotExist), i != 3 }},
 		{name: "corrupt chunk", open: New, o: StreamOptions{Concurrency: 3},
 			damage: func(t *testing.T, s providers.Store, refs []manifest.ChunkRef, _ [][]byte) {
-				k := manifest.ChunkKey(refs[2].ID)
+				k := ChunkKey(refs[2].ID)
 				b, err := providers.ReadAll(t.Context(), s, k)
 				if err != nil {
 					t.Fatal(err)
@@ -124,7 +124,7 @@ func TestStreamChunks(t *testing.T) {
 			if tc.damage != nil {
 				tc.damage(t, store, refs, raws)
 			}
-			got, err := collect(t, r, refs, tc.o)
+			got, err := streamAll(t, r, refs, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,7 +164,7 @@ func only(i, bad int, want error) error {
 func reframe(i int) func(t *testing.T, s providers.Store, refs []manifest.ChunkRef, raws [][]byte) {
 	return func(t *testing.T, s providers.Store, refs []manifest.ChunkRef, raws [][]byte) {
 		b := otherFrame(t, raws[i])
-		if err := s.Put(t.Context(), manifest.ChunkKey(refs[i].ID), bytes.NewReader(b), int64(len(b)), providers.PutOptions{}); err != nil {
+		if err := s.Put(t.Context(), ChunkKey(refs[i].ID), bytes.NewReader(b), int64(len(b)), providers.PutOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -213,8 +213,8 @@ func (c closeHook) Close() error {
 func TestStreamChunksOutOfOrder(t *testing.T) {
 	inner := mem.New()
 	refs, raws := streamFixture(t, New(inner), 6)
-	g := &gateStore{Store: inner, held: manifest.ChunkKey(refs[0].ID), release: make(chan struct{}), after: 2}
-	got, err := collect(t, New(g), refs, StreamOptions{Concurrency: 3})
+	g := &gateStore{Store: inner, held: ChunkKey(refs[0].ID), release: make(chan struct{}), after: 2}
+	got, err := streamAll(t, New(g), refs, StreamOptions{Concurrency: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +319,7 @@ func TestStreamChunksMemory(t *testing.T) {
 				refs, raws := streamFixture(t, New(inner), 16)
 				c := &countingStore{Store: inner, pos: map[string]int{}}
 				for i, ref := range refs {
-					c.pos[manifest.ChunkKey(ref.ID)] = i
+					c.pos[ChunkKey(ref.ID)] = i
 				}
 				buffers := map[*byte]bool{}
 				err := New(c).StreamChunks(t.Context(), slices.Values(refs), o, func(i int, raw []byte, err error) error {

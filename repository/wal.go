@@ -19,7 +19,7 @@ import (
 // store needs an upload's size before it starts and may replay the body
 // on a retry, and a compressed frame's size is only known once it is
 // written, so PutWALFrom compresses into a spool file (unlinked at once)
-// and uploads from there; FetchWALTo decompresses the download straight
+// and uploads from there; ReadWAL decompresses the download straight
 // into its destination. Memory is the lz4 Writer's or Reader's buffers
 // (about 8 MB each), whatever the segment size; the spool needs room
 // for one compressed segment per upload in flight.
@@ -52,7 +52,7 @@ func (r *Repository) PutWALFrom(ctx context.Context, comp *chunker.Compressor, n
 	defer staged.close()
 	seg.SHA256 = hex.EncodeToString(staged.sum[:])
 	seg.StoredSize = staged.frameSize
-	err = r.store.Put(ctx, manifest.WALKey(name), staged.body(), staged.frameSize,
+	err = r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
 		providers.PutOptions{IfAbsent: true, CRC32C: staged.crc, HasCRC32C: true})
 	if err == nil {
 		return seg, nil
@@ -89,7 +89,7 @@ func (r *Repository) PutWALPartialFrom(ctx context.Context, comp *chunker.Compre
 		return err
 	}
 	defer staged.close()
-	if err := r.store.Put(ctx, manifest.WALKey(name), staged.body(), staged.frameSize,
+	if err := r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
 		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true}); err != nil {
 		return fmt.Errorf("store WAL %s: %w", name, err)
 	}
@@ -131,27 +131,103 @@ func (r *Repository) stageWAL(ctx context.Context, comp *chunker.Compressor, nam
 	return s, nil
 }
 
-// FetchWAL reads one small WAL file into memory (a timeline history file,
-// or a test's segment); segments go through FetchWALTo. It also returns
-// the stored size.
+// ErrWALName is returned for a name that is not a WAL file name
+// (manifest.ValidWALName).
+var ErrWALName = errors.New("invalid WAL file name")
+
+// CheckWALName refuses what is not a WAL file name, before the name is
+// used in a path or a key.
+func CheckWALName(name string) error {
+	if !manifest.ValidWALName(name) {
+		return fmt.Errorf("%w %q", ErrWALName, name)
+	}
+	return nil
+}
+
+// WALWant is what a reader knows of a WAL file before reading it.
+type WALWant struct {
+	// SegmentSize is the repository's WAL segment size: no WAL file is
+	// larger, and a segment is exactly that long. Required.
+	SegmentSize uint64
+	// SHA256 is the hex SHA-256 a manifest recorded; "" where nothing
+	// recorded one (wal-fetch, a --wal=none backup collecting what
+	// others archived, the continuity check).
+	SHA256 string
+}
+
+// ReadWAL is the one way WAL is read out of the repository: wal-fetch and
+// its prefetch, a restore embedding WAL, verify, a --wal=none backup and
+// the continuity check all go through it, so they all trust the same
+// rule. It streams WAL file name, decompressed, into dst (nil: only
+// check it) and returns its sizes and SHA-256. The rule:
+//   - the name is a WAL file name (CheckWALName);
+//   - the stored object is no larger than the worst case a segment
+//     compresses to;
+//   - the codec's content checksum holds;
+//   - a segment is exactly SegmentSize bytes, a standby backup's partial
+//     segment the size its name declares;
+//   - the SHA-256 is the one recorded, where one is.
+//
+// All but the first are known only at the end, after the bytes reached
+// dst: on an error dst holds a part, or bad bytes, and must be discarded.
+// A missing file wraps providers.ErrNotExist, an invalid name ErrWALName,
+// a file breaking the rule ErrCorrupt; failures to read the store or to
+// write dst wrap none of them.
+func (r *Repository) ReadWAL(ctx context.Context, dec *chunker.Decompressor, name string, want WALWant, dst io.Writer) (WALSum, error) {
+	if err := CheckWALName(name); err != nil {
+		return WALSum{}, err
+	}
+	seg := want.SegmentSize
+	if !manifest.ValidSegmentSize(seg) {
+		return WALSum{}, fmt.Errorf("read WAL %s from %s: invalid segment size %d", name, r, seg)
+	}
+	h := sha256.New()
+	w := io.Writer(h)
+	if dst != nil {
+		w = io.MultiWriter(dst, h)
+	}
+	n, stored, err := r.fetchWALTo(ctx, dec, name, w, int64(seg))
+	sum := WALSum{RawSize: n, StoredSize: stored}
+	if err != nil {
+		return sum, err
+	}
+	h.Sum(sum.SHA256[:0])
+	if _, _, err := manifest.ParseSegmentName(name, seg); err == nil && uint64(n) != seg {
+		return sum, corruptf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, r, n, seg)
+	}
+	if _, _, _, size, err := manifest.ParsePartialSegmentName(name, seg); err == nil && uint64(n) != size {
+		return sum, corruptf("partial WAL segment %s in %s is corrupt: %d bytes, its name says %d", name, r, n, size)
+	}
+	if want.SHA256 != "" && sum.Hex() != want.SHA256 {
+		return sum, corruptf("WAL file %s in %s is corrupt: SHA-256 %s, the manifest says %s", name, r, sum.Hex(), want.SHA256)
+	}
+	return sum, nil
+}
+
+// FetchWAL reads one small WAL file into memory (a timeline history
+// file, or a test's segment) through ReadWAL, with the segment size of
+// the repository's configuration. It also returns the stored size.
 func (r *Repository) FetchWAL(ctx context.Context, name string) ([]byte, int64, error) {
+	cfg, err := r.Config(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("fetch WAL %s: read the configuration of %s: %w", name, r, err)
+	}
 	var out bytes.Buffer
-	_, stored, err := r.FetchWALTo(ctx, chunker.NewDecompressor(), name, &out, -1)
+	sum, err := r.ReadWAL(ctx, chunker.NewDecompressor(), name, WALWant{SegmentSize: cfg.WALSegmentSize}, &out)
 	if err != nil {
 		return nil, 0, err
 	}
-	return out.Bytes(), stored, nil
+	return out.Bytes(), sum.StoredSize, nil
 }
 
-// FetchWALTo streams one WAL file, decompressed, into dst and returns how
-// many raw bytes it wrote and the stored (compressed) size. The LZ4
-// frame's content checksum is checked at its end, after the bytes reached
-// dst: on an error dst holds a part, or bad bytes, and must be discarded.
-// maxRaw >= 0 bounds the raw size (a segment's is the segment size).
-// A missing file wraps providers.ErrNotExist; a bad one ErrCorrupt;
-// failures to read the store or write dst wrap neither.
-func (r *Repository) FetchWALTo(ctx context.Context, dec *chunker.Decompressor, name string, dst io.Writer, maxRaw int64) (raw, stored int64, err error) {
-	rc, err := r.store.Get(ctx, manifest.WALKey(name), 0, -1)
+// fetchWALTo streams one WAL file, decompressed, into dst and returns how
+// many raw bytes it wrote and the stored (compressed) size, checking the
+// size bound and the codec's checksum of ReadWAL's rule; ReadWAL adds
+// the rest. maxRaw >= 0 bounds the raw size; -1 is for comparing a file
+// being written with the stored one (PutWALFrom, wal-push), where the
+// content is checked byte for byte instead. Errors are ReadWAL's.
+func (r *Repository) fetchWALTo(ctx context.Context, dec *chunker.Decompressor, name string, dst io.Writer, maxRaw int64) (raw, stored int64, err error) {
+	rc, err := r.store.Get(ctx, WALKey(name), 0, -1)
 	if errors.Is(err, providers.ErrChecksum) {
 		return 0, 0, corruptf("WAL %s in %s is corrupt: %w", name, r, err)
 	}
@@ -188,10 +264,13 @@ type WALSum struct {
 func (s WALSum) Hex() string { return hex.EncodeToString(s.SHA256[:]) }
 
 // WALSum reads one stored WAL file through and returns its sizes and the
-// SHA-256 of its content, holding none of it. Errors are FetchWALTo's.
+// SHA-256 of its content, holding none of it, to compare a file being
+// archived with the copy already stored (PutWALFrom, wal-push): the
+// content is what is compared, so only the codec's checksum is checked.
+// Readers of WAL use ReadWAL. Errors are ReadWAL's.
 func (r *Repository) WALSum(ctx context.Context, dec *chunker.Decompressor, name string) (WALSum, error) {
 	h := sha256.New()
-	n, stored, err := r.FetchWALTo(ctx, dec, name, h, -1)
+	n, stored, err := r.fetchWALTo(ctx, dec, name, h, -1)
 	if err != nil {
 		return WALSum{}, err
 	}
@@ -219,5 +298,5 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 // HasWAL reports whether a WAL file is stored.
 func (r *Repository) HasWAL(ctx context.Context, name string) (bool, error) {
-	return r.has(ctx, manifest.WALKey(name))
+	return r.has(ctx, WALKey(name))
 }

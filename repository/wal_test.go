@@ -86,12 +86,12 @@ func TestPutWALFrom(t *testing.T) {
 			if got != want {
 				t.Fatalf("got %+v, want %+v", got, want)
 			}
-			stored, err := providers.ReadAll(ctx, store, manifest.WALKey(name))
+			stored, err := providers.ReadAll(ctx, store, WALKey(name))
 			if err != nil || !bytes.Equal(stored, frame.Bytes()) {
 				t.Fatalf("the stored object is not Compress's frame (%v)", err)
 			}
 			var back bytes.Buffer
-			n, size, err := r.FetchWALTo(ctx, chunker.NewDecompressor(), name, &back, int64(len(tc.data)))
+			n, size, err := r.fetchWALTo(ctx, chunker.NewDecompressor(), name, &back, int64(len(tc.data)))
 			if err != nil || n != int64(len(tc.data)) || size != want.StoredSize || !bytes.Equal(back.Bytes(), tc.data) {
 				t.Fatalf("FetchWALTo: %d raw, %d stored, %v", n, size, err)
 			}
@@ -227,11 +227,11 @@ func TestFetchWALTo(t *testing.T) {
 	}
 	put("000000010000000000000003", data)
 	put("000000010000000000000004", data)
-	store.Corrupt(manifest.WALKey("000000010000000000000004"), 30)
+	store.Corrupt(WALKey("000000010000000000000004"), 30)
 	// A WAL file an old pgstow stored: Compress's frame, put as is.
 	var old bytes.Buffer
 	crc, _ := comp.Compress(&old, data)
-	if err := store.Put(ctx, manifest.WALKey("000000010000000000000005"), bytes.NewReader(old.Bytes()), int64(old.Len()),
+	if err := store.Put(ctx, WALKey("000000010000000000000005"), bytes.NewReader(old.Bytes()), int64(old.Len()),
 		providers.PutOptions{IfAbsent: true, CRC32C: crc, HasCRC32C: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestFetchWALTo(t *testing.T) {
 	var padded bytes.Buffer
 	padded.Write(old.Bytes())
 	padded.Write(make([]byte, chunker.CompressBound(len(data))))
-	store.Put(ctx, manifest.WALKey("000000010000000000000006"), bytes.NewReader(padded.Bytes()), int64(padded.Len()), providers.PutOptions{})
+	store.Put(ctx, WALKey("000000010000000000000006"), bytes.NewReader(padded.Bytes()), int64(padded.Len()), providers.PutOptions{})
 	errDisk := errors.New("no space left on device")
 	tests := []struct {
 		name             string
@@ -266,7 +266,7 @@ func TestFetchWALTo(t *testing.T) {
 			if dst == nil {
 				dst = &out
 			}
-			n, _, err := r.FetchWALTo(ctx, dec, tc.file, dst, tc.maxRaw)
+			n, _, err := r.fetchWALTo(ctx, dec, tc.file, dst, tc.maxRaw)
 			switch {
 			case tc.corrupt || tc.missing || tc.wantErr != nil:
 				if errors.Is(err, ErrCorrupt) != tc.corrupt || errors.Is(err, providers.ErrNotExist) != tc.missing ||
@@ -277,5 +277,83 @@ func TestFetchWALTo(t *testing.T) {
 				t.Fatalf("got %d bytes, %v", n, err)
 			}
 		})
+	}
+}
+
+// TestReadWAL: the one trust rule for reading WAL, with 1 MiB segments.
+func TestReadWAL(t *testing.T) {
+	const segSize = 1 << 20
+	store := mem.New()
+	r := New(store)
+	r.SetSpoolDir(t.TempDir())
+	ctx := t.Context()
+	comp := chunker.NewCompressor()
+	segment := walLike(segSize, 5000)
+	history := []byte("1\t0/3000000\tno recovery target specified\n")
+	for name, data := range map[string][]byte{
+		"000000010000000000000003":                  segment,
+		"000000010000000000000004":                  segment[:segSize-1], // short
+		"000000010000000000000005.00000100.partial": segment[:0x100],
+		"000000010000000000000006.00000100.partial": segment[:0xff], // shorter than its name says
+		"000000010000000000000007.partial":          segment[:1234], // wal-receive's: any length
+		"00000002.history":                          history,
+		"000000010000000000000008":                  walLike(2*segSize, 5000), // longer than a segment
+	} {
+		if _, err := r.PutWAL(ctx, comp, name, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.PutWAL(ctx, comp, "000000010000000000000009", segment); err != nil {
+		t.Fatal(err)
+	}
+	store.Corrupt(WALKey("000000010000000000000009"), 30)
+	sum := sha256.Sum256(segment)
+	good := hex.EncodeToString(sum[:])
+	tests := []struct {
+		name, file, sha string
+		dst             bool
+		wantErr         error
+		wantRaw         int
+	}{
+		{name: "segment", file: "000000010000000000000003", dst: true, wantRaw: segSize},
+		{name: "segment, checked only", file: "000000010000000000000003", wantRaw: segSize},
+		{name: "recorded SHA-256", file: "000000010000000000000003", sha: good, dst: true, wantRaw: segSize},
+		{name: "other SHA-256", file: "000000010000000000000003", sha: strings.Repeat("0", 64), wantErr: ErrCorrupt},
+		{name: "short segment", file: "000000010000000000000004", wantErr: ErrCorrupt},
+		{name: "standby partial", file: "000000010000000000000005.00000100.partial", dst: true, wantRaw: 0x100},
+		{name: "standby partial shorter than its name", file: "000000010000000000000006.00000100.partial", wantErr: ErrCorrupt},
+		{name: "receiver's partial", file: "000000010000000000000007.partial", dst: true, wantRaw: 1234},
+		{name: "history", file: "00000002.history", dst: true, wantRaw: len(history)},
+		{name: "larger than a segment", file: "000000010000000000000008", wantErr: ErrCorrupt},
+		{name: "damaged frame", file: "000000010000000000000009", wantErr: ErrCorrupt},
+		{name: "missing", file: "00000001000000000000000A", wantErr: providers.ErrNotExist},
+		{name: "invalid name", file: "../pgstow.json", wantErr: ErrWALName},
+		{name: "lower-case name", file: "00000001000000000000000a", wantErr: ErrWALName},
+	}
+	dec := chunker.NewDecompressor()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			var dst io.Writer
+			if tc.dst {
+				dst = &out
+			}
+			got, err := r.ReadWAL(ctx, dec, tc.file, WALWant{SegmentSize: segSize, SHA256: tc.sha}, dst)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.file) {
+					t.Fatalf("got %v, want %v naming %s", err, tc.wantErr, tc.file)
+				}
+				return
+			}
+			if err != nil || got.RawSize != int64(tc.wantRaw) || got.StoredSize <= 0 {
+				t.Fatalf("got %+v, %v", got, err)
+			}
+			if tc.dst && out.Len() != tc.wantRaw {
+				t.Errorf("wrote %d bytes, want %d", out.Len(), tc.wantRaw)
+			}
+		})
+	}
+	if _, err := r.ReadWAL(ctx, dec, "000000010000000000000003", WALWant{}, nil); err == nil {
+		t.Error("read without a segment size")
 	}
 }

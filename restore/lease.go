@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"syscall"
 
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -35,12 +34,15 @@ func holdLease(ctx context.Context, repo *repository.Repository, id string, o Op
 	// The backup was chosen before the lease existed, so a delete that
 	// did not see the lease may have removed it in between. TakeLease
 	// waited for any such delete to finish: one look now settles it.
-	if _, err := repo.Store().Stat(ctx, manifest.BackupManifestKey(id)); err != nil {
+	committed, err := repo.HasBackup(ctx, id)
+	if err != nil || !committed {
 		l.Release(ctx)
-		if errors.Is(err, providers.ErrNotExist) {
-			return nil, fmt.Errorf("backup %s was deleted from %s as this restore started; restore another backup (pgstow list shows them)", id, repo)
-		}
-		return nil, fmt.Errorf("backup %s: check that its manifest is still stored: %w", id, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !committed {
+		return nil, fmt.Errorf("backup %s was deleted from %s as this restore started; restore another backup (pgstow list shows them)", id, repo)
 	}
 	return l, nil
 }

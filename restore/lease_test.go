@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/pgstow/pgstow/catalog"
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
@@ -104,7 +103,7 @@ func TestRunLeaseDefersDelete(t *testing.T) {
 		delErr    error
 	)
 	hs.get = func(key string) {
-		if !strings.HasPrefix(key, manifest.ChunksPrefix) {
+		if !strings.HasPrefix(key, repository.ChunksPrefix) {
 			return
 		}
 		once.Do(func() {
@@ -168,7 +167,7 @@ func TestRunLeaseDefersDelete(t *testing.T) {
 func TestRunWithoutLease(t *testing.T) {
 	denied := func(err error) func(string) error {
 		return func(key string) error {
-			if strings.HasPrefix(key, manifest.LocksPrefix) {
+			if strings.HasPrefix(key, repository.LocksPrefix) {
 				return fmt.Errorf("put %q: %w", key, err)
 			}
 			return nil
@@ -223,9 +222,9 @@ func TestRunBackupDeletedBeforeLease(t *testing.T) {
 	hs := &hookStore{Store: f.store}
 	var once sync.Once
 	hs.put = func(key string) error {
-		if strings.HasPrefix(key, manifest.LocksPrefix) {
+		if strings.HasPrefix(key, repository.LocksPrefix) {
 			once.Do(func() {
-				if err := f.store.Delete(context.WithoutCancel(t.Context()), manifest.BackupManifestKey(f.backup.ID)); err != nil {
+				if err := f.store.Delete(context.WithoutCancel(t.Context()), repository.BackupManifestKey(f.backup.ID)); err != nil {
 					t.Error(err)
 				}
 			})
@@ -268,7 +267,7 @@ func TestRunLeaseLapsed(t *testing.T) {
 				hs := &hookStore{Store: f.store}
 				var once sync.Once
 				hs.get = func(key string) {
-					if !strings.HasPrefix(key, manifest.ChunksPrefix) {
+					if !strings.HasPrefix(key, repository.ChunksPrefix) {
 						return
 					}
 					once.Do(func() {
@@ -277,7 +276,7 @@ func TestRunLeaseLapsed(t *testing.T) {
 						// judged it dead may have taken a chunk.
 						hs.mu.Lock()
 						hs.put = func(key string) error {
-							if strings.HasPrefix(key, manifest.LocksPrefix) {
+							if strings.HasPrefix(key, repository.LocksPrefix) {
 								return providers.MarkTransient(fmt.Errorf("put %s: stalled", key))
 							}
 							return nil
@@ -286,8 +285,8 @@ func TestRunLeaseLapsed(t *testing.T) {
 						time.Sleep(900 * time.Millisecond)
 						if tc.deleteChunk {
 							last := chunks[len(chunks)-1].ID
-							if key != manifest.ChunkKey(last) {
-								_ = f.store.Delete(context.WithoutCancel(t.Context()), manifest.ChunkKey(last))
+							if key != repository.ChunkKey(last) {
+								_ = f.store.Delete(context.WithoutCancel(t.Context()), repository.ChunkKey(last))
 							}
 						}
 					})

@@ -38,7 +38,7 @@ func benchPlan(b *testing.B, archives, chunks int) (*repository.Repository, *pla
 				b.Fatal(err)
 			}
 			id := chunker.ID(raw)
-			if err := store.Put(ctx, manifest.ChunkKey(id), bytes.NewReader(frame), int64(len(frame)), providers.PutOptions{}); err != nil {
+			if err := store.Put(ctx, repository.ChunkKey(id), bytes.NewReader(frame), int64(len(frame)), providers.PutOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			a.Chunks = append(a.Chunks, manifest.ChunkRef{ID: id, RawSize: int64(len(raw)), StoredSize: int64(len(frame)), StoredCRC32C: &crc, Codec: "lz4"})

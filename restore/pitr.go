@@ -141,9 +141,9 @@ func checkArchiveReaches(ctx context.Context, repo *repository.Repository, b *ma
 		// after it (or the switch that closed it). Any timeline counts:
 		// the target may lie on a later one (recovery_target_timeline).
 		var newest time.Time
-		for obj, err := range repo.Store().List(ctx, "wal/") {
+		for obj, err := range repo.WALFiles(ctx) {
 			if err != nil {
-				return fmt.Errorf("list the WAL archive in %s: %w", repo, err)
+				return err
 			}
 			if obj.ModTime.After(newest) {
 				newest = obj.ModTime

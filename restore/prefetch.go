@@ -32,7 +32,7 @@ const spoolSuffix = ".pgstow"
 
 // FetchWALPrefetch is FetchWAL with prefetching.
 func FetchWALPrefetch(ctx context.Context, repo *repository.Repository, name, dest string, p Prefetch) error {
-	if err := checkWALName(name); err != nil {
+	if err := repository.CheckWALName(name); err != nil {
 		return err
 	}
 	if dest == "" {

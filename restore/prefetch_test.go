@@ -44,7 +44,7 @@ func TestFetchWALPrefetch(t *testing.T) {
 		}
 	}
 	// Segment 2 is served from the spool: the store no longer has it.
-	store.Delete(ctx, manifest.WALKey(manifest.SegmentName(1, 2, seg)))
+	store.Delete(ctx, repository.WALKey(manifest.SegmentName(1, 2, seg)))
 	if err := fetch(2); err != nil {
 		t.Fatalf("fetch from the spool: %v", err)
 	}

@@ -450,7 +450,7 @@ func TestRunCorruptChunk(t *testing.T) {
 			store := mem.New()
 			f := newFixture(t, store, fixtureOptions{})
 			c := chunkHolding(t, f.backup, 0, "base/1/1259")
-			store.Corrupt(manifest.ChunkKey(c.ID), tc.offset(c.StoredSize))
+			store.Corrupt(repository.ChunkKey(c.ID), tc.offset(c.StoredSize))
 			target := filepath.Join(t.TempDir(), "data")
 			_, err := Run(t.Context(), f.repo, testOptions(target))
 			if tc.ok {
@@ -482,13 +482,13 @@ func TestRunMissingObjects(t *testing.T) {
 	}{
 		{"chunk", func(t *testing.T, f *fixture) string {
 			c := chunkHolding(t, f.backup, 0, "base/1/1259")
-			if err := f.store.Delete(t.Context(), manifest.ChunkKey(c.ID)); err != nil {
+			if err := f.store.Delete(t.Context(), repository.ChunkKey(c.ID)); err != nil {
 				t.Fatal(err)
 			}
 			return c.ID
 		}},
 		{"WAL segment", func(t *testing.T, f *fixture) string {
-			if err := f.store.Delete(t.Context(), manifest.WALKey(f.segment)); err != nil {
+			if err := f.store.Delete(t.Context(), repository.WALKey(f.segment)); err != nil {
 				t.Fatal(err)
 			}
 			return f.segment
@@ -523,10 +523,10 @@ func TestRunCorruptWAL(t *testing.T) {
 		damage func(t *testing.T, store *mem.Store, f *fixture)
 	}{
 		{"broken frame", func(t *testing.T, store *mem.Store, f *fixture) {
-			store.Corrupt(manifest.WALKey(f.segment), 100)
+			store.Corrupt(repository.WALKey(f.segment), 100)
 		}},
 		{"other content", func(t *testing.T, store *mem.Store, f *fixture) {
-			if err := store.Delete(t.Context(), manifest.WALKey(f.segment)); err != nil {
+			if err := store.Delete(t.Context(), repository.WALKey(f.segment)); err != nil {
 				t.Fatal(err)
 			}
 			other := bytes.Clone(f.walData)
@@ -742,7 +742,7 @@ type blockingStore struct {
 }
 
 func (s *blockingStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if strings.HasPrefix(key, "chunks/") {
+	if strings.HasPrefix(key, repository.ChunksPrefix) {
 		s.once.Do(func() { close(s.started) })
 		<-ctx.Done()
 		return nil, fmt.Errorf("get %s: %w", key, ctx.Err())
@@ -796,7 +796,7 @@ func TestRunBadPGManifest(t *testing.T) {
 		wantErr string
 	}{
 		{"corrupt", func(t *testing.T, f *fixture) {
-			f.store.(*mem.Store).Corrupt(manifest.PGManifestKey(f.backup.ID), 10)
+			f.store.(*mem.Store).Corrupt(repository.PGManifestKey(f.backup.ID), 10)
 		}, "backup_manifest is corrupt"},
 		{"disagrees with the manifest", func(t *testing.T, f *fixture) {
 			// Recommit the backup with PostgreSQL's manifest of a
@@ -808,7 +808,7 @@ func TestRunBadPGManifest(t *testing.T) {
 					other.Files[i].Size++
 				}
 			}
-			for _, key := range []string{manifest.BackupManifestKey(f.backup.ID), manifest.PGManifestKey(f.backup.ID)} {
+			for _, key := range []string{repository.BackupManifestKey(f.backup.ID), repository.PGManifestKey(f.backup.ID)} {
 				if err := f.store.Delete(t.Context(), key); err != nil {
 					t.Fatal(err)
 				}

@@ -2,8 +2,6 @@ package restore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,11 +55,12 @@ func (r *restorer) embedWAL(ctx context.Context) error {
 }
 
 // embedOne streams one WAL file into pg_wal/ under a temporary name,
-// checks it against the manifest (SHA-256, and a segment's length) and
-// only then gives it its name. An archive taken with its WAL included
+// checked by repository.ReadWAL's rule against the manifest's SHA-256,
+// and only then gives it its name. An archive taken with its WAL included
 // already has the file: the verified copy replaces it.
 func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s manifest.WALSegment) (err error) {
-	if err := checkWALName(s.Name); err != nil {
+	// Checked before the name goes into a path.
+	if err := repository.CheckWALName(s.Name); err != nil {
 		return err
 	}
 	// A standby backup's partial last segment goes in under the
@@ -87,8 +86,7 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 			_ = d.root.Remove(tmp)
 		}
 	}()
-	h := sha256.New()
-	_, err = fetchWALTo(ctx, r.repo, dec, s.Name, r.p.b.WALSegmentSize, io.MultiWriter(out, h))
+	_, err = r.repo.ReadWAL(ctx, dec, s.Name, repository.WALWant{SegmentSize: r.p.b.WALSegmentSize, SHA256: s.SHA256}, out)
 	if err == nil && partial > 0 {
 		// Real zeros, not a hole: PostgreSQL writes into this segment
 		// after recovery, and a full disk must show now, not then.
@@ -101,11 +99,6 @@ func (r *restorer) embedOne(ctx context.Context, dec *chunker.Decompressor, s ma
 	}
 	if err != nil {
 		return err
-	}
-	if s.SHA256 != "" {
-		if got := hex.EncodeToString(h.Sum(nil)); got != s.SHA256 {
-			return fmt.Errorf("WAL file %s is corrupt: sha256 %s, the manifest says %s", s.Name, got, s.SHA256)
-		}
 	}
 	if err := d.root.Rename(tmp, p); err != nil {
 		return fmt.Errorf("rename %s to %s: %w", d.full(tmp), fileName, err)
@@ -148,47 +141,10 @@ func (r *restorer) embedPartialWAL(ctx context.Context) error {
 	return r.embedOne(ctx, chunker.NewDecompressor(), last)
 }
 
-// checkWALName accepts the names pgstow stores WAL under (segments and
-// timeline history files, a few more characters allowed) and nothing that
-// could be read as a path.
-func checkWALName(name string) error {
-	if len(name) < 8 || len(name) > 64 {
-		return fmt.Errorf("invalid WAL file name %q", name)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("invalid WAL file name %q", name)
-		}
-	}
-	if strings.Contains(name, "..") {
-		return fmt.Errorf("invalid WAL file name %q", name)
-	}
-	return nil
-}
-
-// fetchWALTo streams one WAL file of at most segSize bytes into dst and
-// checks it: the LZ4 frame's checksum (only at the end, so dst must be
-// discarded on an error), and a segment's length. A missing file is an
-// error wrapping providers.ErrNotExist.
-func fetchWALTo(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, name string, segSize uint64, dst io.Writer) (int64, error) {
-	n, _, err := repo.FetchWALTo(ctx, dec, name, dst, int64(segSize))
-	if err != nil {
-		return n, err
-	}
-	if _, _, err := manifest.ParseSegmentName(name, segSize); err == nil && uint64(n) != segSize {
-		return n, fmt.Errorf("WAL segment %s in %s is corrupt: %d bytes, the segment size is %d", name, repo, n, segSize)
-	}
-	if _, _, _, size, err := manifest.ParsePartialSegmentName(name, segSize); err == nil && uint64(n) != size {
-		return n, fmt.Errorf("partial WAL segment %s in %s is corrupt: %d bytes, its name says %d", name, repo, n, size)
-	}
-	return n, nil
-}
-
 // FetchWAL writes one WAL file (a segment or a timeline history file) from
-// the repository to dest, for restore_command. It verifies the LZ4 frame's
-// checksum and, for a segment, that its length is the repository's segment
-// size, and writes atomically (a temporary file in dest's directory,
+// the repository to dest, for restore_command. It checks the file by
+// repository.ReadWAL's rule (size bound, LZ4 checksum, a segment's
+// length), and writes atomically (a temporary file in dest's directory,
 // fsynced, renamed), so PostgreSQL never sees a partial file. A file that
 // is not in the repository returns an error wrapping providers.ErrNotExist
 // and creates nothing; any other error means something is wrong, not
@@ -204,7 +160,7 @@ func walConfig(ctx context.Context, repo *repository.Repository, name string) (*
 		// Not wrapped: a missing configuration means a wrong URL, and
 		// must not read as "this WAL file does not exist", which would
 		// end recovery early.
-		return nil, fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, manifest.RepoKey)
+		return nil, fmt.Errorf("fetch WAL file %s: %s has no repository configuration (%s); is the repository URL right?", name, repo, repository.RepoKey)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("fetch WAL file %s: read the configuration of %s: %w", name, repo, err)
@@ -220,7 +176,7 @@ func walConfig(ctx context.Context, repo *repository.Repository, name string) (*
 // out.
 func fetchToFile(ctx context.Context, repo *repository.Repository, dec *chunker.Decompressor, segSize uint64, name, path string) error {
 	return writeFileAtomic(path, func(w io.Writer) error {
-		_, err := fetchWALTo(ctx, repo, dec, name, segSize, w)
+		_, err := repo.ReadWAL(ctx, dec, name, repository.WALWant{SegmentSize: segSize}, w)
 		return err
 	})
 }

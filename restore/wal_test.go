@@ -50,7 +50,7 @@ func TestFetchWAL(t *testing.T) {
 			name: "corrupt segment",
 			file: func(f *fixture) string { return f.segment },
 			damage: func(t *testing.T, store *mem.Store, f *fixture) {
-				store.Corrupt(manifest.WALKey(f.segment), 200)
+				store.Corrupt(repository.WALKey(f.segment), 200)
 			},
 			wantErr: "corrupt",
 		},
@@ -68,7 +68,7 @@ func TestFetchWAL(t *testing.T) {
 			name: "no repository configuration",
 			file: func(f *fixture) string { return f.segment },
 			damage: func(t *testing.T, store *mem.Store, f *fixture) {
-				if err := store.Delete(t.Context(), manifest.RepoKey); err != nil {
+				if err := store.Delete(t.Context(), repository.RepoKey); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -141,7 +141,7 @@ func TestFetchWALRefusesForeignFrame(t *testing.T) {
 	}
 	name := manifest.HistoryFileName(3)
 	frame := []byte("\x04\x22\x4d\x18\x60\x40\x82\x00\x00\x00\x00") // header only, no checksum flag
-	if err := store.Put(t.Context(), manifest.WALKey(name), bytes.NewReader(frame), int64(len(frame)), providers.PutOptions{}); err != nil {
+	if err := store.Put(t.Context(), repository.WALKey(name), bytes.NewReader(frame), int64(len(frame)), providers.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	dest := filepath.Join(t.TempDir(), "h")

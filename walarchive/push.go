@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,13 +23,6 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
 )
-
-// walName matches the files archive_command is given: segments, partial
-// segments, timeline history files and backup history files.
-var walName = regexp.MustCompile(`^([0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)$`)
-
-// ValidName reports whether name is a WAL file name PostgreSQL archives.
-func ValidName(name string) bool { return walName.MatchString(name) }
 
 // Options tune a push.
 type Options struct {
@@ -57,7 +49,7 @@ func Push(ctx context.Context, repo *repository.Repository, path string, o Optio
 		o.Parallel = 4
 	}
 	name := filepath.Base(path)
-	if !ValidName(name) {
+	if !manifest.ValidWALName(name) {
 		return fmt.Errorf("wal-push %s: %q is not a WAL file name", path, name)
 	}
 	ahead := readyFiles(filepath.Dir(path), name, o.Ahead)
@@ -143,7 +135,7 @@ func readyFiles(walDir, skip string, n int) []string {
 	var names []string
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".ready")
-		if !ok || name == skip || !ValidName(name) {
+		if !ok || name == skip || !manifest.ValidWALName(name) {
 			continue
 		}
 		names = append(names, name)

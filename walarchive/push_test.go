@@ -13,23 +13,6 @@ import (
 	"github.com/pgstow/pgstow/repository"
 )
 
-func TestValidName(t *testing.T) {
-	for name, want := range map[string]bool{
-		"000000010000000000000003":                 true,
-		"000000010000000000000003.partial":         true,
-		"00000002.history":                         true,
-		"000000010000000000000002.00000028.backup": true,
-		"00000001000000000000000g":                 false,
-		"../000000010000000000000003":              false,
-		"0000000100000000000000031":                false,
-		"":                                         false,
-	} {
-		if ValidName(name) != want {
-			t.Errorf("ValidName(%q) = %v", name, !want)
-		}
-	}
-}
-
 func walDir(t *testing.T, ready ...string) string {
 	dir := filepath.Join(t.TempDir(), "pg_wal")
 	os.MkdirAll(filepath.Join(dir, "archive_status"), 0o700)

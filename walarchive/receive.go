@@ -121,7 +121,7 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			// An earlier run may have stored more of this segment: a
 			// shorter copy must never replace it.
 			var prev walEndWriter
-			_, _, err = repo.FetchWALTo(ctx, dec, name+".partial", &prev, int64(sys.WALSegmentSize))
+			_, err = repo.ReadWAL(ctx, dec, name+".partial", repository.WALWant{SegmentSize: sys.WALSegmentSize}, &prev)
 			switch {
 			case err == nil && prev.end > received:
 				o.Log.Warn("keeping the longer partial segment stored earlier", "segment", name,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -39,13 +40,12 @@ func CheckContinuity(ctx context.Context, repo *repository.Repository) (*Continu
 	seg := oldest.WALSegmentSize
 	have := map[string]bool{}
 	newestTLI := oldest.StartTimeline
-	for obj, err := range repo.Store().List(ctx, "wal/") {
+	for w, err := range repo.WALFiles(ctx) {
 		if err != nil {
-			return nil, fmt.Errorf("list the WAL archive of %s: %w", repo, err)
+			return nil, err
 		}
-		name := strings.TrimSuffix(obj.Key[strings.LastIndexByte(obj.Key, '/')+1:], ".lz4")
-		have[name] = true
-		if tli, _, err := manifest.ParseSegmentName(name, seg); err == nil && tli > newestTLI {
+		have[w.Name] = true
+		if tli, _, err := manifest.ParseSegmentName(w.Name, seg); err == nil && tli > newestTLI {
 			newestTLI = tli
 		}
 	}
@@ -57,12 +57,13 @@ func CheckContinuity(ctx context.Context, repo *repository.Repository) (*Continu
 	c := &Continuity{}
 	if newestTLI > oldest.StartTimeline {
 		hist := manifest.HistoryFileName(newestTLI)
-		data, _, err := repo.FetchWAL(ctx, hist)
+		var data bytes.Buffer
+		_, err := repo.ReadWAL(ctx, chunker.NewDecompressor(), hist, repository.WALWant{SegmentSize: seg}, &data)
 		if err != nil {
 			c.Missing = append(c.Missing, hist)
 			newestTLI = oldest.StartTimeline // check what we can
 		} else {
-			sw, err := parseHistory(data)
+			sw, err := parseHistory(data.Bytes())
 			if err != nil {
 				return nil, fmt.Errorf("%s in %s: %w", hist, repo, err)
 			}

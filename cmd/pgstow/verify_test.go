@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers/file"
 	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/repository/repotest"
@@ -26,7 +25,7 @@ func TestVerifyRepairFailurePrintsVerdicts(t *testing.T) {
 	repo := repository.New(store)
 	b, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030000Z",
 		Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
-	key := manifest.ChunkKey(b.Archives[0].Chunks[0].ID)
+	key := repository.ChunkKey(b.Archives[0].Chunks[0].ID)
 	path := filepath.Join(dir, filepath.FromSlash(key))
 	data, err := os.ReadFile(path)
 	if err != nil {
