@@ -119,9 +119,9 @@ func (s *Stats) add(o Stats) {
 // again, so the per-chunk path allocates nothing in proportion to the
 // chunk size and gives the garbage collector nothing to do.
 type Uploader struct {
-	repo  Repository
-	cfg   Config
-	log   *slog.Logger
+	repo Repository
+	cfg  Config
+	log  *slog.Logger
 	// raw holds the raw chunk buffers (ChunkSize), packed the compressed
 	// ones (CompressBound(ChunkSize)); a nil entry is a buffer not yet
 	// allocated. A sealer holds a raw buffer from the cut until its chunk
