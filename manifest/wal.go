@@ -225,29 +225,51 @@ func ParseWALHeader(data []byte) (h WALHeader, ok bool) {
 }
 
 // ValidWALName reports whether name is a WAL file name pgstow stores:
-// what PostgreSQL archives (a segment, a segment's .partial, a backup
-// history file, a timeline history file) or a standby backup's partial
+// what PostgreSQL archives (ArchivedWALName) or a standby backup's partial
 // segment (PartialSegmentName). It is the one check of WAL names, which
 // become parts of object keys and of paths under pg_wal/, so nothing else
 // passes, not even lower-case hex.
 func ValidWALName(name string) bool {
-	hex8 := func(s string) bool {
-		_, err := parseUpperHex32(s)
-		return len(s) == 8 && err == nil
-	}
+	return ArchivedWALName(name) || standbyPartialName(name)
+}
+
+// ArchivedWALName reports whether name is one PostgreSQL hands to
+// archive_command: a segment, a segment's .partial, a backup history file
+// or a timeline history file. wal-push takes only these; a standby
+// backup's partial segment is written by the backup alone.
+func ArchivedWALName(name string) bool {
 	if len(name) == 8+len(".history") {
-		return hex8(name[:8]) && name[8:] == ".history"
+		return upperHex8(name[:8]) && name[8:] == ".history"
 	}
-	if len(name) < 24 || !hex8(name[:8]) || !hex8(name[8:16]) || !hex8(name[16:24]) {
+	if !segmentPrefix(name) {
 		return false
 	}
 	switch rest := name[24:]; {
 	case rest == "", rest == ".partial":
 		return true
-	case len(rest) == 1+8+len(".partial") && rest[0] == '.' && hex8(rest[1:9]) && rest[9:] == ".partial":
-		return true
-	case len(rest) == 1+8+len(".backup") && rest[0] == '.' && hex8(rest[1:9]) && rest[9:] == ".backup":
+	case len(rest) == 1+8+len(".backup") && rest[0] == '.' && upperHex8(rest[1:9]) && rest[9:] == ".backup":
 		return true
 	}
 	return false
+}
+
+// standbyPartialName reports whether name has the form of
+// PartialSegmentName: a segment name, a dot, 8 hex digits, ".partial".
+func standbyPartialName(name string) bool {
+	if !segmentPrefix(name) {
+		return false
+	}
+	rest := name[24:]
+	return len(rest) == 1+8+len(".partial") && rest[0] == '.' && upperHex8(rest[1:9]) && rest[9:] == ".partial"
+}
+
+// segmentPrefix reports whether name starts with a segment name (24
+// upper-case hex digits).
+func segmentPrefix(name string) bool {
+	return len(name) >= 24 && upperHex8(name[:8]) && upperHex8(name[8:16]) && upperHex8(name[16:24])
+}
+
+func upperHex8(s string) bool {
+	_, err := parseUpperHex32(s)
+	return len(s) == 8 && err == nil
 }

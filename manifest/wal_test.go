@@ -302,30 +302,33 @@ func FuzzParsePartialSegmentName(f *testing.F) {
 
 func TestValidWALName(t *testing.T) {
 	tests := []struct {
-		name string
-		want bool
+		name            string
+		valid, archived bool
 	}{
-		{"000000010000000000000003", true},
-		{"000000010000000000000003.partial", true},
-		{"000000010000000000000003.00000028.partial", true},
-		{"00000002.history", true},
-		{"000000010000000000000002.00000028.backup", true},
-		{"00000001000000000000000g", false},
-		{"00000001000000000000000a", false},
-		{"../000000010000000000000003", false},
-		{"0000000100000000000000031", false},
-		{"000000010000000000000003.partial.lz4", false},
-		{"000000010000000000000003.0000002.partial", false},
-		{"000000010000000000000003.00000028.history", false},
-		{"0000000g.history", false},
-		{"00000002.History", false},
-		{"00000002/history", false},
-		{"foo_bar-baz", false},
-		{"", false},
+		{"000000010000000000000003", true, true},
+		{"000000010000000000000003.partial", true, true},
+		{"000000010000000000000003.00000028.partial", true, false},
+		{"00000002.history", true, true},
+		{"000000010000000000000002.00000028.backup", true, true},
+		{"00000001000000000000000g", false, false},
+		{"00000001000000000000000a", false, false},
+		{"../000000010000000000000003", false, false},
+		{"0000000100000000000000031", false, false},
+		{"000000010000000000000003.partial.lz4", false, false},
+		{"000000010000000000000003.0000002.partial", false, false},
+		{"000000010000000000000003.00000028.history", false, false},
+		{"0000000g.history", false, false},
+		{"00000002.History", false, false},
+		{"00000002/history", false, false},
+		{"foo_bar-baz", false, false},
+		{"", false, false},
 	}
 	for _, tt := range tests {
-		if got := ValidWALName(tt.name); got != tt.want {
-			t.Errorf("ValidWALName(%q) = %v, want %v", tt.name, got, tt.want)
+		if got := ValidWALName(tt.name); got != tt.valid {
+			t.Errorf("ValidWALName(%q) = %v, want %v", tt.name, got, tt.valid)
+		}
+		if got := ArchivedWALName(tt.name); got != tt.archived {
+			t.Errorf("ArchivedWALName(%q) = %v, want %v", tt.name, got, tt.archived)
 		}
 	}
 }

@@ -49,7 +49,7 @@ func Push(ctx context.Context, repo *repository.Repository, path string, o Optio
 		o.Parallel = 4
 	}
 	name := filepath.Base(path)
-	if !manifest.ValidWALName(name) {
+	if !manifest.ArchivedWALName(name) {
 		return fmt.Errorf("wal-push %s: %q is not a WAL file name", path, name)
 	}
 	ahead := readyFiles(filepath.Dir(path), name, o.Ahead)
@@ -135,7 +135,7 @@ func readyFiles(walDir, skip string, n int) []string {
 	var names []string
 	for _, e := range entries {
 		name, ok := strings.CutSuffix(e.Name(), ".ready")
-		if !ok || name == skip || !manifest.ValidWALName(name) {
+		if !ok || name == skip || !manifest.ArchivedWALName(name) {
 			continue
 		}
 		names = append(names, name)

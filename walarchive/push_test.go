@@ -51,8 +51,13 @@ func TestPushAheadAndIdempotence(t *testing.T) {
 	if !errors.Is(err, repository.ErrWALConflict) {
 		t.Fatalf("conflicting push: %v", err)
 	}
-	if err := Push(ctx, repo, filepath.Join(dir, "nonsense"), Options{}); err == nil {
-		t.Fatal("a non-WAL name was pushed")
+	// Names PostgreSQL never archives: nonsense, and the partial segment
+	// only a standby backup writes.
+	for _, n := range []string{"nonsense", "000000010000000000000004.00000028.partial"} {
+		os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o600)
+		if err := Push(ctx, repo, filepath.Join(dir, n), Options{}); err == nil {
+			t.Fatalf("%s was pushed", n)
+		}
 	}
 }
 
