@@ -355,8 +355,6 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 	_ = g.Wait()
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // verifyArchive downloads an archive's chunks, n at a time and in order
 // (repository.StreamChunks), checks each chunk (size, LZ4 checksum,
 // SHA-256, stored CRC32C) and recomputes every file's CRC32C from the
@@ -483,7 +481,7 @@ func (c *fileChecker) advance(off, size int64, data []byte) {
 			if data == nil {
 				c.broken = true
 			} else {
-				c.crc = crc32.Update(c.crc, castagnoli, data[from-off:to-off])
+				c.crc = crc32.Update(c.crc, manifest.Castagnoli, data[from-off:to-off])
 			}
 		}
 		if f.Offset+f.Size > end {

@@ -11,6 +11,8 @@ import (
 	"io"
 
 	"github.com/pierrec/lz4/v4"
+
+	"github.com/pgstow/pgstow/manifest"
 )
 
 // ID returns a chunk's content address: the lowercase hex SHA-256 of its
@@ -125,7 +127,7 @@ func (c *Compressor) Append(dst, raw []byte) ([]byte, uint32, error) {
 	if err != nil {
 		return dst, 0, fmt.Errorf("lz4 compress: %w", err)
 	}
-	return out, crc32.Checksum(out[start:], castagnoli), nil
+	return out, crc32.Checksum(out[start:], manifest.Castagnoli), nil
 }
 
 // Decompressor reads standard LZ4 frames: chunks sealed by Compressor, and

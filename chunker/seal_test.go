@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/pgstow/pgstow/manifest"
 )
 
 // tableData returns n bytes that compress about as well as PostgreSQL
@@ -97,7 +99,7 @@ func TestCompressRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := crc32.Checksum(frame.Bytes(), castagnoli); crc != want {
+			if want := crc32.Checksum(frame.Bytes(), manifest.Castagnoli); crc != want {
 				t.Errorf("CRC %08x, want %08x", crc, want)
 			}
 			if frame.Len() > CompressBound(len(tc.raw)) {

@@ -23,11 +23,6 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 )
 
-// castagnoli is the CRC32C table, read-only after init. Castagnoli rather
-// than IEEE because it is hardware-accelerated (SSE4.2, ARMv8) and is what
-// the object stores check on upload.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // maxReadSize bounds one read into a chunk buffer, so the CRC32C of the
 // bytes just read runs while they are still in the CPU cache instead of
 // after a whole chunk has gone by.
@@ -439,7 +434,7 @@ func (s *Splitter) readBody() error {
 			}
 			if s.contentLeft > 0 {
 				c := min(int64(n), s.contentLeft)
-				s.file.CRC32C = crc32.Update(s.file.CRC32C, castagnoli, p[:c])
+				s.file.CRC32C = crc32.Update(s.file.CRC32C, manifest.Castagnoli, p[:c])
 				s.contentLeft -= c
 			}
 			s.left -= int64(n)

@@ -12,6 +12,7 @@ import (
 	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
+
 	"github.com/pgstow/pgstow/manifest"
 )
 
@@ -146,7 +147,7 @@ func checkFileOffsets(t *testing.T, data []byte, files []manifest.File) {
 			}
 			continue
 		}
-		if got := crc32.Checksum(data[f.Offset:f.Offset+f.Size], castagnoli); got != f.CRC32C {
+		if got := crc32.Checksum(data[f.Offset:f.Offset+f.Size], manifest.Castagnoli); got != f.CRC32C {
 			t.Errorf("%s: CRC32C of data at Offset %d is %08x, recorded %08x", f.Path, f.Offset, got, f.CRC32C)
 		}
 	}
@@ -309,11 +310,11 @@ func TestSplitterFormats(t *testing.T) {
 		want []manifest.File
 	}{
 		{"v7 file and slash directory", concat(v7("./v7file", '\x00', []byte("hello")), v7("v7dir/", '\x00', nil), endMarker), []manifest.File{
-			{Path: "v7file", Type: manifest.TypeFile, Mode: 0o644, MTime: testMTime.Unix(), Size: 5, CRC32C: crc32.Checksum([]byte("hello"), castagnoli), Offset: 512},
+			{Path: "v7file", Type: manifest.TypeFile, Mode: 0o644, MTime: testMTime.Unix(), Size: 5, CRC32C: crc32.Checksum([]byte("hello"), manifest.Castagnoli), Offset: 512},
 			{Path: "v7dir", Type: manifest.TypeDir, Mode: 0o644, MTime: testMTime.Unix(), Offset: 1024},
 		}},
 		{"base-256 size", concat(base256, pad(content(1, 513)), endMarker), []manifest.File{
-			{Path: "big", Type: manifest.TypeFile, Mode: 0o644, MTime: testMTime.Unix(), Size: 513, CRC32C: crc32.Checksum(content(1, 513), castagnoli), Offset: 512},
+			{Path: "big", Type: manifest.TypeFile, Mode: 0o644, MTime: testMTime.Unix(), Size: 513, CRC32C: crc32.Checksum(content(1, 513), manifest.Castagnoli), Offset: 512},
 		}},
 		{"negative base-256 mtime", concat(mtimeNeg, endMarker), []manifest.File{
 			{Path: "old", Type: manifest.TypeFile, Mode: 0o644, MTime: -2, Offset: 512},
@@ -330,7 +331,7 @@ func TestSplitterFormats(t *testing.T) {
 		{"PAX size, mtime and path override the header", concat(paxed(
 			paxRecord("path", "pax/name")+paxRecord("size", "3")+paxRecord("mtime", "1234.75")+paxRecord("uname", "postgres"),
 			rawHeader("short", '0', 0), []byte("abc")), endMarker), []manifest.File{
-			{Path: "pax/name", Type: manifest.TypeFile, Mode: 0o644, MTime: 1234, Size: 3, CRC32C: crc32.Checksum([]byte("abc"), castagnoli), Offset: 1536},
+			{Path: "pax/name", Type: manifest.TypeFile, Mode: 0o644, MTime: 1234, Size: 3, CRC32C: crc32.Checksum([]byte("abc"), manifest.Castagnoli), Offset: 1536},
 		}},
 		{"PAX negative fractional mtime", concat(paxed(paxRecord("mtime", "-1.5"), rawHeader("f", '0', 0), nil), endMarker), []manifest.File{
 			{Path: "f", Type: manifest.TypeFile, Mode: 0o644, MTime: -2, Offset: 1536},
@@ -352,7 +353,7 @@ func TestSplitterFormats(t *testing.T) {
 			{Path: "/abs", Type: manifest.TypeDir, Mode: 0o644, MTime: testMTime.Unix(), Offset: 512},
 		}},
 		{"global PAX header is kept but not a file", global, []manifest.File{
-			{Path: "a", Type: manifest.TypeFile, Mode: 0o600, MTime: testMTime.Unix(), Size: 1, CRC32C: crc32.Checksum([]byte("x"), castagnoli), Offset: int64(len(global)) - 1024 - 512},
+			{Path: "a", Type: manifest.TypeFile, Mode: 0o600, MTime: testMTime.Unix(), Size: 1, CRC32C: crc32.Checksum([]byte("x"), manifest.Castagnoli), Offset: int64(len(global)) - 1024 - 512},
 		}},
 	}
 	for _, tc := range tests {

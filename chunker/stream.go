@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/pierrec/lz4/v4"
+
+	"github.com/pgstow/pgstow/manifest"
 )
 
 // Streaming seals and opens frames too large to hold in memory (WAL
@@ -52,7 +54,7 @@ type crcWriter struct {
 func (c *crcWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
-	c.crc = crc32.Update(c.crc, castagnoli, p[:n])
+	c.crc = crc32.Update(c.crc, manifest.Castagnoli, p[:n])
 	return n, err
 }
 

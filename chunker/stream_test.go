@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"testing"
 	"testing/iotest"
+
+	"github.com/pgstow/pgstow/manifest"
 )
 
 // TestCompressStreamMatchesCompress: a streamed frame is byte for byte the
@@ -215,7 +217,7 @@ func TestCompressStreamLZ4CLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if crc != crc32.Checksum(frame.Bytes(), castagnoli) {
+	if crc != crc32.Checksum(frame.Bytes(), manifest.Castagnoli) {
 		t.Fatal("CRC32C does not cover the frame")
 	}
 	cmd := exec.CommandContext(t.Context(), lz4, "-dc")

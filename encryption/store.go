@@ -8,6 +8,7 @@ import (
 	"io"
 	"iter"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -28,8 +29,6 @@ type store struct {
 	k *Key
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func (e *store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
 	plain := make([]byte, size)
 	if _, err := io.ReadFull(body, plain); err != nil {
@@ -41,11 +40,11 @@ func (e *store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 	if n, _ := body.Read(extra[:]); n > 0 {
 		return fmt.Errorf("put %s: the body is longer than the %d bytes promised", key, size)
 	}
-	if opts.HasCRC32C && crc32.Checksum(plain, castagnoli) != opts.CRC32C {
+	if opts.HasCRC32C && crc32.Checksum(plain, manifest.Castagnoli) != opts.CRC32C {
 		return fmt.Errorf("put %s: %w: the body does not match its CRC32C", key, providers.ErrChecksum)
 	}
 	ct := e.k.Seal(key, plain)
-	opts.CRC32C = crc32.Checksum(ct, castagnoli)
+	opts.CRC32C = crc32.Checksum(ct, manifest.Castagnoli)
 	return e.s.Put(ctx, key, bytes.NewReader(ct), int64(len(ct)), opts)
 }
 

@@ -34,7 +34,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 		return fmt.Errorf("backup %s: stage the manifest: %w", b.ID, err)
 	}
 	defer f.Close()
-	crc := crc32.New(castagnoli)
+	crc := crc32.New(manifest.Castagnoli)
 	n, sum, err := manifest.EncodeTo(io.MultiWriter(f, crc), b)
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", b.ID, err)
@@ -88,7 +88,7 @@ func digestOf(r io.ReadSeeker) (contentDigest, error) {
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return d, err
 	}
-	sha, crc := sha256.New(), crc32.New(castagnoli)
+	sha, crc := sha256.New(), crc32.New(manifest.Castagnoli)
 	n, err := io.Copy(io.MultiWriter(sha, crc), r)
 	if err != nil {
 		return d, err

@@ -60,7 +60,7 @@ func CheckStoredCRC(ref manifest.ChunkRef, stored []byte) error {
 	if ref.StoredCRC32C == nil {
 		return nil
 	}
-	if got := crc32.Checksum(stored, castagnoli); got != *ref.StoredCRC32C {
+	if got := crc32.Checksum(stored, manifest.Castagnoli); got != *ref.StoredCRC32C {
 		return corruptf("%w: CRC32C %08x, the manifest says %08x", ErrStoredCRC, got, *ref.StoredCRC32C)
 	}
 	return nil
@@ -101,7 +101,7 @@ func (r *Repository) QuarantineChunk(ctx context.Context, id string) (string, er
 	case len(data) > maxQuarantineBytes:
 		return "", fmt.Errorf("quarantine chunk %s: %s is larger than any chunk pgstow writes (%d bytes); move it aside by hand", id[:12], src, maxQuarantineBytes)
 	}
-	crc := crc32.Checksum(data, castagnoli)
+	crc := crc32.Checksum(data, manifest.Castagnoli)
 	dst := QuarantineChunkKey(id, time.Now(), crc)
 	err = r.raw.Put(ctx, dst, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true, CRC32C: crc, HasCRC32C: true})
 	// Taken: the same bytes were moved aside in the same second.

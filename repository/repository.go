@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"sort"
 	"strconv"
@@ -46,8 +45,6 @@ var ErrCommitUnknown = errors.New("the commit's outcome is unknown: its manifest
 
 // ErrNoBackup is returned when no committed backup matches.
 var ErrNoBackup = errors.New("no such backup")
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrEncryption is returned when the key given does not fit the
 // repository: none for an encrypted one, one for a plain one, or another.

@@ -23,8 +23,6 @@ import (
 	"github.com/pgstow/pgstow/repository"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // Modes of everything restored, whatever the tar says: PostgreSQL refuses
 // to start a data directory that others can read, and files it creates
 // itself are 0600.
@@ -645,7 +643,7 @@ func (r *restorer) copyContent(ctx context.Context, out io.Writer, in io.Reader)
 		}
 		n, err := in.Read(r.copyBuf)
 		if n > 0 {
-			crc = crc32.Update(crc, castagnoli, r.copyBuf[:n])
+			crc = crc32.Update(crc, manifest.Castagnoli, r.copyBuf[:n])
 			if _, werr := out.Write(r.copyBuf[:n]); werr != nil {
 				return 0, werr
 			}

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"iter"
 	"net/http"
@@ -58,7 +57,6 @@ type Store struct {
 	// pageSize is the number of objects a List asks for per page; tests
 	// lower it to cross page boundaries with fewer objects.
 	pageSize int32
-	crcTable *crc32.Table
 	// buffers holds *[]byte of blockSize for bodies that must be read
 	// sequentially (see bodyReader).
 	buffers sync.Pool
@@ -89,7 +87,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxBlocks: cfg.MaxBlocks,
 		threshold: cfg.MultipartThreshold,
 		pageSize:  listPageSize,
-		crcTable:  crc32.MakeTable(crc32.Castagnoli),
 	}
 	if cfg.Prefix != "" {
 		s.keyPrefix = cfg.Prefix + "/"

@@ -21,6 +21,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -271,7 +272,7 @@ type part struct {
 }
 
 func (s *Store) newBodyReader(key string, body io.ReadSeeker, size int64) (*bodyReader, error) {
-	br := &bodyReader{s: s, key: key, size: size, r: body, crc: crc32.New(s.crcTable)}
+	br := &bodyReader{s: s, key: key, size: size, r: body, crc: crc32.New(manifest.Castagnoli)}
 	if ra, ok := body.(io.ReaderAt); ok {
 		pos, err := body.Seek(0, io.SeekCurrent)
 		if err != nil {

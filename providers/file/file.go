@@ -23,6 +23,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -45,9 +46,8 @@ const (
 // Store is a providers.Store in a local directory. It is safe for
 // concurrent use, also by several processes sharing the directory.
 type Store struct {
-	root     string // absolute and clean
-	own      ownership
-	crcTable *crc32.Table
+	root string // absolute and clean
+	own  ownership
 	// buffers holds *[]byte of copyBlockBytes, reused across Puts so that
 	// many small uploads do not each allocate a megabyte.
 	buffers sync.Pool
@@ -82,9 +82,8 @@ func Open(ctx context.Context, root string) (*Store, error) {
 		return nil, fmt.Errorf("open file store %s: not a directory", abs)
 	}
 	s := &Store{
-		root:     abs,
-		own:      ownershipOf(fi, os.Geteuid(), os.Getegid()),
-		crcTable: crc32.MakeTable(crc32.Castagnoli),
+		root: abs,
+		own:  ownershipOf(fi, os.Geteuid(), os.Getegid()),
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, copyBlockBytes)
@@ -293,7 +292,7 @@ func (s *Store) copyBody(ctx context.Context, key string, w io.Writer, body io.R
 			return 0, fmt.Errorf("put %q into %s: %w", key, s, err)
 		}
 		n, err := io.ReadFull(body, buf[:min(int64(len(buf)), size-done)])
-		crc = crc32.Update(crc, s.crcTable, buf[:n])
+		crc = crc32.Update(crc, manifest.Castagnoli, buf[:n])
 		if _, werr := w.Write(buf[:n]); werr != nil {
 			return 0, fmt.Errorf("put %q into %s: write: %w", key, s, werr)
 		}
@@ -327,7 +326,7 @@ func (s *Store) writeBodyTo(ctx context.Context, key string, w io.Writer, body i
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("put %q into %s: %w", key, s, err)
 	}
-	sw := &sizedWriter{w: w, left: size, table: s.crcTable}
+	sw := &sizedWriter{w: w, left: size, table: manifest.Castagnoli}
 	_, err := body.WriteTo(sw)
 	switch {
 	case sw.over:

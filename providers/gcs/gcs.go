@@ -587,7 +587,7 @@ func (r *reader) Read(p []byte) (int, error) {
 		r.left -= int64(n)
 	}
 	if r.checkCRC {
-		r.crc = crc32.Update(r.crc, crcTable, p[:n])
+		r.crc = crc32.Update(r.crc, manifest.Castagnoli, p[:n])
 	}
 	if err == io.EOF && r.checkCRC && r.crc != r.wantCRC {
 		err = fmt.Errorf("object has CRC32C %08x, read %08x: %w", r.wantCRC, r.crc, providers.ErrChecksum)

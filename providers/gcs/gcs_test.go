@@ -20,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/pgstow/pgstow/integration/testserver"
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/providertest"
 )
@@ -66,7 +67,7 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, crcTable) }
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, manifest.Castagnoli) }
 
 // TestPrefixMapping checks where objects land: below the prefix, and a
 // store on the same bucket without a prefix sees them there.

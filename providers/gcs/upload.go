@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -25,8 +26,6 @@ const contentType = "application/octet-stream"
 
 // cancelTimeout bounds the request that cancels a failed resumable upload.
 const cancelTimeout = 5 * time.Second
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Put uploads body: an object below MultipartThreshold in one multipart
 // request (its metadata and its bytes), a larger one as a resumable
@@ -386,7 +385,7 @@ func (u *upload) readCRC(ctx context.Context, off, n int64, crc uint32) (uint32,
 			return 0, fmt.Errorf("%s: %w", u.what, err)
 		}
 		k, err := io.ReadFull(u.body, u.buf[:min(int64(len(u.buf)), n-done)])
-		crc = crc32.Update(crc, crcTable, u.buf[:k])
+		crc = crc32.Update(crc, manifest.Castagnoli, u.buf[:k])
 		done += int64(k)
 		if err != nil {
 			return 0, bodyError(u.what, err, off+done, u.size)
@@ -481,7 +480,7 @@ func (p *part) fill() error {
 		return fmt.Errorf("%s: %w", u.what, err)
 	}
 	n, err := io.ReadFull(u.body, u.buf[:min(int64(len(u.buf)), p.end-p.off)])
-	p.crc = crc32.Update(p.crc, crcTable, u.buf[:n])
+	p.crc = crc32.Update(p.crc, manifest.Castagnoli, u.buf[:n])
 	p.off += int64(n)
 	if err != nil {
 		return bodyError(u.what, err, p.off, u.size)

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -90,7 +91,7 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 		return fmt.Errorf("put %q into %s: read body: %w", key, s, err)
 	}
 	if opts.HasCRC32C {
-		if crc := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli)); crc != opts.CRC32C {
+		if crc := crc32.Checksum(data, manifest.Castagnoli); crc != opts.CRC32C {
 			return fmt.Errorf("put %q into %s: body has CRC32C %08x, expected %08x: %w", key, s, crc, opts.CRC32C, providers.ErrChecksum)
 		}
 	}

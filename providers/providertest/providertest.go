@@ -26,6 +26,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
 
@@ -74,7 +75,7 @@ func content(seed uint64, n int) []byte {
 	return b
 }
 
-func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, manifest.Castagnoli) }
 
 // put stores data under key and fails the test on error.
 func put(t *testing.T, s providers.Store, key string, data []byte, opts providers.PutOptions) {

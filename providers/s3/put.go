@@ -17,10 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // readBlockBytes is how much is read between context checks when a part
 // is read into a buffer or checksummed, so a cancelled Put stops promptly.
@@ -311,7 +310,7 @@ func readCRC(ctx context.Context, r io.Reader, n int64) (uint32, error) {
 			return 0, err
 		}
 		m, err := io.ReadFull(r, buf[:min(int64(len(buf)), n-done)])
-		crc = crc32.Update(crc, castagnoli, buf[:m])
+		crc = crc32.Update(crc, manifest.Castagnoli, buf[:m])
 		done += int64(m)
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return 0, fmt.Errorf("body ended after %d of %d bytes: %w", done, n, io.ErrUnexpectedEOF)
@@ -352,7 +351,7 @@ func (up *multipartUpload) uploadSequential(ctx context.Context, body io.Reader,
 			cancel()
 			break
 		}
-		crc := crc32.Checksum(buf, castagnoli)
+		crc := crc32.Checksum(buf, manifest.Castagnoli)
 		up.crcs[i] = crc
 		g.Go(func() error {
 			defer func() {
@@ -571,7 +570,7 @@ func (b *exactBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	if b.crcValid {
-		b.crc = crc32.Update(b.crc, castagnoli, p[:n])
+		b.crc = crc32.Update(b.crc, manifest.Castagnoli, p[:n])
 	}
 	if b.pos+int64(n) == b.size {
 		// Withhold the last bytes until the body is known good.
