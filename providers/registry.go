@@ -116,3 +116,26 @@ func (r *Registry) examples() string {
 	}
 	return strings.Join(ex[:len(ex)-1], ", ") + " or " + ex[len(ex)-1]
 }
+
+// URLScheme makes the Scheme of a provider whose URLs parse, without
+// contacting anything, into a configuration that open then uses: parse's
+// errors are marked BadURL, and configure (nil: none) copies what the
+// options add, such as the logger.
+func URLScheme[C any, S Store](name, example string, parse func(*url.URL) (C, error), configure func(*C, OpenOptions), open func(context.Context, C) (S, error)) Scheme {
+	return Scheme{Name: name, Example: example, Parse: func(u *url.URL, o OpenOptions) (Opener, error) {
+		cfg, err := parse(u)
+		if err != nil {
+			return nil, BadURL(err)
+		}
+		if configure != nil {
+			configure(&cfg, o)
+		}
+		return func(ctx context.Context) (Store, error) {
+			s, err := open(ctx, cfg)
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			return s, nil
+		}, nil
+	}}
+}

@@ -1,36 +1,16 @@
 package gcs_test
 
 import (
-	"errors"
 	"net/url"
 	"testing"
 
-	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/gcs"
+	"github.com/pgstow/pgstow/providers/providertest"
 )
 
 // TestScheme checks that a URL ParseURL refuses is a bad URL to the
-// registry, and that one it accepts reaches the opener (not called here:
-// it would contact the store).
+// registry, and that one it accepts reaches the opener.
 func TestScheme(t *testing.T) {
-	s := gcs.Scheme()
-	for _, tc := range []struct {
-		url    string
-		badURL bool
-	}{
-		{"gs://bucket?chunk_size=16XB", true},
-		{"gs://bucket/p", false},
-	} {
-		u, err := url.Parse(tc.url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		open, err := s.Parse(u, providers.OpenOptions{})
-		if errors.Is(err, providers.ErrBadURL) != tc.badURL || (err == nil) != (open != nil) || (err != nil) != tc.badURL {
-			t.Errorf("Parse(%s) = opener %v, %v; want a bad URL: %v", tc.url, open != nil, err, tc.badURL)
-		}
-		if _, perr := gcs.ParseURL(u); (perr != nil) != tc.badURL {
-			t.Errorf("ParseURL(%s) = %v, but Parse = %v", tc.url, perr, err)
-		}
-	}
+	providertest.CheckScheme(t, gcs.Scheme(), func(u *url.URL) error { _, err := gcs.ParseURL(u); return err },
+		"gs://bucket?chunk_size=16XB", "gs://bucket/p")
 }
