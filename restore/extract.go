@@ -298,12 +298,13 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 		return nil, err
 	}
 	res := &Result{
-		Backup:      r.p.b,
-		Files:       r.files,
-		Bytes:       r.bytes,
-		WALSegments: r.walSegments,
-		FromStandby: r.fromStandby,
-		Elapsed:     time.Since(started),
+		Backup:         r.p.b,
+		Files:          r.files,
+		Bytes:          r.bytes,
+		WALSegments:    r.walSegments,
+		FromStandby:    r.fromStandby,
+		TablespaceDirs: r.p.tablespaceDirs(),
+		Elapsed:        time.Since(started),
 	}
 	s := r.prog.snapshot()
 	r.o.Log.Info("restore complete", "backup", r.p.b.ID, "target", r.p.target,

@@ -106,7 +106,11 @@ type Result struct {
 	// taken from a standby) and, without Options.Standby, the restore
 	// removed it and cleared primary_conninfo.
 	FromStandby bool
-	Elapsed     time.Duration
+	// TablespaceDirs are the directories the tablespaces were restored
+	// into, remapped or not, in the manifest's order: what a server
+	// started on the result must be allowed to use.
+	TablespaceDirs []string
+	Elapsed        time.Duration
 }
 
 // maxChunkBytes bounds the raw and stored size of one chunk. pgstow cuts
@@ -474,15 +478,21 @@ func checkEmpty(dir string) error {
 // the user must do about the directories.
 func (p *plan) incomplete(err error) error {
 	also := ""
-	if len(p.tsOrder) > 0 {
-		dirs := make([]string, len(p.tsOrder))
-		for i, oid := range p.tsOrder {
-			dirs[i] = p.tsDirs[oid]
-		}
+	if dirs := p.tablespaceDirs(); len(dirs) > 0 {
 		also = " (and the tablespace directories " + strings.Join(dirs, ", ") + ")"
 	}
 	return fmt.Errorf("restore into %s failed: %w; %s is incomplete (it has no %s) — remove it%s before trying again",
 		p.target, err, p.target, pgControlPath, also)
+}
+
+// tablespaceDirs lists the tablespaces' directories in the manifest's
+// order.
+func (p *plan) tablespaceDirs() []string {
+	dirs := make([]string, len(p.tsOrder))
+	for i, oid := range p.tsOrder {
+		dirs[i] = p.tsDirs[oid]
+	}
+	return dirs
 }
 
 // memberPath checks a member name, from the manifest or from a tar header,

@@ -253,6 +253,11 @@ func TestRunTablespaces(t *testing.T) {
 			if res.Files != wantFiles {
 				t.Errorf("%d files restored, want %d", res.Files, wantFiles)
 			}
+			// A server started on the result uses the directories the
+			// tablespaces went into.
+			if !slices.Equal(res.TablespaceDirs, []string{want}) {
+				t.Errorf("TablespaceDirs = %q, want [%q]", res.TablespaceDirs, want)
+			}
 		})
 	}
 }

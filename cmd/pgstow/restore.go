@@ -204,7 +204,7 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			// With --start, stdout is the server's URI alone, so that
 			// $(pgstow restore --start …) is all a script needs.
 			g.log.Info(summary)
-			return srv.run(cmd, g, o, res.Backup, probe)
+			return srv.run(cmd, g, o, res, probe)
 		},
 	}
 	repoFlag(cmd, &repoURL)

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pgstow/pgstow/localserver"
-	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/restore"
 )
 
@@ -75,10 +74,10 @@ func (f *serverFlags) check(cmd *cobra.Command, o restore.Options) error {
 // run starts the server on the restored directory and prints its URI.
 // probe is a shell command that reads the repository as restore_command
 // will.
-func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, b *manifest.Backup, probe string) error {
+func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, res *restore.Result, probe string) error {
 	so := localserver.Options{
 		DataDir: o.Target,
-		Major:   b.PGVersion / 10000,
+		Major:   res.Backup.PGVersion / 10000,
 		BinDir:  f.binDir,
 		Port:    f.port,
 		RunAs:   f.runAs,
@@ -88,13 +87,7 @@ func (f *serverFlags) run(cmd *cobra.Command, g *globals, o restore.Options, b *
 		Timeout: f.timeout,
 		Log:     g.log,
 	}
-	for _, ts := range b.Tablespaces {
-		dir := ts.Location
-		if d, ok := o.Tablespaces[ts.OID]; ok {
-			dir = d
-		}
-		so.Tablespaces = append(so.Tablespaces, filepath.Clean(dir))
-	}
+	so.Tablespaces = res.TablespaceDirs
 	so.WaitPromotion, so.WaitPause = o.RecoveryEnd()
 	if o.WAL == restore.WALFetch {
 		// restore_command runs as the server's user: make sure it can
