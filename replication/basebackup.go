@@ -154,7 +154,17 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 		return nil, fmt.Errorf("take over connection to %s: %w", c.target, err)
 	}
 	c.pg = nil
-	nc := &idleConn{Conn: hj.Conn, idle: opts.IdleTimeout}
+	if n := hj.Frontend.ReadBufferLen(); n > 0 {
+		hj.Conn.Close()
+		return nil, fmt.Errorf("take over connection to %s: %d bytes the server sent are still unread", c.target, n)
+	}
+	// Reads go through pgconn's reader, which may hold or be about to
+	// receive what the socket delivers next (Conn.readThrough).
+	rd := c.rd
+	if rd == nil {
+		rd = hj.Conn
+	}
+	nc := &idleConn{Conn: hj.Conn, r: rd, idle: opts.IdleTimeout}
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(ctx, nc.abort)
 	fail := func(err error) (*BaseBackup, error) {
@@ -685,6 +695,7 @@ func (b *BaseBackup) Close() error {
 // a stalled connection is noticed within a bounded time.
 type idleConn struct {
 	net.Conn
+	r       io.Reader // reads Conn, perhaps through a buffer before it
 	idle    time.Duration
 	armed   atomic.Bool
 	aborted atomic.Bool
@@ -706,7 +717,7 @@ func (c *idleConn) Read(p []byte) (int, error) {
 			_ = c.Conn.SetDeadline(time.Unix(1, 0))
 		}
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.r.Read(p)
 	if err != nil && timed && !c.aborted.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
 		err = fmt.Errorf("%w: no data from the server for %s; the network path looks stalled (raise --io-timeout if the server is just slow)", ErrStalled, c.idle)
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgstow/pgstow/manifest"
 )
@@ -36,9 +38,27 @@ var ErrStalled = errors.New("connection stalled")
 
 // Conn is one physical replication connection.
 type Conn struct {
-	pg            *pgconn.PgConn
+	pg *pgconn.PgConn
+	// rd is the reader pgconn reads the socket through (see readThrough).
+	rd            io.Reader
 	target        string // host:port for messages, never the password
 	serverVersion int
+}
+
+// readThrough makes cfg's connections hand c the reader pgconn reads the
+// socket through. When a write is slow (15 ms, a busy machine), pgconn
+// starts a background read, and stops it only once that read returns:
+// after the query it may still be pending, and would take the first
+// bytes of what follows. A connection taken over for BASE_BACKUP reads
+// through the same reader, which hands those bytes back first and then
+// reads the socket directly. pgconn's own remedy, SyncConn, pings with
+// SQL, which a physical walsender refuses.
+func (c *Conn) readThrough(cfg *pgconn.Config) {
+	build := cfg.BuildFrontend
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		c.rd = r
+		return build(r, w)
+	}
 }
 
 // System describes the cluster behind a connection.
@@ -65,11 +85,13 @@ func Connect(ctx context.Context, dsn string) (*Conn, error) {
 	cfg.RuntimeParams["replication"] = "true"
 	cfg.RuntimeParams["application_name"] = "pgstow"
 	target := describeTarget(cfg)
+	c := &Conn{target: target}
+	c.readThrough(cfg)
 	pg, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, classifyConnectError(target, cfg.User, err)
 	}
-	c := &Conn{pg: pg, target: target}
+	c.pg = pg
 	v, err := c.showInt(ctx, "server_version_num")
 	if err != nil {
 		pg.Close(context.WithoutCancel(ctx))
