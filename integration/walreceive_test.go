@@ -25,7 +25,7 @@ import (
 func startReceiver(t *testing.T, repoURL, dsn string, extra ...string) (stop func()) {
 	t.Helper()
 	var out bytes.Buffer
-	cmd := exec.Command(pgstowRaceBin, append([]string{"wal-receive", "--repo", repoURL, "--pg", dsn, "--slot", "pgstow_test"}, extra...)...)
+	cmd := exec.Command(pgstowBin, append([]string{"wal-receive", "--repo", repoURL, "--pg", dsn, "--slot", "pgstow_test"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -46,6 +46,7 @@ func startReceiver(t *testing.T, repoURL, dsn string, extra ...string) (stop fun
 			}
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
+			<-done // out is written until Wait returns
 			t.Errorf("wal-receive did not stop within 30 s of SIGTERM:\n%s", out.String())
 		}
 	}
