@@ -93,7 +93,6 @@ func TestProviderBackupRestore(t *testing.T) {
 	want := seedBeforeBackup(t, c)
 	for name, open := range cloudStores(t) {
 		t.Run(name, func(t *testing.T) {
-			t.Parallel() // backups of one cluster into separate stores
 			backupAndRestore(t, c, open(t), want, 8<<20)
 		})
 	}
