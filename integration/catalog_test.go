@@ -114,6 +114,7 @@ func runVerify(t *testing.T, repoURL string, args ...string) (verifyJSON, cliRes
 // corrupted in place, a chunk truncated and a WAL segment missing, each
 // named on the backups it breaks and on no other.
 func TestCatalogShowVerify(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	dir := t.TempDir()
@@ -277,6 +278,7 @@ func TestCatalogShowVerify(t *testing.T) {
 // repository holds exactly what the remaining backup and its WAL need, and
 // that backup still restores and starts with the same data.
 func TestRetainLastThenGC(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	dir := t.TempDir()
@@ -291,7 +293,7 @@ func TestRetainLastThenGC(t *testing.T) {
 	want := fingerprint(t, c)
 
 	// A backup killed mid-stream leaves chunks no manifest references.
-	cmd := exec.Command(pgstowBin, "backup", "--repo", repoURL, "--pg", c.DSN("postgres"), "--checkpoint", "fast", "--chunk-size", "1MB", "--max-rate", "2MB")
+	cmd := exec.Command(pgstowRaceBin, "backup", "--repo", repoURL, "--pg", c.DSN("postgres"), "--checkpoint", "fast", "--chunk-size", "1MB", "--max-rate", "2MB")
 	cmd.Stderr = os.Stderr
 	before := len(repoKeys(t, dir))
 	if err := cmd.Start(); err != nil {
@@ -410,6 +412,7 @@ func TestRetainLastThenGC(t *testing.T) {
 // delete removes the backup it deduplicated against. Without the leases
 // (docs/catalog.md) this loses chunks.
 func TestCatalogUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	const iterations = 20
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")

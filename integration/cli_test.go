@@ -18,6 +18,7 @@ import (
 
 // TestCLIBackupAndList runs the binary the way the README does.
 func TestCLIBackupAndList(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")
 	repo := "file://" + t.TempDir()
@@ -46,6 +47,7 @@ func TestCLIBackupAndList(t *testing.T) {
 // TestKillMidStream: a backup killed with SIGKILL while streaming leaves no
 // visible backup and no replication slot, and the next run succeeds.
 func TestKillMidStream(t *testing.T) {
+	t.Parallel()
 	// The walsender notices a vanished client only when it next writes,
 	// at the latest after wal_sender_timeout/2.
 	c := pgtest.Start(t, pgtest.Options{Major: 15, Conf: []string{"wal_sender_timeout = '4s'"}})
@@ -53,7 +55,7 @@ func TestKillMidStream(t *testing.T) {
 	dir := t.TempDir()
 	repo := "file://" + dir
 	args := []string{"backup", "--repo", repo, "--pg", c.DSN("postgres"), "--checkpoint", "fast", "--chunk-size", "1MB"}
-	cmd := exec.Command(pgstowBin, append(args, "--max-rate", "4MB")...)
+	cmd := exec.Command(pgstowRaceBin, append(args, "--max-rate", "4MB")...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -99,6 +101,7 @@ func freePort(t *testing.T) int {
 
 // TestBadInput: each mistake gets one clear line and a non-zero exit, fast.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Exec(t, "postgres", "CREATE ROLE norepl LOGIN")
 	other := pgtest.Start(t, pgtest.Options{Major: 15})

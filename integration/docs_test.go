@@ -92,6 +92,7 @@ func walkthroughScript(doc []byte) (string, error) { return markedBlocks(doc, "w
 // TestDocsWalkthroughExtract: the extractor takes exactly the marked blocks
 // and refuses documents that would make TestDocsWalkthrough test nothing.
 func TestDocsWalkthroughExtract(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, doc string
 		want      string // "" means an error is expected
@@ -126,6 +127,7 @@ func TestDocsWalkthroughExtract(t *testing.T) {
 // OS user, against Debian's PostgreSQL 15, with this build of pgstow. Any
 // failing command or check fails the test with the script's output.
 func TestDocsWalkthrough(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../docs/quickstart.md")
 	if err != nil {
 		t.Fatal(err)

@@ -69,6 +69,7 @@ func flipByte(t *testing.T, path string) (undo func()) {
 // is refused; and a flipped byte in a chunk, a WAL segment, PostgreSQL's
 // manifest or pgstow's manifest is detected.
 func TestEncryptedRepository(t *testing.T) {
+	t.Parallel()
 	const marker = "pgstow-plaintext-marker"
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")

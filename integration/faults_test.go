@@ -23,7 +23,7 @@ func slowBackup(t *testing.T, dsn, dir string, extra ...string) (*exec.Cmd, *tes
 	t.Helper()
 	args := append([]string{"backup", "--repo", "file://" + dir, "--pg", dsn, "--checkpoint", "fast",
 		"--chunk-size", "1MB", "--max-rate", "2MB"}, extra...)
-	cmd := exec.Command(pgstowBin, args...)
+	cmd := exec.Command(pgstowRaceBin, args...)
 	out := &testserver.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -79,6 +79,7 @@ func nothingPublished(t *testing.T, c *pgtest.Cluster, dir string, slotWait time
 // exit 130 and 143, a message saying so, nothing published, no slot left
 // and none of the chunks it stored; the repository takes the next backup.
 func TestSignalsAbortBackup(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "5", "postgres")
 	for _, tc := range []struct {
@@ -119,6 +120,7 @@ func TestSignalsAbortBackup(t *testing.T) {
 // restarted, in the middle of a backup. pgstow fails at once with a
 // message naming the cause and publishes nothing.
 func TestServerSideFaults(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "5", "postgres")
 	for _, tc := range []struct {
@@ -153,6 +155,7 @@ func TestServerSideFaults(t *testing.T) {
 // --io-timeout, says the connection stalled, and publishes nothing; the
 // server drops the slot once its wal_sender_timeout passes.
 func TestStalledNetwork(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17, Conf: []string{"wal_sender_timeout = '5s'"}})
 	c.Pgbench(t, "-i", "-s", "5", "postgres")
 	proxy := testserver.StartTCPProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port))
@@ -190,6 +193,7 @@ func mountTmpfs(t *testing.T, size int64, ro bool) string {
 // chunk missing from the store each fail the restore with a message
 // naming the cause, and leave nothing that looks like a data directory.
 func TestRestoreFaults(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	dir := t.TempDir()
@@ -244,6 +248,7 @@ func TestRestoreFaults(t *testing.T) {
 // hour), saying so in its one-line error. The backup committed before
 // still verifies, and nothing else is published or left locked.
 func TestBackupDiskFull(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	dir := filepath.Join(mountTmpfs(t, 24<<20, false), "repo")
 	repoURL := "file://" + dir
@@ -305,6 +310,7 @@ func chunkFiles(t *testing.T, dir string) map[string]bool {
 // different ids, and both restore to servers holding what was committed
 // before they started.
 func TestConcurrentBackups(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	c.Pgbench(t, "-i", "-s", "3", "postgres")
 	want := seedBeforeBackup(t, c)

@@ -27,6 +27,7 @@ import (
 // server, in pgstow's repository, and nothing in them depends on the
 // major version.
 func TestDamagedChunkHeals(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	dir := t.TempDir()

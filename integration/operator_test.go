@@ -109,6 +109,7 @@ func lastBarFrame(stderr, title string) string {
 // TestProgress: how backup, restore and verify show their progress depending on
 // --progress and --quiet, with stderr a pipe as under CI or systemd.
 func TestProgress(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	repoURL := "file://" + t.TempDir()
@@ -244,6 +245,7 @@ func checkRunBytes(t *testing.T, value func(string) (float64, bool), entry map[s
 // TestMetrics: a backup's metrics pushed to a Pushgateway and written for
 // node_exporter's textfile collector, across a success and a failure.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")
 	// A server that is down: the backup fails after argument checking.
@@ -515,6 +517,7 @@ func seriesValue(fams map[string]*dto.MetricFamily, name string, want map[string
 // stream, and a --metrics-listen address in use stops it before it
 // touches the server.
 func TestWALReceiveMetrics(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	c.Exec(t, "postgres", "CREATE TABLE walgen (v text)")
 	repoDir := t.TempDir()
@@ -627,6 +630,7 @@ func TestWALReceiveMetrics(t *testing.T) {
 // tests rely on speaks the push API as the Go client uses it and keeps
 // groups as the real one does, and refuses what the real one refuses.
 func TestMetricsPushgatewayStandIn(t *testing.T) {
+	t.Parallel()
 	gw := testserver.StartPushgateway(t)
 	gauges := func(values map[string]float64) *prometheus.Registry {
 		reg := prometheus.NewRegistry()

@@ -18,6 +18,7 @@ import (
 // TestServerCompression: archives the server compresses are decompressed
 // on arrival and stored exactly as an uncompressed backup would be.
 func TestServerCompression(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	for _, codec := range []string{"lz4", "zstd", "gzip"} {
@@ -37,6 +38,7 @@ func TestServerCompression(t *testing.T) {
 // TestSegmentNamesMatchServer checks our LSN and segment arithmetic
 // against the server's own pg_walfile_name and pg_lsn parsing.
 func TestSegmentNamesMatchServer(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	lsns := []string{"0/0", "0/1", "0/FFFFFF", "0/1000000", "0/3000028", "1/0", "1/FF000000", "5/ABCDEF12", "FF/FFFFFFFF", "123/4567890A"}
 	for _, s := range lsns {
@@ -65,6 +67,7 @@ func TestSegmentNamesMatchServer(t *testing.T) {
 // archiver to store the WAL, names what is missing when it does not, and
 // commits when it does.
 func TestWALNone(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")
 

@@ -25,6 +25,7 @@ import (
 // user, which still proves the backup and the archiver share the
 // repository.
 func TestRootBackupKeepsArchiving(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Log("not root: the backup and the server run as the same user")
 	}
@@ -34,7 +35,10 @@ func TestRootBackupKeepsArchiving(t *testing.T) {
 			if archiveFirst {
 				name = fmt.Sprintf("pg%d/archive-first", major)
 			}
-			t.Run(name, func(t *testing.T) { testRootBackupKeepsArchiving(t, major, archiveFirst) })
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				testRootBackupKeepsArchiving(t, major, archiveFirst)
+			})
 		}
 	}
 }

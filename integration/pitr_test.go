@@ -15,8 +15,10 @@ import (
 // TestPITR: restoring to a time, an LSN and a named restore point yields
 // exactly the transactions committed before each.
 func TestPITR(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			repoDir := filepath.Join(pgtest.TempDir(t), "repo")
 			repoURL := "file://" + repoDir
 			handToServerUser(t, filepath.Dir(pgstowBin))

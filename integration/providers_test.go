@@ -87,6 +87,7 @@ func backupAndRestore(t *testing.T, c *pgtest.Cluster, store providers.Store, wa
 // TestProviderBackupRestore: the full round trip through each cloud
 // provider's real server.
 func TestProviderBackupRestore(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "3", "postgres")
 	want := seedBeforeBackup(t, c)
@@ -100,6 +101,7 @@ func TestProviderBackupRestore(t *testing.T) {
 // TestFaultyS3: with 5% of requests answered 503 SlowDown and 5% dropped,
 // a backup completes and restores bit for bit.
 func TestFaultyS3(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "5", "postgres")
 	want := seedBeforeBackup(t, c)
@@ -120,6 +122,7 @@ func TestFaultyS3(t *testing.T) {
 // unreachable endpoint each fail in seconds with one line naming the
 // repository and the cause.
 func TestProviderErrors(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	minio := testserver.StartMinIO(t)
 	gsrv := testserver.StartFakeGCS(t)

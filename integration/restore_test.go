@@ -97,8 +97,10 @@ func pgChecksums(t *testing.T, r *pgtest.Cluster) {
 // TestRestore: back up while pgbench writes, restore with the tablespace
 // remapped, and let PostgreSQL judge the result.
 func TestRestore(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: major})
 			c.Exec(t, "postgres", "CREATE TABLESPACE ts1 LOCATION '"+tablespaceDir(t, c)+"'")
 			c.Exec(t, "postgres", "CREATE TABLE in_ts (id int, v text) TABLESPACE ts1; INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
@@ -147,6 +149,7 @@ func TestRestore(t *testing.T) {
 // TestRestoreWALFetch: --wal=fetch yields a server that reaches
 // consistency with pgstow wal-fetch as its restore_command.
 func TestRestoreWALFetch(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")
 	want := seedBeforeBackup(t, c)
@@ -209,6 +212,7 @@ func chownServerUser(t *testing.T, dir string) {
 
 // TestWALFetchCLI: the exit codes restore_command relies on.
 func TestWALFetchCLI(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	dir := t.TempDir()
 	repo := openFileRepo(t, dir)
@@ -263,6 +267,7 @@ func TestWALFetchCLI(t *testing.T) {
 // manifest, fails the restore by name and leaves nothing that looks
 // complete.
 func TestRestoreRefusesDamage(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")
 	dir := t.TempDir()
@@ -345,6 +350,7 @@ func resign(t *testing.T, doc []byte) []byte {
 // TestRestoreWithoutPgstow runs the recipe of docs/restore-without-pgstow.md,
 // as written there, and lets PostgreSQL judge the result.
 func TestRestoreWithoutPgstow(t *testing.T) {
+	t.Parallel()
 	recipe := docBlocks(t, "restore-without-pgstow.md", "restore-without-pgstow", "sh")
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Pgbench(t, "-i", "-s", "2", "postgres")

@@ -59,8 +59,10 @@ func countChunks(t *testing.T, dir string) int {
 // reading defers it and says so; the restore completes and the restored
 // server holds the rows; a delete after the restore removes the backup.
 func TestDeleteDuringRestore(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: major})
 			c.Pgbench(t, "-i", "-s", "1", "postgres")
 			want := seedBeforeBackup(t, c)
@@ -131,6 +133,7 @@ func TestDeleteDuringRestore(t *testing.T) {
 // restored from without a lease, with a warning that says delete and gc
 // are not held off; the restored server holds the rows.
 func TestRestoreFromReadOnlyRepository(t *testing.T) {
+	t.Parallel()
 	const major = 15
 	c := pgtest.Start(t, pgtest.Options{Major: major})
 	c.Pgbench(t, "-i", "-s", "1", "postgres")

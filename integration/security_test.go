@@ -63,6 +63,7 @@ func newCA(t *testing.T, dir, name string) (*x509.Certificate, *ecdsa.PrivateKey
 // sslmode=verify-full backs up; a wrong CA and a host name the
 // certificate does not name are refused with messages saying so.
 func TestTLSVerifyFull(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 17})
 	certs := t.TempDir()
 	ca, caKey := newCA(t, certs, "ca")
@@ -105,6 +106,7 @@ func TestTLSVerifyFull(t *testing.T) {
 // cloud credentials, including failing ones, at debug log level, and
 // checks that no output and no stored object contains a secret.
 func TestSecretsStayHidden(t *testing.T) {
+	t.Parallel()
 	const (
 		dbPassword = "Db-Pw-7c1e9a5b3d"
 		s3Secret   = "S3-Secret-4f2a8e6c0b"

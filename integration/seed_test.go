@@ -75,8 +75,10 @@ func discardAtCleanup(t *testing.T, dir string) {
 // prints reaches the restored data on a server that cannot archive, and
 // discards it; discard refuses a directory restore --start did not make.
 func TestRestoreStart(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: major, Conf: []string{"archive_mode = on", "archive_command = '/bin/false'"}})
 			want := seedBeforeBackup(t, c)
 			repoDir := t.TempDir()
@@ -151,6 +153,10 @@ func TestRestoreStart(t *testing.T) {
 // TestRestoreStartPITR starts a server at a point in time: it must wait
 // until recovery reached the target, and first refuse clearly when the
 // server's OS user cannot read the repository restore_command needs.
+//
+// Not parallel: restore --start quotes the last five lines of the server's
+// log, and on a loaded machine its own readiness probes' lines can push out
+// the line naming the recovery target that this test looks for.
 func TestRestoreStartPITR(t *testing.T) {
 	repoDir := filepath.Join(pgtest.TempDir(t), "repo")
 	repoURL := "file://" + repoDir
@@ -231,6 +237,7 @@ func TestRestoreStartPITR(t *testing.T) {
 
 // TestRestoreStartUsage checks the refusals that need no server.
 func TestRestoreStartUsage(t *testing.T) {
+	t.Parallel()
 	repoURL := "file://" + t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -269,6 +276,7 @@ type ciJob struct {
 // and the always() cleanup step run whatever happened. Only the Install
 // step is left out: the binaries are already here.
 func TestCIExample(t *testing.T) {
+	t.Parallel()
 	block := docBlocks(t, "ci-seeding.md", "ci-example", "yaml")
 	var wf ciJob
 	if err := yaml.Unmarshal([]byte(block), &wf); err != nil {
@@ -361,6 +369,7 @@ func TestCIExample(t *testing.T) {
 // tablespace, starts with the tablespace remapped and its data readable
 // through the URI, and discard removes the remapped directory too.
 func TestRestoreStartTablespace(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
 	c.Exec(t, "postgres", "CREATE TABLESPACE ts1 LOCATION '"+tablespaceDir(t, c)+"'")
 	c.Exec(t, "postgres", "CREATE TABLE in_ts (id int, v text) TABLESPACE ts1; INSERT INTO in_ts SELECT g, md5(g::text) FROM generate_series(1, 20000) g")

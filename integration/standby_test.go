@@ -86,7 +86,8 @@ const batchesSQL = "SELECT coalesce(min(batch), 0) || ':' || coalesce(max(batch)
 // primary holding what the primary had committed, passes
 // pg_verifybackup, and serves point-in-time recovery past the backup
 // with WAL the primary archived. Then a promotion during a backup fails
-// it with one line.
+// it with one line. Not parallel: the idle-primary backup must finish
+// within 30 s, which other tests' load could spoil.
 func TestStandbyBackup(t *testing.T) {
 	for _, major := range standbyMajors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {

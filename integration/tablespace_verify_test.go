@@ -28,8 +28,10 @@ const inTSSQL = "SELECT count(*) || ':' || md5(string_agg(id || v, ',' ORDER BY 
 // the tablespace's original location, before or after the restored server
 // runs.
 func TestRestoreRemappedTablespaceVerifies(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: major})
 			origTS := tablespaceDir(t, c)
 			c.Exec(t, "postgres", "CREATE TABLESPACE ts1 LOCATION '"+origTS+"'")

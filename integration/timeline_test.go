@@ -15,6 +15,7 @@ import (
 // archive on timeline 2 into the same repository, then recover from the
 // timeline-1 backup to a point on timeline 2.
 func TestPITROnNewTimeline(t *testing.T) {
+	t.Parallel()
 	repoDir := filepath.Join(pgtest.TempDir(t), "repo")
 	repoURL := "file://" + repoDir
 	handToServerUser(t, filepath.Dir(pgstowBin))

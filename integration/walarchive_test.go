@@ -20,6 +20,7 @@ import (
 // pgbench load stores every segment intact, fails none, and a backup that
 // relies on that archive (--wal=none) restores and starts.
 func TestArchiveCommand(t *testing.T) {
+	t.Parallel()
 	repoDir := filepath.Join(pgtest.TempDir(t), "repo")
 	handToServerUser(t, filepath.Dir(pgstowBin))
 	cmd := fmt.Sprintf("%s wal-push --repo file://%s --log-level warn %%p", pgstowBin, repoDir)
@@ -114,6 +115,7 @@ func TestArchiveCommand(t *testing.T) {
 // to from its first page: it binds a new repository to that cluster and
 // refuses a repository of another one before storing anything.
 func TestWALPushChecksCluster(t *testing.T) {
+	t.Parallel()
 	a := pgtest.Start(t, pgtest.Options{Major: 15})
 	b := pgtest.Start(t, pgtest.Options{Major: 15})
 	// A flushed segment of cluster b, well past any name cluster a uses.

@@ -46,6 +46,7 @@ func startReceiver(t *testing.T, repoURL, dsn string, extra ...string) (stop fun
 			}
 		case <-time.After(30 * time.Second):
 			cmd.Process.Kill()
+			<-done // out is written until Wait returns
 			t.Errorf("wal-receive did not stop within 30 s of SIGTERM:\n%s", out.String())
 		}
 	}
@@ -57,8 +58,10 @@ func startReceiver(t *testing.T, repoURL, dsn string, extra ...string) (stop fun
 // the server restarted in the middle, loses nothing committed before the
 // stop: a restore to the end of the archive has it all.
 func TestWALReceive(t *testing.T) {
+	t.Parallel()
 	for _, major := range pgtest.Majors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: major})
 			c.Pgbench(t, "-i", "-s", "2", "postgres")
 			repoDir := filepath.Join(pgtest.TempDir(t), "repo")
@@ -143,7 +146,7 @@ func partialSetup(t *testing.T, c *pgtest.Cluster, repoURL, slot string, rows in
 	t.Helper()
 	addr := testserver.Addr(freePort(t))
 	out := &testserver.LockedBuffer{}
-	cmd := exec.Command(pgstowBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", slot,
+	cmd := exec.Command(pgstowRaceBin, "wal-receive", "--repo", repoURL, "--pg", c.DSN("postgres"), "--slot", slot,
 		"--create-slot", "--metrics-listen", addr)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -182,6 +185,7 @@ func partialSetup(t *testing.T, c *pgtest.Cluster, repoURL, slot string, rows in
 // stored as <segment>.partial, byte for byte what the server wrote, and
 // wal-fetch brings it back as the runbook says.
 func TestWALReceiveKeepsPartialWhenServerGoes(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	repoDir := t.TempDir()
 	repoURL := "file://" + repoDir
@@ -263,6 +267,7 @@ func partialBytes(t *testing.T, repoURL, segName string) int {
 // connection drops before it caught up with an earlier run's .partial
 // keeps the longer one.
 func TestWALReceiveNeverShrinksPartial(t *testing.T) {
+	t.Parallel()
 	c := pgtest.Start(t, pgtest.Options{Major: pgtest.Majors()[0]})
 	repoDir := t.TempDir()
 	repoURL := "file://" + repoDir

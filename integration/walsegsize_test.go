@@ -100,6 +100,7 @@ func walEndOf(t *testing.T, path string) int64 {
 // a message saying so. (Memory is measured by hand, not asserted:
 // docs/tuning.md.)
 func TestLargeWALSegments(t *testing.T) {
+	t.Parallel()
 	const segMB = 256
 	const segSize = segMB << 20
 	major := pgtest.Majors()[0]
