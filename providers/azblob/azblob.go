@@ -176,10 +176,7 @@ func (s *Store) Close() error {
 
 // objectName validates key and returns its blob name.
 func (s *Store) objectName(key string) (string, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return "", err
-	}
-	return s.keyPrefix + key, nil
+	return providers.PrefixedKey(s.keyPrefix, key)
 }
 
 // listPrefix is the blob name prefix for listing keys with prefix, nil for
@@ -195,15 +192,9 @@ func (s *Store) listPrefix(prefix string) *string {
 // buffered; a failure while reading it is classified like one of the
 // request.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckGet(ctx, s, key, offset, s.objectName)
 	if err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
-	}
-	if offset < 0 {
-		return nil, fmt.Errorf("get %q from %s: negative offset %d", key, s, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get %q from %s: %w", key, s, err)
+		return nil, err
 	}
 	if length == 0 {
 		return http.NoBody, nil

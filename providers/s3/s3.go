@@ -365,25 +365,16 @@ func (s *Store) Close() error { return nil }
 
 // objectName maps a key to its S3 object name, checking the key.
 func (s *Store) objectName(key string) (string, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return "", err
-	}
-	return s.prefix + key, nil
+	return providers.PrefixedKey(s.prefix, key)
 }
 
 // Get returns a reader of length bytes from offset (to the end when length
 // is negative). A zero length needs no request; an offset at or past the
 // end, which S3 answers with 416, yields an empty reader.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckGet(ctx, s, key, offset, s.objectName)
 	if err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
-	}
-	if offset < 0 {
-		return nil, fmt.Errorf("get %q from %s: negative offset %d", key, s, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get %q from %s: %w", key, s, err)
+		return nil, err
 	}
 	if length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil
