@@ -12,6 +12,15 @@ import (
 	"strings"
 )
 
+// KeyPrefix returns a configured prefix as a store prepends it to keys:
+// with a trailing slash, or "" for none.
+func KeyPrefix(prefix string) string {
+	if prefix == "" {
+		return ""
+	}
+	return prefix + "/"
+}
+
 // PrefixedKey returns the store's name for key under prefix (which ends
 // in "/" or is ""), after checking that key is valid.
 func PrefixedKey(prefix, key string) (string, error) {

@@ -87,9 +87,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxBlocks: cfg.MaxBlocks,
 		threshold: cfg.MultipartThreshold,
 		pageSize:  listPageSize,
-	}
-	if cfg.Prefix != "" {
-		s.keyPrefix = cfg.Prefix + "/"
+		keyPrefix: providers.KeyPrefix(cfg.Prefix),
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, s.blockSize)

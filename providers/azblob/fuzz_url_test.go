@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/providertest"
 )
 
@@ -67,26 +68,18 @@ func FuzzAzblobURL(f *testing.F) {
 		"https://account.blob.core.windows.net/backups",
 		"",
 	}, providertest.ConfigURL[Config]{
-		Scheme:    "azblob",
-		Params:    queryParams,
-		Parse:     configFromURL,
-		Defaults:  Config.withDefaults,
-		Name:      azblobName,
+		Scheme:   "azblob",
+		Params:   queryParams,
+		Parse:    configFromURL,
+		Defaults: Config.withDefaults,
+		Name: func(full Config) string {
+			return (&Store{container: full.Container, keyPrefix: providers.KeyPrefix(full.Prefix)}).String()
+		},
 		Location:  func(c Config) (string, string) { return c.Container, c.Prefix },
 		ExactName: true,
 		Secrets:   azblobSecrets,
 		Accepted:  checkAzblobAccepted,
 	})
-}
-
-// azblobName is the name Open gives the store of a configuration with
-// defaults.
-func azblobName(full Config) string {
-	s := &Store{container: full.Container}
-	if full.Prefix != "" {
-		s.keyPrefix = full.Prefix + "/"
-	}
-	return s.String()
 }
 
 // checkAzblobAccepted checks what configFromURL and withDefaults promise

@@ -207,15 +207,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open gs://%s/%s: %w", cfg.Bucket, strings.Trim(cfg.Prefix, "/"), err)
 	}
-	s := &Store{cfg: cfg, transport: newTransport()}
+	s := &Store{cfg: cfg, transport: newTransport(), namePrefix: providers.KeyPrefix(cfg.Prefix)}
 	// Redirects are not followed: resumable uploads answer 308 for "go
 	// on", and nothing else the store asks for redirects.
 	s.client = &http.Client{
 		Transport:     s.transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	if cfg.Prefix != "" {
-		s.namePrefix = cfg.Prefix + "/"
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, copyBlockBytes)

@@ -195,9 +195,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxParts:     cfg.MaxParts,
 		threshold:    cfg.MultipartThreshold,
 		whenRequired: cfg.RequestChecksumWhenRequired,
-	}
-	if cfg.Prefix != "" {
-		s.prefix = cfg.Prefix + "/"
+		prefix:       providers.KeyPrefix(cfg.Prefix),
 	}
 
 	// The SDK's buildable client (a plain http.Client would break
