@@ -117,30 +117,22 @@ func TestServers(t *testing.T) {
 			open := func(t *testing.T) providers.Store {
 				return openStore(t, testConfig(srv, newBucket(t, srv), server.prefix))
 			}
-			t.Run("conformance", func(t *testing.T) {
-				t.Parallel()
-				providertest.Run(t, open)
-			})
-			t.Run("multipart", func(t *testing.T) {
-				t.Parallel()
-				providertest.RunMultipart(t, open, MinPartSize)
-			})
-			t.Run("open errors", func(t *testing.T) {
-				t.Parallel()
-				testOpenErrors(t, srv)
-			})
-			t.Run("prefix isolation", func(t *testing.T) {
-				t.Parallel()
-				testPrefixIsolation(t, srv)
-			})
-			t.Run("store checksum errors", func(t *testing.T) {
-				t.Parallel()
-				testStoreChecksumErrors(t, srv)
-			})
-			t.Run("sequential multipart body", func(t *testing.T) {
-				t.Parallel()
-				testSequentialMultipart(t, srv)
-			})
+			for _, sub := range []struct {
+				name string
+				run  func(t *testing.T)
+			}{
+				{"conformance", func(t *testing.T) { providertest.Run(t, open) }},
+				{"multipart", func(t *testing.T) { providertest.RunMultipart(t, open, MinPartSize) }},
+				{"open errors", func(t *testing.T) { testOpenErrors(t, srv) }},
+				{"prefix isolation", func(t *testing.T) { testPrefixIsolation(t, srv) }},
+				{"store checksum errors", func(t *testing.T) { testStoreChecksumErrors(t, srv) }},
+				{"sequential multipart body", func(t *testing.T) { testSequentialMultipart(t, srv) }},
+			} {
+				t.Run(sub.name, func(t *testing.T) {
+					t.Parallel()
+					sub.run(t)
+				})
+			}
 			t.Run("request checksum when required", func(t *testing.T) {
 				t.Parallel()
 				cfg := testConfig(srv, newBucket(t, srv), "wr")
