@@ -86,11 +86,8 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			if err := nonNegativeDuration("lock-wait", lockWait, "5m"); err != nil {
 				return err
 			}
-			mode, err := g.resolveProgress(progress)
+			mode, err := g.progressFromFlags(progress, progressEvery)
 			if err != nil {
-				return err
-			}
-			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
