@@ -126,6 +126,21 @@ func lockKeys(t *testing.T, repo *repository.Repository) []string {
 	return keys
 }
 
+// checkPruneDefers fails unless prune's lock is stored decided, deferring
+// to the lease seen.
+func checkPruneDefers(t *testing.T, repo *repository.Repository, prune, seen *repository.Lease) {
+	t.Helper()
+	locks, err := repo.Locks(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range locks {
+		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
+			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
+		}
+	}
+}
+
 func takeLease(t *testing.T, repo *repository.Repository, kind string, o repository.LeaseOptions) *repository.Lease {
 	t.Helper()
 	l, err := repo.TakeLease(t.Context(), kind, o)
@@ -276,15 +291,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	if others := prune.Others(); len(others) != 1 || others[0].Key != seen.Key() {
 		t.Errorf("prune's others %+v, want the backup %s", others, seen.Key())
 	}
-	locks, err := repo.Locks(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range locks {
-		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
-			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
-		}
-	}
+	checkPruneDefers(t, repo, prune, seen)
 
 	// A backup that starts now was not seen: it waits for the prune.
 	type result struct {
@@ -582,15 +589,7 @@ func TestRestoreLease(t *testing.T) {
 	if len(others) != 1 || others[0].Key != seen.Key() || others[0].Backup != id || !strings.HasPrefix(others[0].String(), "restore of "+id+" by ") {
 		t.Errorf("prune's others %+v, want the restore of %s", others, id)
 	}
-	locks, err := repo.Locks(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range locks {
-		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
-			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
-		}
-	}
+	checkPruneDefers(t, repo, prune, seen)
 
 	var released atomic.Bool
 	done := make(chan error, 1)
