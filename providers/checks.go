@@ -43,14 +43,25 @@ func CheckPut(ctx context.Context, store fmt.Stringer, key string, size int64, l
 	return checkCall(ctx, store, "put", "into", key, "size", size, locate)
 }
 
-// checkCall makes CheckGet's and CheckPut's checks; op and preposition
-// spell the call in messages ("get %q from %s"), quantity names n.
+// CheckStat is CheckGet for a Stat.
+func CheckStat(ctx context.Context, store fmt.Stringer, key string, locate func(key string) (string, error)) (string, error) {
+	return checkCall(ctx, store, "stat", "in", key, "", 0, locate)
+}
+
+// CheckDelete is CheckGet for a Delete.
+func CheckDelete(ctx context.Context, store fmt.Stringer, key string, locate func(key string) (string, error)) (string, error) {
+	return checkCall(ctx, store, "delete", "from", key, "", 0, locate)
+}
+
+// checkCall makes the checks of CheckGet and the others. op and
+// preposition spell the call in messages ("get %q from %s"); quantity
+// names n, which must not be negative, or is "" when the call has none.
 func checkCall(ctx context.Context, store fmt.Stringer, op, preposition, key, quantity string, n int64, locate func(string) (string, error)) (string, error) {
 	where, err := locate(key)
 	if err != nil {
 		return "", fmt.Errorf("%s %s %s: %w", op, preposition, store, err)
 	}
-	if n < 0 {
+	if quantity != "" && n < 0 {
 		return "", fmt.Errorf("%s %q %s %s: negative %s %d", op, key, preposition, store, quantity, n)
 	}
 	if err := ctx.Err(); err != nil {

@@ -239,12 +239,9 @@ func (d *downloadBody) Close() error { return d.body.Close() }
 
 // Stat reads the blob's properties.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckStat(ctx, s, key, s.objectName)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	props, err := s.client.NewBlobClient(name).GetProperties(ctx, nil)
 	if err != nil {
@@ -263,12 +260,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // Delete removes the blob, with its snapshots if someone made any (the
 // service refuses to delete a blob that has snapshots otherwise).
 func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	_, err = s.client.NewBlobClient(name).Delete(ctx, &blob.DeleteOptions{
 		DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude),

@@ -530,12 +530,9 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 
 // Stat reports the object's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	p, err := s.path(key)
+	p, err := providers.CheckStat(ctx, s, key, s.path)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	fi, err := os.Stat(p)
 	if isNotExist(err) || (err == nil && fi.IsDir()) {
@@ -551,12 +548,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // deleted prefixes do not pile up as empty directories that every List
 // would have to walk. The root itself is never removed.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	p, err := s.path(key)
+	p, err := providers.CheckDelete(ctx, s, key, s.path)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	// os.Remove would also remove an empty directory, which is no object.
 	fi, err := os.Lstat(p)

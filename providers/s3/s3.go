@@ -416,12 +416,9 @@ func (b *getBody) Close() error { return b.body.Close() }
 
 // Stat reports the object's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckStat(ctx, s, key, s.objectName)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)})
 	if err != nil {
@@ -434,12 +431,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // complaint, so a HeadObject first finds a missing one; a concurrent
 // Delete between the two is not noticed, which is harmless.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	if _, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}); err != nil {
 		return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))
