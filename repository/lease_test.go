@@ -113,19 +113,6 @@ func (s *stallStore) Delete(ctx context.Context, key string) error {
 	return s.Store.Delete(ctx, key)
 }
 
-func lockKeys(t *testing.T, repo *repository.Repository) []string {
-	t.Helper()
-	locks, err := repo.Locks(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, h := range locks {
-		keys = append(keys, h.Key)
-	}
-	return keys
-}
-
 // checkPruneDefers fails unless prune's lock is stored decided, deferring
 // to the lease seen.
 func checkPruneDefers(t *testing.T, repo *repository.Repository, prune, seen *repository.Lease) {
@@ -180,7 +167,7 @@ func TestTakeLease(t *testing.T) {
 		t.Errorf("lease as listed: %+v", h)
 	}
 	l.Release(ctx)
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks %v after Release", keys)
 	}
 }
@@ -245,7 +232,7 @@ func TestPruneLocksExclude(t *testing.T) {
 		t.Errorf("delete while a delete runs: %v", err)
 	}
 	// The losers removed their locks.
-	if keys := lockKeys(t, repo); !slices.Equal(keys, []string{first.Key()}) {
+	if keys := repotest.LockKeys(t, repo); !slices.Equal(keys, []string{first.Key()}) {
 		t.Errorf("locks %v, want only %s", keys, first.Key())
 	}
 	if err := first.Held(); err != nil {
@@ -311,7 +298,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	// Waiting, it has a lease, which the prune did not see.
-	if keys := lockKeys(t, repo); len(keys) != 3 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 3 {
 		t.Errorf("locks %v while the backup waits; want its lease too", keys)
 	}
 	released.Store(true)
@@ -336,7 +323,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	if _, err := repo.TakeLease(cctx, repository.LockBackup, repository.LeaseOptions{Poll: 10 * time.Millisecond}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("backup lease with a context that ends while waiting: %v", err)
 	}
-	if keys := lockKeys(t, repo); !slices.Equal(keys, sortedKeys(seen.Key(), prune.Key())) {
+	if keys := repotest.LockKeys(t, repo); !slices.Equal(keys, sortedKeys(seen.Key(), prune.Key())) {
 		t.Errorf("locks %v after a backup gave up; want %s and %s", keys, seen.Key(), prune.Key())
 	}
 }
@@ -523,13 +510,13 @@ func testLapsedLease(t *testing.T) {
 	if gc.Locks.Count != 1 || len(gc.RunningBackup) != 0 {
 		t.Errorf("gc: %+v; want the expired lease removed", gc)
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks after gc: %v", keys)
 	}
 	// The store comes back and the lease is written again: the lapse
 	// must not be forgotten, since gc already took the backup's chunks.
 	store.stall(nil)
-	waitFor(t, 3*time.Second, "lease rewritten", func() bool { return len(lockKeys(t, repo)) == 1 })
+	waitFor(t, 3*time.Second, "lease rewritten", func() bool { return len(repotest.LockKeys(t, repo)) == 1 })
 	if err := lease.Held(); !errors.Is(err, repository.ErrLeaseLapsed) {
 		t.Errorf("Held after refreshes resumed: %v; want the lapse remembered", err)
 	}
@@ -568,7 +555,7 @@ func testPruneStopsWhenItsLockLapses(t *testing.T) {
 			t.Errorf("%s removed after the lock lapsed", k)
 		}
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks left: %v", keys)
 	}
 }
