@@ -99,7 +99,11 @@ type pruner struct {
 	now       time.Time // the store's clock
 }
 
-func start(ctx context.Context, repo *repository.Repository, o PruneOptions, command string) (*pruner, error) {
+// start takes the prune lock (none on a dry run), records the running
+// backups and restores, and returns the ids of the committed backups.
+// Manifests are listed after the lock is held: a backup that committed
+// before is seen here, one that commits after held a lease start saw.
+func start(ctx context.Context, repo *repository.Repository, o PruneOptions, command string) (*pruner, []string, error) {
 	o.defaults()
 	p := &pruner{repo: repo, o: o, rep: &Report{DryRun: o.DryRun}, restoring: map[string][]string{}}
 	if o.DryRun {
@@ -110,7 +114,7 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 		p.now = time.Now()
 		locks, err := repo.Locks(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, h := range locks {
 			if !repository.Stale(h, p.now) {
@@ -122,7 +126,7 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 			Command: command, TTL: o.LeaseTTL, Wait: o.LockWait, Log: o.Log,
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p.lock = l
 		p.now = l.StoreNow()
@@ -134,7 +138,12 @@ func start(ctx context.Context, repo *repository.Repository, o PruneOptions, com
 	if p.deferring {
 		o.Log.Warn("backups are running: chunks, WAL and leftovers stay until a gc after they finish", "running", p.rep.RunningBackup)
 	}
-	return p, nil
+	ids, err := repo.BackupIDs(ctx)
+	if err != nil {
+		p.release(ctx)
+		return nil, nil, err
+	}
+	return p, ids, nil
 }
 
 // running records a live backup or restore lease.
@@ -264,16 +273,12 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	p, err := start(ctx, repo, o, "delete")
+	p, ids, err := start(ctx, repo, o, "delete")
 	if err != nil {
 		return nil, err
 	}
 	defer p.release(ctx)
 
-	ids, err := repo.BackupIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
 	sums := make([]summary, len(ids))
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
 		sums[i] = summarize(b)
@@ -391,17 +396,11 @@ func (p *pruner) backupObjects(ctx context.Context, id string) ([]string, []int6
 // are spared, and while backups run nothing but expired leases is
 // removed.
 func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Report, error) {
-	p, err := start(ctx, repo, o, "gc")
+	p, ids, err := start(ctx, repo, o, "gc")
 	if err != nil {
 		return nil, err
 	}
 	defer p.release(ctx)
-	// Manifests are read after the lock is held: a backup that committed
-	// before is seen here, one that commits after held a lease we saw.
-	ids, err := repo.BackupIDs(ctx)
-	if err != nil {
-		return nil, err
-	}
 	refs := &chunkSet{m: map[repository.ChunkID]int64{}}
 	var mu sync.Mutex
 	var segSize uint64

@@ -240,27 +240,30 @@ func (e *extHeaders) parsePAX(data []byte) error {
 		case "linkpath":
 			e.linkpath, e.hasLinkpath = string(val), len(val) > 0
 		case "size":
-			if len(val) == 0 {
-				e.hasSize = false
-				continue
+			if err := setPAXNumber("size", val, parseDecimal, &e.size, &e.hasSize); err != nil {
+				return err
 			}
-			v, ok := parseDecimal(val)
-			if !ok {
-				return fmt.Errorf("invalid PAX size %q", val)
-			}
-			e.size, e.hasSize = v, true
 		case "mtime":
-			if len(val) == 0 {
-				e.hasMTime = false
-				continue
+			if err := setPAXNumber("mtime", val, parsePAXTime, &e.mtime, &e.hasMTime); err != nil {
+				return err
 			}
-			v, ok := parsePAXTime(val)
-			if !ok {
-				return fmt.Errorf("invalid PAX mtime %q", val)
-			}
-			e.mtime, e.hasMTime = v, true
 		}
 	}
+	return nil
+}
+
+// setPAXNumber sets *dst and *has from the value of PAX keyword name,
+// read by parse; an empty value unsets it.
+func setPAXNumber(name string, val []byte, parse func([]byte) (int64, bool), dst *int64, has *bool) error {
+	if len(val) == 0 {
+		*has = false
+		return nil
+	}
+	v, ok := parse(val)
+	if !ok {
+		return fmt.Errorf("invalid PAX %s %q", name, val)
+	}
+	*dst, *has = v, true
 	return nil
 }
 

@@ -102,6 +102,26 @@ type (
 	}
 )
 
+// header checks the document's version, and the System-Identifier that
+// version 2 requires, and returns the manifest they begin.
+func (doc *pgManifestJSON) header() (*PGManifest, error) {
+	m := &PGManifest{}
+	switch {
+	case doc.Version == nil:
+		return nil, errors.New("parse backup_manifest: missing PostgreSQL-Backup-Manifest-Version")
+	case *doc.Version == 1:
+	case *doc.Version == 2:
+		if doc.SystemID == nil {
+			return nil, errors.New("parse backup_manifest: version 2 without System-Identifier")
+		}
+		m.SystemID = *doc.SystemID
+	default:
+		return nil, fmt.Errorf("parse backup_manifest: %w %d: versions 1 and 2 are supported", ErrUnsupportedVersion, *doc.Version)
+	}
+	m.Version = *doc.Version
+	return m, nil
+}
+
 // ParsePGManifest verifies the Manifest-Checksum of a backup_manifest and
 // parses it. It is ParsePGManifestFrom over data.
 func ParsePGManifest(data []byte) (*PGManifest, error) {
@@ -142,20 +162,10 @@ func ParsePGManifestFrom(r io.Reader) (*PGManifest, error) {
 	case o.field != nil:
 		return nil, fmt.Errorf("parse backup_manifest: %w", o.field)
 	}
-	m := &PGManifest{}
-	switch {
-	case doc.Version == nil:
-		return nil, errors.New("parse backup_manifest: missing PostgreSQL-Backup-Manifest-Version")
-	case *doc.Version == 1:
-	case *doc.Version == 2:
-		if doc.SystemID == nil {
-			return nil, errors.New("parse backup_manifest: version 2 without System-Identifier")
-		}
-		m.SystemID = *doc.SystemID
-	default:
-		return nil, fmt.Errorf("parse backup_manifest: %w %d: versions 1 and 2 are supported", ErrUnsupportedVersion, *doc.Version)
+	m, err := doc.header()
+	if err != nil {
+		return nil, err
 	}
-	m.Version = *doc.Version
 	switch {
 	case !files.present:
 		return nil, errors.New("parse backup_manifest: missing Files")

@@ -64,20 +64,10 @@ func parsePGWhole(data []byte) (*PGManifest, error) {
 	if n := countKeys(data, "Files"); n > 1 {
 		return nil, errors.New("parse backup_manifest: the Files member appears twice")
 	}
-	m := &PGManifest{}
-	switch {
-	case doc.Version == nil:
-		return nil, errors.New("parse backup_manifest: missing PostgreSQL-Backup-Manifest-Version")
-	case *doc.Version == 1:
-	case *doc.Version == 2:
-		if doc.SystemID == nil {
-			return nil, errors.New("parse backup_manifest: version 2 without System-Identifier")
-		}
-		m.SystemID = *doc.SystemID
-	default:
-		return nil, fmt.Errorf("parse backup_manifest: %w %d", ErrUnsupportedVersion, *doc.Version)
+	m, err := doc.header()
+	if err != nil {
+		return nil, err
 	}
-	m.Version = *doc.Version
 	if doc.Files == nil {
 		return nil, errors.New("parse backup_manifest: missing Files")
 	}

@@ -44,17 +44,21 @@ var ErrNoBucket = errors.New("bucket does not exist")
 
 // MarkTransient wraps err so that errors.Is(err, ErrTransient) holds while
 // the original error stays reachable with errors.Is/As.
-func MarkTransient(err error) error {
+func MarkTransient(err error) error { return markError(err, ErrTransient) }
+
+// markError wraps err, unless nil, so that errors.Is(err, mark) holds
+// while its message stays err's own and err stays reachable.
+func markError(err, mark error) error {
 	if err == nil {
 		return nil
 	}
-	return &transientError{err}
+	return &markedError{err, mark}
 }
 
-type transientError struct{ err error }
+type markedError struct{ err, mark error }
 
-func (e *transientError) Error() string   { return e.err.Error() }
-func (e *transientError) Unwrap() []error { return []error{e.err, ErrTransient} }
+func (e *markedError) Error() string   { return e.err.Error() }
+func (e *markedError) Unwrap() []error { return []error{e.err, e.mark} }
 
 // PutOptions tunes one Put.
 type PutOptions struct {

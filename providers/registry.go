@@ -16,17 +16,7 @@ var ErrBadURL = errors.New("bad repository URL")
 
 // BadURL wraps err so that errors.Is(err, ErrBadURL) holds while its
 // message stays err's own.
-func BadURL(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &badURLError{err}
-}
-
-type badURLError struct{ err error }
-
-func (e *badURLError) Error() string   { return e.err.Error() }
-func (e *badURLError) Unwrap() []error { return []error{e.err, ErrBadURL} }
+func BadURL(err error) error { return markError(err, ErrBadURL) }
 
 // OpenOptions are what opening a store may need beyond its URL.
 type OpenOptions struct {

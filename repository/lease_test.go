@@ -113,17 +113,19 @@ func (s *stallStore) Delete(ctx context.Context, key string) error {
 	return s.Store.Delete(ctx, key)
 }
 
-func lockKeys(t *testing.T, repo *repository.Repository) []string {
+// checkPruneDefers fails unless prune's lock is stored decided, deferring
+// to the lease seen.
+func checkPruneDefers(t *testing.T, repo *repository.Repository, prune, seen *repository.Lease) {
 	t.Helper()
 	locks, err := repo.Locks(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []string
 	for _, h := range locks {
-		keys = append(keys, h.Key)
+		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
+			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
+		}
 	}
-	return keys
 }
 
 func takeLease(t *testing.T, repo *repository.Repository, kind string, o repository.LeaseOptions) *repository.Lease {
@@ -165,7 +167,7 @@ func TestTakeLease(t *testing.T) {
 		t.Errorf("lease as listed: %+v", h)
 	}
 	l.Release(ctx)
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks %v after Release", keys)
 	}
 }
@@ -230,7 +232,7 @@ func TestPruneLocksExclude(t *testing.T) {
 		t.Errorf("delete while a delete runs: %v", err)
 	}
 	// The losers removed their locks.
-	if keys := lockKeys(t, repo); !slices.Equal(keys, []string{first.Key()}) {
+	if keys := repotest.LockKeys(t, repo); !slices.Equal(keys, []string{first.Key()}) {
 		t.Errorf("locks %v, want only %s", keys, first.Key())
 	}
 	if err := first.Held(); err != nil {
@@ -276,15 +278,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	if others := prune.Others(); len(others) != 1 || others[0].Key != seen.Key() {
 		t.Errorf("prune's others %+v, want the backup %s", others, seen.Key())
 	}
-	locks, err := repo.Locks(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range locks {
-		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
-			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
-		}
-	}
+	checkPruneDefers(t, repo, prune, seen)
 
 	// A backup that starts now was not seen: it waits for the prune.
 	type result struct {
@@ -304,7 +298,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	// Waiting, it has a lease, which the prune did not see.
-	if keys := lockKeys(t, repo); len(keys) != 3 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 3 {
 		t.Errorf("locks %v while the backup waits; want its lease too", keys)
 	}
 	released.Store(true)
@@ -329,7 +323,7 @@ func TestBackupWaitsForPrune(t *testing.T) {
 	if _, err := repo.TakeLease(cctx, repository.LockBackup, repository.LeaseOptions{Poll: 10 * time.Millisecond}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("backup lease with a context that ends while waiting: %v", err)
 	}
-	if keys := lockKeys(t, repo); !slices.Equal(keys, sortedKeys(seen.Key(), prune.Key())) {
+	if keys := repotest.LockKeys(t, repo); !slices.Equal(keys, sortedKeys(seen.Key(), prune.Key())) {
 		t.Errorf("locks %v after a backup gave up; want %s and %s", keys, seen.Key(), prune.Key())
 	}
 }
@@ -516,13 +510,13 @@ func testLapsedLease(t *testing.T) {
 	if gc.Locks.Count != 1 || len(gc.RunningBackup) != 0 {
 		t.Errorf("gc: %+v; want the expired lease removed", gc)
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks after gc: %v", keys)
 	}
 	// The store comes back and the lease is written again: the lapse
 	// must not be forgotten, since gc already took the backup's chunks.
 	store.stall(nil)
-	waitFor(t, 3*time.Second, "lease rewritten", func() bool { return len(lockKeys(t, repo)) == 1 })
+	waitFor(t, 3*time.Second, "lease rewritten", func() bool { return len(repotest.LockKeys(t, repo)) == 1 })
 	if err := lease.Held(); !errors.Is(err, repository.ErrLeaseLapsed) {
 		t.Errorf("Held after refreshes resumed: %v; want the lapse remembered", err)
 	}
@@ -561,7 +555,7 @@ func testPruneStopsWhenItsLockLapses(t *testing.T) {
 			t.Errorf("%s removed after the lock lapsed", k)
 		}
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks left: %v", keys)
 	}
 }
@@ -582,15 +576,7 @@ func TestRestoreLease(t *testing.T) {
 	if len(others) != 1 || others[0].Key != seen.Key() || others[0].Backup != id || !strings.HasPrefix(others[0].String(), "restore of "+id+" by ") {
 		t.Errorf("prune's others %+v, want the restore of %s", others, id)
 	}
-	locks, err := repo.Locks(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range locks {
-		if h.Key == prune.Key() && (!h.Decided || !slices.Equal(h.Backups, []string{seen.Key()})) {
-			t.Errorf("prune lock %+v; want it decided, deferring to %s", h, seen.Key())
-		}
-	}
+	checkPruneDefers(t, repo, prune, seen)
 
 	var released atomic.Bool
 	done := make(chan error, 1)

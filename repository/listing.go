@@ -48,41 +48,22 @@ type BackupObject struct {
 // WALFiles lists every stored WAL file, in key order (by timeline, then
 // name).
 func (r *Repository) WALFiles(ctx context.Context) iter.Seq2[WALFile, error] {
-	return func(yield func(WALFile, error) bool) {
-		for obj, err := range r.store.List(ctx, WALPrefix) {
-			if err != nil {
-				yield(WALFile{}, fmt.Errorf("list WAL in %s: %w", r, err))
-				return
-			}
-			name, ok := WALNameFromKey(obj.Key)
-			if !ok {
-				continue
-			}
-			if !yield(WALFile{Object: object(obj), Name: name}, nil) {
-				return
-			}
-		}
-	}
+	return listParsed(ctx, r, WALPrefix, "WAL", func(obj providers.ObjectInfo) (WALFile, bool) {
+		name, ok := WALNameFromKey(obj.Key)
+		return WALFile{Object: object(obj), Name: name}, ok
+	})
 }
 
 // ChunkFiles lists every stored chunk.
 func (r *Repository) ChunkFiles(ctx context.Context) iter.Seq2[ChunkFile, error] {
-	return func(yield func(ChunkFile, error) bool) {
-		for obj, err := range r.store.List(ctx, ChunksPrefix) {
-			if err != nil {
-				yield(ChunkFile{}, fmt.Errorf("list chunks in %s: %w", r, err))
-				return
-			}
-			hexID, ok := ChunkIDFromKey(obj.Key)
-			if !ok {
-				continue
-			}
-			id, _ := ParseChunkID(hexID)
-			if !yield(ChunkFile{Object: object(obj), ID: id}, nil) {
-				return
-			}
+	return listParsed(ctx, r, ChunksPrefix, "chunks", func(obj providers.ObjectInfo) (ChunkFile, bool) {
+		hexID, ok := ChunkIDFromKey(obj.Key)
+		if !ok {
+			return ChunkFile{}, false
 		}
-	}
+		id, _ := ParseChunkID(hexID)
+		return ChunkFile{Object: object(obj), ID: id}, true
+	})
 }
 
 // BackupObjects lists the objects of every backup, committed or not.
@@ -98,17 +79,23 @@ func (r *Repository) ObjectsOfBackup(ctx context.Context, id string) iter.Seq2[B
 // backupObjects lists the backup objects under prefix; what names them in
 // an error.
 func (r *Repository) backupObjects(ctx context.Context, prefix, what string) iter.Seq2[BackupObject, error] {
-	return func(yield func(BackupObject, error) bool) {
+	return listParsed(ctx, r, prefix, what, func(obj providers.ObjectInfo) (BackupObject, bool) {
+		id, ok := BackupIDOfKey(obj.Key)
+		return BackupObject{Object: object(obj), BackupID: id, Manifest: ok && obj.Key == BackupManifestKey(id)}, ok
+	})
+}
+
+// listParsed lists the objects under prefix whose keys parse, as parse
+// makes them (the others are not pgstow's); what names them in an error.
+func listParsed[T any](ctx context.Context, r *Repository, prefix, what string, parse func(providers.ObjectInfo) (T, bool)) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
 		for obj, err := range r.store.List(ctx, prefix) {
 			if err != nil {
-				yield(BackupObject{}, fmt.Errorf("list %s in %s: %w", what, r, err))
+				var zero T
+				yield(zero, fmt.Errorf("list %s in %s: %w", what, r, err))
 				return
 			}
-			id, ok := BackupIDOfKey(obj.Key)
-			if !ok {
-				continue
-			}
-			if !yield(BackupObject{Object: object(obj), BackupID: id, Manifest: obj.Key == BackupManifestKey(id)}, nil) {
+			if v, ok := parse(obj); ok && !yield(v, nil) {
 				return
 			}
 		}

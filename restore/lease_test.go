@@ -22,6 +22,7 @@ import (
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
 )
 
 // hookStore runs hooks before Puts and Gets: a Put hook's error fails the
@@ -74,19 +75,6 @@ func (l *logBuffer) String() string {
 }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
-
-func lockKeys(t *testing.T, repo *repository.Repository) []string {
-	t.Helper()
-	locks, err := repo.Locks(context.WithoutCancel(t.Context()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, h := range locks {
-		keys = append(keys, h.Key)
-	}
-	return keys
-}
 
 // TestRunLeaseDefersDelete: a delete of the backup while it is being
 // restored leaves it whole and says so; the restore completes; a delete
@@ -144,7 +132,7 @@ func TestRunLeaseDefersDelete(t *testing.T) {
 	if after := f.store.(*mem.Store).Keys(); !slices.Equal(before, after) {
 		t.Errorf("objects changed during the restore: %q, then %q", before, after)
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks after the restore: %q", keys)
 	}
 
@@ -237,7 +225,7 @@ func TestRunBackupDeletedBeforeLease(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "was deleted") || !strings.Contains(err.Error(), "restore another backup") {
 		t.Fatalf("restore of a backup deleted as it started: %v", err)
 	}
-	if keys := lockKeys(t, repo); len(keys) != 0 {
+	if keys := repotest.LockKeys(t, repo); len(keys) != 0 {
 		t.Errorf("locks left: %q", keys)
 	}
 	if _, err := os.Stat(o.Target); !errors.Is(err, fs.ErrNotExist) {

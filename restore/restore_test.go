@@ -280,8 +280,15 @@ func TestRunRefusesInconsistentTablespaceMap(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error %v, want one containing %q", err, want)
 	}
+	checkNoPGControl(t, target, "a failure")
+}
+
+// checkNoPGControl fails if the restore into target wrote pg_control,
+// which marks a finished restore, despite ending in what (a failure).
+func checkNoPGControl(t *testing.T, target, what string) {
+	t.Helper()
 	if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("pg_control written after a failure: %v", err)
+		t.Errorf("pg_control written after %s: %v", what, err)
 	}
 }
 
@@ -473,9 +480,7 @@ func TestRunCorruptChunk(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, want)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pg_control written after a failure: %v", err)
-			}
+			checkNoPGControl(t, target, "a failure")
 		})
 	}
 }
@@ -511,9 +516,7 @@ func TestRunMissingObjects(t *testing.T) {
 			if !strings.Contains(err.Error(), mention) {
 				t.Errorf("error %q does not name %s", err, mention)
 			}
-			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pg_control written after a failure: %v", err)
-			}
+			checkNoPGControl(t, target, "a failure")
 		})
 	}
 }
@@ -550,9 +553,7 @@ func TestRunCorruptWAL(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), f.segment) || !strings.Contains(err.Error(), "corrupt") {
 				t.Fatalf("error %v, want one saying WAL %s is corrupt", err, f.segment)
 			}
-			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pg_control written after a failure: %v", err)
-			}
+			checkNoPGControl(t, target, "a failure")
 			left, _ := filepath.Glob(filepath.Join(target, "pg_wal", "*"+f.segment+"*"))
 			if len(left) != 0 {
 				t.Errorf("left in pg_wal: %v", left)
@@ -731,9 +732,7 @@ func TestRunArchiveDisagreesWithManifest(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
-			if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("pg_control written after a failure: %v", err)
-			}
+			checkNoPGControl(t, target, "a failure")
 		})
 	}
 }
@@ -773,9 +772,7 @@ func TestRunCancel(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("cancelled restore took %v to return", d)
 	}
-	if _, err := os.Stat(filepath.Join(target, pgControlPath)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("pg_control written after cancellation: %v", err)
-	}
+	checkNoPGControl(t, target, "cancellation")
 }
 
 func TestRunUnknownBackup(t *testing.T) {

@@ -171,6 +171,16 @@ type waitCounters struct {
 	cutterRead, cutterBlocked, sealBusy, sealIdle, sealBlocked, uploadBusy, uploadIdle atomic.Int64
 }
 
+// receive takes the next item from ch for a stage's worker, adding the
+// wait to the stage's idle time, and returns it with when it came.
+func receive[T any](ch <-chan T, idle *atomic.Int64) (T, bool, time.Time) {
+	t0 := time.Now()
+	v, ok := <-ch
+	t1 := time.Now()
+	idle.Add(int64(t1.Sub(t0)))
+	return v, ok, t1
+}
+
 // Config returns the configuration in force, defaults filled in.
 func (u *Uploader) Config() Config { return u.cfg }
 
@@ -349,10 +359,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			defer sealers.Done()
 			comp := chunker.NewCompressor()
 			for {
-				t0 := time.Now()
-				c, ok := <-toSeal
-				t1 := time.Now()
-				u.waits.sealIdle.Add(int64(t1.Sub(t0)))
+				c, ok, t1 := receive(toSeal, &u.waits.sealIdle)
 				if !ok {
 					break
 				}
@@ -394,10 +401,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 	for range u.cfg.Concurrency {
 		g.Go(func() error {
 			for {
-				t0 := time.Now()
-				s, ok := <-toPut
-				t1 := time.Now()
-				u.waits.uploadIdle.Add(int64(t1.Sub(t0)))
+				s, ok, t1 := receive(toPut, &u.waits.uploadIdle)
 				if !ok {
 					break
 				}

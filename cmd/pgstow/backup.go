@@ -103,11 +103,8 @@ says what it removed, or what it left and why.`,
 			if err := checkDSN(dsn); err != nil {
 				return err
 			}
-			mode, err := g.resolveProgress(progress)
+			mode, err := g.progressFromFlags(progress, progressEvery)
 			if err != nil {
-				return err
-			}
-			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			repo, err := g.openRepo(cmd, repoURL)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pgstow/pgstow/catalog"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/repository"
 )
 
 // printJSON writes v indented, the one JSON style of every --json.
@@ -171,6 +173,25 @@ func (f *pruneFlags) add(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.lockWait, "lock-wait", 5*time.Minute, "how long to wait for another delete or gc to finish")
 }
 
+// run checks --lock-wait, opens the repository and prints the report of
+// prune, which it calls with o completed by the flags.
+func (f *pruneFlags) run(g *globals, cmd *cobra.Command, o catalog.PruneOptions, prune func(context.Context, *repository.Repository, catalog.PruneOptions) (*catalog.Report, error)) error {
+	if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
+		return err
+	}
+	repo, err := g.repoFromFlag(cmd, f.repoURL)
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	o.DryRun, o.LockWait, o.Log = f.dryRun, f.lockWait, g.log
+	rep, err := prune(cmd.Context(), repo, o)
+	if err != nil {
+		return err
+	}
+	return printReport(g, rep, f.asJSON)
+}
+
 func newDeleteCmd(g *globals) *cobra.Command {
 	var f pruneFlags
 	var retainLast int
@@ -214,19 +235,9 @@ Only one delete or gc runs at a time (--lock-wait).`,
 			if err := r.Validate(); err != nil {
 				return usageError{err}
 			}
-			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
-				return err
-			}
-			repo, err := g.repoFromFlag(cmd, f.repoURL)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			rep, err := catalog.Delete(cmd.Context(), repo, r, catalog.PruneOptions{DryRun: f.dryRun, LockWait: f.lockWait, Log: g.log})
-			if err != nil {
-				return err
-			}
-			return printReport(g, rep, f.asJSON)
+			return f.run(g, cmd, catalog.PruneOptions{}, func(ctx context.Context, repo *repository.Repository, o catalog.PruneOptions) (*catalog.Report, error) {
+				return catalog.Delete(ctx, repo, r, o)
+			})
 		},
 	}
 	f.add(cmd)
@@ -259,19 +270,7 @@ gc runs at a time (--lock-wait).`,
 			if err != nil {
 				return usageError{fmt.Errorf("--grace: %w", err)}
 			}
-			if err := nonNegativeDuration("lock-wait", f.lockWait, "5m"); err != nil {
-				return err
-			}
-			repo, err := g.repoFromFlag(cmd, f.repoURL)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			rep, err := catalog.GC(cmd.Context(), repo, catalog.PruneOptions{DryRun: f.dryRun, LockWait: f.lockWait, Grace: d, Log: g.log})
-			if err != nil {
-				return err
-			}
-			return printReport(g, rep, f.asJSON)
+			return f.run(g, cmd, catalog.PruneOptions{Grace: d}, catalog.GC)
 		},
 	}
 	f.add(cmd)

@@ -58,6 +58,19 @@ func (g *globals) resolveProgress(flag string) (progressMode, error) {
 	}
 }
 
+// progressFromFlags checks --progress (flag) and --progress-interval
+// (every) and returns the mode resolveProgress makes of them.
+func (g *globals) progressFromFlags(flag string, every time.Duration) (progressMode, error) {
+	mode, err := g.resolveProgress(flag)
+	if err != nil {
+		return progressOff, err
+	}
+	if err := positiveDuration("progress-interval", every, "5s"); err != nil {
+		return progressOff, err
+	}
+	return mode, nil
+}
+
 // progressFlags adds --progress and the hidden --progress-interval.
 func progressFlags(cmd *cobra.Command, mode *string, every *time.Duration) {
 	cmd.Flags().StringVar(mode, "progress", "auto", "show progress: auto (bars on a terminal, a log line every few seconds elsewhere), always (bars) or never")

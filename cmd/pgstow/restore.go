@@ -155,11 +155,8 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if label != "" && (cmd.Flags().Changed("backup") || o.Recovery != nil) {
 				return usageError{errors.New("--label picks the newest backup with that label: leave out --backup and recovery targets")}
 			}
-			mode, err := g.resolveProgress(progress)
+			mode, err := g.progressFromFlags(progress, progressEvery)
 			if err != nil {
-				return err
-			}
-			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			repo, err := g.openRepo(cmd, repoURL)

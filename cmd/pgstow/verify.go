@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -86,11 +87,8 @@ status is 1 if any backup or the WAL archive has a problem.`,
 			if err := nonNegativeDuration("lock-wait", lockWait, "5m"); err != nil {
 				return err
 			}
-			mode, err := g.resolveProgress(progress)
+			mode, err := g.progressFromFlags(progress, progressEvery)
 			if err != nil {
-				return err
-			}
-			if err := positiveDuration("progress-interval", progressEvery, "5s"); err != nil {
 				return err
 			}
 			ctx := cmd.Context()
@@ -188,9 +186,7 @@ status is 1 if any backup or the WAL archive has a problem.`,
 				}
 				if cont != nil {
 					fmt.Fprintf(g.stdout, "WAL archive %s to %s (timelines %v): %d segments checked, %d missing\n", cont.From, cont.To, cont.Timelines, cont.Segments, len(cont.Missing))
-					for _, m := range cont.Missing {
-						fmt.Fprintf(g.stdout, "missing %s\n", m)
-					}
+					printEach(g.stdout, "missing %s\n", cont.Missing)
 				}
 			}
 			if repairErr != nil {
@@ -240,6 +236,13 @@ func printVerdict(g *globals, v catalog.Verdict) {
 	}
 }
 
+// printEach prints format, a line with one %s, for each item.
+func printEach(w io.Writer, format string, items []string) {
+	for _, item := range items {
+		fmt.Fprintf(w, format, item)
+	}
+}
+
 // printRepair says what --repair moved and what that leaves broken until
 // the next backup.
 func printRepair(g *globals, rep *catalog.RepairReport) {
@@ -249,25 +252,13 @@ func printRepair(g *globals, rep *catalog.RepairReport) {
 			fmt.Fprintf(g.stdout, "  unrestorable until a backup stores this chunk again: %s\n", strings.Join(q.Unrestorable, " "))
 		}
 	}
-	for _, k := range rep.Intact {
-		fmt.Fprintf(g.stdout, "left %s in place, content intact: restores read it correctly; its stored bytes differ from the recorded checksum\n", k)
-	}
-	for _, k := range rep.Sound {
-		fmt.Fprintf(g.stdout, "left %s in place: sound when checked again\n", k)
-	}
-	for _, k := range rep.Gone {
-		fmt.Fprintf(g.stdout, "%s was gone when checked again\n", k)
-	}
+	printEach(g.stdout, "left %s in place, content intact: restores read it correctly; its stored bytes differ from the recorded checksum\n", rep.Intact)
+	printEach(g.stdout, "left %s in place: sound when checked again\n", rep.Sound)
+	printEach(g.stdout, "%s was gone when checked again\n", rep.Gone)
 	if len(rep.Quarantined) > 0 {
 		fmt.Fprintln(g.stdout, "take a backup now: it uploads the quarantined chunks again if the database still holds their content")
 	}
-	for _, r := range rep.RunningBackups {
-		fmt.Fprintf(g.stdout, "a backup was running (%s): if it had already found a quarantined chunk, the next backup heals it too\n", r)
-	}
-	for _, r := range rep.RunningRestores {
-		fmt.Fprintf(g.stdout, "a restore was running (%s): if it needs a quarantined chunk it fails, as it would have on the damaged copy\n", r)
-	}
-	for _, id := range rep.Unchecked {
-		fmt.Fprintf(g.stdout, "could not read backup %s to see whether the quarantine breaks it\n", id)
-	}
+	printEach(g.stdout, "a backup was running (%s): if it had already found a quarantined chunk, the next backup heals it too\n", rep.RunningBackups)
+	printEach(g.stdout, "a restore was running (%s): if it needs a quarantined chunk it fails, as it would have on the damaged copy\n", rep.RunningRestores)
+	printEach(g.stdout, "could not read backup %s to see whether the quarantine breaks it\n", rep.Unchecked)
 }

@@ -87,9 +87,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxBlocks: cfg.MaxBlocks,
 		threshold: cfg.MultipartThreshold,
 		pageSize:  listPageSize,
-	}
-	if cfg.Prefix != "" {
-		s.keyPrefix = cfg.Prefix + "/"
+		keyPrefix: providers.KeyPrefix(cfg.Prefix),
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, s.blockSize)
@@ -176,10 +174,7 @@ func (s *Store) Close() error {
 
 // objectName validates key and returns its blob name.
 func (s *Store) objectName(key string) (string, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return "", err
-	}
-	return s.keyPrefix + key, nil
+	return providers.PrefixedKey(s.keyPrefix, key)
 }
 
 // listPrefix is the blob name prefix for listing keys with prefix, nil for
@@ -195,15 +190,9 @@ func (s *Store) listPrefix(prefix string) *string {
 // buffered; a failure while reading it is classified like one of the
 // request.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckGet(ctx, s, key, offset, s.objectName)
 	if err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
-	}
-	if offset < 0 {
-		return nil, fmt.Errorf("get %q from %s: negative offset %d", key, s, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get %q from %s: %w", key, s, err)
+		return nil, err
 	}
 	if length == 0 {
 		return http.NoBody, nil
@@ -250,12 +239,9 @@ func (d *downloadBody) Close() error { return d.body.Close() }
 
 // Stat reads the blob's properties.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckStat(ctx, s, key, s.objectName)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	props, err := s.client.NewBlobClient(name).GetProperties(ctx, nil)
 	if err != nil {
@@ -274,12 +260,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // Delete removes the blob, with its snapshots if someone made any (the
 // service refuses to delete a blob that has snapshots otherwise).
 func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	_, err = s.client.NewBlobClient(name).Delete(ctx, &blob.DeleteOptions{
 		DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude),

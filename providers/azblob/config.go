@@ -3,7 +3,6 @@ package azblob
 import (
 	"fmt"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -163,20 +162,8 @@ func configFromURL(u *url.URL) (Config, error) {
 	if err != nil {
 		return bad("query: %v", err)
 	}
-	names := make([]string, 0, len(q))
-	for name := range q {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		values := q[name]
-		if !slices.Contains(queryParams, name) {
-			return bad("unknown query parameter %q (known: %s)", name, strings.Join(queryParams, ", "))
-		}
-		if len(values) != 1 {
-			return bad("query parameter %q given %d times", name, len(values))
-		}
-		v := values[0]
+	err = providers.EachURLParam(q, queryParams, "query parameter", func(name, v string) error {
+		var err error
 		switch name {
 		case "block_size":
 			cfg.BlockSize, err = manifest.ParseSize(v)
@@ -191,8 +178,12 @@ func configFromURL(u *url.URL) (Config, error) {
 			cfg.MaxBlocks = n
 		}
 		if err != nil {
-			return bad("%s=%q: %v", name, v, err)
+			return fmt.Errorf("%s=%q: %v", name, v, err)
 		}
+		return nil
+	})
+	if err != nil {
+		return bad("%v", err)
 	}
 	if _, err := cfg.withDefaults(); err != nil {
 		return bad("%v", err)

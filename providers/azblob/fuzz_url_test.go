@@ -2,12 +2,8 @@ package azblob
 
 import (
 	"net/url"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
-
-	"github.com/google/go-cmp/cmp"
 
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/providertest"
@@ -34,7 +30,7 @@ import (
 //
 //	go test -run '^$' -fuzz '^FuzzAzblobURL$' -fuzztime 10m ./providers/azblob
 func FuzzAzblobURL(f *testing.F) {
-	for _, raw := range []string{
+	providertest.FuzzConfigURL(f, []string{
 		"azblob://backups",
 		"azblob://backups/",
 		"azblob://my-backups-01/db1/main/",
@@ -71,84 +67,30 @@ func FuzzAzblobURL(f *testing.F) {
 		"s3://backups",
 		"https://account.blob.core.windows.net/backups",
 		"",
-	} {
-		f.Add(raw)
-	}
-	f.Fuzz(func(t *testing.T, raw string) {
-		got := parseAzblob(raw)
-		if again := parseAzblob(raw); !reflect.DeepEqual(got, again) {
-			t.Fatalf("%q parses differently twice:\n%+v\n%+v", raw, got, again)
-		}
-		providertest.CheckNoLeak(t, raw, azblobSecrets(raw), func(raw string) []string {
-			o := parseAzblob(raw)
-			return []string{o.err, o.name}
-		})
-		if got.err != "" {
-			return
-		}
-		checkAzblobAccepted(t, got.url, got.cfg)
-		want := "azblob://" + got.cfg.Container
-		if got.cfg.Prefix != "" {
-			want += "/" + got.cfg.Prefix
-		}
-		if got.name != want {
-			t.Errorf("%q: store name %q, want %q", raw, got.name, want)
-		}
+	}, providertest.ConfigURL[Config]{
+		Scheme:   "azblob",
+		Params:   queryParams,
+		Parse:    configFromURL,
+		Defaults: Config.withDefaults,
+		Name: func(full Config) string {
+			return (&Store{container: full.Container, keyPrefix: providers.KeyPrefix(full.Prefix)}).String()
+		},
+		Location:  func(c Config) (string, string) { return c.Container, c.Prefix },
+		ExactName: true,
+		Secrets:   azblobSecrets,
+		Accepted:  checkAzblobAccepted,
 	})
 }
 
-// azblobParse is everything parsing one repository URL yields.
-type azblobParse struct {
-	url  *url.URL // nil when providers.ParseURL refuses the URL
-	cfg  Config
-	err  string // "" when the URL is accepted
-	name string // the store's name (String), when accepted
-}
-
-// parseAzblob parses raw as OpenURL would, without opening anything.
-func parseAzblob(raw string) azblobParse {
-	var p azblobParse
-	u, err := providers.ParseURL(raw)
-	if err != nil {
-		p.err = err.Error()
-		return p
-	}
-	p.url = u
-	cfg, err := configFromURL(u)
-	if err != nil {
-		p.err = err.Error()
-		return p
-	}
-	p.cfg = cfg
-	// The store Open makes of the configuration, as far as its name goes.
-	full, err := cfg.withDefaults()
-	if err != nil {
-		p.err = "withDefaults after configFromURL: " + err.Error()
-		return p
-	}
-	s := &Store{container: full.Container}
-	if full.Prefix != "" {
-		s.keyPrefix = full.Prefix + "/"
-	}
-	p.name = s.String()
-	return p
-}
-
-// checkAzblobAccepted checks what configFromURL promises about an
-// accepted URL.
-func checkAzblobAccepted(t *testing.T, u *url.URL, cfg Config) {
+// checkAzblobAccepted checks what configFromURL and withDefaults promise
+// about an accepted URL beyond what every provider promises.
+func checkAzblobAccepted(t *testing.T, u *url.URL, cfg, full Config) {
 	t.Helper()
 	switch {
-	case u.Scheme != "azblob":
-		t.Fatalf("%s: accepted with scheme %q", u, u.Scheme)
-	case u.User != nil || u.Port() != "" || u.Fragment != "" || u.Opaque != "":
-		t.Fatalf("%s: accepted with user information, port, fragment or opaque part", u.Redacted())
 	case cfg.Container != u.Hostname() || validateContainer(cfg.Container) != nil:
 		t.Fatalf("%s: container %q (%v)", u, cfg.Container, validateContainer(cfg.Container))
 	case strings.HasPrefix(cfg.Prefix, "/") || strings.HasSuffix(cfg.Prefix, "/"):
 		t.Fatalf("%s: prefix %q starts or ends with a slash", u, cfg.Prefix)
-	case cfg.Prefix != "" && providers.ValidateKey(cfg.Prefix) != nil:
-		t.Fatalf("%s: prefix %q is no valid key: %v", u, cfg.Prefix, providers.ValidateKey(cfg.Prefix))
 	case cfg.Prefix != "" && "/"+cfg.Prefix != strings.TrimSuffix(u.Path, "/"):
 		t.Fatalf("%s: prefix %q is not the path %q", u, cfg.Prefix, u.Path)
 	case cfg.BlockSize < 0 || cfg.BlockSize > maxBlockBytes:
@@ -159,22 +101,6 @@ func checkAzblobAccepted(t *testing.T, u *url.URL, cfg Config) {
 		t.Fatalf("%s: multipart threshold %d", u, cfg.MultipartThreshold)
 	case cfg.ConnectionString != "":
 		t.Fatalf("%s: a connection string, which no URL parameter sets", u.Redacted())
-	}
-	query, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		t.Fatalf("%s: accepted with a bad query: %v", u, err)
-	}
-	for name, values := range query {
-		if !slices.Contains(queryParams, name) || len(values) != 1 {
-			t.Fatalf("%s: accepted with parameter %q given %d times", u, name, len(values))
-		}
-	}
-
-	full, err := cfg.withDefaults()
-	if err != nil {
-		t.Fatalf("%s: accepted, but withDefaults refuses %+v: %v", u, cfg, err)
-	}
-	switch {
 	case full.BlockSize <= 0 || full.BlockSize%mib != 0 || full.BlockSize > maxBlockBytes:
 		t.Fatalf("%s: block size %d after defaults", u, full.BlockSize)
 	case full.BlockSize < cfg.BlockSize:
@@ -183,15 +109,6 @@ func checkAzblobAccepted(t *testing.T, u *url.URL, cfg Config) {
 		t.Fatalf("%s: max blocks %d after defaults", u, full.MaxBlocks)
 	case full.MultipartThreshold <= 0 || full.MultipartThreshold > full.BlockSize:
 		t.Fatalf("%s: multipart threshold %d after defaults, block size %d", u, full.MultipartThreshold, full.BlockSize)
-	case full.Prefix != cfg.Prefix || full.Container != cfg.Container:
-		t.Fatalf("%s: withDefaults changes container %q and prefix %q to %q and %q", u, cfg.Container, cfg.Prefix, full.Container, full.Prefix)
-	}
-	again, err := full.withDefaults()
-	if err != nil {
-		t.Fatalf("%s: withDefaults refuses its own result %+v: %v", u, full, err)
-	}
-	if diff := cmp.Diff(full, again); diff != "" {
-		t.Fatalf("%s: withDefaults is not idempotent (-once +twice):\n%s", u, diff)
 	}
 }
 

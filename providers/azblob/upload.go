@@ -55,15 +55,9 @@ const (
 // upload to abort, and deleting the blob would delete an existing object
 // of the same name), so there is nothing to clean up.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckPut(ctx, s, key, size, s.objectName)
 	if err != nil {
-		return fmt.Errorf("put into %s: %w", s, err)
-	}
-	if size < 0 {
-		return fmt.Errorf("put %q into %s: negative size %d", key, s, size)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %q into %s: %w", key, s, err)
+		return err
 	}
 	br, err := s.newBodyReader(key, body, size)
 	if err != nil {

@@ -210,15 +210,9 @@ func isNotExist(err error) bool {
 // it and only then moves it into place, so a crash or a failure never
 // leaves a partial object under key.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
-	final, err := s.path(key)
+	final, err := providers.CheckPut(ctx, s, key, size, s.path)
 	if err != nil {
-		return fmt.Errorf("put into %s: %w", s, err)
-	}
-	if size < 0 {
-		return fmt.Errorf("put %q into %s: negative size %d", key, s, size)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %q into %s: %w", key, s, err)
+		return err
 	}
 	tmp, err := s.writeTemp(ctx, key, body, size, opts)
 	if err != nil {
@@ -504,15 +498,9 @@ func syncDir(dir string) error {
 // open file keeps the object's content even if it is overwritten or
 // deleted while being read.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	p, err := s.path(key)
+	p, err := providers.CheckGet(ctx, s, key, offset, s.path)
 	if err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
-	}
-	if offset < 0 {
-		return nil, fmt.Errorf("get %q from %s: negative offset %d", key, s, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get %q from %s: %w", key, s, err)
+		return nil, err
 	}
 	f, err := os.Open(p)
 	if isNotExist(err) {
@@ -542,12 +530,9 @@ func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.R
 
 // Stat reports the object's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	p, err := s.path(key)
+	p, err := providers.CheckStat(ctx, s, key, s.path)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	fi, err := os.Stat(p)
 	if isNotExist(err) || (err == nil && fi.IsDir()) {
@@ -563,12 +548,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // deleted prefixes do not pile up as empty directories that every List
 // would have to walk. The root itself is never removed.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	p, err := s.path(key)
+	p, err := providers.CheckDelete(ctx, s, key, s.path)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	// os.Remove would also remove an empty directory, which is no object.
 	fi, err := os.Lstat(p)

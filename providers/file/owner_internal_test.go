@@ -98,40 +98,56 @@ func TestAdoptFails(t *testing.T) {
 // it makes in the upload directory, refuses a symlink put in their place
 // and changes neither the owner nor the mode of its target.
 func TestAdoptDirSymlink(t *testing.T) {
-	base := t.TempDir()
-	target := filepath.Join(base, "target")
-	if err := os.Mkdir(target, 0o751); err != nil {
+	link := filepath.Join(t.TempDir(), "dir-1")
+	target, unchanged := LinkToDir(t, link)
+	// chown to the caller's own ids works for any user, so both
+	// changes would go through if adoptDir followed the link.
+	o := ownership{chown: true, uid: os.Geteuid(), gid: os.Getegid(), chmod: true, dirMode: 0o770 | fs.ModeSetgid}
+	err := o.adoptDir(link)
+	if err == nil || !strings.Contains(err.Error(), link+" must be a directory, not a symlink") {
+		t.Errorf("adoptDir on a symlink: %v", err)
+	}
+	unchanged(t)
+	if err := o.adoptDir(target); err != nil {
+		t.Fatalf("adoptDir on a directory: %v", err)
+	}
+	if fi, err := os.Stat(target); err != nil || fi.Mode()&(fs.ModePerm|fs.ModeSetgid) != o.dirMode {
+		t.Errorf("adoptDir did not set the mode of a directory: %v %v", fi.Mode(), err)
+	}
+}
+
+// LinkToDir makes link a symlink to a new directory of mode 0751, and
+// returns that directory and a check, for after the code under test met
+// the link, that the directory kept its mode and owner. (Exported for
+// the tests of package file_test.)
+func LinkToDir(t *testing.T, link string) (target string, unchanged func(*testing.T)) {
+	t.Helper()
+	target = filepath.Join(t.TempDir(), "target")
+	if err := os.Mkdir(target, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(target, 0o751); err != nil {
-		t.Fatal(err)
-	}
-	link := filepath.Join(base, "dir-1")
-	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
 	before, err := os.Stat(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// chown to the caller's own ids works for any user, so both
-	// changes would go through if adoptDir followed the link.
-	o := ownership{chown: true, uid: os.Geteuid(), gid: os.Getegid(), chmod: true, dirMode: 0o770 | fs.ModeSetgid}
-	err = o.adoptDir(link)
-	if err == nil || !strings.Contains(err.Error(), link+" must be a directory, not a symlink") {
-		t.Errorf("adoptDir on a symlink: %v", err)
-	}
-	after, err := os.Stat(target)
-	if err != nil {
+	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
-	if after.Mode() != before.Mode() {
-		t.Errorf("the symlink's target changed mode from %v to %v", before.Mode(), after.Mode())
-	}
-	if err := o.adoptDir(target); err != nil {
-		t.Fatalf("adoptDir on a directory: %v", err)
-	}
-	if fi, err := os.Stat(target); err != nil || fi.Mode()&(fs.ModePerm|fs.ModeSetgid) != o.dirMode {
-		t.Errorf("adoptDir did not set the mode of a directory: %v %v", fi.Mode(), err)
+	return target, func(t *testing.T) {
+		t.Helper()
+		after, err := os.Stat(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Mode() != before.Mode() {
+			t.Errorf("the symlink's target changed mode from %v to %v", before.Mode(), after.Mode())
+		}
+		bst, ast := before.Sys().(*syscall.Stat_t), after.Sys().(*syscall.Stat_t)
+		if ast.Uid != bst.Uid || ast.Gid != bst.Gid {
+			t.Errorf("the symlink's target changed owner from %d:%d to %d:%d", bst.Uid, bst.Gid, ast.Uid, ast.Gid)
+		}
 	}
 }

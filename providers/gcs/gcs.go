@@ -207,15 +207,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open gs://%s/%s: %w", cfg.Bucket, strings.Trim(cfg.Prefix, "/"), err)
 	}
-	s := &Store{cfg: cfg, transport: newTransport()}
+	s := &Store{cfg: cfg, transport: newTransport(), namePrefix: providers.KeyPrefix(cfg.Prefix)}
 	// Redirects are not followed: resumable uploads answer 308 for "go
 	// on", and nothing else the store asks for redirects.
 	s.client = &http.Client{
 		Transport:     s.transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	if cfg.Prefix != "" {
-		s.namePrefix = cfg.Prefix + "/"
 	}
 	s.buffers.New = func() any {
 		b := make([]byte, copyBlockBytes)
@@ -463,6 +460,11 @@ func (s *Store) Close() error {
 // objectName maps a key to its object name below the prefix.
 func (s *Store) objectName(key string) string { return s.namePrefix + key }
 
+// checkedName is objectName after checking key.
+func (s *Store) checkedName(key string) (string, error) {
+	return providers.PrefixedKey(s.namePrefix, key)
+}
+
 // Get reads a range with one media download from the JSON API. GCS
 // answers a range that starts at or past the end with 416, which is an
 // empty read here; an answer with the whole object to a ranged request is
@@ -470,20 +472,15 @@ func (s *Store) objectName(key string) string { return s.namePrefix + key }
 // GCS declares for it at the end (GCS declares only the whole object's,
 // so a ranged read cannot be checked).
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
+	name, err := providers.CheckGet(ctx, s, key, offset, s.checkedName)
+	if err != nil {
+		return nil, err
 	}
 	what := fmt.Sprintf("get %q from %s", key, s)
-	if offset < 0 {
-		return nil, fmt.Errorf("%s: negative offset %d", what, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
 	if length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.objectURL(s.objectName(key), url.Values{"alt": {"media"}}).String(), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.objectURL(name, url.Values{"alt": {"media"}}).String(), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -624,14 +621,12 @@ const objectFields = "name,size,crc32c,updated,timeCreated"
 
 // Stat reads the object's metadata.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
+	name, err := providers.CheckStat(ctx, s, key, s.checkedName)
+	if err != nil {
+		return providers.ObjectInfo{}, err
 	}
 	what := fmt.Sprintf("stat %q in %s", key, s)
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("%s: %w", what, err)
-	}
-	resp, err := s.send(ctx, http.MethodGet, s.objectURL(s.objectName(key), url.Values{"fields": {objectFields}}), nil, http.StatusOK)
+	resp, err := s.send(ctx, http.MethodGet, s.objectURL(name, url.Values{"fields": {objectFields}}), nil, http.StatusOK)
 	if err != nil {
 		return providers.ObjectInfo{}, s.fail(what, err, providers.ErrNotExist)
 	}
@@ -701,14 +696,12 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[providers.Obj
 
 // Delete removes the object; GCS answers 404 for a missing one.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := providers.ValidateKey(key); err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
+	name, err := providers.CheckDelete(ctx, s, key, s.checkedName)
+	if err != nil {
+		return err
 	}
 	what := fmt.Sprintf("delete %q from %s", key, s)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	resp, err := s.send(ctx, http.MethodDelete, s.objectURL(s.objectName(key), nil), nil, http.StatusNoContent, http.StatusOK)
+	resp, err := s.send(ctx, http.MethodDelete, s.objectURL(name, nil), nil, http.StatusNoContent, http.StatusOK)
 	if err != nil {
 		return s.fail(what, err, providers.ErrNotExist)
 	}

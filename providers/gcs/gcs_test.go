@@ -312,60 +312,36 @@ func TestNoSDKRetries(t *testing.T) {
 }
 
 func TestParseURL(t *testing.T) {
-	for _, tc := range []struct {
-		url     string
-		want    Config
-		wantErr string
-	}{
-		{url: "gs://bucket", want: Config{Bucket: "bucket"}},
-		{url: "gs://bucket/", want: Config{Bucket: "bucket"}},
-		{url: "gs://my-bucket.example_1/backups/db1/", want: Config{Bucket: "my-bucket.example_1", Prefix: "backups/db1"}},
-		{url: "gs://bucket/p?chunk_size=16MB", want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 16 << 20}},
-		{url: "gs://bucket/p?chunk_size=256KiB&multipart_threshold=1M", want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 256 << 10, MultipartThreshold: 1 << 20}},
-		{url: "gs://bucket?chunk_size=8388608", want: Config{Bucket: "bucket", ChunkSize: 8 << 20}},
-		{url: "gs://bucket/p%20q", want: Config{Bucket: "bucket", Prefix: "p q"}},
+	providertest.CheckParseURL(t, parseURL, []providertest.URLCase[Config]{
+		{URL: "gs://bucket", Want: Config{Bucket: "bucket"}},
+		{URL: "gs://bucket/", Want: Config{Bucket: "bucket"}},
+		{URL: "gs://my-bucket.example_1/backups/db1/", Want: Config{Bucket: "my-bucket.example_1", Prefix: "backups/db1"}},
+		{URL: "gs://bucket/p?chunk_size=16MB", Want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 16 << 20}},
+		{URL: "gs://bucket/p?chunk_size=256KiB&multipart_threshold=1M", Want: Config{Bucket: "bucket", Prefix: "p", ChunkSize: 256 << 10, MultipartThreshold: 1 << 20}},
+		{URL: "gs://bucket?chunk_size=8388608", Want: Config{Bucket: "bucket", ChunkSize: 8 << 20}},
+		{URL: "gs://bucket/p%20q", Want: Config{Bucket: "bucket", Prefix: "p q"}},
 
-		{url: "s3://bucket", wantErr: `scheme "s3" is not gs`},
-		{url: "gs:bucket", wantErr: "want gs://bucket/prefix"},
-		{url: "gs:///prefix", wantErr: "no bucket"},
-		{url: "gs://Bucket", wantErr: "lower-case"},
-		{url: "gs://ab", wantErr: "3 to 222 characters"},
-		{url: "gs://-bucket", wantErr: "start and end with a letter or digit"},
-		{url: "gs://bucket:4443/p", wantErr: "STORAGE_EMULATOR_HOST"},
-		{url: "gs://user@bucket", wantErr: "user information"},
-		{url: "gs://bucket/p#frag", wantErr: "fragments"},
-		{url: "gs://bucket/a//b", wantErr: "prefix"},
-		{url: "gs://bucket/a/../b", wantErr: "prefix"},
-		{url: "gs://bucket?region=us", wantErr: `unknown parameter "region"; known: chunk_size, multipart_threshold`},
-		{url: "gs://bucket?chunk_size=100000", wantErr: "multiple of 256 KiB"},
-		{url: "gs://bucket?chunk_size=0", wantErr: "must be positive"},
-		{url: "gs://bucket?chunk_size=2G", wantErr: "at most 1 GiB"},
-		{url: "gs://bucket?chunk_size=16XB", wantErr: "unknown unit"},
-		{url: "gs://bucket?chunk_size=", wantErr: "positive size"},
-		{url: "gs://bucket?chunk_size=1M&chunk_size=2M", wantErr: "given 2 times"},
-		{url: "gs://bucket?multipart_threshold=0", wantErr: "must be positive"},
-		{url: "gs://bucket?chunk_size=99999999999999999999", wantErr: "chunk_size"},
-	} {
-		t.Run(tc.url, func(t *testing.T) {
-			u, err := url.Parse(tc.url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := parseURL(u)
-			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-					t.Fatalf("parseURL(%q) = %+v, %v; want an error containing %q", tc.url, got, err, tc.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("parseURL(%q): %v", tc.url, err)
-			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("parseURL(%q) (-want +got):\n%s", tc.url, diff)
-			}
-		})
-	}
+		{URL: "s3://bucket", Err: `scheme "s3" is not gs`},
+		{URL: "gs:bucket", Err: "want gs://bucket/prefix"},
+		{URL: "gs:///prefix", Err: "no bucket"},
+		{URL: "gs://Bucket", Err: "lower-case"},
+		{URL: "gs://ab", Err: "3 to 222 characters"},
+		{URL: "gs://-bucket", Err: "start and end with a letter or digit"},
+		{URL: "gs://bucket:4443/p", Err: "STORAGE_EMULATOR_HOST"},
+		{URL: "gs://user@bucket", Err: "user information"},
+		{URL: "gs://bucket/p#frag", Err: "fragments"},
+		{URL: "gs://bucket/a//b", Err: "prefix"},
+		{URL: "gs://bucket/a/../b", Err: "prefix"},
+		{URL: "gs://bucket?region=us", Err: `unknown parameter "region"; known: chunk_size, multipart_threshold`},
+		{URL: "gs://bucket?chunk_size=100000", Err: "multiple of 256 KiB"},
+		{URL: "gs://bucket?chunk_size=0", Err: "must be positive"},
+		{URL: "gs://bucket?chunk_size=2G", Err: "at most 1 GiB"},
+		{URL: "gs://bucket?chunk_size=16XB", Err: "unknown unit"},
+		{URL: "gs://bucket?chunk_size=", Err: "positive size"},
+		{URL: "gs://bucket?chunk_size=1M&chunk_size=2M", Err: "given 2 times"},
+		{URL: "gs://bucket?multipart_threshold=0", Err: "must be positive"},
+		{URL: "gs://bucket?chunk_size=99999999999999999999", Err: "chunk_size"},
+	})
 }
 
 func TestConfigDefaults(t *testing.T) {

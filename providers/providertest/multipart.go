@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"testing"
 
 	"github.com/pgstow/pgstow/providers"
@@ -52,7 +51,7 @@ func RunMultipart(t *testing.T, open func(t *testing.T) providers.Store, partSiz
 		s := open(t)
 		data := content(8, 4*partSize)
 		ctx, cancel := context.WithCancel(t.Context())
-		body := &cancelAt{r: bytes.NewReader(data), at: int64(2*partSize + partSize/2), cancel: cancel}
+		body := &cancellingReader{r: bytes.NewReader(data), cancelAfter: int64(2*partSize + partSize/2), cancel: cancel}
 		err := s.Put(ctx, "mp/cancelled", body, int64(len(data)), providers.PutOptions{})
 		if err == nil {
 			t.Fatal("a multipart put cancelled half-way succeeded")
@@ -70,24 +69,3 @@ func RunMultipart(t *testing.T, open func(t *testing.T) providers.Store, partSiz
 		checkNotExist(t, s, "mp/short")
 	})
 }
-
-// cancelAt cancels a context once the reader has passed offset at.
-type cancelAt struct {
-	r      *bytes.Reader
-	at     int64
-	cancel context.CancelFunc
-	read   int64
-}
-
-func (c *cancelAt) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.read += int64(n)
-	if c.read >= c.at {
-		c.cancel()
-	}
-	return n, err
-}
-
-func (c *cancelAt) Seek(offset int64, whence int) (int64, error) { return c.r.Seek(offset, whence) }
-
-var _ io.ReadSeeker = (*cancelAt)(nil)

@@ -414,6 +414,8 @@ func (c *cancellingReader) Seek(offset int64, whence int) (int64, error) {
 	return c.r.Seek(offset, whence)
 }
 
+var _ io.ReadSeeker = (*cancellingReader)(nil)
+
 func testCancelledPut(t *testing.T, open func(t *testing.T) providers.Store) {
 	data := content(1, 3<<20)
 	t.Run("before", func(t *testing.T) {

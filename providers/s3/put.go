@@ -39,15 +39,9 @@ func crcHeader(crc uint32) string {
 // the object is committed, and a failed or cancelled Put leaves neither
 // an object nor an unfinished upload behind.
 func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, opts providers.PutOptions) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckPut(ctx, s, key, size, s.objectName)
 	if err != nil {
-		return fmt.Errorf("put into %s: %w", s, err)
-	}
-	if size < 0 {
-		return fmt.Errorf("put %q into %s: negative size %d", key, s, size)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %q into %s: %w", key, s, err)
+		return err
 	}
 	start, err := body.Seek(0, io.SeekCurrent)
 	if err != nil {

@@ -195,9 +195,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		maxParts:     cfg.MaxParts,
 		threshold:    cfg.MultipartThreshold,
 		whenRequired: cfg.RequestChecksumWhenRequired,
-	}
-	if cfg.Prefix != "" {
-		s.prefix = cfg.Prefix + "/"
+		prefix:       providers.KeyPrefix(cfg.Prefix),
 	}
 
 	// The SDK's buildable client (a plain http.Client would break
@@ -365,25 +363,16 @@ func (s *Store) Close() error { return nil }
 
 // objectName maps a key to its S3 object name, checking the key.
 func (s *Store) objectName(key string) (string, error) {
-	if err := providers.ValidateKey(key); err != nil {
-		return "", err
-	}
-	return s.prefix + key, nil
+	return providers.PrefixedKey(s.prefix, key)
 }
 
 // Get returns a reader of length bytes from offset (to the end when length
 // is negative). A zero length needs no request; an offset at or past the
 // end, which S3 answers with 416, yields an empty reader.
 func (s *Store) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckGet(ctx, s, key, offset, s.objectName)
 	if err != nil {
-		return nil, fmt.Errorf("get from %s: %w", s, err)
-	}
-	if offset < 0 {
-		return nil, fmt.Errorf("get %q from %s: negative offset %d", key, s, offset)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("get %q from %s: %w", key, s, err)
+		return nil, err
 	}
 	if length == 0 {
 		return io.NopCloser(strings.NewReader("")), nil
@@ -427,12 +416,9 @@ func (b *getBody) Close() error { return b.body.Close() }
 
 // Stat reports the object's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
-	name, err := s.objectName(key)
+	name, err := providers.CheckStat(ctx, s, key, s.objectName)
 	if err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat in %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return providers.ObjectInfo{}, fmt.Errorf("stat %q in %s: %w", key, s, err)
+		return providers.ObjectInfo{}, err
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)})
 	if err != nil {
@@ -445,12 +431,9 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 // complaint, so a HeadObject first finds a missing one; a concurrent
 // Delete between the two is not noticed, which is harmless.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := s.objectName(key)
+	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {
-		return fmt.Errorf("delete from %s: %w", s, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+		return err
 	}
 	if _, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}); err != nil {
 		return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))

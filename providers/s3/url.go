@@ -2,9 +2,7 @@ package s3
 
 import (
 	"fmt"
-	"maps"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -57,16 +55,7 @@ func parseURL(u *url.URL) (Config, error) {
 	if err != nil {
 		return fail("query: %v", err)
 	}
-	// Sorted, so that a URL with two bad parameters always names the same.
-	for _, name := range slices.Sorted(maps.Keys(query)) {
-		values := query[name]
-		if !slices.Contains(urlParams, name) {
-			return fail("unknown parameter %q (known: %s)", name, strings.Join(urlParams, ", "))
-		}
-		if len(values) != 1 {
-			return fail("parameter %q given %d times", name, len(values))
-		}
-		v := values[0]
+	err = providers.EachURLParam(query, urlParams, "parameter", func(name, v string) error {
 		switch name {
 		case "region":
 			cfg.Region = v
@@ -75,19 +64,19 @@ func parseURL(u *url.URL) (Config, error) {
 		case "path_style":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return fail("path_style=%q: want true or false", v)
+				return fmt.Errorf("path_style=%q: want true or false", v)
 			}
 			cfg.PathStyle = b
 		case "part_size":
 			n, err := manifest.ParseSize(v)
 			if err != nil {
-				return fail("part_size=%q: %v", v, err)
+				return fmt.Errorf("part_size=%q: %v", v, err)
 			}
 			cfg.PartSize = n
 		case "max_parts":
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 {
-				return fail("max_parts=%q: want a positive number such as 1000", v)
+				return fmt.Errorf("max_parts=%q: want a positive number such as 1000", v)
 			}
 			cfg.MaxParts = n
 		case "request_checksum":
@@ -96,9 +85,13 @@ func parseURL(u *url.URL) (Config, error) {
 				cfg.RequestChecksumWhenRequired = true
 			case "when_supported":
 			default:
-				return fail("request_checksum=%q: want when_supported or when_required", v)
+				return fmt.Errorf("request_checksum=%q: want when_supported or when_required", v)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fail("%v", err)
 	}
 	// Check the rest now, so that a bad URL fails before any network
 	// access.

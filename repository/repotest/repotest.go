@@ -8,6 +8,7 @@ package repotest
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -258,4 +259,19 @@ func PGManifest(t testing.TB, b *manifest.Backup) []byte {
 		t.Fatalf("test backup_manifest does not parse: %v", err)
 	}
 	return data
+}
+
+// LockKeys returns the keys of the leases stored in repo. It reads them
+// with a context that outlives the test's, so that a cleanup may call it.
+func LockKeys(t testing.TB, repo *repository.Repository) []string {
+	t.Helper()
+	locks, err := repo.Locks(context.WithoutCancel(t.Context()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, h := range locks {
+		keys = append(keys, h.Key)
+	}
+	return keys
 }
