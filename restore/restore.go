@@ -486,8 +486,11 @@ func (p *plan) incomplete(err error) error {
 }
 
 // tablespaceDirs lists the tablespaces' directories in the manifest's
-// order.
+// order; nil when there are none.
 func (p *plan) tablespaceDirs() []string {
+	if len(p.tsOrder) == 0 {
+		return nil
+	}
 	dirs := make([]string, len(p.tsOrder))
 	for i, oid := range p.tsOrder {
 		dirs[i] = p.tsDirs[oid]
