@@ -442,9 +442,9 @@ func (s *Store) mkdirs(dir string) ([]string, error) {
 // just created. When the directory needs another owner or mode than
 // creation gives it, it is made in the upload directory, adjusted there and
 // renamed into place, so that it never appears, not even after a crash,
-// with an owner that would lock the repository's owner out of it. A rename
-// onto an existing non-empty directory fails, and one onto an empty
-// directory replaces it with an equal one, so concurrent creators agree.
+// with an owner that would lock the repository's owner out of it. The
+// rename never replaces a directory another Put made first (renameDir),
+// so concurrent creators agree on the first one.
 func (s *Store) mkdir(dir string) error {
 	if !s.own.adjusts() {
 		if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -464,7 +464,7 @@ func (s *Store) mkdir(dir string) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := renameDir(tmp, dir); err != nil {
 		_ = os.Remove(tmp)
 		// EEXIST and ENOTEMPTY both match ErrExist: another Put made
 		// it first. A file in the way is left for the caller's rename
