@@ -688,16 +688,44 @@ func logSince(dir *os.Root, offset int64) string {
 	return string(data)
 }
 
-// tail is the last lines of a log, for errors.
+// tail picks the lines of a server log that say why it stopped, for
+// errors: its last three FATAL, PANIC or ERROR lines and its last five
+// lines, in log order. The end alone can miss the cause, because the
+// server goes on logging after it (other processes terminating, a
+// probe's connection, the shutdown).
 func tail(log string) string {
 	lines := strings.Split(strings.TrimSpace(log), "\n")
-	if len(lines) > 5 {
-		lines = lines[len(lines)-5:]
-	}
 	if len(lines) == 1 && lines[0] == "" {
 		return "(nothing)"
 	}
-	return strings.Join(lines, " | ")
+	keep := make([]bool, len(lines))
+	for i := max(0, len(lines)-5); i < len(lines); i++ {
+		keep[i] = true
+	}
+	for i, found := len(lines)-1, 0; i >= 0 && found < 3; i-- {
+		if severe(lines[i]) {
+			keep[i] = true
+			found++
+		}
+	}
+	var out []string
+	for i, l := range lines {
+		if keep[i] {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " | ")
+}
+
+// severe reports whether a server log line is a FATAL, PANIC or ERROR
+// message (log_line_prefix, then the level and two spaces).
+func severe(line string) bool {
+	for _, level := range []string{"FATAL:  ", "PANIC:  ", "ERROR:  "} {
+		if strings.Contains(line, level) {
+			return true
+		}
+	}
+	return false
 }
 
 func freePort() (int, error) {

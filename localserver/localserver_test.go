@@ -180,3 +180,29 @@ func TestDiscardRemovesOnlyOwnedTablespaces(t *testing.T) {
 		}
 	}
 }
+
+// TestTail: the excerpt of a failed server's log keeps the lines that say
+// why (FATAL, PANIC, ERROR) even when more lines follow them, and the end.
+func TestTail(t *testing.T) {
+	const fatal = "2026-12-06 03:51:18.170 UTC [9072] FATAL:  recovery ended before configured recovery target was reached"
+	after := []string{
+		"2026-12-06 03:51:18.178 UTC [9068] LOG:  startup process (PID 9072) exited with exit code 1",
+		"2026-12-06 03:51:18.178 UTC [9068] LOG:  terminating any other active server processes",
+		"2026-12-06 03:51:18.186 UTC [9113] LOG:  invalid length of startup packet",
+		"2026-12-06 03:51:18.197 UTC [9068] LOG:  shutting down due to startup process failure",
+		"2026-12-06 03:51:18.199 UTC [9068] LOG:  database system is shut down",
+	}
+	for _, tc := range []struct {
+		name, log, want string
+	}{
+		{"empty", "\n", "(nothing)"},
+		{"short", "a\nb\n", "a | b"},
+		{"the last five", "1\n2\n3\n4\n5\n6\n7", "3 | 4 | 5 | 6 | 7"},
+		{"the cause before the end", "started\n" + fatal + "\n" + strings.Join(after, "\n"), fatal + " | " + strings.Join(after, " | ")},
+		{"the last three causes", "x ERROR:  1\nx ERROR:  2\nx PANIC:  3\nx FATAL:  4\n5\n6\n7\n8\n9", "x ERROR:  2 | x PANIC:  3 | x FATAL:  4 | 5 | 6 | 7 | 8 | 9"},
+	} {
+		if got := tail(tc.log); got != tc.want {
+			t.Errorf("%s: tail = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
