@@ -51,9 +51,6 @@ type Config struct {
 	// SealWorkers is the number of hashing/compressing workers (default
 	// GOMAXPROCS).
 	SealWorkers int
-	// ChunkID names a chunk by its content; nil leaves it to the
-	// repository (Repository.ChunkID), which is what a backup wants.
-	ChunkID func(raw []byte) string
 	// KnownCRC32C, if set, returns the stored-bytes CRC32C recorded for a
 	// chunk the store already holds, so a deduplicated chunk's record
 	// carries it (manifest.ChunkRef.StoredCRC32C). It cannot be
@@ -202,9 +199,6 @@ func (u *Uploader) Waits() Waits {
 // allocated lazily up to the budget.
 func New(repo Repository, cfg Config, log *slog.Logger) *Uploader {
 	cfg = cfg.withDefaults()
-	if cfg.ChunkID == nil {
-		cfg.ChunkID = repo.ChunkID
-	}
 	u := &Uploader{
 		repo:   repo,
 		cfg:    cfg,
@@ -505,7 +499,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 // written.
 func (u *Uploader) seal(ctx context.Context, comp *chunker.Compressor, c chunker.Chunk) (sealed, error) {
 	defer u.putRaw(c.Data)
-	s := sealed{seq: c.Seq, id: u.cfg.ChunkID(c.Data), raw: int64(len(c.Data))}
+	s := sealed{seq: c.Seq, id: u.repo.ChunkID(c.Data), raw: int64(len(c.Data))}
 	size, found, err := u.repo.HasChunk(ctx, s.id)
 	switch {
 	case err != nil:
