@@ -1,0 +1,65 @@
+package pgdata
+
+import (
+	"strconv"
+	"strings"
+)
+
+// RelationFile reports whether path, as a backup records it (relative to
+// the data directory for the data directory's archive, relative to the
+// tablespace directory for a tablespace's), is a relation data file of a
+// database, and which: base/<db>/<file> in the data directory,
+// PG_<major>_<catversion>/<db>/<file> in a tablespace, where <file> is a
+// relfilenode with an optional fork suffix (_fsm, _vm, _init) and segment
+// number (.1, .2…). Other files of a database directory (PG_VERSION,
+// pg_filenode.map, pg_internal.init) are not relation files: a restore of
+// chosen databases writes them for every database, so that the server
+// can start and drop the others.
+func RelationFile(tablespace bool, path string) (db uint32, ok bool) {
+	parts := strings.Split(path, "/")
+	if len(parts) != 3 {
+		return 0, false
+	}
+	switch {
+	case !tablespace && parts[0] == "base":
+	case tablespace && strings.HasPrefix(parts[0], "PG_"):
+	default:
+		return 0, false
+	}
+	d, ok := parseOID(parts[1])
+	if !ok {
+		return 0, false
+	}
+	name := parts[2]
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		if _, ok := parseOID(name[i+1:]); !ok {
+			return 0, false
+		}
+		name = name[:i]
+	}
+	for _, fork := range []string{"_fsm", "_vm", "_init"} {
+		if rest, found := strings.CutSuffix(name, fork); found {
+			name = rest
+			break
+		}
+	}
+	if _, ok := parseOID(name); !ok {
+		return 0, false
+	}
+	return d, true
+}
+
+// parseOID accepts a canonical decimal uint32 above 0: no sign, no
+// leading zero.
+func parseOID(s string) (uint32, bool) {
+	if s == "" || s[0] == '0' || len(s) > 10 {
+		return 0, false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+	}
+	v, err := strconv.ParseUint(s, 10, 32)
+	return uint32(v), err == nil
+}
