@@ -22,6 +22,7 @@ type tup struct {
 	natts      int    // 0 means 16
 	hoff       int    // 0 means what the null bitmap needs, maxaligned
 	nullBits   byte   // first byte of the null bitmap, with HEAP_HASNULL
+	next       *tid   // t_ctid; nil means the tuple itself
 }
 
 // tupleBytes lays a tuple out as heap_form_tuple does: header, optional
@@ -52,7 +53,6 @@ func (t tup) tupleBytes() []byte {
 	copy(b[hoff+4:hoff+databaseFixed], name)
 	le.PutUint32(b[0:], t.xmin)
 	le.PutUint32(b[4:], t.xmax)
-	le.PutUint16(b[16:], 1) // t_ctid offset number, unread
 	le.PutUint16(b[18:], uint16(natts))
 	le.PutUint16(b[20:], t.infomask)
 	b[22] = byte(hoff)
@@ -70,6 +70,13 @@ func heapPage(tuples ...tup) []byte {
 	upper := pageSize
 	for i, t := range tuples {
 		b := t.tupleBytes()
+		next := tid{0, uint16(i + 1)}
+		if t.next != nil {
+			next = *t.next
+		}
+		le.PutUint16(b[12:], uint16(next.block>>16))
+		le.PutUint16(b[14:], uint16(next.block))
+		le.PutUint16(b[16:], next.item)
 		upper = (upper - len(b)) / maxAlign * maxAlign
 		copy(p[upper:], b)
 		flags := t.lpFlags
@@ -166,7 +173,7 @@ func TestDatabasesVisibility(t *testing.T) {
 		{name: "xmax exclusive lock before 9.3", t: tup{xmin: frozenXid, xmax: xidCommitted, infomask: heapXmaxExclLock}, visible: true},
 		{name: "xmax key-share lock without LOCK_ONLY is an update", t: tup{xmin: frozenXid, xmax: xidCommitted, infomask: heapXmaxKeyShr}, reads: []string{"0000"}},
 		{name: "xmax multi lock only", t: tup{xmin: frozenXid, xmax: 7, infomask: heapXmaxIsMulti | heapXmaxLockOnly | heapXmaxKeyShr}, visible: true},
-		{name: "xmax multi with updater taken for a lock", t: tup{xmin: frozenXid, xmax: 7, infomask: heapXmaxIsMulti}, visible: true},
+		{name: "xmax multi with updater and no successor", t: tup{xmin: frozenXid, xmax: 7, infomask: heapXmaxIsMulti}, visible: true},
 		{name: "xmax multi committed hint", t: tup{xmin: frozenXid, xmax: 7, infomask: heapXmaxIsMulti | heapXmaxCommitted}},
 		{name: "xmax committed in pg_xact", t: tup{xmin: frozenXid, xmax: xidCommitted}, reads: []string{"0000"}},
 		{name: "xmax aborted in pg_xact", t: tup{xmin: frozenXid, xmax: xidAborted}, visible: true, reads: []string{"0000"}},
@@ -303,9 +310,10 @@ func TestDatabasesAmbiguous(t *testing.T) {
 		{"same OID", heapPage(live(1, "template1"), live(16384, "a"), live(16384, "b")), `OID 16384 is both "a" (page 0 item 2) and "b" (page 0 item 3)`},
 		{"same name", heapPage(live(16384, "a"), live(16385, "a")), `database "a" has both OID 16384 (page 0 item 1) and OID 16385 (page 0 item 2)`},
 		{"same OID on two pages", append(heapPage(live(16384, "a")), heapPage(live(16384, "a"))...), "page 1 item 1"},
-		// ALTER DATABASE of a row others hold a key-share lock on: the old
-		// version's multi xmax is taken for a lock, and the list refused.
-		{"multi updater", heapPage(tup{xmin: frozenXid, xmax: 9, infomask: heapXmaxIsMulti, oid: 16384, name: "a"}, live(16384, "a")), "OID 16384"},
+		// An old version updated through a multixact whose successor at
+		// t_ctid is gone: the multi is taken for a lock, and the list
+		// refused.
+		{"multi updater without successor", heapPage(tup{xmin: frozenXid, xmax: 9, infomask: heapXmaxIsMulti, oid: 16384, name: "a", next: &tid{0, 9}}, live(16384, "b")), "OID 16384"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,5 +391,62 @@ func TestXactFile(t *testing.T) {
 		if got := XactFile(tc.xid); got != tc.want {
 			t.Errorf("XactFile(%d) = %q, want %q", tc.xid, got, tc.want)
 		}
+	}
+}
+
+// TestDatabasesMultiUpdater covers an old version whose xmax is a
+// multixact with an updater (ALTER DATABASE while another session holds
+// FOR KEY SHARE on the row): its fate is that of the successor version
+// t_ctid points to.
+func TestDatabasesMultiUpdater(t *testing.T) {
+	const multi = heapXmaxIsMulti | heapXmaxExclLock
+	old := func(next tid) tup {
+		return tup{xmin: frozenXid, xmax: 3, infomask: multi, oid: 16384, name: "old", next: &next}
+	}
+	succ := func(xmin uint32, infomask uint16) tup {
+		return tup{xmin: xmin, infomask: infomask | heapXmaxInvalid | heapUpdated, oid: 16384, name: "new"}
+	}
+	oldDB, newDB := Database{16384, "old"}, Database{16384, "new"}
+	tests := []struct {
+		name  string
+		pages [][]tup
+		want  []Database
+		err   error
+	}{
+		{"successor committed by hint", [][]tup{{old(tid{0, 2}), succ(xidAborted, heapXminCommitted)}}, []Database{newDB}, nil},
+		{"successor committed in pg_xact", [][]tup{{old(tid{0, 2}), succ(xidCommitted, 0)}}, []Database{newDB}, nil},
+		{"successor aborted by hint", [][]tup{{old(tid{0, 2}), succ(xidCommitted, heapXminInvalid)}}, []Database{oldDB}, nil},
+		{"successor aborted in pg_xact", [][]tup{{old(tid{0, 2}), succ(xidAborted, 0)}}, []Database{oldDB}, nil},
+		{"successor in progress in pg_xact", [][]tup{{old(tid{0, 2}), succ(xidInProgress, 0)}}, []Database{oldDB}, nil},
+		{"successor on another page", [][]tup{{old(tid{1, 1})}, {succ(xidCommitted, 0)}}, []Database{newDB}, nil},
+		{"multi committed by hint", [][]tup{{{xmin: frozenXid, xmax: 3, infomask: multi | heapXmaxCommitted, oid: 16384, name: "old"},
+			{xmin: frozenXid, infomask: heapXmaxInvalid, oid: 1, name: "template1"}}}, []Database{{1, "template1"}}, nil},
+		{"t_ctid to itself", [][]tup{{old(tid{0, 1})}}, []Database{oldDB}, nil},
+		{"t_ctid to no tuple", [][]tup{{old(tid{7, 1})}}, []Database{oldDB}, nil},
+		{"t_ctid to another database", [][]tup{{old(tid{0, 2}), {xmin: frozenXid, infomask: heapXmaxInvalid | heapUpdated, oid: 16385, name: "other"}}},
+			[]Database{oldDB, {16385, "other"}}, nil},
+		{"t_ctid to a tuple not made by an update", [][]tup{{old(tid{0, 2}), {xmin: frozenXid, infomask: heapXmaxInvalid, oid: 16384, name: "new"}}}, nil, ErrAmbiguous},
+	}
+	files := xactFiles(testXact)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var heap []byte
+			for _, p := range tc.pages {
+				heap = append(heap, heapPage(p...)...)
+			}
+			got, err := Databases(heap, readerOf(files, nil))
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("Databases = %v, %v; want an error wrapping %v", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Databases: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Databases (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

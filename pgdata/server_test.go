@@ -39,14 +39,23 @@ func TestServerDatabases(t *testing.T) {
 			// A row lock (xmax with HEAP_XMAX_LOCK_ONLY), then a multixact
 			// of two lockers.
 			c.Exec(t, "postgres", "BEGIN; SELECT 1 FROM pg_database WHERE datname = 'row_locked' FOR UPDATE; COMMIT")
-			keyShareTwice(t, c, "key_shared")
+			keyShareDuring(t, c, "key_shared", func() { keyShareDuring(t, c, "key_shared", func() {}) })
 			// The same changes again, right before the CHECKPOINT: the
 			// statements above scanned pg_database and hinted the tuples
 			// they changed; nothing reads these before the files are.
-			for _, name := range []string{"late_to_rename", "late_to_drop", "late_rolled_back"} {
+			for _, name := range []string{"late_to_rename", "late_to_drop", "late_rolled_back", "multi_updated", "multi_rolled_back"} {
 				c.Exec(t, "postgres", "CREATE DATABASE "+name)
 			}
 			c.Exec(t, "postgres", "SELECT count(*) FROM pg_database") // hint the CREATEs
+			// Updates of rows another session holds FOR KEY SHARE on: the
+			// old versions' xmax is a multixact with an updater, which
+			// committed or aborted.
+			keyShareDuring(t, c, "multi_updated", func() {
+				c.Exec(t, "postgres", "ALTER DATABASE multi_updated CONNECTION LIMIT 5")
+			})
+			keyShareDuring(t, c, "multi_rolled_back", func() {
+				c.Exec(t, "postgres", "BEGIN; ALTER DATABASE multi_rolled_back CONNECTION LIMIT 5; ROLLBACK")
+			})
 			c.Exec(t, "postgres", "ALTER DATABASE late_to_rename RENAME TO late_renamed")
 			c.Exec(t, "postgres", "DROP DATABASE late_to_drop")
 			c.Exec(t, "postgres", "BEGIN; ALTER DATABASE late_rolled_back RENAME TO late_never; ROLLBACK")
@@ -74,6 +83,8 @@ func TestServerDatabases(t *testing.T) {
 			assertNoHint(t, heap, "late_to_drop", xmax)     // committed deletion
 			assertNoHint(t, heap, "late_never", xmin)       // aborted update, new version
 			assertNoHint(t, heap, "late_rolled_back", xmax) // aborted update, old version
+			assertMulti(t, heap, "multi_updated")
+			assertMulti(t, heap, "multi_rolled_back")
 
 			var want []Database
 			for _, row := range c.Query(t, "postgres", "SELECT oid, datname FROM pg_database ORDER BY oid") {
@@ -102,28 +113,23 @@ func TestServerDatabases(t *testing.T) {
 	}
 }
 
-// keyShareTwice has two sessions hold FOR KEY SHARE on a pg_database row
-// at once, so its xmax becomes a lock-only multixact.
-func keyShareTwice(t *testing.T, c *pgtest.Cluster, datname string) {
+// keyShareDuring holds FOR KEY SHARE on a pg_database row, in a session
+// of its own, while during runs.
+func keyShareDuring(t *testing.T, c *pgtest.Cluster, datname string, during func()) {
 	t.Helper()
 	ctx := t.Context()
-	sql := "BEGIN; SELECT 1 FROM pg_database WHERE datname = '" + datname + "' FOR KEY SHARE"
-	var conns []*pgconn.PgConn
-	for range 2 {
-		conn, err := pgconn.Connect(ctx, c.DSN("postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-		conns = append(conns, conn)
+	conn, err := pgconn.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, conn := range conns {
-		if _, err := conn.Exec(ctx, "COMMIT").ReadAll(); err != nil {
-			t.Fatalf("COMMIT: %v", err)
-		}
+	defer conn.Close(context.Background())
+	sql := "BEGIN; SELECT 1 FROM pg_database WHERE datname = '" + datname + "' FOR KEY SHARE"
+	if _, err := conn.Exec(ctx, sql).ReadAll(); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	during()
+	if _, err := conn.Exec(ctx, "COMMIT").ReadAll(); err != nil {
+		t.Fatalf("COMMIT: %v", err)
 	}
 }
 
@@ -150,6 +156,24 @@ func assertNoHint(t *testing.T, heap []byte, name string, mask uint16) {
 	if n == 0 {
 		t.Errorf("database %s: no tuple in pg_database's file", name)
 	}
+}
+
+// assertMulti checks a database has an old version whose xmax is a
+// multixact with an updater, as keyShareDuring and an update leave.
+func assertMulti(t *testing.T, heap []byte, name string) {
+	t.Helper()
+	for p := 0; p*pageSize < len(heap); p++ {
+		tuples, err := pageTuples(heap[p*pageSize : (p+1)*pageSize])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tu := range tuples {
+			if tu.name == name && tu.infomask&heapXmaxIsMulti != 0 && !xmaxLockedOnly(tu.infomask) {
+				return
+			}
+		}
+	}
+	t.Errorf("database %s: no tuple with an updater multixact", name)
 }
 
 // readSegments reads a relation's segment files (path, path.1, …) into
