@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,12 +16,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
@@ -451,4 +454,137 @@ func contentChunks(b *manifest.Backup) (int, int64) {
 		}
 	}
 	return n, bytes
+}
+
+// databaseFixture has two user databases besides template1 (oid 1): app
+// (16384) and other (16385), whose large relation file spans several
+// whole chunks.
+func databaseFixture(t *testing.T, store providers.Store) *fixture {
+	t.Helper()
+	return newFixture(t, store, fixtureOptions{extra: []repotest.Member{
+		repotest.File("global/1262", 15, repotest.PseudoRandom(10, 8192)),
+		repotest.File("global/1262.1", 15, repotest.PseudoRandom(11, 8192)),
+		repotest.Dir("pg_xact/", 15),
+		repotest.File("pg_xact/0000", 15, repotest.PseudoRandom(12, 8192)),
+		repotest.Dir("base/16384/", 16),
+		repotest.File("base/16384/PG_VERSION", 16, []byte("15\n")),
+		repotest.File("base/16384/2600", 16, repotest.PseudoRandom(13, 3*8192)),
+		repotest.Dir("base/16385/", 17),
+		repotest.File("base/16385/PG_VERSION", 17, []byte("15\n")),
+		repotest.File("base/16385/pg_filenode.map", 17, repotest.PseudoRandom(14, 512)),
+		repotest.File("base/16385/3000", 17, repotest.PseudoRandom(15, 6*(64<<10)-512)),
+		repotest.File("base/16385/3000_fsm", 17, repotest.PseudoRandom(16, 3*8192)),
+	}})
+}
+
+// fakeDatabases stands in for pgdata.Databases: it checks it is given
+// pg_database's segments in order and pg_xact, and names the fixture's
+// databases.
+func fakeDatabases(f *fixture) func([]byte, pgdata.XactStatusFunc) ([]pgdata.Database, error) {
+	data := func(name string) []byte {
+		for _, m := range f.archives[len(f.archives)-1].members {
+			if m.Name == name {
+				return m.Data
+			}
+		}
+		return nil
+	}
+	return func(pgDatabase []byte, xact pgdata.XactStatusFunc) ([]pgdata.Database, error) {
+		if want := append(slices.Clone(data("global/1262")), data("global/1262.1")...); !bytes.Equal(pgDatabase, want) {
+			return nil, errors.New("pg_database is not global/1262 and global/1262.1 in order")
+		}
+		if x, err := xact("0000"); err != nil || !bytes.Equal(x, data("pg_xact/0000")) {
+			return nil, fmt.Errorf("pg_xact/0000 differs (%v)", err)
+		}
+		if _, err := xact("0001"); !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("pg_xact/0001: %v, want fs.ErrNotExist", err)
+		}
+		return []pgdata.Database{{OID: 1, Name: "template1"}, {OID: 4, Name: "template0"}, {OID: 5, Name: "postgres"},
+			{OID: 16384, Name: "app"}, {OID: 16385, Name: "other"}}, nil
+	}
+}
+
+func TestRestoreDatabases(t *testing.T) {
+	f := databaseFixture(t, mem.New())
+	cs := &countingStore{Store: f.store, gets: map[string]int{}}
+	target := filepath.Join(t.TempDir(), "data")
+	o := testOptions(target)
+	o.Databases = []string{"app"}
+	o.listDatabases = fakeDatabases(f)
+	res, err := Run(t.Context(), repository.New(cs), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeholders := map[string]bool{"base/16385/3000": true, "base/16385/3000_fsm": true}
+	checkRestored(t, target, f.archives[len(f.archives)-1], placeholders)
+	for _, fl := range f.backup.Files {
+		if !placeholders[fl.Path] {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(target, fl.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(target, fl.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(data)) != fl.Size || strings.Trim(string(data), "\x00") != "" || fi.Mode().Perm() != 0o600 ||
+			!fi.ModTime().Equal(time.Unix(fl.MTime, 0)) {
+			t.Errorf("placeholder %s: %d bytes (want %d of zeros), mode %v, mtime %v", fl.Path, len(data), fl.Size, fi.Mode(), fi.ModTime())
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 >= fl.Size {
+			t.Errorf("placeholder %s is not sparse: %d blocks", fl.Path, st.Blocks)
+		}
+		// The chunks that hold nothing but placeholder content must not
+		// have been downloaded.
+		offs := f.backup.ChunkOffsets(fl.Archive)
+		for ci, c := range f.backup.Archives[fl.Archive].Chunks {
+			if offs[ci] >= fl.Offset && offs[ci]+c.RawSize <= fl.Offset+fl.Size && cs.gets[repository.ChunkKey(c.ID)] > 0 {
+				t.Errorf("chunk %d of %s, all placeholder content, was downloaded", ci, fl.Path)
+			}
+		}
+	}
+	if res.Placeholders != 2 || res.FilesKept != 0 || res.EntriesRemoved != 0 {
+		t.Errorf("placeholders %d, kept %d, removed %d; want 2, 0, 0", res.Placeholders, res.FilesKept, res.EntriesRemoved)
+	}
+	if res.BytesFetched >= f.backup.Totals.RawBytes-5*(64<<10) {
+		t.Errorf("fetched %d of %d bytes: the placeholder's chunks were downloaded", res.BytesFetched, f.backup.Totals.RawBytes)
+	}
+	if data, err := os.ReadFile(filepath.Join(target, "pg_wal", f.segment)); err != nil || !bytes.Equal(data, f.walData) {
+		t.Errorf("WAL segment differs (err %v)", err)
+	}
+}
+
+func TestRestoreDatabasesRefusals(t *testing.T) {
+	f := databaseFixture(t, mem.New())
+	for _, tc := range []struct {
+		name  string
+		edit  func(o *Options)
+		want  error
+		words []string
+	}{
+		{"unknown database", func(o *Options) { o.Databases = []string{"app", "nosuch"} }, nil,
+			[]string{`"nosuch"`, "app, other, postgres, template0, template1"}},
+		{"with delta", func(o *Options) { o.Databases = []string{"app"}; o.Delta = true }, ErrDeltaWithDatabases, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "data")
+			o := testOptions(target)
+			o.listDatabases = fakeDatabases(f)
+			tc.edit(&o)
+			_, err := Run(t.Context(), f.repo, o)
+			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			for _, w := range tc.words {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+			if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("target created: %v", err)
+			}
+		})
+	}
 }
