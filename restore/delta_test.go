@@ -588,3 +588,50 @@ func TestRestoreDatabasesRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestDeltaTablespace: a tablespace's directory, remapped or not, is
+// refreshed like the data directory, and its link made anew.
+func TestDeltaTablespace(t *testing.T) {
+	for _, remap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("remap=%v", remap), func(t *testing.T) {
+			loc := filepath.Join(t.TempDir(), "ts")
+			f := newFixture(t, mem.New(), fixtureOptions{tablespace: loc})
+			target := filepath.Join(t.TempDir(), "data")
+			o := testOptions(target)
+			tsDir := loc
+			if remap {
+				tsDir = filepath.Join(t.TempDir(), "moved")
+				o.Tablespaces = map[uint32]string{testTSOID: tsDir}
+			}
+			if _, err := Run(t.Context(), f.repo, o); err != nil {
+				t.Fatal(err)
+			}
+			patch(t, filepath.Join(tsDir, "PG_15_202209061/5/16385"), 5000, []byte("changed"))
+			writeFile(t, filepath.Join(tsDir, "PG_15_202209061/5/99999"), "extra")
+			rm(t, filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID)))
+			o.Delta = true
+			res, err := Run(t.Context(), f.repo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRestored(t, tsDir, f.archives[0], nil)
+			skip := map[string]bool{}
+			if remap {
+				skip[tablespaceMapPath] = true
+				if _, err := os.Lstat(filepath.Join(target, tablespaceMapPath)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("tablespace_map kept with a remapped tablespace: %v", err)
+				}
+			}
+			checkRestored(t, target, f.archives[1], skip)
+			if _, err := os.Stat(filepath.Join(tsDir, "PG_15_202209061/5/99999")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("extra file in the tablespace kept: %v", err)
+			}
+			if l, err := os.Readlink(filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID))); err != nil || l != tsDir {
+				t.Errorf("pg_tblspc link: %q, %v; want %s", l, err, tsDir)
+			}
+			if res.FilesRewritten != 1 || res.EntriesRemoved != 3 {
+				t.Errorf("rewritten %d, removed %d; want 1, 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
+			}
+		})
+	}
+}

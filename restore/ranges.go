@@ -666,7 +666,7 @@ func streamSpans(ctx context.Context, repo *repository.Repository, p *plan, conc
 		}
 	}
 	if prog != nil {
-		prog.bytesTotal, prog.chunksTotal = total, len(need)
+		prog.setTotal(total, len(need))
 	}
 	if len(need) == 0 {
 		return 0, nil
