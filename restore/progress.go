@@ -11,7 +11,7 @@ const progressEvery = time.Second
 // progress counts what the writer has consumed. It is updated from the
 // writer and read from the reporting goroutine.
 type progress struct {
-	start       time.Time
+	start time.Time
 	// The totals are what is to be downloaded: the whole backup, or
 	// what the range engine found it needs once it has looked.
 	bytesTotal  atomic.Int64
