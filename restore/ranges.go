@@ -562,7 +562,20 @@ func (g *ranger) write(s span, off int64, data []byte) error {
 	p := memberKey(f)
 	rf := g.open[s.file]
 	if rf == nil {
-		fd, err := g.openSized(d, p, f.Size)
+		var (
+			fd  int
+			err error
+		)
+		if g.local[s.file].kind == localFile {
+			fd, err = g.openSized(d, p, f.Size)
+		} else {
+			// A new file: its ranges arrive in order and make it
+			// whole, as a tar extraction writes it.
+			var nf *newFile
+			if nf, err = d.create(p); err == nil {
+				fd = nf.fd
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", d.full(p), err)
 		}
