@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/providers"
@@ -633,5 +634,56 @@ func TestDeltaTablespace(t *testing.T) {
 				t.Errorf("rewritten %d, removed %d; want 1, 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
 			}
 		})
+	}
+}
+
+// TestDeltaEncrypted: in an encrypted repository a chunk's id is a keyed
+// hash, which the comparison of local bytes must use too.
+func TestDeltaEncrypted(t *testing.T) {
+	key, err := encryption.ParseKey([]byte(strings.Repeat("ab", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, mem.New(), fixtureOptions{key: key, extra: []repotest.Member{
+		repotest.File(bigFile, 14, repotest.PseudoRandom(5, bigSize)),
+	}})
+	target := restoreFresh(t, f)
+	patch(t, filepath.Join(target, bigFile), 7*(64<<10), []byte("changed"))
+	o := testOptions(target)
+	o.Delta = true
+	res, err := Run(t.Context(), f.repo, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFullRestore(t, f, target)
+	if res.BytesFetched != 2*(64<<10) || res.FilesRewritten != 1 {
+		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 1", res.BytesFetched, res.FilesRewritten, 2*(64<<10))
+	}
+}
+
+// TestDeltaWALFetch: with --wal fetch a repeated delta restore leaves one
+// restore_command and recovery.signal, and no WAL in pg_wal/.
+func TestDeltaWALFetch(t *testing.T) {
+	f := deltaFixture(t, mem.New())
+	target := restoreFresh(t, f)
+	o := testOptions(target)
+	o.Delta, o.WAL, o.RestoreCommand = true, WALFetch, "pgstow wal-fetch %f %p"
+	for range 2 {
+		if _, err := Run(t.Context(), f.repo, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf, err := os.ReadFile(filepath.Join(target, autoConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(conf), "restore_command"); n != 1 {
+		t.Errorf("%s has %d restore_command lines, want 1:\n%s", autoConf, n, conf)
+	}
+	if _, err := os.Stat(filepath.Join(target, "recovery.signal")); err != nil {
+		t.Errorf("recovery.signal: %v", err)
+	}
+	if names := dirEntries(t, filepath.Join(target, "pg_wal")); !slices.Equal(names, []string{"archive_status"}) {
+		t.Errorf("pg_wal holds %v, want archive_status alone", names)
 	}
 }

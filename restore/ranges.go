@@ -428,22 +428,20 @@ func (g *ranger) apply() error {
 				if b.Archives[ai].TablespaceOID == 0 && p == pgControlPath {
 					continue // the moved-aside copy, held in memory
 				}
-				changed := false
 				if g.local[i].mode.Perm() != fileMode {
 					if err := d.root.Chmod(p, fileMode); err != nil {
 						return fmt.Errorf("set the mode of %s: %w", d.full(p), err)
 					}
-					changed = true
 				}
 				if !g.local[i].mtime.Equal(mtime) {
 					if err := d.setMTime(p, mtime); err != nil {
 						return fmt.Errorf("set the mtime of %s: %w", d.full(p), err)
 					}
-					changed = true
 				}
-				if changed {
-					r.addSync(syncEntry{d: d, path: p})
-				}
+				// Synced like a written file: whatever wrote it before
+				// (a server run with fsync off, a copy) may have left
+				// it in the page cache only.
+				r.addSync(syncEntry{d: d, path: p})
 			case actHeld:
 				g.written++
 			case actPlaceholder:
