@@ -114,6 +114,7 @@ func TestDeltaRestore(t *testing.T) {
 		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any).
 		rewritten, removed int
 		fetched            int64
+		fsync              bool // --sync-method fsync, not syncfs
 	}{
 		{name: "identical", removed: 2},
 		{name: "identical size-mtime", check: DeltaSizeMTime, removed: 2},
@@ -143,7 +144,7 @@ func TestDeltaRestore(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "pg_wal/000000020000000000000009"), "old WAL")
 			writeFile(t, filepath.Join(dir, "postmaster.pid"), strconv.Itoa(deadPID(t))+"\n/data\n")
 			writeFile(t, filepath.Join(dir, "recovery.signal"), "")
-		}, removed: 2 + 7},
+		}, removed: 2 + 7, fsync: true},
 		{name: "directory where a file belongs", damage: func(t *testing.T, dir string) {
 			rm(t, filepath.Join(dir, "base/1/empty"))
 			writeFile(t, filepath.Join(dir, "base/1/empty/inside"), "x")
@@ -158,7 +159,7 @@ func TestDeltaRestore(t *testing.T) {
 			if err := os.Symlink(outside, filepath.Join(dir, "base/1/1259")); err != nil {
 				t.Fatal(err)
 			}
-		}, rewritten: 2, removed: 2 + 2, fetched: -1},
+		}, rewritten: 2, removed: 2 + 2, fetched: -1, fsync: true},
 		{name: "modes and times", damage: func(t *testing.T, dir string) {
 			if err := os.Chmod(filepath.Join(dir, bigFile), 0o644); err != nil {
 				t.Fatal(err)
@@ -177,6 +178,9 @@ func TestDeltaRestore(t *testing.T) {
 			}
 			o := testOptions(target)
 			o.Delta, o.DeltaCheck = true, tc.check
+			if tc.fsync {
+				o.SyncMethod = SyncFsync
+			}
 			res, err := Run(t.Context(), f.repo, o)
 			if err != nil {
 				t.Fatal(err)
