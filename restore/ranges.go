@@ -274,10 +274,8 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	all := filePlan{action: actWrite, spans: g.spans(i, nil)}
 	switch {
 	case isBase && p == pgControlPath:
-		// Always from the backup: every valid pg_control of a
-		// release has the same CRC32C (sealedByCRC), so the local one
-		// cannot be judged, and a wrong one would start recovery at
-		// the wrong place.
+		// Always from the backup, as every file sealedByCRC; held,
+		// as it is written last.
 		all.action = actHeld
 		return all, nil
 	case isBase && p == tablespaceMapPath && r.dropMap:
@@ -287,7 +285,7 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 		return filePlan{action: actPlaceholder}, nil
 	}
 	loc := g.local[i]
-	if loc.kind != localFile {
+	if loc.kind != localFile || sealedByCRC(p) {
 		return all, nil
 	}
 	if loc.size == f.Size {
@@ -301,7 +299,7 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 			if err != nil {
 				return filePlan{}, err
 			}
-			if crc == f.CRC32C && (!sealedByCRC(p) || loc.mtime.Equal(time.Unix(f.MTime, 0))) {
+			if crc == f.CRC32C {
 				return filePlan{action: actKeep, kept: f.Size}, nil
 			}
 		}
@@ -344,9 +342,10 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 // pg_filenode.map, two-phase state files, the replication origin
 // checkpoint. The CRC32C of such a whole file is the same constant for
 // every valid content of its size (a CRC's residue), so the manifest's
-// CRC32C cannot tell two versions apart: a delta restore keeps one only
-// when its modification time matches too, which every change since the
-// backup moves.
+// CRC32C cannot tell two versions apart, nor can size and mtime, which a
+// copy keeps: a delta restore always writes these small files from the
+// backup. A wrong one (the catalogs' file map, the checkpoint recovery
+// starts from) would corrupt the cluster silently.
 func sealedByCRC(p string) bool {
 	base := p[strings.LastIndexByte(p, '/')+1:]
 	return base == "pg_control" || base == "pg_filenode.map" ||
