@@ -1,0 +1,237 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"hash/crc32"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgstow/pgstow/integration/pgtest"
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
+)
+
+// dbFingerprintSQL sums up db_rows of one database.
+const dbFingerprintSQL = "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM db_rows"
+
+// TestRestoreDatabases: restore --database keep of a cluster that also
+// holds the database other. keep and postgres hold exactly the backup's
+// rows; other's relation files are zero-filled placeholders of their
+// recorded size, connecting to other fails, and DROP DATABASE other
+// works. An unknown name fails before anything is written, listing the
+// backup's databases.
+func TestRestoreDatabases(t *testing.T) {
+	t.Parallel()
+	for _, major := range edgeMajors() {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
+			started := time.Now()
+			defer func() { t.Logf("TestRestoreDatabases/pg%d took %s", major, time.Since(started).Round(time.Second)) }()
+			repoDir := t.TempDir()
+			repoURL := "file://" + repoDir
+			c := pgtest.Start(t, pgtest.Options{Major: major})
+			wantPostgres := seedBeforeBackup(t, c)
+			want := map[string]string{}
+			for _, db := range []string{"keep", "other"} {
+				c.Exec(t, "postgres", "CREATE DATABASE "+db)
+				c.Exec(t, db, "CREATE TABLE db_rows (id int PRIMARY KEY, note text)")
+				c.Exec(t, db, fmt.Sprintf("INSERT INTO db_rows SELECT g, '%s ' || md5(g::text) FROM generate_series(1, 30000) g", db))
+				want[db] = c.Query(t, db, dbFingerprintSQL)[0][0]
+			}
+			oid := func(db string) uint32 {
+				s := c.Query(t, "postgres", "SELECT oid FROM pg_database WHERE datname = '"+db+"'")[0][0]
+				n, err := strconv.ParseUint(s, 10, 32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return uint32(n)
+			}
+			keepOID, otherOID := oid("keep"), oid("other")
+			id := cliBackup(t, c, repoURL)
+			b := readManifest(t, repoDir, id)
+			// After the backup: in no restore of it.
+			c.Exec(t, "keep", "INSERT INTO db_rows VALUES (100001, 'late')")
+
+			t.Run("unknown name", func(t *testing.T) {
+				dir := filepath.Join(pgtest.TempDir(t), "data")
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				r := runCLI(t, 2*time.Minute, nil, "restore", "--repo", repoURL, "--backup", id, "-D", dir, "--database", "keep", "--database", "nosuch")
+				t.Logf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+				if r.code != 1 {
+					t.Errorf("exit %d, want 1", r.code)
+				}
+				for _, w := range []string{"nosuch", "keep", "other", "postgres"} {
+					if !strings.Contains(r.stderr, w) {
+						t.Errorf("the refusal does not name %q:\n%s", w, r.stderr)
+					}
+				}
+				if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+					t.Errorf("the refused restore wrote into %s: %v %v", dir, entries, err)
+				}
+			})
+
+			dir := filepath.Join(pgtest.TempDir(t), "data")
+			rec := cliRestore(t, repoURL, id, dir, "--database", "keep")
+			otherBytes := checkPlaceholders(t, b, dir, keepOID, otherOID)
+			if n := summaryInt(t, rec, "placeholders"); n == 0 {
+				t.Errorf("placeholders=0 in the summary")
+			}
+			// Chunks pack small files together, so a few of other's bytes
+			// may come along; most must not.
+			if got, full := summaryInt(t, rec, "bytes_fetched"), b.Totals.RawBytes; got > full-otherBytes/2 {
+				t.Errorf("restore --database keep fetched %d bytes; the backup is %d, other's relation files %d", got, full, otherBytes)
+			}
+			if t.Failed() {
+				t.FailNow()
+			}
+
+			r := pgtest.StartDir(t, major, dir)
+			pgtest.Eventually(t, 2*time.Minute, "the restored server to finish recovery", func() bool {
+				return r.Query(t, "postgres", "SELECT pg_is_in_recovery()")[0][0] == "f"
+			})
+			if got := r.Query(t, "keep", dbFingerprintSQL)[0][0]; got != want["keep"] {
+				t.Errorf("keep holds %s, before the backup %s", got, want["keep"])
+			}
+			if got := fingerprint(t, r); got != wantPostgres {
+				t.Errorf("postgres holds %s, before the backup %s", got, wantPostgres)
+			}
+			err := r.ExecErr("other", "SELECT count(*) FROM db_rows")
+			t.Logf("PostgreSQL %d: connecting to the placeholder database other: %v", major, err)
+			if err == nil {
+				t.Errorf("the placeholder database other answers queries")
+			}
+			r.Exec(t, "postgres", "DROP DATABASE other")
+			if dbs := r.Query(t, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")[0][0]; dbs != "keep,postgres,template0,template1" {
+				t.Errorf("databases after DROP DATABASE other: %s", dbs)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "base", strconv.FormatUint(uint64(otherOID), 10))); !os.IsNotExist(err) {
+				t.Errorf("other's directory is still there after DROP DATABASE: %v", err)
+			}
+			// The cluster still works: write, checkpoint, restart.
+			r.Exec(t, "keep", "INSERT INTO db_rows VALUES (200001, 'after')")
+			r.Exec(t, "postgres", "CHECKPOINT")
+			r.Restart(t)
+			if got := r.Query(t, "keep", "SELECT count(*) FROM db_rows")[0][0]; got != "30001" {
+				t.Errorf("keep holds %s rows after a write and a restart, want 30001", got)
+			}
+			r.Stop(t)
+
+			// The one-command CI seed: restore --start --database.
+			seed := seedDir(t)
+			args := []string{"restore", "--repo", repoURL, "--backup", id, "-D", seed, "--database", "keep", "--start"}
+			if major != 15 {
+				args = append(args, "--pg-bin", c.BinDir) // Debian's bindir holds only 15
+			}
+			out := runCLI(t, 5*time.Minute, nil, args...)
+			if out.code != 0 {
+				t.Fatalf("restore --database keep --start: exit %d\n%s", out.code, out.stderr)
+			}
+			uri, err := url.Parse(strings.TrimSpace(out.stdout))
+			if err != nil || uri.Scheme != "postgresql" {
+				t.Fatalf("restore --start printed %q, want a URI alone: %v", out.stdout, err)
+			}
+			inDB := func(db string) string { u := *uri; u.Path = "/" + db; return u.String() }
+			if got := queryURI(t, inDB("keep"), dbFingerprintSQL); got != want["keep"] {
+				t.Errorf("keep through restore --start holds %s, before the backup %s", got, want["keep"])
+			}
+			if err := connectErr(inDB("other")); err == nil {
+				t.Errorf("the placeholder database other of restore --start accepts connections")
+			}
+			if d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed); d.code != 0 {
+				t.Errorf("discard: exit %d: %s", d.code, d.stderr)
+			}
+		})
+	}
+}
+
+// checkPlaceholders checks, before the server starts, the files of a
+// restore of database keepOID: every relation file of database otherOID
+// exists with its recorded size, all zeros and no block allocated;
+// every other file holds the backup's bytes (its CRC32C).
+// It returns the recorded size of other's relation files.
+func checkPlaceholders(t *testing.T, b *manifest.Backup, dir string, keepOID, otherOID uint32) int64 {
+	t.Helper()
+	placeholders, keepFiles := 0, 0
+	var otherBytes int64
+	for _, f := range b.Files {
+		if f.Type != manifest.TypeFile {
+			continue
+		}
+		p := filepath.Join(dir, filepath.FromSlash(f.Path))
+		fi, err := os.Stat(p)
+		if err != nil {
+			if f.Path == "backup_label" || f.Path == "tablespace_map" || f.Path == "global/pg_control" {
+				continue // a restore may consume or rewrite these
+			}
+			t.Errorf("%s: %v", f.Path, err)
+			continue
+		}
+		db, rel := pgdata.RelationFile(false, f.Path)
+		if rel && db == otherOID {
+			placeholders++
+			otherBytes += f.Size
+			if fi.Size() != f.Size {
+				t.Errorf("placeholder %s: %d bytes, recorded %d", f.Path, fi.Size(), f.Size)
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := slices.IndexFunc(data, func(c byte) bool { return c != 0 }); i >= 0 {
+				t.Errorf("placeholder %s has a non-zero byte at %d", f.Path, i)
+			}
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks != 0 {
+				t.Errorf("placeholder %s has %d blocks allocated, want a sparse file", f.Path, st.Blocks)
+			}
+			continue
+		}
+		if rel && db == keepOID {
+			keepFiles++
+		}
+		if f.Path == "global/pg_control" || f.Path == "postgresql.auto.conf" || f.Path == "backup_label" {
+			continue // a restore may write these itself
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(data)) != f.Size || crc32.Checksum(data, manifest.Castagnoli) != f.CRC32C {
+			t.Errorf("%s differs from the backup (%d bytes, recorded %d)", f.Path, len(data), f.Size)
+		}
+		if rel && db == keepOID && f.Size > 0 && bytes.Count(data, []byte{0}) == len(data) {
+			t.Errorf("%s of keep is all zeros", f.Path)
+		}
+	}
+	t.Logf("%d placeholder files of database %d, %d relation files of database %d", placeholders, otherOID, keepFiles, keepOID)
+	if placeholders == 0 || keepFiles == 0 {
+		t.Errorf("the backup records %d relation files of other and %d of keep: want some of both", placeholders, keepFiles)
+	}
+	return otherBytes
+}
+
+// connectErr is the error of connecting to uri and running a query, or
+// nil.
+func connectErr(uri string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx))
+	_, err = c.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll()
+	return err
+}
