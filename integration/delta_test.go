@@ -307,6 +307,22 @@ func TestDeltaRestore(t *testing.T) {
 					}
 				},
 			}, {
+				// "Delta if possible": an empty directory gets a normal
+				// restore.
+				name: "empty directory",
+				prepare: func(t *testing.T) string {
+					dir := filepath.Join(pgtest.TempDir(t), "data")
+					if err := os.Mkdir(dir, 0o700); err != nil {
+						t.Fatal(err)
+					}
+					return dir
+				},
+				check: func(t *testing.T, dir string, rec map[string]string) {
+					if n := intField(t, rec, "files_kept"); n > 0 {
+						t.Errorf("files_kept=%d in an empty directory", n)
+					}
+				},
+			}, {
 				name: "promoted former standby",
 				prepare: func(t *testing.T) string {
 					return standby.DataDir
