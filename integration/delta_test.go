@@ -240,6 +240,8 @@ func TestDeltaRestore(t *testing.T) {
 
 			cases := []struct {
 				name string
+				// args are added to restore --delta.
+				args []string
 				// prepare returns the directory to restore over.
 				prepare func(t *testing.T) string
 				// check judges the summary of the delta restore and the
@@ -264,6 +266,22 @@ func TestDeltaRestore(t *testing.T) {
 					}
 					if got := summaryInt(t, rec, "files_kept"); got < int64(len(cur.Files)/2) {
 						t.Errorf("kept %d files of %d", got, len(cur.Files))
+					}
+				},
+			}, {
+				// The same without reading: a restore sets every file's
+				// mtime to the recorded one.
+				name: "own restore, --delta-check size-mtime",
+				args: []string{"--delta-check", "size-mtime"},
+				prepare: func(t *testing.T) string {
+					dir := filepath.Join(pgtest.TempDir(t), "data")
+					cliRestore(t, repoURL, curID, dir)
+					return dir
+				},
+				check: func(t *testing.T, dir string, rec map[string]string) {
+					allowed := chunkBytesCovering(t, cur, "global/pg_control", "backup_label", "tablespace_map")
+					if got := summaryInt(t, rec, "bytes_fetched"); got > allowed {
+						t.Errorf("a size-mtime delta over the backup's own restore fetched %d bytes, want at most %d", got, allowed)
 					}
 				},
 			}, {
@@ -338,7 +356,7 @@ func TestDeltaRestore(t *testing.T) {
 				t.Run(tc.name, func(t *testing.T) {
 					t0 := time.Now()
 					dir := tc.prepare(t)
-					rec := cliRestore(t, repoURL, curID, dir, "--delta")
+					rec := cliRestore(t, repoURL, curID, dir, append([]string{"--delta"}, tc.args...)...)
 					for _, leftover := range []string{"global/pg_control.pgstow-delta", "postmaster.pid"} {
 						if _, err := os.Lstat(filepath.Join(dir, leftover)); err == nil {
 							t.Errorf("%s is left after the delta restore", leftover)
