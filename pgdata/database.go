@@ -53,6 +53,7 @@ const (
 	heapXmaxCommitted = 0x0400
 	heapXmaxInvalid   = 0x0800
 	heapXmaxIsMulti   = 0x1000
+	heapUpdated       = 0x2000
 	heapMoved         = 0xC000 // HEAP_MOVED_OFF | HEAP_MOVED_IN
 	heapLockMask      = 0x0050 // HEAP_XMAX_SHR_LOCK | EXCL_LOCK | KEYSHR_LOCK
 	heapNattsMask     = 0x07FF
@@ -112,38 +113,48 @@ func Databases(pgDatabase []byte, xact XactStatusFunc) ([]Database, error) {
 		return nil, fmt.Errorf("%w: %d bytes is not a whole number of %d-byte pages",
 			ErrNotHeapFile, len(pgDatabase), pageSize)
 	}
-	st := &xactStatus{read: xact, files: map[string][]byte{}}
-	type found struct {
-		Database
-		where string
-	}
-	byOID := map[uint32]found{}
-	byName := map[string]found{}
+	var tuples []dbTuple
+	at := map[tid]int{} // index in tuples
 	for p := 0; p*pageSize < len(pgDatabase); p++ {
-		tuples, err := pageTuples(pgDatabase[p*pageSize : (p+1)*pageSize])
+		page, err := pageTuples(pgDatabase[p*pageSize : (p+1)*pageSize])
 		if err != nil {
 			return nil, fmt.Errorf("pg_database page %d: %w", p, err)
 		}
-		for _, t := range tuples {
-			where := fmt.Sprintf("page %d item %d", p, t.item)
-			ok, err := st.visible(t.tupleHeader)
-			if err != nil {
-				return nil, fmt.Errorf("pg_database %s: %w", where, err)
-			}
-			if !ok {
-				continue
-			}
-			f := found{Database{t.oid, t.name}, where}
-			if o, dup := byOID[t.oid]; dup {
-				return nil, fmt.Errorf("%w: OID %d is both %q (%s) and %q (%s)",
-					ErrAmbiguous, t.oid, o.Name, o.where, t.name, where)
-			}
-			if o, dup := byName[t.name]; dup {
-				return nil, fmt.Errorf("%w: database %q has both OID %d (%s) and OID %d (%s)",
-					ErrAmbiguous, t.name, o.OID, o.where, t.oid, where)
-			}
-			byOID[t.oid], byName[t.name] = f, f
+		for _, t := range page {
+			t.self.block = uint32(p)
+			at[t.self] = len(tuples)
+			tuples = append(tuples, t)
 		}
+	}
+	st := &xactStatus{read: xact, files: map[string][]byte{}}
+	type found struct {
+		Database
+		where tid
+	}
+	byOID := map[uint32]found{}
+	byName := map[string]found{}
+	for _, t := range tuples {
+		var next *dbTuple
+		if i, ok := at[t.next]; ok && t.next != t.self {
+			next = &tuples[i]
+		}
+		ok, err := st.visible(t, next)
+		if err != nil {
+			return nil, fmt.Errorf("pg_database %s: %w", t.self, err)
+		}
+		if !ok {
+			continue
+		}
+		f := found{Database{t.oid, t.name}, t.self}
+		if o, dup := byOID[t.oid]; dup {
+			return nil, fmt.Errorf("%w: OID %d is both %q (%s) and %q (%s)",
+				ErrAmbiguous, t.oid, o.Name, o.where, t.name, t.self)
+		}
+		if o, dup := byName[t.name]; dup {
+			return nil, fmt.Errorf("%w: database %q has both OID %d (%s) and OID %d (%s)",
+				ErrAmbiguous, t.name, o.OID, o.where, t.oid, t.self)
+		}
+		byOID[t.oid], byName[t.name] = f, f
 	}
 	if len(byOID) == 0 {
 		// A cluster always keeps at least the database a DROP DATABASE
@@ -158,18 +169,23 @@ func Databases(pgDatabase []byte, xact XactStatusFunc) ([]Database, error) {
 	return dbs, nil
 }
 
-// tupleHeader holds the visibility fields of HeapTupleHeaderData.
-type tupleHeader struct {
-	xmin, xmax uint32
-	infomask   uint16
+// tid is a tuple's address: block (page) number and line pointer
+// number, from 1 (ItemPointerData).
+type tid struct {
+	block uint32
+	item  uint16
 }
 
-// dbTuple is one pg_database tuple of a page, before visibility.
+func (t tid) String() string { return fmt.Sprintf("page %d item %d", t.block, t.item) }
+
+// dbTuple is one pg_database tuple, before visibility.
 type dbTuple struct {
-	tupleHeader
-	item int // line pointer number, from 1
-	oid  uint32
-	name string
+	xmin, xmax uint32
+	infomask   uint16
+	self       tid // where it is
+	next       tid // t_ctid: itself, or the version an UPDATE made
+	oid        uint32
+	name       string
 }
 
 // pageTuples checks a heap page's header and returns the pg_database
@@ -212,7 +228,7 @@ func pageTuples(page []byte) ([]dbTuple, error) {
 		if err != nil {
 			return nil, fmt.Errorf("item %d: %w", i, err)
 		}
-		t.item = i
+		t.self.item = uint16(i)
 		tuples = append(tuples, t)
 	}
 	return tuples, nil
@@ -222,11 +238,15 @@ func pageTuples(page []byte) ([]dbTuple, error) {
 // of a pg_database tuple; tup is at least tupleHeaderSize bytes.
 func parseTuple(tup []byte) (dbTuple, error) {
 	le := binary.LittleEndian
-	t := dbTuple{tupleHeader: tupleHeader{
+	t := dbTuple{
 		xmin:     le.Uint32(tup[0:]),
 		xmax:     le.Uint32(tup[4:]),
 		infomask: le.Uint16(tup[20:]),
-	}}
+		next: tid{
+			block: uint32(le.Uint16(tup[12:]))<<16 | uint32(le.Uint16(tup[14:])),
+			item:  le.Uint16(tup[16:]),
+		},
+	}
 	natts := int(le.Uint16(tup[18:]) & heapNattsMask)
 	hoff := int(tup[22])
 	if t.infomask&heapMoved != 0 {
@@ -281,17 +301,12 @@ type xactStatus struct {
 
 // visible reports whether a tuple's insertion committed and its deletion,
 // if any, did not: HeapTupleSatisfiesMVCC for a snapshot that sees every
-// committed transaction, without the current transaction's cases.
-func (s *xactStatus) visible(t tupleHeader) (bool, error) {
-	switch {
-	case t.infomask&heapXminFrozen == heapXminFrozen, t.infomask&heapXminCommitted != 0:
-	case t.infomask&heapXminInvalid != 0:
-		return false, nil // inserter aborted
-	default:
-		ok, err := s.committed(t.xmin)
-		if err != nil || !ok {
-			return false, err
-		}
+// committed transaction, without the current transaction's cases. next
+// is the tuple its t_ctid points to, if that is another tuple of the
+// file.
+func (s *xactStatus) visible(t dbTuple, next *dbTuple) (bool, error) {
+	if ok, err := s.xminCommitted(t); err != nil || !ok {
+		return false, err
 	}
 	switch {
 	case t.infomask&heapXmaxInvalid != 0:
@@ -301,23 +316,44 @@ func (s *xactStatus) visible(t tupleHeader) (bool, error) {
 	case t.infomask&heapXmaxCommitted != 0:
 		return false, nil
 	case t.infomask&heapXmaxIsMulti != 0:
-		// A MultiXactId whose members include an updater. Finding it
-		// means reading pg_multixact, which we do not: such a multi is
-		// taken for a lock. PostgreSQL never sets HEAP_XMAX_COMMITTED on
-		// a multi (honoured above all the same), and only makes one with
-		// an updater when a transaction updates a row that others hold
-		// compatible row locks on: for pg_database, a superuser's SELECT
-		// ... FOR KEY SHARE while ALTER DATABASE changes a non-key column.
-		// A DELETE (DROP DATABASE) conflicts with every row lock, so it
-		// never leaves one. Taking the multi for a lock can thus only keep
-		// an updated row's old version, which has the same OID as its
-		// successor: Databases then fails with ErrAmbiguous, and never
-		// returns a wrong list.
-		return true, nil
+		// A MultiXactId with an updater among its members: PostgreSQL
+		// makes one when a transaction updates a row that others hold
+		// compatible row locks on (for pg_database: a superuser's SELECT
+		// ... FOR KEY SHARE while ALTER DATABASE changes a non-key
+		// column), and never sets HEAP_XMAX_COMMITTED on it (honoured
+		// above all the same). The updater is found in pg_multixact,
+		// which we do not read; but an update leaves the new version at
+		// t_ctid, inserted by the updater (HEAP_UPDATED, same OID), so
+		// the old version is gone exactly if that version's insertion
+		// committed. Without such a successor, the multi is taken for a
+		// lock. That is right for DELETE, which conflicts with every row
+		// lock and so never leaves an updater multi (DROP DATABASE cannot
+		// run in a transaction block, where a deleter could hold a lock
+		// itself). It can only be wrong for an old version whose
+		// successor VACUUM removed, and then it keeps the old version:
+		// with the same OID as a later live version, Databases fails with
+		// ErrAmbiguous rather than return a wrong list.
+		if next == nil || next.infomask&heapUpdated == 0 || next.oid != t.oid {
+			return true, nil
+		}
+		replaced, err := s.xminCommitted(*next)
+		return !replaced, err
 	default:
 		deleted, err := s.committed(t.xmax)
 		return !deleted, err
 	}
+}
+
+// xminCommitted reports whether a tuple's inserting transaction
+// committed, by its hint bits or else pg_xact.
+func (s *xactStatus) xminCommitted(t dbTuple) (bool, error) {
+	switch {
+	case t.infomask&heapXminFrozen == heapXminFrozen, t.infomask&heapXminCommitted != 0:
+		return true, nil
+	case t.infomask&heapXminInvalid != 0:
+		return false, nil // inserter aborted
+	}
+	return s.committed(t.xmin)
 }
 
 // xmaxLockedOnly is HEAP_XMAX_IS_LOCKED_ONLY: the LOCK_ONLY bit, or (for
