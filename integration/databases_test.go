@@ -108,10 +108,24 @@ func TestRestoreDatabases(t *testing.T) {
 			if got := fingerprint(t, r); got != wantPostgres {
 				t.Errorf("postgres holds %s, before the backup %s", got, wantPostgres)
 			}
-			err := r.ExecErr("other", "SELECT count(*) FROM db_rows")
+			// A session of keep is open while someone connects to other:
+			// that attempt must fail alone, not take the server down.
+			ctx := t.Context()
+			held, err := pgconn.Connect(ctx, r.DSN("keep"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close(context.WithoutCancel(ctx))
+			err = r.ExecErr("other", "SELECT count(*) FROM db_rows")
 			t.Logf("PostgreSQL %d: connecting to the placeholder database other: %v", major, err)
 			if err == nil {
 				t.Errorf("the placeholder database other answers queries")
+			}
+			if _, herr := held.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll(); herr != nil {
+				t.Errorf("connecting to the placeholder database other ended a session of keep (the server crashed and restarted): %v", herr)
+				pgtest.Eventually(t, 2*time.Minute, "the server to accept connections again", func() bool {
+					return r.ExecErr("postgres", "SELECT 1") == nil
+				})
 			}
 			r.Exec(t, "postgres", "DROP DATABASE other")
 			if dbs := r.Query(t, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")[0][0]; dbs != "keep,postgres,template0,template1" {
