@@ -149,7 +149,9 @@ func TestRestoreDatabases(t *testing.T) {
 			if major != 15 {
 				args = append(args, "--pg-bin", c.BinDir) // Debian's bindir holds only 15
 			}
+			t0 := time.Now()
 			out := runCLI(t, 5*time.Minute, nil, args...)
+			t.Logf("restore --database keep --start: %s", time.Since(t0).Round(100*time.Millisecond))
 			if out.code != 0 {
 				t.Fatalf("restore --database keep --start: exit %d\n%s", out.code, out.stderr)
 			}
@@ -161,12 +163,17 @@ func TestRestoreDatabases(t *testing.T) {
 			if got := queryURI(t, inDB("keep"), dbFingerprintSQL); got != want["keep"] {
 				t.Errorf("keep through restore --start holds %s, before the backup %s", got, want["keep"])
 			}
+			t0 = time.Now()
 			if err := connectErr(inDB("other")); err == nil {
 				t.Errorf("the placeholder database other of restore --start accepts connections")
 			}
-			if d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed); d.code != 0 {
+			t.Logf("connect to other: %s", time.Since(t0).Round(100*time.Millisecond))
+			t0 = time.Now()
+			d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed)
+			if d.code != 0 {
 				t.Errorf("discard: exit %d: %s", d.code, d.stderr)
 			}
+			t.Logf("discard: %s: %s", time.Since(t0).Round(100*time.Millisecond), strings.TrimSpace(d.stderr))
 		})
 	}
 }
