@@ -101,6 +101,11 @@ func XactFile(xid uint32) string {
 // and, without them, by pg_xact (read through xact, only when needed).
 // Sorted by OID.
 //
+// Row locks (HEAP_XMAX_LOCK_ONLY, and a multixact of lockers) delete
+// nothing. pg_multixact is not read: an old version whose xmax is a
+// multixact with an updater is judged by the version its t_ctid points
+// to (see xactStatus.visible).
+//
 // A pg_xact file that the backup lacks is an error naming it; a file too
 // short to hold a transaction's status means the status was not yet
 // written when the file was copied, which PostgreSQL itself reads as "in

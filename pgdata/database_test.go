@@ -65,9 +65,15 @@ func (t tup) tupleBytes() []byte {
 // heapPage builds one 8 KiB heap page holding tuples, the first at the
 // end of the page as PageAddItem places them.
 func heapPage(tuples ...tup) []byte {
+	return heapPageSpecial(pageSize, tuples...)
+}
+
+// heapPageSpecial is heapPage with pd_special and the tuples below it:
+// a valid page for Databases whose bytes from special on are zeros.
+func heapPageSpecial(special int, tuples ...tup) []byte {
 	p := make([]byte, pageSize)
 	le := binary.LittleEndian
-	upper := pageSize
+	upper := special
 	for i, t := range tuples {
 		b := t.tupleBytes()
 		next := tid{0, uint16(i + 1)}
@@ -87,7 +93,7 @@ func heapPage(tuples ...tup) []byte {
 	}
 	le.PutUint16(p[12:], uint16(pageHeaderSize+len(tuples)*itemIDSize))
 	le.PutUint16(p[14:], uint16(upper))
-	le.PutUint16(p[16:], pageSize)
+	le.PutUint16(p[16:], uint16(special))
 	le.PutUint16(p[18:], pageSize|pageLayout)
 	return p
 }

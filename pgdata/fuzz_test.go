@@ -13,18 +13,26 @@ import (
 
 // FuzzDatabases feeds any bytes as pg_database and as pg_xact file 0000:
 // Databases must not panic, and what it returns must be a list a restore
-// can trust (sorted, unique, well-formed names).
+// can trust (sorted, unique, well-formed names). The heap bytes are
+// padded with zeros to whole pages, so that the seeds (pages whose
+// pd_special is low, holding their tuples near the start) and what the
+// fuzzer makes of them stay small: minimising 8 KiB inputs stalls it.
 func FuzzDatabases(f *testing.F) {
 	live := func(oid uint32, name string) tup {
 		return tup{xmin: frozenXid, infomask: heapXmaxInvalid, oid: oid, name: name}
 	}
-	xact := xactFiles(testXact)["0000"]
-	f.Add(heapPage(live(1, "template1"), live(4, "template0"), live(5, "postgres")), xact)
-	f.Add(heapPage(tup{xmin: xidCommitted, oid: 16384, name: "a"}, tup{xmin: frozenXid, xmax: xidCommitted, oid: 16385, name: "b"},
-		tup{xmin: frozenXid, xmax: 3, infomask: heapXmaxIsMulti | heapHasNull, nullBits: 0xFF, oid: 16386, name: "c"}), xact)
-	f.Add(append(heapPage(live(1, "a")), make([]byte, pageSize)...), []byte{})
+	const special = 512
+	xact := xactFiles(testXact)["0000"][:xidSubCommit/xactsPerByte+1]
+	f.Add(heapPageSpecial(special, live(1, "template1"), live(4, "template0"), live(5, "postgres"))[:special], xact)
+	f.Add(heapPageSpecial(special, tup{xmin: xidCommitted, oid: 16384, name: "a"}, tup{xmin: frozenXid, xmax: xidCommitted, oid: 16385, name: "b"},
+		tup{xmin: frozenXid, xmax: 3, infomask: heapXmaxIsMulti | heapHasNull, nullBits: 0xFF, oid: 16386, name: "c", next: &tid{0, 4}},
+		tup{xmin: xidAborted, infomask: heapUpdated, oid: 16386, name: "d"})[:special], xact)
+	f.Add(heapPageSpecial(special, live(1, "a"), live(2, "a"))[:special], []byte{})
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, heap, xact0 []byte) {
+		if n := len(heap) % pageSize; n != 0 && len(heap) < 4*pageSize {
+			heap = append(heap, make([]byte, pageSize-n)...)
+		}
 		dbs, err := Databases(heap, func(name string) ([]byte, error) {
 			if name == "0000" {
 				return xact0, nil

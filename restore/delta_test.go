@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/providers"
@@ -113,6 +114,7 @@ func TestDeltaRestore(t *testing.T) {
 		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any).
 		rewritten, removed int
 		fetched            int64
+		fsync              bool // --sync-method fsync, not syncfs
 	}{
 		{name: "identical", removed: 2},
 		{name: "identical size-mtime", check: DeltaSizeMTime, removed: 2},
@@ -142,7 +144,7 @@ func TestDeltaRestore(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "pg_wal/000000020000000000000009"), "old WAL")
 			writeFile(t, filepath.Join(dir, "postmaster.pid"), strconv.Itoa(deadPID(t))+"\n/data\n")
 			writeFile(t, filepath.Join(dir, "recovery.signal"), "")
-		}, removed: 2 + 7},
+		}, removed: 2 + 7, fsync: true},
 		{name: "directory where a file belongs", damage: func(t *testing.T, dir string) {
 			rm(t, filepath.Join(dir, "base/1/empty"))
 			writeFile(t, filepath.Join(dir, "base/1/empty/inside"), "x")
@@ -157,7 +159,7 @@ func TestDeltaRestore(t *testing.T) {
 			if err := os.Symlink(outside, filepath.Join(dir, "base/1/1259")); err != nil {
 				t.Fatal(err)
 			}
-		}, rewritten: 2, removed: 2 + 2, fetched: -1},
+		}, rewritten: 2, removed: 2 + 2, fetched: -1, fsync: true},
 		{name: "modes and times", damage: func(t *testing.T, dir string) {
 			if err := os.Chmod(filepath.Join(dir, bigFile), 0o644); err != nil {
 				t.Fatal(err)
@@ -176,6 +178,9 @@ func TestDeltaRestore(t *testing.T) {
 			}
 			o := testOptions(target)
 			o.Delta, o.DeltaCheck = true, tc.check
+			if tc.fsync {
+				o.SyncMethod = SyncFsync
+			}
 			res, err := Run(t.Context(), f.repo, o)
 			if err != nil {
 				t.Fatal(err)
@@ -586,5 +591,103 @@ func TestRestoreDatabasesRefusals(t *testing.T) {
 				t.Errorf("target created: %v", err)
 			}
 		})
+	}
+}
+
+// TestDeltaTablespace: a tablespace's directory, remapped or not, is
+// refreshed like the data directory, and its link made anew.
+func TestDeltaTablespace(t *testing.T) {
+	for _, remap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("remap=%v", remap), func(t *testing.T) {
+			loc := filepath.Join(t.TempDir(), "ts")
+			f := newFixture(t, mem.New(), fixtureOptions{tablespace: loc})
+			target := filepath.Join(t.TempDir(), "data")
+			o := testOptions(target)
+			tsDir := loc
+			if remap {
+				tsDir = filepath.Join(t.TempDir(), "moved")
+				o.Tablespaces = map[uint32]string{testTSOID: tsDir}
+			}
+			if _, err := Run(t.Context(), f.repo, o); err != nil {
+				t.Fatal(err)
+			}
+			patch(t, filepath.Join(tsDir, "PG_15_202209061/5/16385"), 5000, []byte("changed"))
+			writeFile(t, filepath.Join(tsDir, "PG_15_202209061/5/99999"), "extra")
+			rm(t, filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID)))
+			o.Delta = true
+			res, err := Run(t.Context(), f.repo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRestored(t, tsDir, f.archives[0], nil)
+			skip := map[string]bool{}
+			if remap {
+				skip[tablespaceMapPath] = true
+				if _, err := os.Lstat(filepath.Join(target, tablespaceMapPath)); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("tablespace_map kept with a remapped tablespace: %v", err)
+				}
+			}
+			checkRestored(t, target, f.archives[1], skip)
+			if _, err := os.Stat(filepath.Join(tsDir, "PG_15_202209061/5/99999")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("extra file in the tablespace kept: %v", err)
+			}
+			if l, err := os.Readlink(filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID))); err != nil || l != tsDir {
+				t.Errorf("pg_tblspc link: %q, %v; want %s", l, err, tsDir)
+			}
+			if res.FilesRewritten != 1 || res.EntriesRemoved != 3 {
+				t.Errorf("rewritten %d, removed %d; want 1, 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
+			}
+		})
+	}
+}
+
+// TestDeltaEncrypted: in an encrypted repository a chunk's id is a keyed
+// hash, which the comparison of local bytes must use too.
+func TestDeltaEncrypted(t *testing.T) {
+	key, err := encryption.ParseKey([]byte(strings.Repeat("ab", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, mem.New(), fixtureOptions{key: key, extra: []repotest.Member{
+		repotest.File(bigFile, 14, repotest.PseudoRandom(5, bigSize)),
+	}})
+	target := restoreFresh(t, f)
+	patch(t, filepath.Join(target, bigFile), 7*(64<<10), []byte("changed"))
+	o := testOptions(target)
+	o.Delta = true
+	res, err := Run(t.Context(), f.repo, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFullRestore(t, f, target)
+	if res.BytesFetched != 2*(64<<10) || res.FilesRewritten != 1 {
+		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 1", res.BytesFetched, res.FilesRewritten, 2*(64<<10))
+	}
+}
+
+// TestDeltaWALFetch: with --wal fetch a repeated delta restore leaves one
+// restore_command and recovery.signal, and no WAL in pg_wal/.
+func TestDeltaWALFetch(t *testing.T) {
+	f := deltaFixture(t, mem.New())
+	target := restoreFresh(t, f)
+	o := testOptions(target)
+	o.Delta, o.WAL, o.RestoreCommand = true, WALFetch, "pgstow wal-fetch %f %p"
+	for range 2 {
+		if _, err := Run(t.Context(), f.repo, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conf, err := os.ReadFile(filepath.Join(target, autoConf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(conf), "restore_command"); n != 1 {
+		t.Errorf("%s has %d restore_command lines, want 1:\n%s", autoConf, n, conf)
+	}
+	if _, err := os.Stat(filepath.Join(target, "recovery.signal")); err != nil {
+		t.Errorf("recovery.signal: %v", err)
+	}
+	if names := dirEntries(t, filepath.Join(target, "pg_wal")); !slices.Equal(names, []string{"archive_status"}) {
+		t.Errorf("pg_wal holds %v, want archive_status alone", names)
 	}
 }

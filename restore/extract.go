@@ -255,7 +255,7 @@ func newRestorer(repo *repository.Repository, o Options, p *plan) *restorer {
 		repo:    repo,
 		o:       o,
 		p:       p,
-		prog:    &progress{bytesTotal: p.rawBytes, chunksTotal: p.chunks},
+		prog:    newProgress(p.rawBytes, p.chunks),
 		dests:   make(map[uint32]*dest),
 		seen:    make([]bool, len(p.b.Files)),
 		linked:  make(map[uint32]bool),

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/file"
@@ -55,6 +56,8 @@ type fixtureOptions struct {
 	// hostile members go into base.tar after PG_VERSION; members whose
 	// names the manifest validator refuses are left out of the manifest.
 	hostile []repotest.Member
+	// key, when set, encrypts the repository.
+	key *encryption.Key
 	// extra members go at the end of base.tar.
 	extra []repotest.Member
 	// edit changes the manifest before PostgreSQL's is derived from it
@@ -134,6 +137,9 @@ func tablespaceMembers() []repotest.Member {
 func newFixture(t *testing.T, store providers.Store, o fixtureOptions) *fixture {
 	t.Helper()
 	f := &fixture{store: store, repo: repository.New(store)}
+	if o.key != nil {
+		f.repo = repository.NewEncrypted(store, o.key)
+	}
 	// PostgreSQL sends the tablespaces first and the data directory last.
 	spec := repotest.Spec{ID: testBackupID}
 	if o.tablespace != "" {

@@ -11,11 +11,24 @@ const progressEvery = time.Second
 // progress counts what the writer has consumed. It is updated from the
 // writer and read from the reporting goroutine.
 type progress struct {
-	start       time.Time
-	bytesTotal  int64
-	chunksTotal int
+	start time.Time
+	// The totals are what is to be downloaded: the whole backup, or
+	// what the range engine found it needs once it has looked.
+	bytesTotal  atomic.Int64
+	chunksTotal atomic.Int64
 	bytesDone   atomic.Int64
 	chunksDone  atomic.Int64
+}
+
+func newProgress(bytesTotal int64, chunksTotal int) *progress {
+	p := &progress{}
+	p.setTotal(bytesTotal, chunksTotal)
+	return p
+}
+
+func (p *progress) setTotal(bytes int64, chunks int) {
+	p.bytesTotal.Store(bytes)
+	p.chunksTotal.Store(int64(chunks))
 }
 
 // chunk records one chunk taken by the writer.
@@ -27,9 +40,9 @@ func (p *progress) chunk(rawSize int64) {
 func (p *progress) snapshot() Progress {
 	return Progress{
 		BytesDone:   p.bytesDone.Load(),
-		BytesTotal:  p.bytesTotal,
+		BytesTotal:  p.bytesTotal.Load(),
 		ChunksDone:  int(p.chunksDone.Load()),
-		ChunksTotal: p.chunksTotal,
+		ChunksTotal: int(p.chunksTotal.Load()),
 		Elapsed:     time.Since(p.start),
 	}
 }

@@ -428,22 +428,20 @@ func (g *ranger) apply() error {
 				if b.Archives[ai].TablespaceOID == 0 && p == pgControlPath {
 					continue // the moved-aside copy, held in memory
 				}
-				changed := false
 				if g.local[i].mode.Perm() != fileMode {
 					if err := d.root.Chmod(p, fileMode); err != nil {
 						return fmt.Errorf("set the mode of %s: %w", d.full(p), err)
 					}
-					changed = true
 				}
 				if !g.local[i].mtime.Equal(mtime) {
 					if err := d.setMTime(p, mtime); err != nil {
 						return fmt.Errorf("set the mtime of %s: %w", d.full(p), err)
 					}
-					changed = true
 				}
-				if changed {
-					r.addSync(syncEntry{d: d, path: p})
-				}
+				// Synced like a written file: whatever wrote it before
+				// (a server run with fsync off, a copy) may have left
+				// it in the page cache only.
+				r.addSync(syncEntry{d: d, path: p})
 			case actHeld:
 				g.written++
 			case actPlaceholder:
@@ -562,7 +560,20 @@ func (g *ranger) write(s span, off int64, data []byte) error {
 	p := memberKey(f)
 	rf := g.open[s.file]
 	if rf == nil {
-		fd, err := g.openSized(d, p, f.Size)
+		var (
+			fd  int
+			err error
+		)
+		if g.local[s.file].kind == localFile {
+			fd, err = g.openSized(d, p, f.Size)
+		} else {
+			// A new file: its ranges arrive in order and make it
+			// whole, as a tar extraction writes it.
+			var nf *newFile
+			if nf, err = d.create(p); err == nil {
+				fd = nf.fd
+			}
+		}
 		if err != nil {
 			return fmt.Errorf("write %s: %w", d.full(p), err)
 		}
@@ -666,7 +677,7 @@ func streamSpans(ctx context.Context, repo *repository.Repository, p *plan, conc
 		}
 	}
 	if prog != nil {
-		prog.bytesTotal, prog.chunksTotal = total, len(need)
+		prog.setTotal(total, len(need))
 	}
 	if len(need) == 0 {
 		return 0, nil
