@@ -161,6 +161,9 @@ func TestRestoreDatabases(t *testing.T) {
 			if err != nil || uri.Scheme != "postgresql" {
 				t.Fatalf("restore --start printed %q, want a URI alone: %v", out.stdout, err)
 			}
+			if uri.Path != "/keep" {
+				t.Errorf("restore --start --database keep printed %s; docs/restore.md says the URI names the first --database", uri)
+			}
 			inDB := func(db string) string { u := *uri; u.Path = "/" + db; return u.String() }
 			if got := queryURI(t, inDB("keep"), dbFingerprintSQL); got != want["keep"] {
 				t.Errorf("keep through restore --start holds %s, before the backup %s", got, want["keep"])
