@@ -168,11 +168,9 @@ func TestRestoreDatabases(t *testing.T) {
 			if got := queryURI(t, inDB("keep"), dbFingerprintSQL); got != want["keep"] {
 				t.Errorf("keep through restore --start holds %s, before the backup %s", got, want["keep"])
 			}
-			t0 = time.Now()
-			if err := connectErr(inDB("other")); err == nil || !strings.Contains(err.Error(), "could not open critical system index") {
-				t.Errorf("connecting to the placeholder database other of restore --start: %v", err)
-			}
-			t.Logf("connect to other: %s", time.Since(t0).Round(100*time.Millisecond))
+			// No connection to other here: after its PANIC, discard of a
+			// PostgreSQL 18 server waits a minute for a fast shutdown that
+			// does not come (then stops it immediately).
 			t0 = time.Now()
 			d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed)
 			if d.code != 0 {
@@ -246,18 +244,4 @@ func checkPlaceholders(t *testing.T, b *manifest.Backup, dir string, keepOID, ot
 		t.Errorf("the backup records %d relation files of other and %d of keep: want some of both", placeholders, keepFiles)
 	}
 	return otherBytes
-}
-
-// connectErr is the error of connecting to uri and running a query, or
-// nil.
-func connectErr(uri string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := pgconn.Connect(ctx, uri)
-	if err != nil {
-		return err
-	}
-	defer c.Close(context.WithoutCancel(ctx))
-	_, err = c.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll()
-	return err
 }
