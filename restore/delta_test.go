@@ -42,8 +42,26 @@ const (
 func deltaFixture(t *testing.T, store providers.Store) *fixture {
 	t.Helper()
 	return newFixture(t, store, fixtureOptions{extra: []repotest.Member{
+		repotest.File("base/1/pg_filenode.map", 14, sealed(repotest.PseudoRandom(6, 508), 512)),
 		repotest.File(bigFile, 14, repotest.PseudoRandom(5, bigSize)),
 	}})
+}
+
+// chunkBytes is the raw size of the chunks holding path's content.
+func chunkBytes(b *manifest.Backup, path string) int64 {
+	var n int64
+	for _, f := range b.Files {
+		if f.Path != path {
+			continue
+		}
+		offs := b.ChunkOffsets(f.Archive)
+		for ci, c := range b.Archives[f.Archive].Chunks {
+			if offs[ci] < f.Offset+f.Size && offs[ci]+c.RawSize > f.Offset {
+				n += c.RawSize
+			}
+		}
+	}
+	return n
 }
 
 // restoreFresh restores f's backup normally into a new directory.
@@ -111,7 +129,8 @@ func TestDeltaRestore(t *testing.T) {
 		name   string
 		check  DeltaCheck
 		damage func(t *testing.T, dir string)
-		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any).
+		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any)
+		// besides pg_control, which is always rewritten from the backup.
 		rewritten, removed int
 		fetched            int64
 		fsync              bool // --sync-method fsync, not syncfs
@@ -160,6 +179,23 @@ func TestDeltaRestore(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, rewritten: 2, removed: 2 + 2, fetched: -1, fsync: true},
+		// Every valid pg_control or pg_filenode.map has the same
+		// CRC32C: these are a later state, which the CRC cannot tell.
+		{name: "pg_control of a later state, same mtime", damage: func(t *testing.T, dir string) {
+			replaceKeepMTime(t, filepath.Join(dir, pgControlPath), testPGControlSeed(testSystemID, 99))
+		}, removed: 2, fetched: -1},
+		{name: "pg_control of a later state, moved aside", damage: func(t *testing.T, dir string) {
+			replaceKeepMTime(t, filepath.Join(dir, pgControlPath), testPGControlSeed(testSystemID, 99))
+			if err := os.Rename(filepath.Join(dir, pgControlPath), filepath.Join(dir, deltaControlPath)); err != nil {
+				t.Fatal(err)
+			}
+		}, removed: 2, fetched: -1},
+		{name: "pg_filenode.map of a later state", damage: func(t *testing.T, dir string) {
+			name := filepath.Join(dir, "base/1/pg_filenode.map")
+			if err := os.WriteFile(name, sealed(repotest.PseudoRandom(60, 508), 512), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, rewritten: 1, removed: 2, fetched: -1},
 		{name: "modes and times", damage: func(t *testing.T, dir string) {
 			if err := os.Chmod(filepath.Join(dir, bigFile), 0o644); err != nil {
 				t.Fatal(err)
@@ -195,20 +231,34 @@ func TestDeltaRestore(t *testing.T) {
 					files++
 				}
 			}
-			if res.FilesRewritten != tc.rewritten || res.FilesKept != files-tc.rewritten || res.EntriesRemoved != tc.removed ||
+			rewritten := tc.rewritten + 1 // pg_control
+			if res.FilesRewritten != rewritten || res.FilesKept != files-rewritten || res.EntriesRemoved != tc.removed ||
 				res.Files != files || res.Placeholders != 0 {
 				t.Errorf("files kept %d, rewritten %d, removed %d, placeholders %d, files %d; want %d, %d, %d, 0, %d",
 					res.FilesKept, res.FilesRewritten, res.EntriesRemoved, res.Placeholders, res.Files,
-					files-tc.rewritten, tc.rewritten, tc.removed, files)
+					files-rewritten, rewritten, tc.removed, files)
 			}
-			if tc.fetched >= 0 && res.BytesFetched != tc.fetched {
-				t.Errorf("fetched %d bytes, want %d", res.BytesFetched, tc.fetched)
+			if want := tc.fetched + chunkBytes(f.backup, pgControlPath); tc.fetched >= 0 && res.BytesFetched != want {
+				t.Errorf("fetched %d bytes, want %d", res.BytesFetched, want)
 			}
-			if tc.rewritten == 0 && res.BytesKept != res.Bytes {
-				t.Errorf("kept %d bytes of %d, want all", res.BytesKept, res.Bytes)
+			if tc.rewritten == 0 && res.BytesKept != res.Bytes-8192 {
+				t.Errorf("kept %d bytes of %d, want all but pg_control", res.BytesKept, res.Bytes)
 			}
 		})
 	}
+}
+
+// replaceKeepMTime gives name new content and its old modification time.
+func replaceKeepMTime(t *testing.T, name string, data []byte) {
+	t.Helper()
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, name, fi.ModTime())
 }
 
 func patch(t *testing.T, name string, off int64, data []byte) {
@@ -634,8 +684,8 @@ func TestDeltaTablespace(t *testing.T) {
 			if l, err := os.Readlink(filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID))); err != nil || l != tsDir {
 				t.Errorf("pg_tblspc link: %q, %v; want %s", l, err, tsDir)
 			}
-			if res.FilesRewritten != 1 || res.EntriesRemoved != 3 {
-				t.Errorf("rewritten %d, removed %d; want 1, 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
+			if res.FilesRewritten != 2 || res.EntriesRemoved != 3 {
+				t.Errorf("rewritten %d, removed %d; want 2 (the file, pg_control), 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
 			}
 		})
 	}
@@ -660,8 +710,9 @@ func TestDeltaEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFullRestore(t, f, target)
-	if res.BytesFetched != 2*(64<<10) || res.FilesRewritten != 1 {
-		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 1", res.BytesFetched, res.FilesRewritten, 2*(64<<10))
+	want := 2*(64<<10) + chunkBytes(f.backup, pgControlPath)
+	if res.BytesFetched != want || res.FilesRewritten != 2 {
+		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 2 (the file, pg_control)", res.BytesFetched, res.FilesRewritten, want)
 	}
 }
 

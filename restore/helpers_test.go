@@ -3,6 +3,7 @@ package restore
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -111,17 +112,29 @@ func baseMembers(o fixtureOptions) []repotest.Member {
 	return ms
 }
 
-// testPGControl is a pg_control of system identifier id (decimal), as
-// far as pgdata.SystemIdentifier reads one: the identifier, a
-// pg_control_version of 1300, then pseudo-random bytes.
-func testPGControl(id string) []byte {
+// testPGControl is a pg_control of system identifier id (decimal) as
+// PostgreSQL lays one out: the identifier, a pg_control_version of 1300,
+// more fields (pseudo-random from seed 1), their CRC32C, zeros to 8 KiB.
+func testPGControl(id string) []byte { return testPGControlSeed(id, 1) }
+
+func testPGControlSeed(id string, seed uint64) []byte {
 	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil {
 		panic(err)
 	}
-	b := repotest.PseudoRandom(1, 8192)
-	binary.LittleEndian.PutUint64(b[0:8], n)
-	binary.LittleEndian.PutUint32(b[8:12], 1300)
+	fields := repotest.PseudoRandom(seed, 296)
+	binary.LittleEndian.PutUint64(fields[0:8], n)
+	binary.LittleEndian.PutUint32(fields[8:12], 1300)
+	return sealed(fields, 8192)
+}
+
+// sealed is data followed by its CRC32C, little-endian, and zeros up to
+// size bytes, as PostgreSQL writes pg_control and pg_filenode.map: every
+// such file of one size has the same CRC32C.
+func sealed(data []byte, size int) []byte {
+	b := make([]byte, size)
+	copy(b, data)
+	binary.LittleEndian.PutUint32(b[len(data):], crc32.Checksum(data, manifest.Castagnoli))
 	return b
 }
 

@@ -274,13 +274,10 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	all := filePlan{action: actWrite, spans: g.spans(i, nil)}
 	switch {
 	case isBase && p == pgControlPath:
-		if r.p.delta {
-			if data, err := d.root.ReadFile(deltaControlPath); err == nil && int64(len(data)) == f.Size &&
-				crc32.Checksum(data, manifest.Castagnoli) == f.CRC32C {
-				r.pgControl, r.pgControlMTime = data, time.Unix(f.MTime, 0)
-				return filePlan{action: actKeep, kept: f.Size}, nil
-			}
-		}
+		// Always from the backup: every valid pg_control of a
+		// release has the same CRC32C (sealedByCRC), so the local one
+		// cannot be judged, and a wrong one would start recovery at
+		// the wrong place.
 		all.action = actHeld
 		return all, nil
 	case isBase && p == tablespaceMapPath && r.dropMap:
@@ -304,7 +301,7 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 			if err != nil {
 				return filePlan{}, err
 			}
-			if crc == f.CRC32C {
+			if crc == f.CRC32C && (!sealedByCRC(p) || loc.mtime.Equal(time.Unix(f.MTime, 0))) {
 				return filePlan{action: actKeep, kept: f.Size}, nil
 			}
 		}
@@ -340,6 +337,20 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 		pl.spans = addSpan(pl.spans, span{file: i, start: max(cs, start), end: min(ce, end)})
 	}
 	return pl, nil
+}
+
+// sealedByCRC reports whether PostgreSQL ends the file at path with the
+// CRC32C of what precedes it (then zero padding): pg_control,
+// pg_filenode.map, two-phase state files, the replication origin
+// checkpoint. The CRC32C of such a whole file is the same constant for
+// every valid content of its size (a CRC's residue), so the manifest's
+// CRC32C cannot tell two versions apart: a delta restore keeps one only
+// when its modification time matches too, which every change since the
+// backup moves.
+func sealedByCRC(p string) bool {
+	base := p[strings.LastIndexByte(p, '/')+1:]
+	return base == "pg_control" || base == "pg_filenode.map" ||
+		strings.HasPrefix(p, "pg_twophase/") || p == "pg_logical/replorigin_checkpoint"
 }
 
 // spans returns the whole content of file i as one span (none when
@@ -425,9 +436,6 @@ func (g *ranger) apply() error {
 			case actKeep:
 				g.kept++
 				g.bytesOK += pl.kept
-				if b.Archives[ai].TablespaceOID == 0 && p == pgControlPath {
-					continue // the moved-aside copy, held in memory
-				}
 				if g.local[i].mode.Perm() != fileMode {
 					if err := d.root.Chmod(p, fileMode); err != nil {
 						return fmt.Errorf("set the mode of %s: %w", d.full(p), err)
