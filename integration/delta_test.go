@@ -401,7 +401,9 @@ func TestDeltaRestore(t *testing.T) {
 }
 
 // damage flips bytes in the middle of the relation file accounts keeping
-// its size and mtime (so only a checksum notices), truncates accountsPkey
+// its size and mtime (so only a checksum notices), puts the shared
+// catalogs' pg_filenode.map in place of dbDir's keeping its mtime (a
+// whole-file CRC32C cannot tell them apart), truncates accountsPkey
 // to half, removes branches and template1's directory base/1, and adds a
 // file to dbDir and one at the top.
 func damage(t *testing.T, dir, accounts, accountsPkey, branches, dbDir string) {
@@ -430,6 +432,23 @@ func damage(t *testing.T, dir, accounts, accountsPkey, branches, dbDir string) {
 		t.Fatal(err)
 	}
 	if err := os.Chtimes(p, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	// A valid pg_filenode.map of another database: same size, and the
+	// same CRC32C as every sealed map; its mtime is kept too.
+	mp := filepath.Join(dir, dbDir, "pg_filenode.map")
+	mi, err := os.Stat(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.ReadFile(filepath.Join(dir, "global", "pg_filenode.map"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(mp, mi.ModTime(), mi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
 	q := filepath.Join(dir, accountsPkey)
