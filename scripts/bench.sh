@@ -750,7 +750,8 @@ check_pgbench() {
 	lf=$WORK/logs/check-$(basename "$d").log
 	CHECK=FAIL
 	port=$(free_ports 1)
-	if is_root; then chown -R postgres: "$d"; fi
+	: >"$lf" # the server's log: postgres writes it, in a directory of root's
+	if is_root; then chown -R postgres: "$d" "$lf"; fi
 	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$d/pg_hba.conf"
 	if as_pg "$PGBIN/pg_ctl" -D "$d" -l "$lf" -w -t 600 \
 		-o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$d -c archive_mode=off" start >/dev/null 2>&1; then
