@@ -691,7 +691,9 @@ delta_prep() {
 # fetched_of OUT LOG: the bytes a restore downloaded (raw bytes of the
 # chunks fetched), from its --json output OUT, else from a JSON or key=value
 # line of its log LOG: the value of a key named bytes_fetched, fetched_bytes,
-# BytesFetched or the like, wherever it is nested. Empty when neither says.
+# BytesFetched or the like, wherever it is nested; failing that, the raw_bytes
+# of the log's "restore complete" line (a full restore fetches every chunk).
+# Empty when neither says.
 fetched_of() {
 	python3 - "$1" "$2" <<'PY' 2>/dev/null || true
 import json, re, sys
@@ -734,6 +736,14 @@ if val is None:
     m = re.findall(r"(?i)\b(?:bytes_?fetched|fetched_?bytes)\"?\s*[=:]\s*\"?(\d+)\b", out + "\n" + log)
     if m:
         val = int(m[-1])
+if val is None:
+    # A full restore's summary may say it as raw_bytes only (every chunk's
+    # raw size: all of them are fetched).
+    for line in log.splitlines():
+        if "restore complete" in line:
+            m = re.search(r"\braw_bytes\"?\s*[=:]\s*\"?(\d+)\b", line)
+            if m:
+                val = int(m.group(1))
 if val is not None:
     print(val)
 PY
