@@ -241,6 +241,13 @@ type restorer struct {
 	bytes       int64
 	walSegments int
 	fromStandby bool // set by setRole
+
+	// keepDB, for a restore of chosen databases, are the databases whose
+	// relation files are written; the others' are placeholders.
+	keepDB map[uint32]bool
+	// What the range engine did (restoreRanges).
+	filesKept, filesRewritten, entriesRemoved, placeholders int
+	bytesKept, bytesFetched                                 int64
 }
 
 func newRestorer(repo *repository.Repository, o Options, p *plan) *restorer {
@@ -297,6 +304,7 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 	if err != nil {
 		return nil, err
 	}
+	s := r.prog.snapshot()
 	res := &Result{
 		Backup:         r.p.b,
 		Files:          r.files,
@@ -304,23 +312,52 @@ func (r *restorer) run(ctx context.Context, started time.Time) (*Result, error) 
 		WALSegments:    r.walSegments,
 		FromStandby:    r.fromStandby,
 		TablespaceDirs: r.p.tablespaceDirs(),
+		FilesKept:      r.filesKept,
+		FilesRewritten: r.filesRewritten,
+		EntriesRemoved: r.entriesRemoved,
+		Placeholders:   r.placeholders,
+		BytesKept:      r.bytesKept,
+		BytesFetched:   r.bytesFetched,
 		Elapsed:        time.Since(started),
 	}
-	s := r.prog.snapshot()
-	r.o.Log.Info("restore complete", "backup", r.p.b.ID, "target", r.p.target,
+	attrs := []any{"backup", r.p.b.ID, "target", r.p.target,
 		"files", res.Files, "bytes", res.Bytes, "chunks", s.ChunksDone, "raw_bytes", s.BytesDone,
-		"wal_segments", res.WALSegments, "seconds", res.Elapsed.Seconds(), "mib_per_s", rate(s.BytesDone, res.Elapsed))
+		"wal_segments", res.WALSegments, "seconds", res.Elapsed.Seconds(), "mib_per_s", rate(s.BytesDone, res.Elapsed)}
+	if r.ranged() {
+		attrs = append(attrs, "delta", r.p.delta, "files_kept", res.FilesKept, "files_rewritten", res.FilesRewritten,
+			"entries_removed", res.EntriesRemoved, "placeholders", res.Placeholders,
+			"bytes_kept", res.BytesKept, "bytes_fetched", res.BytesFetched)
+	}
+	r.o.Log.Info("restore complete", attrs...)
 	return res, nil
 }
 
+// ranged says whether the range engine restores the files (a delta
+// restore, or one of chosen databases) rather than the tar extraction.
+func (r *restorer) ranged() bool { return r.p.delta || r.keepDB != nil }
+
 // restore writes everything, pg_control last.
 func (r *restorer) restore(ctx context.Context) error {
-	if err := r.writePGManifest(); err != nil {
-		return err
+	if r.ranged() {
+		if err := r.restoreRanges(ctx); err != nil {
+			return err
+		}
+	} else {
+		if err := r.writePGManifest(); err != nil {
+			return err
+		}
+		if err := r.extractArchives(ctx); err != nil {
+			return err
+		}
+		r.bytesFetched = r.prog.bytesDone.Load()
 	}
-	if err := r.extractArchives(ctx); err != nil {
-		return err
-	}
+	return r.finish(ctx)
+}
+
+// finish is the tail every restore shares once the files are in place:
+// tablespace links, WAL, recovery settings, role, directory times,
+// durability, and pg_control last.
+func (r *restorer) finish(ctx context.Context) error {
 	for _, oid := range r.p.tsOrder {
 		if !r.linked[oid] {
 			if err := r.linkTablespace(oid); err != nil {
@@ -720,6 +757,13 @@ func (r *restorer) writePGControl() error {
 	if err != nil {
 		_ = d.root.Remove(tmp)
 		return fmt.Errorf("write %s: %w", d.full(pgControlPath), err)
+	}
+	if r.p.delta {
+		// The old cluster's pg_control, moved aside by startDelta, is
+		// not needed once the new one is in place.
+		if err := d.root.Remove(deltaControlPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", d.full(deltaControlPath), err)
+		}
 	}
 	// The rename changed global/'s mtime; put back the recorded one.
 	for _, t := range r.dirTimes {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/spool"
 )
@@ -76,6 +77,22 @@ type Options struct {
 	// kept (a backup of a standby has it) or written. Without it a
 	// backup of a standby is restored as a primary (see asPrimary).
 	Standby bool
+	// Delta restores into a Target that holds a stopped cluster of the
+	// backup's system: files found right are kept, the rest fetched, what
+	// the backup lacks removed. An absent or empty Target gets a normal
+	// restore. Tablespace directories may hold the old tablespaces.
+	Delta bool
+	// DeltaCheck says how Delta judges a local file unchanged (default
+	// DeltaChecksum).
+	DeltaCheck DeltaCheck
+	// Databases, when set, restores only these databases' relation
+	// files, with template0's, template1's and postgres's; the other
+	// databases' are written as sparse placeholders of their recorded
+	// size, so the server starts and they can be dropped.
+	Databases []string
+	// listDatabases reads pg_database (pgdata.Databases when nil); tests
+	// set it.
+	listDatabases func(pgDatabase []byte, xact pgdata.XactStatusFunc) ([]pgdata.Database, error)
 	// LeaseTTL is the restore lease's TTL (repository.DefaultLeaseTTL).
 	LeaseTTL time.Duration
 	// Log receives progress and summary lines; nil discards them.
@@ -110,7 +127,16 @@ type Result struct {
 	// into, remapped or not, in the manifest's order: what a server
 	// started on the result must be allowed to use.
 	TablespaceDirs []string
-	Elapsed        time.Duration
+	// FilesKept, FilesRewritten, EntriesRemoved and Placeholders count,
+	// for a delta or database restore, the files found right, the files
+	// written (whole or in part), the local entries the backup lacks
+	// that were removed, and the placeholder files.
+	FilesKept, FilesRewritten, EntriesRemoved, Placeholders int
+	// BytesKept is the local bytes found right (delta restore);
+	// BytesFetched the raw bytes of the chunks downloaded (every
+	// restore).
+	BytesKept, BytesFetched int64
+	Elapsed                 time.Duration
 }
 
 // maxChunkBytes bounds the raw and stored size of one chunk. pgstow cuts
@@ -184,8 +210,31 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: backup %s: %w", o.Target, b.ID, err)
 	}
-	if err := p.checkDestinations(); err != nil {
-		return nil, fmt.Errorf("restore into %s: %w", p.target, err)
+	if o.Delta {
+		if p.delta, err = checkDeltaTarget(p.target, b.SystemID); err != nil {
+			return nil, fmt.Errorf("delta restore into %s refused: %w", p.target, err)
+		}
+		if !p.delta {
+			o.Log.Info("delta restore: the target is absent or empty, so this is a normal restore", "target", p.target)
+		}
+	}
+	if !p.delta {
+		if err := p.checkDestinations(); err != nil {
+			return nil, fmt.Errorf("restore into %s: %w", p.target, err)
+		}
+	}
+	var keepDB map[uint32]bool
+	if len(o.Databases) > 0 {
+		if keepDB, err = chooseDatabases(ctx, repo, p, o); err != nil {
+			return nil, fmt.Errorf("restore into %s: backup %s: %w", p.target, b.ID, err)
+		}
+	}
+	if p.delta {
+		// The first change: from here the directory cannot start
+		// until pg_control is written last.
+		if err := startDelta(p.target); err != nil {
+			return nil, p.incomplete(err)
+		}
 	}
 	// Decoding the manifests and the cross-check leave tens of MB of
 	// garbage with many files, in small objects whose pages the
@@ -194,6 +243,7 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	debug.FreeOSMemory()
 
 	r := newRestorer(repo, o, p)
+	r.keepDB = keepDB
 	r.pgManifest = io.NewSectionReader(pgm, 0, pgmSize)
 	o.Log.Info("restore starting", "backup", b.ID, "repo", repo.String(), "target", p.target,
 		"archives", len(b.Archives), "chunks", p.chunks, "raw_bytes", p.rawBytes,
@@ -232,6 +282,13 @@ func (o *Options) setDefaults() error {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
+	if o.Delta && len(o.Databases) > 0 {
+		return ErrDeltaWithDatabases
+	}
+	var err error
+	if o.DeltaCheck, err = ParseDeltaCheck(string(o.DeltaCheck)); err != nil {
+		return err
+	}
 	if o.Recovery != nil && o.WAL != WALFetch {
 		return errors.New("a recovery target needs the WAL fetched from the archive (--wal=fetch)")
 	}
@@ -267,6 +324,11 @@ type plan struct {
 	tsDirs   map[uint32]string
 	remapped map[uint32]bool
 	tsOrder  []uint32 // b.Tablespaces order, for stable messages
+	// base is the index of the data directory's archive.
+	base int
+	// delta: the target holds the backup's cluster, which a delta
+	// restore refreshes (checkDeltaTarget).
+	delta bool
 	// members lists, for each archive, the indexes into b.Files of its
 	// members sorted by memberKey, for lookup by binary search (find):
 	// with 121,000 files that is half a megabyte, where maps of path to
@@ -348,6 +410,7 @@ func newPlan(b *manifest.Backup, o Options) (*plan, error) {
 	if base < 0 {
 		return nil, errors.New("no archive of the data directory (base.tar)")
 	}
+	p.base = base
 
 	if len(b.Files) > math.MaxInt32 {
 		return nil, fmt.Errorf("%d files in the manifest, more than a restore can index", len(b.Files))
@@ -480,6 +543,10 @@ func (p *plan) incomplete(err error) error {
 	also := ""
 	if dirs := p.tablespaceDirs(); len(dirs) > 0 {
 		also = " (and the tablespace directories " + strings.Join(dirs, ", ") + ")"
+	}
+	if p.delta {
+		return fmt.Errorf("delta restore into %s failed: %w; %s is incomplete (it has no %s, so PostgreSQL will not start it) — run the delta restore again to complete it%s",
+			p.target, err, p.target, pgControlPath, also)
 	}
 	return fmt.Errorf("restore into %s failed: %w; %s is incomplete (it has no %s) — remove it%s before trying again",
 		p.target, err, p.target, pgControlPath, also)

@@ -126,7 +126,7 @@ func TestRunRoundTrip(t *testing.T) {
 					wantBytes += int64(len(m.Data))
 				}
 			}
-			want := &Result{Backup: f.backup, Files: wantFiles, Bytes: wantBytes}
+			want := &Result{Backup: f.backup, Files: wantFiles, Bytes: wantBytes, BytesFetched: f.backup.Totals.RawBytes}
 			if tc.wal == WALFetch {
 				if _, err := os.Stat(seg); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("WAL segment embedded with --wal=fetch: %v", err)

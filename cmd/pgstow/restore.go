@@ -25,6 +25,13 @@ type restoreEntry struct {
 	Bytes       int64   `json:"bytes"`
 	WALSegments int     `json:"wal_segments"`
 	Seconds     float64 `json:"seconds"`
+	// For a delta restore or one of chosen databases.
+	FilesKept      int   `json:"files_kept,omitempty"`
+	FilesRewritten int   `json:"files_rewritten,omitempty"`
+	EntriesRemoved int   `json:"entries_removed,omitempty"`
+	Placeholders   int   `json:"placeholders,omitempty"`
+	BytesKept      int64 `json:"bytes_kept,omitempty"`
+	BytesFetched   int64 `json:"bytes_fetched"`
 }
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -35,6 +42,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		concurrency                    int
 		tTime, tLSN, tXID, tName       string
 		tImmediate, standby            bool
+		delta                          bool
+		deltaCheck                     string
+		databases                      []string
 		tAction, tTimeline             string
 		syncMethod                     string
 		progress                       string
@@ -44,7 +54,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "restore",
-		Short: "Restore a backup into a new data directory",
+		Short: "Restore a backup into a new data directory, or refresh a stopped one (--delta)",
 		Long: `Restore a committed backup into a data directory that must not exist or be empty.
 
 Every chunk is verified against its SHA-256 id and every file against its CRC32C
@@ -64,6 +74,22 @@ The restored directory starts as a primary: a backup taken from a standby loses
 its standby.signal and primary_conninfo, so the copy never streams from the
 server it was taken from. --standby keeps them (or writes standby.signal).
 
+--delta refreshes a directory that holds a stopped cluster of the same system
+(a stale standby, last night's copy): files whose size and CRC32C match the
+backup are kept, a file that differs is rewritten from the chunks of its
+differing ranges only, and what the backup lacks is removed (pg_wal/ contents
+too); then WAL, settings and pg_control last, as in a normal restore. It refuses
+a directory with a running server, of another system identifier, or that is not
+a data directory; an absent or empty one gets a normal restore.
+--delta-check size-mtime trusts size and modification time instead of reading
+every file: faster, blind to changes that keep both.
+
+--database NAME (repeatable) restores only those databases' data, with
+template0, template1 and postgres and everything outside the databases; the
+other databases' relation files become empty placeholders of their size, so the
+server starts and they can be dropped (connecting to one fails). See
+docs/restore.md.
+
 --start then starts a throw-away server on the directory, on 127.0.0.1 and a
 free port (or --port), as the "postgres" OS user when run as root; it trusts
 local connections (the backup's pg_hba.conf is kept as pg_hba.conf.pgstow-orig),
@@ -74,6 +100,8 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
   pgstow restore --backup 20261123T204651Z -D /srv/pg --tablespace 16384=/srv/ts1 --wal fetch
   pgstow restore --target-time 2026-11-23T21:00:00Z -D /srv/pg
   pgstow restore --label sanitised -D /srv/pg               # the newest backup labelled so
+  pgstow restore --delta -D /var/lib/postgresql/15/main     # refresh a stopped stale copy
+  DATABASE_URL=$(pgstow restore --start --database app -D /var/tmp/seed)  # one database
   DATABASE_URL=$(pgstow restore --start -D /var/tmp/seed)   # a throw-away server for CI
   pgstow discard -D /var/tmp/seed                           # stop it and delete it`,
 		Args: cobra.NoArgs,
@@ -86,8 +114,27 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			if err != nil {
 				return usageError{fmt.Errorf("--pgdata %q: %w", pgdata, err)}
 			}
-			if err := checkRestoreTarget("pgdata", target); err != nil {
-				return err
+			if delta && len(databases) > 0 {
+				return usageError{errors.New("--delta and --database are not supported together yet: restore the chosen databases into an empty directory")}
+			}
+			if cmd.Flags().Changed("delta-check") && !delta {
+				return usageError{errors.New("--delta-check only applies with --delta")}
+			}
+			dc, err := restore.ParseDeltaCheck(deltaCheck)
+			if err != nil {
+				return usageError{fmt.Errorf("--delta-check: %w", err)}
+			}
+			for _, d := range databases {
+				if d == "" {
+					return usageError{errors.New("--database: give a database name")}
+				}
+			}
+			// A delta restore goes into a directory that holds a
+			// cluster: restore.Run checks it.
+			if !delta {
+				if err := checkRestoreTarget("pgdata", target); err != nil {
+					return err
+				}
 			}
 			sm, err := restore.ParseSyncMethod(syncMethod)
 			if err != nil {
@@ -100,6 +147,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				Concurrency: concurrency,
 				SyncMethod:  sm,
 				Standby:     standby,
+				Delta:       delta,
+				DeltaCheck:  dc,
+				Databases:   databases,
 				Log:         g.log,
 				Tablespaces: map[uint32]string{},
 			}
@@ -112,8 +162,10 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				if _, dup := o.Tablespaces[uint32(n)]; dup {
 					return usageError{fmt.Errorf("--tablespace: OID %d is given twice; give each tablespace one directory", n)}
 				}
-				if err := checkRestoreTarget("tablespace", filepath.Clean(dir)); err != nil {
-					return err
+				if !delta {
+					if err := checkRestoreTarget("tablespace", filepath.Clean(dir)); err != nil {
+						return err
+					}
 				}
 				o.Tablespaces[uint32(n)] = filepath.Clean(dir)
 			}
@@ -145,6 +197,10 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			}
 			if err := intRange("concurrency", concurrency, 1, 256); err != nil {
 				return err
+			}
+			if len(databases) > 0 && srv.start && !cmd.Flags().Changed("dbname") {
+				// The URI points at the database asked for.
+				srv.dbname = databases[0]
 			}
 			if err := srv.check(cmd, o); err != nil {
 				return err
@@ -183,6 +239,11 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 			g.run = runStats{rawBytes: res.Bytes}
 			summary := fmt.Sprintf("restored backup %s into %s: %d files, %s, %d WAL segments, in %.1fs",
 				res.Backup.ID, target, res.Files, manifest.HumanBytes(res.Bytes), res.WALSegments, res.Elapsed.Seconds())
+			if delta || len(databases) > 0 {
+				summary += fmt.Sprintf("; %d files kept, %d rewritten, %d entries removed, %d placeholders; %s kept, %s fetched",
+					res.FilesKept, res.FilesRewritten, res.EntriesRemoved, res.Placeholders,
+					manifest.HumanBytes(res.BytesKept), manifest.HumanBytes(res.BytesFetched))
+			}
 			if !srv.start {
 				// --start turns archiving off itself.
 				if ac, err := restore.Archiving(target); err != nil {
@@ -193,7 +254,9 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 				}
 				if srv.asJSON {
 					return printJSON(g.stdout, restoreEntry{BackupID: res.Backup.ID, DataDir: target, Files: res.Files,
-						Bytes: res.Bytes, WALSegments: res.WALSegments, Seconds: res.Elapsed.Seconds()})
+						Bytes: res.Bytes, WALSegments: res.WALSegments, Seconds: res.Elapsed.Seconds(),
+						FilesKept: res.FilesKept, FilesRewritten: res.FilesRewritten, EntriesRemoved: res.EntriesRemoved,
+						Placeholders: res.Placeholders, BytesKept: res.BytesKept, BytesFetched: res.BytesFetched})
 				}
 				fmt.Fprintln(g.stdout, summary)
 				return nil
@@ -207,7 +270,10 @@ target, until recovery reached it) and prints its URI, alone, on stdout.
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().StringVar(&backupID, "backup", "latest", "backup id to restore, or latest")
 	cmd.Flags().StringVar(&label, "label", "", "restore the newest backup with this label (backup --label)")
-	cmd.Flags().StringVarP(&pgdata, "pgdata", "D", "", "data directory to create (must not exist or be empty)")
+	cmd.Flags().StringVarP(&pgdata, "pgdata", "D", "", "data directory to create (must not exist or be empty; with --delta, a stopped cluster's directory to refresh)")
+	cmd.Flags().BoolVar(&delta, "delta", false, "refresh a stopped cluster of the same system in -D: keep the files that match the backup, fetch only the ranges that differ, remove what the backup lacks")
+	cmd.Flags().StringVar(&deltaCheck, "delta-check", string(restore.DeltaChecksum), "with --delta, how a local file is judged unchanged: checksum (size and CRC32C, reads every file) or size-mtime (no read; unsafe against changes that keep both)")
+	cmd.Flags().StringArrayVar(&databases, "database", nil, "restore only this database's data (repeatable), with template0, template1 and postgres; the others' relation files become empty placeholders to drop")
 	cmd.Flags().StringArrayVar(&tablespaces, "tablespace", nil, "restore tablespace OID into DIR instead of its recorded location (OID=DIR, repeatable)")
 	cmd.Flags().StringVar(&wal, "wal", "embed", "embed: WAL into pg_wal/; fetch: restore_command with pgstow wal-fetch")
 	cmd.Flags().IntVar(&concurrency, "concurrency", restore.DefaultConcurrency, "chunk downloads in flight (raise it for remote stores with high latency)")

@@ -1,0 +1,590 @@
+package restore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
+	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/mem"
+	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
+)
+
+const (
+	// bigFile spans ten 64 KiB chunks: its tar record (header and
+	// content, no padding) is exactly ten chunks, so all but the first
+	// lie whole inside its content.
+	bigFile = "base/1/16400"
+	bigSize = 10*(64<<10) - 512
+)
+
+func deltaFixture(t *testing.T, store providers.Store) *fixture {
+	t.Helper()
+	return newFixture(t, store, fixtureOptions{extra: []repotest.Member{
+		repotest.File(bigFile, 14, repotest.PseudoRandom(5, bigSize)),
+	}})
+}
+
+// restoreFresh restores f's backup normally into a new directory.
+func restoreFresh(t *testing.T, f *fixture) string {
+	t.Helper()
+	target := filepath.Join(t.TempDir(), "data")
+	if _, err := Run(t.Context(), f.repo, testOptions(target)); err != nil {
+		t.Fatal(err)
+	}
+	return target
+}
+
+// checkFullRestore checks that target holds exactly what a restore of f
+// (WAL embedded) writes: every member, backup_manifest and the WAL
+// segment, and nothing else.
+func checkFullRestore(t *testing.T, f *fixture, target string) {
+	t.Helper()
+	base := f.archives[len(f.archives)-1]
+	checkRestored(t, target, base, nil)
+	got, err := os.ReadFile(filepath.Join(target, pgManifestPath))
+	if err != nil || string(got) != string(f.pgm) {
+		t.Errorf("backup_manifest differs from the stored one (err %v)", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(target, "pg_wal", f.segment)); err != nil || string(data) != string(f.walData) {
+		t.Errorf("WAL segment differs (err %v)", err)
+	}
+	want := []string{pgManifestPath, "pg_wal/" + f.segment}
+	for _, m := range base.members {
+		want = append(want, strings.TrimSuffix(m.Name, "/"))
+	}
+	slices.Sort(want)
+	var have []string
+	err = filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != target {
+			rel, _ := filepath.Rel(target, p)
+			have = append(have, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, have); diff != "" {
+		t.Errorf("entries of %s (-want +got):\n%s", target, diff)
+	}
+}
+
+// deadPID returns the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+func TestDeltaRestore(t *testing.T) {
+	const chunk = 64 << 10
+	outside := filepath.Join(t.TempDir(), "outside")
+	for _, tc := range []struct {
+		name   string
+		check  DeltaCheck
+		damage func(t *testing.T, dir string)
+		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any).
+		rewritten, removed int
+		fetched            int64
+	}{
+		{name: "identical", removed: 2},
+		{name: "identical size-mtime", check: DeltaSizeMTime, removed: 2},
+		{name: "middle chunk of a large file changed", damage: func(t *testing.T, dir string) {
+			patch(t, filepath.Join(dir, bigFile), 5*chunk+100, []byte("changed"))
+		}, rewritten: 1, removed: 2, fetched: 2 * chunk},
+		{name: "large file changed, size-mtime", check: DeltaSizeMTime, damage: func(t *testing.T, dir string) {
+			patch(t, filepath.Join(dir, bigFile), 5*chunk+100, []byte("changed"))
+			touch(t, filepath.Join(dir, bigFile), time.Now())
+		}, rewritten: 1, removed: 2, fetched: 2 * chunk},
+		{name: "truncated", damage: func(t *testing.T, dir string) {
+			if err := os.Truncate(filepath.Join(dir, bigFile), 3*chunk); err != nil {
+				t.Fatal(err)
+			}
+		}, rewritten: 1, removed: 2, fetched: 8 * chunk},
+		{name: "extended", damage: func(t *testing.T, dir string) {
+			appendTo(t, filepath.Join(dir, bigFile), []byte("more bytes"))
+		}, rewritten: 1, removed: 2, fetched: chunk},
+		{name: "missing", damage: func(t *testing.T, dir string) {
+			rm(t, filepath.Join(dir, "base/1/1259"))
+			rm(t, filepath.Join(dir, "base/1/empty"))
+			rm(t, filepath.Join(dir, "backup_label"))
+		}, rewritten: 3, removed: 2, fetched: -1},
+		{name: "extra entries", damage: func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "base/1/99999"), "x")
+			writeFile(t, filepath.Join(dir, "junk/a/b"), "x")
+			writeFile(t, filepath.Join(dir, "pg_wal/000000020000000000000009"), "old WAL")
+			writeFile(t, filepath.Join(dir, "postmaster.pid"), strconv.Itoa(deadPID(t))+"\n/data\n")
+			writeFile(t, filepath.Join(dir, "recovery.signal"), "")
+		}, removed: 2 + 7},
+		{name: "directory where a file belongs", damage: func(t *testing.T, dir string) {
+			rm(t, filepath.Join(dir, "base/1/empty"))
+			writeFile(t, filepath.Join(dir, "base/1/empty/inside"), "x")
+		}, rewritten: 1, removed: 2 + 2},
+		{name: "symlink where a file belongs", damage: func(t *testing.T, dir string) {
+			writeFile(t, outside, "not to be touched")
+			rm(t, filepath.Join(dir, "postgresql.auto.conf"))
+			if err := os.Symlink(outside, filepath.Join(dir, "postgresql.auto.conf")); err != nil {
+				t.Fatal(err)
+			}
+			rm(t, filepath.Join(dir, "base/1/1259"))
+			if err := os.Symlink(outside, filepath.Join(dir, "base/1/1259")); err != nil {
+				t.Fatal(err)
+			}
+		}, rewritten: 2, removed: 2 + 2, fetched: -1},
+		{name: "modes and times", damage: func(t *testing.T, dir string) {
+			if err := os.Chmod(filepath.Join(dir, bigFile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(filepath.Join(dir, "base"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			touch(t, filepath.Join(dir, "PG_VERSION"), time.Now())
+		}, removed: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := deltaFixture(t, mem.New())
+			target := restoreFresh(t, f)
+			if tc.damage != nil {
+				tc.damage(t, target)
+			}
+			o := testOptions(target)
+			o.Delta, o.DeltaCheck = true, tc.check
+			res, err := Run(t.Context(), f.repo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFullRestore(t, f, target)
+			if data, err := os.ReadFile(outside); err == nil && string(data) != "not to be touched" {
+				t.Errorf("a symlink was followed: %s holds %q", outside, data)
+			}
+			files := 0
+			for _, fl := range f.backup.Files {
+				if fl.Type == manifest.TypeFile {
+					files++
+				}
+			}
+			if res.FilesRewritten != tc.rewritten || res.FilesKept != files-tc.rewritten || res.EntriesRemoved != tc.removed ||
+				res.Files != files || res.Placeholders != 0 {
+				t.Errorf("files kept %d, rewritten %d, removed %d, placeholders %d, files %d; want %d, %d, %d, 0, %d",
+					res.FilesKept, res.FilesRewritten, res.EntriesRemoved, res.Placeholders, res.Files,
+					files-tc.rewritten, tc.rewritten, tc.removed, files)
+			}
+			if tc.fetched >= 0 && res.BytesFetched != tc.fetched {
+				t.Errorf("fetched %d bytes, want %d", res.BytesFetched, tc.fetched)
+			}
+			if tc.rewritten == 0 && res.BytesKept != res.Bytes {
+				t.Errorf("kept %d bytes of %d, want all", res.BytesKept, res.Bytes)
+			}
+		})
+	}
+}
+
+func patch(t *testing.T, name string, off int64, data []byte) {
+	t.Helper()
+	fh, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt(data, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func appendTo(t *testing.T, name string, data []byte) {
+	t.Helper()
+	fh, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.Write(data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func touch(t *testing.T, name string, tm time.Time) {
+	t.Helper()
+	if err := os.Chtimes(name, tm, tm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rm(t *testing.T, name string) {
+	t.Helper()
+	if err := os.RemoveAll(name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, name, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshot describes every entry below dir: type, mode, size, mtime,
+// content hash or link target.
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	s := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		switch {
+		case fi.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.Sum256(data)
+			desc += " " + hex.EncodeToString(h[:])
+		case fi.Mode()&fs.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			desc += " -> " + l
+		}
+		s[p] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestDeltaRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+		want    []string
+	}{
+		{"running server", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "postmaster.pid"), strconv.Itoa(os.Getpid())+"\n"+dir+"\n")
+		}, []string{"a server is running", strconv.Itoa(os.Getpid()), "stop it first"}},
+		{"other system identifier", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, pgControlPath), string(testPGControl("7300000000000000999")))
+		}, []string{"system identifier", "7300000000000000999", testSystemID}},
+		{"other system identifier, moved aside", func(t *testing.T, dir string) {
+			rm(t, filepath.Join(dir, pgControlPath))
+			writeFile(t, filepath.Join(dir, deltaControlPath), string(testPGControl("7300000000000000999")))
+		}, []string{"system identifier", "7300000000000000999", testSystemID}},
+		{"no PG_VERSION", func(t *testing.T, dir string) {
+			rm(t, filepath.Join(dir, "PG_VERSION"))
+		}, []string{"not a PostgreSQL data directory", "PG_VERSION"}},
+		{"no pg_control", func(t *testing.T, dir string) {
+			rm(t, filepath.Join(dir, pgControlPath))
+		}, []string{"not a PostgreSQL data directory", "pg_control"}},
+		{"some other directory", func(t *testing.T, dir string) {
+			rm(t, dir)
+			writeFile(t, filepath.Join(dir, "notes.txt"), "mine")
+		}, []string{"not a PostgreSQL data directory"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := deltaFixture(t, mem.New())
+			target := restoreFresh(t, f)
+			tc.prepare(t, target)
+			before := snapshot(t, target)
+			o := testOptions(target)
+			o.Delta = true
+			_, err := Run(t.Context(), f.repo, o)
+			if err == nil {
+				t.Fatal("delta restore was not refused")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if diff := cmp.Diff(before, snapshot(t, target)); diff != "" {
+				t.Errorf("a refused delta restore changed the directory (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestDeltaIntoEmpty: with nothing there, a delta restore is a normal one.
+func TestDeltaIntoEmpty(t *testing.T) {
+	f := deltaFixture(t, mem.New())
+	for _, mk := range []bool{false, true} {
+		target := filepath.Join(t.TempDir(), "data")
+		if mk {
+			mkdir(t, target)
+		}
+		o := testOptions(target)
+		o.Delta = true
+		res, err := Run(t.Context(), f.repo, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFullRestore(t, f, target)
+		if res.BytesFetched != f.backup.Totals.RawBytes || res.FilesKept != 0 {
+			t.Errorf("fetched %d bytes, kept %d files; want every chunk (%d bytes), none kept", res.BytesFetched, res.FilesKept, f.backup.Totals.RawBytes)
+		}
+	}
+}
+
+// TestDeltaInterrupted: a delta restore cancelled while it downloads
+// leaves a directory without pg_control, which a second run completes.
+func TestDeltaInterrupted(t *testing.T) {
+	f := deltaFixture(t, mem.New())
+	target := restoreFresh(t, f)
+	patch(t, filepath.Join(target, bigFile), 3*(64<<10), []byte("changed"))
+	rm(t, filepath.Join(target, "base/1/1259"))
+
+	bs := &blockingStore{Store: f.store, started: make(chan struct{})}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		<-bs.started
+		cancel()
+	}()
+	o := testOptions(target)
+	o.Delta = true
+	_, err := Run(ctx, repository.New(bs), o)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	if !strings.Contains(err.Error(), "run the delta restore again") {
+		t.Errorf("error %q does not say to run the delta restore again", err)
+	}
+	checkNoPGControl(t, target, "cancellation")
+	if _, err := os.Stat(filepath.Join(target, deltaControlPath)); err != nil {
+		t.Errorf("the moved-aside pg_control is gone: %v", err)
+	}
+	if _, err := Run(t.Context(), f.repo, o); err != nil {
+		t.Fatal(err)
+	}
+	checkFullRestore(t, f, target)
+}
+
+// countingStore records the keys read.
+type countingStore struct {
+	providers.Store
+	mu   sync.Mutex
+	gets map[string]int
+}
+
+func (s *countingStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	s.mu.Lock()
+	s.gets[key]++
+	s.mu.Unlock()
+	return s.Store.Get(ctx, key, offset, length)
+}
+
+func TestDeltaFetchesEachChunkOnce(t *testing.T) {
+	f := deltaFixture(t, mem.New())
+	target := filepath.Join(t.TempDir(), "data")
+	mkdir(t, target)
+	writeFile(t, filepath.Join(target, "PG_VERSION"), "15\n")
+	writeFile(t, filepath.Join(target, pgControlPath), string(testPGControl(testSystemID)))
+	cs := &countingStore{Store: f.store, gets: map[string]int{}}
+	o := testOptions(target)
+	o.Delta = true
+	res, err := Run(t.Context(), repository.New(cs), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFullRestore(t, f, target)
+	n := 0
+	for k, c := range cs.gets {
+		if strings.HasPrefix(k, repository.ChunksPrefix) {
+			n++
+			if c != 1 {
+				t.Errorf("%s read %d times", k, c)
+			}
+		}
+	}
+	wantN, wantBytes := contentChunks(f.backup)
+	if n != wantN || res.BytesFetched != wantBytes {
+		t.Errorf("%d chunks, %d bytes fetched; want %d, %d", n, res.BytesFetched, wantN, wantBytes)
+	}
+}
+
+// contentChunks counts the chunks of b that hold some file's content
+// (not only tar headers or the trailer), and their raw bytes.
+func contentChunks(b *manifest.Backup) (int, int64) {
+	n, bytes := 0, int64(0)
+	for ai, a := range b.Archives {
+		offs := b.ChunkOffsets(ai)
+		for ci, c := range a.Chunks {
+			for _, f := range b.Files {
+				if f.Archive == ai && f.Size > 0 && f.Offset < offs[ci]+c.RawSize && f.Offset+f.Size > offs[ci] {
+					n++
+					bytes += c.RawSize
+					break
+				}
+			}
+		}
+	}
+	return n, bytes
+}
+
+// databaseFixture has two user databases besides template1 (oid 1): app
+// (16384) and other (16385), whose large relation file spans several
+// whole chunks.
+func databaseFixture(t *testing.T, store providers.Store) *fixture {
+	t.Helper()
+	return newFixture(t, store, fixtureOptions{extra: []repotest.Member{
+		repotest.File("global/1262", 15, repotest.PseudoRandom(10, 8192)),
+		repotest.File("global/1262.1", 15, repotest.PseudoRandom(11, 8192)),
+		repotest.Dir("pg_xact/", 15),
+		repotest.File("pg_xact/0000", 15, repotest.PseudoRandom(12, 8192)),
+		repotest.Dir("base/16384/", 16),
+		repotest.File("base/16384/PG_VERSION", 16, []byte("15\n")),
+		repotest.File("base/16384/2600", 16, repotest.PseudoRandom(13, 3*8192)),
+		repotest.Dir("base/16385/", 17),
+		repotest.File("base/16385/PG_VERSION", 17, []byte("15\n")),
+		repotest.File("base/16385/pg_filenode.map", 17, repotest.PseudoRandom(14, 512)),
+		repotest.File("base/16385/3000", 17, repotest.PseudoRandom(15, 6*(64<<10)-512)),
+		repotest.File("base/16385/3000_fsm", 17, repotest.PseudoRandom(16, 3*8192)),
+	}})
+}
+
+// fakeDatabases stands in for pgdata.Databases: it checks it is given
+// pg_database's segments in order and pg_xact, and names the fixture's
+// databases.
+func fakeDatabases(f *fixture) func([]byte, pgdata.XactStatusFunc) ([]pgdata.Database, error) {
+	data := func(name string) []byte {
+		for _, m := range f.archives[len(f.archives)-1].members {
+			if m.Name == name {
+				return m.Data
+			}
+		}
+		return nil
+	}
+	return func(pgDatabase []byte, xact pgdata.XactStatusFunc) ([]pgdata.Database, error) {
+		if want := append(slices.Clone(data("global/1262")), data("global/1262.1")...); !bytes.Equal(pgDatabase, want) {
+			return nil, errors.New("pg_database is not global/1262 and global/1262.1 in order")
+		}
+		if x, err := xact("0000"); err != nil || !bytes.Equal(x, data("pg_xact/0000")) {
+			return nil, fmt.Errorf("pg_xact/0000 differs (%v)", err)
+		}
+		if _, err := xact("0001"); !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("pg_xact/0001: %v, want fs.ErrNotExist", err)
+		}
+		return []pgdata.Database{{OID: 1, Name: "template1"}, {OID: 4, Name: "template0"}, {OID: 5, Name: "postgres"},
+			{OID: 16384, Name: "app"}, {OID: 16385, Name: "other"}}, nil
+	}
+}
+
+func TestRestoreDatabases(t *testing.T) {
+	f := databaseFixture(t, mem.New())
+	cs := &countingStore{Store: f.store, gets: map[string]int{}}
+	target := filepath.Join(t.TempDir(), "data")
+	o := testOptions(target)
+	o.Databases = []string{"app"}
+	o.listDatabases = fakeDatabases(f)
+	res, err := Run(t.Context(), repository.New(cs), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeholders := map[string]bool{"base/16385/3000": true, "base/16385/3000_fsm": true}
+	checkRestored(t, target, f.archives[len(f.archives)-1], placeholders)
+	for _, fl := range f.backup.Files {
+		if !placeholders[fl.Path] {
+			continue
+		}
+		fi, err := os.Stat(filepath.Join(target, fl.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(target, fl.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(data)) != fl.Size || strings.Trim(string(data), "\x00") != "" || fi.Mode().Perm() != 0o600 ||
+			!fi.ModTime().Equal(time.Unix(fl.MTime, 0)) {
+			t.Errorf("placeholder %s: %d bytes (want %d of zeros), mode %v, mtime %v", fl.Path, len(data), fl.Size, fi.Mode(), fi.ModTime())
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 >= fl.Size {
+			t.Errorf("placeholder %s is not sparse: %d blocks", fl.Path, st.Blocks)
+		}
+		// The chunks that hold nothing but placeholder content must not
+		// have been downloaded.
+		offs := f.backup.ChunkOffsets(fl.Archive)
+		for ci, c := range f.backup.Archives[fl.Archive].Chunks {
+			if offs[ci] >= fl.Offset && offs[ci]+c.RawSize <= fl.Offset+fl.Size && cs.gets[repository.ChunkKey(c.ID)] > 0 {
+				t.Errorf("chunk %d of %s, all placeholder content, was downloaded", ci, fl.Path)
+			}
+		}
+	}
+	if res.Placeholders != 2 || res.FilesKept != 0 || res.EntriesRemoved != 0 {
+		t.Errorf("placeholders %d, kept %d, removed %d; want 2, 0, 0", res.Placeholders, res.FilesKept, res.EntriesRemoved)
+	}
+	if res.BytesFetched >= f.backup.Totals.RawBytes-5*(64<<10) {
+		t.Errorf("fetched %d of %d bytes: the placeholder's chunks were downloaded", res.BytesFetched, f.backup.Totals.RawBytes)
+	}
+	if data, err := os.ReadFile(filepath.Join(target, "pg_wal", f.segment)); err != nil || !bytes.Equal(data, f.walData) {
+		t.Errorf("WAL segment differs (err %v)", err)
+	}
+}
+
+func TestRestoreDatabasesRefusals(t *testing.T) {
+	f := databaseFixture(t, mem.New())
+	for _, tc := range []struct {
+		name  string
+		edit  func(o *Options)
+		want  error
+		words []string
+	}{
+		{"unknown database", func(o *Options) { o.Databases = []string{"app", "nosuch"} }, nil,
+			[]string{`"nosuch"`, "app, other, postgres, template0, template1"}},
+		{"with delta", func(o *Options) { o.Databases = []string{"app"}; o.Delta = true }, ErrDeltaWithDatabases, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "data")
+			o := testOptions(target)
+			o.listDatabases = fakeDatabases(f)
+			tc.edit(&o)
+			_, err := Run(t.Context(), f.repo, o)
+			if err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			for _, w := range tc.words {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+			if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("target created: %v", err)
+			}
+		})
+	}
+}
