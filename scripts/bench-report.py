@@ -28,6 +28,13 @@ RATIOS = [
     ("R3", "R1", "÷ tar -x"),
     ("R3", "R2", "÷ lz4 | tar -x"),
     ("R4", "R3", "÷ pgstow restore file://"),
+    # Issue 16: against the full restore of the same backup and repository.
+    ("R5", "R3", "÷ full restore file://"),
+    ("R6", "R3", "÷ full restore file://"),
+    ("R7", "R3", "÷ full restore file://"),
+    ("R5m", "R4", "÷ full restore MinIO"),
+    ("R6m", "R4", "÷ full restore MinIO"),
+    ("R7m", "R4", "÷ full restore MinIO"),
 ]
 
 RSS_TARGET_MIB = 128

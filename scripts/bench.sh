@@ -4,7 +4,11 @@
 # Makes a throw-away PostgreSQL 15 cluster with the benchmark dataset, starts
 # MinIO, and times pgstow against its peers (pg_basebackup, tar, lz4), the
 # commands of a group alternating round-robin BENCH_RUNS times: wall time, user
-# and system CPU seconds, peak RSS. Then, unless BENCH_MANYFILES=0, the same on
+# and system CPU seconds, peak RSS. Between the backups and the restores it
+# changes the newest 1% of rows and takes a second backup (untimed), so that
+# the restores also measure issue 16's delta restores and the restore of one
+# database (R5–R7, against the full restore of the same backup, R3 and R4,
+# in the same round-robin). Then, unless BENCH_MANYFILES=0, the same on
 # a second throw-away cluster of many small tables (the main cluster stopped
 # first, so neither dataset's figures depend on the other). Writes
 # BENCH_OUT/results-<UTC>.md (the tables) and BENCH_OUT/runs-<UTC>.csv (every
@@ -16,8 +20,16 @@
 #   BENCH_SCALE       pgbench scale                       (default 30)
 #   BENCH_RUNS        runs of every command               (default 5)
 #   BENCH_OUT         results directory                   (default bench-results/ in the checkout)
-#   BENCH_REUSE_PORT  use the already loaded cluster on 127.0.0.1:PORT, database
-#                     bench, instead of making one (it is only read and backed up)
+#   BENCH_REUSE_PORT  use the already loaded cluster on 127.0.0.1:PORT (databases
+#                     bench and pgbench) instead of making one. The harness
+#                     updates its newest 1% of rows (see change_rows). A cluster
+#                     of the layout before issue 16 (pgbench tables in bench) is
+#                     migrated once: pgbench -i into database pgbench, the old
+#                     pgbench tables dropped from bench
+#   BENCH_ONLY        all: everything; restore: only the pgstow restores of the
+#                     main dataset (R3, R4 and issue 16's R5–R7 on file:// and
+#                     MinIO), their backups made untimed, no many-files dataset
+#                     (default all)
 #   BENCH_LOADER      auto (../shared/bench/mkdata.sh when present, else the
 #                     built-in recipe), shared or builtin (default auto)
 #   BENCH_MANYFILES   1: also measure the many-small-files dataset, 0: not (default 1)
@@ -46,12 +58,14 @@ MF_TABLES=${BENCH_MANYFILES_TABLES:-20000}
 MF_REUSE_PORT=${BENCH_REUSE_MANYFILES_PORT:-}
 CPUPROFILE=${BENCH_CPUPROFILE:-0}
 LOADER=${BENCH_LOADER:-auto}
+ONLY=${BENCH_ONLY:-all}
 TMPBASE=${BENCH_TMP:-/var/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 MINIO_BIN=$ROOT/.cache/bin/minio
 PGSTOW=$ROOT/bin/pgstow
 SHARED_MKDATA=$ROOT/../shared/bench/mkdata.sh
-DB=bench
+DB=bench     # the orders table
+PGB_DB=pgbench # the pgbench tables: restore --database pgbench restores them alone
 MF_DB=manyfiles
 BUCKET=pgstow-bench
 S3_KEY=pgstowbench
@@ -75,6 +89,11 @@ case $MANYFILES in 0 | 1) ;; *) die "BENCH_MANYFILES must be 0 or 1 (got '$MANYF
 case $CPUPROFILE in 0 | 1) ;; *) die "BENCH_CPUPROFILE must be 0 or 1 (got '$CPUPROFILE')" ;; esac
 [[ $MF_TABLES =~ ^[1-9][0-9]*$ ]] || die "BENCH_MANYFILES_TABLES must be a positive integer (got '$MF_TABLES')"
 case $LOADER in auto | shared | builtin) ;; *) die "BENCH_LOADER must be auto, shared or builtin" ;; esac
+case $ONLY in
+all) ;;
+restore) MANYFILES=0 ;;
+*) die "BENCH_ONLY must be all or restore (got '$ONLY')" ;;
+esac
 
 # --- prerequisites -------------------------------------------------------------
 need() { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2"; }
@@ -180,11 +199,11 @@ make -s build
 PSQL=("$PGBIN/psql" -h 127.0.0.1 -U postgres -X -q -v ON_ERROR_STOP=1)
 
 # The built-in recipe, used when ../shared/bench/mkdata.sh is not there (CI):
-# the same shape as the shared one so that figures stay comparable —
-# pgbench -i -s SCALE, then an orders table of ROWS rows (ids, foreign keys,
-# timestamps, numerics, short enums, SKU codes, text from a 240-word vocabulary,
-# an md5 token, a jsonb payload) loaded by two sessions, three indexes,
-# VACUUM (FREEZE, ANALYZE) and CHECKPOINT.
+# the same shape as the shared one so that figures stay comparable — an
+# orders table of ROWS rows (ids, foreign keys, timestamps, numerics, short
+# enums, SKU codes, text from a 240-word vocabulary, an md5 token, a jsonb
+# payload) loaded by two sessions, three indexes, VACUUM (FREEZE, ANALYZE) and
+# CHECKPOINT, then pgbench -i -s SCALE into its own database (load_pgbench).
 # 240 words for the orders.note text.
 BUILTIN_WORDS="
 	able ace act active add age agent aim air alert amount annual ant apply
@@ -215,7 +234,6 @@ builtin_load() { # PORT ROWS SCALE
 	local psql=("${PSQL[@]}" -p "$port")
 	t0=$(date +%s)
 	"${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-	"$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$scale" -q "$DB" 2>&1 | tail -n 1
 	"${psql[@]}" -d "$DB" <<'SQL'
 CREATE TABLE orders (
   id          bigint PRIMARY KEY,
@@ -244,7 +262,43 @@ SQL
 	wait "$p2"
 	"${psql[@]}" -d "$DB" -c "VACUUM (FREEZE, ANALYZE)"
 	"${psql[@]}" -d postgres -c "VACUUM (FREEZE)" -c "CHECKPOINT"
+	load_pgbench "$port" "$scale"
 	log "built-in dataset loaded in $(($(date +%s) - t0)) s"
+}
+
+# load_pgbench PORT SCALE: pgbench -i -s SCALE into database pgbench (made
+# anew), VACUUM (FREEZE, ANALYZE) there, then the pgbench tables dropped from
+# database bench if they are there (the shared mkdata.sh, which the harness
+# runs with scale 1, and clusters loaded before issue 16 put them there), and
+# CHECKPOINT. The pgbench tables have a database of their own so that
+# "restore --database pgbench" restores them alone (issue 16's R7).
+load_pgbench() {
+	local port=$1 scale=$2
+	local psql=("${PSQL[@]}" -p "$port")
+	"${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS $PGB_DB" -c "CREATE DATABASE $PGB_DB"
+	# tail reads to the end: no SIGPIPE for pgbench under pipefail.
+	"$PGBIN/pgbench" -h 127.0.0.1 -p "$port" -U postgres -i -s "$scale" -q "$PGB_DB" 2>&1 | tail -n 1
+	"${psql[@]}" -d "$PGB_DB" -c "VACUUM (FREEZE, ANALYZE)"
+	"${psql[@]}" -d "$DB" -c "DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history"
+	"${psql[@]}" -d postgres -c "CHECKPOINT"
+}
+
+# pgbench_layout PORT: where the cluster on PORT keeps the pgbench tables:
+# "new" (database pgbench only), "old" (in database bench: the layout before
+# issue 16, or a migration cut short) or "none".
+pgbench_layout() {
+	local port=$1 inbench inown=f
+	inbench=$("${PSQL[@]}" -p "$port" -d "$DB" -Atc "SELECT to_regclass('public.pgbench_accounts') IS NOT NULL")
+	if [ "$("${PSQL[@]}" -p "$port" -d postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$PGB_DB'")" = 1 ]; then
+		inown=$("${PSQL[@]}" -p "$port" -d "$PGB_DB" -Atc "SELECT to_regclass('public.pgbench_accounts') IS NOT NULL")
+	fi
+	if [ "$inbench" = t ]; then
+		echo old
+	elif [ "$inown" = t ]; then
+		echo new
+	else
+		echo none
+	fi
 }
 
 builtin_orders() { # PORT FIRST LAST SEED: one loader session for ids FIRST..LAST
@@ -286,17 +340,36 @@ if [ -n "$REUSE_PORT" ]; then
 	"${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 1" >/dev/null ||
 		die "no database $DB on 127.0.0.1:$PORT (BENCH_REUSE_PORT)"
 	LOADER="reused cluster on port $PORT"
+	case $(pgbench_layout "$PORT") in
+	new) ;;
+	old)
+		# The layout before issue 16: migrated, once, rather than refused,
+		# so that a loaded cluster need not be rebuilt (six minutes).
+		mscale=$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT count(*) FROM pgbench_branches")
+		[[ $mscale =~ ^[1-9][0-9]*$ ]] || die "the pgbench tables of database $DB on port $PORT have no branches: load the cluster anew"
+		say "the cluster on port $PORT has the pgbench tables in database $DB (the layout before issue 16): moving them into database $PGB_DB (pgbench -i -s $mscale, then DROP TABLE in $DB), once"
+		load_pgbench "$PORT" "$mscale" >"$WORK/logs/migrate.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/migrate.log" >&2; die "moving the pgbench tables into database $PGB_DB failed"; }
+		LOADER="$LOADER, pgbench tables moved into database $PGB_DB by this run"
+		;;
+	*) die "no pgbench tables on 127.0.0.1:$PORT (neither database $PGB_DB nor $DB has pgbench_accounts): load the cluster anew" ;;
+	esac
 else
 	PORT=$(free_ports 1)
 	say "throw-away PostgreSQL 15 cluster on 127.0.0.1:$PORT"
 	new_cluster "$WORK/pg" "$PORT"
 	MAIN_CLUSTER=$WORK/pg
 	if [ "$LOADER" = shared ]; then
-		say "dataset: $SHARED_MKDATA $PORT $DB $ROWS $SCALE"
-		PATH=$PGBIN:$PATH bash "$SHARED_MKDATA" "$PORT" "$DB" "$ROWS" "$SCALE" >"$WORK/logs/mkdata.log" 2>&1 ||
+		# mkdata.sh puts the pgbench tables next to orders: given scale 1
+		# (seconds), they are then dropped there and loaded at SCALE into
+		# database pgbench (load_pgbench), otherwise the same dataset.
+		say "dataset: $SHARED_MKDATA $PORT $DB $ROWS 1, then pgbench -i -s $SCALE into database $PGB_DB"
+		PATH=$PGBIN:$PATH bash "$SHARED_MKDATA" "$PORT" "$DB" "$ROWS" 1 >"$WORK/logs/mkdata.log" 2>&1 ||
 			{ tail -n 30 "$WORK/logs/mkdata.log" >&2; die "dataset load failed"; }
 		grep -E '^mkdata:' "$WORK/logs/mkdata.log" >&2 || true
-		LOADER="../shared/bench/mkdata.sh"
+		load_pgbench "$PORT" "$SCALE" >"$WORK/logs/load-pgbench.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/load-pgbench.log" >&2; die "pgbench -i into database $PGB_DB failed"; }
+		LOADER="../shared/bench/mkdata.sh (orders), pgbench -i into database $PGB_DB"
 	else
 		say "dataset: built-in recipe, $ROWS orders rows, pgbench scale $SCALE"
 		# In the background and waited for: a function called in a || list
@@ -389,8 +462,8 @@ fact "CPU" "$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpui
 fact "memory" "$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 fact "kernel" "$(uname -sr)"
 fact "work directory" "$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $1}')"
-fact "dataset" "$LOADER; $("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 'orders rows ' || (SELECT count(*) FROM orders) || ', pgbench scale ' || (SELECT count(*) FROM pgbench_branches)" 2>/dev/null || echo "orders rows $ROWS, pgbench scale $SCALE (as requested)")"
-fact "database size" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT pg_size_pretty(pg_database_size('$DB')) || ' (' || pg_database_size('$DB') || ' bytes)'")"
+fact "dataset" "$LOADER; $("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 'orders rows ' || count(*) || ' (database $DB)' FROM orders" 2>/dev/null || echo "orders rows $ROWS (as requested)"), $("${PSQL[@]}" -p "$PORT" -d "$PGB_DB" -Atc "SELECT 'pgbench scale ' || count(*) || ' (database $PGB_DB)' FROM pgbench_branches" 2>/dev/null || echo "pgbench scale $SCALE (as requested)")"
+fact "database size" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)) || ' (' || pg_database_size(datname) || ' bytes)', ', ' ORDER BY datname) FROM pg_database WHERE datname IN ('$DB', '$PGB_DB')")"
 fact "base.tar bytes" "$BASE_BYTES"
 fact "files in base.tar" "$(tar_files "$BASE_TAR")"
 fact "runs per command" "$RUNS"
@@ -398,7 +471,7 @@ fact "runs per command" "$RUNS"
 # --- measuring --------------------------------------------------------------------------
 CSV=$WORK/runs.csv
 CMDS=$WORK/commands.tsv
-echo "started_utc,dataset,group,id,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,server_cpu_s,store_cpu_s,raw_bytes,stored_bytes,new_bytes" >"$CSV"
+echo "started_utc,dataset,group,id,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,server_cpu_s,store_cpu_s,raw_bytes,stored_bytes,new_bytes,fetched_bytes,check" >"$CSV"
 FAILED=0
 
 # measure DATASET GROUP ID RUN COMMAND: runs COMMAND (a bash command line)
@@ -487,8 +560,16 @@ def B4 backup "pgstow backup → MinIO" "pgstow backup --repo 's3://BUCKET/PREFI
 def B5 backup "pgstow backup → file://, second" "pgstow backup --repo file://REPO --checkpoint fast   (the repository B3 just filled, unchanged data)"
 def R1 restore "tar -x (uncompressed base.tar)" "tar -x -f base.tar -C DIR && sync -f DIR"
 def R2 restore "lz4 -dc | tar -x" "lz4 -dc base.tar.lz4 | tar -x -C DIR && sync -f DIR   (base.tar.lz4 of B2 run 1)"
-def R3 restore "pgstow restore ← file://" "pgstow restore --repo file://REPO -D DIR   (REPO of B3/B5 run 1; fsyncs itself)"
-def R4 restore "pgstow restore ← MinIO" "pgstow restore --repo 's3://BUCKET/PREFIX?…' -D DIR   (PREFIX of B4 run 1)"
+def R3 restore "pgstow restore ← file://" "pgstow restore --repo file://REPO -D DIR --json > OUT   (REPO of B3/B5 run 1, its latest backup; on the main dataset backup 2; fsyncs itself)"
+def R4 restore "pgstow restore ← MinIO" "pgstow restore --repo 's3://BUCKET/PREFIX?…' -D DIR --json > OUT   (PREFIX of B4 run 1, its latest backup; on the main dataset backup 2)"
+# Issue 16 (delta_prep says what backups 1 and 2 are).
+def R5 restore "pgstow restore --delta, backup 1's restore → backup 2 ← file://" "rm -rf DIR; cp -a PRISTINE1 DIR; sync (untimed), then pgstow restore --delta --repo file://REPO -D DIR --json > OUT"
+def R6 restore "pgstow restore --delta onto backup 2's restore ← file://" "rm -rf DIR; cp -a PRISTINE2 DIR; sync (untimed), then pgstow restore --delta --repo file://REPO -D DIR --json > OUT   (checksum mode, the default)"
+def R7 restore "pgstow restore --database pgbench ← file://" "pgstow restore --database pgbench --repo file://REPO -D DIR --json > OUT   (then, untimed: start DIR, count pgbench_accounts)"
+def R5m restore "pgstow restore --delta, backup 1's restore → backup 2 ← MinIO" "as R5 with --repo 's3://BUCKET/PREFIX?…' (PREFIX of B4 run 1)"
+def R6m restore "pgstow restore --delta onto backup 2's restore ← MinIO" "as R6 with --repo 's3://BUCKET/PREFIX?…', PRISTINE2 restored from that prefix"
+def R7m restore "pgstow restore --database pgbench ← MinIO" "as R7 with --repo 's3://BUCKET/PREFIX?…'"
+DELTA_IDS=(R5 R6 R7 R5m R6m R7m)
 # cmd_defs DATASET ID...: the report's list of the commands measured on DATASET.
 cmd_defs() {
 	local ds=$1 id
@@ -542,10 +623,169 @@ run_backups() {
 	done
 }
 
+# untimed NAME COMMAND...: a setup step of the measurements, not measured; its
+# output goes to logs/NAME.log, shown when it fails (which ends the run).
+untimed() {
+	local name=$1
+	shift
+	"$@" >"$WORK/logs/$name.log" 2>&1 || { tail -n 30 "$WORK/logs/$name.log" >&2; die "$name failed: $*"; }
+}
+# latest_id URL: the id of the newest backup in the repository.
+latest_id() {
+	"$PGSTOW" list --json --repo "$1" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["id"])'
+}
+
+# change_rows PORT: issue 16's "1% of rows changed": the newest 1% of the rows
+# (the highest ids) of pgbench_accounts and of orders updated, then
+# CHECKPOINT, so that the change is in the data files a backup reads.
+# The newest rows, not 1% at random: an OLTP workload updates recent rows
+# (open orders, active accounts), and random updates would touch about half
+# the pages of a table of ~60 rows a page (1 - 0.99^60 ≈ 45%), which no
+# page- or chunk-level delta can avoid. The updates are not HOT (the pages are
+# full), so the new row versions go to the tables' ends and every index gets
+# an entry: at the right end for the ids, at random leaves for orders'
+# customer and token indexes (that is in the figures; docs/benchmarks.md).
+# On a reused cluster this runs at every harness run (the values drift by
+# one each time; autovacuum takes the dead row versions).
+change_rows() {
+	local psql=("${PSQL[@]}" -p "$1")
+	# &&: called by untimed, in a || list, where set -e does not hold.
+	"${psql[@]}" -d "$PGB_DB" -c "UPDATE pgbench_accounts SET abalance = abalance + 1
+		WHERE aid > (SELECT max(aid) - count(*) / 100 FROM pgbench_accounts)" &&
+		"${psql[@]}" -d "$DB" -c "UPDATE orders SET status = CASE status WHEN 'delivered' THEN 'returned' ELSE 'delivered' END,
+		amount = amount + 1 WHERE id > (SELECT max(id) - count(*) / 100 FROM orders)" &&
+		"${psql[@]}" -d postgres -c "CHECKPOINT"
+}
+
+# delta_prep T S3PREFIX: the setting of issue 16's restores, untimed, after
+# the backups (run 1's file repository T/repo-1 and MinIO prefix S3PREFIX1
+# each hold a backup of the loaded data: backup 1):
+# - the newest backup of T/repo-1 (backup 1) restored once into T/pristine-1
+#   (R5 and R5m start from copies of it);
+# - change_rows, then backup 2 into T/repo-1 and into the MinIO prefix: from
+#   then on the latest backup of both, so that R3 and R4, the full restores
+#   the new rows are compared with, restore backup 2 too;
+# - backup 2 restored once from each into T/pristine-2f and T/pristine-2m
+#   (R6 and R6m start from copies of them: a delta onto an identical directory);
+# - the rows of pgbench_accounts, which R7's check expects.
+# Sets RAW2_FILE and RAW2_S3 (backup 2's raw bytes in each) and SRC_ACCOUNTS.
+RAW2_FILE='' RAW2_S3='' SRC_ACCOUNTS=''
+delta_prep() {
+	local t=$1 file_repo=file://$1/repo-1 s3 b1
+	s3=$(s3_url "${2}1")
+	b1=$(latest_id "$file_repo") || die "cannot read the backups of $file_repo"
+	say "issue 16 setting (untimed): backup 1 ($b1) restored into pristine-1; 1% of rows changed; backup 2 to file:// and MinIO, restored into pristine-2f and -2m"
+	untimed restore-b1 "$PGSTOW" restore --repo "$file_repo" --backup "$b1" -D "$t/pristine-1"
+	untimed change-rows change_rows "$PORT"
+	untimed backup2-file "$PGSTOW" backup --pg "$PG_CONN" --repo "$file_repo" --checkpoint fast --label bench-delta
+	untimed backup2-s3 "$PGSTOW" backup --pg "$PG_CONN" --repo "$s3" --checkpoint fast --label bench-delta
+	RAW2_FILE=$(pgstow_sizes "$file_repo" | cut -d, -f1)
+	RAW2_S3=$(pgstow_sizes "$s3" | cut -d, -f1)
+	untimed restore-b2-file "$PGSTOW" restore --repo "$file_repo" -D "$t/pristine-2f"
+	untimed restore-b2-s3 "$PGSTOW" restore --repo "$s3" -D "$t/pristine-2m"
+	SRC_ACCOUNTS=$("${PSQL[@]}" -p "$PORT" -d "$PGB_DB" -Atc "SELECT count(*) FROM pgbench_accounts")
+	log "backup 1 $b1; backup 2 $(latest_id "$file_repo") (file://, $RAW2_FILE raw bytes), $(latest_id "$s3") (MinIO, $RAW2_S3 raw bytes); pgbench_accounts rows $SRC_ACCOUNTS"
+	fact "issue 16 setting" "backup 1: $b1 (file://, run 1's repository, restored for R5/R5m); 1% of rows changed (change_rows); backup 2: $RAW2_FILE raw bytes (file://), $RAW2_S3 (MinIO); pgbench_accounts rows $SRC_ACCOUNTS"
+}
+
+# fetched_of OUT LOG: the bytes a restore downloaded (raw bytes of the
+# chunks fetched), from its --json output OUT, else from a JSON or key=value
+# line of its log LOG: the value of a key named bytes_fetched, fetched_bytes,
+# BytesFetched or the like, wherever it is nested; failing that, the raw_bytes
+# of the log's "restore complete" line (a full restore fetches every chunk).
+# Empty when neither says.
+fetched_of() {
+	python3 - "$1" "$2" <<'PY' 2>/dev/null || true
+import json, re, sys
+KEY = re.compile(r"^(bytes_?fetched|fetched_?bytes)$", re.I)
+def find(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if KEY.match(str(k)) and isinstance(v, (int, float)) and not isinstance(v, bool):
+                return int(v)
+        o = list(o.values())
+    if isinstance(o, list):
+        for v in o:
+            r = find(v)
+            if r is not None:
+                return r
+    return None
+def text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+out, log = text(sys.argv[1]), text(sys.argv[2])
+val = None
+try:
+    val = find(json.loads(out))
+except ValueError:
+    pass
+if val is None:
+    for line in (out + "\n" + log).splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                r = find(json.loads(line))
+            except ValueError:
+                continue
+            if r is not None:
+                val = r
+if val is None:
+    m = re.findall(r"(?i)\b(?:bytes_?fetched|fetched_?bytes)\"?\s*[=:]\s*\"?(\d+)\b", out + "\n" + log)
+    if m:
+        val = int(m[-1])
+if val is None:
+    # A full restore's summary may say it as raw_bytes only (every chunk's
+    # raw size: all of them are fetched).
+    for line in log.splitlines():
+        if "restore complete" in line:
+            m = re.search(r"\braw_bytes\"?\s*[=:]\s*\"?(\d+)\b", line)
+            if m:
+                val = int(m.group(1))
+if val is not None:
+    print(val)
+PY
+}
+
+# check_pgbench DIR: after R7, untimed: starts the cluster restored in DIR (as
+# postgres, on 127.0.0.1 and a free port, its own socket directory, trust
+# authentication, no archiving), counts pgbench_accounts in database pgbench
+# and stops it. Sets CHECK to OK when the count is the source's
+# (SRC_ACCOUNTS), else FAIL (the why on stderr and in BENCH_OUT).
+CHECK=
+check_pgbench() {
+	local d=$1 port n='' keep=() x lf
+	lf=$WORK/logs/check-$(basename "$d").log
+	CHECK=FAIL
+	port=$(free_ports 1)
+	: >"$lf" # the server's log: postgres writes it, in a directory of root's
+	if is_root; then chown -R postgres: "$d" "$lf"; fi
+	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$d/pg_hba.conf"
+	if as_pg "$PGBIN/pg_ctl" -D "$d" -l "$lf" -w -t 600 \
+		-o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$d -c archive_mode=off" start >/dev/null 2>&1; then
+		PG_RUNNING+=("$d")
+		n=$("${PSQL[@]}" -p "$port" -d "$PGB_DB" -Atc "SELECT count(*) FROM pgbench_accounts" 2>>"$lf") || n=
+		as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null 2>&1 ||
+			as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+		for x in "${PG_RUNNING[@]}"; do [ "$x" = "$d" ] || keep+=("$x"); done
+		PG_RUNNING=("${keep[@]}")
+	fi
+	if [ -n "$n" ] && [ "$n" = "$SRC_ACCOUNTS" ]; then
+		CHECK=OK
+	else
+		echo "bench: check of $d: pgbench_accounts has '${n:-no answer}' rows, the source $SRC_ACCOUNTS" >&2
+		tail -n 10 "$lf" 2>/dev/null | sed 's/^/    /' >&2 || true
+		cp "$lf" "$OUT/failed-$STAMP-check-$(basename "$d").log" 2>/dev/null || true
+	fi
+}
+
 # run_restores DATASET BASE_TAR T S3PREFIX ID...: the restore commands ID...,
-# round-robin, RUNS times, from base.tar and run 1's outputs of run_backups.
+# round-robin, RUNS times, from base.tar and run 1's outputs of run_backups
+# (and, for issue 16's R5–R7m, delta_prep's).
 run_restores() {
-	local ds=$1 base_tar=$2 t=$3 pfx=$4 run id d c
+	local ds=$1 base_tar=$2 t=$3 pfx=$4 run id d c o src raw fetched lf
 	shift 4
 	local lz4_src=$t/lz4-1/base.tar.lz4 file_src=file://$t/repo-1 s3_src
 	s3_src=$(s3_url "${pfx}1")
@@ -553,17 +793,43 @@ run_restores() {
 	for run in $(seq 1 "$RUNS"); do
 		for id in "$@"; do
 			d=$t/restore-$id-$run
-			mkdir -p "$d"
+			o=$WORK/logs/out-$ds-$id-$run.json
+			lf=$WORK/logs/$id-$run.log # measure's log of the run
+			[ "$ds" = main ] || lf=$WORK/logs/$ds-$id-$run.log
+			rm -rf "$d"
+			# The delta rows' directory: a copy of a pristine restore, made
+			# before the timing (measure syncs before it starts the clock).
+			case $id in
+			R5 | R5m) cp -a "$t/pristine-1" "$d" ;;
+			R6) cp -a "$t/pristine-2f" "$d" ;;
+			R6m) cp -a "$t/pristine-2m" "$d" ;;
+			*) mkdir -p "$d" ;;
+			esac
 			chmod 700 "$d"
+			src=$file_src raw=$RAW2_FILE
+			case $id in R4 | R?m) src=$s3_src raw=$RAW2_S3 ;; esac
 			case $id in
 			R1) c="tar -x -f $(printf '%q' "$base_tar") -C $(printf '%q' "$d") && sync -f $(printf '%q' "$d")" ;;
 			R2) c="lz4 -dc $(printf '%q' "$lz4_src") | tar -x -C $(printf '%q' "$d") && sync -f $(printf '%q' "$d")" ;;
-			R3) c="$(printf '%q ' "$PGSTOW" restore --repo "$file_src" -D "$d")" ;;
-			R4) c="$(printf '%q ' "$PGSTOW" restore --repo "$s3_src" -D "$d")" ;;
+			R3 | R4) c="$(printf '%q ' "$PGSTOW" restore --repo "$src" -D "$d" --json)> $(printf '%q' "$o")" ;;
+			R5 | R6 | R5m | R6m) c="$(printf '%q ' "$PGSTOW" restore --delta --repo "$src" -D "$d" --json)> $(printf '%q' "$o")" ;;
+			R7 | R7m) c="$(printf '%q ' "$PGSTOW" restore --database "$PGB_DB" --repo "$src" -D "$d" --json)> $(printf '%q' "$o")" ;;
 			*) die "run_restores: unknown command $id" ;;
 			esac
 			measure "$ds" restore "$id" "$run" "$c"
-			row ",,"
+			case $id in
+			R1 | R2) row ",," ;;
+			*)
+				fetched=$(fetched_of "$o" "$lf")
+				CHECK=
+				case $id in R7 | R7m) if [ "$LAST_RC" -eq 0 ]; then check_pgbench "$d"; else CHECK=FAIL; fi ;; esac
+				[ -z "$CHECK" ] || log "$id run $run: the restored cluster's pgbench_accounts check: $CHECK"
+				# raw: backup 2's raw bytes, the unit of the fetched share;
+				# only the main dataset has a backup 2.
+				[ "$ds" = main ] || raw=
+				row "$raw,,,$fetched,$CHECK"
+				;;
+			esac
 			rm -rf "$d"
 		done
 	done
@@ -597,11 +863,24 @@ profile_runs() {
 }
 
 MAIN_BACKUPS=(B1 B2 B3 B4 B5)
-MAIN_RESTORES=(R1 R2 R3 R4)
+MAIN_RESTORES=(R1 R2 R3 R4 "${DELTA_IDS[@]}")
+if [ "$ONLY" = restore ]; then
+	MAIN_BACKUPS=()
+	MAIN_RESTORES=(R3 R4 "${DELTA_IDS[@]}")
+fi
 cmd_defs main "${MAIN_BACKUPS[@]}" "${MAIN_RESTORES[@]}"
 SERVER_PID=$(postmaster_of "$PORT")
 [ -n "$SERVER_PID" ] || log "no postmaster PID found for port $PORT: server CPU is not measured"
-run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
+if [ "$ONLY" = restore ]; then
+	# The restores' sources, as run_backups' run 1 leaves them (B3, B4), untimed.
+	say "BENCH_ONLY=restore: backup 1 into file:// and MinIO (untimed)"
+	mkdir -p "$WORK/t"
+	untimed setup-backup-file "$PGSTOW" backup --pg "$PG_CONN" --repo "file://$WORK/t/repo-1" --checkpoint fast --label bench-first
+	untimed setup-backup-s3 "$PGSTOW" backup --pg "$PG_CONN" --repo "$(s3_url b1)" --checkpoint fast --label bench-s3
+else
+	run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
+fi
+delta_prep "$WORK/t" b
 run_restores main "$BASE_TAR" "$WORK/t" b "${MAIN_RESTORES[@]}"
 profile_runs main "$PG_CONN" "$WORK/t"
 
@@ -706,6 +985,72 @@ max_locks_per_transaction = 256"
 fi
 
 # --- the report -------------------------------------------------------------------------
+# delta_targets CSV: issue 16's targets next to this run's figures (Markdown),
+# for the reader; never judged. The full restore each row is compared with is
+# the same run's, from the same repository: R3 (file://) or R4 (MinIO). Bytes
+# fetched are what pgstow restore reported (fetched_of), over backup 2's raw
+# bytes (pgstow list --json), the highest of the runs.
+delta_targets() {
+	python3 - "$1" <<'PY'
+import csv, statistics, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as f:
+    runs = [r for r in csv.DictReader(f) if (r.get("dataset") or "main") == "main"]
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+def ok(cid):
+    return [r for r in runs if r.get("id") == cid and (r.get("exit_code") or "") == "0" and num(r.get("wall_s")) is not None]
+def median(cid):
+    w = [num(r["wall_s"]) for r in ok(cid)]
+    return statistics.median(w) if w else None
+def ratio(cid, full):
+    a, b = median(cid), median(full)
+    return None if a is None or not b else a / b
+def fetched_share(cid):
+    v = [(num(r.get("fetched_bytes")), num(r.get("raw_bytes"))) for r in ok(cid)]
+    v = [f / raw for f, raw in v if f is not None and raw]
+    return max(v) if v else None
+def verdict(v, goal, fmt):
+    return "—" if v is None else f"{fmt(v)} ({'met' if v <= goal else 'missed'})"
+x = lambda v: f"{v:.2f}×"
+pct = lambda v: f"{v * 100:.2f}%"
+def check(cid):
+    all_runs = [r for r in runs if r.get("id") == cid]
+    if not all_runs:
+        return "—"
+    good = sum(1 for r in all_runs if r.get("check") == "OK")
+    return f"{'OK' if good == len(all_runs) else 'FAIL'} ({good} of {len(all_runs)} runs)"
+rows = [
+    ("R5 delta restore of backup 1's restore to backup 2 ÷ full restore", "≤ 0.20×",
+     lambda s, full: verdict(ratio("R5" + s, full), 0.20, x)),
+    ("R5 bytes fetched ÷ backup 2's raw bytes", "≤ 5%",
+     lambda s, full: verdict(fetched_share("R5" + s), 0.05, pct)),
+    ("R6 delta restore onto backup 2's restore ÷ full restore", "≤ 0.5×",
+     lambda s, full: verdict(ratio("R6" + s, full), 0.5, x)),
+    ("R6 bytes fetched ÷ backup 2's raw bytes", "0",
+     lambda s, full: verdict(fetched_share("R6" + s), 0.0, pct)),
+    ("R7 restore --database pgbench ÷ full restore", "≤ 0.35×",
+     lambda s, full: verdict(ratio("R7" + s, full), 0.35, x)),
+    ("R7 restored cluster starts, pgbench_accounts rows = the source's", "OK",
+     lambda s, full: check("R7" + s)),
+]
+out = ["", "## Against the targets of issue 16", "",
+       "Median wall times of the same run; the full restore is R3 (file://) or R4 (MinIO) of the same "
+       "backup 2. Bytes fetched: what `pgstow restore` reported, over backup 2's raw bytes, the highest of the runs.", "",
+       "| target | goal | file:// (÷ R3) | MinIO (÷ R4) |", "|---|---|---|---|"]
+for name, goal, f in rows:
+    out.append(f"| {name} | {goal} | {f('', 'R3')} | {f('m', 'R4')} |")
+full = [(c, num(r.get("fetched_bytes")), num(r.get("raw_bytes"))) for c in ("R3", "R4") for r in ok(c)]
+full = [f"{c} {f / raw:.3f}" for c, f, raw in full if f is not None and raw]
+if full:
+    out += ["", "Bytes fetched ÷ raw bytes of the full restores (each run): " + ", ".join(full) + "."]
+out.append("")
+print("\n".join(out))
+PY
+}
+
 fact "harness runtime" "$(($(date +%s) - T0)) s (build, clusters and datasets included)"
 MD=$OUT/results-$STAMP.md
 cp "$CSV" "$OUT/runs-$STAMP.csv"
@@ -713,6 +1058,9 @@ MF_ARGS=()
 [ -z "$MF_BASE_BYTES" ] || MF_ARGS=(--manyfiles-base-bytes "$MF_BASE_BYTES")
 python3 "$ROOT/scripts/bench-report.py" --csv "$CSV" --commands "$CMDS" --facts "$FACTS" \
 	--base-bytes "$BASE_BYTES" "${MF_ARGS[@]}" --csv-name "runs-$STAMP.csv" >"$MD" || die "bench-report.py failed"
+if [ -n "$SRC_ACCOUNTS" ]; then
+	{ echo; delta_targets "$CSV"; } >>"$MD" || die "the issue 16 targets' table failed"
+fi
 cat "$MD"
 log "wrote $MD and $OUT/runs-$STAMP.csv in $(($(date +%s) - T0)) s"
 if [ "$FAILED" -gt 0 ]; then
