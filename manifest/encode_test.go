@@ -55,7 +55,7 @@ func testBackup() *Backup {
 		Files: []File{
 			{Path: "backup_label", Type: TypeFile, Mode: 0o600, MTime: 1795466811, Size: 227, CRC32C: 0xdeadbeef, Archive: 0, Offset: 512},
 			{Path: "global/", Type: TypeDir, Mode: 0o700, MTime: 1795466811, Archive: 0, Offset: 1024},
-			{Path: "global/pg_control", Type: TypeFile, Mode: 0o600, MTime: 1795466811, Size: 8192, CRC32C: 1, Archive: 0, Offset: 1536},
+			{Path: "global/pg_control", Type: TypeFile, Mode: 0o600, MTime: 1795466811, Size: 8192, CRC32C: 1, SHA256: chunkID("pg_control"), Archive: 0, Offset: 1536},
 			{Path: "pg_tblspc/16384", Type: TypeSymlink, Mode: 0o777, LinkTarget: "/srv/ts1", Archive: 0, Offset: 9728},
 			{Path: "PG_17_202406281/5/16385", Type: TypeFile, Mode: 0o600, Size: 2048, Archive: 1, Offset: 512},
 		},
@@ -395,6 +395,11 @@ func TestValidate(t *testing.T) {
 		}, wantErr: "overflow"},
 		{name: "archive name with slash", edit: func(b *Backup) { b.Archives[0].Name = "../base.tar" }, wantErr: "invalid archive name"},
 		{name: "archive name empty", edit: func(b *Backup) { b.Archives[0].Name = "" }, wantErr: "invalid archive name"},
+		{name: "file sha256 upper case", edit: func(b *Backup) { b.Files[2].SHA256 = strings.ToUpper(b.Files[2].SHA256) }, wantErr: "file 2 (global/pg_control): invalid sha256"},
+		{name: "file sha256 short", edit: func(b *Backup) { b.Files[2].SHA256 = b.Files[2].SHA256[:63] }, wantErr: "invalid sha256"},
+		{name: "file sha256 not hex", edit: func(b *Backup) { b.Files[2].SHA256 = strings.Repeat("g", 64) }, wantErr: "invalid sha256"},
+		{name: "file sha256 on a directory", edit: func(b *Backup) { b.Files[1].SHA256 = chunkID("dir") }, wantErr: "file 1 (global/): invalid sha256"},
+		{name: "file sha256 on a symlink", edit: func(b *Backup) { b.Files[3].SHA256 = chunkID("link") }, wantErr: "on a regular file"},
 		{name: "archive index negative", edit: func(b *Backup) { b.Files[0].Archive = -1 }, wantErr: "archive index -1 out of range"},
 		{name: "archive index too large", edit: func(b *Backup) { b.Files[0].Archive = 2 }, wantErr: "archive index 2 out of range (2 archives)"},
 		{name: "file beyond archive", edit: func(b *Backup) { b.Files[4].Size = 3072 - 511 }, wantErr: "beyond the end of 16384.tar"},
@@ -506,5 +511,58 @@ func TestRepo(t *testing.T) {
 	}
 	if _, err := EncodeRepo(nil); err == nil {
 		t.Error("EncodeRepo(nil) succeeded")
+	}
+}
+
+// A manifest written before format 1.2 has no file sha256: it decodes,
+// and its files carry none, which a restore reads as "not known".
+func TestDecodeWithoutFileSHA256(t *testing.T) {
+	for _, v := range []string{"1.0", "1.1"} {
+		b := testBackup()
+		b.FormatVersion = v
+		for i := range b.Files {
+			b.Files[i].SHA256 = ""
+		}
+		data, err := Encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := bytes.Count(data, []byte(`"sha256"`)); n != len(b.WAL) { // the WAL segments'
+			t.Fatalf("format %s: %d sha256 members, want %d (a file's written though none is set):\n%s", v, n, len(b.WAL), data)
+		}
+		got, err := Decode(data)
+		if err != nil {
+			t.Fatalf("format %s: %v", v, err)
+		}
+		if diff := cmp.Diff(b, got); diff != "" {
+			t.Errorf("format %s: decoded differs (-want +got):\n%s", v, diff)
+		}
+	}
+}
+
+// The sha256 of a file is written after its crc32c and read back.
+func TestFileSHA256RoundTrip(t *testing.T) {
+	b := testBackup()
+	data, err := Encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\"crc32c\": 1,\n   \"sha256\": \"" + chunkID("pg_control") + "\",\n"
+	if !bytes.Contains(data, []byte(want)) {
+		t.Fatalf("encoding lacks %q:\n%s", want, data)
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Files[2].SHA256 != chunkID("pg_control") || got.Files[0].SHA256 != "" {
+		t.Errorf("decoded sha256 %q and %q; want %q and none", got.Files[2].SHA256, got.Files[0].SHA256, chunkID("pg_control"))
+	}
+	// A malformed one in a stored manifest is refused on reading.
+	bad := reseal(t, data, func(s string) string {
+		return strings.Replace(s, chunkID("pg_control"), strings.ToUpper(chunkID("pg_control")), 1)
+	})
+	if _, err := Decode(bad); err == nil || !strings.Contains(err.Error(), "invalid sha256") {
+		t.Errorf("Decode of an upper-case file sha256: error = %v, want invalid sha256", err)
 	}
 }

@@ -127,6 +127,10 @@ func appendFileJSON(dst []byte, f *File) []byte {
 		dst = append(dst, ",\n   \"crc32c\": "...)
 		dst = strconv.AppendUint(dst, uint64(f.CRC32C), 10)
 	}
+	if f.SHA256 != "" {
+		dst = append(dst, ",\n   \"sha256\": "...)
+		dst = appendJSONString(dst, f.SHA256)
+	}
 	if f.LinkTarget != "" {
 		dst = append(dst, ",\n   \"link_target\": "...)
 		dst = appendJSONString(dst, f.LinkTarget)

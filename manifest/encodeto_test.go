@@ -61,6 +61,8 @@ func TestEncodeToMatchesWholeEncoding(t *testing.T) {
 			}
 		}},
 		{"every chunk CRC", func(b *Backup) { b.Archives[0].Chunks[1].StoredCRC32C = crcOf(0xffffffff) }},
+		{"no file sha256 (older manifests)", func(b *Backup) { b.Files[2].SHA256 = "" }},
+		{"file sha256 without crc32c", func(b *Backup) { b.Files[4].SHA256 = chunkID("zero crc") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := testBackup()
@@ -107,14 +109,16 @@ type errWriter struct{ err error }
 func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
 
 // FuzzEncodeTo checks EncodeTo against the whole encoding for arbitrary
-// paths, link targets and labels (JSON escaping is where they could part)
-// and chunk CRCs, present or not.
+// paths, link targets and labels (JSON escaping is where they could part),
+// chunk CRCs, present or not, and file SHA-256s (the validator refuses
+// all but well-formed ones, on both sides).
 func FuzzEncodeTo(f *testing.F) {
-	f.Add("base/1/1259", "/srv/ts1", "nightly", uint32(0), true)
-	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe", uint32(0xffffffff), false)
-	f.Fuzz(func(t *testing.T, path, target, label string, crc uint32, known bool) {
+	f.Add("base/1/1259", "/srv/ts1", "nightly", uint32(0), true, chunkID("x"))
+	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe", uint32(0xffffffff), false, "")
+	f.Fuzz(func(t *testing.T, path, target, label string, crc uint32, known bool, sha string) {
 		b := testBackup()
 		b.Files[2].Path = path
+		b.Files[2].SHA256 = sha
 		b.Files[3].LinkTarget = target
 		b.Label = label
 		b.Archives[0].Chunks[1].StoredCRC32C = nil

@@ -10,8 +10,9 @@ import "time"
 
 // FormatVersion is written into every manifest. Readers accept any minor
 // version of a major they know and refuse other majors. 1.1 added partial
-// WAL segments and chunks' stored_crc32c (docs/repository-format.md).
-const FormatVersion = "1.1"
+// WAL segments and chunks' stored_crc32c, 1.2 files' sha256
+// (docs/repository-format.md).
+const FormatVersion = "1.2"
 
 // LSN is a PostgreSQL write-ahead log position.
 type LSN uint64
@@ -95,14 +96,20 @@ const (
 type File struct {
 	// Path is relative to the data directory for base.tar, and relative to
 	// the tablespace directory for a tablespace archive, as in the tar.
-	Path       string   `json:"path"`
-	Type       FileType `json:"type"`
-	Mode       uint32   `json:"mode"`  // permission bits
-	MTime      int64    `json:"mtime"` // Unix seconds
-	Size       int64    `json:"size,omitempty"`
-	CRC32C     uint32   `json:"crc32c,omitempty"` // Castagnoli CRC of the content
-	LinkTarget string   `json:"link_target,omitempty"`
-	Archive    int      `json:"archive"` // index into Backup.Archives
+	Path   string   `json:"path"`
+	Type   FileType `json:"type"`
+	Mode   uint32   `json:"mode"`  // permission bits
+	MTime  int64    `json:"mtime"` // Unix seconds
+	Size   int64    `json:"size,omitempty"`
+	CRC32C uint32   `json:"crc32c,omitempty"` // Castagnoli CRC of the content
+	// SHA256 is the hex SHA-256 of the content of a file PostgreSQL ends
+	// with the CRC32C of what precedes it (pgdata.SealedByCRC), whose
+	// CRC32C is therefore the same for every valid version: a delta
+	// restore compares this instead. Empty for other files, and in
+	// manifests before format 1.2.
+	SHA256     string `json:"sha256,omitempty"`
+	LinkTarget string `json:"link_target,omitempty"`
+	Archive    int    `json:"archive"` // index into Backup.Archives
 	// Offset is where the member's content starts within its archive, so a
 	// reader can find the chunk that holds it.
 	Offset int64 `json:"offset"`

@@ -153,6 +153,9 @@ func (b *Backup) validateFiles() error {
 		default:
 			return fmt.Errorf("file %d (%s): unknown type %q", i, f.Path, f.Type)
 		}
+		if f.SHA256 != "" && (f.Type != TypeFile || !isLowerHex(f.SHA256, 64)) {
+			return fmt.Errorf("file %d (%s): invalid sha256 %q: want 64 lower-case hex digits, on a regular file", i, f.Path, f.SHA256)
+		}
 		if f.Archive < 0 || f.Archive >= len(b.Archives) {
 			return fmt.Errorf("file %d (%s): archive index %d out of range (%d archives)", i, f.Path, f.Archive, len(b.Archives))
 		}
