@@ -15,8 +15,11 @@
 package chunker
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 
@@ -94,6 +97,13 @@ type Splitter struct {
 	hasFile     bool  // file is a member to record (not a global PAX header)
 	hdrOff      int64 // offset of the member's first header block
 
+	// hashSHA256 says which regular files' content gets a SHA-256
+	// (manifest.File.SHA256); sha is the hash of the current member when
+	// it is one of them, nil otherwise, and shaState its reused hash.
+	hashSHA256 func(path string) bool
+	sha        hash.Hash
+	shaState   hash.Hash
+
 	// The trailer (stateTrailer).
 	trailerStart int   // where the trailer begins in cur
 	trailerRead  int64 // trailer bytes read so far
@@ -115,6 +125,14 @@ func NewSplitter(r io.Reader, targetSize int, archive int, get func() []byte) *S
 	}
 	return s
 }
+
+// HashSHA256 makes the splitter record a SHA-256 of the content of each
+// regular file for which sealed(path) is true, in File.SHA256: the files
+// PostgreSQL ends with the CRC32C of their content, whose CRC32C is the
+// same for every version (pgdata.SealedByCRC, which the caller binds, as
+// this package knows nothing of PostgreSQL's layout). They are small and
+// few, so the cost is nil. Call it before the first Next.
+func (s *Splitter) HashSHA256(sealed func(path string) bool) { s.hashSHA256 = sealed }
 
 // Next returns the next chunk of the archive, and io.EOF after the last
 // one. Errors are final: a malformed or truncated archive cannot be
@@ -346,6 +364,13 @@ func (s *Splitter) startMember(blk []byte, blkOff int64, h headerInfo, ext *extH
 		f.Type, f.Path = manifest.TypeFile, cleanName(name, false)
 		f.Size = size
 		f.Offset = s.hdrOff + hdrLen
+		if s.hashSHA256 != nil && s.hashSHA256(f.Path) {
+			if s.shaState == nil {
+				s.shaState = sha256.New()
+			}
+			s.sha = s.shaState
+			s.sha.Reset()
+		}
 	case tf == typeSymlink:
 		f.Type, f.Path, f.LinkTarget = manifest.TypeSymlink, cleanName(name, false), link
 		size = 0
@@ -435,6 +460,9 @@ func (s *Splitter) readBody() error {
 			if s.contentLeft > 0 {
 				c := min(int64(n), s.contentLeft)
 				s.file.CRC32C = crc32.Update(s.file.CRC32C, manifest.Castagnoli, p[:c])
+				if s.sha != nil {
+					s.sha.Write(p[:c])
+				}
 				s.contentLeft -= c
 			}
 			s.left -= int64(n)
@@ -453,6 +481,11 @@ func (s *Splitter) readBody() error {
 // finishMember records the member just placed and, after a large record,
 // closes its last piece so the next member starts a new chunk.
 func (s *Splitter) finishMember() {
+	if s.sha != nil {
+		var sum [sha256.Size]byte
+		s.file.SHA256 = hex.EncodeToString(s.sha.Sum(sum[:0]))
+		s.sha = nil
+	}
 	if s.hasFile {
 		s.files = append(s.files, s.file)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
 )
 
 // Repository is what the uploader needs of a repository: to name a chunk,
@@ -317,8 +318,10 @@ type sealed struct {
 }
 
 // Archive reads one tar archive from r to its end, stores its chunks and
-// returns the archive's manifest entry and its files. index is the
-// archive's position in the backup (File.Archive).
+// returns the archive's manifest entry and its files, with the SHA-256 of
+// those PostgreSQL seals with a CRC32C (pgdata.SealedByCRC; oid is 0 for
+// the data directory). index is the archive's position in the backup
+// (File.Archive).
 func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name string, oid uint32) (manifest.Archive, []manifest.File, error) {
 	arch := manifest.Archive{Name: name, TablespaceOID: oid}
 	g, gctx := errgroup.WithContext(ctx)
@@ -447,6 +450,7 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			}
 			return b[:0]
 		})
+		sp.HashSHA256(func(p string) bool { return pgdata.SealedByCRC(oid != 0, p) })
 		for {
 			t0, w0 := time.Now(), bufWait
 			c, err := sp.Next()
