@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -133,10 +134,12 @@ func TestDeltaRestore(t *testing.T) {
 		check  DeltaCheck
 		damage func(t *testing.T, dir string)
 		// want: FilesRewritten, EntriesRemoved, BytesFetched (-1: any)
-		// besides pg_control and pg_filenode.map, which are always
-		// rewritten from the backup.
+		// besides pg_control, which is always written from the backup,
+		// and the raw size of its chunks and of those of the paths in
+		// fetchedToo.
 		rewritten, removed int
 		fetched            int64
+		fetchedToo         []string
 		fsync              bool // --sync-method fsync, not syncfs
 	}{
 		{name: "identical", removed: 2},
@@ -184,7 +187,8 @@ func TestDeltaRestore(t *testing.T) {
 			}
 		}, rewritten: 2, removed: 2 + 2, fetched: -1, fsync: true},
 		// Every valid pg_control or pg_filenode.map has the same
-		// CRC32C: these are a later state, which the CRC cannot tell.
+		// CRC32C: these are a later state, which the CRC cannot tell;
+		// the map's SHA-256 does.
 		{name: "pg_control of a later state, same mtime", damage: func(t *testing.T, dir string) {
 			replaceKeepMTime(t, filepath.Join(dir, pgControlPath), testPGControlSeed(testSystemID, 99))
 		}, removed: 2, fetched: -1},
@@ -196,7 +200,10 @@ func TestDeltaRestore(t *testing.T) {
 		}, removed: 2, fetched: -1},
 		{name: "pg_filenode.map of a later state, same mtime", damage: func(t *testing.T, dir string) {
 			replaceKeepMTime(t, filepath.Join(dir, "base/1/pg_filenode.map"), sealed(repotest.PseudoRandom(60, 508), 512))
-		}, removed: 2, fetched: -1},
+		}, rewritten: 1, removed: 2, fetchedToo: []string{"base/1/pg_filenode.map"}},
+		{name: "pg_filenode.map of a later state, size-mtime", check: DeltaSizeMTime, damage: func(t *testing.T, dir string) {
+			replaceKeepMTime(t, filepath.Join(dir, "base/1/pg_filenode.map"), sealed(repotest.PseudoRandom(60, 508), 512))
+		}, rewritten: 1, removed: 2, fetchedToo: []string{"base/1/pg_filenode.map"}},
 		{name: "modes and times", damage: func(t *testing.T, dir string) {
 			if err := os.Chmod(filepath.Join(dir, bigFile), 0o644); err != nil {
 				t.Fatal(err)
@@ -232,18 +239,18 @@ func TestDeltaRestore(t *testing.T) {
 					files++
 				}
 			}
-			rewritten := tc.rewritten + 2 // pg_control, pg_filenode.map
+			rewritten := tc.rewritten + 1 // pg_control
 			if res.FilesRewritten != rewritten || res.FilesKept != files-rewritten || res.EntriesRemoved != tc.removed ||
 				res.Files != files || res.Placeholders != 0 {
 				t.Errorf("files kept %d, rewritten %d, removed %d, placeholders %d, files %d; want %d, %d, %d, 0, %d",
 					res.FilesKept, res.FilesRewritten, res.EntriesRemoved, res.Placeholders, res.Files,
 					files-rewritten, rewritten, tc.removed, files)
 			}
-			if want := tc.fetched + chunkBytes(f.backup, pgControlPath, "base/1/pg_filenode.map"); tc.fetched >= 0 && res.BytesFetched != want {
+			if want := tc.fetched + chunkBytes(f.backup, append(tc.fetchedToo, pgControlPath)...); tc.fetched >= 0 && res.BytesFetched != want {
 				t.Errorf("fetched %d bytes, want %d", res.BytesFetched, want)
 			}
-			if tc.rewritten == 0 && res.BytesKept != res.Bytes-8192-512 {
-				t.Errorf("kept %d bytes of %d, want all but pg_control and pg_filenode.map", res.BytesKept, res.Bytes)
+			if tc.rewritten == 0 && res.BytesKept != res.Bytes-8192 {
+				t.Errorf("kept %d bytes of %d, want all but pg_control", res.BytesKept, res.Bytes)
 			}
 		})
 	}
@@ -742,4 +749,158 @@ func TestDeltaWALFetch(t *testing.T) {
 	if names := dirEntries(t, filepath.Join(target, "pg_wal")); !slices.Equal(names, []string{"archive_status"}) {
 		t.Errorf("pg_wal holds %v, want archive_status alone", names)
 	}
+}
+
+// The files PostgreSQL seals with a CRC32C in sealedFixture, by archive
+// ("" for the data directory, "ts" for the tablespace), and the length
+// of their content before the CRC and the zero padding.
+var sealedPaths = []struct {
+	archive, path string
+	data          int
+}{
+	{"", "global/pg_filenode.map", 508},
+	{"", "base/1/pg_filenode.map", 508},
+	{"", "pg_twophase/000002E5", 200},
+	{"", "pg_logical/replorigin_checkpoint", 12},
+	{"ts", "PG_15_202209061/5/pg_filenode.map", 508},
+}
+
+// sealedFixture is a backup with every kind of file PostgreSQL seals
+// with a CRC32C, a tablespace at loc included.
+func sealedFixture(t *testing.T, loc string, edit func(*manifest.Backup)) *fixture {
+	t.Helper()
+	return newFixture(t, mem.New(), fixtureOptions{tablespace: loc, edit: edit,
+		extra: []repotest.Member{
+			repotest.File("global/pg_filenode.map", 14, sealed(repotest.PseudoRandom(6, 508), 512)),
+			repotest.File("base/1/pg_filenode.map", 14, sealed(repotest.PseudoRandom(7, 508), 512)),
+			repotest.Dir("pg_twophase/", 14),
+			repotest.File("pg_twophase/000002E5", 14, sealed(repotest.PseudoRandom(8, 200), 208)),
+			repotest.Dir("pg_logical/", 14),
+			repotest.File("pg_logical/replorigin_checkpoint", 14, sealed(repotest.PseudoRandom(9, 12), 16)),
+		},
+		tablespaceExtra: []repotest.Member{
+			repotest.File("PG_15_202209061/5/pg_filenode.map", 23, sealed(repotest.PseudoRandom(10, 508), 512)),
+		},
+	})
+}
+
+// TestDeltaSealedFiles: a file PostgreSQL seals with a CRC32C has the
+// same CRC32C in every valid version, so the backup records its SHA-256:
+// a delta restore keeps such a file when that matches (onto an identical
+// directory, only pg_control's chunks are fetched, as it is always written
+// from the backup), replaces an older version of the same size and mtime,
+// and, from a manifest without the SHA-256 (before format 1.2), fetches
+// every such file as before.
+func TestDeltaSealedFiles(t *testing.T) {
+	all := []string{pgControlPath}
+	for _, s := range sealedPaths {
+		all = append(all, s.path)
+	}
+	type testCase struct {
+		name  string
+		check DeltaCheck
+		old   bool // the manifest as pgstow wrote it before format 1.2
+		// replace is the sealed file (index into sealedPaths; -1: none)
+		// given another valid version of the same size and mtime.
+		replace   int
+		rewritten int      // besides pg_control
+		fetched   []string // besides pg_control, the paths whose chunks are fetched
+	}
+	tests := []testCase{
+		{name: "identical", replace: -1},
+		{name: "identical size-mtime", check: DeltaSizeMTime, replace: -1},
+		{name: "identical, manifest 1.1", old: true, replace: -1, rewritten: len(sealedPaths), fetched: all[1:]},
+		{name: "identical size-mtime, manifest 1.1", check: DeltaSizeMTime, old: true, replace: -1, rewritten: len(sealedPaths), fetched: all[1:]},
+	}
+	for i, s := range sealedPaths {
+		tests = append(tests,
+			testCase{name: "older " + s.path, replace: i, rewritten: 1, fetched: []string{s.path}},
+			testCase{name: "older " + s.path + ", size-mtime", check: DeltaSizeMTime, replace: i, rewritten: 1, fetched: []string{s.path}})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			loc := filepath.Join(t.TempDir(), "ts")
+			var edit func(*manifest.Backup)
+			if tc.old {
+				edit = func(b *manifest.Backup) {
+					b.FormatVersion = "1.1"
+					for i := range b.Files {
+						b.Files[i].SHA256 = ""
+					}
+				}
+			}
+			f := sealedFixture(t, loc, edit)
+			checkSealedRecorded(t, f.backup, !tc.old)
+			target := restoreFresh(t, f)
+			if tc.replace >= 0 {
+				s := sealedPaths[tc.replace]
+				dir := target
+				if s.archive == "ts" {
+					dir = loc
+				}
+				name := filepath.Join(dir, s.path)
+				old, err := os.ReadFile(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				older := sealed(repotest.PseudoRandom(99, s.data), len(old))
+				if crc32.Checksum(older, manifest.Castagnoli) != crc32.Checksum(old, manifest.Castagnoli) {
+					t.Fatal("the older version's CRC32C differs: it would not test what it means to")
+				}
+				replaceKeepMTime(t, name, older)
+			}
+			o := testOptions(target)
+			o.Delta, o.DeltaCheck = true, tc.check
+			res, err := Run(t.Context(), f.repo, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRestored(t, loc, f.archives[0], nil)
+			checkRestored(t, target, f.archives[1], nil)
+			files := 0
+			for _, fl := range f.backup.Files {
+				if fl.Type == manifest.TypeFile {
+					files++
+				}
+			}
+			if rewritten := tc.rewritten + 1; res.FilesRewritten != rewritten || res.FilesKept != files-rewritten {
+				t.Errorf("files rewritten %d, kept %d; want %d, %d", res.FilesRewritten, res.FilesKept, rewritten, files-rewritten)
+			}
+			want := chunkBytes(f.backup, append(tc.fetched, pgControlPath)...)
+			if res.BytesFetched != want {
+				t.Errorf("fetched %d bytes, want %d (the chunks of pg_control and %v)", res.BytesFetched, want, tc.fetched)
+			}
+			if tc.rewritten == 0 && want >= chunkBytes(f.backup, all...) {
+				t.Fatalf("pg_control's chunks (%d bytes) hold all the sealed files: the test cannot tell kept from fetched", want)
+			}
+		})
+	}
+}
+
+// checkSealedRecorded checks that b records the SHA-256 of the content of
+// the files PostgreSQL seals with a CRC32C, as in the tar (want), and of
+// no other file.
+func checkSealedRecorded(t *testing.T, b *manifest.Backup, want bool) {
+	t.Helper()
+	n := 0
+	for _, f := range b.Files {
+		ts := b.Archives[f.Archive].TablespaceOID != 0
+		switch {
+		case f.Type == manifest.TypeFile && want && pgdata.SealedByCRC(ts, f.Path):
+			n++
+			if !isHexSHA256(f.SHA256) {
+				t.Errorf("%s: sha256 %q, want one", f.Path, f.SHA256)
+			}
+		case f.SHA256 != "":
+			t.Errorf("%s: sha256 %q recorded, want none", f.Path, f.SHA256)
+		}
+	}
+	if want && n != len(sealedPaths)+1 {
+		t.Errorf("%d files with a sha256, want %d", n, len(sealedPaths)+1)
+	}
+}
+
+func isHexSHA256(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == sha256.Size
 }

@@ -59,8 +59,9 @@ type fixtureOptions struct {
 	hostile []repotest.Member
 	// key, when set, encrypts the repository.
 	key *encryption.Key
-	// extra members go at the end of base.tar.
-	extra []repotest.Member
+	// extra members go at the end of base.tar; tablespaceExtra at the
+	// end of the tablespace's archive.
+	extra, tablespaceExtra []repotest.Member
 	// edit changes the manifest before PostgreSQL's is derived from it
 	// and the backup is committed.
 	edit func(b *manifest.Backup)
@@ -156,7 +157,7 @@ func newFixture(t *testing.T, store providers.Store, o fixtureOptions) *fixture 
 	// PostgreSQL sends the tablespaces first and the data directory last.
 	spec := repotest.Spec{ID: testBackupID}
 	if o.tablespace != "" {
-		f.archives = append(f.archives, archiveSpec{name: fmt.Sprintf("%d.tar", testTSOID), oid: testTSOID, members: tablespaceMembers()})
+		f.archives = append(f.archives, archiveSpec{name: fmt.Sprintf("%d.tar", testTSOID), oid: testTSOID, members: append(tablespaceMembers(), o.tablespaceExtra...)})
 		spec.Tablespaces = []manifest.Tablespace{{OID: testTSOID, Location: o.tablespace}}
 	}
 	f.archives = append(f.archives, archiveSpec{name: "base.tar", members: baseMembers(o)})

@@ -3,6 +3,8 @@ package restore
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -274,8 +276,8 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	all := filePlan{action: actWrite, spans: g.spans(i, nil)}
 	switch {
 	case isBase && p == pgControlPath:
-		// Always from the backup, as every file sealedByCRC; held,
-		// as it is written last.
+		// Always from the backup, whatever the local copy holds;
+		// held, as it is written last.
 		all.action = actHeld
 		return all, nil
 	case isBase && p == tablespaceMapPath && r.dropMap:
@@ -285,7 +287,24 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 		return filePlan{action: actPlaceholder}, nil
 	}
 	loc := g.local[i]
-	if loc.kind != localFile || sealedByCRC(p) {
+	if loc.kind != localFile {
+		return all, nil
+	}
+	if pgdata.SealedByCRC(!isBase, p) {
+		// Every valid version of such a file has the same CRC32C, and a
+		// copy keeps size and mtime: only the SHA-256 the backup
+		// recorded (format 1.2 on) can tell the backup's version, in
+		// either check mode. Without it the file is fetched.
+		if f.SHA256 == "" || loc.size != f.Size {
+			return all, nil
+		}
+		sum, err := fileSHA256(d, p, copyBuf)
+		if err != nil {
+			return filePlan{}, err
+		}
+		if sum == f.SHA256 {
+			return filePlan{action: actKeep, kept: f.Size}, nil
+		}
 		return all, nil
 	}
 	if loc.size == f.Size {
@@ -337,21 +356,6 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	return pl, nil
 }
 
-// sealedByCRC reports whether PostgreSQL ends the file at path with the
-// CRC32C of what precedes it (then zero padding): pg_control,
-// pg_filenode.map, two-phase state files, the replication origin
-// checkpoint. The CRC32C of such a whole file is the same constant for
-// every valid content of its size (a CRC's residue), so the manifest's
-// CRC32C cannot tell two versions apart, nor can size and mtime, which a
-// copy keeps: a delta restore always writes these small files from the
-// backup. A wrong one (the catalogs' file map, the checkpoint recovery
-// starts from) would corrupt the cluster silently.
-func sealedByCRC(p string) bool {
-	base := p[strings.LastIndexByte(p, '/')+1:]
-	return base == "pg_control" || base == "pg_filenode.map" ||
-		strings.HasPrefix(p, "pg_twophase/") || p == "pg_logical/replorigin_checkpoint"
-}
-
 // spans returns the whole content of file i as one span (none when
 // empty), appended to s.
 func (g *ranger) spans(i int32, s []span) []span {
@@ -374,6 +378,21 @@ func addSpan(s []span, sp span) []span {
 // firstChunk returns the index of the chunk holding archive offset off.
 func firstChunk(offs []int64, chunks []manifest.ChunkRef, off int64) int {
 	return sort.Search(len(offs), func(k int) bool { return offs[k]+chunks[k].RawSize > off })
+}
+
+// fileSHA256 reads p through its destination's root and returns its
+// SHA-256 in hex, as manifest.File.SHA256 records it.
+func fileSHA256(d *dest, p string, buf []byte) (string, error) {
+	f, err := d.open(p)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", d.full(p), err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, buf); err != nil {
+		return "", fmt.Errorf("read %s: %w", d.full(p), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fileCRC reads p through its destination's root and returns its CRC32C.
