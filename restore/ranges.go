@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/repository"
 )
 
@@ -116,7 +115,7 @@ func (r *restorer) restoreRanges(ctx context.Context) error {
 	}
 	if r.keepDB != nil {
 		g.placeholder = func(ts bool, p string) bool {
-			db, ok := pgdata.RelationFile(ts, p)
+			db, ok := placeholderDB(ts, p)
 			return ok && !r.keepDB[db]
 		}
 	}
