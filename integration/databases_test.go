@@ -163,6 +163,7 @@ func TestRestoreDatabases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Logf("%d autovacuum workers got the FATAL for other by now", strings.Count(string(data), avLine))
 			for _, bad := range []string{"PANIC", "terminating any other active server processes", "all server processes terminated"} {
 				if strings.Contains(string(data), bad) {
 					t.Errorf("the server log has %q:\n%s", bad, data)

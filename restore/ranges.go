@@ -120,6 +120,7 @@ func (r *restorer) restoreRanges(ctx context.Context) error {
 		}
 	}
 	defer g.closeAll()
+	r.prog.startRanged()
 	if r.p.delta {
 		for ai := range r.p.b.Archives {
 			if err := g.walk(ai); err != nil {
@@ -249,6 +250,11 @@ func (g *ranger) plan(ctx context.Context) error {
 					return err
 				}
 				g.plans[i] = pl
+				if pl.action == actPlaceholder {
+					r.prog.planned(pl.kept, b.Files[i].Size)
+				} else {
+					r.prog.planned(pl.kept, 0)
+				}
 			}
 			return nil
 		})
