@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -219,6 +220,20 @@ func TestRestoreDatabases(t *testing.T) {
 				t.Errorf("connecting to other of the CI seed worked; want FATAL: %s", mapMsg)
 			} else if !strings.Contains(err.Error(), mapMsg) || !strings.Contains(err.Error(), "contains invalid data") {
 				t.Errorf("connecting to other of the CI seed: %v; want FATAL: %s", err, mapMsg)
+			}
+			// docs/ci-seeding.md's script dropping the placeholders, for
+			// the database keep instead of app.
+			script := docBlocks(t, "ci-seeding.md", "drop-placeholders", "sql")
+			if !strings.Contains(script, "'app'") {
+				t.Fatalf("docs/ci-seeding.md's drop-placeholders.sql does not name 'app':\n%s", script)
+			}
+			drop := exec.CommandContext(ctx, c.Bin("psql"), uri.String(), "-v", "ON_ERROR_STOP=1", "-f", "-")
+			drop.Stdin = strings.NewReader(strings.ReplaceAll(script, "'app'", "'keep'"))
+			if out, err := drop.CombinedOutput(); err != nil {
+				t.Errorf("psql dropping the placeholders: %v\n%s", err, out)
+			}
+			if dbs := queryURI(t, uri.String(), "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"); dbs != "keep,postgres,template0,template1" {
+				t.Errorf("databases of the CI seed after dropping the others: %s", dbs)
 			}
 			t0 = time.Now()
 			d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed)
