@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/pgdata"
 	"github.com/pgstow/pgstow/repository"
 )
 
@@ -116,11 +115,12 @@ func (r *restorer) restoreRanges(ctx context.Context) error {
 	}
 	if r.keepDB != nil {
 		g.placeholder = func(ts bool, p string) bool {
-			db, ok := pgdata.RelationFile(ts, p)
+			db, ok := placeholderDB(ts, p)
 			return ok && !r.keepDB[db]
 		}
 	}
 	defer g.closeAll()
+	r.prog.startRanged()
 	if r.p.delta {
 		for ai := range r.p.b.Archives {
 			if err := g.walk(ai); err != nil {
@@ -250,6 +250,11 @@ func (g *ranger) plan(ctx context.Context) error {
 					return err
 				}
 				g.plans[i] = pl
+				if pl.action == actPlaceholder {
+					r.prog.planned(pl.kept, b.Files[i].Size)
+				} else {
+					r.prog.planned(pl.kept, 0)
+				}
 			}
 			return nil
 		})
