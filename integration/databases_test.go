@@ -3,10 +3,12 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -27,10 +29,12 @@ const dbFingerprintSQL = "SELECT count(*) || ':' || md5(string_agg(id || note, '
 
 // TestRestoreDatabases: restore --database keep of a cluster that also
 // holds the database other. keep and postgres hold exactly the backup's
-// rows; other's relation files are zero-filled placeholders of their
-// recorded size, connecting to other fails, and DROP DATABASE other
-// works. An unknown name fails before anything is written, listing the
-// backup's databases.
+// rows; other's relation files and relation map are zero-filled
+// placeholders of their recorded size. Connecting to other fails with a
+// FATAL for that connection only (no PANIC: other sessions live on, and
+// so does the server while autovacuum keeps trying other), and DROP
+// DATABASE other works. An unknown name fails before anything is
+// written, listing the backup's databases.
 func TestRestoreDatabases(t *testing.T) {
 	t.Parallel()
 	for _, major := range edgeMajors() {
@@ -95,7 +99,7 @@ func TestRestoreDatabases(t *testing.T) {
 			var written []string
 			var all int64
 			for _, f := range b.Files {
-				if db, rel := pgdata.RelationFile(false, f.Path); f.Type == manifest.TypeFile && (!rel || db != otherOID) {
+				if f.Type == manifest.TypeFile && !placeholderOf(f.Path, otherOID) {
 					written = append(written, f.Path)
 				}
 			}
@@ -114,7 +118,13 @@ func TestRestoreDatabases(t *testing.T) {
 				t.FailNow()
 			}
 
+			// Autovacuum visits every database it has statistics for,
+			// other too once a connection to it has been tried; the
+			// backend type in the log tells its workers' lines apart.
+			appendFile(t, filepath.Join(dir, "postgresql.auto.conf"),
+				"autovacuum = on\nautovacuum_naptime = 1\nlog_line_prefix = '%m [%p] %b '\n")
 			r := pgtest.StartDir(t, major, dir)
+			serverLog := filepath.Join(r.Dir, "server.log") // pgtest writes the log there
 			pgtest.Eventually(t, 2*time.Minute, "the restored server to finish recovery", func() bool {
 				return r.Query(t, "postgres", "SELECT pg_is_in_recovery()")[0][0] == "f"
 			})
@@ -125,26 +135,47 @@ func TestRestoreDatabases(t *testing.T) {
 				t.Errorf("postgres holds %s, before the backup %s", got, wantPostgres)
 			}
 			// A session of keep is open while someone connects to other.
-			// The attempt fails with the PANIC docs/restore.md shows,
-			// which ends every session and restarts the server through
-			// crash recovery; then it serves again.
+			// The attempt fails with the FATAL docs/restore.md shows, for
+			// that connection only.
 			ctx := t.Context()
 			held, err := pgconn.Connect(ctx, r.DSN("keep"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer held.Close(context.WithoutCancel(ctx))
+			mapMsg := fmt.Sprintf(`relation mapping file "base/%d/pg_filenode.map" contains invalid data`, otherOID)
 			err = r.ExecErr("other", "SELECT count(*) FROM db_rows")
 			t.Logf("PostgreSQL %d: connecting to the placeholder database other: %v", major, err)
-			if err == nil || !strings.Contains(err.Error(), "could not open critical system index 2662") {
-				t.Errorf("connecting to the placeholder database other: %v; docs/restore.md says PANIC: could not open critical system index 2662", err)
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Message != mapMsg {
+				t.Errorf("connecting to the placeholder database other: %v; docs/restore.md says FATAL: %s", err, mapMsg)
 			}
-			if _, herr := held.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll(); herr != nil {
-				t.Logf("the connection to other ended a session of keep too (the server restarted): %v", herr)
+			if _, err := held.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll(); err != nil {
+				t.Errorf("the session of keep ended when other was connected to: %v", err)
 			}
-			pgtest.Eventually(t, 2*time.Minute, "the server to accept connections again", func() bool {
-				return r.ExecErr("postgres", "SELECT 1") == nil
+			// Autovacuum workers now visit other every second or so and
+			// get the same FATAL; the server stays up through it.
+			avLine := "autovacuum worker FATAL:  " + mapMsg
+			pgtest.Eventually(t, time.Minute, "two autovacuum workers to have visited other", func() bool {
+				data, err := os.ReadFile(serverLog)
+				return err == nil && strings.Count(string(data), avLine) >= 2
 			})
+			data, err := os.ReadFile(serverLog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d autovacuum workers got the FATAL for other by now", strings.Count(string(data), avLine))
+			for _, bad := range []string{"PANIC", "terminating any other active server processes", "all server processes terminated"} {
+				if strings.Contains(string(data), bad) {
+					t.Errorf("the server log has %q:\n%s", bad, data)
+				}
+			}
+			if _, err := held.Exec(ctx, "SELECT count(*) FROM db_rows").ReadAll(); err != nil {
+				t.Errorf("the session of keep ended while autovacuum visited other: %v", err)
+			}
+			if got := r.Query(t, "keep", "SELECT count(*) FROM db_rows")[0][0]; got != "30000" {
+				t.Errorf("keep holds %s rows while autovacuum visits other, want 30000", got)
+			}
 			r.Exec(t, "postgres", "DROP DATABASE other")
 			if dbs := r.Query(t, "postgres", "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database")[0][0]; dbs != "keep,postgres,template0,template1" {
 				t.Errorf("databases after DROP DATABASE other: %s", dbs)
@@ -184,9 +215,26 @@ func TestRestoreDatabases(t *testing.T) {
 			if got := queryURI(t, inDB("keep"), dbFingerprintSQL); got != want["keep"] {
 				t.Errorf("keep through restore --start holds %s, before the backup %s", got, want["keep"])
 			}
-			// No connection to other here: after its PANIC, discard of a
-			// PostgreSQL 18 server waits a minute for a fast shutdown that
-			// does not come (then stops it immediately).
+			if c, err := pgconn.Connect(ctx, inDB("other")); err == nil {
+				c.Close(context.WithoutCancel(ctx))
+				t.Errorf("connecting to other of the CI seed worked; want FATAL: %s", mapMsg)
+			} else if !strings.Contains(err.Error(), mapMsg) || !strings.Contains(err.Error(), "contains invalid data") {
+				t.Errorf("connecting to other of the CI seed: %v; want FATAL: %s", err, mapMsg)
+			}
+			// docs/ci-seeding.md's script dropping the placeholders, for
+			// the database keep instead of app.
+			script := docBlocks(t, "ci-seeding.md", "drop-placeholders", "sql")
+			if !strings.Contains(script, "'app'") {
+				t.Fatalf("docs/ci-seeding.md's drop-placeholders.sql does not name 'app':\n%s", script)
+			}
+			drop := exec.CommandContext(ctx, c.Bin("psql"), uri.String(), "-v", "ON_ERROR_STOP=1", "-f", "-")
+			drop.Stdin = strings.NewReader(strings.ReplaceAll(script, "'app'", "'keep'"))
+			if out, err := drop.CombinedOutput(); err != nil {
+				t.Errorf("psql dropping the placeholders: %v\n%s", err, out)
+			}
+			if dbs := queryURI(t, uri.String(), "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"); dbs != "keep,postgres,template0,template1" {
+				t.Errorf("databases of the CI seed after dropping the others: %s", dbs)
+			}
 			t0 = time.Now()
 			d := runCLI(t, 2*time.Minute, nil, "discard", "-D", seed)
 			if d.code != 0 {
@@ -198,10 +246,11 @@ func TestRestoreDatabases(t *testing.T) {
 }
 
 // checkPlaceholders checks, before the server starts, the files of a
-// restore of database keepOID: every relation file of database otherOID
-// exists with its recorded size, all zeros and no block allocated;
-// every other file holds the backup's bytes (its CRC32C).
-// It returns the recorded size of other's relation files.
+// restore of database keepOID: every relation file of database otherOID,
+// and its relation map, exists with its recorded size, all zeros and no
+// block allocated; every other file (other's PG_VERSION too) holds the
+// backup's bytes (its CRC32C). It returns the recorded size of other's
+// placeholders.
 func checkPlaceholders(t *testing.T, b *manifest.Backup, dir string, keepOID, otherOID uint32) int64 {
 	t.Helper()
 	placeholders, keepFiles := 0, 0
@@ -220,7 +269,7 @@ func checkPlaceholders(t *testing.T, b *manifest.Backup, dir string, keepOID, ot
 			continue
 		}
 		db, rel := pgdata.RelationFile(false, f.Path)
-		if rel && db == otherOID {
+		if placeholderOf(f.Path, otherOID) {
 			placeholders++
 			otherBytes += f.Size
 			if fi.Size() != f.Size {
@@ -260,4 +309,31 @@ func checkPlaceholders(t *testing.T, b *manifest.Backup, dir string, keepOID, ot
 		t.Errorf("the backup records %d relation files of other and %d of keep: want some of both", placeholders, keepFiles)
 	}
 	return otherBytes
+}
+
+// appendFile appends text to the file name.
+func appendFile(t *testing.T, name, text string) {
+	t.Helper()
+	f, err := os.OpenFile(name, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// placeholderOf reports whether a restore leaving database db out makes
+// the file at path (in the data directory) a placeholder: its relation
+// files and its relation map.
+func placeholderOf(path string, db uint32) bool {
+	if path == fmt.Sprintf("base/%d/pg_filenode.map", db) {
+		return true
+	}
+	d, rel := pgdata.RelationFile(false, path)
+	return rel && d == db
 }

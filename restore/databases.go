@@ -143,3 +143,27 @@ func chooseDatabases(ctx context.Context, repo *repository.Repository, p *plan, 
 	o.Log.Info("restoring chosen databases; the others' relation files become placeholders", "databases", strings.Join(chosen, ", "))
 	return keep, nil
 }
+
+// relMapFile is the relation mapper's file in each database directory:
+// where the database's mapped catalogs (pg_class, pg_attribute, their
+// indexes…) are stored.
+const relMapFile = "pg_filenode.map"
+
+// placeholderDB reports whether path (as pgdata.RelationFile takes it)
+// is made a placeholder when its database is not restored, and which
+// database it belongs to: the relation files, and the relation map. With
+// the backup's map, a connection to the database would find its catalogs
+// through it, read their zeroed pages, and PANIC the whole server
+// ("could not open critical system index"), as every autovacuum worker
+// that visits the database would too. A zeroed map is refused first, with
+// a FATAL for that connection only ("relation mapping file … contains
+// invalid data"), and DROP DATABASE never reads it. The database's
+// PG_VERSION stays the backup's: a connection checks it before the map.
+func placeholderDB(tablespace bool, path string) (uint32, bool) {
+	if dir, ok := strings.CutSuffix(path, "/"+relMapFile); ok {
+		// The map sits beside its database's relation files: ask
+		// about a relation file of that directory.
+		return pgdata.RelationFile(tablespace, dir+"/1")
+	}
+	return pgdata.RelationFile(tablespace, path)
+}

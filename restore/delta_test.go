@@ -578,7 +578,7 @@ func TestRestoreDatabases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	placeholders := map[string]bool{"base/16385/3000": true, "base/16385/3000_fsm": true}
+	placeholders := map[string]bool{"base/16385/3000": true, "base/16385/3000_fsm": true, "base/16385/pg_filenode.map": true}
 	checkRestored(t, target, f.archives[len(f.archives)-1], placeholders)
 	for _, fl := range f.backup.Files {
 		if !placeholders[fl.Path] {
@@ -608,8 +608,8 @@ func TestRestoreDatabases(t *testing.T) {
 			}
 		}
 	}
-	if res.Placeholders != 2 || res.FilesKept != 0 || res.EntriesRemoved != 0 {
-		t.Errorf("placeholders %d, kept %d, removed %d; want 2, 0, 0", res.Placeholders, res.FilesKept, res.EntriesRemoved)
+	if res.Placeholders != 3 || res.FilesKept != 0 || res.EntriesRemoved != 0 {
+		t.Errorf("placeholders %d, kept %d, removed %d; want 3, 0, 0", res.Placeholders, res.FilesKept, res.EntriesRemoved)
 	}
 	if res.BytesFetched >= f.backup.Totals.RawBytes-5*(64<<10) {
 		t.Errorf("fetched %d of %d bytes: the placeholder's chunks were downloaded", res.BytesFetched, f.backup.Totals.RawBytes)

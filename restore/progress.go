@@ -18,6 +18,10 @@ type progress struct {
 	chunksTotal atomic.Int64
 	bytesDone   atomic.Int64
 	chunksDone  atomic.Int64
+	// Set by the range engine (Progress.Ranged).
+	ranged           atomic.Bool
+	bytesKept        atomic.Int64
+	bytesPlaceholder atomic.Int64
 }
 
 func newProgress(bytesTotal int64, chunksTotal int) *progress {
@@ -29,6 +33,20 @@ func newProgress(bytesTotal int64, chunksTotal int) *progress {
 func (p *progress) setTotal(bytes int64, chunks int) {
 	p.bytesTotal.Store(bytes)
 	p.chunksTotal.Store(int64(chunks))
+}
+
+// startRanged switches to the range engine's counts: what is to be
+// downloaded is unknown until every file has been looked at.
+func (p *progress) startRanged() {
+	p.setTotal(0, 0)
+	p.ranged.Store(true)
+}
+
+// planned records one file looked at by the range engine: the local bytes
+// found right, and the size of a placeholder.
+func (p *progress) planned(kept, placeholder int64) {
+	p.bytesKept.Add(kept)
+	p.bytesPlaceholder.Add(placeholder)
 }
 
 // chunk records one chunk taken by the writer.
@@ -44,6 +62,10 @@ func (p *progress) snapshot() Progress {
 		ChunksDone:  int(p.chunksDone.Load()),
 		ChunksTotal: int(p.chunksTotal.Load()),
 		Elapsed:     time.Since(p.start),
+
+		Ranged:           p.ranged.Load(),
+		BytesKept:        p.bytesKept.Load(),
+		BytesPlaceholder: p.bytesPlaceholder.Load(),
 	}
 }
 

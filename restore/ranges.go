@@ -118,11 +118,12 @@ func (r *restorer) restoreRanges(ctx context.Context) error {
 	}
 	if r.keepDB != nil {
 		g.placeholder = func(ts bool, p string) bool {
-			db, ok := pgdata.RelationFile(ts, p)
+			db, ok := placeholderDB(ts, p)
 			return ok && !r.keepDB[db]
 		}
 	}
 	defer g.closeAll()
+	r.prog.startRanged()
 	if r.p.delta {
 		for ai := range r.p.b.Archives {
 			if err := g.walk(ai); err != nil {
@@ -252,6 +253,11 @@ func (g *ranger) plan(ctx context.Context) error {
 					return err
 				}
 				g.plans[i] = pl
+				if pl.action == actPlaceholder {
+					r.prog.planned(pl.kept, b.Files[i].Size)
+				} else {
+					r.prog.planned(pl.kept, 0)
+				}
 			}
 			return nil
 		})

@@ -108,6 +108,13 @@ type Progress struct {
 	BytesDone, BytesTotal   int64
 	ChunksDone, ChunksTotal int
 	Elapsed                 time.Duration
+	// Ranged is set for a delta restore or one of chosen databases:
+	// BytesDone and BytesTotal then count the chunks fetched, BytesTotal
+	// staying 0 until every file has been looked at; BytesKept is the
+	// local bytes found right so far, BytesPlaceholder the recorded size
+	// of the placeholder files.
+	Ranged                      bool
+	BytesKept, BytesPlaceholder int64
 }
 
 // Result describes a finished restore.

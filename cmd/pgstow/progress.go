@@ -311,8 +311,29 @@ func verifySnapshot(p catalog.VerifyProgress) snapshot {
 }
 
 // restoreSnapshot shows a restore: verified raw bytes written against the
-// backup's total.
+// backup's total. A delta restore or one of chosen databases (Ranged)
+// shows the bytes fetched against what it needs, and beside them the
+// local bytes it kept and the placeholders it made.
 func restoreSnapshot(p restore.Progress) snapshot {
+	if p.Ranged {
+		detail := "kept " + manifest.HumanBytes(p.BytesKept) + ", fetched " + manifest.HumanBytes(p.BytesDone)
+		if p.BytesTotal > 0 {
+			detail += " of " + manifest.HumanBytes(p.BytesTotal)
+		}
+		if p.BytesPlaceholder > 0 {
+			detail += ", placeholders " + manifest.HumanBytes(p.BytesPlaceholder)
+		}
+		return snapshot{
+			phase:    "restoring",
+			done:     p.BytesDone,
+			total:    p.BytesTotal,
+			elapsed:  p.Elapsed,
+			detail:   fmt.Sprintf("%s · %d of %d chunks", detail, p.ChunksDone, p.ChunksTotal),
+			uploaded: -1,
+			fields: []any{"kept_bytes", p.BytesKept, "fetched_bytes", p.BytesDone, "placeholder_bytes", p.BytesPlaceholder,
+				"chunks_done", p.ChunksDone, "chunks_total", p.ChunksTotal},
+		}
+	}
 	return snapshot{
 		phase:    "restoring",
 		done:     p.BytesDone,

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgstow/pgstow/restore"
 )
 
 func TestRateMeter(t *testing.T) {
@@ -260,5 +262,52 @@ func TestProgressViewBars(t *testing.T) {
 	g.log.Info("after the bars")
 	if !strings.Contains(out.String(), "after the bars") {
 		t.Fatalf("a record after finish was lost:\n%q", out.String())
+	}
+}
+
+// TestRestoreSnapshot: a normal restore shows the chunks written; a delta
+// restore or one of chosen databases shows the bytes kept against those
+// fetched, in the bar's detail line and as attributes of the log line.
+func TestRestoreSnapshot(t *testing.T) {
+	tests := []struct {
+		name   string
+		p      restore.Progress
+		detail string
+		attrs  map[string]any // in the JSON log line; nil: must be absent
+	}{
+		{"normal", restore.Progress{BytesDone: 3 << 20, BytesTotal: 8 << 20, ChunksDone: 3, ChunksTotal: 8, Elapsed: time.Second},
+			"3 of 8 chunks verified and written",
+			map[string]any{"done_bytes": float64(3 << 20), "total_bytes": float64(8 << 20), "chunks_done": float64(3),
+				"kept_bytes": nil, "fetched_bytes": nil, "placeholder_bytes": nil}},
+		{"delta, checking", restore.Progress{Ranged: true, BytesKept: 5 << 20, Elapsed: time.Second},
+			"kept 5.0 MiB, fetched 0 B · 0 of 0 chunks",
+			map[string]any{"kept_bytes": float64(5 << 20), "fetched_bytes": float64(0), "total_bytes": nil, "placeholder_bytes": float64(0)}},
+		{"delta, fetching", restore.Progress{Ranged: true, BytesKept: 5 << 20, BytesDone: 1 << 20, BytesTotal: 2 << 20, ChunksDone: 1, ChunksTotal: 2, Elapsed: time.Second},
+			"kept 5.0 MiB, fetched 1.0 MiB of 2.0 MiB · 1 of 2 chunks",
+			map[string]any{"kept_bytes": float64(5 << 20), "fetched_bytes": float64(1 << 20), "done_bytes": float64(1 << 20), "total_bytes": float64(2 << 20)}},
+		{"chosen databases", restore.Progress{Ranged: true, BytesDone: 1 << 20, BytesTotal: 2 << 20, BytesPlaceholder: 7 << 20, ChunksDone: 1, ChunksTotal: 2, Elapsed: time.Second},
+			"kept 0 B, fetched 1.0 MiB of 2.0 MiB, placeholders 7.0 MiB · 1 of 2 chunks",
+			map[string]any{"kept_bytes": float64(0), "placeholder_bytes": float64(7 << 20)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := restoreSnapshot(tt.p)
+			if s.detail != tt.detail {
+				t.Errorf("detail %q, want %q", s.detail, tt.detail)
+			}
+			var buf bytes.Buffer
+			g := &globals{log: slog.New(slog.NewJSONHandler(&buf, nil))}
+			v := g.newProgressView(progressLines, "restore", 0)
+			v.update(s)
+			var rec map[string]any
+			if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+				t.Fatalf("log line %q: %v", buf.String(), err)
+			}
+			for k, want := range tt.attrs {
+				if got := rec[k]; got != want {
+					t.Errorf("%s = %v, want %v\n%s", k, got, want, buf.String())
+				}
+			}
+		})
 	}
 }
