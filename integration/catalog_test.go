@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -300,20 +301,25 @@ func TestRetainLastThenGC(t *testing.T) {
 
 	// A backup killed mid-stream leaves chunks no manifest references.
 	cmd := exec.Command(pgstowRaceBin, "backup", "--repo", repoURL, "--pg", c.DSN("postgres"), "--checkpoint", "fast", "--chunk-size", "1MB", "--max-rate", "2MB")
-	cmd.Stderr = os.Stderr
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	before := len(repoKeys(t, dir))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill() })
-	pgtest.Eventually(t, 2*time.Minute, "the killed backup to store chunks", func() bool { return len(repoKeys(t, dir)) > before+3 })
-	cmd.Process.Kill()
+	leaseGlob := filepath.Join(dir, "locks", "backup-*.json")
+	pgtest.Eventually(t, 2*time.Minute, "the backup to store chunks under its lease", func() bool {
+		leases, _ := filepath.Glob(leaseGlob)
+		return len(leases) == 1 && len(repoKeys(t, dir)) > before+3
+	})
+	killErr := cmd.Process.Kill()
 	cmd.Wait()
 	// Its lease stays until it expires, five minutes later by the store's
 	// clock, which for file:// is the file's modification time: age it.
-	leases, _ := filepath.Glob(filepath.Join(dir, "locks", "backup-*.json"))
+	leases, _ := filepath.Glob(leaseGlob)
 	if len(leases) != 1 {
-		t.Fatalf("the killed backup left %d leases, want 1", len(leases))
+		t.Fatalf("the killed backup (kill: %v) left %d leases, want 1; its log:\n%s", killErr, len(leases), stderr.String())
 	}
 	old := time.Now().Add(-10 * time.Minute)
 	if err := os.Chtimes(leases[0], old, old); err != nil {

@@ -191,13 +191,13 @@ func TestDeltaRestore(t *testing.T) {
 		// the map's SHA-256 does.
 		{name: "pg_control of a later state, same mtime", damage: func(t *testing.T, dir string) {
 			replaceKeepMTime(t, filepath.Join(dir, pgControlPath), testPGControlSeed(testSystemID, 99))
-		}, removed: 2, fetched: -1},
+		}, rewritten: 1, removed: 2, fetchedToo: []string{pgControlPath}},
 		{name: "pg_control of a later state, moved aside", damage: func(t *testing.T, dir string) {
 			replaceKeepMTime(t, filepath.Join(dir, pgControlPath), testPGControlSeed(testSystemID, 99))
 			if err := os.Rename(filepath.Join(dir, pgControlPath), filepath.Join(dir, deltaControlPath)); err != nil {
 				t.Fatal(err)
 			}
-		}, removed: 2, fetched: -1},
+		}, rewritten: 1, removed: 2, fetchedToo: []string{pgControlPath}},
 		{name: "pg_filenode.map of a later state, same mtime", damage: func(t *testing.T, dir string) {
 			replaceKeepMTime(t, filepath.Join(dir, "base/1/pg_filenode.map"), sealed(repotest.PseudoRandom(60, 508), 512))
 		}, rewritten: 1, removed: 2, fetchedToo: []string{"base/1/pg_filenode.map"}},
@@ -239,18 +239,20 @@ func TestDeltaRestore(t *testing.T) {
 					files++
 				}
 			}
-			rewritten := tc.rewritten + 1 // pg_control
+			// pg_control is kept too: the copy the delta moved aside is
+			// the backup's (its recorded SHA-256 says so).
+			rewritten := tc.rewritten
 			if res.FilesRewritten != rewritten || res.FilesKept != files-rewritten || res.EntriesRemoved != tc.removed ||
 				res.Files != files || res.Placeholders != 0 {
 				t.Errorf("files kept %d, rewritten %d, removed %d, placeholders %d, files %d; want %d, %d, %d, 0, %d",
 					res.FilesKept, res.FilesRewritten, res.EntriesRemoved, res.Placeholders, res.Files,
 					files-rewritten, rewritten, tc.removed, files)
 			}
-			if want := tc.fetched + chunkBytes(f.backup, append(tc.fetchedToo, pgControlPath)...); tc.fetched >= 0 && res.BytesFetched != want {
+			if want := tc.fetched + chunkBytes(f.backup, tc.fetchedToo...); tc.fetched >= 0 && res.BytesFetched != want {
 				t.Errorf("fetched %d bytes, want %d", res.BytesFetched, want)
 			}
-			if tc.rewritten == 0 && res.BytesKept != res.Bytes-8192 {
-				t.Errorf("kept %d bytes of %d, want all but pg_control", res.BytesKept, res.Bytes)
+			if tc.rewritten == 0 && res.BytesKept != res.Bytes {
+				t.Errorf("kept %d bytes of %d, want all", res.BytesKept, res.Bytes)
 			}
 		})
 	}
@@ -692,8 +694,8 @@ func TestDeltaTablespace(t *testing.T) {
 			if l, err := os.Readlink(filepath.Join(target, "pg_tblspc", strconv.Itoa(testTSOID))); err != nil || l != tsDir {
 				t.Errorf("pg_tblspc link: %q, %v; want %s", l, err, tsDir)
 			}
-			if res.FilesRewritten != 2 || res.EntriesRemoved != 3 {
-				t.Errorf("rewritten %d, removed %d; want 2 (the file, pg_control), 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
+			if res.FilesRewritten != 1 || res.EntriesRemoved != 3 {
+				t.Errorf("rewritten %d, removed %d; want 1 (the file; pg_control is the backup's), 3 (backup_manifest, the WAL segment, the extra file)", res.FilesRewritten, res.EntriesRemoved)
 			}
 		})
 	}
@@ -718,9 +720,9 @@ func TestDeltaEncrypted(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFullRestore(t, f, target)
-	want := 2*(64<<10) + chunkBytes(f.backup, pgControlPath)
-	if res.BytesFetched != want || res.FilesRewritten != 2 {
-		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 2 (the file, pg_control)", res.BytesFetched, res.FilesRewritten, want)
+	want := int64(2 * (64 << 10))
+	if res.BytesFetched != want || res.FilesRewritten != 1 {
+		t.Errorf("fetched %d bytes, rewrote %d files; want %d, 1 (the file; pg_control is the backup's)", res.BytesFetched, res.FilesRewritten, want)
 	}
 }
 
@@ -863,15 +865,20 @@ func TestDeltaSealedFiles(t *testing.T) {
 					files++
 				}
 			}
-			if rewritten := tc.rewritten + 1; res.FilesRewritten != rewritten || res.FilesKept != files-rewritten {
+			rewritten, fetched := tc.rewritten, tc.fetched
+			if tc.old {
+				// No recorded SHA-256: pg_control is fetched too.
+				rewritten, fetched = rewritten+1, append(fetched, pgControlPath)
+			}
+			if res.FilesRewritten != rewritten || res.FilesKept != files-rewritten {
 				t.Errorf("files rewritten %d, kept %d; want %d, %d", res.FilesRewritten, res.FilesKept, rewritten, files-rewritten)
 			}
-			want := chunkBytes(f.backup, append(tc.fetched, pgControlPath)...)
+			want := chunkBytes(f.backup, fetched...)
 			if res.BytesFetched != want {
-				t.Errorf("fetched %d bytes, want %d (the chunks of pg_control and %v)", res.BytesFetched, want, tc.fetched)
+				t.Errorf("fetched %d bytes, want %d (the chunks of %v)", res.BytesFetched, want, fetched)
 			}
-			if tc.rewritten == 0 && want >= chunkBytes(f.backup, all...) {
-				t.Fatalf("pg_control's chunks (%d bytes) hold all the sealed files: the test cannot tell kept from fetched", want)
+			if len(fetched) == 1 && want >= chunkBytes(f.backup, all...) {
+				t.Fatalf("the chunks of %v (%d bytes) hold all the sealed files: the test cannot tell kept from fetched", fetched, want)
 			}
 		})
 	}

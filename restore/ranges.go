@@ -76,6 +76,9 @@ type filePlan struct {
 	action fileAction
 	spans  []span
 	kept   int64 // local bytes found right
+	// held is the content of an actHeld file found right locally (the
+	// pg_control a delta restore moved aside), so nothing is fetched.
+	held []byte
 }
 
 // ranger runs the range engine for one restore.
@@ -282,9 +285,13 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	all := filePlan{action: actWrite, spans: g.spans(i, nil)}
 	switch {
 	case isBase && p == pgControlPath:
-		// Always from the backup, whatever the local copy holds;
-		// held, as it is written last.
+		// The backup's, held, as it is written last: the copy the delta
+		// restore moved aside is used when it hashes to the SHA-256 the
+		// backup recorded (format 1.2 on), otherwise it is fetched.
 		all.action = actHeld
+		if data := g.movedControl(d, f); data != nil {
+			return filePlan{action: actHeld, kept: f.Size, held: data}, nil
+		}
 		return all, nil
 	case isBase && p == tablespaceMapPath && r.dropMap:
 		all.action = actMapCheck
@@ -387,6 +394,30 @@ func firstChunk(offs []int64, chunks []manifest.ChunkRef, off int64) int {
 }
 
 // fileSHA256 reads p through its destination's root and returns its
+// movedControl returns the pg_control a delta restore moved aside, when
+// it is byte for byte the backup's file f (its recorded SHA-256 says so);
+// nil otherwise, and for restores that moved nothing aside.
+func (g *ranger) movedControl(d *dest, f *manifest.File) []byte {
+	if !g.r.p.delta || f.SHA256 == "" || f.Size > maxHeldFileBytes {
+		return nil
+	}
+	fh, err := d.open(deltaControlPath)
+	if err != nil {
+		return nil
+	}
+	defer fh.Close()
+	data := make([]byte, f.Size+1)
+	n, err := io.ReadFull(fh, data)
+	if int64(n) != f.Size || !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	data = data[:n]
+	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != f.SHA256 {
+		return nil
+	}
+	return data
+}
+
 // SHA-256 in hex, as manifest.File.SHA256 records it.
 func fileSHA256(d *dest, p string, buf []byte) (string, error) {
 	f, err := d.open(p)
@@ -475,7 +506,16 @@ func (g *ranger) apply() error {
 				// it in the page cache only.
 				r.addSync(syncEntry{d: d, path: p})
 			case actHeld:
-				g.written++
+				if pl.held == nil {
+					g.written++
+					break
+				}
+				g.kept++
+				g.bytesOK += pl.kept
+				g.held[i] = pl.held
+				if err := g.finish(i); err != nil {
+					return err
+				}
 			case actPlaceholder:
 				g.holders++
 				if err := g.createSized(d, p, f.Size); err != nil {
