@@ -98,11 +98,11 @@ type Splitter struct {
 	hdrOff      int64 // offset of the member's first header block
 
 	// hashSHA256 says which regular files' content gets a SHA-256
-	// (manifest.File.SHA256); sha is the hash of the current member when
-	// it is one of them, nil otherwise, and shaState its reused hash.
+	// (manifest.File.SHA256); hashing is set while the current member is
+	// one of them, and sha is the hash, reused.
 	hashSHA256 func(path string) bool
+	hashing    bool
 	sha        hash.Hash
-	shaState   hash.Hash
 
 	// The trailer (stateTrailer).
 	trailerStart int   // where the trailer begins in cur
@@ -365,11 +365,11 @@ func (s *Splitter) startMember(blk []byte, blkOff int64, h headerInfo, ext *extH
 		f.Size = size
 		f.Offset = s.hdrOff + hdrLen
 		if s.hashSHA256 != nil && s.hashSHA256(f.Path) {
-			if s.shaState == nil {
-				s.shaState = sha256.New()
+			if s.sha == nil {
+				s.sha = sha256.New()
 			}
-			s.sha = s.shaState
 			s.sha.Reset()
+			s.hashing = true
 		}
 	case tf == typeSymlink:
 		f.Type, f.Path, f.LinkTarget = manifest.TypeSymlink, cleanName(name, false), link
@@ -460,7 +460,7 @@ func (s *Splitter) readBody() error {
 			if s.contentLeft > 0 {
 				c := min(int64(n), s.contentLeft)
 				s.file.CRC32C = crc32.Update(s.file.CRC32C, manifest.Castagnoli, p[:c])
-				if s.sha != nil {
+				if s.hashing {
 					s.sha.Write(p[:c])
 				}
 				s.contentLeft -= c
@@ -481,10 +481,10 @@ func (s *Splitter) readBody() error {
 // finishMember records the member just placed and, after a large record,
 // closes its last piece so the next member starts a new chunk.
 func (s *Splitter) finishMember() {
-	if s.sha != nil {
+	if s.hashing {
 		var sum [sha256.Size]byte
 		s.file.SHA256 = hex.EncodeToString(s.sha.Sum(sum[:0]))
-		s.sha = nil
+		s.hashing = false
 	}
 	if s.hasFile {
 		s.files = append(s.files, s.file)

@@ -18,22 +18,6 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 )
 
-// edgeMajors are the oldest and newest majors configured (15 and 18 by
-// default), or the first configured one when neither is: the tests of
-// delta and partial restores run on them only, to keep their time small.
-func edgeMajors() []int {
-	var out []int
-	for _, m := range pgtest.Majors() {
-		if m == 15 || m == 18 {
-			out = append(out, m)
-		}
-	}
-	if len(out) == 0 {
-		out = pgtest.Majors()[:1]
-	}
-	return out
-}
-
 // deltaFingerprintSQL sums up what the delta tests write: delta_rows
 // whole, and the balances of pgbench_accounts.
 const deltaFingerprintSQL = `SELECT (SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM delta_rows)
@@ -247,6 +231,12 @@ func TestDeltaRestore(t *testing.T) {
 			}
 			refTree := snapshotTree(t, ref)
 
+			// ownRestore is a fresh restore of the backup, to restore over.
+			ownRestore := func(t *testing.T) string {
+				dir := filepath.Join(pgtest.TempDir(t), "data")
+				cliRestore(t, repoURL, curID, dir)
+				return dir
+			}
 			cases := []struct {
 				name string
 				// args are added to restore --delta.
@@ -257,12 +247,8 @@ func TestDeltaRestore(t *testing.T) {
 				// directory before it starts.
 				check func(t *testing.T, dir string, rec map[string]string)
 			}{{
-				name: "own restore",
-				prepare: func(t *testing.T) string {
-					dir := filepath.Join(pgtest.TempDir(t), "data")
-					cliRestore(t, repoURL, curID, dir)
-					return dir
-				},
+				name:    "own restore",
+				prepare: ownRestore,
 				check: func(t *testing.T, dir string, rec map[string]string) {
 					// Only pg_control, which a delta sets aside first and
 					// writes last, and backup_label may need their chunks.
@@ -280,13 +266,9 @@ func TestDeltaRestore(t *testing.T) {
 			}, {
 				// The same without reading: a restore sets every file's
 				// mtime to the recorded one.
-				name: "own restore, --delta-check size-mtime",
-				args: []string{"--delta-check", "size-mtime"},
-				prepare: func(t *testing.T) string {
-					dir := filepath.Join(pgtest.TempDir(t), "data")
-					cliRestore(t, repoURL, curID, dir)
-					return dir
-				},
+				name:    "own restore, --delta-check size-mtime",
+				args:    []string{"--delta-check", "size-mtime"},
+				prepare: ownRestore,
 				check: func(t *testing.T, dir string, rec map[string]string) {
 					allowed := chunkBytesCovering(t, cur, "global/pg_control", "backup_label", "tablespace_map")
 					if got := summaryInt(t, rec, "bytes_fetched"); got > allowed {

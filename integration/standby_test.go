@@ -18,9 +18,11 @@ import (
 	"github.com/pgstow/pgstow/restore"
 )
 
-// standbyMajors are the majors the standby test runs on: 15 and 18 (the
-// oldest and newest), or the first configured major when neither is.
-func standbyMajors() []int {
+// edgeMajors are the oldest and newest majors configured (15 and 18 by
+// default), or the first configured one when neither is: the tests that
+// are slow per major (the standby, delta and partial restores) run on
+// them only.
+func edgeMajors() []int {
 	var out []int
 	for _, m := range pgtest.Majors() {
 		if m == 15 || m == 18 {
@@ -89,7 +91,7 @@ const batchesSQL = "SELECT coalesce(min(batch), 0) || ':' || coalesce(max(batch)
 // it with one line. Not parallel: the idle-primary backup must finish
 // within 30 s, which other tests' load could spoil.
 func TestStandbyBackup(t *testing.T) {
-	for _, major := range standbyMajors() {
+	for _, major := range edgeMajors() {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
 			ctx := t.Context()
 			repoDir := filepath.Join(pgtest.TempDir(t), "repo")

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"slices"
 	"strconv"
@@ -68,26 +67,17 @@ func chooseDatabases(ctx context.Context, repo *repository.Repository, p *plan, 
 	slices.SortFunc(spans, func(x, y span) int { return cmp.Compare(x.start, y.start) })
 	slices.SortFunc(heap, func(x, y seg) int { return cmp.Compare(x.n, y.n) })
 
-	held := make(map[int32][]byte)
+	held := make(heldFiles)
 	all := make([][]span, len(b.Archives))
 	all[p.base] = spans
 	_, err := streamSpans(ctx, repo, p, o.Concurrency, all, nil,
 		func(s span, off int64, data []byte) error {
-			f := &b.Files[s.file]
-			buf := held[s.file]
-			if buf == nil {
-				buf = make([]byte, f.Size)
-				held[s.file] = buf
-			}
-			copy(buf[off-f.Offset:], data)
+			held.write(&b.Files[s.file], s, off, data)
 			return nil
 		},
 		func(i int32) error {
-			f := &b.Files[i]
-			if crc := crc32.Checksum(held[i], manifest.Castagnoli); crc != f.CRC32C {
-				return fmt.Errorf("%s: CRC32C %08x, the manifest says %08x", f.Path, crc, f.CRC32C)
-			}
-			return nil
+			_, err := held.checked(&b.Files[i], i, b.Files[i].Path)
+			return err
 		})
 	if err != nil {
 		return nil, fmt.Errorf("read pg_database from the backup: %w", err)

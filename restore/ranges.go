@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"runtime"
 	"slices"
 	"sort"
@@ -91,7 +93,7 @@ type ranger struct {
 	placeholder func(tablespace bool, path string) bool
 
 	removed int
-	held    map[int32][]byte
+	held    heldFiles
 	open    map[int32]*rangeFile
 	kept    int
 	written int
@@ -116,7 +118,7 @@ func (r *restorer) restoreRanges(ctx context.Context) error {
 		r:     r,
 		local: make([]localEntry, len(r.p.b.Files)),
 		plans: make([]filePlan, len(r.p.b.Files)),
-		held:  make(map[int32][]byte),
+		held:  make(heldFiles),
 		open:  make(map[int32]*rangeFile),
 	}
 	if r.keepDB != nil {
@@ -393,7 +395,6 @@ func firstChunk(offs []int64, chunks []manifest.ChunkRef, off int64) int {
 	return sort.Search(len(offs), func(k int) bool { return offs[k]+chunks[k].RawSize > off })
 }
 
-// fileSHA256 reads p through its destination's root and returns its
 // movedControl returns the pg_control a delta restore moved aside, when
 // it is byte for byte the backup's file f (its recorded SHA-256 says so);
 // nil otherwise, and for restores that moved nothing aside.
@@ -418,38 +419,36 @@ func (g *ranger) movedControl(d *dest, f *manifest.File) []byte {
 	return data
 }
 
-// SHA-256 in hex, as manifest.File.SHA256 records it.
+// fileSHA256 returns the SHA-256 of p in hex, as manifest.File.SHA256
+// records it.
 func fileSHA256(d *dest, p string, buf []byte) (string, error) {
-	f, err := d.open(p)
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", d.full(p), err)
-	}
-	defer f.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, buf); err != nil {
-		return "", fmt.Errorf("read %s: %w", d.full(p), err)
+	if err := hashFile(d, p, h, buf); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// fileCRC reads p through its destination's root and returns its CRC32C.
+// fileCRC returns the CRC32C of p.
 func fileCRC(d *dest, p string, buf []byte) (uint32, error) {
+	h := crc32.New(manifest.Castagnoli)
+	if err := hashFile(d, p, h, buf); err != nil {
+		return 0, err
+	}
+	return h.Sum32(), nil
+}
+
+// hashFile reads p through its destination's root into h, through buf.
+func hashFile(d *dest, p string, h hash.Hash, buf []byte) error {
 	f, err := d.open(p)
 	if err != nil {
-		return 0, fmt.Errorf("read %s: %w", d.full(p), err)
+		return fmt.Errorf("read %s: %w", d.full(p), err)
 	}
 	defer f.Close()
-	var crc uint32
-	for {
-		n, err := f.Read(buf)
-		crc = crc32.Update(crc, manifest.Castagnoli, buf[:n])
-		if errors.Is(err, io.EOF) {
-			return crc, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read %s: %w", d.full(p), err)
-		}
+	if _, err := io.CopyBuffer(h, f, buf); err != nil {
+		return fmt.Errorf("read %s: %w", d.full(p), err)
 	}
+	return nil
 }
 
 // apply makes the directories, fixes what is kept, creates placeholders
@@ -472,7 +471,7 @@ func (g *ranger) apply() error {
 							return fmt.Errorf("set the mode of %s: %w", d.full(p), err)
 						}
 					}
-					for q := p; q != "." && !d.dirs[q]; q = parentDir(q) {
+					for q := p; q != "." && !d.dirs[q]; q = path.Dir(q) {
 						d.dirs[q] = true
 					}
 				} else if err := d.ensureDir(p); err != nil {
@@ -549,13 +548,6 @@ func (g *ranger) apply() error {
 	return nil
 }
 
-func parentDir(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[:i]
-	}
-	return "."
-}
-
 // openSized opens p for writing (creating it 0600 if absent, never
 // following a symlink) and sets its size, so that ranges can be written
 // anywhere in it and nothing past the size remains.
@@ -620,12 +612,7 @@ func (g *ranger) write(s span, off int64, data []byte) error {
 	f := &r.p.b.Files[s.file]
 	switch g.plans[s.file].action {
 	case actHeld, actMapCheck:
-		buf := g.held[s.file]
-		if buf == nil {
-			buf = make([]byte, f.Size)
-			g.held[s.file] = buf
-		}
-		copy(buf[off-f.Offset:], data)
+		g.held.write(f, s, off, data)
 		return nil
 	}
 	d := r.dests[r.p.b.Archives[f.Archive].TablespaceOID]
@@ -677,6 +664,32 @@ func (g *ranger) write(s span, off int64, data []byte) error {
 	return nil
 }
 
+// heldFiles are small files assembled in memory from the chunk stream
+// (pg_control, tablespace_map, pg_database and pg_xact), by index into
+// b.Files.
+type heldFiles map[int32][]byte
+
+// write puts data, the part of a chunk at archive offset off that falls
+// in span s of file f, in place.
+func (h heldFiles) write(f *manifest.File, s span, off int64, data []byte) {
+	buf := h[s.file]
+	if buf == nil {
+		buf = make([]byte, f.Size)
+		h[s.file] = buf
+	}
+	copy(buf[off-f.Offset:], data)
+}
+
+// checked returns file i's content once whole, checked against f's
+// CRC32C; name is for the error.
+func (h heldFiles) checked(f *manifest.File, i int32, name string) ([]byte, error) {
+	data := h[i]
+	if crc := crc32.Checksum(data, manifest.Castagnoli); crc != f.CRC32C {
+		return nil, fmt.Errorf("file %s: CRC32C %08x, the manifest says %08x", name, crc, f.CRC32C)
+	}
+	return data, nil
+}
+
 // finish is called once every span of file i is written.
 func (g *ranger) finish(i int32) error {
 	r := g.r
@@ -686,9 +699,9 @@ func (g *ranger) finish(i int32) error {
 	mtime := time.Unix(f.MTime, 0)
 	switch g.plans[i].action {
 	case actHeld, actMapCheck:
-		data := g.held[i]
-		if crc := crc32.Checksum(data, manifest.Castagnoli); crc != f.CRC32C {
-			return fmt.Errorf("file %s: CRC32C %08x, the manifest says %08x", d.full(p), crc, f.CRC32C)
+		data, err := g.held.checked(f, i, d.full(p))
+		if err != nil {
+			return err
 		}
 		if g.plans[i].action == actHeld {
 			r.pgControl, r.pgControlMTime = data, mtime
