@@ -205,6 +205,12 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 			s.URI = (&url.URL{Scheme: "postgresql", User: url.User(s.User), Host: net.JoinHostPort(s.Host, strconv.Itoa(s.Port)), Path: "/" + s.DBName}).String()
 			continue
 		}
+		if strings.Contains(err.Error(), "could not start server") {
+			// The server exited while pg_ctl -w waited (recovery
+			// failed, the target cannot be reached): said in the same
+			// words as when it stops after pg_ctl has returned.
+			return fail(fmt.Errorf("start PostgreSQL on %s: the server stopped before it was ready (%w); the server log says: %s", o.DataDir, err, tail(log)))
+		}
 		return fail(fmt.Errorf("start PostgreSQL on %s: %w; the server log says: %s", o.DataDir, err, tail(log)))
 	}
 	if err := waitReady(ctx, s, o, dir); err != nil {
