@@ -42,14 +42,15 @@ func (b *Backup) DisplayPath(a int, path string) string {
 	return p
 }
 
-// ChunkOffsets returns where each chunk of archive a starts within it.
+// ChunkOffsets returns where each chunk reference of archive a starts
+// within it.
 func (b *Backup) ChunkOffsets(a int) []int64 {
 	chunks := b.Archives[a].Chunks
 	offs := make([]int64, len(chunks))
 	var off int64
 	for i, c := range chunks {
 		offs[i] = off
-		off += c.RawSize
+		off += c.Len()
 	}
 	return offs
 }

@@ -8,11 +8,18 @@ package manifest
 
 import "time"
 
-// FormatVersion is written into every manifest. Readers accept any minor
-// version of a major they know and refuse other majors. 1.1 added partial
-// WAL segments and chunks' stored_crc32c, 1.2 files' sha256
-// (docs/repository-format.md).
-const FormatVersion = "1.2"
+// FormatVersion is written into the manifest of every full backup.
+// Readers accept any minor version of a major they know and refuse other
+// majors. 1.1 added partial WAL segments and chunks' stored_crc32c, 1.2
+// files' sha256, 1.3 relation files' block_crc32c and the backup's
+// block_size (docs/repository-format.md).
+const FormatVersion = "1.3"
+
+// FormatVersionIncremental is written into the manifest of an incremental
+// backup. Its archives slice chunks (ChunkRef.Length), which a reader of
+// format 1 would misread as whole chunks: the major version makes such a
+// reader refuse the backup instead.
+const FormatVersionIncremental = "2.0"
 
 // LSN is a PostgreSQL write-ahead log position.
 type LSN uint64
@@ -36,9 +43,35 @@ type Backup struct {
 	Files          []File       `json:"files"`
 	// PGManifestSHA256 is the SHA-256 of PostgreSQL's backup_manifest as
 	// stored next to this manifest.
-	PGManifestSHA256 string  `json:"pg_manifest_sha256"`
-	Totals           Totals  `json:"totals"`
-	Timings          Timings `json:"timings"`
+	PGManifestSHA256 string `json:"pg_manifest_sha256"`
+	// BlockSize is the server's BLCKSZ, set when relation files carry
+	// BlockCRC32C (backups of PostgreSQL 17+, format 1.3 on).
+	BlockSize int `json:"block_size,omitempty"`
+	// Incremental is set when the server sent only what changed since a
+	// parent backup (BASE_BACKUP INCREMENTAL); the manifest still describes
+	// every file whole, so nothing reads the parent at restore.
+	Incremental *Incremental `json:"incremental,omitempty"`
+	Totals      Totals       `json:"totals"`
+	Timings     Timings      `json:"timings"`
+}
+
+// Incremental says how an incremental backup was taken. It is a record for
+// people and for the backup policy: restore, verify and retention never
+// follow Parent.
+type Incremental struct {
+	// Parent is the id of the backup whose PostgreSQL backup_manifest was
+	// uploaded (UPLOAD_MANIFEST); it may since have been deleted.
+	Parent         string `json:"parent"`
+	ParentStartLSN LSN    `json:"parent_start_lsn"`
+	// FullStarted is when the last full backup this one descends from
+	// started, for --full-every.
+	FullStarted time.Time `json:"full_started"`
+	// SentBytes is what the server sent: the archives' bytes as streamed.
+	SentBytes int64 `json:"sent_bytes"`
+	// IncrementalFiles is how many files came as INCREMENTAL.<name>, and
+	// ChangedBlocks how many blocks they held.
+	IncrementalFiles int   `json:"incremental_files"`
+	ChangedBlocks    int64 `json:"changed_blocks"`
 }
 
 // WALSegment is one WAL segment file a restore needs.
@@ -81,7 +114,24 @@ type ChunkRef struct {
 	// not known: manifests before this field, and a deduplicated chunk the
 	// previous backup recorded none for.
 	StoredCRC32C *uint32 `json:"stored_crc32c,omitempty"`
+	// Offset and Length, when Length is positive, make the reference a
+	// slice: the archive holds the chunk's raw bytes [Offset,
+	// Offset+Length), not all of them (format 2.x, incremental backups).
+	// A chunk may then appear in several references.
+	Offset int64 `json:"offset,omitempty"`
+	Length int64 `json:"length,omitempty"`
 }
+
+// Len is how many bytes of the archive the reference contributes.
+func (c ChunkRef) Len() int64 {
+	if c.Length > 0 {
+		return c.Length
+	}
+	return c.RawSize
+}
+
+// Sliced reports whether the reference is a slice of its chunk.
+func (c ChunkRef) Sliced() bool { return c.Length > 0 }
 
 // FileType is the kind of a tar member.
 type FileType string
@@ -107,8 +157,14 @@ type File struct {
 	// CRC32C is therefore the same for every valid version: a delta
 	// restore compares this instead. Empty for other files, and in
 	// manifests before format 1.2.
-	SHA256     string `json:"sha256,omitempty"`
-	LinkTarget string `json:"link_target,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	// BlockCRC32C is the CRC32C of each Backup.BlockSize block of a
+	// relation file's content, in order (JSON: base64 of the little-endian
+	// values). Recorded for backups of PostgreSQL 17+ (format 1.3), so an
+	// incremental backup can give each file it assembles from a parent's
+	// blocks and new ones its whole CRC32C without reading old data.
+	BlockCRC32C BlockCRCs `json:"block_crc32c,omitempty"`
+	LinkTarget  string    `json:"link_target,omitempty"`
 	Archive    int    `json:"archive"` // index into Backup.Archives
 	// Offset is where the member's content starts within its archive, so a
 	// reader can find the chunk that holds it.
@@ -154,3 +210,6 @@ type RepoEncryption struct {
 	// object is the only one stored in the clear.
 	ConfigMAC string `json:"config_mac"`
 }
+
+// BlockCRCs are a file's per-block CRC32C values; see File.BlockCRC32C.
+type BlockCRCs []uint32
