@@ -86,6 +86,14 @@ func (s *fakeServer) CreateTemporarySlot(_ context.Context, name string) error {
 	return nil
 }
 
+func (s *fakeServer) Settings(context.Context) (replication.Settings, error) {
+	return replication.Settings{ServerVersion: 150004, BlockSize: 8192, SegmentSize: 1 << 30}, nil
+}
+
+func (s *fakeServer) UploadManifest(context.Context, io.Reader) error {
+	return replication.ErrIncrementalRefused
+}
+
 func (s *fakeServer) BaseBackup(context.Context, replication.BackupOptions) (archiveSource, error) {
 	return &fakeStream{srv: s}, nil
 }

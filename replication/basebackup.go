@@ -39,6 +39,12 @@ type BackupOptions struct {
 	CompressionDetail string
 	// Progress asks the server to estimate sizes first (a directory scan).
 	Progress bool
+	// Incremental asks for an incremental backup against the manifest
+	// sent with UploadManifest just before on the same connection
+	// (PostgreSQL 17+): changed relation files come as INCREMENTAL.<name>
+	// members. The manifest checksums must then be CRC32C, which block
+	// checksums combine into.
+	Incremental bool
 	// OnNotice receives server notices and warnings (e.g. checksum
 	// failures); may be nil.
 	OnNotice func(*pgconn.PgError)
@@ -149,6 +155,13 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 	if err != nil {
 		return nil, err
 	}
+	if c.pg == nil {
+		return nil, fmt.Errorf("BASE_BACKUP on %s: the connection was taken over by an earlier base backup", c.target)
+	}
+	if opts.Incremental && c.serverVersion < MinIncrementalVersion {
+		return nil, fmt.Errorf("BASE_BACKUP on %s: %w: PostgreSQL %s has no incremental backups (they need PostgreSQL 17 or newer)",
+			c.target, ErrIncrementalRefused, versionString(c.serverVersion))
+	}
 	hj, err := c.pg.Hijack()
 	if err != nil {
 		return nil, fmt.Errorf("take over connection to %s: %w", c.target, err)
@@ -180,10 +193,30 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 		return fail(fmt.Errorf("send BASE_BACKUP to %s: %w", c.target, err))
 	}
 	w := newWireReader(nc, socketBufSize)
+	// refused handles an error the server raised before the archive
+	// stream: nothing was sent yet, and the command is over, so the
+	// connection goes back to c for another command (a full backup after
+	// a refused incremental) when it is clean.
+	refused := func(err error) (*BaseBackup, error) {
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+		}
+		if opts.Incremental && incrementalRefusal(pgErr) {
+			err = fmt.Errorf("BASE_BACKUP on %s: %w: %w", c.target, ErrIncrementalRefused, err)
+		} else {
+			err = fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err)
+		}
+		if !c.reclaim(hj, nc, w, stop, opts.OnNotice) {
+			return fail(err)
+		}
+		cancel()
+		return nil, err
+	}
 	// Result set 1: start LSN and timeline.
 	rs, typ, err := w.readResultSet(opts.OnNotice)
 	if err != nil {
-		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+		return refused(err)
 	}
 	if typ != 'C' || len(rs.rows) != 1 || len(rs.rows[0]) < 2 {
 		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected start result (message %q)", c.target, typ))
@@ -200,7 +233,7 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 	// Result set 2: tablespaces; the main directory is the row with NULLs.
 	rs, typ, err = w.readResultSet(opts.OnNotice)
 	if err != nil {
-		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+		return refused(err)
 	}
 	if typ != 'C' {
 		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected message %q instead of the tablespace list", c.target, typ))
@@ -234,7 +267,7 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 	// CopyOutResponse starts the archive stream.
 	_, typ, err = w.readResultSet(opts.OnNotice)
 	if err != nil {
-		return fail(fmt.Errorf("BASE_BACKUP on %s: %w", c.target, err))
+		return refused(err)
 	}
 	if typ != 'H' {
 		return fail(fmt.Errorf("BASE_BACKUP on %s: unexpected message %q instead of the archive stream", c.target, typ))
@@ -243,6 +276,41 @@ func (c *Conn) BaseBackup(ctx context.Context, opts BackupOptions) (*BaseBackup,
 	nc.arm()
 	go b.readLoop(ctx, w, opts.OnNotice)
 	return b, nil
+}
+
+// reclaim gives c back the connection BaseBackup took over, after the
+// server ended the command with an error before the archive stream: it
+// reads up to ReadyForQuery and rebuilds the pgconn connection on the
+// socket. It reports false, leaving the connection to be closed, when
+// that cannot be done cleanly (another error, bytes beyond
+// ReadyForQuery, a context that ended).
+func (c *Conn) reclaim(hj *pgconn.HijackedConn, nc *idleConn, w *wireReader, stop func() bool, onNotice func(*pgconn.PgError)) bool {
+	for {
+		_, typ, err := w.readResultSet(onNotice)
+		if err != nil {
+			return false
+		}
+		if typ == 'Z' {
+			break
+		}
+		if typ != 'C' {
+			return false
+		}
+	}
+	// Nothing may be left in our buffer: pgconn would not see it. The
+	// server says nothing unasked after ReadyForQuery.
+	if w.br.Buffered() > 0 || !stop() || nc.aborted.Load() {
+		return false
+	}
+	if err := hj.Conn.SetDeadline(time.Time{}); err != nil {
+		return false
+	}
+	pg, err := pgconn.Construct(hj)
+	if err != nil {
+		return false
+	}
+	c.pg = pg
+	return true
 }
 
 func newBaseBackup(st Start, nc net.Conn, target string, stop func() bool, cancel context.CancelFunc) *BaseBackup {
@@ -277,7 +345,13 @@ func buildBaseBackupCommand(o BackupOptions) (string, error) {
 	default:
 		return "", fmt.Errorf("manifest checksum algorithm %q: use CRC32C, SHA224, SHA256, SHA384, SHA512 or NONE", o.ManifestChecksums)
 	}
+	if o.Incremental && alg != "CRC32C" {
+		return "", fmt.Errorf("manifest checksum algorithm %s: an incremental backup needs CRC32C", alg)
+	}
 	opts = append(opts, "MANIFEST_CHECKSUMS "+quoteLiteral(alg))
+	if o.Incremental {
+		opts = append(opts, "INCREMENTAL")
+	}
 	if o.FastCheckpoint {
 		opts = append(opts, "CHECKPOINT 'fast'")
 	}

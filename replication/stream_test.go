@@ -182,13 +182,16 @@ func TestBuildBaseBackupCommand(t *testing.T) {
 		o       BackupOptions
 		want    []string
 		wantErr string
+		not     []string
 	}{
-		{BackupOptions{}, []string{"LABEL 'pgstow'", "WAIT false", "TABLESPACE_MAP", "MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'CRC32C'"}, ""},
+		{BackupOptions{}, []string{"LABEL 'pgstow'", "WAIT false", "TABLESPACE_MAP", "MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'CRC32C'"}, "", []string{"INCREMENTAL"}},
 		{BackupOptions{Label: "it's", FastCheckpoint: true, MaxRate: 20 << 20, Compression: "lz4", SkipChecksumVerification: true},
-			[]string{"LABEL 'it''s'", "CHECKPOINT 'fast'", "MAX_RATE 20480", "COMPRESSION 'lz4'", "VERIFY_CHECKSUMS false"}, ""},
-		{BackupOptions{MaxRate: 1024}, nil, "32kB/s to 1GB/s"},
-		{BackupOptions{Compression: "brotli"}, nil, "server compression"},
-		{BackupOptions{ManifestChecksums: "md5"}, nil, "manifest checksum"},
+			[]string{"LABEL 'it''s'", "CHECKPOINT 'fast'", "MAX_RATE 20480", "COMPRESSION 'lz4'", "VERIFY_CHECKSUMS false"}, "", nil},
+		{BackupOptions{MaxRate: 1024}, nil, "32kB/s to 1GB/s", nil},
+		{BackupOptions{Compression: "brotli"}, nil, "server compression", nil},
+		{BackupOptions{ManifestChecksums: "md5"}, nil, "manifest checksum", nil},
+		{BackupOptions{Incremental: true}, []string{"MANIFEST 'yes'", "MANIFEST_CHECKSUMS 'CRC32C'", ", INCREMENTAL"}, "", nil},
+		{BackupOptions{Incremental: true, ManifestChecksums: "sha256"}, nil, "incremental backup needs CRC32C", nil},
 	}
 	for _, tt := range tests {
 		got, err := buildBaseBackupCommand(tt.o)
@@ -205,6 +208,11 @@ func TestBuildBaseBackupCommand(t *testing.T) {
 		for _, w := range tt.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("%q lacks %q", got, w)
+			}
+		}
+		for _, w := range tt.not {
+			if strings.Contains(got, w) {
+				t.Errorf("%q has %q", got, w)
 			}
 		}
 	}
