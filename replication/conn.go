@@ -1,5 +1,6 @@
 // Package replication is pgstow's thin driver for PostgreSQL's physical
-// replication protocol: IDENTIFY_SYSTEM, BASE_BACKUP and WAL streaming. It
+// replication protocol: IDENTIFY_SYSTEM, BASE_BACKUP (full, or incremental
+// after UPLOAD_MANIFEST) and WAL streaming. It
 // uses pgconn for connecting (authentication, TLS, libpq environment) and
 // decodes the COPY stream itself, so the socket reader can move archive
 // bytes into pooled buffers without a per-message allocation.
