@@ -381,7 +381,7 @@ func planFetches(ids []string, capacity int) []fetchStep {
 		return nil
 	}
 	steps := make([]fetchStep, n)
-	held := make([]string, capacity) // id in each slot
+	held := make([]string, capacity)  // id in each slot
 	heldNext := make([]int, capacity) // its next use; -1: the slot is free
 	for k := range heldNext {
 		heldNext[k] = -1

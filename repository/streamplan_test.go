@@ -167,5 +167,3 @@ func TestStreamMemoryBudgetCache(t *testing.T) {
 		t.Errorf("MemoryBudget = %d, want %d", got, want)
 	}
 }
-
-

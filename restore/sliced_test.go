@@ -2,6 +2,7 @@ package restore
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -274,4 +276,32 @@ func TestSliceOf(t *testing.T) {
 			t.Errorf("[%d, +%d): %q, %v; want %q", tc.offset, tc.length, got, err, tc.want)
 		}
 	}
+}
+
+// A missing chunk is named with the files of the reference that needed
+// it, the slice's bytes of the archive, not the whole chunk's.
+func TestRestoreSlicedMissingChunk(t *testing.T) {
+	const piece = 5000
+	f := deltaFixture(t, mem.New())
+	var sliced *manifest.Backup
+	edit := alternating(t, f.repo, f.backup, piece)
+	target := filepath.Join(t.TempDir(), "data")
+	o := testOptions(target)
+	o.editBackup = func(b *manifest.Backup) {
+		edit(b)
+		sliced = b
+		// The odd pieces' chunk: the second reference is its first.
+		if err := f.store.Delete(t.Context(), repository.ChunkKey(b.Archives[0].Chunks[1].ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := Run(t.Context(), f.repo, o)
+	if !errors.Is(err, providers.ErrNotExist) {
+		t.Fatalf("error %v, want one wrapping ErrNotExist", err)
+	}
+	want := fmt.Sprintf("chunk 2 of %d; it holds %s)", len(sliced.Archives[0].Chunks), sliced.FilesIn(0, piece, piece))
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	checkNoPGControl(t, target, "a failure")
 }
