@@ -65,6 +65,10 @@ type Verdict struct {
 	// suspect are the chunks found corrupt or whose stored bytes differ
 	// from those recorded, for Repair to check again.
 	suspect []manifest.ChunkRef
+	// reported are the chunks a full verify found a problem with: an
+	// incremental backup slices one chunk from many references, and the
+	// problem is said once, at the first.
+	reported map[string]bool
 }
 
 func (v *Verdict) add(kind, object, format string, args ...any) {
@@ -78,7 +82,8 @@ type VerifyOptions struct {
 	Quick bool
 	// Concurrency is how many chunks a full verification downloads at
 	// once (8), beside half as many WAL segments; memory is about
-	// Concurrency × 2 × (the chunk size + half the segment size).
+	// Concurrency × 2 × (the chunk size + half the segment size), plus
+	// verifyCacheChunks chunks for an archive that names a chunk again.
 	Concurrency int
 	Log         *slog.Logger
 	// Progress, if set, is told how a full verification is going about
@@ -222,6 +227,7 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 	if !inv.backups[repository.PGManifestKey(id)] {
 		v.add(BadPGManifest, repository.PGManifestKey(id), "PostgreSQL's backup_manifest is missing")
 	}
+	checkSlices(b, &v)
 	seen := make(map[repository.ChunkID]bool)
 	for ai, a := range b.Archives {
 		offs := b.ChunkOffsets(ai)
@@ -235,11 +241,11 @@ func quickVerify(ctx context.Context, repo *repository.Repository, inv *inventor
 			size, ok := inv.chunks[cid]
 			switch {
 			case !ok:
-				v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), b.FilesIn(ai, offs[ci], ref.RawSize))
+				v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), b.FilesIn(ai, offs[ci], ref.Len()))
 			case size != ref.StoredSize && !quarantinedCopy(ctx, repo, ref.ID):
 				v.suspect = append(v.suspect, ref)
 				v.add(CorruptChunk, key, "%s chunk %d of %d has %d bytes, the manifest says %d; it holds %s",
-					a.Name, ci+1, len(a.Chunks), size, ref.StoredSize, b.FilesIn(ai, offs[ci], ref.RawSize))
+					a.Name, ci+1, len(a.Chunks), size, ref.StoredSize, b.FilesIn(ai, offs[ci], ref.Len()))
 			default:
 				v.StoredBytes += ref.StoredSize // as a full verify counts
 			}
@@ -285,6 +291,7 @@ func fullVerify(ctx context.Context, repo *repository.Repository, id string, o V
 		v.add(BadPGManifest, repository.PGManifestKey(id), "does not match pgstow's manifest: %v", err)
 	}
 
+	checkSlices(b, &v)
 	// The WAL is checked alongside the archives.
 	var walV Verdict
 	walDone := make(chan struct{})
@@ -355,12 +362,20 @@ func verifyWAL(ctx context.Context, repo *repository.Repository, b *manifest.Bac
 	_ = g.Wait()
 }
 
+// verifyCacheChunks is how many decompressed chunks a full verify keeps
+// for references that name them again soon, so that a chunk an
+// incremental backup slices several times is downloaded once while its
+// uses are close (repository.StreamOptions.CacheChunks).
+const verifyCacheChunks = 4
+
 // verifyArchive downloads an archive's chunks, n at a time and in order
 // (repository.StreamChunks), checks each chunk (size, LZ4 checksum,
 // SHA-256, stored CRC32C) and recomputes every file's CRC32C from the
-// bytes at its recorded offset. A bad chunk is reported with the files it
-// holds, and those files are not checked further; the rest of the archive
-// still is. Memory is n stored buffers and n decompressed ones.
+// bytes at its recorded offset (a reference's slice of its chunk). A bad
+// chunk is reported with the files it holds, and those files are not
+// checked further; the rest of the archive still is. Memory is n stored
+// buffers and n decompressed ones, and verifyCacheChunks kept when the
+// archive names a chunk again.
 func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest.Backup, ai, n int, seen map[string]bool, v *Verdict, done *atomic.Int64) {
 	a := &b.Archives[ai]
 	offs := b.ChunkOffsets(ai)
@@ -368,12 +383,24 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 	fc := fileChecker{b: b, ai: ai, files: files, v: v}
 	// As many decompressed chunks as downloads: the memory VerifyOptions
 	// and --help state, and every download can decode at once.
-	o := repository.StreamOptions{Concurrency: n, RawBuffers: n, CheckFrames: true, CheckStoredCRC: true}
+	o := repository.StreamOptions{Concurrency: n, RawBuffers: n, CheckFrames: true, CheckStoredCRC: true, CacheChunks: verifyCacheChunks}
+	if v.reported == nil {
+		v.reported = make(map[string]bool)
+	}
 	err := repo.StreamChunks(ctx, slices.Values(a.Chunks), o, func(ci int, raw []byte, err error) error {
 		ref := a.Chunks[ci]
 		done.Add(ref.StoredSize)
 		key := repository.ChunkKey(ref.ID)
-		holds := func() string { return b.FilesIn(ai, offs[ci], ref.RawSize) }
+		holds := func() string { return b.FilesIn(ai, offs[ci], ref.Len()) }
+		// A chunk named again comes with the same content or problem:
+		// the problem was reported at its first reference.
+		report := !v.reported[ref.ID]
+		add := func(kind, format string, args ...any) {
+			if report {
+				v.reported[ref.ID] = true
+				v.add(kind, key, format, args...)
+			}
+		}
 		// The content is right, and its stored bytes are not those
 		// recorded: judged below, and its files can be checked.
 		var crcErr error
@@ -385,22 +412,28 @@ func verifyArchive(ctx context.Context, repo *repository.Repository, b *manifest
 			if !seen[ref.ID] {
 				v.StoredBytes += ref.StoredSize
 			}
-			if crcErr != nil {
+			if crcErr != nil && report {
 				checkCRC(ctx, repo, ref, crcErr, v, func(detail string) {
-					v.add(CorruptChunk, key, "%s chunk %d of %d: %s; it holds %s", a.Name, ci+1, len(a.Chunks), detail, holds())
+					add(CorruptChunk, "%s chunk %d of %d: %s; it holds %s", a.Name, ci+1, len(a.Chunks), detail, holds())
 				})
 			}
-			fc.feed(offs[ci], raw)
+			if data, ok := sliceOf(ref, raw); ok {
+				fc.feed(offs[ci], data)
+			} else {
+				fc.skip(offs[ci], ref.Len()) // checkSlices reported it
+			}
 		case errors.Is(err, providers.ErrNotExist):
-			v.add(MissingChunk, key, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), holds())
-			fc.skip(offs[ci], ref.RawSize)
+			add(MissingChunk, "%s chunk %d of %d is missing; it holds %s", a.Name, ci+1, len(a.Chunks), holds())
+			fc.skip(offs[ci], ref.Len())
 		case errors.Is(err, repository.ErrCorrupt):
-			v.suspect = append(v.suspect, ref)
-			v.add(CorruptChunk, key, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
-			fc.skip(offs[ci], ref.RawSize)
+			if report {
+				v.suspect = append(v.suspect, ref)
+			}
+			add(CorruptChunk, "%s chunk %d of %d is corrupt (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
+			fc.skip(offs[ci], ref.Len())
 		default:
-			v.add(UnreadableChunk, key, "%s chunk %d of %d could not be read (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
-			fc.skip(offs[ci], ref.RawSize)
+			add(UnreadableChunk, "%s chunk %d of %d could not be read (%v); it holds %s", a.Name, ci+1, len(a.Chunks), err, holds())
+			fc.skip(offs[ci], ref.Len())
 		}
 		seen[ref.ID] = true
 		return nil
@@ -424,6 +457,32 @@ func checkCRC(ctx context.Context, repo *repository.Repository, ref manifest.Chu
 	case !replaced:
 		v.suspect = append(v.suspect, ref)
 		report(fmt.Sprintf("%v (it still decodes to the right content)", crcErr))
+	}
+}
+
+// sliceOf returns the bytes of chunk content raw that ref contributes to
+// its archive, and false for a slice that does not lie inside raw.
+func sliceOf(ref manifest.ChunkRef, raw []byte) ([]byte, bool) {
+	if !ref.Sliced() {
+		return raw, true
+	}
+	if ref.Offset < 0 || ref.Offset > int64(len(raw)) || ref.Length > int64(len(raw))-ref.Offset {
+		return nil, false
+	}
+	return raw[ref.Offset : ref.Offset+ref.Length], true
+}
+
+// checkSlices reports the chunk references of b whose slice does not lie
+// inside the chunk they name (a manifest that a reader would take bytes
+// from outside the chunk for).
+func checkSlices(b *manifest.Backup, v *Verdict) {
+	for _, a := range b.Archives {
+		for ci, ref := range a.Chunks {
+			if ref.Offset < 0 || ref.Length < 0 || (ref.Offset != 0 && ref.Length == 0) || ref.Length > ref.RawSize-ref.Offset {
+				v.add(BadManifest, repository.BackupManifestKey(b.ID), "%s chunk %d of %d (%s) takes bytes [%d, %d) of a chunk of %d bytes",
+					a.Name, ci+1, len(a.Chunks), ref.ID, ref.Offset, ref.Offset+ref.Length, ref.RawSize)
+			}
+		}
 	}
 }
 

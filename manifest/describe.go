@@ -8,7 +8,9 @@ import (
 // FilesIn names the members whose content (or, for members without
 // content, whose header) lies in bytes [off, off+size) of archive a, for
 // messages about a chunk: the user wants to know what a missing or corrupt
-// chunk affects. At most five are named; the rest are counted.
+// chunk affects. Offsets are the archive's, as its references concatenate
+// (ChunkOffsets): for a reference, its offset and Len, which for a slice
+// is less than its chunk. At most five are named; the rest are counted.
 func (b *Backup) FilesIn(a int, off, size int64) string {
 	const show = 5
 	var names []string

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"iter"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/pgstow/pgstow/chunker"
@@ -35,6 +36,13 @@ type StreamOptions struct {
 	// that decodes right is passed on with the content and an error
 	// matching ErrStoredCRC.
 	CheckStoredCRC bool
+	// CacheChunks is how many decompressed chunks the stream keeps for
+	// references that name a chunk again soon (an incremental backup's
+	// archives slice one chunk from several references): a chunk is then
+	// downloaded once as long as its uses are close. 0 downloads every
+	// reference. Buffers are allocated only when a chunk is used again,
+	// so references that never repeat cost nothing.
+	CacheChunks int
 }
 
 // DefaultStreamConcurrency is StreamOptions.Concurrency when not set.
@@ -59,10 +67,10 @@ func (o StreamOptions) withDefaults() StreamOptions {
 
 // MemoryBudget is the most memory a stream's buffers take, given the
 // largest raw and stored chunk sizes: one stored buffer per download and
-// RawBuffers decompressed ones.
+// RawBuffers decompressed ones, plus CacheChunks kept for reuse.
 func (o StreamOptions) MemoryBudget(maxRawSize, maxStoredSize int64) int64 {
 	o = o.withDefaults()
-	return int64(o.Concurrency)*maxStoredSize + int64(o.RawBuffers)*maxRawSize
+	return int64(o.Concurrency)*maxStoredSize + int64(o.RawBuffers+max(o.CacheChunks, 0))*maxRawSize
 }
 
 // StreamChunks downloads, decompresses and checks the chunks refs names
@@ -91,16 +99,26 @@ func (o StreamOptions) MemoryBudget(maxRawSize, maxStoredSize int64) int64 {
 // fn has returned for chunk i−RawBuffers, and is downloaded only once it
 // has for chunk i−Concurrency. Neither wait can deadlock, as a chunk only
 // ever waits for earlier ones.
+//
+// With CacheChunks, a reference that names a chunk again may be served
+// from a copy kept when it was last downloaded, as planFetches decides
+// before the first download: fn sees it exactly as a download (content,
+// or the download's error), and the windows above count downloads only.
 func (r *Repository) StreamChunks(ctx context.Context, refs iter.Seq[manifest.ChunkRef], o StreamOptions, fn func(i int, raw []byte, err error) error) error {
 	o = o.withDefaults()
 	var maxRaw, maxStored int64
 	n := 0
+	var ids []string // only to plan a cache
 	for ref := range refs {
 		maxRaw, maxStored = max(maxRaw, ref.RawSize), max(maxStored, ref.StoredSize)
+		if o.CacheChunks > 0 {
+			ids = append(ids, ref.ID)
+		}
 		n++
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &stream{
+		steps:     planFetches(ids, o.CacheChunks),
 		repo:      r,
 		o:         o,
 		maxRaw:    min(maxRaw, presizeLimit),
@@ -112,6 +130,9 @@ func (r *Repository) StreamChunks(ctx context.Context, refs iter.Seq[manifest.Ch
 		ended:     make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	if s.steps != nil {
+		s.cache = make([]cachedChunk, o.CacheChunks)
+	}
 	for i := range s.slots {
 		s.slots[i].done = make(chan struct{}, 1)
 	}
@@ -135,6 +156,10 @@ func (r *Repository) StreamChunks(ctx context.Context, refs iter.Seq[manifest.Ch
 // with it, so a slot carries one chunk at a time and nothing is allocated
 // per chunk.
 type stream struct {
+	// steps is the fetch plan by position (planFetches), nil when every
+	// reference is downloaded; cache holds the copies it keeps.
+	steps             []fetchStep
+	cache             []cachedChunk
 	repo              *Repository
 	o                 StreamOptions
 	maxRaw, maxStored int64
@@ -161,18 +186,23 @@ type streamSlot struct {
 	done chan struct{} // a worker's signal that raw and err are set
 }
 
-// produce hands out the first n chunks in order, each once a token is
-// free.
+// produce hands out the downloads among the first n references in
+// order, each once a token is free. Downloads are numbered apart from
+// positions: the slots and windows count downloads.
 func (s *stream) produce(ctx context.Context, refs iter.Seq[manifest.ChunkRef], n int) {
-	i := 0
+	i, pos := 0, 0
 	defer func() {
 		s.produced = i
 		close(s.ended)
 		close(s.jobs)
 	}()
 	for ref := range refs {
-		if i == n {
+		if pos == n {
 			return
+		}
+		pos++
+		if s.steps != nil && s.steps[pos-1].hit {
+			continue
 		}
 		select {
 		case s.tokens <- struct{}{}:
@@ -250,9 +280,21 @@ func (s *stream) awaitWindow(ctx context.Context, i int) error {
 	return nil
 }
 
-// consume calls fn for each chunk in order as its worker finishes it.
+// consume calls fn for each position in order: a download as its
+// worker finishes it, a cache hit from the copy the plan kept.
 func (s *stream) consume(ctx context.Context, n int, fn func(i int, raw []byte, err error) error) error {
-	for i := range n {
+	i := 0 // downloads consumed
+	for pos := range n {
+		if s.steps != nil && s.steps[pos].hit {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			c := &s.cache[s.steps[pos].slot]
+			if err := fn(pos, c.raw, c.err); err != nil {
+				return err
+			}
+			continue
+		}
 		slot := &s.slots[i%len(s.slots)]
 		if err := s.await(ctx, i, slot); err != nil {
 			return err
@@ -266,13 +308,122 @@ func (s *stream) consume(ctx context.Context, n int, fn func(i int, raw []byte, 
 		if slot.raw != nil {
 			raw = slot.raw.Bytes()
 		}
-		err := fn(i, raw, slot.err)
+		if s.steps != nil && s.steps[pos].slot >= 0 {
+			s.keep(s.steps[pos].slot, raw, slot.err)
+		}
+		err := fn(pos, raw, slot.err)
 		s.recycle(slot)
+		i++
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// keep copies a downloaded chunk (or its failure) into cache slot k,
+// replacing what the plan evicts there. The slot's buffer is allocated
+// on its first use, for the largest chunk, and reused after.
+func (s *stream) keep(k int32, raw []byte, err error) {
+	c := &s.cache[k]
+	if c.buf == nil {
+		c.buf = make([]byte, 0, max(s.maxRaw, int64(len(raw))))
+	}
+	c.buf = append(c.buf[:0], raw...)
+	c.raw, c.err = nil, err
+	if raw != nil {
+		c.raw = c.buf
+	}
+}
+
+// cachedChunk is one chunk the fetch plan keeps for a later reference.
+type cachedChunk struct {
+	buf []byte // owned, reused by later chunks
+	raw []byte // the chunk's content (buf), nil when its download failed
+	err error  // the download's error, passed on to every use
+}
+
+// fetchStep is what the stream does at one position of its references.
+type fetchStep struct {
+	// hit serves the position from cache slot slot; otherwise the
+	// chunk is downloaded and, when slot >= 0, kept in that slot.
+	hit  bool
+	slot int32
+}
+
+// planFetches decides, for a sequence of chunk ids, which positions are
+// downloaded and which served from a cache of capacity chunks, so that a
+// chunk named again soon is downloaded once. It returns nil when no id
+// repeats (or capacity is 0): every position is downloaded and nothing
+// is copied.
+//
+// The plan is Belady's: a downloaded chunk is kept only if it is used
+// again; when the cache is full it replaces the kept chunk whose next use
+// is farthest, if that is farther than its own; a chunk leaves the cache
+// at its last use. This needs the whole sequence, which the stream has
+// before its first download, and makes the consumer's work a lookup.
+func planFetches(ids []string, capacity int) []fetchStep {
+	n := len(ids)
+	if capacity <= 0 || n < 2 {
+		return nil
+	}
+	// next[p] is the next position naming ids[p], n when none.
+	next := make([]int, n)
+	last := make(map[string]int, n)
+	for p := n - 1; p >= 0; p-- {
+		next[p] = n
+		if q, ok := last[ids[p]]; ok {
+			next[p] = q
+		}
+		last[ids[p]] = p
+	}
+	if len(last) == n {
+		return nil
+	}
+	steps := make([]fetchStep, n)
+	held := make([]string, capacity)  // id in each slot
+	heldNext := make([]int, capacity) // its next use; -1: the slot is free
+	for k := range heldNext {
+		heldNext[k] = -1
+	}
+	find := func(id string) int {
+		for k := range held {
+			if heldNext[k] >= 0 && held[k] == id {
+				return k
+			}
+		}
+		return -1
+	}
+	for p, id := range ids {
+		if k := find(id); k >= 0 {
+			steps[p] = fetchStep{hit: true, slot: int32(k)}
+			heldNext[k] = next[p]
+			if next[p] == n {
+				heldNext[k] = -1 // its last use: the slot is free
+			}
+			continue
+		}
+		steps[p] = fetchStep{slot: -1}
+		if next[p] == n {
+			continue
+		}
+		k := slices.Index(heldNext, -1)
+		if k < 0 {
+			far := 0
+			for j := range heldNext {
+				if heldNext[j] > heldNext[far] {
+					far = j
+				}
+			}
+			if heldNext[far] < next[p] {
+				continue // everything held is needed sooner
+			}
+			k = far
+		}
+		held[k], heldNext[k] = id, next[p]
+		steps[p].slot = int32(k)
+	}
+	return steps
 }
 
 // await waits for chunk i's worker to finish it.

@@ -85,9 +85,9 @@ func TestMemoryBudget(t *testing.T) {
 			concurrency int
 			want        int64
 		}{
-			{0, (DefaultConcurrency + 2 + 2) * chunk},
-			{1, (1 + 2 + 2) * chunk},
-			{16, (16 + 2 + 2) * chunk},
+			{0, (DefaultConcurrency + 2 + 2 + fetchCacheChunks) * chunk},
+			{1, (1 + 2 + 2 + fetchCacheChunks) * chunk},
+			{16, (16 + 2 + 2 + fetchCacheChunks) * chunk},
 		} {
 			if got := (Options{Concurrency: tc.concurrency}).MemoryBudget(); got != tc.want {
 				t.Errorf("concurrency %d: MemoryBudget() = %d MiB, want %d MiB", tc.concurrency, got>>20, tc.want>>20)
@@ -96,7 +96,7 @@ func TestMemoryBudget(t *testing.T) {
 	})
 	t.Run("GOMAXPROCS=8", func(t *testing.T) {
 		setMaxProcs(t, 8)
-		if got, want := (Options{Concurrency: 4}).MemoryBudget(), int64(4+8+2)*chunk; got != want {
+		if got, want := (Options{Concurrency: 4}).MemoryBudget(), int64(4+8+2+fetchCacheChunks)*chunk; got != want {
 			t.Errorf("MemoryBudget() = %d MiB, want %d MiB", got>>20, want>>20)
 		}
 	})

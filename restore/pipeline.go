@@ -23,7 +23,13 @@ import (
 // and waits until the writer has read them, as the stream reuses the
 // buffer once the callback returns. Memory is the stream's budget
 // (repository.StreamOptions.MemoryBudget): Concurrency stored buffers and
-// at most Concurrency decompressed ones, fewer with few cores.
+// at most Concurrency decompressed ones, fewer with few cores, and
+// fetchCacheChunks kept for references that name a chunk again.
+//
+// A reference may be a slice of its chunk (an incremental backup): the
+// writer gets only the slice's bytes, and a chunk several references
+// slice is downloaded once while its uses are close (the stream's fetch
+// plan, repository.StreamOptions.CacheChunks).
 
 // handed is one verified chunk on its way to the writer.
 type handed struct {
@@ -89,9 +95,12 @@ func (pl *pipeline) locate(i int) (archive, index int) {
 // writer only sees the cancellation that follows.
 func (pl *pipeline) start(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error {
-		err := pl.repo.StreamChunks(ctx, pl.refs, repository.StreamOptions{Concurrency: pl.concurrency},
+		err := pl.repo.StreamChunks(ctx, pl.refs, streamOptions(pl.concurrency),
 			func(i int, raw []byte, err error) error {
 				ai, ci := pl.locate(i)
+				if err == nil {
+					raw, err = sliceOf(pl.p.b.Archives[ai].Chunks[ci], raw)
+				}
 				if err != nil {
 					return pl.chunkError(ai, ci, err)
 				}
@@ -125,9 +134,33 @@ func (pl *pipeline) chunkError(archive, index int, err error) error {
 	}
 	a := pl.p.b.Archives[archive]
 	ref := a.Chunks[index]
-	holds := pl.p.b.FilesIn(archive, pl.p.chunkOffsets[archive][index], ref.RawSize)
+	holds := pl.p.b.FilesIn(archive, pl.p.chunkOffsets[archive][index], ref.Len())
 	return fmt.Errorf("chunk %s (%s, chunk %d of %d; it holds %s) %s: %w",
 		ref.ID, a.Name, index+1, len(a.Chunks), holds, what, err)
+}
+
+// fetchCacheChunks is how many decompressed chunks a restore keeps for
+// references that name them again soon (repository.StreamOptions.
+// CacheChunks): an incremental backup's archive alternates between
+// slices of its parent's chunks and of its own, so a few suffice.
+const fetchCacheChunks = 4
+
+// streamOptions are a restore's chunk stream options.
+func streamOptions(concurrency int) repository.StreamOptions {
+	return repository.StreamOptions{Concurrency: concurrency, CacheChunks: fetchCacheChunks}
+}
+
+// sliceOf returns the bytes of chunk content raw that ref contributes to
+// its archive: all of them, or for a slice [Offset, Offset+Length). A
+// slice beyond the chunk is the manifest's fault, reported as corrupt.
+func sliceOf(ref manifest.ChunkRef, raw []byte) ([]byte, error) {
+	if !ref.Sliced() {
+		return raw, nil
+	}
+	if ref.Offset < 0 || ref.Offset > int64(len(raw)) || ref.Length > int64(len(raw))-ref.Offset {
+		return nil, fmt.Errorf("%w: the manifest slices bytes [%d, %d) of a chunk of %d bytes", repository.ErrCorrupt, ref.Offset, ref.Offset+ref.Length, len(raw))
+	}
+	return raw[ref.Offset : ref.Offset+ref.Length], nil
 }
 
 // chunkReader reads one archive as the concatenation of its chunks, taking

@@ -341,8 +341,9 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	if f.Size == 0 {
 		return filePlan{action: actWrite}, nil
 	}
-	// The chunks lying whole inside the file's content: the local bytes
-	// there are kept when they hash to the chunk's id.
+	// The chunks lying whole inside the file's content (not slices of
+	// them): the local bytes there are kept when they hash to the
+	// chunk's id.
 	fh, err := d.open(p)
 	if err != nil {
 		return filePlan{}, fmt.Errorf("read %s: %w", d.full(p), err)
@@ -352,8 +353,10 @@ func (g *ranger) planFile(i int32, copyBuf []byte, chunkBuf *[]byte) (filePlan, 
 	start, end := f.Offset, f.Offset+f.Size
 	pl := filePlan{action: actWrite}
 	for ci := firstChunk(offs, a.Chunks, start); ci < len(a.Chunks) && offs[ci] < end; ci++ {
-		cs, ce := offs[ci], offs[ci]+a.Chunks[ci].RawSize
-		if cs >= start && ce <= end && ce-start <= loc.size {
+		cs, ce := offs[ci], offs[ci]+a.Chunks[ci].Len()
+		// A slice's bytes have no id of their own to check local bytes
+		// against: they are fetched.
+		if !a.Chunks[ci].Sliced() && cs >= start && ce <= end && ce-start <= loc.size {
 			n := int(ce - cs)
 			if cap(*chunkBuf) < n {
 				*chunkBuf = make([]byte, n)
@@ -390,9 +393,10 @@ func addSpan(s []span, sp span) []span {
 	return append(s, sp)
 }
 
-// firstChunk returns the index of the chunk holding archive offset off.
+// firstChunk returns the index of the chunk reference holding archive
+// offset off.
 func firstChunk(offs []int64, chunks []manifest.ChunkRef, off int64) int {
-	return sort.Search(len(offs), func(k int) bool { return offs[k]+chunks[k].RawSize > off })
+	return sort.Search(len(offs), func(k int) bool { return offs[k]+chunks[k].Len() > off })
 }
 
 // movedControl returns the pg_control a delta restore moved aside, when
@@ -744,7 +748,9 @@ type chunkPos struct{ archive, index int }
 // that some span of spans (per archive, sorted and disjoint) needs, once
 // each and in archive order, and calls write with the part of each chunk
 // in each span, and finish once a file's last span is written. It
-// returns the raw bytes of the chunks downloaded.
+// returns the archive bytes of the chunk references it needed. A chunk
+// that several references slice is downloaded once while its uses are
+// close (the stream's cache).
 func streamSpans(ctx context.Context, repo *repository.Repository, p *plan, concurrency int, spans [][]span, prog *progress,
 	write func(s span, off int64, data []byte) error, finish func(file int32) error) (int64, error) {
 	var need []chunkPos
@@ -756,7 +762,7 @@ func streamSpans(ctx context.Context, repo *repository.Repository, p *plan, conc
 		for _, s := range ss {
 			for ci := max(firstChunk(offs, chunks, s.start), last+1); ci < len(chunks) && offs[ci] < s.end; ci++ {
 				need = append(need, chunkPos{ai, ci})
-				total += chunks[ci].RawSize
+				total += chunks[ci].Len()
 				last = ci
 			}
 		}
@@ -777,8 +783,11 @@ func streamSpans(ctx context.Context, repo *repository.Repository, p *plan, conc
 	next := make([]int, len(spans)) // per archive: first span not yet done
 	names := &pipeline{p: p}
 	var fetched int64
-	err := repo.StreamChunks(ctx, refs, repository.StreamOptions{Concurrency: concurrency}, func(i int, raw []byte, err error) error {
+	err := repo.StreamChunks(ctx, refs, streamOptions(concurrency), func(i int, raw []byte, err error) error {
 		c := need[i]
+		if err == nil {
+			raw, err = sliceOf(p.b.Archives[c.archive].Chunks[c.index], raw)
+		}
 		if err != nil {
 			return names.chunkError(c.archive, c.index, err)
 		}

@@ -93,6 +93,9 @@ type Options struct {
 	// listDatabases reads pg_database (pgdata.Databases when nil); tests
 	// set it.
 	listDatabases func(pgDatabase []byte, xact pgdata.XactStatusFunc) ([]pgdata.Database, error)
+	// editBackup, when set, changes the manifest once read; tests set
+	// it to restore layouts a stored manifest cannot (yet) express.
+	editBackup func(b *manifest.Backup)
 	// LeaseTTL is the restore lease's TTL (repository.DefaultLeaseTTL).
 	LeaseTTL time.Duration
 	// Log receives progress and summary lines; nil discards them.
@@ -140,8 +143,9 @@ type Result struct {
 	// that were removed, and the placeholder files.
 	FilesKept, FilesRewritten, EntriesRemoved, Placeholders int
 	// BytesKept is the local bytes found right (delta restore);
-	// BytesFetched the raw bytes of the chunks downloaded (every
-	// restore).
+	// BytesFetched the archive bytes taken from the chunks downloaded
+	// (every restore; a chunk an incremental backup slices several
+	// times is downloaded once while its uses are close).
 	BytesKept, BytesFetched int64
 	Elapsed                 time.Duration
 }
@@ -182,6 +186,9 @@ func Run(ctx context.Context, repo *repository.Repository, o Options) (*Result, 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", o.Target, err)
+	}
+	if o.editBackup != nil {
+		o.editBackup(b)
 	}
 	// The lease keeps delete and gc off this backup's objects until the
 	// restore has read them all.
