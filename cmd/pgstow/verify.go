@@ -43,7 +43,9 @@ file's CRC32C from its bytes and compares it with pgstow's manifest, checks
 PostgreSQL's backup_manifest (its own checksum, and every file in it against
 pgstow's manifest), and checks each WAL segment the backup needs (presence,
 length, SHA-256). It reads --concurrency objects at once, with memory about
-two chunks per download.
+two chunks per download, and four more for an incremental backup, whose
+archives name some chunks several times: a copy is kept between uses so
+each is downloaded once.
 
 --quick instead checks, from one listing of the repository, that every object
 a backup references exists with its recorded size: fast on any number of
