@@ -37,7 +37,7 @@ func gfMulModP(a, b uint32) uint32 {
 // zero bytes, by squaring: x^(2^k) for each set bit k of 8n. About 64
 // multiplications for any n, so no table is kept.
 func xPow8nModP(n int64) uint32 {
-	p := uint32(1) << 31 // x^0
+	p := uint32(1) << 31  // x^0
 	sq := uint32(1) << 30 // x^1
 	for k := uint64(n) * 8; k != 0; k >>= 1 {
 		if k&1 != 0 {
