@@ -3,6 +3,8 @@ package manifest
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -310,7 +312,8 @@ func FuzzRewritePGManifest(f *testing.F) {
 				case e.Drop:
 					continue
 				case e.Replace:
-					f.Path, f.Size, f.Checksum = e.Path, e.Size, fmt.Sprintf("%02x000000", e.CRC32C)
+					f.Path, f.Size = e.Path, e.Size
+					f.Checksum = hex.EncodeToString(binary.LittleEndian.AppendUint32(nil, e.CRC32C))
 				}
 				want = append(want, f)
 			}
