@@ -66,7 +66,7 @@ func EncodeRepo(r *Repo) ([]byte, error) {
 // DecodeRepo decodes and validates a repository configuration, with the
 // same version rule as Decode.
 func DecodeRepo(data []byte) (*Repo, error) {
-	if err := peekVersion(data); err != nil {
+	if err := peekVersion(data, checkRepoVersion); err != nil {
 		return nil, fmt.Errorf("decode repository configuration: %w", err)
 	}
 	var r Repo
@@ -80,7 +80,7 @@ func DecodeRepo(data []byte) (*Repo, error) {
 }
 
 func validateRepo(r *Repo) error {
-	if err := checkVersion(r.FormatVersion); err != nil {
+	if err := checkRepoVersion(r.FormatVersion); err != nil {
 		return err
 	}
 	if !ValidSegmentSize(r.WALSegmentSize) {
@@ -92,8 +92,9 @@ func validateRepo(r *Repo) error {
 	return nil
 }
 
-// peekVersion reads only format_version from a JSON object and checks it.
-func peekVersion(data []byte) error {
+// peekVersion reads only format_version from a JSON object and checks it
+// with check.
+func peekVersion(data []byte, check func(string) error) error {
 	var v struct {
 		FormatVersion *string `json:"format_version"`
 	}
@@ -103,25 +104,48 @@ func peekVersion(data []byte) error {
 	if v.FormatVersion == nil {
 		return errors.New("missing format_version")
 	}
-	return checkVersion(*v.FormatVersion)
+	return check(*v.FormatVersion)
 }
 
-// checkVersion accepts any "1.<minor>": minor versions only add fields that
-// older readers may ignore.
-func checkVersion(v string) error {
+// checkVersion accepts a backup manifest's format version: any
+// "1.<minor>" or "2.<minor>". Minor versions only add fields that older
+// readers may ignore; major 2 added sliced chunk references (incremental
+// backups), which a reader of major 1 would misread as whole chunks, so
+// such a reader refuses them.
+func checkVersion(v string) error { return checkVersionUpTo(v, 2) }
+
+// checkRepoVersion accepts a repository configuration's format version:
+// "1.<minor>". Incremental backups changed only the backup manifest, so a
+// repository stays readable by every pgstow of major 1.
+func checkRepoVersion(v string) error { return checkVersionUpTo(v, 1) }
+
+func checkVersionUpTo(v string, maxMajor int) error {
+	n, err := formatMajor(v)
+	if err != nil {
+		return err
+	}
+	known := "format 1.x only"
+	if maxMajor == 2 {
+		known = "formats 1.x and 2.x only"
+	}
+	switch {
+	case n >= 1 && n <= maxMajor:
+		return nil
+	case n > maxMajor:
+		return fmt.Errorf("%w %s: this pgstow reads %s; a newer pgstow is needed", ErrUnsupportedVersion, v, known)
+	default:
+		return fmt.Errorf("%w %s: this pgstow reads %s", ErrUnsupportedVersion, v, known)
+	}
+}
+
+// formatMajor returns the major version of a MAJOR.MINOR format version.
+func formatMajor(v string) (int, error) {
 	major, minor, ok := strings.Cut(v, ".")
 	if !ok || !isDecimal(major) || !isDecimal(minor) {
-		return fmt.Errorf("malformed format_version %q: want MAJOR.MINOR", v)
+		return 0, fmt.Errorf("malformed format_version %q: want MAJOR.MINOR", v)
 	}
 	n, _ := strconv.Atoi(major) // cannot fail: at most 9 digits
-	switch {
-	case n == 1:
-		return nil
-	case n > 1:
-		return fmt.Errorf("%w %s: this pgstow reads format 1.x only; a newer pgstow is needed", ErrUnsupportedVersion, v)
-	default:
-		return fmt.Errorf("%w %s: this pgstow reads format 1.x only", ErrUnsupportedVersion, v)
-	}
+	return n, nil
 }
 
 // isDecimal reports whether s is 1 to 9 decimal digits (short enough that

@@ -71,6 +71,29 @@ func testBackup() *Backup {
 	}
 }
 
+// testIncrementalBackup is testBackup as an incremental backup writes it:
+// format 2, block CRCs, and base.tar made of slices, one chunk twice.
+func testIncrementalBackup() *Backup {
+	b := testBackup()
+	b.FormatVersion = FormatVersionIncremental
+	b.BlockSize = 8192
+	a := &b.Archives[0]
+	a.Chunks = []ChunkRef{
+		{ID: chunkID("a"), RawSize: 8192, StoredSize: 2000, Codec: "lz4", StoredCRC32C: crcOf(0x8badf00d), Length: 4096},
+		{ID: chunkID("b"), RawSize: 8192, StoredSize: 1000, Codec: "lz4"},
+		{ID: chunkID("a"), RawSize: 8192, StoredSize: 2000, Codec: "lz4", StoredCRC32C: crcOf(0x8badf00d), Offset: 4096, Length: 4096},
+	}
+	a.StoredSize = 5000
+	b.Files[2].BlockCRC32C = BlockCRCs{0xe3069283}
+	b.Files[4].BlockCRC32C = BlockCRCs{0x01020304}
+	b.Incremental = &Incremental{
+		Parent: "20261122T204651Z", ParentStartLSN: 0x2000028,
+		FullStarted: time.Date(2026, 11, 20, 20, 46, 51, 0, time.UTC),
+		SentBytes:   12345, IncrementalFiles: 1, ChangedBlocks: 3,
+	}
+	return b
+}
+
 // crcOf returns a pointer to a stored-bytes CRC, for literals.
 func crcOf(v uint32) *uint32 { return &v }
 
@@ -276,9 +299,10 @@ func TestDecodeVersion(t *testing.T) {
 				return strings.Replace(s, `"codec": "lz4"`, `"codec": "lz4", "dictionary": "x"`, 1)
 			},
 		},
-		{name: "newer major", edit: setVersion(`"2.0"`), wantErr: "a newer pgstow is needed", wantUnsupported: true},
+		{name: "major 2 (incremental backups)", edit: setVersion(`"2.0"`)},
+		{name: "newer major", edit: setVersion(`"3.0"`), wantErr: "a newer pgstow is needed", wantUnsupported: true},
 		{name: "far newer major", edit: setVersion(`"12.3"`), wantErr: "12.3", wantUnsupported: true},
-		{name: "major 0", edit: setVersion(`"0.9"`), wantErr: "reads format 1.x", wantUnsupported: true},
+		{name: "major 0", edit: setVersion(`"0.9"`), wantErr: "reads formats 1.x and 2.x only", wantUnsupported: true},
 		{name: "no minor", edit: setVersion(`"1"`), wantErr: "malformed format_version"},
 		{name: "empty", edit: setVersion(`""`), wantErr: "malformed format_version"},
 		{name: "number", edit: setVersion(`1.0`), wantErr: "format_version"},
@@ -288,7 +312,7 @@ func TestDecodeVersion(t *testing.T) {
 			// win over the decode error.
 			name: "newer major with changed types",
 			edit: func(s string) string {
-				s = setVersion(`"2.0"`)(s)
+				s = setVersion(`"3.0"`)(s)
 				return strings.Replace(s, `"pg_version": 170002`, `"pg_version": "17.2"`, 1)
 			},
 			wantErr: "a newer pgstow is needed", wantUnsupported: true,
@@ -362,7 +386,7 @@ func TestValidate(t *testing.T) {
 		{name: "bad id", edit: func(b *Backup) { b.ID = "20261123" }, wantErr: "invalid backup id"},
 		{name: "hostile id", edit: func(b *Backup) { b.ID = "../20261123T2046" }, wantErr: "invalid backup id"},
 		{name: "no version", edit: func(b *Backup) { b.FormatVersion = "" }, wantErr: "format_version"},
-		{name: "newer version", edit: func(b *Backup) { b.FormatVersion = "2.0" }, wantErr: "newer pgstow"},
+		{name: "newer version", edit: func(b *Backup) { b.FormatVersion = "3.0" }, wantErr: "newer pgstow"},
 		{name: "bad system id", edit: func(b *Backup) { b.SystemID = "-1" }, wantErr: "system_id"},
 		{name: "start after end", edit: func(b *Backup) { b.StartLSN = b.EndLSN + 1 }, wantErr: "start_lsn 0/04000001 is after end_lsn 0/04000000"},
 		{name: "zero segment size", edit: func(b *Backup) { b.WALSegmentSize = 0 }, wantErr: "wal_segment_size"},
@@ -423,6 +447,87 @@ func TestValidate(t *testing.T) {
 		{name: "unknown type", edit: func(b *Backup) { b.Files[0].Type = "fifo" }, wantErr: `unknown type "fifo"`},
 		{name: "empty type", edit: func(b *Backup) { b.Files[0].Type = "" }, wantErr: "unknown type"},
 		{name: "negative totals", edit: func(b *Backup) { b.Totals.NewBytes = -1 }, wantErr: "totals"},
+		{name: "format 2 without slices", edit: func(b *Backup) { b.FormatVersion = FormatVersionIncremental }},
+		{name: "whole reference spelt as a slice", edit: func(b *Backup) {
+			b.FormatVersion = FormatVersionIncremental
+			b.Archives[1].Chunks[0].Length = 3072
+		}},
+		{name: "slice in a format 1 manifest", edit: func(b *Backup) {
+			b.Archives[1].Chunks[0].Length = 3072
+		}, wantErr: "slices need format 2"},
+		{name: "slice in a format 1 manifest, sizes matching", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.FormatVersion = "1.3"
+		}, wantErr: "archive 0 (base.tar): chunk 0"},
+		{name: "negative slice offset", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].Chunks[2].Offset = -1
+		}, wantErr: "negative offset -1"},
+		{name: "negative slice length", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].Chunks[2].Length = -1
+		}, wantErr: "negative offset"},
+		{name: "offset without a length", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].Chunks[2].Length = 0
+		}, wantErr: "offset 4096 without a length"},
+		{name: "slice beyond its chunk", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].Chunks[2].Offset = 4097
+		}, wantErr: "beyond the chunk's 8192 bytes"},
+		{name: "slice offset overflows", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].Chunks[2].Offset = 1<<63 - 1
+		}, wantErr: "beyond the chunk"},
+		{name: "slices counted whole", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].RawSize = 8192 * 3
+		}, wantErr: "raw_size 24576, but its chunks add up to 16384"},
+		{name: "slices' stored size counted once per reference", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Archives[0].StoredSize = 3000
+		}, wantErr: "stored_size 3000, but its chunks add up to 5000"},
+		{name: "incremental as tested", edit: func(b *Backup) { *b = *testIncrementalBackup() }},
+		{name: "block CRCs of a full backup (1.3)", edit: func(b *Backup) {
+			b.BlockSize = 8192
+			b.Files[4].BlockCRC32C = BlockCRCs{1}
+		}},
+		{name: "block CRCs, short last block", edit: func(b *Backup) {
+			b.BlockSize = 1024
+			b.Files[4].Size = 2049
+			b.Files[4].BlockCRC32C = BlockCRCs{1, 2, 3}
+		}},
+		{name: "block CRCs without block size", edit: func(b *Backup) {
+			b.Files[4].BlockCRC32C = BlockCRCs{1}
+		}, wantErr: "file 4 (PG_17_202406281/5/16385): block_crc32c without the backup's block_size"},
+		{name: "block CRCs too few", edit: func(b *Backup) {
+			b.BlockSize = 1024
+			b.Files[4].BlockCRC32C = BlockCRCs{1}
+		}, wantErr: "1 block_crc32c values for 2048 bytes: want 2"},
+		{name: "block CRCs too many", edit: func(b *Backup) {
+			b.BlockSize = 1024
+			b.Files[4].BlockCRC32C = BlockCRCs{1, 2, 3}
+		}, wantErr: "want 2"},
+		{name: "block CRCs on an empty file", edit: func(b *Backup) {
+			b.BlockSize = 8192
+			b.Files[4].Size = 0
+			b.Files[4].BlockCRC32C = BlockCRCs{0}
+		}, wantErr: "want 0"},
+		{name: "block CRCs on a directory", edit: func(b *Backup) {
+			b.BlockSize = 8192
+			b.Files[1].BlockCRC32C = BlockCRCs{0}
+		}, wantErr: "block_crc32c on a dir"},
+		{name: "block size not a power of two", edit: func(b *Backup) { b.BlockSize = 3000 }, wantErr: "invalid block_size 3000"},
+		{name: "block size too large", edit: func(b *Backup) { b.BlockSize = 65536 }, wantErr: "invalid block_size"},
+		{name: "block size negative", edit: func(b *Backup) { b.BlockSize = -8192 }, wantErr: "invalid block_size"},
+		{name: "incremental bad parent", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Incremental.Parent = "../x"
+		}, wantErr: "incremental: invalid parent backup id"},
+		{name: "incremental negative", edit: func(b *Backup) {
+			*b = *testIncrementalBackup()
+			b.Incremental.ChangedBlocks = -1
+		}, wantErr: "incremental: negative value"},
 		{name: "too many files", edit: func(b *Backup) {
 			b.Files = make([]File, maxCount+1)
 		}, wantErr: "more than the limit"},

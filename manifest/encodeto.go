@@ -131,6 +131,10 @@ func appendFileJSON(dst []byte, f *File) []byte {
 		dst = append(dst, ",\n   \"sha256\": "...)
 		dst = appendJSONString(dst, f.SHA256)
 	}
+	if len(f.BlockCRC32C) > 0 {
+		dst = append(dst, ",\n   \"block_crc32c\": "...)
+		dst = appendBlockCRCs(dst, f.BlockCRC32C)
+	}
 	if f.LinkTarget != "" {
 		dst = append(dst, ",\n   \"link_target\": "...)
 		dst = appendJSONString(dst, f.LinkTarget)

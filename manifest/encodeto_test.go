@@ -63,6 +63,21 @@ func TestEncodeToMatchesWholeEncoding(t *testing.T) {
 		{"every chunk CRC", func(b *Backup) { b.Archives[0].Chunks[1].StoredCRC32C = crcOf(0xffffffff) }},
 		{"no file sha256 (older manifests)", func(b *Backup) { b.Files[2].SHA256 = "" }},
 		{"file sha256 without crc32c", func(b *Backup) { b.Files[4].SHA256 = chunkID("zero crc") }},
+		{"incremental", func(b *Backup) { *b = *testIncrementalBackup() }},
+		{"block CRCs of every count mod 3", func(b *Backup) {
+			b.BlockSize = 1024
+			for n := range 8 {
+				f := b.Files[4]
+				f.Path = fmt.Sprintf("PG_17_202406281/5/%d", 30000+n)
+				f.Size = int64(n) * 256
+				f.BlockCRC32C = nil
+				for i := range (n + 3) / 4 {
+					f.BlockCRC32C = append(f.BlockCRC32C, 0x9e3779b9*uint32(i+n))
+				}
+				b.Files = append(b.Files, f)
+			}
+			b.Totals.Files = len(b.Files)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := testBackup()
@@ -110,13 +125,32 @@ func (w errWriter) Write([]byte) (int, error) { return 0, w.err }
 
 // FuzzEncodeTo checks EncodeTo against the whole encoding for arbitrary
 // paths, link targets and labels (JSON escaping is where they could part),
-// chunk CRCs, present or not, and file SHA-256s (the validator refuses
-// all but well-formed ones, on both sides).
+// chunk CRCs, present or not, file SHA-256s (the validator refuses all but
+// well-formed ones, on both sides), block CRCs of any count (base64's
+// groups of three bytes are where they could part) and slices.
 func FuzzEncodeTo(f *testing.F) {
-	f.Add("base/1/1259", "/srv/ts1", "nightly", uint32(0), true, chunkID("x"))
-	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe", uint32(0xffffffff), false, "")
-	f.Fuzz(func(t *testing.T, path, target, label string, crc uint32, known bool, sha string) {
+	f.Add("base/1/1259", "/srv/ts1", "nightly", uint32(0), true, chunkID("x"), []byte{}, int64(0))
+	f.Add("a<b>&\"\\", "\u2028\u2029", "\xff\xfe", uint32(0xffffffff), false, "", []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, int64(100))
+	f.Fuzz(func(t *testing.T, path, target, label string, crc uint32, known bool, sha string, blocks []byte, cut int64) {
 		b := testBackup()
+		if len(blocks) > 0 {
+			// One value per byte, in a 1 KiB block size, and base.tar's
+			// first chunk cut in two slices at cut.
+			b.FormatVersion = FormatVersionIncremental
+			b.BlockSize = 1024
+			b.Files[4].Size = int64(len(blocks)) * 1024
+			b.Archives[1].RawSize = 512 + b.Files[4].Size
+			b.Archives[1].Chunks[0].RawSize = b.Archives[1].RawSize
+			for i, v := range blocks {
+				b.Files[4].BlockCRC32C = append(b.Files[4].BlockCRC32C, uint32(v)*0x01010101+uint32(i))
+			}
+			first := b.Archives[0].Chunks[0]
+			a, c := first, first
+			a.Length = cut
+			c.Offset, c.Length = cut, first.RawSize-cut
+			b.Archives[0].Chunks = append([]ChunkRef{a, c}, b.Archives[0].Chunks[1:]...)
+			b.Archives[0].StoredSize += first.StoredSize
+		}
 		b.Files[2].Path = path
 		b.Files[2].SHA256 = sha
 		b.Files[3].LinkTarget = target

@@ -62,8 +62,16 @@ func FuzzDecode(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:bytes.LastIndex(good, []byte("\n \"manifest_sha256\""))+1])
 	f.Add([]byte("{\n \"format_version\": \"1.9\",\n \"id\": \"20261123T204651Z\",\n \"wal_segment_size\": 16777216,\n \"extra\": [1],\n"))
-	f.Add([]byte("{\n \"format_version\": \"2.0\",\n"))
+	f.Add([]byte("{\n \"format_version\": \"3.0\",\n"))
 	f.Add([]byte("{}"))
+	incr, err := Encode(testIncrementalBackup())
+	if err != nil {
+		f.Fatal(err)
+	}
+	incrCovered := incr[:bytes.LastIndex(incr, []byte("\n \"manifest_sha256\""))+1]
+	f.Add(incrCovered)
+	f.Add(bytes.Replace(incrCovered, []byte(`"g5IG4w=="`), []byte(`"g5IG\n4w=="`), 1))
+	f.Add(bytes.Replace(incrCovered, []byte(`"block_size": 8192`), []byte(`"block_size": 0`), 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkDecodeRoundTrip(t, data)
 		covered := data

@@ -177,22 +177,31 @@ func ParsePGManifestFrom(r io.Reader) (*PGManifest, error) {
 		return nil, fmt.Errorf("parse backup_manifest: %w", files.err)
 	}
 	m.Files = files.list
-	if n := len(*doc.WALRanges); n > maxCount {
-		return nil, fmt.Errorf("parse backup_manifest: %d WAL ranges, more than the limit of %d", n, maxCount)
+	if m.WALRanges, err = doc.walRanges(); err != nil {
+		return nil, fmt.Errorf("parse backup_manifest: %w", err)
 	}
-	m.WALRanges = make([]PGWALRange, 0, len(*doc.WALRanges))
+	return m, nil
+}
+
+// walRanges checks the WAL-Ranges member, which the caller has checked is
+// present, and returns it.
+func (doc *pgManifestJSON) walRanges() ([]PGWALRange, error) {
+	if n := len(*doc.WALRanges); n > maxCount {
+		return nil, fmt.Errorf("%d WAL ranges, more than the limit of %d", n, maxCount)
+	}
+	ranges := make([]PGWALRange, 0, len(*doc.WALRanges))
 	for i, jr := range *doc.WALRanges {
 		switch {
 		case jr.Timeline == nil || jr.Start == nil || jr.End == nil:
-			return nil, fmt.Errorf("parse backup_manifest: WAL range %d: want Timeline, Start-LSN and End-LSN", i)
+			return nil, fmt.Errorf("WAL range %d: want Timeline, Start-LSN and End-LSN", i)
 		case *jr.Timeline == 0:
-			return nil, fmt.Errorf("parse backup_manifest: WAL range %d: timeline 0 does not exist", i)
+			return nil, fmt.Errorf("WAL range %d: timeline 0 does not exist", i)
 		case *jr.Start > *jr.End:
-			return nil, fmt.Errorf("parse backup_manifest: WAL range %d: Start-LSN %s is after End-LSN %s", i, *jr.Start, *jr.End)
+			return nil, fmt.Errorf("WAL range %d: Start-LSN %s is after End-LSN %s", i, *jr.Start, *jr.End)
 		}
-		m.WALRanges = append(m.WALRanges, PGWALRange{Timeline: *jr.Timeline, Start: *jr.Start, End: *jr.End})
+		ranges = append(ranges, PGWALRange{Timeline: *jr.Timeline, Start: *jr.Start, End: *jr.End})
 	}
-	return m, nil
+	return ranges, nil
 }
 
 // pgFiles collects the Files member as it streams by: each entry checked

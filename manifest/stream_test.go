@@ -28,7 +28,7 @@ func decodeWhole(data []byte) (*Backup, error) {
 	if computed := hex.EncodeToString(sum[:]); !strings.EqualFold(stored, computed) {
 		return nil, fmt.Errorf("manifest %w: stored %s, computed %s", ErrChecksumMismatch, stored, computed)
 	}
-	if err := peekVersion(data); err != nil {
+	if err := peekVersion(data, checkVersion); err != nil {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
 	var b Backup
@@ -174,6 +174,15 @@ func FuzzDecodeFrom(f *testing.F) {
 	f.Add(bytes.Replace(covered, []byte(`"id"`), []byte(`"files": [{"path": "a", "size": 3}], "id"`), 1))
 	f.Add([]byte("{\n \"format_version\": \"1.0\"}\n{\n"))
 	f.Add([]byte("[]\n"))
+	incr, err := Encode(testIncrementalBackup())
+	if err != nil {
+		f.Fatal(err)
+	}
+	incrCovered := incr[:bytes.LastIndex(incr, []byte("\n \"manifest_sha256\""))+1]
+	f.Add(incrCovered)
+	f.Add(bytes.Replace(incrCovered, []byte(`"format_version": "2.0"`), []byte(`"format_version": "1.3"`), 1))
+	f.Add(bytes.Replace(incrCovered, []byte(`"g5IG4w=="`), []byte(`"g5IG\r4w=="`), 1))
+	f.Add(bytes.Replace(incrCovered, []byte(`"g5IG4w=="`), []byte(`null, "block_crc32c": ""`), 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkAgree(t, data, decodeWhole, DecodeFrom)
 		sealed := data

@@ -165,7 +165,7 @@ type File struct {
 	// blocks and new ones its whole CRC32C without reading old data.
 	BlockCRC32C BlockCRCs `json:"block_crc32c,omitempty"`
 	LinkTarget  string    `json:"link_target,omitempty"`
-	Archive    int    `json:"archive"` // index into Backup.Archives
+	Archive     int       `json:"archive"` // index into Backup.Archives
 	// Offset is where the member's content starts within its archive, so a
 	// reader can find the chunk that holds it.
 	Offset int64 `json:"offset"`

@@ -21,6 +21,7 @@ func (b *Backup) Validate() error {
 	if err := checkVersion(b.FormatVersion); err != nil {
 		return err
 	}
+	major, _ := formatMajor(b.FormatVersion) // checked just above
 	if b.SystemID != "" {
 		if _, err := strconv.ParseUint(b.SystemID, 10, 64); err != nil {
 			return fmt.Errorf("invalid system_id %q: want a decimal 64-bit number", b.SystemID)
@@ -38,10 +39,16 @@ func (b *Backup) Validate() error {
 	if err := b.validateWAL(); err != nil {
 		return err
 	}
-	if err := b.validateArchives(); err != nil {
+	if err := b.validateArchives(major); err != nil {
 		return err
 	}
+	if b.BlockSize != 0 && !validBlockSize(b.BlockSize) {
+		return fmt.Errorf("invalid block_size %d: want a power of two from 1 KiB to 32 KiB, as PostgreSQL's BLCKSZ", b.BlockSize)
+	}
 	if err := b.validateFiles(); err != nil {
+		return err
+	}
+	if err := b.Incremental.validate(); err != nil {
 		return err
 	}
 	return b.Totals.validate()
@@ -76,7 +83,10 @@ func (b *Backup) validateWAL() error {
 	return nil
 }
 
-func (b *Backup) validateArchives() error {
+// validateArchives checks each archive's chunk references and that they
+// add up to its sizes. A sliced reference needs format major 2: a reader of
+// major 1 would take it for the whole chunk.
+func (b *Backup) validateArchives(major int) error {
 	chunks := 0
 	for i, a := range b.Archives {
 		if err := validArchiveName(a.Name); err != nil {
@@ -100,8 +110,11 @@ func (b *Backup) validateArchives() error {
 			if c.RawSize < 0 || c.StoredSize < 0 {
 				return fmt.Errorf("archive %d (%s): chunk %d (%s): negative size (raw_size %d, stored_size %d)", i, a.Name, j, c.ID, c.RawSize, c.StoredSize)
 			}
+			if err := c.validateSlice(major); err != nil {
+				return fmt.Errorf("archive %d (%s): chunk %d (%s): %w", i, a.Name, j, c.ID, err)
+			}
 			var ok bool
-			if raw, ok = addSize(raw, c.RawSize); !ok {
+			if raw, ok = addSize(raw, c.Len()); !ok {
 				return fmt.Errorf("archive %d (%s): chunk raw sizes overflow", i, a.Name)
 			}
 			if stored, ok = addSize(stored, c.StoredSize); !ok {
@@ -116,6 +129,26 @@ func (b *Backup) validateArchives() error {
 		}
 	}
 	return nil
+}
+
+// validateSlice checks a reference's offset and length against its chunk.
+func (c ChunkRef) validateSlice(major int) error {
+	switch {
+	case c.Offset < 0 || c.Length < 0:
+		return fmt.Errorf("negative offset %d or length %d", c.Offset, c.Length)
+	case c.Offset != 0 && c.Length == 0:
+		return fmt.Errorf("offset %d without a length", c.Offset)
+	case c.Length > c.RawSize-c.Offset: // written so it cannot overflow
+		return fmt.Errorf("slice [%d, %d+%d) beyond the chunk's %d bytes", c.Offset, c.Offset, c.Length, c.RawSize)
+	case c.Sliced() && major < 2:
+		return fmt.Errorf("a sliced reference (offset %d, length %d) in a format %d.x manifest: slices need format 2", c.Offset, c.Length, major)
+	}
+	return nil
+}
+
+// validBlockSize accepts the block sizes PostgreSQL can be built with.
+func validBlockSize(n int) bool {
+	return n >= 1024 && n <= 32768 && n&(n-1) == 0
 }
 
 // addSize adds two non-negative sizes, reporting false on overflow.
@@ -166,6 +199,44 @@ func (b *Backup) validateFiles() error {
 		if f.Size > a.RawSize-f.Offset { // written so it cannot overflow
 			return fmt.Errorf("file %d (%s): offset %d + size %d is beyond the end of %s (%d bytes)", i, f.Path, f.Offset, f.Size, a.Name, a.RawSize)
 		}
+		if err := b.validateBlockCRCs(&f); err != nil {
+			return fmt.Errorf("file %d (%s): %w", i, f.Path, err)
+		}
+	}
+	return nil
+}
+
+// validateBlockCRCs checks that a file's block CRCs, if any, are one per
+// block_size block of its content: the next incremental backup combines
+// them into the CRC32C of files it assembles, and a count that does not
+// match the size would give it wrong ones.
+func (b *Backup) validateBlockCRCs(f *File) error {
+	if len(f.BlockCRC32C) == 0 {
+		return nil
+	}
+	switch {
+	case b.BlockSize == 0:
+		return errors.New("block_crc32c without the backup's block_size")
+	case f.Type != TypeFile:
+		return fmt.Errorf("block_crc32c on a %s", f.Type)
+	}
+	bs := int64(b.BlockSize)
+	if want := f.Size/bs + min(f.Size%bs, 1); int64(len(f.BlockCRC32C)) != want {
+		return fmt.Errorf("%d block_crc32c values for %d bytes: want %d (one per %d-byte block)", len(f.BlockCRC32C), f.Size, want, bs)
+	}
+	return nil
+}
+
+// validate checks the incremental record, if any. It is informational
+// (nothing follows Parent at restore), so only its form is checked.
+func (inc *Incremental) validate() error {
+	switch {
+	case inc == nil:
+		return nil
+	case !ValidBackupID(inc.Parent):
+		return fmt.Errorf("incremental: invalid parent backup id %q", inc.Parent)
+	case inc.SentBytes < 0 || inc.IncrementalFiles < 0 || inc.ChangedBlocks < 0:
+		return fmt.Errorf("incremental: negative value in %+v", *inc)
 	}
 	return nil
 }

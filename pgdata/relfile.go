@@ -30,10 +30,36 @@ func RelationFile(tablespace bool, path string) (db uint32, ok bool) {
 	if !ok {
 		return 0, false
 	}
-	name := parts[2]
+	if !relationFileName(parts[2]) {
+		return 0, false
+	}
+	return d, true
+}
+
+// IsRelationFile reports whether path, as a backup records it (see
+// RelationFile), is a relation data file: base/<db>/<file> or
+// global/<file> in the data directory, PG_<major>_<catversion>/<db>/<file>
+// in a tablespace. These are the files PostgreSQL 17's incremental backups
+// may send as INCREMENTAL.<file>, and the ones whose blocks a backup
+// records CRCs of. Unlike RelationFile it counts the shared catalogs of
+// global/, which belong to no database.
+func IsRelationFile(tablespace bool, path string) bool {
+	if !tablespace {
+		if name, ok := strings.CutPrefix(path, "global/"); ok {
+			return relationFileName(name)
+		}
+	}
+	_, ok := RelationFile(tablespace, path)
+	return ok
+}
+
+// relationFileName reports whether name is a relation file's name: a
+// relfilenode with an optional fork suffix (_fsm, _vm, _init) and segment
+// number (.1, .2…), all canonical decimals.
+func relationFileName(name string) bool {
 	if i := strings.IndexByte(name, '.'); i >= 0 {
 		if _, ok := parseOID(name[i+1:]); !ok {
-			return 0, false
+			return false
 		}
 		name = name[:i]
 	}
@@ -43,10 +69,33 @@ func RelationFile(tablespace bool, path string) (db uint32, ok bool) {
 			break
 		}
 	}
-	if _, ok := parseOID(name); !ok {
-		return 0, false
+	_, ok := parseOID(name)
+	return ok
+}
+
+// incrementalPrefix starts the name PostgreSQL 17+ gives a relation file
+// an incremental backup sends only the changed blocks of.
+const incrementalPrefix = "INCREMENTAL."
+
+// IncrementalName maps dir/INCREMENTAL.<name>, as an incremental backup
+// sends a relation file, to dir/<name>, the file it stands for. ok is
+// false for any other path, including INCREMENTAL.<name> where dir/<name>
+// is not a relation file (in the data directory's or a tablespace's form),
+// which PostgreSQL never sends incrementally and so is an ordinary file.
+func IncrementalName(path string) (realPath string, ok bool) {
+	dir, name := "", path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir, name = path[:i+1], path[i+1:]
 	}
-	return d, true
+	rest, found := strings.CutPrefix(name, incrementalPrefix)
+	if !found {
+		return "", false
+	}
+	realPath = dir + rest
+	if !IsRelationFile(false, realPath) && !IsRelationFile(true, realPath) {
+		return "", false
+	}
+	return realPath, true
 }
 
 // parseOID accepts a canonical decimal uint32 above 0: no sign, no
