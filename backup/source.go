@@ -39,6 +39,11 @@ type server interface {
 	// Target names the server in messages (host:port, no password).
 	Target() string
 	IdentifySystem(ctx context.Context) (replication.System, error)
+	// Settings are what decides whether and how to take an incremental.
+	Settings(ctx context.Context) (replication.Settings, error)
+	// UploadManifest sends the parent's backup_manifest before an
+	// incremental BaseBackup on the same connection.
+	UploadManifest(ctx context.Context, r io.Reader) error
 	BaseBackup(ctx context.Context, o replication.BackupOptions) (archiveSource, error)
 	Close(ctx context.Context) error
 }

@@ -39,6 +39,12 @@ type BackupOptions struct {
 	CompressionDetail string
 	// Progress asks the server to estimate sizes first (a directory scan).
 	Progress bool
+	// Incremental asks for an incremental backup against the manifest
+	// sent with UploadManifest just before on the same connection
+	// (PostgreSQL 17+): changed relation files come as INCREMENTAL.<name>
+	// members. The manifest checksums must then be CRC32C, which block
+	// checksums combine into.
+	Incremental bool
 	// OnNotice receives server notices and warnings (e.g. checksum
 	// failures); may be nil.
 	OnNotice func(*pgconn.PgError)
