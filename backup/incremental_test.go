@@ -257,7 +257,8 @@ func TestRunIncremental(t *testing.T) {
 	}
 
 	// A third backup builds on the incremental one (sliced parent).
-	srv.uploaded = nil
+	srv = newFakeServer(t, pg17Cluster(v1, order), nil)
+	srv.version, srv.settings = 170002, pg17Settings
 	srv.incr = newFakeServer(t, pg17Cluster(map[string][]byte{
 		"PG_VERSION": []byte("17\n"), "backup_label": []byte(label), "global/pg_control": bytes.Repeat([]byte{3}, 8192),
 		"global/INCREMENTAL.1262": incrementalFile("1262v3", 1), "base/5/INCREMENTAL.16384": incrementalFile("16384v3", 3, 0),
@@ -269,8 +270,8 @@ func TestRunIncremental(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if third.Incremental == nil || third.Incremental.Parent != second.ID || !third.Incremental.FullStarted.Equal(first.Timings.Started) {
-		t.Fatalf("third backup: incremental %+v", third.Incremental)
+	if third.Incremental == nil || third.Incremental.Parent != second.ID || len(fullReasons(rec)) > 0 || !third.Incremental.FullStarted.Equal(first.Timings.Started) {
+		t.Fatalf("third backup: incremental %+v, reasons for a full %q", third.Incremental, fullReasons(rec))
 	}
 	got3, err := repo.Backup(ctx, third.ID)
 	if err != nil {

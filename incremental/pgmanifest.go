@@ -53,9 +53,10 @@ func RewritePGManifest(dst io.Writer, src io.Reader, edits map[string]Edit) erro
 				Algorithm string `json:"Checksum-Algorithm"`
 				Checksum  string `json:"Checksum"`
 			}
-			entry := bytes.TrimRight(bytes.TrimSpace(line), ",")
-			if err := json.Unmarshal(entry, &e); err != nil {
-				return fmt.Errorf("backup_manifest: entry %q: %w", entry, err)
+			// The entry is the line's first JSON value; a "," or the
+			// "]" closing the list may follow it.
+			if err := json.NewDecoder(bytes.NewReader(trimmed)).Decode(&e); err != nil {
+				return fmt.Errorf("backup_manifest: entry %q: %w", bytes.TrimSpace(line), err)
 			}
 			if ed, ok := edits[e.Path]; ok {
 				if line, err = rewriteEntry(line, e.Path, e.Size, e.Algorithm, e.Checksum, ed); err != nil {

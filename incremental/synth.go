@@ -10,7 +10,7 @@
 //
 // The package is pure: the only I/O is through the Sink the caller gives
 // it to store the few new bytes (tar headers, the rewritten backup_label,
-// a chunk of zeros).
+// chunks of zeros).
 package incremental
 
 import (
@@ -144,9 +144,8 @@ type synth struct {
 	// New bytes not yet stored, the table entry they will fill.
 	nb    []byte
 	nbIdx int
-	// The chunk of zeros, once stored.
-	zeroIdx int
-	zeroLen int64
+	// The chunks of zeros stored, by size.
+	zeroIdx map[int64]int
 
 	parentFiles map[string]int // tablespace OID "/" path -> index in Parent.Files
 	parentSrc   map[int]*source
@@ -170,7 +169,7 @@ func Synthesize(ctx context.Context, p Params) (*Result, error) {
 	s := &synth{
 		p: p, bs: int64(p.BlockSize), comb: newBlockCombiner(p.BlockSize),
 		zeroCRC: crc32.Checksum(make([]byte, p.BlockSize), crcTable),
-		byID:    map[string]int{}, nbIdx: -1, zeroIdx: -1,
+		byID:    map[string]int{}, nbIdx: -1, zeroIdx: map[int64]int{},
 		parentFiles: make(map[string]int, len(p.Parent.Files)), parentSrc: map[int]*source{},
 		res: Result{Edits: map[string]Edit{}},
 	}
@@ -376,27 +375,34 @@ func (s *synth) store(ctx context.Context, data []byte) (manifest.ChunkRef, erro
 	return ref, nil
 }
 
-// zeroChunkBytes is about the size of the chunk of zeros: runs of zero
-// blocks (a relation extended past its parent's length without content)
-// take one reference per this many.
-const zeroChunkBytes = 1 << 20
+// maxZeroBlocks bounds the chunks of zeros: a run of zero blocks (the
+// rare blocks below a relation's new end that the server neither sent
+// nor had before) is cut into power-of-two pieces of at most this many
+// blocks, each a slice-free reference to a chunk of exactly that many
+// zero blocks. So a restore never reads more than twice the zeros it
+// uses, and the few such chunks deduplicate across backups.
+const maxZeroBlocks = 128
 
-// addZeros appends n zero bytes to b, as slices of one stored chunk of
-// zeros.
+// addZeros appends n zero bytes (whole blocks) to b.
 func (s *synth) addZeros(ctx context.Context, b *builder, n int64) error {
-	if s.zeroIdx < 0 {
-		size := max(zeroChunkBytes/s.bs, 1) * s.bs
-		ref, err := s.store(ctx, make([]byte, size))
-		if err != nil {
-			return err
-		}
-		s.table = append(s.table, ref)
-		s.zeroIdx, s.zeroLen = len(s.table)-1, size
-	}
 	for n > 0 {
-		k := min(n, s.zeroLen)
-		b.add(piece{src: s.zeroIdx, n: k})
-		n -= k
+		k := int64(1)
+		for k*2 <= min(n/s.bs, maxZeroBlocks) {
+			k *= 2
+		}
+		size := k * s.bs
+		idx, ok := s.zeroIdx[size]
+		if !ok {
+			ref, err := s.store(ctx, make([]byte, size))
+			if err != nil {
+				return err
+			}
+			s.table = append(s.table, ref)
+			idx = len(s.table) - 1
+			s.zeroIdx[size] = idx
+		}
+		b.add(piece{src: idx, n: size})
+		n -= size
 	}
 	return nil
 }
@@ -424,8 +430,8 @@ const (
 )
 
 // assemble replaces the INCREMENTAL member m (record f) by the whole file:
-// a new header, then runs of blocks from the stream, the parent and the
-// chunk of zeros, following PostgreSQL's reconstruction (pg_combinebackup
+// a new header, then runs of blocks from the stream, the parent and
+// chunks of zeros, following PostgreSQL's reconstruction (pg_combinebackup
 // reconstruct.c): the file has max(truncation length, last block + 1)
 // blocks; a block the member holds comes from it, else from the parent
 // if the parent's file has it and it is below the truncation length,
