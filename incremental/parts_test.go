@@ -109,6 +109,17 @@ func FuzzParseIncrHeader(f *testing.F) {
 	})
 }
 
+func TestIsVMFork(t *testing.T) {
+	for p, want := range map[string]bool{
+		"base/5/16384_vm": true, "base/5/16384_vm.1": true, "global/1262_vm": true, "PG_17_1/5/16384_vm": true,
+		"base/5/16384": false, "base/5/16384_fsm": false, "base/5/16384.1": false, "base/5/16384_init": false,
+	} {
+		if got := isVMFork(p); got != want {
+			t.Errorf("isVMFork(%q) = %v", p, got)
+		}
+	}
+}
+
 func TestStripIncrementalLines(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"A: 1\nINCREMENTAL FROM LSN: 0/2\nINCREMENTAL FROM TLI: 1\nB: 2\n", "A: 1\nB: 2\n"},

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/crc32"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -435,7 +436,8 @@ const (
 // reconstruct.c): the file has max(truncation length, last block + 1)
 // blocks; a block the member holds comes from it, else from the parent
 // if the parent's file has it and it is below the truncation length,
-// else it is zeros.
+// else it is zeros; except that visibility map forks take no block from
+// the parent (see vm below).
 func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid uint32, f manifest.File, m Member) (manifest.File, error) {
 	target := incrTarget(m.Path)
 	pi, ok := s.parentFiles[fileKey(oid, target)]
@@ -489,6 +491,18 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 			return s.addZeros(ctx, b, cur.n)
 		}
 	}
+	// Visibility map forks: the WAL summaries miss the VM bits that heap
+	// changes clear (the clear is implied by the heap record, which names
+	// no VM block), so the parent's unchanged-looking VM blocks may claim
+	// pages all-visible that no longer are, and index-only scans would
+	// then skip rows' visibility checks. PostgreSQL 17's
+	// pg_combinebackup has the same flaw (pgsql-hackers, March 2026:
+	// "Why clearing the VM doesn't require registering vm buffer in wal
+	// record"). A clear bit is always safe, so the blocks not sent are
+	// zeros (a new page, which the server initialises on first use): the
+	// first VACUUM after a restore rescans those pages and sets the bits
+	// again. Blocks the server sent are current and kept.
+	vm := isVMFork(target)
 	crcs := make(manifest.BlockCRCs, blocks)
 	var crc uint32
 	j := 0
@@ -500,7 +514,7 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 			r = run{fromNew, m.ContentOff + h.HeaderLen + int64(j)*bs, bs}
 			bc = m.imageCRCs[j]
 			j++
-		case blk < int64(h.TruncationBlocks) && blk < parentBlocks:
+		case blk < int64(h.TruncationBlocks) && blk < parentBlocks && !vm:
 			r = run{fromParent, pf.Offset + blk*bs, bs}
 			bc = pf.BlockCRC32C[blk]
 		default:
@@ -535,6 +549,16 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 	s.res.Edits[pgPath(oid, m.Path)] = Edit{Path: pgPath(oid, target), Size: size, CRC32C: crc}
 	return manifest.File{Path: target, Type: manifest.TypeFile, Mode: f.Mode, MTime: f.MTime, Size: size,
 		CRC32C: crc, BlockCRC32C: crcs, Archive: f.Archive, Offset: contentOff}, nil
+}
+
+// isVMFork reports whether a relation file is of a visibility map fork:
+// <relfilenode>_vm[.<segment>].
+func isVMFork(p string) bool {
+	base := path.Base(p)
+	if i := strings.IndexByte(base, '.'); i >= 0 {
+		base = base[:i]
+	}
+	return strings.HasSuffix(base, "_vm")
 }
 
 // relabel replaces backup_label by a copy without the INCREMENTAL FROM

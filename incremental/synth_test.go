@@ -216,8 +216,9 @@ func incrFile(s incrSpec) []byte {
 }
 
 // naive reconstructs a file the way pg_combinebackup does, from the
-// parent's whole content.
-func naive(parent []byte, s incrSpec) []byte {
+// parent's whole content; but a visibility map (vm) takes nothing from
+// the parent.
+func naive(parent []byte, s incrSpec, vm bool) []byte {
 	n := int64(s.trunc)
 	if len(s.blocks) > 0 {
 		n = max(n, int64(s.blocks[len(s.blocks)-1])+1)
@@ -227,7 +228,7 @@ func naive(parent []byte, s incrSpec) []byte {
 		dst := out[b*testBS : (b+1)*testBS]
 		if i := slices.Index(s.blocks, uint32(b)); i >= 0 {
 			copy(dst, fmt.Sprintf("%s new block %d", s.tag, b))
-		} else if b < int64(s.trunc) && (b+1)*testBS <= int64(len(parent)) {
+		} else if b < int64(s.trunc) && (b+1)*testBS <= int64(len(parent)) && !vm {
 			copy(dst, parent[b*testBS:])
 		}
 	}
@@ -268,6 +269,7 @@ func TestSynthesize(t *testing.T) {
 		"base/1/104":        blocksOf("104v1", 4),
 		"base/1/105":        blocksOf("105v1", 2),
 		"base/1/106":        blocksOf("106v1", 20), // spans chunks
+		"base/1/106_vm":     blocksOf("106vmv1", 3),
 		"global/1260":       blocksOf("1260v1", 2),
 		"global/pg_control": bytes.Repeat([]byte{7}, 300),
 		tsDir + "/1/300":    blocksOf("300v1", 4),
@@ -314,6 +316,7 @@ func TestSynthesize(t *testing.T) {
 				"base/1/103":     {trunc: 3, tag: "103v2"},                         // unchanged
 				"base/1/104":     {blocks: []uint32{0}, trunc: 6, tag: "104v2"},    // truncation past the parent's end: zeros
 				"base/1/106":     {blocks: []uint32{7, 8, 9, 15}, trunc: 20, tag: "106v2"},
+				"base/1/106_vm":  {blocks: []uint32{1}, trunc: 3, tag: "106vmv2"},   // the parent's blocks 0 and 2 become zeros
 				"global/1260":    {blocks: []uint32{0, 1}, trunc: 2, tag: "1260v2"}, // all new
 				tsDir + "/1/300": {blocks: []uint32{2}, trunc: 4, tag: "300v2"},
 				// base/1/105 is dropped: the server sends nothing.
@@ -342,7 +345,7 @@ func TestSynthesize(t *testing.T) {
 		want := map[string][]byte{}
 		maps.Copy(want, rd.whole)
 		for p, s := range rd.incr {
-			want[p] = naive(state[p], s)
+			want[p] = naive(state[p], s, strings.HasSuffix(p, "_vm"))
 		}
 		want["backup_label"] = StripIncrementalLines(rd.whole["backup_label"])
 		archives, files, col := ingest(t, sink, arcs(rd.whole, rd.incr))
