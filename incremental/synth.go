@@ -462,20 +462,31 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 		blocks = max(blocks, int64(h.Blocks[n-1])+1)
 	}
 	size := blocks * bs
-	hdr, err := tarHeader(target, f.Mode, f.MTime, size)
-	if err != nil {
-		return f, err
-	}
-	if err := s.addNew(ctx, b, hdr); err != nil {
-		return f, err
-	}
-	contentOff := b.size
 	var parent *source
-	if parentBlocks > 0 {
+	var err error
+	if parentBlocks > 0 || sameHeader(f, pf, size) {
 		if parent, err = s.parentSource(pf.Archive); err != nil {
 			return f, err
 		}
 	}
+	if sameHeader(f, pf, size) {
+		// The parent's header block says all a new one would: take it,
+		// so an unchanged file is one run of the parent's bytes, header
+		// and content, which merges with its unchanged neighbours into
+		// the parent's chunks, often whole.
+		if err := parent.copyTo(b, pf.Offset-blockHeaderSize, blockHeaderSize); err != nil {
+			return f, fmt.Errorf("%s: the parent's header: %w", target, err)
+		}
+	} else {
+		hdr, err := tarHeader(target, f.Mode, f.MTime, size)
+		if err != nil {
+			return f, err
+		}
+		if err := s.addNew(ctx, b, hdr); err != nil {
+			return f, err
+		}
+	}
+	contentOff := b.size
 	type run struct {
 		from   blockSource
 		off, n int64
@@ -549,6 +560,20 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 	s.res.Edits[pgPath(oid, m.Path)] = Edit{Path: pgPath(oid, target), Size: size, CRC32C: crc}
 	return manifest.File{Path: target, Type: manifest.TypeFile, Mode: f.Mode, MTime: f.MTime, Size: size,
 		CRC32C: crc, BlockCRC32C: crcs, Archive: f.Archive, Offset: contentOff}, nil
+}
+
+// blockHeaderSize is a tar header block's size.
+const blockHeaderSize = 512
+
+// sameHeader reports whether the parent's record of a file (pf) has a
+// header block that serves the assembled file (f, size bytes) as is: the
+// same path, mode, mtime and size, and a path short enough for a plain
+// ustar header, so that the record's header is exactly the one block
+// before its content (PostgreSQL and archive/tar write no extended header
+// then).
+func sameHeader(f manifest.File, pf *manifest.File, size int64) bool {
+	return pf.Path == incrTarget(f.Path) && pf.Mode == f.Mode && pf.MTime == f.MTime && pf.Size == size &&
+		len(pf.Path) < 100 && pf.Offset >= blockHeaderSize
 }
 
 // isVMFork reports whether a relation file is of a visibility map fork:

@@ -402,6 +402,24 @@ func TestSynthesize(t *testing.T) {
 		if e := res.Edits["backup_label"]; e.Size != int64(len(want["backup_label"])) || e.CRC32C != crc32.Checksum(want["backup_label"], crcTable) {
 			t.Errorf("round %d: backup_label edit %+v", ri+1, e)
 		}
+		// An unchanged file (same size, mode and mtime) is the parent's
+		// bytes, its header included: no new chunk holds any of it.
+		if ri == 0 {
+			stored := map[string]bool{}
+			for _, r := range res.Stored {
+				stored[r.ID] = true
+			}
+			for _, f := range res.Files {
+				if f.Path != "base/1/103" {
+					continue
+				}
+				for _, id := range chunksIn(res.Archives[f.Archive], f.Offset-512, f.Offset+f.Size) {
+					if stored[id] {
+						t.Errorf("round 1: the unchanged base/1/103 has bytes in new chunk %s", id[:12])
+					}
+				}
+			}
+		}
 		parent = &manifest.Backup{ID: fmt.Sprintf("incr%d", ri+1), BlockSize: testBS, Archives: res.Archives, Files: res.Files}
 		state = want
 	}
@@ -437,3 +455,17 @@ func TestSynthesizeRefuses(t *testing.T) {
 }
 
 var testTime = time.Unix(1700000000, 0)
+
+// chunksIn returns the ids of the chunks that hold bytes [from, to) of a
+// virtual archive.
+func chunksIn(a manifest.Archive, from, to int64) []string {
+	var ids []string
+	var off int64
+	for _, r := range a.Chunks {
+		if off < to && off+r.Len() > from {
+			ids = append(ids, r.ID)
+		}
+		off += r.Len()
+	}
+	return ids
+}
