@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgstow/pgstow/chunker"
+	"github.com/pgstow/pgstow/incremental"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/replication"
 	"github.com/pgstow/pgstow/repository"
@@ -77,6 +78,11 @@ type Options struct {
 	// CleanupTimeout bounds the removal of what a failed backup stored
 	// (DefaultCleanupTimeout).
 	CleanupTimeout time.Duration
+	// Type is auto (default), full or incremental (see Type).
+	Type Type
+	// FullEvery is how old the full backup an incremental descends from
+	// may be before auto takes a full one (DefaultFullEvery).
+	FullEvery time.Duration
 }
 
 // Run takes one backup into repo and returns its committed manifest. A
@@ -108,6 +114,9 @@ func run(ctx context.Context, repo *repository.Repository, o Options, d dialer) 
 	}
 	defer func() { err = r.release(ctx, err) }()
 	r.loadKnownCRCs(ctx)
+	if err := r.choose(ctx); err != nil {
+		return nil, err
+	}
 	r.log.Info("backup starting", "server", r.conn.Target(), "pg_version", r.sys.ServerVersion, "standby", r.sys.Standby,
 		"system_id", r.sys.SystemID, "repo", repo.String(), "wal", string(r.o.WAL))
 	defer r.closeWALSender(ctx)
@@ -124,13 +133,16 @@ func run(ctx context.Context, repo *repository.Repository, o Options, d dialer) 
 	if r.pgm, err = spool.Create(repo.SpoolDir(), "pgstow-backup_manifest-*"); err != nil {
 		return nil, fmt.Errorf("stage backup_manifest: %w", err)
 	}
-	defer r.pgm.Close()
+	defer func() { r.pgm.Close() }() // synthesize replaces it
 	if err := r.transfer(ctx); err != nil {
 		return nil, err
 	}
 	r.bb.Close()
 	r.log.Info("base backup ended", "end_lsn", r.end.LSN.String(), "timeline", r.end.Timeline)
 	if err := r.crossCheck(); err != nil {
+		return nil, err
+	}
+	if err := r.synthesize(ctx); err != nil {
 		return nil, err
 	}
 	wal, err := r.collectWAL(ctx)
@@ -160,6 +172,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 5 * time.Minute
+	}
+	if o.Type == "" {
+		o.Type = TypeAuto
+	}
+	if o.Type != TypeAuto && o.Type != TypeFull && o.Type != TypeIncremental {
+		return o, fmt.Errorf("backup type %q: use auto, full or incremental", o.Type)
+	}
+	if o.FullEvery <= 0 {
+		o.FullEvery = DefaultFullEvery
 	}
 	return o, nil
 }
@@ -198,6 +219,13 @@ type backupRun struct {
 	// commitUnknown is set when that commit's manifest may still land
 	// (repository.ErrCommitUnknown).
 	commitUnknown bool
+
+	// Incremental backups: what choose decided, where the new bytes of
+	// the assembled files go, and what the server sent.
+	plan      incrementalPlan
+	sink      *chunkSink
+	sentBytes int64
+	synth     *incremental.Result
 }
 
 // connect opens the session's connection and identifies the cluster.
@@ -244,6 +272,9 @@ func (r *backupRun) release(ctx context.Context, err error) error {
 	left := leftovers{pgManifestOf: r.uncommitted, commitUnknown: r.commitUnknown, ownLease: r.lease.Key()}
 	if r.up != nil {
 		left.chunks = r.up.Written()
+	}
+	if r.sink != nil {
+		left.chunks = append(left.chunks, r.sink.written...)
 	}
 	r.walMu.Lock()
 	left.walSegments = len(r.walSeg)
@@ -297,7 +328,7 @@ func (r *backupRun) closeWALSender(ctx context.Context) {
 func (r *backupRun) startBaseBackup(ctx context.Context) error {
 	r.prog.phase(PhaseCheckpoint)
 	o, log := r.o, r.log
-	bb, err := r.conn.BaseBackup(ctx, replication.BackupOptions{
+	opts := replication.BackupOptions{
 		Label:                    o.Label,
 		Progress:                 o.EstimateSize,
 		FastCheckpoint:           o.FastCheckpoint,
@@ -308,7 +339,14 @@ func (r *backupRun) startBaseBackup(ctx context.Context) error {
 		OnNotice: func(n *pgconn.PgError) {
 			log.Warn("server notice", "severity", n.Severity, "message", n.Message)
 		},
-	})
+	}
+	var bb archiveSource
+	var err error
+	if r.plan.parent != nil {
+		bb, err = r.startIncremental(ctx, opts)
+	} else {
+		bb, err = r.conn.BaseBackup(ctx, opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -334,6 +372,8 @@ func (r *backupRun) transfer(ctx context.Context) error {
 	}
 	r.up = r.newUploader()
 	r.up.OnChunk = r.prog.chunk
+	r.up.Observe = r.observer()
+	r.sink = &chunkSink{repo: r.repo, comp: chunker.NewCompressor(), known: r.o.Uploader.KnownCRC32C}
 	r.prog.attach(r.bb.Streamed, r.up.InFlight)
 	r.prog.phase(PhaseStreaming)
 	g.Go(func() error { return r.streamArchives(gctx, endCh) })
@@ -558,6 +598,20 @@ func (r *backupRun) buildManifest(wal []manifest.WALSegment) *manifest.Backup {
 	for _, w := range wal {
 		b.Totals.WALBytes += w.StoredSize
 	}
+	if r.plan.blockSize > 0 {
+		b.BlockSize = r.plan.blockSize
+	}
+	if r.synth != nil {
+		p := r.plan.parent
+		b.FormatVersion = manifest.FormatVersionIncremental
+		b.Incremental = &manifest.Incremental{
+			Parent: p.ID, ParentStartLSN: p.StartLSN, FullStarted: r.plan.fullStarted.UTC(),
+			SentBytes: r.sentBytes, IncrementalFiles: r.synth.IncrementalFiles, ChangedBlocks: r.synth.ChangedBlocks,
+		}
+		b.Totals.RawBytes, b.Totals.StoredBytes, b.Totals.Chunks = incrementalTotals(r.archives)
+		b.Totals.NewBytes += r.sink.newBytes
+		b.Totals.NewChunks += len(r.sink.written)
+	}
 	b.Timings.Finished = r.o.Now().UTC()
 	return b
 }
@@ -593,9 +647,8 @@ func (r *backupRun) commit(ctx context.Context, b *manifest.Backup) error {
 		b.ID = manifest.NewBackupID(t.Add(time.Second))
 	}
 	r.prog.phase(PhaseDone)
-	stats := r.up.Stats()
-	r.log.Info("backup committed", "id", b.ID, "raw_bytes", stats.RawBytes, "stored_bytes", stats.StoredBytes,
-		"new_bytes", stats.NewBytes, "wal_segments", len(b.WAL), "seconds", b.Timings.Finished.Sub(r.started).Seconds())
+	r.log.Info("backup committed", "id", b.ID, "type", typeOf(b), "raw_bytes", b.Totals.RawBytes, "stored_bytes", b.Totals.StoredBytes,
+		"new_bytes", b.Totals.NewBytes, "wal_segments", len(b.WAL), "seconds", b.Timings.Finished.Sub(r.started).Seconds())
 	return nil
 }
 

@@ -59,6 +59,16 @@ type fakeServer struct {
 	// before the backup_manifest is sent.
 	beforeManifest func()
 
+	// version is server_version_num (150004 when 0); settings are what
+	// Settings returns on 17 and later.
+	version  int
+	settings replication.Settings
+	// incr, if set, is what an incremental BASE_BACKUP sends, unless
+	// refuse is set; uploaded is the manifest UploadManifest received.
+	incr     *fakeServer
+	refuse   error
+	uploaded []byte
+
 	mu     sync.Mutex
 	closed int // connections closed
 	slots  []string
@@ -69,7 +79,21 @@ func (s *fakeServer) walSender(context.Context, string) (walSender, error) { ret
 func (s *fakeServer) Target() string                                       { return "fake:5432" }
 
 func (s *fakeServer) IdentifySystem(context.Context) (replication.System, error) {
-	return replication.System{SystemID: repotest.SystemID, Timeline: 1, ServerVersion: 150004, WALSegmentSize: repotest.SegSize}, nil
+	v := s.version
+	if v == 0 {
+		v = 150004
+	}
+	return replication.System{SystemID: repotest.SystemID, Timeline: 1, ServerVersion: v, WALSegmentSize: repotest.SegSize}, nil
+}
+
+func (s *fakeServer) Settings(context.Context) (replication.Settings, error) {
+	return s.settings, nil
+}
+
+func (s *fakeServer) UploadManifest(_ context.Context, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	s.uploaded = b
+	return err
 }
 
 func (s *fakeServer) Close(context.Context) error {
@@ -86,15 +110,18 @@ func (s *fakeServer) CreateTemporarySlot(_ context.Context, name string) error {
 	return nil
 }
 
-func (s *fakeServer) Settings(context.Context) (replication.Settings, error) {
-	return replication.Settings{ServerVersion: 150004, BlockSize: 8192, SegmentSize: 1 << 30}, nil
-}
-
-func (s *fakeServer) UploadManifest(context.Context, io.Reader) error {
-	return replication.ErrIncrementalRefused
-}
-
-func (s *fakeServer) BaseBackup(context.Context, replication.BackupOptions) (archiveSource, error) {
+func (s *fakeServer) BaseBackup(_ context.Context, o replication.BackupOptions) (archiveSource, error) {
+	if o.Incremental {
+		switch {
+		case s.uploaded == nil:
+			return nil, errors.New("fake server: INCREMENTAL without UPLOAD_MANIFEST")
+		case s.refuse != nil:
+			return nil, s.refuse
+		case s.incr == nil:
+			return nil, errors.New("fake server: no incremental stream")
+		}
+		return &fakeStream{srv: s.incr}, nil
+	}
 	return &fakeStream{srv: s}, nil
 }
 

@@ -128,3 +128,37 @@ func BenchmarkID(b *testing.B) {
 		ID(data)
 	}
 }
+
+// BenchmarkSplitterObserved is BenchmarkSplitter with an observer of
+// every file, as an incremental-capable backup of PostgreSQL 17 runs it.
+func BenchmarkSplitterObserved(b *testing.B) {
+	data := benchArchive(b)
+	free := make([][]byte, 0, 2)
+	get := func() []byte {
+		if n := len(free); n > 0 {
+			buf := free[n-1]
+			free = free[:n-1]
+			return buf[:0]
+		}
+		return make([]byte, 0, benchChunkSize)
+	}
+	o := &nopObserver{}
+	r := bytes.NewReader(data)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(data)
+		s := NewSplitter(r, benchChunkSize, 0, get)
+		s.Observe(func(string, int64, int64, int64) MemberObserver { return o })
+		for {
+			c, err := s.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			free = append(free, c.Data)
+		}
+	}
+}

@@ -104,6 +104,11 @@ type Splitter struct {
 	hashing    bool
 	sha        hash.Hash
 
+	// observe, when set, is asked for an observer of each regular file;
+	// obs is the current member's, nil when it has none.
+	observe func(path string, headerOff, contentOff, size int64) MemberObserver
+	obs     MemberObserver
+
 	// The trailer (stateTrailer).
 	trailerStart int   // where the trailer begins in cur
 	trailerRead  int64 // trailer bytes read so far
@@ -133,6 +138,32 @@ func NewSplitter(r io.Reader, targetSize int, archive int, get func() []byte) *S
 // this package knows nothing of PostgreSQL's layout). They are small and
 // few, so the cost is nil. Call it before the first Next.
 func (s *Splitter) HashSHA256(sealed func(path string) bool) { s.hashSHA256 = sealed }
+
+// MemberObserver sees one regular file's content as it streams through
+// the Splitter. Write gets the content bytes in order, in pieces of any
+// size (padding excluded), straight from the chunk buffer: it must not
+// keep p. Close is called once the content is complete, with the member's
+// record before it is appended to Files, so the observer can add to it
+// (manifest.File.BlockCRC32C). An archive that fails midway leaves the
+// current observer unclosed.
+type MemberObserver interface {
+	Write(p []byte)
+	Close(f *manifest.File)
+}
+
+// Observe makes the splitter call newObserver for each regular file
+// member, with its path, the archive offset of its record's first header
+// block (extended headers included), of its content, and its content
+// size; the record ends at contentOff plus size rounded up to 512 bytes.
+// Those spans let a caller describe an archive in which some records are
+// replaced (incremental backups). newObserver returns nil for a member it
+// does not want to see. It is what lets callers that know PostgreSQL's
+// layout compute per-file facts in the one pass over the bytes, which
+// this package, knowing nothing of PostgreSQL, cannot. Call it before the
+// first Next.
+func (s *Splitter) Observe(newObserver func(path string, headerOff, contentOff, size int64) MemberObserver) {
+	s.observe = newObserver
+}
 
 // Next returns the next chunk of the archive, and io.EOF after the last
 // one. Errors are final: a malformed or truncated archive cannot be
@@ -371,6 +402,9 @@ func (s *Splitter) startMember(blk []byte, blkOff int64, h headerInfo, ext *extH
 			s.sha.Reset()
 			s.hashing = true
 		}
+		if s.observe != nil {
+			s.obs = s.observe(f.Path, s.hdrOff, f.Offset, size)
+		}
 	case tf == typeSymlink:
 		f.Type, f.Path, f.LinkTarget = manifest.TypeSymlink, cleanName(name, false), link
 		size = 0
@@ -463,6 +497,9 @@ func (s *Splitter) readBody() error {
 				if s.hashing {
 					s.sha.Write(p[:c])
 				}
+				if s.obs != nil {
+					s.obs.Write(p[:c])
+				}
 				s.contentLeft -= c
 			}
 			s.left -= int64(n)
@@ -485,6 +522,10 @@ func (s *Splitter) finishMember() {
 		var sum [sha256.Size]byte
 		s.file.SHA256 = hex.EncodeToString(s.sha.Sum(sum[:0]))
 		s.hashing = false
+	}
+	if s.obs != nil {
+		s.obs.Close(&s.file)
+		s.obs = nil
 	}
 	if s.hasFile {
 		s.files = append(s.files, s.file)

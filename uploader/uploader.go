@@ -135,6 +135,11 @@ type Uploader struct {
 	// OnChunk, if set, is called after each chunk is stored or found
 	// (uploaded false: the store had it), from several goroutines.
 	OnChunk func(ref manifest.ChunkRef, uploaded bool)
+	// Observe, if set, gives archive index's splitter (oid: its
+	// tablespace, 0 for the data directory) a member observer
+	// (chunker.Splitter.Observe), or nil for none; called on the cutting
+	// goroutine, one archive at a time.
+	Observe func(index int, oid uint32) func(path string, headerOff, contentOff, size int64) chunker.MemberObserver
 	// queued counts chunks sealed for upload and not yet stored, for
 	// progress reports.
 	queued atomic.Int64
@@ -451,6 +456,11 @@ func (u *Uploader) Archive(ctx context.Context, r io.Reader, index int, name str
 			return b[:0]
 		})
 		sp.HashSHA256(func(p string) bool { return pgdata.SealedByCRC(oid != 0, p) })
+		if u.Observe != nil {
+			if obs := u.Observe(index, oid); obs != nil {
+				sp.Observe(obs)
+			}
+		}
 		for {
 			t0, w0 := time.Now(), bufWait
 			c, err := sp.Next()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -20,6 +21,8 @@ func newBackupCmd(g *globals) *cobra.Command {
 		walTimeout, ioTimeout, progressEvery                                  time.Duration
 		progress                                                              string
 		noVerifyChecksums, asJSON                                             bool
+		backupType                                                            string
+		fullEvery                                                             time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "backup",
@@ -35,6 +38,18 @@ repository, and pgstow only checks that it arrived.
 
 From a hot standby the last WAL segment is stored up to the backup's end (a
 standby cannot complete it), so the backup commits at once.
+
+On PostgreSQL 17 and later with summarize_wal = on, --type auto (the default)
+takes an incremental backup: the server sends only the blocks changed since the
+newest backup of the same server, and pgstow stores a backup that describes
+every file whole, taking unchanged blocks from chunks already stored. It
+restores, verifies and is deleted like a full backup: it does not depend on the
+backup it was taken from. A full backup is taken instead, with one log line
+saying why, when the server is older than 17 or summarize_wal is off, when no
+earlier backup records block checksums, when the full backup the chain began
+with is older than --full-every, when restoring would read over 1.5x the bytes
+the backup describes, or when the server refuses. --type incremental fails
+(exit 2) where auto would take a full backup; --type full always takes one.
 
 The backup becomes visible (pgstow list) only when everything is stored. A
 failed backup removes the chunks it stored that nothing else uses; its error
@@ -59,6 +74,16 @@ says what it removed, or what it left and why.`,
 				ToolVersion:              toolVersion(),
 				Log:                      log,
 				Uploader:                 uploader.Config{Concurrency: concurrency},
+				Type:                     backup.Type(backupType),
+				FullEvery:                fullEvery,
+			}
+			switch o.Type {
+			case backup.TypeAuto, backup.TypeFull, backup.TypeIncremental:
+			default:
+				return usageError{fmt.Errorf("--type %q: use auto, full or incremental", backupType)}
+			}
+			if err := positiveDuration("full-every", fullEvery, "168h"); err != nil {
+				return err
 			}
 			switch checkpoint {
 			case "fast":
@@ -122,6 +147,9 @@ says what it removed, or what it left and why.`,
 			log.Debug("memory budget", "pipeline_bytes", budget)
 			b, err := backup.Run(cmd.Context(), repo, o)
 			view.finish(err == nil)
+			if errors.Is(err, backup.ErrIncrementalUnavailable) {
+				return usageError{err}
+			}
 			if err != nil {
 				return err
 			}
@@ -130,8 +158,12 @@ says what it removed, or what it left and why.`,
 			if asJSON {
 				return printJSON(g.stdout, entryOf(b))
 			}
-			fmt.Fprintf(g.stdout, "backup %s committed: %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
-				b.ID, manifest.HumanBytes(b.Totals.RawBytes), manifest.HumanBytes(b.Totals.StoredBytes), manifest.HumanBytes(b.Totals.NewBytes),
+			kind := "full"
+			if i := b.Incremental; i != nil {
+				kind = fmt.Sprintf("incremental from %s, the server sent %s", i.Parent, manifest.HumanBytes(i.SentBytes))
+			}
+			fmt.Fprintf(g.stdout, "backup %s committed (%s): %s raw, %s stored (%s new), WAL %s to %s (%d segments)\n",
+				b.ID, kind, manifest.HumanBytes(b.Totals.RawBytes), manifest.HumanBytes(b.Totals.StoredBytes), manifest.HumanBytes(b.Totals.NewBytes),
 				b.StartLSN, b.EndLSN, len(b.WAL))
 			return nil
 		},
@@ -139,6 +171,8 @@ says what it removed, or what it left and why.`,
 	repoFlag(cmd, &repoURL)
 	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
 	cmd.Flags().StringVar(&label, "label", "pgstow", "backup label")
+	cmd.Flags().StringVar(&backupType, "type", "auto", "auto (incremental when the server and the repository allow it, else full, saying why), full or incremental (fail if it cannot be)")
+	cmd.Flags().DurationVar(&fullEvery, "full-every", backup.DefaultFullEvery, "take a full backup when the full one the incrementals descend from started this long ago")
 	cmd.Flags().StringVar(&wal, "wal", "stream", "how the needed WAL reaches the repository: stream or none")
 	cmd.Flags().DurationVar(&walTimeout, "wal-timeout", 5*time.Minute, "longest wait for the last WAL segment after the base backup ends (above 0)")
 	cmd.Flags().DurationVar(&ioTimeout, "io-timeout", 2*time.Minute, "fail when a streaming connection to the server brings nothing for this long (a stalled network path); 0 turns it off")

@@ -127,6 +127,13 @@ func printShow(w io.Writer, e showEntry) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	row("backup", "%s", e.ID)
+	if i := e.Incremental; i != nil {
+		row("type", "incremental from %s (the server sent %s of the %s it describes; %d changed files, %d changed blocks)",
+			i.Parent, manifest.HumanBytes(i.SentBytes), manifest.HumanBytes(e.RawBytes), i.IncrementalFiles, i.ChangedBlocks)
+		row("full line since", "%s", i.FullStarted.Format(time.RFC3339))
+	} else {
+		row("type", "full")
+	}
 	if e.Label != "" {
 		row("label", "%s", e.Label)
 	}
