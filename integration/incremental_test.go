@@ -311,6 +311,9 @@ func TestIncremental(t *testing.T) {
 			repoDir := t.TempDir()
 			repoURL := "file://" + repoDir
 			c := pgtest.Start(t, pgtest.Options{Major: major, Conf: incrementalConf})
+			if got := c.Query(t, "postgres", "SHOW summarize_wal")[0][0]; got != "on" {
+				t.Fatalf("summarize_wal is %q", got)
+			}
 			c.Exec(t, "postgres", "CREATE TABLESPACE ts1 LOCATION '"+tablespaceDir(t, c)+"'")
 			oid := c.Query(t, "postgres", "SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'")[0][0]
 
@@ -575,6 +578,11 @@ func TestIncrementalFallback(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := pgtest.Start(t, pgtest.Options{Major: tc.major, Conf: tc.conf})
+			if tc.major >= 17 {
+				if got := c.Query(t, "postgres", "SHOW summarize_wal")[0][0]; got != "off" {
+					t.Fatalf("summarize_wal is %q", got)
+				}
+			}
 			c.Exec(t, "postgres", "CREATE TABLE fb_rows AS SELECT g AS id, md5(g::text) AS note FROM generate_series(1, 20000) g")
 			dir := t.TempDir()
 			repoURL := "file://" + dir
