@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -576,21 +577,9 @@ func TestIncrementalRestoreWithoutPgstow(t *testing.T) {
 	}
 	checkAgainstPGManifest(t, target)
 	r := restoreChecks(t, major, target)
-	if got := incState(t, r); !mapsEqual(got, want) {
+	if got := incState(t, r); !maps.Equal(got, want) {
 		t.Fatalf("after the recipe: %v, before the backup: %v", got, want)
 	}
-}
-
-func mapsEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestIncrementalFallback: where no incremental backup is possible
