@@ -1270,7 +1270,11 @@ PY
 
 fact "harness runtime" "$(($(date +%s) - T0)) s (build, clusters and datasets included)"
 MD=$OUT/results-$STAMP.md
-cp "$CSV" "$OUT/runs-$STAMP.csv"
+CSVS=() # the CSVs this run wrote into OUT
+if [ "$ONLY" != incremental ]; then
+	cp "$CSV" "$OUT/runs-$STAMP.csv"
+	CSVS+=("$OUT/runs-$STAMP.csv")
+fi
 MF_ARGS=()
 [ -z "$MF_BASE_BYTES" ] || MF_ARGS=(--manyfiles-base-bytes "$MF_BASE_BYTES")
 if [ "$ONLY" = incremental ]; then
@@ -1291,10 +1295,11 @@ if [ -n "$SRC_ACCOUNTS" ]; then
 fi
 if [ "$INC_RAN" = 1 ]; then
 	cp "$INC_CSV" "$OUT/runs-incremental-$STAMP.csv"
+	CSVS+=("$OUT/runs-incremental-$STAMP.csv")
 	{ echo; inc_targets "$INC_CSV"; echo "Every run of these rows: runs-incremental-$STAMP.csv."; } >>"$MD" || die "the issue 15 targets' table failed"
 fi
 cat "$MD"
-log "wrote $MD and $OUT/runs-$STAMP.csv in $(($(date +%s) - T0)) s"
+log "wrote $MD and ${CSVS[*]} in $(($(date +%s) - T0)) s"
 if [ "$FAILED" -gt 0 ]; then
 	die "$FAILED measured command(s) failed (logs in $OUT/failed-$STAMP-*.log)"
 fi
