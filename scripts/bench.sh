@@ -29,7 +29,16 @@
 #   BENCH_ONLY        all: everything; restore: only the pgstow restores of the
 #                     main dataset (R3, R4 and issue 16's R5–R7 on file:// and
 #                     MinIO), their backups made untimed, no many-files dataset
-#                     (default all)
+#                     and no issue 15 rows; incremental: only issue 15's rows
+#                     (I1–I4, see run_incremental) on their own PostgreSQL
+#                     BENCH_INC_MAJOR cluster (default all)
+#   BENCH_INCREMENTAL 1: also measure issue 15's incremental backups (I1–I4) on
+#                     a PostgreSQL BENCH_INC_MAJOR cluster loaded with the same
+#                     dataset, after the rest, 0: not (default 1)
+#   BENCH_INC_MAJOR   the major of that cluster: 17 or 18 (default 17)
+#   PGBIN_INC         its server binaries (initdb, pg_ctl, postgres; psql and
+#                     pgbench come from PGBIN) (default the npm build in
+#                     .cache/pg/node_modules/pg<major>/native/bin, make deps)
 #   BENCH_CHANGE      what issue 16's "1% of rows changed" updates: both (the
 #                     newest 1% of pgbench_accounts and of orders) or accounts
 #                     (the newest 2% of pgbench_accounts alone, as many rows,
@@ -65,6 +74,9 @@ LOADER=${BENCH_LOADER:-auto}
 ONLY=${BENCH_ONLY:-all}
 TMPBASE=${BENCH_TMP:-/var/tmp}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+INCREMENTAL=${BENCH_INCREMENTAL:-1}
+INC_MAJOR=${BENCH_INC_MAJOR:-17}
+INC_PGBIN=${PGBIN_INC:-$ROOT/.cache/pg/node_modules/pg$INC_MAJOR/native/bin}
 MINIO_BIN=$ROOT/.cache/bin/minio
 PGSTOW=$ROOT/bin/pgstow
 SHARED_MKDATA=$ROOT/../shared/bench/mkdata.sh
@@ -95,10 +107,13 @@ case $CPUPROFILE in 0 | 1) ;; *) die "BENCH_CPUPROFILE must be 0 or 1 (got '$CPU
 case $LOADER in auto | shared | builtin) ;; *) die "BENCH_LOADER must be auto, shared or builtin" ;; esac
 CHANGE=${BENCH_CHANGE:-both}
 case $CHANGE in both | accounts) ;; *) die "BENCH_CHANGE must be both or accounts (got '$CHANGE')" ;; esac
+case $INCREMENTAL in 0 | 1) ;; *) die "BENCH_INCREMENTAL must be 0 or 1 (got '$INCREMENTAL')" ;; esac
+case $INC_MAJOR in 17 | 18) ;; *) die "BENCH_INC_MAJOR must be 17 or 18 (got '$INC_MAJOR')" ;; esac
 case $ONLY in
 all) ;;
-restore) MANYFILES=0 ;;
-*) die "BENCH_ONLY must be all or restore (got '$ONLY')" ;;
+restore) MANYFILES=0 INCREMENTAL=0 ;;
+incremental) MANYFILES=0 INCREMENTAL=1 ;;
+*) die "BENCH_ONLY must be all, restore or incremental (got '$ONLY')" ;;
 esac
 
 # --- prerequisites -------------------------------------------------------------
@@ -106,6 +121,11 @@ need() { [ -x "$1" ] || command -v "$1" >/dev/null 2>&1 || die "$1 not found: $2
 for b in initdb pg_ctl pg_basebackup psql pgbench; do
 	need "$PGBIN/$b" "PostgreSQL 15 is missing in $PGBIN; run 'make deps' (or apt-get install postgresql-15)"
 done
+if [ "$INCREMENTAL" = 1 ]; then
+	for b in initdb pg_ctl postgres; do
+		need "$INC_PGBIN/$b" "PostgreSQL $INC_MAJOR is missing in $INC_PGBIN; run 'make deps' (it installs the npm build into .cache/pg), or set PGBIN_INC"
+	done
+fi
 need lz4 "run 'make deps' (or apt-get install lz4)"
 need tar "install GNU tar"
 need curl "install curl (7.75 or newer, for --aws-sigv4)"
@@ -128,6 +148,8 @@ if [ -z "$REUSE_PORT" ] && [ "$LOADER" != builtin ] && [ ! -f "$SHARED_MKDATA" ]
 	LOADER=builtin
 fi
 [ "$LOADER" = auto ] && LOADER=shared
+LOAD_KIND=$LOADER # shared or builtin: how run_incremental loads its cluster (LOADER becomes a description)
+[ -n "$REUSE_PORT" ] && [ "$LOAD_KIND" = shared ] && [ ! -f "$SHARED_MKDATA" ] && LOAD_KIND=builtin
 
 # --- work directory and cleanup ----------------------------------------------------
 T0=$(date +%s)
@@ -145,7 +167,7 @@ cleanup() {
 		kill "$MINIO_PID" 2>/dev/null && wait "$MINIO_PID" 2>/dev/null
 	fi
 	for d in "${PG_RUNNING[@]}"; do
-		as_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
+		as_pg "$(bin_of "$d")/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1
 	done
 	rm -rf "$WORK"
 	exit "$rc"
@@ -165,15 +187,22 @@ for s in socks:
 PY
 }
 
-# new_cluster DIR PORT [CONF]: initdb a throw-away PostgreSQL 15 cluster in
-# DIR/data (owned by postgres when run as root), append CONF to its
-# postgresql.conf, start it on 127.0.0.1:PORT.
+# bin_of DATADIR: the server binaries of a cluster new_cluster made (those of
+# PostgreSQL 15 unless it was given others).
+declare -A CLUSTER_BIN
+bin_of() { echo "${CLUSTER_BIN[$1]:-$PGBIN}"; }
+
+# new_cluster DIR PORT [CONF [BINDIR]]: initdb a throw-away cluster in DIR/data
+# (owned by postgres when run as root) with the server binaries of BINDIR
+# (default PGBIN, PostgreSQL 15), append CONF to its postgresql.conf, start it
+# on 127.0.0.1:PORT.
 new_cluster() {
-	local dir=$1 port=$2 conf=${3:-}
+	local dir=$1 port=$2 conf=${3:-} bin=${4:-$PGBIN}
 	mkdir -p "$dir"
 	chmod 755 "$dir"
 	if is_root; then chown postgres: "$dir"; fi
-	as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C.UTF-8 >/dev/null
+	CLUSTER_BIN[$dir/data]=$bin
+	as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --data-checksums -E UTF8 --locale=C.UTF-8 >/dev/null
 	cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
@@ -184,13 +213,13 @@ max_wal_size = '4GB'
 checkpoint_timeout = '30min'
 $conf
 CONF
-	as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+	as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
 	PG_RUNNING+=("$dir/data")
 }
 # stop_cluster DIR: a clean stop of a cluster new_cluster started.
 stop_cluster() {
 	local d keep=()
-	as_pg "$PGBIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
+	as_pg "$(bin_of "$1/data")/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
 	for d in "${PG_RUNNING[@]}"; do [ "$d" = "$1/data" ] || keep+=("$d"); done
 	PG_RUNNING=("${keep[@]}")
 }
@@ -340,7 +369,10 @@ SQL
 }
 
 MAIN_CLUSTER= # the main cluster's directory when this run made it
-if [ -n "$REUSE_PORT" ]; then
+PORT=         # the main cluster's port (none with BENCH_ONLY=incremental)
+if [ "$ONLY" = incremental ]; then
+	say "BENCH_ONLY=incremental: no main dataset cluster, no MinIO, only issue 15's rows"
+elif [ -n "$REUSE_PORT" ]; then
 	PORT=$REUSE_PORT
 	say "reusing the cluster on 127.0.0.1:$PORT (database $DB)"
 	"${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 1" >/dev/null ||
@@ -388,36 +420,40 @@ fi
 PG_CONN="host=127.0.0.1 port=$PORT user=postgres dbname=$DB"
 
 # --- MinIO -------------------------------------------------------------------------
-{ read -r MINIO_PORT; read -r MINIO_CONSOLE_PORT; } < <(free_ports 2)
-ENDPOINT=http://127.0.0.1:$MINIO_PORT
-say "MinIO on $ENDPOINT"
-mkdir -p "$WORK/minio"
-MINIO_ROOT_USER=$S3_KEY MINIO_ROOT_PASSWORD=$S3_SECRET MINIO_BROWSER=off MINIO_UPDATE=off \
-	"$MINIO_BIN" server --quiet --address "127.0.0.1:$MINIO_PORT" \
-	--console-address "127.0.0.1:$MINIO_CONSOLE_PORT" "$WORK/minio" >"$WORK/logs/minio.log" 2>&1 &
-MINIO_PID=$!
-deadline=$(($(date +%s) + 60))
-until curl -sf -o /dev/null "$ENDPOINT/minio/health/ready"; do
-	kill -0 "$MINIO_PID" 2>/dev/null || { cat "$WORK/logs/minio.log" >&2; die "MinIO exited"; }
-	[ "$(date +%s)" -lt "$deadline" ] || { cat "$WORK/logs/minio.log" >&2; die "MinIO not ready within 60 s"; }
-	sleep 0.2
-done
-deadline=$(($(date +%s) + 30))
-# MinIO may still answer 503 for a moment after reporting ready.
-until curl -sf -o /dev/null -X PUT --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_KEY:$S3_SECRET" "$ENDPOINT/$BUCKET"; do
-	[ "$(date +%s)" -lt "$deadline" ] || die "cannot create bucket $BUCKET on $ENDPOINT"
-	sleep 0.5
-done
-export AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET
+# MinIO and the reference base.tar serve the main dataset's rows only.
+ENDPOINT='' BASE_TAR='' BASE_BYTES=''
 s3_url() { echo "s3://$BUCKET/$1?endpoint=$ENDPOINT&path_style=true&region=$S3_REGION"; }
+if [ "$ONLY" != incremental ]; then
+	{ read -r MINIO_PORT; read -r MINIO_CONSOLE_PORT; } < <(free_ports 2)
+	ENDPOINT=http://127.0.0.1:$MINIO_PORT
+	say "MinIO on $ENDPOINT"
+	mkdir -p "$WORK/minio"
+	MINIO_ROOT_USER=$S3_KEY MINIO_ROOT_PASSWORD=$S3_SECRET MINIO_BROWSER=off MINIO_UPDATE=off \
+		"$MINIO_BIN" server --quiet --address "127.0.0.1:$MINIO_PORT" \
+		--console-address "127.0.0.1:$MINIO_CONSOLE_PORT" "$WORK/minio" >"$WORK/logs/minio.log" 2>&1 &
+	MINIO_PID=$!
+	deadline=$(($(date +%s) + 60))
+	until curl -sf -o /dev/null "$ENDPOINT/minio/health/ready"; do
+		kill -0 "$MINIO_PID" 2>/dev/null || { cat "$WORK/logs/minio.log" >&2; die "MinIO exited"; }
+		[ "$(date +%s)" -lt "$deadline" ] || { cat "$WORK/logs/minio.log" >&2; die "MinIO not ready within 60 s"; }
+		sleep 0.2
+	done
+	deadline=$(($(date +%s) + 30))
+	# MinIO may still answer 503 for a moment after reporting ready.
+	until curl -sf -o /dev/null -X PUT --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_KEY:$S3_SECRET" "$ENDPOINT/$BUCKET"; do
+		[ "$(date +%s)" -lt "$deadline" ] || die "cannot create bucket $BUCKET on $ENDPOINT"
+		sleep 0.5
+	done
+	export AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET
 
-# --- the reference base.tar ------------------------------------------------------------
-say "reference base.tar (pg_basebackup -Ft -Xnone -c fast)"
-PGBB=("$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -Xnone -c fast)
-"${PGBB[@]}" -D "$WORK/ref" >"$WORK/logs/ref.log" 2>&1 || { cat "$WORK/logs/ref.log" >&2; die "pg_basebackup of the reference base.tar failed"; }
-BASE_TAR=$WORK/ref/base.tar
-BASE_BYTES=$(stat -c %s "$BASE_TAR")
-log "base.tar: $BASE_BYTES bytes"
+	# --- the reference base.tar ------------------------------------------------------------
+	say "reference base.tar (pg_basebackup -Ft -Xnone -c fast)"
+	PGBB=("$PGBIN/pg_basebackup" -h 127.0.0.1 -p "$PORT" -U postgres -Ft -Xnone -c fast)
+	"${PGBB[@]}" -D "$WORK/ref" >"$WORK/logs/ref.log" 2>&1 || { cat "$WORK/logs/ref.log" >&2; die "pg_basebackup of the reference base.tar failed"; }
+	BASE_TAR=$WORK/ref/base.tar
+	BASE_BYTES=$(stat -c %s "$BASE_TAR")
+	log "base.tar: $BASE_BYTES bytes"
+fi
 # tar_files TAR: the number of regular files in TAR (python reads the headers and seeks over the data).
 tar_files() {
 	python3 -c 'import sys, tarfile; print(sum(1 for m in tarfile.open(sys.argv[1]) if m.isfile()))' "$1" 2>/dev/null || echo "?"
@@ -459,8 +495,6 @@ git_commit() {
 fact "date (UTC)" "$(date -u '+%Y-%m-%d %H:%M:%S')"
 fact "git commit" "$(git_commit)"
 fact "pgstow" "$("$PGSTOW" version 2>&1 | sed -n 1p), $(go version | cut -d' ' -f3-)"
-fact "PostgreSQL" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SELECT version()')"
-fact "data checksums" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SHOW data_checksums')"
 fact "pg_basebackup" "$("$PGBIN/pg_basebackup" --version)"
 fact "lz4, tar" "$(lz4 --version 2>&1 | sed -n 's/^\*\*\* \(LZ4 command line interface\) .*\(v[0-9.]*\).*/lz4 \2/p' | sed -n 1p), $(tar --version | sed -n 1p)"
 fact "MinIO" "$(go version -m "$MINIO_BIN" 2>/dev/null | awk '$1 == "mod" {print $3; exit}')"
@@ -468,10 +502,14 @@ fact "CPU" "$(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpui
 fact "memory" "$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 fact "kernel" "$(uname -sr)"
 fact "work directory" "$(df -PT "$WORK" | awk 'NR == 2 {print $2 " on " $1}')"
-fact "dataset" "$LOADER; $("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 'orders rows ' || count(*) || ' (database $DB)' FROM orders" 2>/dev/null || echo "orders rows $ROWS (as requested)"), $("${PSQL[@]}" -p "$PORT" -d "$PGB_DB" -Atc "SELECT 'pgbench scale ' || count(*) || ' (database $PGB_DB)' FROM pgbench_branches" 2>/dev/null || echo "pgbench scale $SCALE (as requested)")"
-fact "database size" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)) || ' (' || pg_database_size(datname) || ' bytes)', ', ' ORDER BY datname) FROM pg_database WHERE datname IN ('$DB', '$PGB_DB')")"
-fact "base.tar bytes" "$BASE_BYTES"
-fact "files in base.tar" "$(tar_files "$BASE_TAR")"
+if [ "$ONLY" != incremental ]; then
+	fact "PostgreSQL" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SELECT version()')"
+	fact "data checksums" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc 'SHOW data_checksums')"
+	fact "dataset" "$LOADER; $("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT 'orders rows ' || count(*) || ' (database $DB)' FROM orders" 2>/dev/null || echo "orders rows $ROWS (as requested)"), $("${PSQL[@]}" -p "$PORT" -d "$PGB_DB" -Atc "SELECT 'pgbench scale ' || count(*) || ' (database $PGB_DB)' FROM pgbench_branches" 2>/dev/null || echo "pgbench scale $SCALE (as requested)")"
+	fact "database size" "$("${PSQL[@]}" -p "$PORT" -d "$DB" -Atc "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)) || ' (' || pg_database_size(datname) || ' bytes)', ', ' ORDER BY datname) FROM pg_database WHERE datname IN ('$DB', '$PGB_DB')")"
+	fact "base.tar bytes" "$BASE_BYTES"
+	fact "files in base.tar" "$(tar_files "$BASE_TAR")"
+fi
 fact "runs per command" "$RUNS"
 
 # --- measuring --------------------------------------------------------------------------
@@ -879,27 +917,31 @@ profile_runs() {
 	fact "CPU profiles, $ds" "${got[*]:-none written} (untimed extra runs; go tool pprof bin/pgstow FILE)"
 }
 
-MAIN_BACKUPS=(B1 B2 B3 B4 B5)
-MAIN_RESTORES=(R1 R2 R3 R4 "${DELTA_IDS[@]}")
-if [ "$ONLY" = restore ]; then
-	MAIN_BACKUPS=()
-	MAIN_RESTORES=(R3 R4 "${DELTA_IDS[@]}")
-fi
-cmd_defs main "${MAIN_BACKUPS[@]}" "${MAIN_RESTORES[@]}"
-SERVER_PID=$(postmaster_of "$PORT")
-[ -n "$SERVER_PID" ] || log "no postmaster PID found for port $PORT: server CPU is not measured"
-if [ "$ONLY" = restore ]; then
-	# The restores' sources, as run_backups' run 1 leaves them (B3, B4), untimed.
-	say "BENCH_ONLY=restore: backup 1 into file:// and MinIO (untimed)"
-	mkdir -p "$WORK/t"
-	untimed setup-backup-file "$PGSTOW" backup --pg "$PG_CONN" --repo "file://$WORK/t/repo-1" --checkpoint fast --label bench-first
-	untimed setup-backup-s3 "$PGSTOW" backup --pg "$PG_CONN" --repo "$(s3_url b1)" --checkpoint fast --label bench-s3
-else
-	run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
-fi
-delta_prep "$WORK/t" b
-run_restores main "$BASE_TAR" "$WORK/t" b "${MAIN_RESTORES[@]}"
-profile_runs main "$PG_CONN" "$WORK/t"
+# main_rows: the main dataset's backups and restores, issue 16's included.
+main_rows() {
+	MAIN_BACKUPS=(B1 B2 B3 B4 B5)
+	MAIN_RESTORES=(R1 R2 R3 R4 "${DELTA_IDS[@]}")
+	if [ "$ONLY" = restore ]; then
+		MAIN_BACKUPS=()
+		MAIN_RESTORES=(R3 R4 "${DELTA_IDS[@]}")
+	fi
+	cmd_defs main "${MAIN_BACKUPS[@]}" "${MAIN_RESTORES[@]}"
+	SERVER_PID=$(postmaster_of "$PORT")
+	[ -n "$SERVER_PID" ] || log "no postmaster PID found for port $PORT: server CPU is not measured"
+	if [ "$ONLY" = restore ]; then
+		# The restores' sources, as run_backups' run 1 leaves them (B3, B4), untimed.
+		say "BENCH_ONLY=restore: backup 1 into file:// and MinIO (untimed)"
+		mkdir -p "$WORK/t"
+		untimed setup-backup-file "$PGSTOW" backup --pg "$PG_CONN" --repo "file://$WORK/t/repo-1" --checkpoint fast --label bench-first
+		untimed setup-backup-s3 "$PGSTOW" backup --pg "$PG_CONN" --repo "$(s3_url b1)" --checkpoint fast --label bench-s3
+	else
+		run_backups main "$PORT" "$PG_CONN" "$WORK/t" b "${MAIN_BACKUPS[@]}"
+	fi
+	delta_prep "$WORK/t" b
+	run_restores main "$BASE_TAR" "$WORK/t" b "${MAIN_RESTORES[@]}"
+	profile_runs main "$PG_CONN" "$WORK/t"
+}
+[ "$ONLY" = incremental ] || main_rows
 
 # --- the many-files dataset ---------------------------------------------------------------
 # The many-files recipe: TABLES tables in schema parts of database manyfiles,
@@ -1007,6 +1049,164 @@ fi
 # the same run's, from the same repository: R3 (file://) or R4 (MinIO). Bytes
 # fetched are what pgstow restore reported (fetched_of), over backup 2's raw
 # bytes (pgstow list --json), the highest of the runs.
+# --- issue 15: incremental backups on PostgreSQL 17/18 ------------------------------------
+# Issue 15's rows (BENCH_INCREMENTAL=1, or alone with BENCH_ONLY=incremental),
+# on a cluster of their own, after everything else has stopped: PostgreSQL
+# BENCH_INC_MAJOR (the npm build), summarize_wal = on and autovacuum off, made
+# by new_cluster like the main one and loaded with the same dataset (the same
+# generator, BENCH_ROWS and BENCH_SCALE). Each run has a fresh file://
+# repository:
+#   I1  pgstow backup --type full (into the empty repository)
+#       then, untimed: change_rows (the newest 1% of the rows of
+#       pgbench_accounts and orders, contiguous id ranges; then CHECKPOINT)
+#   I2  pgstow backup --type incremental (its parent is I1's backup)
+# then, round-robin, from run 1's repository:
+#   I3  pgstow restore --backup <I1's backup>
+#   I4  pgstow restore --backup <I2's backup>
+# Their CSV (runs-incremental-<UTC>.csv) has one more column, sent_bytes:
+# what the server sent for an incremental (its manifest's
+# incremental.sent_bytes), a full's raw bytes for I1.
+INC_CSV=$WORK/runs-incremental.csv
+INC_RAN=0
+# sent_of URL: the server's bytes of the newest backup of the repository, if incremental.
+sent_of() {
+	"$PGSTOW" list --json --repo "$1" 2>/dev/null | python3 -c '
+import json, sys
+b = json.load(sys.stdin)[-1]
+print((b.get("incremental") or {}).get("sent_bytes", ""))' 2>/dev/null || true
+}
+# first_id URL: the id of the oldest backup in the repository.
+first_id() {
+	"$PGSTOW" list --json --repo "$1" 2>/dev/null | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["id"])'
+}
+run_incremental() {
+	local d port conn t=$WORK/inc run repo c o lf id src sizes full_id inc_id csv_main=$CSV
+	if [ -n "$MINIO_PID" ]; then
+		kill "$MINIO_PID" 2>/dev/null || true
+		wait "$MINIO_PID" 2>/dev/null || true
+		MINIO_PID=
+	fi
+	for d in "${PG_RUNNING[@]}"; do stop_cluster "${d%/data}"; done
+	rm -rf "$WORK/t" "$WORK/m" "$WORK/ref" "$WORK/mref"
+	port=$(free_ports 1)
+	say "issue 15: throw-away PostgreSQL $INC_MAJOR cluster on 127.0.0.1:$port (summarize_wal = on, autovacuum off)"
+	new_cluster "$WORK/pginc" "$port" "summarize_wal = on
+autovacuum = off" "$INC_PGBIN"
+	if [ "$LOAD_KIND" = shared ]; then
+		say "issue 15 dataset: $SHARED_MKDATA $port $DB $ROWS 1, then pgbench -i -s $SCALE into database $PGB_DB"
+		PATH=$PGBIN:$PATH bash "$SHARED_MKDATA" "$port" "$DB" "$ROWS" 1 >"$WORK/logs/inc-mkdata.log" 2>&1 ||
+			{ tail -n 30 "$WORK/logs/inc-mkdata.log" >&2; die "issue 15 dataset load failed"; }
+		load_pgbench "$port" "$SCALE" >"$WORK/logs/inc-load-pgbench.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/inc-load-pgbench.log" >&2; die "issue 15: pgbench -i into database $PGB_DB failed"; }
+	else
+		say "issue 15 dataset: built-in recipe, $ROWS orders rows, pgbench scale $SCALE"
+		builtin_load "$port" "$ROWS" "$SCALE" >"$WORK/logs/inc-load.log" 2>&1 &
+		wait "$!" || { tail -n 30 "$WORK/logs/inc-load.log" >&2; die "issue 15 dataset load failed"; }
+	fi
+	conn="host=127.0.0.1 port=$port user=postgres dbname=$DB"
+	fact "issue 15 cluster" "$("${PSQL[@]}" -p "$port" -d postgres -Atc "SELECT version() || '; summarize_wal ' || current_setting('summarize_wal') || ', data checksums ' || current_setting('data_checksums') || ', autovacuum ' || current_setting('autovacuum')")"
+	fact "issue 15 dataset" "$LOAD_KIND generator; $("${PSQL[@]}" -p "$port" -d postgres -Atc "SELECT string_agg(datname || ' ' || pg_size_pretty(pg_database_size(datname)) || ' (' || pg_database_size(datname) || ' bytes)', ', ' ORDER BY datname) FROM pg_database WHERE datname IN ('$DB', '$PGB_DB')")"
+	SERVER_PID=$(postmaster_of "$port")
+	[ -n "$SERVER_PID" ] || log "no postmaster PID found for port $port: server CPU is not measured"
+	CSV=$INC_CSV
+	echo "$(head -n 1 "$csv_main"),sent_bytes" >"$CSV"
+	mkdir -p "$t"
+	say "issue 15: full backup, 1% of rows changed, incremental backup; $RUNS runs, each into a fresh repository"
+	for run in $(seq 1 "$RUNS"); do
+		repo=file://$t/repo-$run
+		measure incremental backup I1 "$run" "$(printf '%q ' "$PGSTOW" backup --pg "$conn" --repo "$repo" --checkpoint fast --type full --label bench-full)"
+		sizes=$(pgstow_sizes "$repo")
+		row "$sizes,,,${sizes%%,*}"
+		untimed "inc-change-rows-$run" change_rows "$port"
+		measure incremental backup I2 "$run" "$(printf '%q ' "$PGSTOW" backup --pg "$conn" --repo "$repo" --checkpoint fast --type incremental --label bench-incremental)"
+		row "$(pgstow_sizes "$repo"),,,$(sent_of "$repo")"
+		if [ "$run" -gt 1 ]; then rm -rf "$t/repo-$run"; fi
+	done
+	full_id=$(first_id "file://$t/repo-1") || die "cannot read the backups of file://$t/repo-1"
+	inc_id=$(latest_id "file://$t/repo-1") || die "cannot read the backups of file://$t/repo-1"
+	fact "issue 15 backups" "run 1's repository: full $full_id (I3 restores it), incremental $inc_id (I4)"
+	say "issue 15: restores of the full ($full_id) and of the incremental ($inc_id), round-robin, $RUNS runs"
+	for run in $(seq 1 "$RUNS"); do
+		for id in I3 I4; do
+			src=$full_id
+			[ "$id" = I4 ] && src=$inc_id
+			d=$t/restore-$id-$run
+			o=$WORK/logs/out-incremental-$id-$run.json
+			lf=$WORK/logs/incremental-$id-$run.log
+			rm -rf "$d"
+			mkdir -p "$d"
+			chmod 700 "$d"
+			c="$(printf '%q ' "$PGSTOW" restore --repo "file://$t/repo-1" --backup "$src" -D "$d" --json)> $(printf '%q' "$o")"
+			measure incremental restore "$id" "$run" "$c"
+			row ",,,$(fetched_of "$o" "$lf"),,"
+			rm -rf "$d"
+		done
+	done
+	CSV=$csv_main
+	SERVER_PID=
+	stop_cluster "$WORK/pginc"
+	rm -rf "$t"
+	INC_RAN=1
+}
+[ "$INCREMENTAL" = 0 ] || run_incremental
+
+# inc_targets CSV: issue 15's table of targets from the CSV of its rows.
+inc_targets() {
+	python3 - "$1" <<'PY'
+import csv, statistics, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as f:
+    runs = [r for r in csv.DictReader(f) if (r.get("exit_code") or "") == "0"]
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+def by(cid):
+    return {r["run"]: r for r in runs if r.get("id") == cid and num(r.get("wall_s")) is not None}
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+def col(cid, key):
+    return med([num(r.get(key)) for r in by(cid).values()])
+def cpu(cid):
+    return med([(num(r.get("user_s")) or 0) + (num(r.get("sys_s")) or 0) for r in by(cid).values()])
+def per_run(a, ka, b, kb):
+    ra, rb = by(a), by(b)
+    v = [(num(ra[k].get(ka)), num(rb[k].get(kb))) for k in ra if k in rb]
+    return med([x / y for x, y in v if x is not None and y])
+def fmt(v, f):
+    return "—" if v is None else f(v)
+s = lambda v: f"{v:.2f} s"
+b = lambda v: f"{v / 1e6:.1f} MB"
+x = lambda v: f"{v:.3f}×"
+pct = lambda v: f"{v * 100:.2f}%"
+def verdict(v, goal, f):
+    return "—" if v is None else f"{f(v)} ({'met' if v <= goal else 'missed'})"
+names = {"I1": "pgstow backup --type full", "I2": "pgstow backup --type incremental (after 1% of rows changed)",
+         "I3": "pgstow restore of the full", "I4": "pgstow restore of the incremental"}
+out = ["## Issue 15: incremental backups", "",
+       "Medians of the runs that succeeded (each run: a fresh file:// repository, I1, 1% of rows changed "
+       "with CHECKPOINT, I2; then I3 and I4 round-robin from run 1's repository). CPU: pgstow's user + system "
+       "seconds; server CPU: the PostgreSQL cluster's. Sent: bytes the server sent (an incremental's "
+       "incremental.sent_bytes, a full's raw bytes).", "",
+       "| id | command | runs | wall | CPU | server CPU | raw | sent | stored | new |",
+       "|---|---|---|---|---|---|---|---|---|---|"]
+for cid in ("I1", "I2", "I3", "I4"):
+    out.append(f"| {cid} | {names[cid]} | {len(by(cid))} | {fmt(col(cid, 'wall_s'), s)} | {fmt(cpu(cid), s)} | "
+               f"{fmt(col(cid, 'server_cpu_s'), s)} | {fmt(col(cid, 'raw_bytes'), b)} | {fmt(col(cid, 'sent_bytes'), b)} | "
+               f"{fmt(col(cid, 'stored_bytes'), b)} | {fmt(col(cid, 'new_bytes'), b)} |")
+out += ["", "| target | goal | this run |", "|---|---|---|",
+        f"| incremental backup wall ÷ full backup wall (I2 ÷ I1) | ≤ 0.15× | {verdict(per_run('I2', 'wall_s', 'I1', 'wall_s'), 0.15, x)} |",
+        f"| bytes the server sent ÷ the full's raw bytes (I2 sent ÷ I1 raw) | ≤ 5% | {verdict(per_run('I2', 'sent_bytes', 'I1', 'raw_bytes'), 0.05, pct)} |",
+        f"| new bytes stored ÷ the full's new bytes (I2 new ÷ I1 new) | ≤ 5% | {verdict(per_run('I2', 'new_bytes', 'I1', 'new_bytes'), 0.05, pct)} |",
+        f"| new bytes stored ÷ the full's raw bytes (I2 new ÷ I1 raw) | — | {fmt(per_run('I2', 'new_bytes', 'I1', 'raw_bytes'), pct)} |",
+        f"| restore of the incremental ÷ restore of the full (I4 ÷ I3, medians) | ≤ 1.1× | "
+        f"{verdict(None if not col('I3', 'wall_s') or col('I4', 'wall_s') is None else col('I4', 'wall_s') / col('I3', 'wall_s'), 1.1, x)} |",
+        ""]
+print("\n".join(out))
+PY
+}
+
 delta_targets() {
 	python3 - "$1" <<'PY'
 import csv, statistics, sys
@@ -1070,16 +1270,36 @@ PY
 
 fact "harness runtime" "$(($(date +%s) - T0)) s (build, clusters and datasets included)"
 MD=$OUT/results-$STAMP.md
-cp "$CSV" "$OUT/runs-$STAMP.csv"
+CSVS=() # the CSVs this run wrote into OUT
+if [ "$ONLY" != incremental ]; then
+	cp "$CSV" "$OUT/runs-$STAMP.csv"
+	CSVS+=("$OUT/runs-$STAMP.csv")
+fi
 MF_ARGS=()
 [ -z "$MF_BASE_BYTES" ] || MF_ARGS=(--manyfiles-base-bytes "$MF_BASE_BYTES")
-python3 "$ROOT/scripts/bench-report.py" --csv "$CSV" --commands "$CMDS" --facts "$FACTS" \
-	--base-bytes "$BASE_BYTES" "${MF_ARGS[@]}" --csv-name "runs-$STAMP.csv" >"$MD" || die "bench-report.py failed"
+if [ "$ONLY" = incremental ]; then
+	{
+		echo "# pgstow benchmark: issue 15's rows (BENCH_ONLY=incremental)"
+		echo
+		echo "| fact | value |"
+		echo "|---|---|"
+		sed 's/|/\\|/g; s/\t/ | /; s/^/| /; s/$/ |/' "$FACTS"
+		echo
+	} >"$MD"
+else
+	python3 "$ROOT/scripts/bench-report.py" --csv "$CSV" --commands "$CMDS" --facts "$FACTS" \
+		--base-bytes "$BASE_BYTES" "${MF_ARGS[@]}" --csv-name "runs-$STAMP.csv" >"$MD" || die "bench-report.py failed"
+fi
 if [ -n "$SRC_ACCOUNTS" ]; then
 	{ echo; delta_targets "$CSV"; } >>"$MD" || die "the issue 16 targets' table failed"
 fi
+if [ "$INC_RAN" = 1 ]; then
+	cp "$INC_CSV" "$OUT/runs-incremental-$STAMP.csv"
+	CSVS+=("$OUT/runs-incremental-$STAMP.csv")
+	{ echo; inc_targets "$INC_CSV"; echo "Every run of these rows: runs-incremental-$STAMP.csv."; } >>"$MD" || die "the issue 15 targets' table failed"
+fi
 cat "$MD"
-log "wrote $MD and $OUT/runs-$STAMP.csv in $(($(date +%s) - T0)) s"
+log "wrote $MD and ${CSVS[*]} in $(($(date +%s) - T0)) s"
 if [ "$FAILED" -gt 0 ]; then
 	die "$FAILED measured command(s) failed (logs in $OUT/failed-$STAMP-*.log)"
 fi
