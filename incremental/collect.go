@@ -73,7 +73,10 @@ func (c *Collector) Observer(a int, tablespace bool) func(path string, headerOff
 		}
 		o.reset(kind, m)
 		if kind == kindRelation {
-			o.crcs.out = make(manifest.BlockCRCs, 0, (size+int64(c.blockSize)-1)/int64(c.blockSize))
+			// A relation file is at most a segment; a size a damaged
+			// tar header claims must not size the allocation.
+			n := (max(size, 0) + int64(c.blockSize) - 1) / int64(c.blockSize)
+			o.crcs.out = make(manifest.BlockCRCs, 0, min(n, int64(c.relsegBlocks)))
 		}
 		return o
 	}
@@ -150,6 +153,12 @@ func (o *observer) writeIncremental(p []byte) {
 		}
 		if pad := o.m.header.HeaderLen - o.seen; pad > 0 {
 			k := min(pad, int64(len(p)))
+			for i, c := range p[:k] {
+				if c != 0 {
+					o.m.err = fmt.Errorf("incremental file: byte %d of the header's padding is 0x%02x, want zeros", o.seen+int64(i), c)
+					return
+				}
+			}
 			p, o.seen = p[k:], o.seen+k
 			continue
 		}
