@@ -239,7 +239,7 @@ func (r *backupRun) synthesize(ctx context.Context) error {
 		return fmt.Errorf("stage the rewritten backup_manifest: %w", err)
 	}
 	cw := &countWriter{w: out}
-	if err := incremental.RewritePGManifest(cw, io.NewSectionReader(r.pgm, 0, r.pgmSize), res.Edits); err != nil {
+	if err := res.RewritePGManifest(io.NewSectionReader(r.pgm, 0, r.pgmSize), cw); err != nil {
 		out.Close()
 		return fmt.Errorf("rewrite PostgreSQL's backup_manifest for the assembled files: %w", err)
 	}

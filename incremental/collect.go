@@ -2,8 +2,6 @@ package incremental
 
 import (
 	"fmt"
-	"path"
-	"strings"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
@@ -29,11 +27,12 @@ type Collector struct {
 // Member is a record of the stream that Synthesize replaces.
 type Member struct {
 	Path       string // as in the archive: dir/INCREMENTAL.<name>, or backup_label
+	Target     string // for INCREMENTAL.<name>, dir/<name>: the file it stands for
 	HeaderOff  int64  // offset of the record's first header block
 	ContentOff int64
 	Size       int64
 	// For INCREMENTAL.<name>:
-	header    incrHeader
+	header    pgdata.IncrementalHeader
 	imageCRCs manifest.BlockCRCs // of the block images, in header order
 	// For backup_label:
 	label []byte
@@ -61,55 +60,29 @@ func (c *Collector) Members(a int) []Member { return c.members[a] }
 func (c *Collector) Observer(a int, tablespace bool) func(path string, headerOff, contentOff, size int64) chunker.MemberObserver {
 	o := &observer{c: c, archive: a}
 	return func(p string, headerOff, contentOff, size int64) chunker.MemberObserver {
+		m := Member{Path: p, HeaderOff: headerOff, ContentOff: contentOff, Size: size}
 		kind := kindOther
-		switch {
-		case IsRelationFile(tablespace, p):
+		if pgdata.IsRelationFile(tablespace, p) {
 			kind = kindRelation
-		case strings.HasPrefix(path.Base(p), incrPrefix) && IsRelationFile(tablespace, incrTarget(p)):
-			kind = kindIncremental
-		case !tablespace && p == labelPath:
+		} else if t, ok := pgdata.IncrementalName(p); ok && pgdata.IsRelationFile(tablespace, t) {
+			kind, m.Target = kindIncremental, t
+		} else if !tablespace && p == labelPath {
 			kind = kindLabel
-		default:
+		} else {
 			return nil
 		}
-		o.reset(kind, Member{Path: p, HeaderOff: headerOff, ContentOff: contentOff, Size: size})
+		o.reset(kind, m)
 		if kind == kindRelation {
-			o.crcs.out = make(manifest.BlockCRCs, 0, (size+int64(c.blockSize)-1)/int64(c.blockSize))
+			// A relation file is at most a segment; a size a damaged
+			// tar header claims must not size the allocation.
+			n := (max(size, 0) + int64(c.blockSize) - 1) / int64(c.blockSize)
+			o.crcs.out = make(manifest.BlockCRCs, 0, min(n, int64(c.relsegBlocks)))
 		}
 		return o
 	}
 }
 
-const (
-	incrPrefix = "INCREMENTAL."
-	labelPath  = "backup_label"
-)
-
-// incrTarget is the file an INCREMENTAL.<name> member describes.
-func incrTarget(p string) string {
-	dir, base := path.Split(p)
-	return dir + strings.TrimPrefix(base, incrPrefix)
-}
-
-// IsRelationFile reports whether p (as an archive names it) is a relation
-// data file: pgdata.RelationFile's database files, and the shared
-// catalogs' global/<relfilenode>[_fork][.seg], which the server also
-// sends as INCREMENTAL files. (A stand-in for pgdata.IsRelationFile.)
-func IsRelationFile(tablespace bool, p string) bool {
-	if _, ok := pgdata.RelationFile(tablespace, p); ok {
-		return true
-	}
-	if tablespace {
-		return false
-	}
-	rest, ok := strings.CutPrefix(p, "global/")
-	if !ok || strings.Contains(rest, "/") {
-		return false
-	}
-	// Reuse the database-file grammar on a made-up database directory.
-	_, ok = pgdata.RelationFile(false, "base/1/"+rest)
-	return ok
-}
+const labelPath = "backup_label"
 
 type memberKind int
 
@@ -129,11 +102,12 @@ type observer struct {
 	m       Member
 	seen    int64
 	hdr     []byte // INCREMENTAL header bytes, then backup_label's content
+	parsed  bool   // the INCREMENTAL header is parsed into m.header
 	crcs    blockCRCs
 }
 
 func (o *observer) reset(kind memberKind, m Member) {
-	o.kind, o.m, o.seen = kind, m, 0
+	o.kind, o.m, o.seen, o.parsed = kind, m, 0, false
 	o.hdr = o.hdr[:0]
 	o.crcs = blockCRCs{blockSize: o.c.blockSize}
 }
@@ -155,35 +129,42 @@ func (o *observer) Write(p []byte) {
 	o.seen += int64(len(p))
 }
 
-// writeIncremental keeps the header's first 12 + 4n bytes and hashes the
-// block images after the padded header.
+// writeIncremental keeps the header's fixed part and block numbers,
+// parses them once they are in, skips the padding and hashes the block
+// images. After an error it drops the rest: Synthesize reports the error.
 func (o *observer) writeIncremental(p []byte) {
-	bs := o.c.blockSize
-	for len(p) > 0 {
-		pos := o.seen
-		want := int64(12)
-		if len(o.hdr) >= 12 {
-			n := int64(uint32(o.hdr[4]) | uint32(o.hdr[5])<<8 | uint32(o.hdr[6])<<16 | uint32(o.hdr[7])<<24)
-			if n > int64(o.c.relsegBlocks) {
-				n = 0 // refused by the parser at Close
+	for len(p) > 0 && o.m.err == nil {
+		if !o.parsed {
+			want := 12
+			if len(o.hdr) >= want {
+				if want, o.m.err = pgdata.IncrementalHeaderLen(o.hdr, o.c.relsegBlocks); o.m.err != nil {
+					return
+				}
 			}
-			want = 12 + 4*n
-			if hl := incrHeaderLen(n, bs); pos >= hl {
-				o.crcs.write(p)
-				o.seen += int64(len(p))
-				return
-			} else if pos >= want {
-				// Padding: skip to the images.
-				k := min(hl-pos, int64(len(p)))
-				p = p[k:]
-				o.seen += k
+			if len(o.hdr) < want {
+				k := min(want-len(o.hdr), len(p))
+				o.hdr = append(o.hdr, p[:k]...)
+				p, o.seen = p[k:], o.seen+int64(k)
 				continue
 			}
+			o.m.header, o.m.err = pgdata.ParseIncrementalHeader(o.hdr, o.c.blockSize, o.c.relsegBlocks)
+			o.parsed = true
+			continue
 		}
-		k := min(want-int64(len(o.hdr)), int64(len(p)))
-		o.hdr = append(o.hdr, p[:k]...)
-		p = p[k:]
-		o.seen += k
+		if pad := o.m.header.HeaderLen - o.seen; pad > 0 {
+			k := min(pad, int64(len(p)))
+			for i, c := range p[:k] {
+				if c != 0 {
+					o.m.err = fmt.Errorf("incremental file: byte %d of the header's padding is 0x%02x, want zeros", o.seen+int64(i), c)
+					return
+				}
+			}
+			p, o.seen = p[k:], o.seen+k
+			continue
+		}
+		o.crcs.write(p)
+		o.seen += int64(len(p))
+		return
 	}
 }
 
@@ -196,8 +177,12 @@ func (o *observer) Close(f *manifest.File) {
 		o.c.members[o.archive] = append(o.c.members[o.archive], o.m)
 	case kindIncremental:
 		m := o.m
+		if m.err == nil && !o.parsed {
+			// A header that ended with the member, or was cut short.
+			m.header, m.err = pgdata.ParseIncrementalHeader(o.hdr, o.c.blockSize, o.c.relsegBlocks)
+		}
 		if m.err == nil {
-			m.header, m.err = parseIncrHeader(o.hdr, m.Size, o.c.blockSize, o.c.relsegBlocks)
+			m.err = m.header.CheckSize(m.Size)
 		}
 		if m.err != nil {
 			m.err = fmt.Errorf("%s: %w", m.Path, m.err)

@@ -54,15 +54,6 @@ type Params struct {
 	NewChunkSize int
 }
 
-// Edit is how one entry of PostgreSQL's backup_manifest changes: the
-// entry for an INCREMENTAL file becomes the whole file's, backup_label's
-// gets the rewritten file's size and checksum.
-type Edit struct {
-	Path   string
-	Size   int64
-	CRC32C uint32
-}
-
 // Result is the synthetic full backup.
 type Result struct {
 	Archives []manifest.Archive
@@ -71,9 +62,11 @@ type Result struct {
 	// ChangedBlocks the block images they held.
 	IncrementalFiles int
 	ChangedBlocks    int64
-	// Edits, by backup_manifest path (pg_tblspc/<oid>/… for a
-	// tablespace's files), for RewritePGManifest.
-	Edits map[string]Edit
+	// Edits are how PostgreSQL's backup_manifest changes, by its paths
+	// (pg_tblspc/<oid>/… for a tablespace's files): the entry of an
+	// INCREMENTAL file becomes the whole file's, backup_label's gets the
+	// rewritten file's size and checksum. RewritePGManifest applies them.
+	Edits map[string]manifest.PGFileEdit
 	// Stored are the chunks stored through the Sink, each once.
 	Stored []manifest.ChunkRef
 }
@@ -138,7 +131,7 @@ func (s *source) copyTo(b *builder, off, n int64) error {
 type synth struct {
 	p       Params
 	bs      int64
-	comb    *blockCombiner
+	comb    *manifest.CRC32CFolder
 	zeroCRC uint32
 	table   []manifest.ChunkRef // whole chunks; pieces index it
 	byID    map[string]int
@@ -168,11 +161,11 @@ func Synthesize(ctx context.Context, p Params) (*Result, error) {
 		p.NewChunkSize = 1 << 20
 	}
 	s := &synth{
-		p: p, bs: int64(p.BlockSize), comb: newBlockCombiner(p.BlockSize),
-		zeroCRC: crc32.Checksum(make([]byte, p.BlockSize), crcTable),
+		p: p, bs: int64(p.BlockSize), comb: manifest.NewCRC32CFolder(p.BlockSize),
+		zeroCRC: crc32.Checksum(make([]byte, p.BlockSize), manifest.Castagnoli),
 		byID:    map[string]int{}, nbIdx: -1, zeroIdx: map[int64]int{},
 		parentFiles: make(map[string]int, len(p.Parent.Files)), parentSrc: map[int]*source{},
-		res: Result{Edits: map[string]Edit{}},
+		res: Result{Edits: map[string]manifest.PGFileEdit{}},
 	}
 	for i, f := range p.Parent.Files {
 		if f.Type != manifest.TypeFile {
@@ -439,7 +432,7 @@ const (
 // else it is zeros; except that visibility map forks take no block from
 // the parent (see vm below).
 func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid uint32, f manifest.File, m Member) (manifest.File, error) {
-	target := incrTarget(m.Path)
+	target := m.Target
 	pi, ok := s.parentFiles[fileKey(oid, target)]
 	if !ok {
 		return f, fmt.Errorf("the server sent %s as changed blocks of %s, which the parent backup %s does not have", m.Path, target, s.p.Parent.ID)
@@ -457,10 +450,7 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 	if len(m.imageCRCs) != len(h.Blocks) {
 		return f, fmt.Errorf("%s: %d block images for %d block numbers", m.Path, len(m.imageCRCs), len(h.Blocks))
 	}
-	blocks := int64(h.TruncationBlocks)
-	if n := len(h.Blocks); n > 0 {
-		blocks = max(blocks, int64(h.Blocks[n-1])+1)
-	}
+	blocks := int64(h.ReconstructedBlocks())
 	size := blocks * bs
 	var parent *source
 	var err error
@@ -533,7 +523,7 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 			bc = s.zeroCRC
 		}
 		crcs[blk] = bc
-		crc = s.comb.add(crc, bc)
+		crc = s.comb.Append(crc, bc)
 		if cur.n > 0 && r.from == cur.from && (r.from == fromZero || r.off == cur.off+cur.n) {
 			cur.n += bs
 			continue
@@ -557,7 +547,7 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 	}
 	s.res.IncrementalFiles++
 	s.res.ChangedBlocks += int64(len(h.Blocks))
-	s.res.Edits[pgPath(oid, m.Path)] = Edit{Path: pgPath(oid, target), Size: size, CRC32C: crc}
+	s.res.Edits[pgPath(oid, m.Path)] = manifest.PGFileEdit{Replace: true, Path: pgPath(oid, target), Size: size, CRC32C: crc}
 	return manifest.File{Path: target, Type: manifest.TypeFile, Mode: f.Mode, MTime: f.MTime, Size: size,
 		CRC32C: crc, BlockCRC32C: crcs, Archive: f.Archive, Offset: contentOff}, nil
 }
@@ -566,13 +556,13 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 const blockHeaderSize = 512
 
 // sameHeader reports whether the parent's record of a file (pf) has a
-// header block that serves the assembled file (f, size bytes) as is: the
-// same path, mode, mtime and size, and a path short enough for a plain
+// header block that serves the assembled file (f, size bytes; pf is the
+// parent's record of its path) as is: the same mode, mtime and size, and a path short enough for a plain
 // ustar header, so that the record's header is exactly the one block
 // before its content (PostgreSQL and archive/tar write no extended header
 // then).
 func sameHeader(f manifest.File, pf *manifest.File, size int64) bool {
-	return pf.Path == incrTarget(f.Path) && pf.Mode == f.Mode && pf.MTime == f.MTime && pf.Size == size &&
+	return pf.Mode == f.Mode && pf.MTime == f.MTime && pf.Size == size &&
 		len(pf.Path) < 100 && pf.Offset >= blockHeaderSize
 }
 
@@ -605,12 +595,12 @@ func (s *synth) relabel(ctx context.Context, b *builder, f manifest.File, m Memb
 		}
 	}
 	f.Size = int64(len(content))
-	f.CRC32C = crc32.Checksum(content, crcTable)
+	f.CRC32C = crc32.Checksum(content, manifest.Castagnoli)
 	if f.SHA256 != "" {
 		sum := sha256.Sum256(content)
 		f.SHA256 = hex.EncodeToString(sum[:])
 	}
-	s.res.Edits[labelPath] = Edit{Path: labelPath, Size: f.Size, CRC32C: f.CRC32C}
+	s.res.Edits[labelPath] = manifest.PGFileEdit{Replace: true, Path: labelPath, Size: f.Size, CRC32C: f.CRC32C}
 	return f, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
 )
 
 const (
@@ -165,10 +166,10 @@ func contents(t *testing.T, data []byte, files []manifest.File, archive int) map
 		if f.Size != int64(len(b)) || !bytes.Equal(data[f.Offset:f.Offset+f.Size], b) {
 			t.Errorf("%s: record (offset %d, size %d) does not point at its %d bytes", f.Path, f.Offset, f.Size, len(b))
 		}
-		if crc := crc32.Checksum(b, crcTable); f.CRC32C != crc {
+		if crc := crc32.Checksum(b, manifest.Castagnoli); f.CRC32C != crc {
 			t.Errorf("%s: CRC32C %08x, content's %08x", f.Path, f.CRC32C, crc)
 		}
-		if IsRelationFile(false, f.Path) || strings.HasPrefix(f.Path, "PG_17") {
+		if pgdata.IsRelationFile(false, f.Path) || strings.HasPrefix(f.Path, "PG_17") {
 			h := blockCRCs{blockSize: testBS}
 			h.write(b)
 			if want := h.finish(); !slices.Equal(f.BlockCRC32C, want) {
@@ -200,8 +201,12 @@ type incrSpec struct {
 // incrFile encodes spec as the server does.
 func incrFile(s incrSpec) []byte {
 	n := len(s.blocks)
-	h := make([]byte, incrHeaderLen(int64(n), testBS))
-	binary.LittleEndian.PutUint32(h, incrMagic)
+	hl := 12 + 4*n
+	if n > 0 {
+		hl = (hl + testBS - 1) / testBS * testBS // padded to whole blocks
+	}
+	h := make([]byte, hl)
+	binary.LittleEndian.PutUint32(h, pgdata.IncrementalMagic)
 	binary.LittleEndian.PutUint32(h[4:], uint32(n))
 	binary.LittleEndian.PutUint32(h[8:], s.trunc)
 	for i, b := range s.blocks {
@@ -399,7 +404,7 @@ func TestSynthesize(t *testing.T) {
 		if e := res.Edits["pg_tblspc/16385/"+tsDir+"/1/INCREMENTAL.300"]; e.Path != "pg_tblspc/16385/"+tsDir+"/1/300" || e.Size != int64(len(want[tsDir+"/1/300"])) {
 			t.Errorf("round %d: tablespace edit %+v", ri+1, e)
 		}
-		if e := res.Edits["backup_label"]; e.Size != int64(len(want["backup_label"])) || e.CRC32C != crc32.Checksum(want["backup_label"], crcTable) {
+		if e := res.Edits["backup_label"]; e.Size != int64(len(want["backup_label"])) || e.CRC32C != crc32.Checksum(want["backup_label"], manifest.Castagnoli) {
 			t.Errorf("round %d: backup_label edit %+v", ri+1, e)
 		}
 		// An unchanged file (same size, mode and mtime) is the parent's
@@ -442,6 +447,8 @@ func TestSynthesizeRefuses(t *testing.T) {
 		{"not in the parent", parentFiles, []entry{{path: "base/1/INCREMENTAL.999", data: incrFile(incrSpec{trunc: 1})}}, "does not have"},
 		{"parent without block CRCs", noCRCs, []entry{{path: "base/1/INCREMENTAL.100", data: incrFile(incrSpec{trunc: 1})}}, "block CRCs"},
 		{"bad header", parentFiles, []entry{{path: "base/1/INCREMENTAL.100", data: []byte("not an incremental file")}}, "magic"},
+		{"header cut short", parentFiles, []entry{{path: "base/1/INCREMENTAL.100", data: incrFile(incrSpec{blocks: []uint32{0}, trunc: 1})[:14]}}, "short"},
+		{"size not the header's", parentFiles, []entry{{path: "base/1/INCREMENTAL.100", data: append(incrFile(incrSpec{blocks: []uint32{0}, trunc: 1}), 0)}}, "header describes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			parent := &manifest.Backup{ID: "p", BlockSize: testBS, Archives: parentArcs, Files: tc.files}
