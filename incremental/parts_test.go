@@ -11,13 +11,26 @@ import (
 	"github.com/pgstow/pgstow/manifest"
 )
 
-func TestIsVMFork(t *testing.T) {
-	for p, want := range map[string]bool{
-		"base/5/16384_vm": true, "base/5/16384_vm.1": true, "global/1262_vm": true, "PG_17_1/5/16384_vm": true,
-		"base/5/16384": false, "base/5/16384_fsm": false, "base/5/16384.1": false, "base/5/16384_init": false,
+func TestRelationParts(t *testing.T) {
+	for _, tc := range []struct {
+		p, rel, fork string
+		seg          uint32
+		ok           bool
+	}{
+		{"base/5/16384_vm", "base/5/16384", "_vm", 0, true},
+		{"base/5/16384_vm.1", "base/5/16384", "_vm", 1, true},
+		{"global/1262_vm", "global/1262", "_vm", 0, true},
+		{"PG_17_202406281/5/16384.3", "PG_17_202406281/5/16384", "", 3, true},
+		{"base/5/16384", "base/5/16384", "", 0, true},
+		{"base/5/16384_fsm", "base/5/16384", "_fsm", 0, true},
+		{"base/5/16384_init", "base/5/16384", "_init", 0, true},
+		{"base/5/PG_VERSION", "", "", 0, false},
+		{"base/5/INCREMENTAL.16384", "", "", 0, false},
+		{"pg_xact/0000", "", "", 0, false},
 	} {
-		if got := isVMFork(p); got != want {
-			t.Errorf("isVMFork(%q) = %v", p, got)
+		rel, fork, seg, ok := relationParts(tc.p)
+		if rel != tc.rel || fork != tc.fork || seg != tc.seg || ok != tc.ok {
+			t.Errorf("relationParts(%q) = %q, %q, %d, %v; want %q, %q, %d, %v", tc.p, rel, fork, seg, ok, tc.rel, tc.fork, tc.seg, tc.ok)
 		}
 	}
 }

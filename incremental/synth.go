@@ -22,12 +22,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/pgstow/pgstow/manifest"
+	"github.com/pgstow/pgstow/pgdata"
 )
 
 // Sink stores new bytes as one chunk and returns its reference (a whole
@@ -142,8 +144,11 @@ type synth struct {
 	zeroIdx map[int64]int
 
 	parentFiles map[string]int // tablespace OID "/" path -> index in Parent.Files
-	parentSrc   map[int]*source
-	res         Result
+	// heapSent says, per relation (fileKey of dir/<relfilenode>), which
+	// main-fork blocks the server sent: see keepsVMBlock.
+	heapSent  map[string]*heapBlocks
+	parentSrc map[int]*source
+	res       Result
 }
 
 // Synthesize builds the virtual archives and the final file records.
@@ -176,6 +181,7 @@ func Synthesize(ctx context.Context, p Params) (*Result, error) {
 		}
 		s.parentFiles[fileKey(p.Parent.Archives[f.Archive].TablespaceOID, f.Path)] = i
 	}
+	s.noteHeapSent()
 	type shift struct{ end, delta int64 }
 	shifts := make([][]shift, len(p.Archives))
 	replaced := make([]map[int64]manifest.File, len(p.Archives))
@@ -492,18 +498,12 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 			return s.addZeros(ctx, b, cur.n)
 		}
 	}
-	// Visibility map forks: the WAL summaries miss the VM bits that heap
-	// changes clear (the clear is implied by the heap record, which names
-	// no VM block), so the parent's unchanged-looking VM blocks may claim
-	// pages all-visible that no longer are, and index-only scans would
-	// then skip rows' visibility checks. PostgreSQL 17's
-	// pg_combinebackup has the same flaw (pgsql-hackers, March 2026:
-	// "Why clearing the VM doesn't require registering vm buffer in wal
-	// record"). A clear bit is always safe, so the blocks not sent are
-	// zeros (a new page, which the server initialises on first use): the
-	// first VACUUM after a restore rescans those pages and sets the bits
-	// again. Blocks the server sent are current and kept.
-	vm := isVMFork(target)
+	// A visibility map block the server did not send is taken from the
+	// parent only when no heap block it covers was sent (keepsVMBlock);
+	// otherwise it is zeros.
+	rel, fork, seg, _ := relationParts(target)
+	vm := fork == "_vm"
+	relKey := fileKey(oid, rel)
 	crcs := make(manifest.BlockCRCs, blocks)
 	var crc uint32
 	j := 0
@@ -515,7 +515,7 @@ func (s *synth) assemble(ctx context.Context, b *builder, stream *source, oid ui
 			r = run{fromNew, m.ContentOff + h.HeaderLen + int64(j)*bs, bs}
 			bc = m.imageCRCs[j]
 			j++
-		case blk < int64(h.TruncationBlocks) && blk < parentBlocks && !vm:
+		case blk < int64(h.TruncationBlocks) && blk < parentBlocks && (!vm || s.keepsVMBlock(relKey, int64(seg)*s.relseg()+blk)):
 			r = run{fromParent, pf.Offset + blk*bs, bs}
 			bc = pf.BlockCRC32C[blk]
 		default:
@@ -566,14 +566,121 @@ func sameHeader(f manifest.File, pf *manifest.File, size int64) bool {
 		len(pf.Path) < 100 && pf.Offset >= blockHeaderSize
 }
 
-// isVMFork reports whether a relation file is of a visibility map fork:
-// <relfilenode>_vm[.<segment>].
-func isVMFork(p string) bool {
-	base := path.Base(p)
-	if i := strings.IndexByte(base, '.'); i >= 0 {
-		base = base[:i]
+// Visibility map forks need care. PostgreSQL's WAL summaries name the
+// blocks a record registers, and a heap change that clears a page's
+// all-visible and all-frozen bits registers the heap block only (its redo
+// clears the bits from it): so the server sends a visibility map block
+// when bits were set since the parent, not when they were cleared. The
+// parent's copy of such a block may claim pages all-visible that no
+// longer are, and index-only scans and VACUUM would then trust it; a
+// restore of pg_combinebackup's output has the same flaw. A cleared bit is
+// always safe. So a map block the server did not send is taken from the
+// parent only when none of the heap blocks it covers was sent (any
+// change that clears a bit changes the heap page, which the summaries do
+// name); otherwise it is zeros, a new page that claims nothing, and the
+// first VACUUM after a restore sets its bits again.
+
+// heapBlocks are the main-fork blocks of one relation the server sent:
+// listed in INCREMENTAL files, or a whole segment sent as a plain file.
+type heapBlocks struct {
+	blocks    []int64 // absolute block numbers, sorted
+	wholeSegs map[int64]bool
+}
+
+// relseg is the number of blocks in a relation segment file.
+func (s *synth) relseg() int64 { return int64(s.p.Collector.relsegBlocks) }
+
+// heapPerVMBlock is how many heap blocks one visibility map block covers:
+// two bits each in a page's space after its 24-byte header.
+func (s *synth) heapPerVMBlock() int64 { return (s.bs - 24) * 4 }
+
+// noteHeapSent records, for every relation's main fork in the stream,
+// which blocks the server sent.
+func (s *synth) noteHeapSent() {
+	s.heapSent = map[string]*heapBlocks{}
+	get := func(key string) *heapBlocks {
+		hb := s.heapSent[key]
+		if hb == nil {
+			hb = &heapBlocks{wholeSegs: map[int64]bool{}}
+			s.heapSent[key] = hb
+		}
+		return hb
 	}
-	return strings.HasSuffix(base, "_vm")
+	incremental := map[string]bool{}
+	for ai, a := range s.p.Archives {
+		for _, m := range s.p.Collector.Members(ai) {
+			if m.Target == "" {
+				continue
+			}
+			incremental[fileKey(a.TablespaceOID, m.Path)] = true
+			rel, fork, seg, ok := relationParts(m.Target)
+			if !ok || fork != "" {
+				continue
+			}
+			hb := get(fileKey(a.TablespaceOID, rel))
+			for _, b := range m.header.Blocks {
+				hb.blocks = append(hb.blocks, int64(seg)*s.relseg()+int64(b))
+			}
+		}
+	}
+	for _, f := range s.p.Files {
+		if f.Type != manifest.TypeFile || f.Archive < 0 || f.Archive >= len(s.p.Archives) {
+			continue
+		}
+		oid := s.p.Archives[f.Archive].TablespaceOID
+		if incremental[fileKey(oid, f.Path)] {
+			continue
+		}
+		if rel, fork, seg, ok := relationParts(f.Path); ok && fork == "" {
+			get(fileKey(oid, rel)).wholeSegs[int64(seg)] = true
+		}
+	}
+	for _, hb := range s.heapSent {
+		slices.Sort(hb.blocks)
+	}
+}
+
+// keepsVMBlock reports whether visibility map block vmBlock (counted from
+// the fork's start) of relation relKey may be taken from the parent: no
+// heap block it covers was sent.
+func (s *synth) keepsVMBlock(relKey string, vmBlock int64) bool {
+	hb := s.heapSent[relKey]
+	if hb == nil {
+		return true
+	}
+	lo := vmBlock * s.heapPerVMBlock()
+	hi := lo + s.heapPerVMBlock()
+	for seg := lo / s.relseg(); seg*s.relseg() < hi; seg++ {
+		if hb.wholeSegs[seg] {
+			return false
+		}
+	}
+	i, _ := slices.BinarySearch(hb.blocks, lo)
+	return i == len(hb.blocks) || hb.blocks[i] >= hi
+}
+
+// relationParts splits a relation file's path, dir/<relfilenode>[_fork][.seg],
+// into dir/<relfilenode>, the fork suffix ("" for the main fork, "_fsm",
+// "_vm", "_init") and the segment number. ok is false for other files.
+func relationParts(p string) (rel, fork string, seg uint32, ok bool) {
+	if !pgdata.IsRelationFile(false, p) && !pgdata.IsRelationFile(true, p) {
+		return "", "", 0, false
+	}
+	dir, name := path.Split(p)
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		n, err := strconv.ParseUint(name[i+1:], 10, 32)
+		if err != nil {
+			return "", "", 0, false
+		}
+		seg, name = uint32(n), name[:i]
+	}
+	for _, f := range []string{"_fsm", "_vm", "_init"} {
+		if rest, found := strings.CutSuffix(name, f); found {
+			fork, name = f, rest
+			break
+		}
+	}
+	return dir + name, fork, seg, true
 }
 
 // relabel replaces backup_label by a copy without the INCREMENTAL FROM

@@ -221,9 +221,10 @@ func incrFile(s incrSpec) []byte {
 }
 
 // naive reconstructs a file the way pg_combinebackup does, from the
-// parent's whole content; but a visibility map (vm) takes nothing from
-// the parent.
-func naive(parent []byte, s incrSpec, vm bool) []byte {
+// parent's whole content; but a block keep rejects (a visibility map
+// block covering heap blocks the server sent) takes nothing from the
+// parent.
+func naive(parent []byte, s incrSpec, keep func(block int64) bool) []byte {
 	n := int64(s.trunc)
 	if len(s.blocks) > 0 {
 		n = max(n, int64(s.blocks[len(s.blocks)-1])+1)
@@ -233,11 +234,35 @@ func naive(parent []byte, s incrSpec, vm bool) []byte {
 		dst := out[b*testBS : (b+1)*testBS]
 		if i := slices.Index(s.blocks, uint32(b)); i >= 0 {
 			copy(dst, fmt.Sprintf("%s new block %d", s.tag, b))
-		} else if b < int64(s.trunc) && (b+1)*testBS <= int64(len(parent)) && !vm {
+		} else if b < int64(s.trunc) && (b+1)*testBS <= int64(len(parent)) && keep(b) {
 			copy(dst, parent[b*testBS:])
 		}
 	}
 	return out
+}
+
+// vmKeep is the model of which blocks of file p a round takes from the
+// parent: all, but for a visibility map only those covering no heap block
+// the round sent (listed in its INCREMENTAL file, or in a main fork sent
+// whole, segment 0 here).
+func vmKeep(p string, rd round) func(int64) bool {
+	rel, ok := strings.CutSuffix(p, "_vm")
+	if !ok {
+		return func(int64) bool { return true }
+	}
+	const perVMBlock = (testBS - 24) * 4
+	return func(b int64) bool {
+		lo, hi := b*perVMBlock, (b+1)*perVMBlock
+		if _, whole := rd.whole[rel]; whole && lo < testRelseg {
+			return false
+		}
+		for _, h := range rd.incr[rel].blocks {
+			if int64(h) >= lo && int64(h) < hi {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // label is a backup_label as an incremental backup gets it.
@@ -275,6 +300,9 @@ func TestSynthesize(t *testing.T) {
 		"base/1/105":        blocksOf("105v1", 2),
 		"base/1/106":        blocksOf("106v1", 20), // spans chunks
 		"base/1/106_vm":     blocksOf("106vmv1", 3),
+		"base/1/103_vm":     blocksOf("103vmv1", 2),
+		"base/1/107":        blocksOf("107v1", 2),
+		"base/1/107_vm":     blocksOf("107vmv1", 1),
 		"global/1260":       blocksOf("1260v1", 2),
 		"global/pg_control": bytes.Repeat([]byte{7}, 300),
 		tsDir + "/1/300":    blocksOf("300v1", 4),
@@ -312,6 +340,7 @@ func TestSynthesize(t *testing.T) {
 				"PG_VERSION":        []byte("17\n"),
 				"backup_label":      label("0/5000028"),
 				"base/1/200":        blocksOf("200v1", 3), // new relation
+				"base/1/107":        blocksOf("107v2", 2), // sent whole: its map's block is zeros
 				"global/pg_control": bytes.Repeat([]byte{8}, 300),
 			},
 			incr: map[string]incrSpec{
@@ -321,7 +350,9 @@ func TestSynthesize(t *testing.T) {
 				"base/1/103":     {trunc: 3, tag: "103v2"},                         // unchanged
 				"base/1/104":     {blocks: []uint32{0}, trunc: 6, tag: "104v2"},    // truncation past the parent's end: zeros
 				"base/1/106":     {blocks: []uint32{7, 8, 9, 15}, trunc: 20, tag: "106v2"},
-				"base/1/106_vm":  {blocks: []uint32{1}, trunc: 3, tag: "106vmv2"},   // the parent's blocks 0 and 2 become zeros
+				"base/1/106_vm":  {blocks: []uint32{1}, trunc: 3, tag: "106vmv2"}, // block 0 covers heap blocks sent: zeros; block 2 the parent's
+				"base/1/103_vm":  {trunc: 2, tag: "103vmv2"},                      // its heap unchanged: the parent's blocks
+				"base/1/107_vm":  {trunc: 1, tag: "107vmv2"},
 				"global/1260":    {blocks: []uint32{0, 1}, trunc: 2, tag: "1260v2"}, // all new
 				tsDir + "/1/300": {blocks: []uint32{2}, trunc: 4, tag: "300v2"},
 				// base/1/105 is dropped: the server sends nothing.
@@ -350,7 +381,7 @@ func TestSynthesize(t *testing.T) {
 		want := map[string][]byte{}
 		maps.Copy(want, rd.whole)
 		for p, s := range rd.incr {
-			want[p] = naive(state[p], s, strings.HasSuffix(p, "_vm"))
+			want[p] = naive(state[p], s, vmKeep(p, rd))
 		}
 		want["backup_label"] = StripIncrementalLines(rd.whole["backup_label"])
 		archives, files, col := ingest(t, sink, arcs(rd.whole, rd.incr))
