@@ -627,6 +627,14 @@ func (r *backupRun) commit(ctx context.Context, b *manifest.Backup) error {
 		if err := r.repo.CheckStored(ctx, b); err != nil {
 			return fmt.Errorf("%w; %w; take the backup again", err, r.lease.Held())
 		}
+	} else if b.Incremental != nil {
+		// An incremental backup's unchanged blocks are the parent's
+		// chunks, which nothing re-read: one that verify --repair has
+		// quarantined since, or that was lost, would be referenced again
+		// and found missing only by a restore. One listing rules it out.
+		if err := r.repo.CheckStored(ctx, b); err != nil {
+			return fmt.Errorf("%w; take a full backup (--type full)", err)
+		}
 	}
 	// Ids have one-second resolution; a backup that ends in the same
 	// second as another started takes the next free second.

@@ -257,14 +257,18 @@ func TestRunIncremental(t *testing.T) {
 	}
 
 	// A third backup builds on the incremental one (sliced parent).
-	srv = newFakeServer(t, pg17Cluster(v1, order), nil)
-	srv.version, srv.settings = 170002, pg17Settings
-	srv.incr = newFakeServer(t, pg17Cluster(map[string][]byte{
-		"PG_VERSION": []byte("17\n"), "backup_label": []byte(label), "global/pg_control": bytes.Repeat([]byte{3}, 8192),
-		"global/INCREMENTAL.1262": incrementalFile("1262v3", 1), "base/5/INCREMENTAL.16384": incrementalFile("16384v3", 3, 0),
-		"base/5/INCREMENTAL.16385": incrementalFile("16385v3", 1), "base/5/INCREMENTAL.16386": incrementalFile("16386v3", 2),
-		pg17TSDir + "/5/INCREMENTAL.16390": incrementalFile("16390v3", 4),
-	}, []string{"PG_VERSION", "backup_label", "global/pg_control", "global/INCREMENTAL.1262", "base/5/INCREMENTAL.16384", "base/5/INCREMENTAL.16385", "base/5/INCREMENTAL.16386", pg17TSDir + "/5/INCREMENTAL.16390"}), nil)
+	thirdServer := func() *fakeServer {
+		srv := newFakeServer(t, pg17Cluster(v1, order), nil)
+		srv.version, srv.settings = 170002, pg17Settings
+		srv.incr = newFakeServer(t, pg17Cluster(map[string][]byte{
+			"PG_VERSION": []byte("17\n"), "backup_label": []byte(label), "global/pg_control": bytes.Repeat([]byte{3}, 8192),
+			"global/INCREMENTAL.1262": incrementalFile("1262v3", 1), "base/5/INCREMENTAL.16384": incrementalFile("16384v3", 3, 0),
+			"base/5/INCREMENTAL.16385": incrementalFile("16385v3", 1), "base/5/INCREMENTAL.16386": incrementalFile("16386v3", 2),
+			pg17TSDir + "/5/INCREMENTAL.16390": incrementalFile("16390v3", 4),
+		}, []string{"PG_VERSION", "backup_label", "global/pg_control", "global/INCREMENTAL.1262", "base/5/INCREMENTAL.16384", "base/5/INCREMENTAL.16385", "base/5/INCREMENTAL.16386", pg17TSDir + "/5/INCREMENTAL.16390"}), nil)
+		return srv
+	}
+	srv = thirdServer()
 	o.Now = func() time.Time { return testNow.Add(2 * time.Hour) }
 	third, err := run(ctx, repo, o, srv)
 	if err != nil {
@@ -359,5 +363,41 @@ func TestRunIncrementalPolicy(t *testing.T) {
 				t.Errorf("reasons for a full %q, want one naming %q", r, tc.want)
 			}
 		})
+	}
+}
+
+// TestRunIncrementalLostParentChunk: an incremental backup whose parent's
+// chunks are gone (lost, or quarantined by verify --repair) fails before
+// committing, rather than commit references a restore would find missing.
+func TestRunIncrementalLostParentChunk(t *testing.T) {
+	ctx := t.Context()
+	repo := repository.New(mem.New())
+	files := map[string][]byte{"PG_VERSION": []byte("17\n"), "global/pg_control": bytes.Repeat([]byte{1}, 8192), "base/5/16384": blocks("a", 2)}
+	order := []string{"PG_VERSION", "global/pg_control", "base/5/16384"}
+	parentSrv := newFakeServer(t, pg17Cluster(files, order), nil)
+	parentSrv.version, parentSrv.settings = 170002, pg17Settings
+	o := testOptions()
+	parent, err := run(ctx, repo, o, parentSrv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range parent.Archives {
+		for _, c := range a.Chunks {
+			if _, err := repo.DeleteChunk(ctx, c.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	srv := newFakeServer(t, pg17Cluster(files, order), nil)
+	srv.version, srv.settings = 170002, pg17Settings
+	srv.incr = newFakeServer(t, pg17Cluster(map[string][]byte{"PG_VERSION": []byte("17\n"), "global/pg_control": bytes.Repeat([]byte{2}, 8192),
+		"base/5/INCREMENTAL.16384": incrementalFile("b", 2, 1)}, []string{"PG_VERSION", "global/pg_control", "base/5/INCREMENTAL.16384"}), nil)
+	o.Type = TypeIncremental
+	o.Now = func() time.Time { return testNow.Add(time.Hour) }
+	if b, err := run(ctx, repo, o, srv); err == nil || !strings.Contains(err.Error(), "no longer stored") {
+		t.Fatalf("committed %v; error %v, want one saying a referenced object is no longer stored", b != nil, err)
+	}
+	if ids, _ := repo.BackupIDs(ctx); len(ids) != 1 {
+		t.Errorf("%d backups, want the parent alone", len(ids))
 	}
 }
