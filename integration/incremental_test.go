@@ -479,7 +479,7 @@ func TestIncremental(t *testing.T) {
 			// Each backup restores, matches its manifest, starts and holds
 			// its rows; the referee compares the last two byte for byte.
 			var inc2Rel map[string]treeEntry
-			var inc2Dir, inc2TS string // the restore of incremental 2
+			var inc2VM map[string][]byte // its visibility maps, by relationFiles path
 			for _, tc := range []struct {
 				name string
 				e    backupEntry
@@ -496,7 +496,7 @@ func TestIncremental(t *testing.T) {
 					switch tc.name {
 					case "incremental 2":
 						inc2Rel = restoredRelations(t, dataDir, oid, tsDir)
-						inc2Dir, inc2TS = dataDir, tsDir
+						inc2VM = vmFiles(t, inc2Rel, func(p string) string { return restoredPath(p, dataDir, oid, tsDir) })
 						if _, ok := inc2Rel[bigFile+".1"]; big && !ok {
 							t.Errorf("the restore of %s has no %s.1", tc.e.ID, bigFile)
 						}
@@ -505,10 +505,9 @@ func TestIncremental(t *testing.T) {
 							t.Fatal("no restore of incremental 2 to compare with")
 						}
 						refRel := restoredRelations(t, dataDir, oid, tsDir)
-						zeroed := vmPagesZeroed(t, refRel, inc2Rel, func(p string) string { return restoredPath(p, dataDir, oid, tsDir) },
-							func(p string) string { return restoredPath(p, inc2Dir, oid, inc2TS) })
+						zeroed, judged := vmPagesZeroed(t, refRel, inc2Rel, vmFiles(t, refRel, func(p string) string { return restoredPath(p, dataDir, oid, tsDir) }), inc2VM)
 						t.Logf("%d visibility-map pages of incremental %s are zeros where the full has bits set (pgstow clears the map of changed heap ranges)", zeroed, inc2.ID)
-						if d := treeDiff(refRel, inc2Rel, 20); len(d) > 0 {
+						if d := treeDiff(refRel, judged, 20); len(d) > 0 {
 							t.Errorf("the relation files of incremental %s differ from those of the full %s taken right after it on the idle server:\n%s",
 								inc2.ID, ref.ID, strings.Join(d, "\n"))
 						} else {
@@ -562,33 +561,49 @@ func restoredPath(p, dataDir, oid, tsDir string) string {
 	return filepath.Join(dataDir, p)
 }
 
+// isVM reports whether relation file p is of a visibility map fork.
+func isVM(p string) bool {
+	return strings.HasSuffix(strings.SplitN(filepath.Base(p), ".", 2)[0], "_vm")
+}
+
+// vmFiles reads the visibility map files of a relationFiles snapshot
+// (small: one page maps 255 MB of table), where at(p) says they are.
+func vmFiles(t *testing.T, snap map[string]treeEntry, at func(string) string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for p := range snap {
+		if isVM(p) {
+			b, err := os.ReadFile(at(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[p] = b
+		}
+	}
+	return out
+}
+
 // vmPagesZeroed is the referee's one allowance. PostgreSQL's WAL summaries
 // do not name the visibility-map block a heap change clears bits in (the
 // heap record implies the clear), so an incremental backup cannot know
 // that block changed; pgstow therefore writes zeros (no page all-visible,
 // always safe) for the map pages that cover heap blocks the server sent
 // as changed. For every visibility-map file that differs between the
-// full (want) and the incremental (got), each page must be the full's or
-// all zeros; such files are then made equal in got, so the byte-for-byte
-// comparison that follows judges everything else. It returns the number
-// of zero pages.
-func vmPagesZeroed(t *testing.T, want, got map[string]treeEntry, wantPath, gotPath func(string) string) int {
+// full (want, its maps' bytes wantVM) and the incremental (got, gotVM),
+// each page must be the full's or all zeros. It returns the number of
+// zero pages, and a copy of got in which such files are the full's, for
+// the byte-for-byte comparison that judges everything else.
+func vmPagesZeroed(t *testing.T, want, got map[string]treeEntry, wantVM, gotVM map[string][]byte) (int, map[string]treeEntry) {
 	t.Helper()
 	const page = 8192
 	zeroed := 0
+	got = maps.Clone(got)
 	for p, w := range want {
 		g, ok := got[p]
-		if !ok || g == w || !strings.HasSuffix(strings.SplitN(filepath.Base(p), ".", 2)[0], "_vm") || g.size != w.size {
+		if !ok || g == w || !isVM(p) || g.size != w.size {
 			continue
 		}
-		wb, err := os.ReadFile(wantPath(p))
-		if err != nil {
-			t.Fatal(err)
-		}
-		gb, err := os.ReadFile(gotPath(p))
-		if err != nil {
-			t.Fatal(err)
-		}
+		wb, gb := wantVM[p], gotVM[p]
 		ok = len(wb) == len(gb) && len(wb)%page == 0
 		for off := 0; ok && off < len(wb); off += page {
 			wp, gp := wb[off:off+page], gb[off:off+page]
@@ -604,7 +619,7 @@ func vmPagesZeroed(t *testing.T, want, got map[string]treeEntry, wantPath, gotPa
 			got[p] = w
 		}
 	}
-	return zeroed
+	return zeroed, got
 }
 
 // TestIncrementalRestoreWithoutPgstow runs the recipe of
