@@ -261,6 +261,9 @@ func (r *backupRun) synthesize(ctx context.Context) error {
 	return nil
 }
 
+// countWriter counts the bytes written through it: the size of the
+// rewritten backup_manifest, which the spool file does not report. (The
+// repository's countingReader is a reader, and unexported.)
 type countWriter struct {
 	w io.Writer
 	n int64

@@ -1,87 +1,15 @@
 package catalog
 
 import (
-	"context"
-	"io"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
-	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
-	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
 )
-
-// getCounter counts the reads of each object.
-type getCounter struct {
-	providers.Store
-	mu   sync.Mutex
-	gets map[string]int
-}
-
-func (s *getCounter) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-	s.mu.Lock()
-	s.gets[key]++
-	s.mu.Unlock()
-	return s.Store.Get(ctx, key, offset, length)
-}
-
-// alternated returns a copy of b whose archives are each two new chunks,
-// of the archive's even and odd pieces of piece bytes, referenced
-// alternately by slices: the archives' bytes are unchanged, and every
-// chunk is named by every other reference, as in an incremental backup.
-// The chunks are stored in repo.
-func alternated(t *testing.T, repo *repository.Repository, b *manifest.Backup, piece int64) *manifest.Backup {
-	t.Helper()
-	comp := chunker.NewCompressor()
-	put := func(raw []byte) manifest.ChunkRef {
-		frame, crc, err := comp.Append(nil, raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := repo.ChunkID(raw)
-		if _, err := repo.PutChunk(t.Context(), id, frame, crc); err != nil {
-			t.Fatal(err)
-		}
-		return manifest.ChunkRef{ID: id, RawSize: int64(len(raw)), StoredSize: int64(len(frame)), StoredCRC32C: &crc, Codec: "lz4"}
-	}
-	c := *b
-	c.FormatVersion = manifest.FormatVersionIncremental
-	c.Archives = slices.Clone(b.Archives)
-	for ai, a := range b.Archives {
-		var whole []byte
-		err := repo.StreamChunks(t.Context(), slices.Values(a.Chunks), repository.StreamOptions{}, func(_ int, raw []byte, err error) error {
-			whole = append(whole, raw...)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		size := int64(len(whole))
-		var halves [2][]byte
-		for k, off := 0, int64(0); off < size; k, off = k+1, off+piece {
-			halves[k%2] = append(halves[k%2], whole[off:min(off+piece, size)]...)
-		}
-		two := []manifest.ChunkRef{put(halves[0]), put(halves[1])}
-		var refs []manifest.ChunkRef
-		var offs [2]int64
-		for k, off := 0, int64(0); off < size; k, off = k+1, off+piece {
-			ref := two[k%2]
-			ref.Offset, ref.Length = offs[k%2], min(piece, size-off)
-			offs[k%2] += ref.Length
-			refs = append(refs, ref)
-		}
-		c.Archives[ai].Chunks = refs
-		c.Archives[ai].StoredSize = 0
-		for _, r := range refs {
-			c.Archives[ai].StoredSize += r.StoredSize
-		}
-	}
-	return &c
-}
 
 // verifyAll runs a full verify's archive checks over b's archives (the
 // manifest is in memory: one with slices cannot be stored until the
@@ -141,11 +69,11 @@ func TestVerifySliced(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := base.clone(t)
-			b := alternated(t, f.repo, orig, 3000)
+			b := repotest.Alternate(t, f.repo, orig, 3000)
 			if tc.damage != nil {
 				tc.damage(t, f, b)
 			}
-			gc := &getCounter{Store: f.store, gets: map[string]int{}}
+			gc := repotest.NewGetCounter(f.store)
 			v := verifyAll(t, repository.New(gc), b)
 			var kinds []string
 			for _, p := range v.Problems {
@@ -163,7 +91,7 @@ func TestVerifySliced(t *testing.T) {
 			if v.Chunks != 2 {
 				t.Errorf("%d chunks, want 2", v.Chunks)
 			}
-			for k, n := range gc.gets {
+			for k, n := range gc.Gets() {
 				if strings.HasPrefix(k, repository.ChunksPrefix) && n != 1 {
 					t.Errorf("%s read %d times, want once", k, n)
 				}

@@ -85,7 +85,9 @@ func TestPlanFetches(t *testing.T) {
 	}
 }
 
-// getCounter counts the reads of each object.
+// getCounter counts the reads of each object. It repeats
+// repotest.GetCounter, which these tests cannot import: repotest imports
+// this package.
 type getCounter struct {
 	providers.Store
 	mu   sync.Mutex

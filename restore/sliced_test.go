@@ -4,17 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
+	"github.com/pgstow/pgstow/repository/repotest"
 )
 
 // An incremental backup's archives are lists of slices of chunks. These
@@ -47,53 +46,13 @@ func slicedInThirds(b *manifest.Backup) {
 	b.FormatVersion = manifest.FormatVersionIncremental
 }
 
-// alternating returns an edit that replaces each archive of b by two new
-// chunks, one holding the archive's even pieces of piece bytes and the
-// other its odd ones, referenced alternately: each chunk is named by
-// every other reference, as an incremental backup's archives name their
-// parent's chunks between new ones. The chunks are stored in repo.
+// alternating returns an edit that gives a backup the archives of
+// repotest.Alternate of b: two chunks each, referenced alternately.
 func alternating(t *testing.T, repo *repository.Repository, b *manifest.Backup, piece int64) func(*manifest.Backup) {
 	t.Helper()
-	comp := chunker.NewCompressor()
-	put := func(raw []byte) manifest.ChunkRef {
-		frame, crc, err := comp.Append(nil, raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		id := repo.ChunkID(raw)
-		if _, err := repo.PutChunk(t.Context(), id, frame, crc); err != nil {
-			t.Fatal(err)
-		}
-		return manifest.ChunkRef{ID: id, RawSize: int64(len(raw)), StoredSize: int64(len(frame)), StoredCRC32C: &crc, Codec: "lz4"}
-	}
-	archives := slices.Clone(b.Archives)
-	for ai, a := range b.Archives {
-		var whole []byte
-		err := repo.StreamChunks(t.Context(), slices.Values(a.Chunks), repository.StreamOptions{}, func(_ int, raw []byte, err error) error {
-			whole = append(whole, raw...)
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var halves [2][]byte
-		for k, off := 0, int64(0); off < int64(len(whole)); k, off = k+1, off+piece {
-			halves[k%2] = append(halves[k%2], whole[off:min(off+piece, int64(len(whole)))]...)
-		}
-		even, odd := put(halves[0]), put(halves[1])
-		var refs []manifest.ChunkRef
-		var offs [2]int64
-		for k, off := 0, int64(0); off < int64(len(whole)); k, off = k+1, off+piece {
-			ref := []manifest.ChunkRef{even, odd}[k%2]
-			ref.Offset, ref.Length = offs[k%2], min(piece, int64(len(whole))-off)
-			offs[k%2] += ref.Length
-			refs = append(refs, ref)
-		}
-		archives[ai].Chunks = refs
-	}
+	alt := repotest.Alternate(t, repo, b, piece)
 	return func(b *manifest.Backup) {
-		b.Archives = archives
-		b.FormatVersion = manifest.FormatVersionIncremental
+		b.Archives, b.FormatVersion = alt.Archives, alt.FormatVersion
 	}
 }
 
