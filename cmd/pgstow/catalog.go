@@ -44,11 +44,16 @@ type showEntry struct {
 }
 
 type archiveEntry struct {
-	Name        string `json:"name"`
-	Tablespace  uint32 `json:"tablespace_oid"`
-	RawBytes    int64  `json:"raw_bytes"`
-	StoredBytes int64  `json:"stored_bytes"`
-	Chunks      int    `json:"chunks"`
+	Name       string `json:"name"`
+	Tablespace uint32 `json:"tablespace_oid"`
+	RawBytes   int64  `json:"raw_bytes"`
+	// StoredBytes and Chunks count each chunk the archive uses once;
+	// References counts the archive's chunk references, more than Chunks
+	// when an incremental backup's archive names a chunk several times
+	// (slices of it).
+	StoredBytes int64 `json:"stored_bytes"`
+	Chunks      int   `json:"chunks"`
+	References  int   `json:"references"`
 }
 
 func showOf(b *manifest.Backup) showEntry {
@@ -77,7 +82,16 @@ func showOf(b *manifest.Backup) showEntry {
 		e.Tablespaces = []manifest.Tablespace{}
 	}
 	for _, a := range b.Archives {
-		e.Archives = append(e.Archives, archiveEntry{Name: a.Name, Tablespace: a.TablespaceOID, RawBytes: a.RawSize, StoredBytes: a.StoredSize, Chunks: len(a.Chunks)})
+		ae := archiveEntry{Name: a.Name, Tablespace: a.TablespaceOID, RawBytes: a.RawSize, References: len(a.Chunks)}
+		seen := make(map[string]bool, len(a.Chunks))
+		for _, c := range a.Chunks {
+			if !seen[c.ID] {
+				seen[c.ID] = true
+				ae.StoredBytes += c.StoredSize
+				ae.Chunks++
+			}
+		}
+		e.Archives = append(e.Archives, ae)
 	}
 	return e
 }
@@ -128,7 +142,7 @@ func printShow(w io.Writer, e showEntry) error {
 	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, args...)) }
 	row("backup", "%s", e.ID)
 	if i := e.Incremental; i != nil {
-		row("type", "incremental from %s (the server sent %s of the %s it describes; %d changed files, %d changed blocks)",
+		row("type", "incremental from %s (the server sent %s of the %s it describes; %d files as changed blocks, %d blocks)",
 			i.Parent, manifest.HumanBytes(i.SentBytes), manifest.HumanBytes(e.RawBytes), i.IncrementalFiles, i.ChangedBlocks)
 		row("full line since", "%s", i.FullStarted.Format(time.RFC3339))
 	} else {
@@ -156,7 +170,11 @@ func printShow(w io.Writer, e showEntry) error {
 	row("chunks", "%d (%d new)", e.Chunks, e.NewChunks)
 	row("files", "%d regular files, %d directories, %d symlinks", e.Files, e.Directories, e.Symlinks)
 	for _, a := range e.Archives {
-		row("archive "+a.Name, "%s raw, %s stored, %d chunks", manifest.HumanBytes(a.RawBytes), manifest.HumanBytes(a.StoredBytes), a.Chunks)
+		refs := ""
+		if a.References != a.Chunks {
+			refs = fmt.Sprintf(" (%d references: slices of them)", a.References)
+		}
+		row("archive "+a.Name, "%s raw, %s stored, %d chunks%s", manifest.HumanBytes(a.RawBytes), manifest.HumanBytes(a.StoredBytes), a.Chunks, refs)
 	}
 	for _, ts := range e.Tablespaces {
 		row(fmt.Sprintf("tablespace %d", ts.OID), "%s", ts.Location)

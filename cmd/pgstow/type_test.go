@@ -23,7 +23,7 @@ func TestBackupTypeShown(t *testing.T) {
 		showLine string
 	}{
 		{full, "full", "full", "full\n"},
-		{incr, "incremental", "incr", "incremental from 20261123T204651Z (the server sent 10.0 MiB of the 1.0 GiB it describes; 7 changed files, 99 changed blocks)"},
+		{incr, "incremental", "incr", "incremental from 20261123T204651Z (the server sent 10.0 MiB of the 1.0 GiB it describes; 7 files as changed blocks, 99 blocks)"},
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			e := entryOf(tc.b)
