@@ -80,8 +80,9 @@ func EncodeTo(w io.Writer, b *Backup) (n int64, sum [sha256.Size]byte, err error
 	return enc.n, sum, nil
 }
 
-// hashingWriter writes through a buffer, hashing what it writes, and keeps
-// the first error so the encoder can write without checking every call.
+// hashingWriter writes through a buffer, hashing what it writes (covered
+// until set to nil, all when set), and keeps the first error so the
+// encoder, and RewritePGManifest, can write without checking every call.
 type hashingWriter struct {
 	w            *bufio.Writer
 	covered, all hash.Hash
@@ -96,7 +97,9 @@ func (h *hashingWriter) write(p []byte) {
 	if h.covered != nil {
 		h.covered.Write(p)
 	}
-	h.all.Write(p)
+	if h.all != nil {
+		h.all.Write(p)
+	}
 	m, err := h.w.Write(p)
 	h.n += int64(m)
 	h.err = err

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strings"
 	"unicode/utf8"
@@ -48,7 +47,7 @@ type PGFileEdit struct {
 func RewritePGManifest(src io.Reader, dst io.Writer, edit func(f PGFile) (PGFileEdit, error)) (int, error) {
 	s := newSealedReader(src, pgChecksumKey)
 	in := &teeBuffer{r: s}
-	out := &hashedOut{w: bufio.NewWriterSize(dst, 64<<10), h: sha256.New()}
+	out := &hashedOut{hashingWriter: hashingWriter{w: bufio.NewWriterSize(dst, 64<<10), covered: sha256.New()}}
 	rw := &pgRewriter{dec: json.NewDecoder(in), in: in, out: out, edit: edit}
 	if err := rw.document(); err != nil {
 		// A damaged or truncated manifest is reported as such, as
@@ -95,8 +94,8 @@ func RewritePGManifest(src io.Reader, dst io.Writer, edit func(f PGFile) (PGFile
 		return 0, fmt.Errorf("rewrite backup_manifest: %w", err)
 	}
 	out.write(covered)
-	sum := out.h.Sum(nil)
-	out.h = nil // the checksum's line is not covered by itself
+	sum := out.covered.Sum(nil)
+	out.covered = nil // the checksum's line is not covered by itself
 	line := rest[len(covered):]
 	i := bytes.Index(line, []byte(stored))
 	out.write(line[:i])
@@ -339,22 +338,10 @@ func (t *teeBuffer) release(offset int64) {
 	}
 }
 
-// hashedOut writes the output through a buffer, hashing it, and keeps the
-// first error. copied is the input offset up to which the input has been
-// copied or skipped.
+// hashedOut is the encoder's hashingWriter (covered: the new
+// Manifest-Checksum's input), and copied the input offset up to which the
+// input has been copied or skipped.
 type hashedOut struct {
-	w      *bufio.Writer
-	h      hash.Hash
+	hashingWriter
 	copied int64
-	err    error
-}
-
-func (o *hashedOut) write(p []byte) {
-	if o.err != nil {
-		return
-	}
-	if o.h != nil {
-		o.h.Write(p)
-	}
-	_, o.err = o.w.Write(p)
 }
