@@ -70,6 +70,11 @@ type PutOptions struct {
 	// write fails with ErrChecksum on a mismatch.
 	CRC32C    uint32
 	HasCRC32C bool
+	// Retention, when not zero, makes the store lock the object until
+	// Retention.Until as it is written (never in a second step, so no
+	// unlocked object is ever visible). A store that cannot lock fails
+	// with ErrLockUnsupported and writes nothing.
+	Retention Retention
 }
 
 // ObjectInfo describes a stored object.
