@@ -171,13 +171,13 @@ func unwrapOne(ctx context.Context, w StoredWrappedKey, fingerprint string, open
 // before pgstow.json is written, so that a repository never exists whose
 // key nobody holds. When the copy of w's key is there already (another
 // process came first, or an earlier first use stopped before pgstow.json)
-// its key is unwrapped and used instead.
-func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper) ([]byte, error) {
+// its key is unwrapped and used instead. retention is AddWrappedKey's.
+func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper, retention providers.Retention) ([]byte, error) {
 	dk := make([]byte, encryption.KeySize)
 	if _, err := rand.Read(dk); err != nil {
 		return nil, fmt.Errorf("make a data key: %w", err)
 	}
-	_, err := AddWrappedKey(ctx, store, dk, w)
+	_, err := AddWrappedKey(ctx, store, dk, w, retention)
 	if !errors.Is(err, providers.ErrExist) {
 		return dk, err
 	}
@@ -196,7 +196,11 @@ func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper) ([]by
 // AddWrappedKey stores a copy of dataKey wrapped with w, and proves it by
 // reading it back and unwrapping it before returning. It fails with
 // ErrExist (and stores nothing) when the copy of w's key exists.
-func AddWrappedKey(ctx context.Context, store providers.Store, dataKey []byte, w KeyWrapper) (StoredWrappedKey, error) {
+// retention, when not zero, locks the copy as it is written: in an
+// immutable repository the copies must outlive the backups as surely as
+// the chunks do, since deleting every copy of a KMS-only key destroys the
+// backups as surely as deleting them.
+func AddWrappedKey(ctx context.Context, store providers.Store, dataKey []byte, w KeyWrapper, retention providers.Retention) (StoredWrappedKey, error) {
 	key, err := encryption.NewKey(dataKey)
 	if err != nil {
 		return StoredWrappedKey{}, err
@@ -217,7 +221,7 @@ func AddWrappedKey(ctx context.Context, store providers.Store, dataKey []byte, w
 	if err != nil {
 		return StoredWrappedKey{}, err
 	}
-	if err := store.Put(ctx, obj, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true}); err != nil {
+	if err := store.Put(ctx, obj, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true, Retention: retention}); err != nil {
 		return StoredWrappedKey{}, fmt.Errorf("store %s in %s: %w", obj, store, err)
 	}
 	back, err := providers.ReadAll(ctx, store, obj)

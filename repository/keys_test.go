@@ -88,7 +88,7 @@ func newKMSRepo(t *testing.T, kms *fakeKMS, uri string) providers.Store {
 	ctx := t.Context()
 	store := mem.New()
 	w, _ := kms.open(ctx, uri)
-	dk, err := InitDataKey(ctx, store, w)
+	dk, err := InitDataKey(ctx, store, w, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestKMSKeyedRepository(t *testing.T) {
 			// A copy of B wrapping some other key, sorted before A's.
 			w, _ := kms.open(t.Context(), kmsB)
 			other := make([]byte, 32)
-			if _, err := AddWrappedKey(t.Context(), store, other, w); err != nil {
+			if _, err := AddWrappedKey(t.Context(), store, other, w, providers.Retention{}); err != nil {
 				t.Fatal(err)
 			}
 			kms.disabled[kmsA] = true
@@ -178,7 +178,7 @@ func TestKMSKeyedRepository(t *testing.T) {
 				t.Fatal(err)
 			}
 			w, _ := kms.open(t.Context(), kmsA)
-			if _, err := AddWrappedKey(t.Context(), store, other, w); err != nil {
+			if _, err := AddWrappedKey(t.Context(), store, other, w, providers.Retention{}); err != nil {
 				t.Fatal(err)
 			}
 			c := *cfg
@@ -241,11 +241,11 @@ func TestRotateWrappingKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	wb, _ := kms.open(ctx, kmsB)
-	added, err := AddWrappedKey(ctx, store, dk, wb)
+	added, err := AddWrappedKey(ctx, store, dk, wb, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := AddWrappedKey(ctx, store, dk, wb); !errors.Is(err, providers.ErrExist) {
+	if _, err := AddWrappedKey(ctx, store, dk, wb, providers.Retention{}); !errors.Is(err, providers.ErrExist) {
 		t.Fatalf("second copy with one key: %v, want ErrExist", err)
 	}
 	if err := store.Delete(ctx, old.Key); err != nil {
@@ -268,11 +268,11 @@ func TestInitDataKeyFindsTheFirstCopy(t *testing.T) {
 	kms := newFakeKMS(t, kmsA)
 	store := mem.New()
 	w, _ := kms.open(ctx, kmsA)
-	first, err := InitDataKey(ctx, store, w)
+	first, err := InitDataKey(ctx, store, w, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := InitDataKey(ctx, store, w)
+	second, err := InitDataKey(ctx, store, w, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,9 @@ func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store provide
 		if err != nil {
 			return nil, err
 		}
-		dk, err := repository.InitDataKey(ctx, store, w)
+		// No retention: an immutable repository's lock settings are
+		// bound later, with pgstow.json.
+		dk, err := repository.InitDataKey(ctx, store, w, providers.Retention{})
 		if err != nil {
 			return nil, fmt.Errorf("make the data key of %s: %w", store, err)
 		}
@@ -218,7 +220,7 @@ func rotateKey(ctx context.Context, store providers.Store, master []byte, w repo
 	if err := repository.NewEncrypted(store, key).CheckKey(ctx); err != nil {
 		return nil, err
 	}
-	added, err := repository.AddWrappedKey(ctx, store, master, w)
+	added, err := repository.AddWrappedKey(ctx, store, master, w, providers.Retention{})
 	if errors.Is(err, providers.ErrExist) {
 		// A copy with this key is there (an earlier run stopped before
 		// removing the old ones): use it if it unwraps.
