@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 
@@ -194,7 +195,8 @@ func TestKMSKeyedRepository(t *testing.T) {
 			if tc.change != nil {
 				tc.change(t, store, kms)
 			}
-			err := openKMSRepo(t.Context(), store, kms, tc.only)
+			rec := &recordingStore{Store: store}
+			err := openKMSRepo(t.Context(), rec, kms, tc.only)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -210,8 +212,26 @@ func TestKMSKeyedRepository(t *testing.T) {
 			if !tc.tampered && !errors.Is(err, ErrEncryption) {
 				t.Errorf("error %v is not ErrEncryption", err)
 			}
+			// Refused before anything but the configuration and the
+			// wrapped copies was read.
+			for _, k := range rec.gets {
+				if k != RepoKey && !strings.HasPrefix(k, KeysPrefix) {
+					t.Errorf("read %s before refusing", k)
+				}
+			}
 		})
 	}
+}
+
+// recordingStore records the keys read through it.
+type recordingStore struct {
+	providers.Store
+	gets []string
+}
+
+func (s *recordingStore) Get(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	s.gets = append(s.gets, key)
+	return s.Store.Get(ctx, key, offset, length)
 }
 
 func putConfig(t *testing.T, store providers.Store, c *manifest.Repo) {

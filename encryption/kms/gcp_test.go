@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +53,18 @@ func (s *gcpStandIn) fail(w http.ResponseWriter, code int, status, msg string) {
 func (s *gcpStandIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r.URL.Path == "/token" {
+		// Google's OAuth token endpoint, for an authorized_user
+		// credentials file's refresh token.
+		if r.PostFormValue("grant_type") != "refresh_token" || r.PostFormValue("refresh_token") != "gcp-test-refresh" {
+			w.WriteHeader(400)
+			fmt.Fprint(w, `{"error":"invalid_grant"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, s.token)
+		return
+	}
 	if r.Header.Get("Authorization") != "Bearer "+s.token {
 		s.fail(w, 401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
 		return
@@ -123,4 +137,30 @@ func TestGCPWrapper(t *testing.T) {
 			t.Fatalf("wrap with a bad token: %v", err)
 		}
 	})
+}
+
+// Application default credentials, the default: a credentials file named
+// by GOOGLE_APPLICATION_CREDENTIALS whose token endpoint is the stand-in.
+func TestGCPWrapperDefaultCredentials(t *testing.T) {
+	const name = "projects/p/locations/l/keyRings/r/cryptoKeys/k"
+	_, srv := newGCPStandIn(t, name)
+	creds := filepath.Join(t.TempDir(), "adc.json")
+	data := fmt.Sprintf(`{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"gcp-test-refresh","token_uri":%q}`, srv.URL+"/token")
+	if err := os.WriteFile(creds, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", creds)
+	w, err := Open(t.Context(), "gcpkms://"+name+"?endpoint="+srv.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk := []byte("0123456789abcdef0123456789abcdef")
+	_, ct, err := w.Wrap(t.Context(), dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.Unwrap(t.Context(), ct)
+	if err != nil || string(got) != string(dk) {
+		t.Fatalf("unwrap: %q, %v", got, err)
+	}
 }
