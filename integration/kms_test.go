@@ -74,7 +74,7 @@ func TestKMSRepository(t *testing.T) {
 		t.Fatalf("list through the wrapped key: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	// Another KMS key, or no credentials, is refused.
-	refused(t, "none wrapped by", nil, "list", "--repo", repoURL, "--kms-key", uri("alias/pgstow-b"))
+	refused(t, "none is wrapped by", nil, "list", "--repo", repoURL, "--kms-key", uri("alias/pgstow-b"))
 	refused(t, "no wrapped copy of the data key could be unwrapped", []string{"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=", "AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent"},
 		"list", "--repo", repoURL)
 

@@ -123,13 +123,13 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 	}
 	switch {
 	case len(causes) > 0:
-		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%w of %s (key fingerprint %s): %s", ErrNoWrappedKey, store, cfg.Encryption.KeyFingerprint, strings.Join(causes, "; ")))
+		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%s: %w (key fingerprint %s): %s", store, ErrNoWrappedKey, cfg.Encryption.KeyFingerprint, strings.Join(causes, "; ")))
 	case only != "" && len(others) > 0:
-		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%w of %s: it has none wrapped by %s, only by %s; give one of those with --kms-key, or the key file with --encryption-key-file",
-			ErrNoWrappedKey, store, only, strings.Join(others, ", ")))
+		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%s: %w: none is wrapped by %s, only by %s; give one of those with --kms-key, or the key file with --encryption-key-file",
+			store, ErrNoWrappedKey, only, strings.Join(others, ", ")))
 	default:
-		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%w of %s: it is encrypted (key fingerprint %s) and holds no wrapped copy of its key under %s; pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
-			ErrNoWrappedKey, store, cfg.Encryption.KeyFingerprint, KeysPrefix))
+		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%s: %w: the repository is encrypted (key fingerprint %s) and holds none under %s; pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
+			store, ErrNoWrappedKey, cfg.Encryption.KeyFingerprint, KeysPrefix))
 	}
 }
 

@@ -148,14 +148,14 @@ func TestKMSKeyedRepository(t *testing.T) {
 	}{
 		{name: "round trip"},
 		{name: "pinned to its key", only: "awskms://alias/a"},
-		{name: "pinned to another key", only: kmsB, wantErr: "it has none wrapped by " + kmsB + ", only by " + kmsA},
+		{name: "pinned to another key", only: kmsB, wantErr: "none is wrapped by " + kmsB + ", only by " + kmsA},
 		{name: "disabled key", change: func(t *testing.T, _ providers.Store, kms *fakeKMS) { kms.disabled[kmsA] = true }, wantErr: "key is disabled (second line"},
 		{name: "key gone from the KMS", change: func(t *testing.T, _ providers.Store, kms *fakeKMS) { delete(kms.keys, kmsA) }, wantErr: "no such KMS key"},
 		{name: "no wrapped copy", change: func(t *testing.T, store providers.Store, _ *fakeKMS) {
 			if err := store.Delete(t.Context(), WrappedKeyKey(kmsA)); err != nil {
 				t.Fatal(err)
 			}
-		}, wantErr: "holds no wrapped copy of its key under keys/"},
+		}, wantErr: "holds none under keys/"},
 		{name: "copy of another data key", change: func(t *testing.T, store providers.Store, kms *fakeKMS) {
 			// A copy of B wrapping some other key, sorted before A's.
 			w, _ := kms.open(t.Context(), kmsB)

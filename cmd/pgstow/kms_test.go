@@ -49,7 +49,7 @@ func TestKMSKeyRefusals(t *testing.T) {
 		{"both keys", []string{"list", "--repo", "file://" + encrypted, "--encryption-key-file", keyFile, "--kms-key", uri}, nil, "give one"},
 		{"both keys, one from the environment", []string{"list", "--repo", "file://" + encrypted, "--encryption-key-file", keyFile}, map[string]string{"PGSTOW_KMS_KEY": uri}, "give one"},
 		{"plain repository", []string{"list", "--repo", "file://" + plain, "--kms-key", uri}, nil, "is not encrypted"},
-		{"no copy of the pinned key", []string{"list", "--repo", "file://" + encrypted, "--kms-key", uri}, nil, "holds no wrapped copy of its key under keys/"},
+		{"no copy of the pinned key", []string{"list", "--repo", "file://" + encrypted, "--kms-key", uri}, nil, "holds none under keys/"},
 		{"bad URI", []string{"backup", "--repo", "file://" + t.TempDir(), "--pg", "host=/nonexistent", "--kms-key", "vault://k"}, nil, "unknown scheme"},
 		{"rotate-key without a new key", []string{"repo", "rotate-key", "--repo", "file://" + encrypted}, nil, "needs --repo and --kms-key"},
 		{"rotate-key of a plain repository", []string{"repo", "rotate-key", "--repo", "file://" + plain, "--kms-key", uri}, nil, "is not encrypted"},
