@@ -43,6 +43,7 @@ func TestKMSRepository(t *testing.T) {
 		if r.code != 1 || !strings.Contains(msg, says) || strings.Contains(msg, "\n") {
 			t.Fatalf("%v: exit %d, want 1 with one line saying %q:\n%s", args, r.code, says, r.stderr)
 		}
+		t.Logf("%v: %s", args[0], msg)
 	}
 
 	c := pgtest.Start(t, pgtest.Options{Major: 15})
