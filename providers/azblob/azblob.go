@@ -21,6 +21,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -60,6 +61,9 @@ type Store struct {
 	// buffers holds *[]byte of blockSize for bodies that must be read
 	// sequentially (see bodyReader).
 	buffers sync.Pool
+	// lockable is set once the container was seen to support
+	// version-level immutability (see checkLockable).
+	lockable atomic.Bool
 }
 
 var _ providers.Store = (*Store)(nil)
@@ -255,22 +259,6 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 		info.ModTime = *props.LastModified
 	}
 	return info, nil
-}
-
-// Delete removes the blob, with its snapshots if someone made any (the
-// service refuses to delete a blob that has snapshots otherwise).
-func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
-	if err != nil {
-		return err
-	}
-	_, err = s.client.NewBlobClient(name).Delete(ctx, &blob.DeleteOptions{
-		DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude),
-	})
-	if err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, classify(ctx, err))
-	}
-	return nil
 }
 
 // List pages through a flat listing, which the service returns in
