@@ -4,7 +4,9 @@
 // with one Put Block List, which is what makes them appear atomically and
 // only once complete. Every request carries the MD5 of its body, which
 // the service checks; the CRC32C the callers give is checked here, since
-// Azure has none, before anything is committed.
+// Azure has none, before anything is committed. Objects can be locked
+// with version-level immutability (lock.go), and Delete removes a blob's
+// versions by ID, so that a versioned account keeps nothing of it.
 //
 // The SDK's retries are off: failures are classified (see classify) for
 // the one retry layer above all providers.

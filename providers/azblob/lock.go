@@ -259,7 +259,8 @@ func (s *Store) versions(ctx context.Context, name string) ([]version, error) {
 // last; without versioning the listing shows one unversioned blob, which
 // is deleted with its snapshots, as before. A version under a policy or
 // a legal hold makes it fail with a *providers.LockedError, after the
-// others were deleted.
+// others were deleted. A name with only previous versions left (a plain
+// delete by another tool) has them deleted, and is no ErrNotExist.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {

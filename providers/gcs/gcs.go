@@ -1,8 +1,9 @@
 // Package gcs stores a repository in a Google Cloud Storage bucket, below
 // an optional prefix. It speaks GCS's JSON API over net/http itself:
 // uploads (multipart or resumable), ranged media downloads, object
-// metadata, listing and deletion are each a request or two, and the
-// Google Cloud client library is not needed: it links gRPC,
+// metadata, listing, deletion and object retention (lock.go) are each a
+// request or two, and the Google Cloud client library is not needed: it
+// links gRPC,
 // OpenTelemetry and the Envoy xDS control plane for features the store
 // does not use, which made up more than half of pgstow's binary, and the
 // kernel maps a binary's code into every command's memory.
