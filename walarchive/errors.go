@@ -12,6 +12,8 @@ type RepoError struct {
 	Err  error
 }
 
+// Error always starts with the repository, even where the cause names
+// it again, so that a line is found by its repository.
 func (e *RepoError) Error() string { return "repository " + e.Repo + ": " + e.Err.Error() }
 func (e *RepoError) Unwrap() error { return e.Err }
 
