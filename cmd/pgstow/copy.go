@@ -87,8 +87,9 @@ again sends only what had not arrived. See docs/copy.md.`,
 			res, err := copier.Copy(cmd.Context(), src, dst, o)
 			view.finish(err == nil)
 			if res != nil {
-				g.run.storedBytes += res.ChunkBytes + res.WALBytes
-				g.run.chunks += int64(res.ChunksSent)
+				g.run.newBytes += res.ChunkBytes + res.WALBytes
+				g.run.chunks += int64(res.ChunksSent + res.ChunksPresent)
+				g.run.newChunks += int64(res.ChunksSent)
 				if asJSON {
 					if perr := printJSON(g.stdout, res); perr != nil && err == nil {
 						err = perr
@@ -110,6 +111,7 @@ again sends only what had not arrived. See docs/copy.md.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.Flags().IntVar(&parallel, "parallel", 4, "chunks copied at once; memory is about twice the chunk size each")
 	progressFlags(cmd, &progress, &progressEvery)
+	g.metricsFlags(cmd)
 	return cmd
 }
 
