@@ -110,7 +110,8 @@ type Result struct {
 type BackupResult struct {
 	ID string `json:"id"`
 	// Status is "copied", "present" (committed at the destination
-	// already), or in a dry run "would copy".
+	// already), "failed" (not committed; the copy stopped there), or in a
+	// dry run "would copy".
 	Status      string `json:"status"`
 	Chunks      int    `json:"chunks"`       // distinct chunks referenced
 	ChunksSent  int    `json:"chunks_sent"`  // of which this run uploaded
@@ -449,8 +450,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		c.res.Backups = append(c.res.Backups, br)
-		return err
+		return c.failed(br, err)
 	}
 
 	c.progress(func(p *Progress) { p.Phase = "wal" })
@@ -458,8 +458,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	for i, w := range b.WAL {
 		seg, sent, err := c.copyWAL(ctx, w.Name, w.SHA256)
 		if err != nil {
-			c.res.Backups = append(c.res.Backups, br)
-			return fmt.Errorf("backup %s: %w", id, err)
+			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
 		if sent {
 			br.BytesSent += seg.StoredSize
@@ -471,8 +470,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	// history files to follow the switch; they are not in its WAL list.
 	for tli := b.StartTimeline + 1; tli <= b.EndTimeline; tli++ {
 		if _, _, err := c.copyWAL(ctx, manifest.HistoryFileName(tli), ""); err != nil && !errors.Is(err, providers.ErrNotExist) {
-			c.res.Backups = append(c.res.Backups, br)
-			return fmt.Errorf("backup %s: %w", id, err)
+			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
 	}
 	if c.o.DryRun {
@@ -482,12 +480,19 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	rewrite(b, refs, done)
 	b.Totals.WALBytes = walBytes
 	if err := c.commit(ctx, b); err != nil {
-		c.res.Backups = append(c.res.Backups, br)
-		return err
+		return c.failed(br, err)
 	}
 	c.res.Backups = append(c.res.Backups, br)
 	c.o.Log.Info("backup copied", "id", id, "chunks_sent", br.ChunksSent, "bytes_sent", br.BytesSent)
 	return nil
+}
+
+// failed records a backup whose copy failed, not committed at the
+// destination, and returns err.
+func (c *run) failed(br BackupResult, err error) error {
+	br.Status = "failed"
+	c.res.Backups = append(c.res.Backups, br)
+	return err
 }
 
 // chunkBuffers are one copier's reusable buffers.

@@ -320,7 +320,7 @@ func TestCopyDamagedChunk(t *testing.T) {
 					t.Fatalf("%s stored for the backup with the damaged chunk", k)
 				}
 			}
-			if len(res.Backups) != 2 || res.Backups[0].Status != "copied" {
+			if len(res.Backups) != 2 || res.Backups[0].Status != "copied" || res.Backups[1].Status != "failed" {
 				t.Errorf("result %+v", res.Backups)
 			}
 		})

@@ -204,7 +204,7 @@ func TestCopy(t *testing.T) {
 		if r.code != 1 || !strings.Contains(r.stderr, bad) || !strings.Contains(r.stderr, "damaged") || !strings.Contains(r.stderr, id2) {
 			t.Fatalf("copy with a damaged chunk: exit %d, want 1 naming chunk %s of backup %s:\n%s", r.code, bad, id2, r.stderr)
 		}
-		if len(out.Backups) != 2 || out.Backups[0].Status != "copied" {
+		if len(out.Backups) != 2 || out.Backups[0].Status != "copied" || out.Backups[1].Status != "failed" {
 			t.Errorf("result %+v", out)
 		}
 		if _, err := os.Stat(filepath.Join(dstDir, filepath.FromSlash(repository.BackupManifestKey(id1)))); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/file"
 	"github.com/pgstow/pgstow/providers/retry"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -71,7 +72,7 @@ again sends only what had not arrived. See docs/copy.md.`,
 				return err
 			}
 			defer src.Close()
-			dst, err := g.openCopyDestination(cmd, dstURL, dstKeyFile)
+			dst, err := g.openCopyDestination(cmd, dstURL, dstKeyFile, dryRun)
 			if err != nil {
 				return err
 			}
@@ -148,18 +149,24 @@ func checkCopySelection(cmd *cobra.Command, o *copier.Options, retainWithin stri
 	return nil
 }
 
-// openCopyDestination opens the repository a copy writes to, creating a
-// file:// directory that does not exist yet, with the destination's key.
-func (g *globals) openCopyDestination(cmd *cobra.Command, raw, keyFile string) (*repository.Repository, error) {
+// openCopyDestination opens the repository a copy writes to, with the
+// destination's key, creating a file:// directory that does not exist yet
+// unless dryRun.
+func (g *globals) openCopyDestination(cmd *cobra.Command, raw, keyFile string, dryRun bool) (*repository.Repository, error) {
 	ctx, log := cmd.Context(), g.log
 	key, err := g.destinationKey(cmd, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	store, err := stores().Open(ctx, raw, providers.OpenOptions{Create: true, Log: log})
+	// A dry run writes nothing, not even a file:// destination's
+	// directory.
+	store, err := stores().Open(ctx, raw, providers.OpenOptions{Create: !dryRun, Log: log})
+	var missing *file.MissingDirError
 	switch {
 	case errors.Is(err, providers.ErrBadURL):
 		return nil, usageError{fmt.Errorf("--to: %w", err)}
+	case errors.As(err, &missing):
+		return nil, fmt.Errorf("--to: %w (copy creates it; a dry run does not)", err)
 	case err != nil:
 		return nil, fmt.Errorf("--to: %w", err)
 	}

@@ -76,6 +76,14 @@ func TestCopyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := map[string]string{"PGSTOW_TO_ENCRYPTION_KEY_FILE": keyFile, "PGSTOW_TO_REPO": "file://" + dstDir}
+	// A dry run creates nothing, not even the directory.
+	var out, errb bytes.Buffer
+	if code := run([]string{"copy", "--repo", "file://" + srcDir, "--all", "--dry-run"}, &out, &errb, func(k string) string { return env[k] }); code != 1 || !strings.Contains(errb.String(), "a dry run does not") {
+		t.Fatalf("dry run to a missing directory: exit %d: %s", code, errb.String())
+	}
+	if _, err := os.Stat(dstDir); err == nil {
+		t.Fatal("a dry run created the destination directory")
+	}
 	for i, want := range []string{"copied", "present"} {
 		var out, errb bytes.Buffer
 		code := run([]string{"copy", "--repo", "file://" + srcDir, "latest", "--json", "--progress", "never"}, &out, &errb, func(k string) string { return env[k] })
@@ -91,7 +99,8 @@ func TestCopyCommand(t *testing.T) {
 		}
 	}
 	// The destination is encrypted: without its key it is refused.
-	var out, errb bytes.Buffer
+	out.Reset()
+	errb.Reset()
 	if code := run([]string{"list", "--repo", "file://" + dstDir}, &out, &errb, func(string) string { return "" }); code != 1 || !strings.Contains(errb.String(), "is encrypted") {
 		t.Fatalf("list of the encrypted destination without a key: exit %d: %s", code, errb.String())
 	}
