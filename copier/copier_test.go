@@ -409,3 +409,39 @@ func TestSelect(t *testing.T) {
 		})
 	}
 }
+
+// TestCopySliced: an incremental backup's slices keep their offsets and
+// lengths when the chunks they slice are renamed for another keying.
+func TestCopySliced(t *testing.T) {
+	r := repository.New(mem.New())
+	b, _ := repotest.Commit(t, r, repotest.Spec{ID: "20260104T030000Z",
+		Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(3)}},
+		Edit: func(b *manifest.Backup) {
+			alt := repotest.Alternate(t, r, b, 3000)
+			b.Archives, b.FormatVersion = alt.Archives, alt.FormatVersion
+		}})
+	if !b.Archives[0].Chunks[0].Sliced() {
+		t.Fatal("the fixture has no slices")
+	}
+	dst := open(mem.New(), testKey(t, "ab"))
+	if _, err := Copy(t.Context(), r, dst, Options{IDs: []string{"latest"}}); err != nil {
+		t.Fatal(err)
+	}
+	sameBackups(t, r, dst, b.ID)
+	db, err := dst.Backup(t.Context(), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.FormatVersion != manifest.FormatVersionIncremental {
+		t.Errorf("format %s at the destination", db.FormatVersion)
+	}
+	src, dstRefs := b.Archives[0].Chunks, db.Archives[0].Chunks
+	if len(src) != len(dstRefs) {
+		t.Fatalf("%d references at the destination, %d at the source", len(dstRefs), len(src))
+	}
+	for i := range src {
+		if src[i].Offset != dstRefs[i].Offset || src[i].Length != dstRefs[i].Length || src[i].RawSize != dstRefs[i].RawSize || src[i].ID == dstRefs[i].ID {
+			t.Fatalf("reference %d: %+v at the source, %+v at the destination", i, src[i], dstRefs[i])
+		}
+	}
+}
