@@ -172,12 +172,22 @@ func (c *run) run(ctx context.Context) error {
 		return fmt.Errorf("read the configuration of %s: %w", c.src, err)
 	}
 	c.cfg = cfg
-	if err := c.bind(ctx); err != nil {
-		return err
-	}
 	ids, err := c.selectBackups(ctx)
 	if err != nil {
 		return err
+	}
+	if err := c.bind(ctx); err != nil {
+		return err
+	}
+	if !c.o.DryRun {
+		// Held from before the destination is listed, as a backup holds
+		// its lease from before its first deduplication check: a gc there
+		// then leaves every chunk this copy counts on.
+		c.lease, err = c.dst.TakeLease(ctx, repository.LockBackup, repository.LeaseOptions{Command: "copy", TTL: c.o.LeaseTTL, Log: c.o.Log})
+		if err != nil {
+			return err
+		}
+		defer c.lease.Release(context.WithoutCancel(ctx))
 	}
 	dstIDs, err := c.dst.BackupIDs(ctx)
 	if err != nil {
@@ -186,16 +196,8 @@ func (c *run) run(ctx context.Context) error {
 	if err := c.loadDestination(ctx, dstIDs); err != nil {
 		return err
 	}
-	if !c.o.DryRun {
-		c.lease, err = c.dst.TakeLease(ctx, repository.LockBackup, repository.LeaseOptions{Command: "copy", TTL: c.o.LeaseTTL, Log: c.o.Log})
-		if err != nil {
-			return err
-		}
-		defer c.lease.Release(context.WithoutCancel(ctx))
-	}
-	c.prog.Count = len(ids)
 	for i, id := range ids {
-		c.prog.Index = i + 1
+		c.progress(func(p *Progress) { p.Index, p.Count = i+1, len(ids) })
 		if slices.Contains(dstIDs, id) {
 			c.res.Backups = append(c.res.Backups, BackupResult{ID: id, Status: "present"})
 			c.o.Log.Info("backup already at the destination", "id", id)
@@ -410,7 +412,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	c.progress(func(p *Progress) {
 		p.Phase, p.Backup, p.ChunksDone, p.ChunksTotal, p.BytesDone, p.BytesTotal = "chunks", id, 0, len(refs), 0, total
 	})
-	c.o.Log.Info("copying backup", "id", id, "index", c.prog.Index, "count", c.prog.Count, "chunks", len(refs), "stored_bytes", total)
+	c.o.Log.Info("copying backup", "id", id, "chunks", len(refs), "stored_bytes", total)
 
 	done := make([]stored, len(refs))
 	g, gctx := errgroup.WithContext(ctx)

@@ -445,3 +445,16 @@ func TestCopySliced(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyBadSelectionWritesNothing: a selection that names no backup of
+// the source is refused before the destination is touched.
+func TestCopyBadSelectionWritesNothing(t *testing.T) {
+	_, src, _ := source(t, nil)
+	inner := mem.New()
+	if _, err := Copy(t.Context(), src, repository.New(inner), Options{IDs: []string{"20200101T000000Z"}}); !errors.Is(err, ErrSelection) {
+		t.Fatalf("copy of an unknown backup: %v, want ErrSelection", err)
+	}
+	if keys := inner.Keys(); len(keys) != 0 {
+		t.Fatalf("the destination holds %v", keys)
+	}
+}
