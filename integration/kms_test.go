@@ -94,6 +94,22 @@ func TestKMSRepository(t *testing.T) {
 	}
 	rc.Stop(t)
 
+	// A copy to a new repository keyed through another KMS key: the
+	// destination gets its own data key, and opens with no key file.
+	keyD := kms.CreateKey(t)
+	dstDir := t.TempDir()
+	if r := run(t, nil, "copy", "--repo", repoURL, "--to", "file://"+dstDir, "--all", "--to-kms-key", uri(keyD)); r.code != 0 {
+		t.Fatalf("copy to a KMS-keyed destination: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if copies := wrappedCopies(t, dstDir); len(copies) != 1 || copies[0].KMS != uri(keyD) || copies[0].KeyFingerprint == cfg.Encryption.KeyFingerprint {
+		t.Fatalf("wrapped copies at the destination: %+v", copies)
+	}
+	r = run(t, nil, "verify", "--repo", "file://"+dstDir, "--all", "--json")
+	var v verifyJSON
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil || !v.OK || len(v.Backups) != 1 {
+		t.Fatalf("verify of the copy through its wrapped key: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+
 	// Rotation to B (by its alias): a copy under B, A's removed; then A
 	// can be disabled and the repository still opens.
 	r = run(t, nil, "repo", "rotate-key", "--repo", repoURL, "--kms-key", uri("alias/pgstow-b"), "--json")

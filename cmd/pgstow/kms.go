@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -42,21 +43,55 @@ func openWrapper(ctx context.Context, uri string) (repository.KeyWrapper, error)
 // is never used); else, at first use with --kms-key, a new data key
 // wrapped with it. nil means a plain repository, or an encrypted one
 // without copies, which CheckKey then refuses with its own message.
-func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store providers.Store, fileKey *encryption.Key) (*encryption.Key, error) {
-	uri := g.kmsKeyURI(cmd)
+// plainOK is openRepoKeyed's: a plain repository among several takes no
+// key, and --kms-key is then no error.
+func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store providers.Store, fileKey *encryption.Key, plainOK bool) (*encryption.Key, error) {
+	return resolveKey(ctx, store, fileKey, keySource{
+		uri: g.kmsKeyURI(cmd), create: createsRepo[cmd.Name()], plainOK: plainOK,
+		fileFlag: "--encryption-key-file", kmsFlag: "--kms-key", kmsEnv: "PGSTOW_KMS_KEY",
+	}, g.log)
+}
+
+// destinationKMSKey resolves the key of a copy's destination as repoKey does
+// the source's, with --to-kms-key (PGSTOW_TO_KMS_KEY); create is false
+// for a dry run, which writes nothing.
+func (g *globals) destinationKMSKey(cmd *cobra.Command, store providers.Store, fileKey *encryption.Key, create bool) (*encryption.Key, error) {
+	uri, _ := cmd.Flags().GetString("to-kms-key")
+	if !cmd.Flags().Changed("to-kms-key") {
+		if v := g.getenv("PGSTOW_TO_KMS_KEY"); v != "" {
+			uri = v
+		}
+	}
+	return resolveKey(cmd.Context(), store, fileKey, keySource{
+		uri: uri, create: create,
+		fileFlag: "--to-encryption-key-file", kmsFlag: "--to-kms-key", kmsEnv: "PGSTOW_TO_KMS_KEY",
+	}, g.log)
+}
+
+// keySource is what a command was given to find one repository's key.
+type keySource struct {
+	uri      string // the KMS key, "" for none
+	create   bool   // the command may make the repository
+	plainOK  bool   // a plain repository is no error with uri set
+	fileFlag string // the flags and variable named in messages
+	kmsFlag  string
+	kmsEnv   string
+}
+
+func resolveKey(ctx context.Context, store providers.Store, fileKey *encryption.Key, src keySource, log *slog.Logger) (*encryption.Key, error) {
 	if fileKey != nil {
-		if uri != "" {
-			return nil, usageError{errors.New("--encryption-key-file and --kms-key (or their PGSTOW_ variables) are both set: give one (repo rotate-key takes both, to wrap the key file's key with the KMS key)")}
+		if src.uri != "" {
+			return nil, usageError{fmt.Errorf("%s and %s (or their PGSTOW_ variables) are both set: give one (repo rotate-key takes both, to wrap the key file's key with the KMS key)", src.fileFlag, src.kmsFlag)}
 		}
 		return fileKey, nil
 	}
 	cfg, err := repository.New(store).Config(ctx)
 	switch {
 	case errors.Is(err, providers.ErrNotExist):
-		if uri == "" || !createsRepo[cmd.Name()] {
+		if src.uri == "" || !src.create {
 			return nil, nil
 		}
-		w, err := openWrapper(ctx, uri)
+		w, err := openWrapper(ctx, src.uri)
 		if err != nil {
 			return nil, err
 		}
@@ -70,12 +105,12 @@ func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store provide
 	case err != nil:
 		return nil, fmt.Errorf("read repository configuration of %s: %w", store, err)
 	case cfg.Encryption == nil:
-		if uri != "" {
-			return nil, usageError{fmt.Errorf("%s is not encrypted, so no KMS key applies: leave out --kms-key (PGSTOW_KMS_KEY)", store)}
+		if src.uri != "" && !src.plainOK {
+			return nil, usageError{fmt.Errorf("%s is not encrypted, so no KMS key applies: leave out %s (%s)", store, src.kmsFlag, src.kmsEnv)}
 		}
 		return nil, nil
 	}
-	if uri == "" {
+	if src.uri == "" {
 		copies, err := repository.WrappedKeys(ctx, store)
 		if err != nil {
 			return nil, err
@@ -84,11 +119,11 @@ func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store provide
 			return nil, nil // a key-file repository: "pass its key file"
 		}
 	}
-	dk, used, err := repository.UnwrapDataKey(ctx, store, cfg, openWrapper, uri)
+	dk, used, err := repository.UnwrapDataKey(ctx, store, cfg, openWrapper, src.uri)
 	if err != nil {
 		return nil, err
 	}
-	g.log.Debug("data key unwrapped", "copy", used.Key, "kms", used.KMS)
+	log.Debug("data key unwrapped", "copy", used.Key, "kms", used.KMS)
 	return encryption.NewKey(dk)
 }
 

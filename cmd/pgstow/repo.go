@@ -52,6 +52,14 @@ func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repo
 
 // openRepo opens the store a repository URL names.
 func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Repository, error) {
+	return g.openRepoKeyed(cmd, raw, false)
+}
+
+// openRepoKeyed is openRepo; with plainOK, a repository whose
+// configuration says it is plain is opened plain even though a key was
+// given, for WAL written to several repositories, where one key serves
+// the encrypted ones.
+func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*repository.Repository, error) {
 	ctx := cmd.Context()
 	if err := g.checkGlobals(cmd); err != nil {
 		return nil, err
@@ -65,7 +73,7 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 		return nil, err
 	}
 	// Without a key file, the key may come wrapped by a KMS (kms.go).
-	if key, err = g.repoKey(ctx, cmd, store, key); err != nil {
+	if key, err = g.repoKey(ctx, cmd, store, key, plainOK); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -73,7 +81,13 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)
 	}
-	if err := repo.CheckKey(ctx); err != nil {
+	err = repo.CheckKey(ctx)
+	if err != nil && key != nil && plainOK && errors.Is(err, repository.ErrEncryption) {
+		if c, cerr := repo.Config(ctx); cerr == nil && c.Encryption == nil {
+			repo, err = repository.New(store), nil
+		}
+	}
+	if err != nil {
 		if key == nil && errors.Is(err, repository.ErrEncryption) {
 			err = keyNeeded(ctx, repo, err)
 		}
