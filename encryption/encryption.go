@@ -55,14 +55,34 @@ type Key struct {
 // digits (openssl rand -hex 32) or in standard base64 (openssl rand
 // -base64 32), surrounding whitespace ignored.
 func ParseKey(data []byte) (*Key, error) {
+	master, err := DecodeKeyFile(data)
+	if err != nil {
+		return nil, err
+	}
+	return NewKey(master)
+}
+
+// DecodeKeyFile returns the 32 bytes a key file holds (see ParseKey), for
+// wrapping them with a KMS key (encryption/kms).
+func DecodeKeyFile(data []byte) ([]byte, error) {
 	s := strings.TrimSpace(string(data))
-	var master []byte
-	if b, err := hex.DecodeString(s); err == nil && len(b) == 32 {
-		master = b
-	} else if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == 32 {
-		master = b
-	} else {
-		return nil, errors.New("an encryption key file must hold 32 random bytes as 64 hex digits or in base64; make one with: openssl rand -hex 32")
+	if b, err := hex.DecodeString(s); err == nil && len(b) == KeySize {
+		return b, nil
+	}
+	if b, err := base64.StdEncoding.DecodeString(s); err == nil && len(b) == KeySize {
+		return b, nil
+	}
+	return nil, errors.New("an encryption key file must hold 32 random bytes as 64 hex digits or in base64; make one with: openssl rand -hex 32")
+}
+
+// KeySize is the size of a repository's data key in bytes.
+const KeySize = 32
+
+// NewKey makes the key of the 32 bytes master: the bytes of a key file,
+// or a data key unwrapped by a KMS, which gives the same key.
+func NewKey(master []byte) (*Key, error) {
+	if len(master) != KeySize {
+		return nil, fmt.Errorf("an encryption key has %d bytes, not %d", len(master), KeySize)
 	}
 	return newKey(master)
 }

@@ -30,7 +30,8 @@ func newCopyCmd(g *globals) *cobra.Command {
 		Long: `Copy backups, and the WAL they need, from the repository --repo names to the one
 --to names: any store to any store, plain or encrypted at either end. The
 source's key is --encryption-key-file (PGSTOW_ENCRYPTION_KEY_FILE), the
-destination's --to-encryption-key-file (PGSTOW_TO_ENCRYPTION_KEY_FILE); a
+destination's --to-encryption-key-file (PGSTOW_TO_ENCRYPTION_KEY_FILE); or, for
+keys kept by a KMS, --kms-key and --to-kms-key (docs/encryption.md). A
 destination used for the first time is created with the key given, or plain
 without one. It must belong to the same cluster as the source.
 
@@ -105,6 +106,7 @@ again sends only what had not arrived. See docs/copy.md.`,
 	repoFlag(cmd, &srcURL)
 	cmd.Flags().StringVar(&dstURL, "to", "", "destination repository URL (env PGSTOW_TO_REPO)")
 	cmd.Flags().StringVar(&dstKeyFile, "to-encryption-key-file", "", "file holding the destination repository's encryption key (env PGSTOW_TO_ENCRYPTION_KEY_FILE); none for a plain destination")
+	cmd.Flags().String("to-kms-key", "", "instead of --to-encryption-key-file: the KMS key that wraps the destination's key, or makes a new one there (env PGSTOW_TO_KMS_KEY); see docs/encryption.md")
 	cmd.Flags().BoolVar(&all, "all", false, "copy every backup and every WAL file")
 	cmd.Flags().IntVar(&retainLast, "retain-last", 0, "copy the newest N backups")
 	cmd.Flags().StringVar(&retainWithin, "retain-within", "", "copy the backups that finished within DURATION (e.g. 14d)")
@@ -171,6 +173,10 @@ func (g *globals) openCopyDestination(cmd *cobra.Command, raw, keyFile string, d
 		return nil, fmt.Errorf("--to: %w", err)
 	}
 	store = retry.Wrap(store, retry.Policy{}, log)
+	if key, err = g.destinationKMSKey(cmd, store, key, !dryRun); err != nil { // kms.go
+		store.Close()
+		return nil, err
+	}
 	repo := repository.New(store)
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)

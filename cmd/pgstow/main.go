@@ -58,6 +58,7 @@ type globals struct {
 	quiet                  bool
 	cpuProfile, memProfile string
 	keyFile                string
+	kmsKey                 string // --kms-key (kms.go)
 	allowSharedKey         bool
 	spoolDir               string
 	stopProfile            func()
@@ -181,6 +182,7 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print only warnings, errors and results: no progress, no info logs")
 	root.PersistentFlags().StringVar(&g.keyFile, "encryption-key-file", "", "file holding the repository's encryption key (env PGSTOW_ENCRYPTION_KEY_FILE); see docs/encryption.md")
+	root.PersistentFlags().StringVar(&g.kmsKey, "kms-key", "", "KMS key that wraps the repository's data key: awskms://…, gcpkms://… or azurekv://… (env PGSTOW_KMS_KEY); see docs/encryption.md")
 	root.PersistentFlags().BoolVar(&g.allowSharedKey, "allow-shared-key-file", false, "accept an encryption key file that other users may read or write (refused by default, as ssh does)")
 	root.PersistentFlags().StringVar(&g.spoolDir, "spool-dir", "", "directory WAL segments and large manifests are staged in on their way to or from the repository, default the system's temporary directory (env PGSTOW_SPOOL_DIR); see docs/tuning.md")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
@@ -201,7 +203,7 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
 	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newCopyCmd(g), newVersionCmd(g))
+	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newCopyCmd(g), newVersionCmd(g), newRepoCmd(g))
 	for _, c := range root.Commands() {
 		// A wrong number of arguments is a usage error too (exit 2).
 		if check := c.Args; check != nil {

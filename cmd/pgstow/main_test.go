@@ -208,7 +208,7 @@ func TestVersion(t *testing.T) {
 func TestEveryCommandExplainsItself(t *testing.T) {
 	g := &globals{getenv: func(string) string { return "" }}
 	root := newRootCmd(g)
-	noJSON := map[string]bool{"wal-push": true, "wal-fetch": true, "wal-receive": true, "discard": true}
+	noJSON := map[string]bool{"wal-push": true, "wal-fetch": true, "wal-receive": true, "discard": true, "repo": true}
 	for _, c := range root.Commands() {
 		if c.Name() == "help" || c.Name() == "completion" {
 			continue

@@ -60,7 +60,7 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 // given, for WAL written to several repositories, where one key serves
 // the encrypted ones.
 func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*repository.Repository, error) {
-	ctx, log := cmd.Context(), g.log
+	ctx := cmd.Context()
 	if err := g.checkGlobals(cmd); err != nil {
 		return nil, err
 	}
@@ -68,20 +68,15 @@ func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*
 	if err != nil {
 		return nil, err
 	}
-	store, err := stores().Open(ctx, raw, providers.OpenOptions{Create: createsRepo[cmd.Name()], Log: log})
-	var missing *file.MissingDirError
-	switch {
-	case errors.Is(err, providers.ErrBadURL):
-		return nil, usageError{err}
-	case errors.As(err, &missing):
-		return nil, fmt.Errorf("%w (backup, wal-push and wal-receive create it)", err)
-	case err != nil:
+	store, err := g.openStore(cmd, raw)
+	if err != nil {
 		return nil, err
 	}
-	// One retry policy for every store: throttling and dropped
-	// connections are retried within a budget, nothing else is.
-	rs := retry.Wrap(store, retry.Policy{}, log)
-	g.retryStore, store = rs, rs
+	// Without a key file, the key may come wrapped by a KMS (kms.go).
+	if key, err = g.repoKey(ctx, cmd, store, key, plainOK); err != nil {
+		store.Close()
+		return nil, err
+	}
 	repo := repository.New(store)
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)
@@ -101,6 +96,26 @@ func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*
 	}
 	repo.SetSpoolDir(g.spoolDirPath(cmd))
 	return repo, nil
+}
+
+// openStore opens the store a repository URL names, behind the one retry
+// policy.
+func (g *globals) openStore(cmd *cobra.Command, raw string) (providers.Store, error) {
+	store, err := stores().Open(cmd.Context(), raw, providers.OpenOptions{Create: createsRepo[cmd.Name()], Log: g.log})
+	var missing *file.MissingDirError
+	switch {
+	case errors.Is(err, providers.ErrBadURL):
+		return nil, usageError{err}
+	case errors.As(err, &missing):
+		return nil, fmt.Errorf("%w (backup, wal-push and wal-receive create it)", err)
+	case err != nil:
+		return nil, err
+	}
+	// One retry policy for every store: throttling and dropped
+	// connections are retried within a budget, nothing else is.
+	rs := retry.Wrap(store, retry.Policy{}, g.log)
+	g.retryStore = rs
+	return rs, nil
 }
 
 // keyNeededError says that a repository is encrypted and no key was
@@ -178,6 +193,15 @@ func checkKeyFileMode(path string, allow bool) error {
 // PGSTOW_ENCRYPTION_KEY_FILE names, if any. The key itself never passes
 // through flags or the environment, where other processes can read it.
 func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
+	master, err := g.keyFileBytes(cmd)
+	if master == nil || err != nil {
+		return nil, err
+	}
+	return encryption.NewKey(master)
+}
+
+// keyFileBytes returns the 32 bytes of the key file, if one is named.
+func (g *globals) keyFileBytes(cmd *cobra.Command) ([]byte, error) {
 	path := g.keyFilePath(cmd)
 	if path == "" {
 		return nil, nil
@@ -196,9 +220,9 @@ func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("encryption key file: %w", err)}
 	}
-	key, err := encryption.ParseKey(data)
+	master, err := encryption.DecodeKeyFile(data)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("encryption key file %s: %w", path, err)}
 	}
-	return key, nil
+	return master, nil
 }
