@@ -25,9 +25,9 @@ type LocalKMS struct {
 // StartLocalKMS starts local-kms from .cache/bin on a free port with a
 // fresh data directory, and stops it when the test ends.
 //
-// local-kms takes only a port (PORT) and listens on every interface: it
-// has no setting for the address. The port is a fresh one and the server
-// lives as long as the test.
+// local-kms takes only a port (PORT); upstream listens on every
+// interface, so scripts/deps/local-kms.sh builds it to listen on
+// 127.0.0.1 only.
 func StartLocalKMS(t testing.TB) *LocalKMS {
 	t.Helper()
 	bin := Binary(t, "bin/local-kms")
