@@ -87,13 +87,26 @@ var bucketSeq atomic.Int64
 // returns its name. The bucket goes away with the server.
 func (s *S3Server) NewBucket(t testing.TB) string {
 	t.Helper()
+	return s.newBucket(t, false)
+}
+
+// NewLockedBucket creates a bucket with S3 Object Lock enabled (which
+// turns versioning on) and no default retention, as pgstow's immutable
+// repositories want it (docs/immutability.md).
+func (s *S3Server) NewLockedBucket(t testing.TB) string {
+	t.Helper()
+	return s.newBucket(t, true)
+}
+
+func (s *S3Server) newBucket(t testing.TB, locked bool) string {
+	t.Helper()
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	name := fmt.Sprintf("test-%d-%d-%s", os.Getpid(), bucketSeq.Add(1), hex.EncodeToString(r[:]))
 	// MinIO may still answer 503 for a moment after reporting ready.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := s.createBucket(name)
+		err := s.createBucket(name, locked)
 		if err == nil {
 			return name
 		}
@@ -106,10 +119,13 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 
 // createBucket sends a CreateBucket request (PUT /bucket) signed with AWS
 // Signature Version 4, so that this package needs no SDK.
-func (s *S3Server) createBucket(name string) error {
+func (s *S3Server) createBucket(name string, locked bool) error {
 	req, err := http.NewRequest(http.MethodPut, s.Endpoint+"/"+name, nil)
 	if err != nil {
 		return err
+	}
+	if locked {
+		req.Header.Set("X-Amz-Bucket-Object-Lock-Enabled", "true")
 	}
 	s.sign(req, time.Now().UTC())
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -125,7 +141,8 @@ func (s *S3Server) createBucket(name string) error {
 }
 
 // sign adds SigV4 headers to a request with an empty body, path-style and
-// without a query.
+// without a query. An X-Amz-Bucket-Object-Lock-Enabled header is signed
+// too.
 func (s *S3Server) sign(req *http.Request, now time.Time) {
 	emptyHash := sha256.Sum256(nil)
 	payloadHash := hex.EncodeToString(emptyHash[:])
@@ -134,18 +151,18 @@ func (s *S3Server) sign(req *http.Request, now time.Time) {
 	req.Header.Set("X-Amz-Date", amzDate)
 	req.Header.Set("X-Amz-Content-Sha256", payloadHash)
 
-	const signedHeaders = "host;x-amz-content-sha256;x-amz-date"
-	canonical := strings.Join([]string{
+	signedHeaders := "host;x-amz-content-sha256;x-amz-date"
+	headers := []string{"host:" + req.URL.Host}
+	if v := req.Header.Get("X-Amz-Bucket-Object-Lock-Enabled"); v != "" {
+		signedHeaders = "host;x-amz-bucket-object-lock-enabled;x-amz-content-sha256;x-amz-date"
+		headers = append(headers, "x-amz-bucket-object-lock-enabled:"+v)
+	}
+	headers = append(headers, "x-amz-content-sha256:"+payloadHash, "x-amz-date:"+amzDate)
+	canonical := strings.Join(append(append([]string{
 		req.Method,
 		req.URL.EscapedPath(),
 		"", // query
-		"host:" + req.URL.Host,
-		"x-amz-content-sha256:" + payloadHash,
-		"x-amz-date:" + amzDate,
-		"",
-		signedHeaders,
-		payloadHash,
-	}, "\n")
+	}, headers...), "", signedHeaders, payloadHash), "\n")
 	canonicalHash := sha256.Sum256([]byte(canonical))
 	scope := day + "/" + s.Region + "/s3/aws4_request"
 	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(canonicalHash[:])
