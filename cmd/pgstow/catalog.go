@@ -321,6 +321,8 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		switch {
 		case b.Keep:
 			action = "keep"
+		case b.Locked:
+			action = "locked"
 		case b.Deferred && rep.DryRun:
 			action = "would defer"
 		case b.Deferred:
@@ -351,6 +353,7 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		fmt.Fprintf(g.stdout, "deferred %d object(s) (%s) because backups are running (%s); run pgstow gc after they finish\n",
 			rep.Deferred.Count, manifest.HumanBytes(rep.Deferred.Bytes), strings.Join(rep.RunningBackup, "; "))
 	}
+	printLocked(g.stdout, rep)
 	var deferred []string
 	for _, b := range rep.Backups {
 		if b.Deferred {
@@ -369,4 +372,47 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// maxLockedLines bounds the locked objects delete and gc name in text;
+// --json lists them all.
+const maxLockedLines = 20
+
+// printLocked says which objects stayed because they are locked (an
+// immutable repository), and until when: not a failure, and a later run
+// removes them.
+func printLocked(w io.Writer, rep *catalog.Report) {
+	l := rep.Locked
+	if l.Count == 0 {
+		return
+	}
+	var last time.Time
+	for _, o := range l.Objects {
+		if o.Until != nil && o.Until.After(last) {
+			last = *o.Until
+		}
+	}
+	verb := "left"
+	if rep.DryRun {
+		verb = "would leave"
+	}
+	msg := fmt.Sprintf("%s %d locked object(s) (%s) in place", verb, l.Count, manifest.HumanBytes(l.Bytes))
+	if !last.IsZero() {
+		msg += "; the last lock ends " + last.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "%s; a delete or gc after their locks end removes them\n", msg)
+	for i, o := range l.Objects {
+		if i == maxLockedLines {
+			fmt.Fprintf(w, "locked ... and %d more (--json lists them all)\n", len(l.Objects)-i)
+			break
+		}
+		switch {
+		case o.Hold:
+			fmt.Fprintf(w, "locked %s (legal hold)\n", o.Key)
+		case o.Until != nil:
+			fmt.Fprintf(w, "locked %s until %s\n", o.Key, o.Until.Format(time.RFC3339))
+		default:
+			fmt.Fprintf(w, "locked %s\n", o.Key)
+		}
+	}
 }
