@@ -81,7 +81,7 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)
 	}
-	if err := repo.CheckKey(ctx); err != nil {
+	if err := repo.CheckKey(ctx); err != nil && !(key == nil && keyOptional[cmd.CommandPath()]) {
 		if key == nil && errors.Is(err, repository.ErrEncryption) {
 			err = keyNeeded(ctx, repo, err)
 		}
