@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -140,9 +142,9 @@ func (s *S3Server) createBucket(name string, locked bool) error {
 	return nil
 }
 
-// sign adds SigV4 headers to a request with an empty body, path-style and
-// without a query. An X-Amz-Bucket-Object-Lock-Enabled header is signed
-// too.
+// sign adds SigV4 headers to a request with an empty body, path-style,
+// whose query, if any, is already in canonical form (keys sorted, values
+// escaped). An X-Amz-Bucket-Object-Lock-Enabled header is signed too.
 func (s *S3Server) sign(req *http.Request, now time.Time) {
 	emptyHash := sha256.Sum256(nil)
 	payloadHash := hex.EncodeToString(emptyHash[:])
@@ -161,7 +163,7 @@ func (s *S3Server) sign(req *http.Request, now time.Time) {
 	canonical := strings.Join(append(append([]string{
 		req.Method,
 		req.URL.EscapedPath(),
-		"", // query
+		req.URL.RawQuery, // callers give it in canonical form
 	}, headers...), "", signedHeaders, payloadHash), "\n")
 	canonicalHash := sha256.Sum256([]byte(canonical))
 	scope := day + "/" + s.Region + "/s3/aws4_request"
@@ -179,4 +181,62 @@ func (s *S3Server) sign(req *http.Request, now time.Time) {
 	signature := hex.EncodeToString(mac(key, toSign))
 	req.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
 		s.AccessKey, scope, signedHeaders, signature))
+}
+
+// ObjectVersion is one entry of a bucket's version listing.
+type ObjectVersion struct {
+	Key          string
+	VersionID    string
+	Latest       bool
+	DeleteMarker bool
+}
+
+// Versions lists every version and delete marker under prefix in bucket
+// (ListObjectVersions), for tests that must show that nothing is left
+// behind in a versioned bucket. It fails the test if the listing does
+// not fit one page (1,000 entries).
+func (s *S3Server) Versions(t testing.TB, bucket, prefix string) []ObjectVersion {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.Endpoint+"/"+bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery = "prefix=" + strings.ReplaceAll(url.QueryEscape(prefix), "+", "%20") + "&versions="
+	s.sign(req, time.Now().UTC())
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("testserver: list versions in %s: %v", bucket, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("testserver: list versions in %s: %s: %s", bucket, resp.Status, body)
+	}
+	var out struct {
+		IsTruncated bool
+		Version     []struct {
+			Key       string
+			VersionId string
+			IsLatest  bool
+		}
+		DeleteMarker []struct {
+			Key       string
+			VersionId string
+			IsLatest  bool
+		}
+	}
+	if err := xml.Unmarshal(body, &out); err != nil {
+		t.Fatalf("testserver: list versions in %s: %v", bucket, err)
+	}
+	if out.IsTruncated {
+		t.Fatalf("testserver: list versions in %s: more than one page", bucket)
+	}
+	var vs []ObjectVersion
+	for _, v := range out.Version {
+		vs = append(vs, ObjectVersion{Key: v.Key, VersionID: v.VersionId, Latest: v.IsLatest})
+	}
+	for _, v := range out.DeleteMarker {
+		vs = append(vs, ObjectVersion{Key: v.Key, VersionID: v.VersionId, Latest: v.IsLatest, DeleteMarker: true})
+	}
+	return vs
 }

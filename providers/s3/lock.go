@@ -111,11 +111,15 @@ func (h headLock) locked(key string, now time.Time) error {
 }
 
 // Delete removes the object. S3 deletes a missing object without
-// complaint, so a HEAD first finds a missing one; the same HEAD gives the
-// version to delete in a versioned bucket (so no delete marker is left,
-// and no older version kept) and the object's lock: a locked object is a
-// *providers.LockedError without a delete attempt. A concurrent Delete
-// between the two is not noticed, which is harmless.
+// complaint, so a HEAD first finds a missing one; the same HEAD gives
+// the object's lock (a locked object is a *providers.LockedError, without
+// a delete attempt) and its version. In a bucket without versions that
+// is all: one DeleteObject. In a versioned bucket a plain DeleteObject
+// would only add a delete marker, and deleting the current version would
+// bring an older one back (an overwritten lease, say), so every version
+// of the key (and any delete marker) is listed and deleted by its id.
+// A concurrent Delete between the requests is not noticed, which is
+// harmless.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
 	if err != nil {
@@ -128,25 +132,93 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if lerr := h.locked(key, time.Now()); lerr != nil {
 		return fmt.Errorf("delete %q from %s: %w", key, s, lerr)
 	}
-	in := &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}
-	if h.versionID != "" {
-		// Also "null" in a bucket whose versioning is suspended: that
-		// removes the null version instead of adding a marker.
-		in.VersionId = aws.String(h.versionID)
+	if h.versionID == "" || h.versionID == "null" {
+		// No versions kept (never enabled, or suspended: then the
+		// null version goes, without a marker).
+		in := &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}
+		if h.versionID != "" {
+			in.VersionId = aws.String(h.versionID)
+		}
+		if _, err := s.client.DeleteObject(ctx, in); err != nil {
+			return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))
+		}
+		return nil
 	}
-	if _, err := s.client.DeleteObject(ctx, in); err != nil {
-		if h.versionID != "" && (errorCode(err) == "AccessDenied" || httpStatus(err) == http.StatusForbidden) {
-			// The lock may have been set (or extended) since the HEAD,
-			// or our clock is behind the store's: ask again.
-			if h2, herr := s.headLock(ctx, name); herr == nil {
-				if lerr := h2.locked(key, time.Now().Add(time.Hour)); lerr != nil {
-					return fmt.Errorf("delete %q from %s: %w", key, s, lerr)
+	versions, err := s.versionsOf(ctx, name)
+	if err != nil {
+		return fmt.Errorf("delete %q from %s: %w", key, s, err)
+	}
+	if len(versions) == 0 {
+		versions = []string{h.versionID} // a listing that lags
+	}
+	var locked error
+	for _, v := range versions {
+		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name), VersionId: aws.String(v)})
+		if err == nil {
+			continue
+		}
+		if errorCode(err) == "AccessDenied" || httpStatus(err) == http.StatusForbidden {
+			// Locked since the HEAD (or an older version is locked):
+			// say until when, and go on with the others.
+			if lerr := s.versionLock(ctx, key, name, v); lerr != nil {
+				if locked == nil {
+					locked = lerr
 				}
+				continue
 			}
 		}
-		return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))
+		return fmt.Errorf("delete %q from %s: version %s: %w", key, s, v, classify(err))
+	}
+	if locked != nil {
+		return fmt.Errorf("delete %q from %s: %w", key, s, locked)
 	}
 	return nil
+}
+
+// versionsOf lists the version ids (delete markers included) of exactly
+// the object name, newest first as S3 lists them.
+func (s *Store) versionsOf(ctx context.Context, name string) ([]string, error) {
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(name)}
+	var ids []string
+	for {
+		out, err := s.client.ListObjectVersions(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("list versions: %w", classify(err))
+		}
+		past := false
+		for _, v := range out.Versions {
+			switch k := aws.ToString(v.Key); {
+			case k == name:
+				ids = append(ids, aws.ToString(v.VersionId))
+			case k > name:
+				past = true
+			}
+		}
+		for _, m := range out.DeleteMarkers {
+			if aws.ToString(m.Key) == name {
+				ids = append(ids, aws.ToString(m.VersionId))
+			}
+		}
+		if past || !aws.ToBool(out.IsTruncated) {
+			return ids, nil
+		}
+		in.KeyMarker, in.VersionIdMarker = out.NextKeyMarker, out.NextVersionIdMarker
+	}
+}
+
+// versionLock returns a LockedError when version v of name is locked.
+func (s *Store) versionLock(ctx context.Context, key, name, v string) error {
+	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name), VersionId: aws.String(v)})
+	if err != nil {
+		return nil
+	}
+	h := headLock{hold: out.ObjectLockLegalHoldStatus == types.ObjectLockLegalHoldStatusOn}
+	if out.ObjectLockRetainUntilDate != nil {
+		h.ret = providers.Retention{Mode: fromS3Mode(string(out.ObjectLockMode)), Until: out.ObjectLockRetainUntilDate.UTC()}
+	}
+	// Any date still ahead by the store's reckoning counts: our clock
+	// may be behind.
+	return h.locked(key, time.Now().Add(-time.Hour))
 }
 
 // Retention reports the object's lock (its current version's).

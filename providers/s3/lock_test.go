@@ -63,15 +63,21 @@ func TestObjectLock(t *testing.T) {
 				t.Fatalf("Retention after extension = %+v, %v; want until %s", got, err, later)
 			}
 
-			// An unlocked object is deleted with its version: nothing left.
-			if err := s.Put(ctx, "plain", bytes.NewReader(small), int64(len(small)), providers.PutOptions{}); err != nil {
-				t.Fatal(err)
+			// An unlocked object is deleted with every version: nothing
+			// left, and no older version comes back.
+			for range 3 {
+				if err := s.Put(ctx, "plain", bytes.NewReader(small), int64(len(small)), providers.PutOptions{}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if err := s.Delete(ctx, "plain"); err != nil {
 				t.Fatalf("Delete of an unlocked object: %v", err)
 			}
 			if n := versions(t, srv, bucket, "p/plain"); n != 0 {
 				t.Fatalf("%d versions or delete markers left of a deleted object", n)
+			}
+			if _, err := s.Stat(ctx, "plain"); !errors.Is(err, providers.ErrNotExist) {
+				t.Fatalf("Stat after Delete: %v", err)
 			}
 
 			time.Sleep(time.Until(later.Add(time.Second)))
