@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,5 +136,53 @@ func TestGCReportsLocked(t *testing.T) {
 	}
 	if err := s.Delete(ctx, repository.ChunkKey(orphan.ID)); !errors.Is(err, providers.ErrLocked) {
 		t.Fatalf("orphan not locked: %v", err)
+	}
+}
+
+// TestRepairImmutable checks verify --repair in an immutable repository: a
+// damaged chunk is never copied aside; while locked it stays and is
+// reported, and once its lock ends it is removed outright.
+func TestRepairImmutable(t *testing.T) {
+	ctx := t.Context()
+	s := mem.NewLocking()
+	var clock time.Time
+	s.SetClock(func() time.Time {
+		if clock.IsZero() {
+			return time.Now()
+		}
+		return clock
+	})
+	repo := repository.New(s)
+	if err := repo.SetImmutability(providers.LockGovernance, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := repotest.Commit(t, repo, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
+	key := repository.ChunkKey(b.Archives[0].Chunks[0].ID)
+	s.Corrupt(key, 20)
+
+	for _, expired := range []bool{false, true} {
+		if expired {
+			clock = time.Now().Add(3 * time.Hour)
+		}
+		vs, err := Verify(ctx, repo, []string{b.ID}, VerifyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Repair(ctx, repo, vs, RepairOptions{})
+		if err != nil {
+			t.Fatalf("repair (lock expired: %v): %v", expired, err)
+		}
+		_, statErr := s.Stat(ctx, key)
+		switch {
+		case !expired && (len(rep.Locked) != 1 || rep.Locked[0].Key != key || len(rep.Quarantined) != 0 || statErr != nil):
+			t.Fatalf("repair of a locked chunk: %+v, stat %v", rep, statErr)
+		case expired && (len(rep.Quarantined) != 1 || !rep.Quarantined[0].Removed || !errors.Is(statErr, providers.ErrNotExist)):
+			t.Fatalf("repair after the lock ended: %+v, stat %v", rep, statErr)
+		}
+		for _, k := range s.Keys() {
+			if strings.HasPrefix(k, repository.QuarantinePrefix) {
+				t.Fatalf("a copy was made in an immutable repository: %s", k)
+			}
+		}
 	}
 }
