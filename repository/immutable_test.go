@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
@@ -139,5 +140,29 @@ func TestImmutableCommit(t *testing.T) {
 	}
 	if !b3.Retention.ObjectsUntil.After(b3.Retention.Until) {
 		t.Fatalf("extended objects carry no headroom: %+v", b3.Retention)
+	}
+}
+
+// TestImmutableEncrypted checks that an encrypted immutable repository's
+// configuration, whose HMAC covers the lock settings, opens again, and
+// that its objects are locked through the encryption layer.
+func TestImmutableEncrypted(t *testing.T) {
+	ctx := t.Context()
+	key, err := encryption.ParseKey([]byte(strings.Repeat("cd", 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := mem.NewLocking()
+	r := repository.NewEncrypted(s, key)
+	if err := r.SetImmutability(providers.LockGovernance, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := repotest.Commit(t, r, repotest.Spec{ID: "20260102T030405Z", Archives: []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}})
+	again := repository.NewEncrypted(s, key)
+	if err := again.CheckKey(ctx); err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if ret, err := s.Retention(ctx, repository.ChunkKey(b.Archives[0].Chunks[0].ID)); err != nil || ret.IsZero() {
+		t.Fatalf("chunk lock through encryption: %+v, %v", ret, err)
 	}
 }

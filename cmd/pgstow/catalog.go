@@ -237,6 +237,9 @@ objects, the chunks no kept backup references, and the WAL segments older than
 the oldest kept backup's first one. Backups running meanwhile may share those
 chunks, so while any runs they are left for a later "pgstow gc". A backup that a
 running restore reads is not deleted ("defer"): run the delete again after it.
+In an immutable repository (docs/immutability.md) objects still locked stay and
+are listed with their lock's end, a backup whose manifest is locked stays whole
+("locked"), and the delete still succeeds; run it again after the locks end.
 Only one delete or gc runs at a time (--lock-wait).`,
 		Example: `  pgstow delete --retain-last 7 --dry-run
   pgstow delete --retain-within 14d --keep-wal-within 7d
@@ -285,8 +288,9 @@ first one, and the expired leases of dead processes.
 
 Nothing younger than --grace is removed, and while a backup is running only
 expired leases are: a running backup may commit a manifest that references
-chunks no committed backup does yet (see docs/catalog.md). Only one delete or
-gc runs at a time (--lock-wait).`,
+chunks no committed backup does yet (see docs/catalog.md). Objects still locked
+in an immutable repository stay and are listed with their lock's end. Only one
+delete or gc runs at a time (--lock-wait).`,
 		Example: `  pgstow gc --dry-run
   pgstow gc --grace 24h --json`,
 		Args: cobra.NoArgs,
