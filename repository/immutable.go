@@ -86,15 +86,39 @@ func (r *Repository) SetImmutability(mode providers.LockMode, retention time.Dur
 
 // policy returns the repository's lock policy; nil for a repository
 // without locks or not yet configured.
+//
+// It is read once per Repository, apart from Config's cache: a writer
+// that has not bound the repository (a test, a wal-fetch) must still see
+// a configuration removed or written later, as before immutability.
 func (r *Repository) policy(ctx context.Context) (*lockPolicy, error) {
-	c, err := r.Config(ctx)
+	r.cfgMu.Lock()
+	c := r.cfg
+	r.cfgMu.Unlock()
+	if c != nil {
+		return newLockPolicy(c.Immutability)
+	}
+	r.policyMu.Lock()
+	defer r.policyMu.Unlock()
+	if r.policyRead {
+		return r.policyCached, nil
+	}
+	b, err := providers.ReadAll(ctx, r.raw, RepoKey)
 	if errors.Is(err, providers.ErrNotExist) {
-		return nil, nil
+		return nil, nil // not configured yet: nothing to lock by
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read repository configuration of %s: %w", r, err)
 	}
-	return newLockPolicy(c.Immutability)
+	c, err = manifest.DecodeRepo(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s in %s: %w", RepoKey, r, err)
+	}
+	p, err := newLockPolicy(c.Immutability)
+	if err != nil {
+		return nil, err
+	}
+	r.policyCached, r.policyRead = p, true
+	return p, nil
 }
 
 // objectRetention is the lock for a chunk or WAL file written now (none

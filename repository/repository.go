@@ -78,6 +78,11 @@ type Repository struct {
 	writtenMu sync.Mutex
 	written   map[string]time.Time
 	extended  atomic.Int64
+	// policyCached is the lock policy, once read (policyRead) by a
+	// Repository whose configuration Config has not cached.
+	policyMu     sync.Mutex
+	policyRead   bool
+	policyCached *lockPolicy
 }
 
 // New wraps a store.
