@@ -1,13 +1,16 @@
 // Package walarchive implements PostgreSQL's archive_command side of the
 // WAL archive: pushing one file, and pushing the files PostgreSQL has
 // marked ready ahead of time, so a busy server's archiver, which calls
-// archive_command for one file at a time, never falls behind.
+// archive_command for one file at a time, never falls behind; and
+// wal-receive's streaming. Both write to one repository or to several,
+// and succeed only when every repository holds the WAL.
 package walarchive
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,39 +38,73 @@ type Options struct {
 }
 
 // Push archives the WAL file at path (as archive_command's %p gives it,
-// relative to the data directory or absolute). An identical file already
-// in the repository is a success, since PostgreSQL retries a push whose
-// answer it did not see; a different one is an error and is never
-// overwritten. With Ahead > 0 it also pushes the oldest files that
+// relative to the data directory or absolute) into repo. An identical
+// file already in the repository is a success, since PostgreSQL retries
+// a push whose answer it did not see; a different one is an error and is
+// never overwritten. With Ahead > 0 it also pushes the oldest files that
 // archive_status marks ready, so that PostgreSQL's later calls for them
 // find their work done.
 func Push(ctx context.Context, repo *repository.Repository, path string, o Options) error {
+	return PushAll(ctx, []*repository.Repository{repo}, path, o)
+}
+
+// PushAll is Push into several repositories at once. It succeeds only
+// when every repository holds the file: PostgreSQL keeps a file in pg_wal
+// and retries it until archive_command succeeds, so a failure in any one
+// repository must fail the call, or that repository would lack the file
+// for good. The repositories are written concurrently and independently:
+// one failing does not stop the others, so the healthy ones are current
+// and the retry finds its work there done. With more than one repository
+// each failure is a *RepoError naming its repository, all on one line.
+func PushAll(ctx context.Context, repos []*repository.Repository, path string, o Options) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 4
 	}
+	if len(repos) == 0 {
+		return errors.New("wal-push: no repository")
+	}
 	name := filepath.Base(path)
 	if !manifest.ArchivedWALName(name) {
 		return fmt.Errorf("wal-push %s: %q is not a WAL file name", path, name)
 	}
 	ahead := readyFiles(filepath.Dir(path), name, o.Ahead)
-	g, gctx := errgroup.WithContext(ctx)
+	// No shared cancellation: a failing repository must not cut short
+	// the uploads to the others. ctx still stops everything.
+	var g errgroup.Group
 	g.SetLimit(o.Parallel)
-	g.Go(func() error { return pushOne(gctx, repo, path, name) })
-	for _, n := range ahead {
-		p := filepath.Join(filepath.Dir(path), n)
+	errs := make([]error, len(repos))
+	for i, repo := range repos {
 		g.Go(func() error {
-			// Best effort: PostgreSQL asks for each of these again, and
-			// that call reports any failure.
-			if err := pushOne(gctx, repo, p, n); err != nil && gctx.Err() == nil {
-				o.Log.Warn("pushing ahead failed", "file", n, "error", err)
-			}
+			errs[i] = pushOne(ctx, repo, path, name)
 			return nil
 		})
 	}
-	return g.Wait()
+	for _, n := range ahead {
+		p := filepath.Join(filepath.Dir(path), n)
+		for _, repo := range repos {
+			g.Go(func() error {
+				// Best effort: PostgreSQL asks for each of these again,
+				// and that call reports any failure.
+				if err := pushOne(ctx, repo, p, n); err != nil && ctx.Err() == nil {
+					o.Log.Warn("pushing ahead failed", "file", n, "repo", repo.String(), "error", err)
+				}
+				return nil
+			})
+		}
+	}
+	g.Wait()
+	if len(repos) == 1 {
+		return errs[0]
+	}
+	for i, err := range errs {
+		if err != nil {
+			errs[i] = &RepoError{Repo: repos[i].String(), Err: err}
+		}
+	}
+	return JoinErrors(errs...)
 }
 
 func pushOne(ctx context.Context, repo *repository.Repository, path, name string) error {

@@ -2,13 +2,17 @@ package walarchive
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/pgstow/pgstow/providers"
 	"github.com/pgstow/pgstow/providers/mem"
 	"github.com/pgstow/pgstow/repository"
 )
@@ -80,6 +84,126 @@ func TestWALEnd(t *testing.T) {
 			}
 			if w.end != tt.want {
 				t.Errorf("walEndWriter(%d bytes, writes of %d) = %d, want %d", len(tt.data), step, w.end, tt.want)
+			}
+		}
+	}
+}
+
+// downStore is a store that can be taken offline: every request fails
+// as an unreachable endpoint's would.
+type downStore struct {
+	*mem.Store
+	name string
+	down bool
+}
+
+var errDown = errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+
+func (s *downStore) String() string { return s.name }
+func (s *downStore) Put(ctx context.Context, key string, body io.ReadSeeker, size int64, o providers.PutOptions) error {
+	if s.down {
+		return errDown
+	}
+	return s.Store.Put(ctx, key, body, size, o)
+}
+func (s *downStore) Get(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if s.down {
+		return nil, errDown
+	}
+	return s.Store.Get(ctx, key, off, n)
+}
+func (s *downStore) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
+	if s.down {
+		return providers.ObjectInfo{}, errDown
+	}
+	return s.Store.Stat(ctx, key)
+}
+
+// TestPushAll: a file goes to every repository; one repository down fails
+// the push with one line naming it, the others get the file anyway, and
+// the retry once it is back succeeds. A conflict in one repository is
+// still ErrWALConflict.
+func TestPushAll(t *testing.T) {
+	seg := "000000010000000000000007"
+	dir := walDir(t, seg, "000000010000000000000008")
+	path := filepath.Join(dir, seg)
+	a, b := &downStore{Store: mem.New(), name: "mem://a"}, &downStore{Store: mem.New(), name: "mem://b"}
+	repos := []*repository.Repository{repository.New(a), repository.New(b)}
+	ctx := t.Context()
+	has := func(i int, name string) bool {
+		ok, _ := repos[i].HasWAL(ctx, name)
+		return ok
+	}
+
+	for _, tt := range []struct {
+		name     string
+		down     []bool
+		failing  []string // repositories the error must name
+		nowIn    []bool   // whether each repository then holds seg
+		conflict bool
+	}{
+		{"second down", []bool{false, true}, []string{"mem://b"}, []bool{true, false}, false},
+		{"both down", []bool{true, true}, []string{"mem://a", "mem://b"}, []bool{true, false}, false},
+		{"back up: the retry succeeds", []bool{false, false}, nil, []bool{true, true}, false},
+		{"retry once more: idempotent", []bool{false, false}, nil, []bool{true, true}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a.down, b.down = tt.down[0], tt.down[1]
+			err := PushAll(ctx, repos, path, Options{Ahead: 1})
+			if (err != nil) != (len(tt.failing) > 0) {
+				t.Fatalf("PushAll = %v, want failure naming %v", err, tt.failing)
+			}
+			if err != nil {
+				msg := err.Error()
+				if strings.Contains(msg, "\n") {
+					t.Errorf("error spans lines: %q", msg)
+				}
+				for _, r := range tt.failing {
+					if !strings.Contains(msg, "repository "+r+": ") {
+						t.Errorf("error %q does not name %s", msg, r)
+					}
+				}
+				var re *RepoError
+				if !errors.As(err, &re) || !slices.Contains(tt.failing, re.Repo) {
+					t.Errorf("error %v is not a RepoError of a failing repository", err)
+				}
+				if len(tt.failing) == 1 && strings.Contains(msg, "mem://a") {
+					t.Errorf("error %q names the healthy repository", msg)
+				}
+			}
+			a.down, b.down = false, false
+			for i, want := range tt.nowIn {
+				if got := has(i, seg); got != want {
+					t.Errorf("repository %d holds %s: %v, want %v", i, seg, got, want)
+				}
+			}
+		})
+	}
+	// A different file under an archived name is refused by each.
+	os.WriteFile(path, []byte("other content"), 0o600)
+	if err := PushAll(ctx, repos, path, Options{}); !errors.Is(err, repository.ErrWALConflict) {
+		t.Fatalf("conflicting push: %v", err)
+	}
+}
+
+func TestJoinErrors(t *testing.T) {
+	e1, e2, e3 := errors.New("one"), errors.New("two\nlines"), errors.New("three")
+	for _, tt := range []struct {
+		in   []error
+		want string
+	}{
+		{nil, ""},
+		{[]error{nil, e1, nil}, "one"},
+		{[]error{e1, e2}, "one; two; lines"},
+		{[]error{JoinErrors(e1, e2), nil, e3}, "one; two; lines; three"},
+	} {
+		err := JoinErrors(tt.in...)
+		if got := fmt.Sprint(err); err == nil && tt.want != "" || err != nil && got != tt.want {
+			t.Errorf("JoinErrors(%v) = %q, want %q", tt.in, got, tt.want)
+		}
+		for _, e := range []error{e1, e2, e3} {
+			if want := strings.Contains(tt.want, e.Error()[:3]); errors.Is(err, e) != want {
+				t.Errorf("errors.Is(JoinErrors(%v), %v) = %v", tt.in, e, !want)
 			}
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgstow/pgstow/chunker"
@@ -37,17 +39,50 @@ type ReceiveStatus struct {
 	LastSegment time.Time
 }
 
-// Receive streams WAL from a physical slot into the repository until ctx
-// ends, as pg_receivewal does for a directory. A segment is reported to
-// the server as flushed only once the store has acknowledged it, so the
-// slot keeps every byte not yet safe, and a restart resumes from the
-// slot. On the way out the unfinished segment is stored as .partial.
-func Receive(ctx context.Context, dsn string, repo *repository.Repository, o ReceiveOptions) error {
+// Receive streams WAL from a physical slot into the repositories until
+// ctx ends, as pg_receivewal does for a directory. A segment is reported
+// to the server as flushed only once every repository's store has
+// acknowledged it, so the position confirmed is the lowest any
+// repository holds, the slot keeps every byte not yet safe in all of
+// them, and a restart resumes from the slot. On the way out the
+// unfinished segment is stored as .partial.
+//
+// A repository that fails stops the stream with an error naming it
+// (a *RepoError when there are several), rather than going on with the
+// others: the slot could not advance anyway, and a receiver that keeps
+// running while one repository silently falls behind is the one a DBA
+// would trust wrongly. The supervisor's restart resumes from the slot;
+// the repositories that already hold a segment take it again as the same
+// file.
+func Receive(ctx context.Context, dsn string, repos []*repository.Repository, o ReceiveOptions) error {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Slot == "" {
 		return errors.New("wal-receive needs a replication slot (--slot); add --create-slot to create it")
+	}
+	if len(repos) == 0 {
+		return errors.New("wal-receive: no repository")
+	}
+	// each runs fn on every repository at once and joins the failures,
+	// each naming its repository when there are several.
+	each := func(fn func(i int, repo *repository.Repository) error) error {
+		errs := make([]error, len(repos))
+		var wg sync.WaitGroup
+		for i, repo := range repos {
+			wg.Go(func() { errs[i] = fn(i, repo) })
+		}
+		wg.Wait()
+		if len(repos) == 1 {
+			return errs[0]
+		}
+		for i, err := range errs {
+			if err != nil {
+				o.Log.Error("repository failed", "repo", repos[i].String(), "error", err)
+				errs[i] = &RepoError{Repo: repos[i].String(), Err: err}
+			}
+		}
+		return JoinErrors(errs...)
 	}
 	conn, err := replication.Connect(ctx, dsn)
 	if err != nil {
@@ -58,7 +93,10 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 	if err != nil {
 		return err
 	}
-	if err := repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize); err != nil {
+	err = each(func(_ int, repo *repository.Repository) error {
+		return repo.Bind(ctx, sys.SystemID, sys.WALSegmentSize)
+	})
+	if err != nil {
 		return err
 	}
 	if o.CreateSlot {
@@ -79,8 +117,13 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 	if tli != sys.Timeline {
 		return fmt.Errorf("slot %q is on timeline %d and the server on %d: following timeline switches is not supported yet", o.Slot, tli, sys.Timeline)
 	}
-	o.Log.Info("receiving WAL", "server", conn.Target(), "slot", o.Slot, "from", start.String(), "timeline", tli, "repo", repo.String())
-	comp, dec := chunker.NewCompressor(), chunker.NewDecompressor()
+	o.Log.Info("receiving WAL", "server", conn.Target(), "slot", o.Slot, "from", start.String(), "timeline", tli, "repo", repoNames(repos))
+	// A compressor and a decompressor per repository: they are written
+	// concurrently.
+	comps, decs := make([]*chunker.Compressor, len(repos)), make([]*chunker.Decompressor, len(repos))
+	for i := range repos {
+		comps[i], decs[i] = chunker.NewCompressor(), chunker.NewDecompressor()
+	}
 	last := time.Now()
 	var st ReceiveStatus
 	// The stream starts at the segment holding start.
@@ -101,9 +144,15 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			st.StreamStatus = s
 			report()
 		},
-		SpoolDir: repo.SpoolDir(),
+		SpoolDir: repos[0].SpoolDir(),
 		Sink: func(ctx context.Context, name string, seg *io.SectionReader) error {
-			if _, err := repo.PutWALFrom(ctx, comp, name, seg, seg.Size()); err != nil {
+			// Each upload reads the spooled segment through its own
+			// SectionReader: ReadAt is safe concurrently.
+			err := each(func(i int, repo *repository.Repository) error {
+				_, err := repo.PutWALFrom(ctx, comps[i], name, io.NewSectionReader(seg, 0, seg.Size()), seg.Size())
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			o.Log.Info("segment stored", "segment", name, "seconds_since_last", time.Since(last).Seconds())
@@ -118,20 +167,22 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 			if err != nil {
 				return fmt.Errorf("read the spooled segment %s: %w", name, err)
 			}
-			// An earlier run may have stored more of this segment: a
-			// shorter copy must never replace it.
-			var prev walEndWriter
-			_, err = repo.ReadWAL(ctx, dec, name+".partial", repository.WALWant{SegmentSize: sys.WALSegmentSize}, &prev)
-			switch {
-			case err == nil && prev.end > received:
-				o.Log.Warn("keeping the longer partial segment stored earlier", "segment", name,
-					"stored_bytes", prev.end, "received_bytes", received)
-				return nil
-			case err != nil && !errors.Is(err, providers.ErrNotExist):
-				o.Log.Warn("could not read the partial segment stored earlier; replacing it", "segment", name, "err", err)
-			}
-			o.Log.Info("storing partial segment", "segment", name, "bytes", received)
-			return repo.PutWALPartialFrom(ctx, comp, name, seg, seg.Size())
+			return each(func(i int, repo *repository.Repository) error {
+				// An earlier run may have stored more of this segment: a
+				// shorter copy must never replace it.
+				var prev walEndWriter
+				_, err := repo.ReadWAL(ctx, decs[i], name+".partial", repository.WALWant{SegmentSize: sys.WALSegmentSize}, &prev)
+				switch {
+				case err == nil && prev.end > received:
+					o.Log.Warn("keeping the longer partial segment stored earlier", "segment", name, "repo", repo.String(),
+						"stored_bytes", prev.end, "received_bytes", received)
+					return nil
+				case err != nil && !errors.Is(err, providers.ErrNotExist):
+					o.Log.Warn("could not read the partial segment stored earlier; replacing it", "segment", name, "repo", repo.String(), "err", err)
+				}
+				o.Log.Info("storing partial segment", "segment", name, "repo", repo.String(), "bytes", received)
+				return repo.PutWALPartialFrom(ctx, comps[i], name, io.NewSectionReader(seg, 0, seg.Size()), seg.Size())
+			})
 		},
 	}
 	err = ws.Run(ctx, conn, start, nil, 0)
@@ -143,6 +194,15 @@ func Receive(ctx context.Context, dsn string, repo *repository.Repository, o Rec
 		return nil
 	}
 	return err
+}
+
+// repoNames names the repositories for a log line.
+func repoNames(repos []*repository.Repository) string {
+	names := make([]string, len(repos))
+	for i, r := range repos {
+		names[i] = r.String()
+	}
+	return strings.Join(names, " ")
 }
 
 // walEnd is how much of a zero-padded partial segment holds WAL: up to

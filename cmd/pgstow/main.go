@@ -201,7 +201,7 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
 	_ = root.PersistentFlags().MarkHidden("memprofile")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newVersionCmd(g), newRepoCmd(g))
+	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newCopyCmd(g), newVersionCmd(g), newRepoCmd(g))
 	for _, c := range root.Commands() {
 		// A wrong number of arguments is a usage error too (exit 2).
 		if check := c.Args; check != nil {

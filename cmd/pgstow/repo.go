@@ -55,6 +55,14 @@ func (g *globals) repoFromFlag(cmd *cobra.Command, url string) (*repository.Repo
 
 // openRepo opens the store a repository URL names.
 func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Repository, error) {
+	return g.openRepoKeyed(cmd, raw, false)
+}
+
+// openRepoKeyed is openRepo; with plainOK, a repository whose
+// configuration says it is plain is opened plain even though a key was
+// given, for WAL written to several repositories, where one key serves
+// the encrypted ones.
+func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*repository.Repository, error) {
 	ctx, log := cmd.Context(), g.log
 	if err := g.checkGlobals(cmd); err != nil {
 		return nil, err
@@ -81,7 +89,16 @@ func (g *globals) openRepo(cmd *cobra.Command, raw string) (*repository.Reposito
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)
 	}
-	if err := repo.CheckKey(ctx); err != nil && !(key == nil && keyOptional[cmd.CommandPath()]) {
+	err = repo.CheckKey(ctx)
+	if err != nil && key != nil && plainOK && errors.Is(err, repository.ErrEncryption) {
+		if c, cerr := repo.Config(ctx); cerr == nil && c.Encryption == nil {
+			repo, err = repository.New(store), nil
+		}
+	}
+	if err != nil && key == nil && keyOptional[cmd.CommandPath()] {
+		err = nil // reads only pgstow.json and the store's settings
+	}
+	if err != nil {
 		if key == nil && errors.Is(err, repository.ErrEncryption) {
 			err = keyNeeded(ctx, repo, err)
 		}

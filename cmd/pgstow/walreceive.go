@@ -9,13 +9,14 @@ import (
 )
 
 func newWALReceiveCmd(g *globals) *cobra.Command {
-	var repoURL, dsn, slot string
+	var repoURLs []string
+	var dsn, slot string
 	var createSlot bool
 	var ioTimeout time.Duration
 	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "wal-receive",
-		Short: "Stream WAL continuously into the repository (like pg_receivewal)",
+		Short: "Stream WAL continuously into the repository, or several (like pg_receivewal)",
 		Long: `Stream WAL over the replication protocol into the repository until stopped
 (SIGINT or SIGTERM), for servers where archive_command cannot be set.
 
@@ -26,6 +27,14 @@ segment is stored as <segment>.partial. Run it under a supervisor that restarts
 it. Following a timeline switch (a promoted standby) is not supported yet: the
 command stops with a clear error.
 
+Give --repo more than once to stream into several repositories. Each segment goes
+to all of them, and is reported to the server as flushed only when every one has
+it, so the slot's position is the lowest any repository holds. When a repository
+fails, wal-receive stops (exit 1) with a line naming it, rather than going on with
+the others: the slot keeps the WAL on the server until the repository is back, and
+the restart resumes from there (the others take segments they already hold again
+as the same file). PGSTOW_REPO holds one URL; several are given with --repo only.
+
 The segment being received is written to a spool file as it arrives, and each
 complete segment is compressed into a second one for the upload, so memory does
 not depend on wal_segment_size; the spool directory (--spool-dir,
@@ -35,7 +44,6 @@ segments.`,
   pgstow wal-receive --slot pgstow --metrics-listen 127.0.0.1:9187   # then scrape /metrics`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fromEnv(cmd, g, "repo", "PGSTOW_REPO", &repoURL)
 			fromEnv(cmd, g, "pg", "PGSTOW_PG", &dsn)
 			if err := checkSlotName(slot); err != nil {
 				return err
@@ -51,25 +59,30 @@ segments.`,
 			if err := checkDSN(dsn); err != nil {
 				return err
 			}
-			repo, err := g.openRepo(cmd, repoURL)
+			// A repository that cannot be opened stops wal-receive before
+			// it streams: it could not confirm anything anyway.
+			repos, openErr, err := g.openRepos(cmd, repoURLs)
 			if err != nil {
 				return err
 			}
-			defer repo.Close()
+			defer closeRepos(repos)
+			if openErr != nil {
+				return openErr
+			}
 			o := walarchive.ReceiveOptions{Slot: slot, CreateSlot: createSlot, IOTimeout: ioTimeout, Log: g.log}
 			if metricsAddr != "" {
 				m := &walReceiveMetrics{}
-				stop, err := serveMetrics(cmd.Context(), metricsAddr, m.registry(g, slot, g.repoLabel(cmd)), g)
+				stop, err := serveMetrics(cmd.Context(), metricsAddr, m.registry(g, slot, g.repoLabels(cmd, repoURLs)), g)
 				if err != nil {
 					return err
 				}
 				defer stop()
 				o.Status = m.update
 			}
-			return walarchive.Receive(cmd.Context(), dsn, repo, o)
+			return walarchive.Receive(cmd.Context(), dsn, repos, o)
 		},
 	}
-	repoFlag(cmd, &repoURL)
+	reposFlag(cmd, &repoURLs)
 	cmd.Flags().StringVar(&dsn, "pg", "", "server connection string or URL (env PGSTOW_PG; libpq PG* variables fill the rest)")
 	cmd.Flags().StringVar(&slot, "slot", "", "physical replication slot to stream from (required)")
 	cmd.Flags().BoolVar(&createSlot, "create-slot", false, "create the slot if it does not exist")

@@ -4,7 +4,9 @@
 // with one Put Block List, which is what makes them appear atomically and
 // only once complete. Every request carries the MD5 of its body, which
 // the service checks; the CRC32C the callers give is checked here, since
-// Azure has none, before anything is committed.
+// Azure has none, before anything is committed. Objects can be locked
+// with version-level immutability (lock.go), and Delete removes a blob's
+// versions by ID, so that a versioned account keeps nothing of it.
 //
 // The SDK's retries are off: failures are classified (see classify) for
 // the one retry layer above all providers.
@@ -21,6 +23,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -60,6 +63,9 @@ type Store struct {
 	// buffers holds *[]byte of blockSize for bodies that must be read
 	// sequentially (see bodyReader).
 	buffers sync.Pool
+	// lockable is set once the container was seen to support
+	// version-level immutability (see checkLockable).
+	lockable atomic.Bool
 }
 
 var _ providers.Store = (*Store)(nil)
@@ -255,22 +261,6 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 		info.ModTime = *props.LastModified
 	}
 	return info, nil
-}
-
-// Delete removes the blob, with its snapshots if someone made any (the
-// service refuses to delete a blob that has snapshots otherwise).
-func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
-	if err != nil {
-		return err
-	}
-	_, err = s.client.NewBlobClient(name).Delete(ctx, &blob.DeleteOptions{
-		DeleteSnapshots: to.Ptr(blob.DeleteSnapshotsOptionTypeInclude),
-	})
-	if err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, classify(ctx, err))
-	}
-	return nil
 }
 
 // List pages through a flat listing, which the service returns in

@@ -134,7 +134,7 @@ func TestServiceChecks(t *testing.T) {
 	}
 	bb := s.client.NewBlockBlobClient("key")
 
-	err := s.upload(ctx, "key", bb, newPart(wrongMD5[:]), false)
+	err := s.upload(ctx, "key", bb, newPart(wrongMD5[:]), false, lockPolicy{})
 	if !errors.Is(err, providers.ErrChecksum) {
 		t.Fatalf("Put Blob with a wrong MD5 = %v, want ErrChecksum", err)
 	}
@@ -147,18 +147,18 @@ func TestServiceChecks(t *testing.T) {
 	}
 
 	rightMD5 := md5.Sum(data)
-	if err := s.upload(ctx, "key", bb, newPart(rightMD5[:]), true); err != nil {
+	if err := s.upload(ctx, "key", bb, newPart(rightMD5[:]), true, lockPolicy{}); err != nil {
 		t.Fatal(err)
 	}
 	id := blockID([blockNonceBytes]byte{1}, 0)
 	if err := s.stageBlock(ctx, "key", bb, id, 0, 1, newPart(rightMD5[:])); err != nil {
 		t.Fatal(err)
 	}
-	err = s.commitBlocks(ctx, "key", bb, []string{id}, true)
+	err = s.commitBlocks(ctx, "key", bb, []string{id}, true, lockPolicy{})
 	if !errors.Is(err, providers.ErrExist) {
 		t.Fatalf("conditional Put Block List of an existing blob = %v, want ErrExist", err)
 	}
-	err = s.commitBlocks(ctx, "other", s.client.NewBlockBlobClient("other"), []string{blockID([blockNonceBytes]byte{2}, 0)}, false)
+	err = s.commitBlocks(ctx, "other", s.client.NewBlockBlobClient("other"), []string{blockID([blockNonceBytes]byte{2}, 0)}, false, lockPolicy{})
 	if !errors.Is(err, providers.ErrTransient) {
 		t.Fatalf("Put Block List of unknown blocks = %v, want ErrTransient", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -59,19 +60,31 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 	if err != nil {
 		return err
 	}
+	var lock lockPolicy
+	lock.until, lock.mode, err = s.lockOptions(ctx, key, opts.Retention)
+	if err != nil {
+		return err
+	}
 	br, err := s.newBodyReader(key, body, size)
 	if err != nil {
 		return err
 	}
 	bb := s.client.NewBlockBlobClient(name)
 	if size <= s.threshold {
-		return s.putSingle(ctx, key, bb, br, opts)
+		return s.putSingle(ctx, key, bb, br, opts, lock)
 	}
-	return s.putBlocks(ctx, key, bb, br, opts)
+	return s.putBlocks(ctx, key, bb, br, opts, lock)
+}
+
+// lockPolicy is the immutability policy a Put sets on the version it
+// creates; the zero value sets none.
+type lockPolicy struct {
+	until *time.Time
+	mode  *blob.ImmutabilityPolicySetting
 }
 
 // putSingle reads the whole body, checks it and sends it with Put Blob.
-func (s *Store) putSingle(ctx context.Context, key string, bb *blockblob.Client, br *bodyReader, opts providers.PutOptions) error {
+func (s *Store) putSingle(ctx context.Context, key string, bb *blockblob.Client, br *bodyReader, opts providers.PutOptions, lock lockPolicy) error {
 	p, err := br.next(ctx, br.size)
 	if err != nil {
 		return err
@@ -83,7 +96,7 @@ func (s *Store) putSingle(ctx context.Context, key string, bb *blockblob.Client,
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q into %s: %w", key, s, err)
 	}
-	return s.upload(ctx, key, bb, p, opts.IfAbsent)
+	return s.upload(ctx, key, bb, p, opts.IfAbsent, lock)
 }
 
 // upload sends one part as the whole blob.
@@ -93,8 +106,12 @@ func (s *Store) putSingle(ctx context.Context, key string, bb *blockblob.Client,
 // blocks, left by a failed staged upload, although such a blob does not
 // exist. A retry of that upload has the same size and is staged again,
 // where the conditional commit treats such blobs right.
-func (s *Store) upload(ctx context.Context, key string, bb *blockblob.Client, p *part, ifAbsent bool) error {
-	o := &blockblob.UploadOptions{TransactionalValidation: blob.TransferValidationTypeMD5(p.md5)}
+func (s *Store) upload(ctx context.Context, key string, bb *blockblob.Client, p *part, ifAbsent bool, lock lockPolicy) error {
+	o := &blockblob.UploadOptions{
+		TransactionalValidation:      blob.TransferValidationTypeMD5(p.md5),
+		ImmutabilityPolicyExpiryTime: lock.until,
+		ImmutabilityPolicyMode:       lock.mode,
+	}
 	if ifAbsent {
 		o.AccessConditions = ifNoneMatchAny()
 	}
@@ -108,7 +125,7 @@ func (s *Store) upload(ctx context.Context, key string, bb *blockblob.Client, p 
 // it keep one running CRC32C), stages up to blocksInFlight blocks in
 // parallel, and commits the block list once every block is staged, the
 // byte count is exact and the CRC32C matches.
-func (s *Store) putBlocks(ctx context.Context, key string, bb *blockblob.Client, br *bodyReader, opts providers.PutOptions) error {
+func (s *Store) putBlocks(ctx context.Context, key string, bb *blockblob.Client, br *bodyReader, opts providers.PutOptions, lock lockPolicy) error {
 	blockSize, err := blockSizeFor(br.size, s.blockSize, s.maxBlocks)
 	if err != nil {
 		return fmt.Errorf("put %q into %s: %w", key, s, err)
@@ -174,7 +191,7 @@ func (s *Store) putBlocks(ctx context.Context, key string, bb *blockblob.Client,
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q into %s: %w", key, s, err)
 	}
-	return s.commitBlocks(ctx, key, bb, ids, opts.IfAbsent)
+	return s.commitBlocks(ctx, key, bb, ids, opts.IfAbsent, lock)
 }
 
 // checkAbsent fails with ErrExist if the blob exists.
@@ -201,8 +218,8 @@ func (s *Store) stageBlock(ctx context.Context, key string, bb *blockblob.Client
 }
 
 // commitBlocks makes the staged blocks the blob's content, atomically.
-func (s *Store) commitBlocks(ctx context.Context, key string, bb *blockblob.Client, ids []string, ifAbsent bool) error {
-	o := &blockblob.CommitBlockListOptions{}
+func (s *Store) commitBlocks(ctx context.Context, key string, bb *blockblob.Client, ids []string, ifAbsent bool, lock lockPolicy) error {
+	o := &blockblob.CommitBlockListOptions{ImmutabilityPolicyExpiryTime: lock.until, ImmutabilityPolicyMode: lock.mode}
 	if ifAbsent {
 		o.AccessConditions = ifNoneMatchAny()
 	}

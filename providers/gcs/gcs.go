@@ -1,8 +1,9 @@
 // Package gcs stores a repository in a Google Cloud Storage bucket, below
 // an optional prefix. It speaks GCS's JSON API over net/http itself:
 // uploads (multipart or resumable), ranged media downloads, object
-// metadata, listing and deletion are each a request or two, and the
-// Google Cloud client library is not needed: it links gRPC,
+// metadata, listing, deletion and object retention (lock.go) are each a
+// request or two, and the Google Cloud client library is not needed: it
+// links gRPC,
 // OpenTelemetry and the Envoy xDS control plane for features the store
 // does not use, which made up more than half of pgstow's binary, and the
 // kernel maps a binary's code into every command's memory.
@@ -37,6 +38,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -196,6 +198,9 @@ type Store struct {
 	// skipLocalCRC32C turns off Put's own check of the CRC32C, so that
 	// a test can see the server's.
 	skipLocalCRC32C bool
+	// lockable is set once the bucket was seen to have object
+	// retention (see checkLockable).
+	lockable atomic.Bool
 }
 
 var _ providers.Store = (*Store)(nil)
@@ -605,6 +610,10 @@ type objectResource struct {
 	CRC32C      string    `json:"crc32c"`
 	Updated     time.Time `json:"updated"`
 	TimeCreated time.Time `json:"timeCreated"`
+	// Generation and Retention are asked for by uploads only
+	// (uploadFields).
+	Generation int64            `json:"generation,string"`
+	Retention  *objectRetention `json:"retention"`
 }
 
 // modTime is when the object's generation was written. Updated changes
@@ -618,6 +627,10 @@ func (o *objectResource) modTime() time.Time {
 
 // objectFields asks the JSON API for only what objectResource holds.
 const objectFields = "name,size,crc32c,updated,timeCreated"
+
+// uploadFields is what an upload asks of the object it created: also its
+// generation and retention, to check that a lock asked for was set.
+const uploadFields = objectFields + ",generation,retention"
 
 // Stat reads the object's metadata.
 func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
@@ -694,15 +707,31 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[providers.Obj
 	}
 }
 
-// Delete removes the object; GCS answers 404 for a missing one.
+// Delete removes the object's current generation, named explicitly (read
+// with one request before): in a bucket with versioning a plain delete
+// would keep the object as a noncurrent version, even a retained one. A
+// refusal (403) of an object under retention or a hold is a
+// *providers.LockedError with the date that request read; GCS answers 404
+// for a missing object.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	name, err := providers.CheckDelete(ctx, s, key, s.checkedName)
 	if err != nil {
 		return err
 	}
 	what := fmt.Sprintf("delete %q from %s", key, s)
-	resp, err := s.send(ctx, http.MethodDelete, s.objectURL(name, nil), nil, http.StatusNoContent, http.StatusOK)
+	st, err := s.lockState(ctx, name, what)
 	if err != nil {
+		return err
+	}
+	q := url.Values{"generation": {strconv.FormatInt(st.Generation, 10)}}
+	resp, err := s.send(ctx, http.MethodDelete, s.objectURL(name, q), nil, http.StatusNoContent, http.StatusOK)
+	if err != nil {
+		var apiErr *apiError
+		if errors.As(err, &apiErr) && apiErr.code == http.StatusForbidden {
+			if le := lockedError(key, st); le != nil {
+				return fmt.Errorf("%s: %w", what, le)
+			}
+		}
 		return s.fail(what, err, providers.ErrNotExist)
 	}
 	discard(resp)

@@ -64,9 +64,18 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 	if err != nil {
 		return fmt.Errorf("%s: find the body's position: %w", what, err)
 	}
+	var retention *objectRetention
+	if !opts.Retention.IsZero() {
+		if retention, err = gcsRetention(opts.Retention); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if err := s.checkLockable(ctx); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	bufp := s.buffers.Get().(*[]byte)
 	defer s.buffers.Put(bufp)
-	u := &upload{s: s, what: what, name: s.objectName(key), body: body, start: start, size: size, opts: opts, buf: *bufp}
+	u := &upload{s: s, what: what, name: s.objectName(key), body: body, start: start, size: size, opts: opts, buf: *bufp, retention: retention}
 	if size < s.cfg.MultipartThreshold {
 		return u.single(ctx)
 	}
@@ -84,13 +93,16 @@ type upload struct {
 	size  int64
 	opts  providers.PutOptions
 	buf   []byte
+	// retention is opts.Retention as the object resource has it, or nil.
+	retention *objectRetention
 }
 
 // objectMetadata is the metadata an upload sends before the bytes.
 type objectMetadata struct {
-	Name        string `json:"name"`
-	ContentType string `json:"contentType"`
-	CRC32C      string `json:"crc32c,omitempty"`
+	Name        string           `json:"name"`
+	ContentType string           `json:"contentType"`
+	CRC32C      string           `json:"crc32c,omitempty"`
+	Retention   *objectRetention `json:"retention,omitempty"`
 }
 
 // single uploads the object in one multipart/related request: a JSON part
@@ -106,7 +118,7 @@ func (u *upload) single(ctx context.Context) error {
 			return err
 		}
 	}
-	meta, err := json.Marshal(objectMetadata{Name: u.name, ContentType: contentType, CRC32C: encodeCRC32C(want)})
+	meta, err := json.Marshal(objectMetadata{Name: u.name, ContentType: contentType, CRC32C: encodeCRC32C(want), Retention: u.retention})
 	if err != nil {
 		return fmt.Errorf("%s: %w", u.what, err)
 	}
@@ -117,7 +129,7 @@ func (u *upload) single(ctx context.Context) error {
 		"\r\n--" + boundary + "\r\nContent-Type: " + contentType + "\r\n\r\n"
 	tail := "\r\n--" + boundary + "--\r\n"
 
-	q := url.Values{"uploadType": {"multipart"}, "fields": {objectFields}}
+	q := url.Values{"uploadType": {"multipart"}, "fields": {uploadFields}}
 	if u.opts.IfAbsent {
 		q.Set("ifGenerationMatch", "0")
 	}
@@ -129,7 +141,7 @@ func (u *upload) single(ctx context.Context) error {
 		if resp.StatusCode != http.StatusOK {
 			return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
 		}
-		return u.created(resp, want)
+		return u.created(ctx, resp, want)
 	})
 }
 
@@ -242,7 +254,7 @@ func (u *upload) resumable(ctx context.Context) (err error) {
 					return fmt.Errorf("%s: the server finished the upload after chunk %d-%d of %d bytes", u.what, off, off+n-1, u.size)
 				}
 				done = true
-				return u.created(resp, want)
+				return u.created(ctx, resp, want)
 			default:
 				return u.s.fail(u.what, responseError(resp), providers.ErrNoBucket)
 			}
@@ -275,7 +287,7 @@ func (u *upload) resumable(ctx context.Context) (err error) {
 
 // openSession opens a resumable upload and returns the session's URL.
 func (u *upload) openSession(ctx context.Context) (*url.URL, error) {
-	meta := objectMetadata{Name: u.name, ContentType: contentType}
+	meta := objectMetadata{Name: u.name, ContentType: contentType, Retention: u.retention}
 	if u.opts.HasCRC32C {
 		meta.CRC32C = encodeCRC32C(u.opts.CRC32C)
 	}
@@ -283,7 +295,7 @@ func (u *upload) openSession(ctx context.Context) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", u.what, err)
 	}
-	q := url.Values{"uploadType": {"resumable"}, "fields": {objectFields}}
+	q := url.Values{"uploadType": {"resumable"}, "fields": {uploadFields}}
 	if u.opts.IfAbsent {
 		q.Set("ifGenerationMatch", "0")
 	}
@@ -352,10 +364,11 @@ func persistedBytes(h string) (int64, bool) {
 	return n + 1, true
 }
 
-// created checks GCS's description of the object an upload created. GCS
+// created checks GCS's description of the object an upload created (and,
+// for a Put that asked for a lock, that the object has it: checkRetained). GCS
 // has checked the CRC32C the upload declared; that it reports the size
 // and CRC32C sent guards against a server that ignored the declaration.
-func (u *upload) created(resp *http.Response, want uint32) error {
+func (u *upload) created(ctx context.Context, resp *http.Response, want uint32) error {
 	var obj objectResource
 	if err := decodeJSON(resp, &obj); err != nil {
 		return u.s.fail(u.what+": the object was created, but", err, providers.ErrNoBucket)
@@ -366,7 +379,7 @@ func (u *upload) created(resp *http.Response, want uint32) error {
 	if got, ok := decodeCRC32C(obj.CRC32C); ok && got != want {
 		return fmt.Errorf("%s: the server stored CRC32C %08x, %08x was sent: %w", u.what, got, want, providers.ErrChecksum)
 	}
-	return nil
+	return u.checkRetained(ctx, &obj)
 }
 
 // seek moves the body to the object's byte off.
