@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/providertest"
 )
 
 func TestLocks(t *testing.T) {
@@ -60,8 +62,8 @@ func TestLocks(t *testing.T) {
 		if len(s.Keys()) != 0 {
 			t.Fatal("a refused locked Put stored something")
 		}
-		if _, err := s.LockConfig(ctx); !errors.Is(err, providers.ErrLockUnsupported) {
-			t.Fatalf("LockConfig: %v", err)
+		if c, err := s.LockConfig(ctx); err != nil || c.Enabled {
+			t.Fatalf("LockConfig = %+v, %v", c, err)
 		}
 	})
 	t.Run("through encryption", func(t *testing.T) {
@@ -77,5 +79,32 @@ func TestLocks(t *testing.T) {
 		if c, err := l.LockConfig(ctx); err != nil || !c.Enabled {
 			t.Fatalf("LockConfig through encryption = %+v, %v", c, err)
 		}
+	})
+}
+
+// TestLockSuite runs the providers' lock conformance suite on the mem
+// store, whose clock the suite moves instead of waiting: each subtest's
+// store has a clock of its own, as the subtests run in parallel.
+func TestLockSuite(t *testing.T) {
+	var mu sync.Mutex
+	offsets := map[string]time.Duration{}
+	providertest.RunLockSuite(t, providertest.LockStores{
+		Open: func(t *testing.T) providers.Store {
+			s := NewLocking()
+			name := t.Name()
+			s.SetClock(func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				return time.Now().Add(offsets[name])
+			})
+			return s
+		},
+		OpenUnlockable: func(t *testing.T) providers.Store { return New() },
+		Wait: func(t *testing.T, d time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			offsets[t.Name()] += d
+		},
+		LargeSize: 1 << 20,
 	})
 }

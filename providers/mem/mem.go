@@ -343,13 +343,14 @@ func (s *Store) ExtendRetention(ctx context.Context, key string, r providers.Ret
 }
 
 // LockConfig says the store can lock (when made by NewLocking), keeps
-// versions, and has no default retention.
+// versions, and has no default retention; a store made by New says it
+// cannot lock, as a bucket without object lock does.
 func (s *Store) LockConfig(ctx context.Context) (providers.LockConfig, error) {
 	if err := ctx.Err(); err != nil {
 		return providers.LockConfig{}, err
 	}
 	if !s.locking {
-		return providers.LockConfig{}, fmt.Errorf("lock configuration of %s: %w", s, providers.ErrLockUnsupported)
+		return providers.LockConfig{}, nil // like a bucket without object lock
 	}
 	return providers.LockConfig{Enabled: true, Versioning: true}, nil
 }

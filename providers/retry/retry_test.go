@@ -309,8 +309,8 @@ func TestLockerForwarded(t *testing.T) {
 			if !ok {
 				t.Fatal("AsLocker(retry store) = false")
 			}
-			if _, err := l.LockConfig(ctx); !errors.Is(err, tc.want) && (err != nil || tc.want != nil) {
-				t.Fatalf("LockConfig: %v, want %v", err, tc.want)
+			if c, err := l.LockConfig(ctx); err != nil || c.Enabled != (tc.want == nil) {
+				t.Fatalf("LockConfig = %+v, %v", c, err)
 			}
 			err := l.ExtendRetention(ctx, "k", ret)
 			if tc.want != nil {

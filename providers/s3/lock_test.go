@@ -3,6 +3,7 @@ package s3
 import (
 	"bytes"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/pgstow/pgstow/integration/testserver"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/providertest"
 )
 
 // TestObjectLock runs the Locker contract against MinIO with Object
@@ -121,4 +123,36 @@ func versions(t *testing.T, srv *testserver.S3Server, bucket, prefix string) int
 		t.Fatalf("list object versions: %v", err)
 	}
 	return len(out.Versions) + len(out.DeleteMarkers)
+}
+
+// TestLockSuite runs the providers' lock conformance suite against MinIO
+// with Object Lock, counting versions and delete markers left behind.
+func TestLockSuite(t *testing.T) {
+	srv := testserver.StartMinIO(t)
+	buckets := map[providers.Store]string{}
+	var mu sync.Mutex
+	providertest.RunLockSuite(t, providertest.LockStores{
+		Open: func(t *testing.T) providers.Store {
+			bucket := srv.NewLockedBucket(t)
+			s := openStore(t, testConfig(srv, bucket, "suite"))
+			mu.Lock()
+			buckets[s] = bucket
+			mu.Unlock()
+			return s
+		},
+		OpenUnlockable: func(t *testing.T) providers.Store { return openStore(t, testConfig(srv, srv.NewBucket(t), "suite")) },
+		Versions: func(t *testing.T, s providers.Store, key string) int {
+			mu.Lock()
+			bucket := buckets[s]
+			mu.Unlock()
+			n := 0
+			for _, v := range srv.Versions(t, bucket, "suite/"+key) {
+				if v.Key == "suite/"+key {
+					n++
+				}
+			}
+			return n
+		},
+		LargeSize: MinPartSize + 1,
+	})
 }
