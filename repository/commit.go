@@ -27,24 +27,27 @@ import (
 // In an immutable repository both are locked until commit time plus the
 // retention, and first every chunk and WAL segment the backup references
 // is made to stay locked at least as long (immutable.go); the dates are
-// recorded in b.Retention, which a second Commit of the same b (a new id
-// after ErrIDTaken) reuses.
+// recorded in b.Retention (cleared outside an immutable repository, so a
+// manifest copied from one does not claim locks it does not have). A
+// second Commit of the same b (a new id after ErrIDTaken) computes them
+// again, finding the objects just secured.
 func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest io.ReadSeeker) error {
 	p, err := r.policy(ctx)
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", b.ID, err)
 	}
+	// Dates a manifest carries from elsewhere (a copy from another
+	// repository) say nothing about this one's locks.
+	b.Retention = nil
 	var lock providers.Retention
 	if p != nil {
-		if b.Retention == nil {
-			until := ceilSecond(time.Now().Add(p.period))
-			least, err := r.secureObjects(ctx, p, b, until)
-			if err != nil {
-				return err
-			}
-			b.Retention = &manifest.BackupRetention{Mode: string(p.mode), Until: until, ObjectsUntil: least}
+		until := ceilSecond(time.Now().Add(p.period))
+		least, err := r.secureObjects(ctx, p, b, until)
+		if err != nil {
+			return err
 		}
-		lock = providers.Retention{Mode: p.mode, Until: b.Retention.Until}
+		b.Retention = &manifest.BackupRetention{Mode: string(p.mode), Until: until, ObjectsUntil: least}
+		lock = providers.Retention{Mode: p.mode, Until: until}
 	}
 	pg, err := digestOf(pgManifest)
 	if err != nil {

@@ -166,3 +166,28 @@ func TestImmutableEncrypted(t *testing.T) {
 		t.Fatalf("chunk lock through encryption: %+v, %v", ret, err)
 	}
 }
+
+// TestCommitRecomputesRetention checks that a manifest arriving with lock
+// dates from another repository (pgstow copy) gets this repository's:
+// none in a plain one, fresh ones with every object secured in an
+// immutable one.
+func TestCommitRecomputesRetention(t *testing.T) {
+	stale := &manifest.BackupRetention{Mode: "compliance", Until: time.Unix(1, 0), ObjectsUntil: time.Unix(1, 0)}
+	archives := []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}
+	plain := repository.New(mem.New())
+	b, _ := repotest.Commit(t, plain, repotest.Spec{ID: "20260102T030405Z", Archives: archives,
+		Edit: func(b *manifest.Backup) { b.Retention = stale }})
+	if got, err := plain.Backup(t.Context(), b.ID); err != nil || got.Retention != nil {
+		t.Fatalf("plain repository kept copied lock dates: %+v, %v", got.Retention, err)
+	}
+	s := mem.NewLocking()
+	locked := immutableRepo(t, s, providers.LockGovernance, time.Hour)
+	b, _ = repotest.Commit(t, locked, repotest.Spec{ID: "20260102T030405Z", Archives: archives,
+		Edit: func(b *manifest.Backup) { b.Retention = stale }})
+	if b.Retention == nil || !b.Retention.Until.After(time.Now()) {
+		t.Fatalf("immutable repository kept copied lock dates: %+v", b.Retention)
+	}
+	if ret, err := s.Retention(t.Context(), repository.BackupManifestKey(b.ID)); err != nil || !ret.Until.Equal(b.Retention.Until) {
+		t.Fatalf("manifest lock %+v, %v; recorded %s", ret, err, b.Retention.Until)
+	}
+}
