@@ -132,6 +132,12 @@ func (r *Repository) objectRetention(ctx context.Context) (providers.Retention, 
 	return providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period + p.headroom))}, nil
 }
 
+// maxWritten bounds what wrote remembers (about 100 bytes an entry, so
+// some 25 MiB): a process that writes for months (wal-receive) must not
+// grow without end. Forgetting costs only a HEAD per object at the next
+// commit.
+const maxWritten = 1 << 18
+
 // wrote records that key was stored locked until ret.Until.
 func (r *Repository) wrote(key string, ret providers.Retention) {
 	if ret.IsZero() {
@@ -139,7 +145,7 @@ func (r *Repository) wrote(key string, ret providers.Retention) {
 	}
 	r.writtenMu.Lock()
 	defer r.writtenMu.Unlock()
-	if r.written == nil {
+	if r.written == nil || len(r.written) >= maxWritten {
 		r.written = make(map[string]time.Time)
 	}
 	r.written[key] = ret.Until
