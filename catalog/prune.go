@@ -58,6 +58,23 @@ type Objects struct {
 	Keys  []string `json:"keys,omitempty"`
 }
 
+// LockedObjects are objects left in place because they are locked.
+type LockedObjects struct {
+	Count   int            `json:"count"`
+	Bytes   int64          `json:"bytes"`
+	Objects []LockedObject `json:"objects,omitempty"`
+}
+
+// LockedObject is one locked object and until when it is locked.
+type LockedObject struct {
+	Key string `json:"key"`
+	// Until is when the lock expires; nil when the store did not say.
+	Until *time.Time `json:"until,omitempty"`
+	Mode  string     `json:"mode,omitempty"`
+	// Hold is set for a legal hold, which has no expiry.
+	Hold bool `json:"legal_hold,omitempty"`
+}
+
 // Report says what Delete or GC did, or would do.
 type Report struct {
 	DryRun  bool             `json:"dry_run"`
@@ -79,6 +96,10 @@ type Report struct {
 	RunningRestore []string `json:"running_restores,omitempty"`
 	// Young (GC) are unreferenced objects spared by the grace period.
 	Young Objects `json:"young"`
+	// Locked are objects the store would not delete yet because they are
+	// locked (an immutable repository): not a failure. A delete or gc
+	// after their locks expire removes them.
+	Locked LockedObjects `json:"locked"`
 	// WALKeptFrom is the first WAL segment of the oldest kept backup:
 	// segments with a lower number, on any timeline, are removed.
 	WALKeptFrom string `json:"wal_kept_from,omitempty"`
@@ -97,6 +118,9 @@ type pruner struct {
 	// to its holders: Delete leaves those backups whole.
 	restoring map[string][]string
 	now       time.Time // the store's clock
+	// mu guards rep.Locked and the counts remove adds to, which parallel
+	// deletions update.
+	mu sync.Mutex
 }
 
 // start takes the prune lock (none on a dry run), records the running
@@ -166,31 +190,59 @@ func (p *pruner) release(ctx context.Context) {
 // remove deletes keys, or in a dry run records them, adding them to set.
 // Deletions run in parallel; before each one the lock is checked, so a
 // process that stalled past its lease stops instead of deleting what a
-// backup that has since started may use.
-func (p *pruner) remove(ctx context.Context, set *Objects, keys []string, sizes []int64) error {
-	for i := range keys {
-		set.Count++
-		set.Bytes += sizes[i]
-	}
+// backup that has since started may use. An object the store keeps
+// locked is no failure: it goes to the report's Locked, and its key into
+// the returned set.
+func (p *pruner) remove(ctx context.Context, set *Objects, keys []string, sizes []int64) (map[string]bool, error) {
 	if p.o.DryRun {
+		for i := range keys {
+			set.Count++
+			set.Bytes += sizes[i]
+		}
 		set.Keys = append(set.Keys, keys...)
-		return nil
+		return nil, nil
 	}
+	locked := map[string]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.o.Concurrency)
-	for _, k := range keys {
+	for i, k := range keys {
 		g.Go(func() error {
 			if err := p.lock.Held(); err != nil {
 				return err
 			}
 			err := p.repo.DeleteObject(gctx, k)
-			if err != nil && !errors.Is(err, providers.ErrNotExist) {
+			var le *providers.LockedError
+			switch {
+			case err == nil || errors.Is(err, providers.ErrNotExist):
+				p.mu.Lock()
+				set.Count++
+				set.Bytes += sizes[i]
+				p.mu.Unlock()
+			case errors.As(err, &le):
+				p.mu.Lock()
+				locked[k] = true
+				p.lockedObject(k, sizes[i], le.Until, string(le.Mode), le.Hold)
+				p.mu.Unlock()
+			default:
 				return fmt.Errorf("delete %s: %w", k, err)
 			}
 			return nil
 		})
 	}
-	return g.Wait()
+	return locked, g.Wait()
+}
+
+// lockedObject records an object left because it is locked; p.mu is
+// held, or no deletion runs.
+func (p *pruner) lockedObject(key string, size int64, until time.Time, mode string, hold bool) {
+	o := LockedObject{Key: key, Mode: mode, Hold: hold}
+	if !until.IsZero() {
+		u := until.UTC()
+		o.Until = &u
+	}
+	p.rep.Locked.Count++
+	p.rep.Locked.Bytes += size
+	p.rep.Locked.Objects = append(p.rep.Locked.Objects, o)
 }
 
 // shared removes chunks, WAL or leftovers, unless backups are running, in
@@ -206,7 +258,8 @@ func (p *pruner) shared(ctx context.Context, set *Objects, keys []string, sizes 
 		}
 		return nil
 	}
-	return p.remove(ctx, set, keys, sizes)
+	_, err := p.remove(ctx, set, keys, sizes)
+	return err
 }
 
 // chunkSet is a set of chunk ids with their stored sizes.
@@ -216,15 +269,29 @@ type chunkSet struct {
 }
 
 func (s *chunkSet) addBackup(b *manifest.Backup) {
+	s.add(chunksOf(b))
+}
+
+func (s *chunkSet) add(m map[repository.ChunkID]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for id, size := range m {
+		s.m[id] = size
+	}
+}
+
+// chunksOf returns the chunks a backup references with their stored
+// sizes.
+func chunksOf(b *manifest.Backup) map[repository.ChunkID]int64 {
+	m := make(map[repository.ChunkID]int64)
 	for _, a := range b.Archives {
 		for _, c := range a.Chunks {
 			if id, ok := repository.ParseChunkID(c.ID); ok {
-				s.m[id] = c.StoredSize
+				m[id] = c.StoredSize
 			}
 		}
 	}
+	return m
 }
 
 // walBefore lists the WAL segments (and partial ones) whose segment
@@ -280,8 +347,15 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 	defer p.release(ctx)
 
 	sums := make([]summary, len(ids))
+	// The manifests' lock dates (immutable repositories), for a dry
+	// run to tell which backups would stay locked without asking the
+	// store.
+	lockedUntil := make([]time.Time, len(ids))
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
 		sums[i] = summarize(b)
+		if b.Retention != nil {
+			lockedUntil[i] = b.Retention.Until
+		}
 		return nil
 	}); err != nil {
 		return nil, err
@@ -299,54 +373,92 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 		}
 	}
 	p.rep.Backups = decisions
-
-	// Second pass: the chunks the kept backups reference, and those the
-	// deleted ones do.
-	kept := &chunkSet{m: map[repository.ChunkID]int64{}}
-	gone := &chunkSet{m: map[repository.ChunkID]int64{}}
-	var segSize uint64
-	cutoff, anyKept, keptFrom := uint64(0), false, ""
-	var doomed []string
+	stays := func(d BackupDecision) bool { return d.Keep || d.Deferred || d.Locked }
+	var doomed []int
 	for i, d := range decisions {
-		segSize = sums[i].segSize
-		if d.Keep || d.Deferred {
-			if !anyKept || sums[i].firstSeg < cutoff {
-				cutoff, keptFrom = sums[i].firstSeg, sums[i].firstWAL
-			}
-			anyKept = true
-		} else {
-			doomed = append(doomed, d.ID)
+		if !stays(d) {
+			doomed = append(doomed, i)
 		}
 	}
 	if len(doomed) == 0 {
 		return p.rep, nil
 	}
-	p.rep.WALKeptFrom = keptFrom
+
+	// Second pass: the chunks the kept backups reference, and those
+	// each doomed one does, read before its manifest goes.
+	kept := &chunkSet{m: map[repository.ChunkID]int64{}}
+	var doomedMu sync.Mutex
+	doomedChunks := make(map[int]map[repository.ChunkID]int64, len(doomed))
 	if err := repo.ForEachBackup(ctx, ids, func(i int, b *manifest.Backup) error {
-		if decisions[i].Keep || decisions[i].Deferred {
+		if stays(decisions[i]) {
 			kept.addBackup(b)
-		} else {
-			gone.addBackup(b)
+			return nil
 		}
+		m := chunksOf(b)
+		doomedMu.Lock()
+		doomedChunks[i] = m
+		doomedMu.Unlock()
 		return nil
 	}); err != nil {
 		return nil, err
 	}
 
-	// The backups' own objects, the manifest first.
-	for _, id := range doomed {
-		keys, sizes, err := p.backupObjects(ctx, id)
+	// The backups' own objects, the manifest first. A backup whose
+	// manifest is locked stays whole, and counts as kept below, so that
+	// nothing it needs is removed.
+	for _, i := range doomed {
+		d := &decisions[i]
+		keys, sizes, err := p.backupObjects(ctx, d.ID)
 		if err != nil {
 			return nil, err
 		}
-		if err := p.remove(ctx, &p.rep.Manifests, keys[:1], sizes[:1]); err != nil {
-			return nil, err
+		if p.o.DryRun && lockedUntil[i].After(p.now) {
+			p.lockedObject(keys[0], sizes[0], lockedUntil[i], "", false)
+		} else {
+			locked, err := p.remove(ctx, &p.rep.Manifests, keys[:1], sizes[:1])
+			if err != nil {
+				return nil, err
+			}
+			if !locked[keys[0]] {
+				if _, err := p.remove(ctx, &p.rep.Manifests, keys[1:], sizes[1:]); err != nil {
+					return nil, err
+				}
+				p.o.Log.Info("backup deleted", "id", d.ID, "dry_run", p.o.DryRun)
+				continue
+			}
 		}
-		if err := p.remove(ctx, &p.rep.Manifests, keys[1:], sizes[1:]); err != nil {
-			return nil, err
+		d.Locked = true
+		until := p.rep.Locked.Objects[len(p.rep.Locked.Objects)-1].Until
+		d.Reason += "; stays: its manifest is locked"
+		if until != nil {
+			d.Reason += " until " + until.Format(time.RFC3339)
 		}
-		p.o.Log.Info("backup deleted", "id", id, "dry_run", p.o.DryRun)
+		p.o.Log.Warn("backup manifest is locked: the backup stays until a delete after the lock expires", "id", d.ID, "until", until)
 	}
+
+	// The chunks no remaining backup references, and the WAL older than
+	// the oldest remaining backup needs.
+	gone := &chunkSet{m: map[repository.ChunkID]int64{}}
+	var segSize uint64
+	cutoff, anyKept, keptFrom := uint64(0), false, ""
+	for i, d := range decisions {
+		segSize = sums[i].segSize
+		if stays(d) {
+			if !anyKept || sums[i].firstSeg < cutoff {
+				cutoff, keptFrom = sums[i].firstSeg, sums[i].firstWAL
+			}
+			anyKept = true
+		}
+		if m, ok := doomedChunks[i]; ok {
+			if stays(d) {
+				kept.add(m)
+			} else {
+				gone.add(m)
+			}
+		}
+	}
+	doomedChunks = nil
+	p.rep.WALKeptFrom = keptFrom
 
 	var keys []string
 	var sizes []int64
@@ -369,7 +481,13 @@ func Delete(ctx context.Context, repo *repository.Repository, r Retention, o Pru
 			return nil, err
 		}
 	}
+	p.sortLocked()
 	return p.rep, nil
+}
+
+// sortLocked orders the locked objects by key, so reports are stable.
+func (p *pruner) sortLocked() {
+	sort.Slice(p.rep.Locked.Objects, func(i, j int) bool { return p.rep.Locked.Objects[i].Key < p.rep.Locked.Objects[j].Key })
 }
 
 // backupObjects lists a backup's objects under backups/<id>/ with
@@ -440,7 +558,7 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 			sizes = append(sizes, 0)
 		}
 	}
-	if err := p.remove(ctx, &p.rep.Locks, keys, sizes); err != nil {
+	if _, err := p.remove(ctx, &p.rep.Locks, keys, sizes); err != nil {
 		return nil, err
 	}
 
@@ -523,6 +641,7 @@ func GC(ctx context.Context, repo *repository.Repository, o PruneOptions) (*Repo
 			return nil, err
 		}
 	}
+	p.sortLocked()
 	return p.rep, nil
 }
 

@@ -28,6 +28,10 @@ type RepairOptions struct {
 type QuarantinedChunk struct {
 	Chunk string `json:"chunk"`          // its key, now free
 	To    string `json:"quarantined_as"` // where its bytes are
+	// Removed is set in an immutable repository, where a damaged chunk
+	// is deleted (once its lock has expired) rather than copied aside:
+	// To is then empty.
+	Removed bool `json:"removed,omitempty"`
 	// Unrestorable are the committed backups that reference it: they
 	// cannot be restored until a backup stores the chunk again.
 	Unrestorable []string `json:"unrestorable"`
@@ -58,6 +62,11 @@ type RepairReport struct {
 	// Unchecked are backups whose manifest could not be read while
 	// looking for the ones a quarantined chunk breaks.
 	Unchecked []string `json:"unchecked,omitempty"`
+	// Locked are damaged chunks of an immutable repository that stay
+	// because they are locked: a repair after the lock ends removes
+	// them; until then backups that deduplicate against them reference
+	// the damaged copy.
+	Locked []LockedObject `json:"locked,omitempty"`
 }
 
 // Repair moves aside, under repository.QuarantinePrefix, every chunk the
@@ -183,16 +192,26 @@ func quarantine(ctx context.Context, repo *repository.Repository, order []string
 			return moved, fmt.Errorf("repair: %w", err)
 		}
 		to, err := repo.QuarantineChunk(ctx, id)
-		if errors.Is(err, providers.ErrNotExist) {
+		var le *providers.LockedError
+		switch {
+		case errors.Is(err, providers.ErrNotExist):
 			rep.Gone = append(rep.Gone, key)
 			continue
-		}
-		if err != nil {
+		case errors.As(err, &le):
+			o.Log.Warn("damaged chunk is locked: it stays until a repair after its lock ends", "chunk", key, "until", le.Until)
+			lo := LockedObject{Key: key, Mode: string(le.Mode), Hold: le.Hold}
+			if !le.Until.IsZero() {
+				u := le.Until.UTC()
+				lo.Until = &u
+			}
+			rep.Locked = append(rep.Locked, lo)
+			continue
+		case err != nil:
 			return moved, fmt.Errorf("repair: %w", err)
 		}
 		o.Log.Info("damaged chunk quarantined", "chunk", key, "to", to)
 		moved[id] = len(rep.Quarantined)
-		rep.Quarantined = append(rep.Quarantined, QuarantinedChunk{Chunk: key, To: to, Unrestorable: []string{}})
+		rep.Quarantined = append(rep.Quarantined, QuarantinedChunk{Chunk: key, To: to, Removed: to == "", Unrestorable: []string{}})
 	}
 	return moved, nil
 }

@@ -56,8 +56,12 @@ type BackupDecision struct {
 	// Deferred is set on a backup that was to be deleted but stays,
 	// whole, because a restore holds a lease on it; a delete after the
 	// restore removes it.
-	Deferred bool   `json:"deferred,omitempty"`
-	Reason   string `json:"reason"`
+	Deferred bool `json:"deferred,omitempty"`
+	// Locked is set on a backup that was to be deleted but stays, whole,
+	// because its manifest is locked (an immutable repository); a delete
+	// after the lock expires removes it.
+	Locked bool   `json:"locked,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // summary is what retention needs of a backup; manifests themselves are

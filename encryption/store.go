@@ -92,5 +92,10 @@ func plainInfo(info providers.ObjectInfo) providers.ObjectInfo {
 }
 
 func (e *store) Delete(ctx context.Context, key string) error { return e.s.Delete(ctx, key) }
-func (e *store) String() string                               { return e.s.String() }
-func (e *store) Close() error                                 { return e.s.Close() }
+
+// Unwrap returns the store underneath, so that providers.AsLocker finds
+// its locks: objects keep their keys through encryption, and a lock
+// concerns the stored object, not its content.
+func (e *store) Unwrap() providers.Store { return e.s }
+func (e *store) String() string          { return e.s.String() }
+func (e *store) Close() error            { return e.s.Close() }

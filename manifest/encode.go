@@ -83,6 +83,14 @@ func validateRepo(r *Repo) error {
 	if err := checkRepoVersion(r.FormatVersion); err != nil {
 		return err
 	}
+	if r.Immutability != nil {
+		if err := r.Immutability.Validate(); err != nil {
+			return err
+		}
+		if n, _ := formatMajor(r.FormatVersion); n < 2 {
+			return fmt.Errorf("format_version %s with immutability: want %s, so that a pgstow that cannot lock refuses the repository", r.FormatVersion, RepoFormatVersionImmutable)
+		}
+	}
 	if !ValidSegmentSize(r.WALSegmentSize) {
 		return fmt.Errorf("invalid wal_segment_size %d: want a power of two from 1 MiB to 1 GiB", r.WALSegmentSize)
 	}
@@ -115,9 +123,10 @@ func peekVersion(data []byte, check func(string) error) error {
 func checkVersion(v string) error { return checkVersionUpTo(v, 2) }
 
 // checkRepoVersion accepts a repository configuration's format version:
-// "1.<minor>". Incremental backups changed only the backup manifest, so a
-// repository stays readable by every pgstow of major 1.
-func checkRepoVersion(v string) error { return checkVersionUpTo(v, 1) }
+// "1.<minor>", or "2.<minor>" for an immutable repository. Incremental
+// backups changed only the backup manifest, so a plain repository stays
+// readable by every pgstow of major 1.
+func checkRepoVersion(v string) error { return checkVersionUpTo(v, 2) }
 
 func checkVersionUpTo(v string, maxMajor int) error {
 	n, err := formatMajor(v)

@@ -586,7 +586,12 @@ func TestRepo(t *testing.T) {
 		wantUnsupported bool
 	}{
 		{name: "newer minor, unknown field", data: `{"format_version":"1.3","system_id":"1","wal_segment_size":1048576,"created":"2026-11-23T20:46:51Z","kms":"x"}`},
-		{name: "newer major", data: `{"format_version":"2.0","system_id":"1","wal_segment_size":1048576}`, wantErr: "newer pgstow", wantUnsupported: true},
+		{name: "newer major", data: `{"format_version":"3.0","system_id":"1","wal_segment_size":1048576}`, wantErr: "newer pgstow", wantUnsupported: true},
+		{name: "immutable", data: `{"format_version":"2.0","system_id":"1","wal_segment_size":1048576,"immutability":{"mode":"compliance","retention":"720h"}}`},
+		{name: "immutable at 1.x", data: `{"format_version":"1.3","system_id":"1","wal_segment_size":1048576,"immutability":{"mode":"compliance","retention":"720h"}}`, wantErr: "want 2.0"},
+		{name: "bad lock mode", data: `{"format_version":"2.0","system_id":"1","wal_segment_size":1048576,"immutability":{"mode":"legal","retention":"720h"}}`, wantErr: "governance or compliance"},
+		{name: "bad retention", data: `{"format_version":"2.0","system_id":"1","wal_segment_size":1048576,"immutability":{"mode":"governance","retention":"30d"}}`, wantErr: "retention"},
+		{name: "short retention", data: `{"format_version":"2.0","system_id":"1","wal_segment_size":1048576,"immutability":{"mode":"governance","retention":"10ms"}}`, wantErr: "at least 1s"},
 		{name: "missing version", data: `{"system_id":"1","wal_segment_size":1048576}`, wantErr: "missing format_version"},
 		{name: "bad segment size", data: `{"format_version":"1.0","system_id":"1","wal_segment_size":1000}`, wantErr: "wal_segment_size"},
 		{name: "missing system id", data: `{"format_version":"1.0","wal_segment_size":1048576}`, wantErr: "system_id"},

@@ -6,7 +6,10 @@
 // keys these become are the repository package's. It is pure: no I/O.
 package manifest
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // FormatVersion is written into the manifest of every full backup.
 // Readers accept any minor version of a major they know and refuse other
@@ -53,6 +56,9 @@ type Backup struct {
 	Incremental *Incremental `json:"incremental,omitempty"`
 	Totals      Totals       `json:"totals"`
 	Timings     Timings      `json:"timings"`
+	// Retention is set in an immutable repository: how long the backup's
+	// objects are locked. Readers before it ignore it.
+	Retention *BackupRetention `json:"retention,omitempty"`
 }
 
 // Incremental says how an incremental backup was taken. It is a record for
@@ -199,6 +205,60 @@ type Repo struct {
 	// Encryption is set when every object but this one and the leases is
 	// encrypted; nil for a plain repository.
 	Encryption *RepoEncryption `json:"encryption,omitempty"`
+	// Immutability is set when every object pgstow writes (but the
+	// leases) is locked against deletion for a retention period
+	// (docs/immutability.md); nil for a repository without locks. Such a
+	// configuration has format version 2.0 (RepoFormatVersionImmutable),
+	// which pgstow before immutable repositories refuses: it would write
+	// unlocked objects and fail to delete locked ones.
+	Immutability *RepoImmutability `json:"immutability,omitempty"`
+}
+
+// RepoFormatVersionImmutable is the configuration's format version when
+// Immutability is set; plain repositories keep 1.x, readable by every
+// pgstow.
+const RepoFormatVersionImmutable = "2.0"
+
+// RepoImmutability is an immutable repository's lock policy.
+type RepoImmutability struct {
+	// Mode is "governance" or "compliance" (providers.LockMode).
+	Mode string `json:"mode"`
+	// Retention is how long each object stays locked after it is
+	// written (or after the newest backup that uses it is committed), as
+	// a Go duration ("720h0m0s"); at least one second.
+	Retention string `json:"retention"`
+}
+
+// Period parses Retention.
+func (i *RepoImmutability) Period() (time.Duration, error) {
+	d, err := time.ParseDuration(i.Retention)
+	if err != nil {
+		return 0, fmt.Errorf("immutability retention %q: %w", i.Retention, err)
+	}
+	if d < time.Second {
+		return 0, fmt.Errorf("immutability retention %q: must be at least 1s", i.Retention)
+	}
+	return d, nil
+}
+
+// Validate checks the mode and the retention.
+func (i *RepoImmutability) Validate() error {
+	if i.Mode != "governance" && i.Mode != "compliance" {
+		return fmt.Errorf("immutability mode %q: want governance or compliance", i.Mode)
+	}
+	_, err := i.Period()
+	return err
+}
+
+// BackupRetention records the locks of an immutable repository's backup
+// (docs/immutability.md): its manifests are locked until Until, and every
+// chunk and WAL segment it references at least until ObjectsUntil (never
+// before Until). A later backup that shares chunks with it need not ask
+// the store about them while ObjectsUntil covers its own Until.
+type BackupRetention struct {
+	Mode         string    `json:"mode"`
+	Until        time.Time `json:"until"`
+	ObjectsUntil time.Time `json:"objects_until"`
 }
 
 // RepoEncryption records how a repository is encrypted and a fingerprint

@@ -50,11 +50,18 @@ func (r *Repository) HasChunk(ctx context.Context, id string) (storedSize int64,
 // false when another writer (a concurrent backup, or the same content
 // earlier in this one) stored the chunk first. The frame is read in
 // place, never copied, so the caller may reuse it once PutChunk returns.
+//
+// In an immutable repository the chunk is locked as it is written.
 func (r *Repository) PutChunk(ctx context.Context, id string, frame []byte, crc32c uint32) (stored bool, err error) {
+	ret, err := r.objectRetention(ctx)
+	if err != nil {
+		return false, err
+	}
 	err = r.store.Put(ctx, ChunkKey(id), bytes.NewReader(frame), int64(len(frame)),
-		providers.PutOptions{IfAbsent: true, CRC32C: crc32c, HasCRC32C: true})
+		providers.PutOptions{IfAbsent: true, CRC32C: crc32c, HasCRC32C: true, Retention: ret})
 	switch {
 	case err == nil:
+		r.wrote(ChunkKey(id), ret)
 		return true, nil
 	case errors.Is(err, providers.ErrExist):
 		return false, nil

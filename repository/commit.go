@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
@@ -22,7 +23,32 @@ import (
 // twice (to hash it, then to upload it) and pgstow's manifest is encoded
 // into a spool file (see SetSpoolDir) that the upload reads, and a retry
 // reads again.
+//
+// In an immutable repository both are locked until commit time plus the
+// retention, and first every chunk and WAL segment the backup references
+// is made to stay locked at least as long (immutable.go); the dates are
+// recorded in b.Retention (cleared outside an immutable repository, so a
+// manifest copied from one does not claim locks it does not have). A
+// second Commit of the same b (a new id after ErrIDTaken) computes them
+// again, finding the objects just secured.
 func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest io.ReadSeeker) error {
+	p, err := r.policy(ctx)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	// Dates a manifest carries from elsewhere (a copy from another
+	// repository) say nothing about this one's locks.
+	b.Retention = nil
+	var lock providers.Retention
+	if p != nil {
+		until := ceilSecond(time.Now().Add(p.period))
+		least, err := r.secureObjects(ctx, p, b, until)
+		if err != nil {
+			return err
+		}
+		b.Retention = &manifest.BackupRetention{Mode: string(p.mode), Until: until, ObjectsUntil: least}
+		lock = providers.Retention{Mode: p.mode, Until: until}
+	}
 	pg, err := digestOf(pgManifest)
 	if err != nil {
 		return fmt.Errorf("backup %s: read backup_manifest: %w", b.ID, err)
@@ -42,7 +68,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 	own := contentDigest{size: n, sha256: sum, crc32c: crc.Sum32()}
 
 	pgKey := PGManifestKey(b.ID)
-	if err := r.putStaged(ctx, pgKey, pgManifest, pg); err != nil {
+	if err := r.putStaged(ctx, pgKey, pgManifest, pg, lock); err != nil {
 		if !errors.Is(err, providers.ErrExist) {
 			return fmt.Errorf("backup %s: store backup_manifest: %w", b.ID, err)
 		}
@@ -57,7 +83,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 		}
 	}
 	key := BackupManifestKey(b.ID)
-	if err := r.putStaged(ctx, key, io.NewSectionReader(f, 0, n), own); err != nil {
+	if err := r.putStaged(ctx, key, io.NewSectionReader(f, 0, n), own, lock); err != nil {
 		if errors.Is(err, providers.ErrExist) {
 			// A retried write whose first attempt landed (its answer
 			// lost) finds its own manifest: that is success.
@@ -101,9 +127,10 @@ func digestOf(r io.ReadSeeker) (contentDigest, error) {
 	return d, nil
 }
 
-// putStaged writes body, whose digest is d, only if key is absent.
-func (r *Repository) putStaged(ctx context.Context, key string, body io.ReadSeeker, d contentDigest) error {
-	return r.store.Put(ctx, key, body, d.size, providers.PutOptions{IfAbsent: true, CRC32C: d.crc32c, HasCRC32C: true})
+// putStaged writes body, whose digest is d, only if key is absent, with
+// the lock ret (none when zero).
+func (r *Repository) putStaged(ctx context.Context, key string, body io.ReadSeeker, d contentDigest, ret providers.Retention) error {
+	return r.store.Put(ctx, key, body, d.size, providers.PutOptions{IfAbsent: true, CRC32C: d.crc32c, HasCRC32C: true, Retention: ret})
 }
 
 // holds reports whether the object at key has the content d describes.

@@ -87,8 +87,24 @@ func (r *Repository) Quarantined(ctx context.Context, id string) (bool, error) {
 // are (in an encrypted repository, still sealed). A missing chunk is
 // ErrNotExist. The caller holds the prune lock, so no other process
 // removes or replaces the chunk meanwhile.
+//
+// In an immutable repository nothing is copied (a copy then a delete is
+// what the locks are there to prevent, and would leave a version behind):
+// the damaged chunk is deleted if its lock has expired, and the result is
+// "" for "removed, not kept"; while it is locked the error is a
+// *providers.LockedError and the chunk stays.
 func (r *Repository) QuarantineChunk(ctx context.Context, id string) (string, error) {
 	src := ChunkKey(id)
+	p, err := r.policy(ctx)
+	if err != nil {
+		return "", fmt.Errorf("quarantine chunk %s: %w", id[:12], err)
+	}
+	if p != nil {
+		if err := r.raw.Delete(ctx, src); err != nil {
+			return "", fmt.Errorf("quarantine chunk %s: remove %s: %w", id[:12], src, err)
+		}
+		return "", nil
+	}
 	rc, err := r.raw.Get(ctx, src, 0, -1)
 	if err != nil {
 		return "", fmt.Errorf("quarantine chunk %s: %w", id[:12], err)

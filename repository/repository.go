@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -69,6 +70,19 @@ type Repository struct {
 	cfg   *manifest.Repo
 	// spoolDir is where WAL is staged before upload (see SetSpoolDir).
 	spoolDir string
+	// lockWant is the immutability asked for (SetImmutability).
+	lockWant *manifest.RepoImmutability
+	// written maps the keys of chunks and WAL this process stored
+	// locked to their lock's end, and extended counts the locks extended
+	// before commits (immutable.go).
+	writtenMu sync.Mutex
+	written   map[string]time.Time
+	extended  atomic.Int64
+	// policyCached is the lock policy, once read (policyRead) by a
+	// Repository whose configuration Config has not cached.
+	policyMu     sync.Mutex
+	policyRead   bool
+	policyCached *lockPolicy
 }
 
 // New wraps a store.
@@ -120,8 +134,13 @@ func (r *Repository) checkKey(c *manifest.Repo) error {
 
 // configMAC authenticates what the configuration says.
 func (r *Repository) configMAC(c *manifest.Repo) string {
-	return r.key.MAC(c.FormatVersion, c.SystemID, strconv.FormatUint(c.WALSegmentSize, 10),
-		c.Created.UTC().Format(time.RFC3339Nano), c.Encryption.Algorithm, c.Encryption.KeyFingerprint)
+	fields := []string{c.FormatVersion, c.SystemID, strconv.FormatUint(c.WALSegmentSize, 10),
+		c.Created.UTC().Format(time.RFC3339Nano), c.Encryption.Algorithm, c.Encryption.KeyFingerprint}
+	if c.Immutability != nil {
+		// Only then, so that the MAC of older configurations holds.
+		fields = append(fields, "immutability", c.Immutability.Mode, c.Immutability.Retention)
+	}
+	return r.key.MAC(fields...)
 }
 
 // Store returns the store data objects go through: in an encrypted
@@ -168,7 +187,7 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 			if c.WALSegmentSize != segSize {
 				return fmt.Errorf("%w: %s was created with WAL segment size %d, and this server uses %d", ErrOtherCluster, r, c.WALSegmentSize, segSize)
 			}
-			return nil
+			return r.checkImmutability(c)
 		}
 		if !errors.Is(err, providers.ErrNotExist) {
 			return fmt.Errorf("read repository configuration of %s: %w", r, err)
@@ -179,6 +198,21 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 			WALSegmentSize: segSize,
 			Created:        time.Now().UTC(),
 		}
+		var opts providers.PutOptions
+		if r.lockWant != nil {
+			// Never an unlocked object in an immutable repository: the
+			// bucket must be able to lock before anything is written.
+			if err := r.CheckLockSupport(ctx); err != nil {
+				return err
+			}
+			cfg.FormatVersion = manifest.RepoFormatVersionImmutable
+			cfg.Immutability = r.lockWant
+			p, err := newLockPolicy(r.lockWant)
+			if err != nil {
+				return err
+			}
+			opts.Retention = providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period))}
+		}
 		if r.key != nil {
 			cfg.Encryption = &manifest.RepoEncryption{Algorithm: encryption.Algorithm, KeyFingerprint: r.key.Fingerprint()}
 			cfg.Encryption.ConfigMAC = r.configMAC(cfg)
@@ -187,7 +221,8 @@ func (r *Repository) Bind(ctx context.Context, systemID string, segSize uint64) 
 		if err != nil {
 			return err
 		}
-		err = r.raw.Put(ctx, RepoKey, bytes.NewReader(data), int64(len(data)), providers.PutOptions{IfAbsent: true})
+		opts.IfAbsent = true
+		err = r.raw.Put(ctx, RepoKey, bytes.NewReader(data), int64(len(data)), opts)
 		if err == nil {
 			return nil
 		}

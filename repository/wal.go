@@ -52,9 +52,14 @@ func (r *Repository) PutWALFrom(ctx context.Context, comp *chunker.Compressor, n
 	defer staged.close()
 	seg.SHA256 = hex.EncodeToString(staged.sum[:])
 	seg.StoredSize = staged.frameSize
+	ret, err := r.objectRetention(ctx)
+	if err != nil {
+		return seg, fmt.Errorf("store WAL %s: %w", name, err)
+	}
 	err = r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
-		providers.PutOptions{IfAbsent: true, CRC32C: staged.crc, HasCRC32C: true})
+		providers.PutOptions{IfAbsent: true, CRC32C: staged.crc, HasCRC32C: true, Retention: ret})
 	if err == nil {
+		r.wrote(WALKey(name), ret)
 		return seg, nil
 	}
 	if !errors.Is(err, providers.ErrExist) {
@@ -89,8 +94,15 @@ func (r *Repository) PutWALPartialFrom(ctx context.Context, comp *chunker.Compre
 		return err
 	}
 	defer staged.close()
+	// In an immutable repository the snapshot is locked too; a later
+	// snapshot then leaves the earlier one as a locked older version
+	// (docs/immutability.md).
+	ret, err := r.objectRetention(ctx)
+	if err != nil {
+		return fmt.Errorf("store WAL %s: %w", name, err)
+	}
 	if err := r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
-		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true}); err != nil {
+		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true, Retention: ret}); err != nil {
 		return fmt.Errorf("store WAL %s: %w", name, err)
 	}
 	return nil

@@ -237,6 +237,9 @@ objects, the chunks no kept backup references, and the WAL segments older than
 the oldest kept backup's first one. Backups running meanwhile may share those
 chunks, so while any runs they are left for a later "pgstow gc". A backup that a
 running restore reads is not deleted ("defer"): run the delete again after it.
+In an immutable repository (docs/immutability.md) objects still locked stay and
+are listed with their lock's end, a backup whose manifest is locked stays whole
+("locked"), and the delete still succeeds; run it again after the locks end.
 Only one delete or gc runs at a time (--lock-wait).`,
 		Example: `  pgstow delete --retain-last 7 --dry-run
   pgstow delete --retain-within 14d --keep-wal-within 7d
@@ -285,8 +288,9 @@ first one, and the expired leases of dead processes.
 
 Nothing younger than --grace is removed, and while a backup is running only
 expired leases are: a running backup may commit a manifest that references
-chunks no committed backup does yet (see docs/catalog.md). Only one delete or
-gc runs at a time (--lock-wait).`,
+chunks no committed backup does yet (see docs/catalog.md). Objects still locked
+in an immutable repository stay and are listed with their lock's end. Only one
+delete or gc runs at a time (--lock-wait).`,
 		Example: `  pgstow gc --dry-run
   pgstow gc --grace 24h --json`,
 		Args: cobra.NoArgs,
@@ -321,6 +325,8 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		switch {
 		case b.Keep:
 			action = "keep"
+		case b.Locked:
+			action = "locked"
 		case b.Deferred && rep.DryRun:
 			action = "would defer"
 		case b.Deferred:
@@ -351,6 +357,7 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		fmt.Fprintf(g.stdout, "deferred %d object(s) (%s) because backups are running (%s); run pgstow gc after they finish\n",
 			rep.Deferred.Count, manifest.HumanBytes(rep.Deferred.Bytes), strings.Join(rep.RunningBackup, "; "))
 	}
+	printLocked(g.stdout, rep)
 	var deferred []string
 	for _, b := range rep.Backups {
 		if b.Deferred {
@@ -369,4 +376,47 @@ func printReport(g *globals, rep *catalog.Report, asJSON bool) error {
 		}
 	}
 	return nil
+}
+
+// maxLockedLines bounds the locked objects delete and gc name in text;
+// --json lists them all.
+const maxLockedLines = 20
+
+// printLocked says which objects stayed because they are locked (an
+// immutable repository), and until when: not a failure, and a later run
+// removes them.
+func printLocked(w io.Writer, rep *catalog.Report) {
+	l := rep.Locked
+	if l.Count == 0 {
+		return
+	}
+	var last time.Time
+	for _, o := range l.Objects {
+		if o.Until != nil && o.Until.After(last) {
+			last = *o.Until
+		}
+	}
+	verb := "left"
+	if rep.DryRun {
+		verb = "would leave"
+	}
+	msg := fmt.Sprintf("%s %d locked object(s) (%s) in place", verb, l.Count, manifest.HumanBytes(l.Bytes))
+	if !last.IsZero() {
+		msg += "; the last lock ends " + last.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "%s; a delete or gc after their locks end removes them\n", msg)
+	for i, o := range l.Objects {
+		if i == maxLockedLines {
+			fmt.Fprintf(w, "locked ... and %d more (--json lists them all)\n", len(l.Objects)-i)
+			break
+		}
+		switch {
+		case o.Hold:
+			fmt.Fprintf(w, "locked %s (legal hold)\n", o.Key)
+		case o.Until != nil:
+			fmt.Fprintf(w, "locked %s until %s\n", o.Key, o.Until.Format(time.RFC3339))
+		default:
+			fmt.Fprintf(w, "locked %s\n", o.Key)
+		}
+	}
 }

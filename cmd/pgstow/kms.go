@@ -127,20 +127,6 @@ func resolveKey(ctx context.Context, store providers.Store, fileKey *encryption.
 	return encryption.NewKey(dk)
 }
 
-// newRepoCmd is the `pgstow repo` group: commands on a repository as a
-// whole rather than on its backups.
-func newRepoCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "repo",
-		Short: "Commands on a repository as a whole",
-		Example: `  # Wrap the data key with a new KMS key and drop the old copies
-  pgstow repo rotate-key --repo s3://backups/db1 --kms-key awskms://alias/pgstow-2027`,
-		Args: cobra.NoArgs,
-	}
-	cmd.AddCommand(newRotateKeyCmd(g))
-	return cmd
-}
-
 // rotateResult is what rotate-key did, for --json.
 type rotateResult struct {
 	Added   rotatedCopy   `json:"added"`

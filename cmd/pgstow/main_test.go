@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/spf13/cobra"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -208,8 +210,17 @@ func TestVersion(t *testing.T) {
 func TestEveryCommandExplainsItself(t *testing.T) {
 	g := &globals{getenv: func(string) string { return "" }}
 	root := newRootCmd(g)
-	noJSON := map[string]bool{"wal-push": true, "wal-fetch": true, "wal-receive": true, "discard": true, "repo": true}
+	noJSON := map[string]bool{"wal-push": true, "wal-fetch": true, "wal-receive": true, "discard": true}
+	var commands []*cobra.Command
 	for _, c := range root.Commands() {
+		if c.HasSubCommands() && c.Name() != "completion" {
+			// A group (pgstow repo): its commands explain themselves.
+			commands = append(commands, c.Commands()...)
+			continue
+		}
+		commands = append(commands, c)
+	}
+	for _, c := range commands {
 		if c.Name() == "help" || c.Name() == "completion" {
 			continue
 		}

@@ -32,6 +32,9 @@ func stores() *providers.Registry {
 // repoFlag adds --repo to a command; PGSTOW_REPO is its default.
 func repoFlag(cmd *cobra.Command, dst *string) {
 	cmd.Flags().StringVar(dst, "repo", "", "repository URL, e.g. file:///var/backups/pgstow (env PGSTOW_REPO)")
+	if createsRepo[cmd.Name()] {
+		lockFlags(cmd)
+	}
 }
 
 // fromEnv applies the precedence flag > environment > default.
@@ -87,10 +90,17 @@ func (g *globals) openRepoKeyed(cmd *cobra.Command, raw string, plainOK bool) (*
 			repo, err = repository.New(store), nil
 		}
 	}
+	if err != nil && key == nil && keyOptional[cmd.CommandPath()] {
+		err = nil // reads only pgstow.json and the store's settings
+	}
 	if err != nil {
 		if key == nil && errors.Is(err, repository.ErrEncryption) {
 			err = keyNeeded(ctx, repo, err)
 		}
+		store.Close()
+		return nil, err
+	}
+	if err := g.applyLockFlags(cmd, repo); err != nil {
 		store.Close()
 		return nil, err
 	}

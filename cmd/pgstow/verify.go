@@ -249,7 +249,11 @@ func printEach(w io.Writer, format string, items []string) {
 // the next backup.
 func printRepair(g *globals, rep *catalog.RepairReport) {
 	for _, q := range rep.Quarantined {
-		fmt.Fprintf(g.stdout, "quarantined %s as %s\n", q.Chunk, q.To)
+		if q.Removed {
+			fmt.Fprintf(g.stdout, "removed damaged %s (an immutable repository keeps no copy)\n", q.Chunk)
+		} else {
+			fmt.Fprintf(g.stdout, "quarantined %s as %s\n", q.Chunk, q.To)
+		}
 		if len(q.Unrestorable) > 0 {
 			fmt.Fprintf(g.stdout, "  unrestorable until a backup stores this chunk again: %s\n", strings.Join(q.Unrestorable, " "))
 		}
@@ -263,4 +267,11 @@ func printRepair(g *globals, rep *catalog.RepairReport) {
 	printEach(g.stdout, "a backup was running (%s): if it had already found a quarantined chunk, the next backup heals it too\n", rep.RunningBackups)
 	printEach(g.stdout, "a restore was running (%s): if it needs a quarantined chunk it fails, as it would have on the damaged copy\n", rep.RunningRestores)
 	printEach(g.stdout, "could not read backup %s to see whether the quarantine breaks it\n", rep.Unchecked)
+	for _, l := range rep.Locked {
+		if l.Until != nil {
+			fmt.Fprintf(g.stdout, "left damaged %s in place: locked until %s; repair again after that\n", l.Key, l.Until.Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(g.stdout, "left damaged %s in place: locked; repair again after the lock ends\n", l.Key)
+		}
+	}
 }

@@ -79,6 +79,7 @@ repository.`,
 func reposFlag(cmd *cobra.Command, dst *[]string) {
 	// StringArray, not StringSlice: a URL may hold a comma.
 	cmd.Flags().StringArrayVar(dst, "repo", nil, "repository `URL`, e.g. file:///var/backups/pgstow; repeat it to write to several (env PGSTOW_REPO: one URL)")
+	lockFlags(cmd)
 }
 
 // openRepos opens every repository urls names (PGSTOW_REPO when --repo is

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -87,13 +89,26 @@ var bucketSeq atomic.Int64
 // returns its name. The bucket goes away with the server.
 func (s *S3Server) NewBucket(t testing.TB) string {
 	t.Helper()
+	return s.newBucket(t, false)
+}
+
+// NewLockedBucket creates a bucket with S3 Object Lock enabled (which
+// turns versioning on) and no default retention, as pgstow's immutable
+// repositories want it (docs/immutability.md).
+func (s *S3Server) NewLockedBucket(t testing.TB) string {
+	t.Helper()
+	return s.newBucket(t, true)
+}
+
+func (s *S3Server) newBucket(t testing.TB, locked bool) string {
+	t.Helper()
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	name := fmt.Sprintf("test-%d-%d-%s", os.Getpid(), bucketSeq.Add(1), hex.EncodeToString(r[:]))
 	// MinIO may still answer 503 for a moment after reporting ready.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		err := s.createBucket(name)
+		err := s.createBucket(name, locked)
 		if err == nil {
 			return name
 		}
@@ -106,10 +121,13 @@ func (s *S3Server) NewBucket(t testing.TB) string {
 
 // createBucket sends a CreateBucket request (PUT /bucket) signed with AWS
 // Signature Version 4, so that this package needs no SDK.
-func (s *S3Server) createBucket(name string) error {
+func (s *S3Server) createBucket(name string, locked bool) error {
 	req, err := http.NewRequest(http.MethodPut, s.Endpoint+"/"+name, nil)
 	if err != nil {
 		return err
+	}
+	if locked {
+		req.Header.Set("X-Amz-Bucket-Object-Lock-Enabled", "true")
 	}
 	s.sign(req, time.Now().UTC())
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -124,8 +142,9 @@ func (s *S3Server) createBucket(name string) error {
 	return nil
 }
 
-// sign adds SigV4 headers to a request with an empty body, path-style and
-// without a query.
+// sign adds SigV4 headers to a request with an empty body, path-style,
+// whose query, if any, is already in canonical form (keys sorted, values
+// escaped). An X-Amz-Bucket-Object-Lock-Enabled header is signed too.
 func (s *S3Server) sign(req *http.Request, now time.Time) {
 	emptyHash := sha256.Sum256(nil)
 	payloadHash := hex.EncodeToString(emptyHash[:])
@@ -134,18 +153,18 @@ func (s *S3Server) sign(req *http.Request, now time.Time) {
 	req.Header.Set("X-Amz-Date", amzDate)
 	req.Header.Set("X-Amz-Content-Sha256", payloadHash)
 
-	const signedHeaders = "host;x-amz-content-sha256;x-amz-date"
-	canonical := strings.Join([]string{
+	signedHeaders := "host;x-amz-content-sha256;x-amz-date"
+	headers := []string{"host:" + req.URL.Host}
+	if v := req.Header.Get("X-Amz-Bucket-Object-Lock-Enabled"); v != "" {
+		signedHeaders = "host;x-amz-bucket-object-lock-enabled;x-amz-content-sha256;x-amz-date"
+		headers = append(headers, "x-amz-bucket-object-lock-enabled:"+v)
+	}
+	headers = append(headers, "x-amz-content-sha256:"+payloadHash, "x-amz-date:"+amzDate)
+	canonical := strings.Join(append(append([]string{
 		req.Method,
 		req.URL.EscapedPath(),
-		"", // query
-		"host:" + req.URL.Host,
-		"x-amz-content-sha256:" + payloadHash,
-		"x-amz-date:" + amzDate,
-		"",
-		signedHeaders,
-		payloadHash,
-	}, "\n")
+		req.URL.RawQuery, // callers give it in canonical form
+	}, headers...), "", signedHeaders, payloadHash), "\n")
 	canonicalHash := sha256.Sum256([]byte(canonical))
 	scope := day + "/" + s.Region + "/s3/aws4_request"
 	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(canonicalHash[:])
@@ -162,4 +181,62 @@ func (s *S3Server) sign(req *http.Request, now time.Time) {
 	signature := hex.EncodeToString(mac(key, toSign))
 	req.Header.Set("Authorization", fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s",
 		s.AccessKey, scope, signedHeaders, signature))
+}
+
+// ObjectVersion is one entry of a bucket's version listing.
+type ObjectVersion struct {
+	Key          string
+	VersionID    string
+	Latest       bool
+	DeleteMarker bool
+}
+
+// Versions lists every version and delete marker under prefix in bucket
+// (ListObjectVersions), for tests that must show that nothing is left
+// behind in a versioned bucket. It fails the test if the listing does
+// not fit one page (1,000 entries).
+func (s *S3Server) Versions(t testing.TB, bucket, prefix string) []ObjectVersion {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.Endpoint+"/"+bucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery = "prefix=" + strings.ReplaceAll(url.QueryEscape(prefix), "+", "%20") + "&versions="
+	s.sign(req, time.Now().UTC())
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("testserver: list versions in %s: %v", bucket, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("testserver: list versions in %s: %s: %s", bucket, resp.Status, body)
+	}
+	var out struct {
+		IsTruncated bool
+		Version     []struct {
+			Key       string
+			VersionId string
+			IsLatest  bool
+		}
+		DeleteMarker []struct {
+			Key       string
+			VersionId string
+			IsLatest  bool
+		}
+	}
+	if err := xml.Unmarshal(body, &out); err != nil {
+		t.Fatalf("testserver: list versions in %s: %v", bucket, err)
+	}
+	if out.IsTruncated {
+		t.Fatalf("testserver: list versions in %s: more than one page", bucket)
+	}
+	var vs []ObjectVersion
+	for _, v := range out.Version {
+		vs = append(vs, ObjectVersion{Key: v.Key, VersionID: v.VersionId, Latest: v.IsLatest})
+	}
+	for _, v := range out.DeleteMarker {
+		vs = append(vs, ObjectVersion{Key: v.Key, VersionID: v.VersionId, Latest: v.IsLatest, DeleteMarker: true})
+	}
+	return vs
 }

@@ -37,6 +37,13 @@ type Store struct {
 	objects  map[string]object
 	keys     []string // sorted, so that List can resume after a key
 	pageSize int
+	// locking is set by NewLocking: the store honours Retention and
+	// implements providers.Locker; otherwise it refuses locked writes,
+	// as a store without lock support must.
+	locking bool
+	// now is the store's clock for locks, settable by tests to see
+	// locks expire without waiting.
+	now func() time.Time
 }
 
 // object is a stored object. data is never modified in place once stored,
@@ -44,13 +51,33 @@ type Store struct {
 type object struct {
 	data    []byte
 	modTime time.Time
+	ret     providers.Retention
 }
 
 var _ providers.Store = (*Store)(nil)
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{objects: make(map[string]object), pageSize: listPageSize}
+	return &Store{objects: make(map[string]object), pageSize: listPageSize, now: time.Now}
+}
+
+// NewLocking returns an empty store that can lock objects, like an S3
+// bucket with Object Lock (versioned, no default retention): Put honours
+// PutOptions.Retention, a locked object can be neither deleted nor
+// overwritten until its lock expires (Delete returns a
+// *providers.LockedError), and the Locker methods work.
+func NewLocking() *Store {
+	s := New()
+	s.locking = true
+	return s
+}
+
+// SetClock replaces the clock the store judges locks by, so that tests
+// can let locks expire without waiting.
+func (s *Store) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
 }
 
 // String names the store for messages.
@@ -90,6 +117,12 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 	case !errors.Is(err, io.EOF):
 		return fmt.Errorf("put %q into %s: read body: %w", key, s, err)
 	}
+	if !opts.Retention.IsZero() && !s.locking {
+		return fmt.Errorf("put %q into %s: %w", key, s, providers.ErrLockUnsupported)
+	}
+	if !opts.Retention.IsZero() && !opts.Retention.Mode.Valid() {
+		return fmt.Errorf("put %q into %s: unknown lock mode %q", key, s, opts.Retention.Mode)
+	}
 	if opts.HasCRC32C {
 		if crc := crc32.Checksum(data, manifest.Castagnoli); crc != opts.CRC32C {
 			return fmt.Errorf("put %q into %s: body has CRC32C %08x, expected %08x: %w", key, s, crc, opts.CRC32C, providers.ErrChecksum)
@@ -101,15 +134,27 @@ func (s *Store) Put(ctx context.Context, key string, body io.ReadSeeker, size in
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q into %s: %w", key, s, err)
 	}
-	if _, ok := s.objects[key]; ok {
+	if old, ok := s.objects[key]; ok {
 		if opts.IfAbsent {
 			return fmt.Errorf("put %q into %s: %w", key, s, providers.ErrExist)
+		}
+		if err := s.lockedLocked(key, old); err != nil {
+			return fmt.Errorf("put %q into %s: %w", key, s, err)
 		}
 	} else {
 		i, _ := slices.BinarySearch(s.keys, key)
 		s.keys = slices.Insert(s.keys, i, key)
 	}
-	s.objects[key] = object{data: data, modTime: time.Now()}
+	s.objects[key] = object{data: data, modTime: time.Now(), ret: opts.Retention}
+	return nil
+}
+
+// lockedLocked returns a LockedError when obj is locked now; s.mu is
+// held.
+func (s *Store) lockedLocked(key string, obj object) error {
+	if !obj.ret.IsZero() && obj.ret.Until.After(s.now()) {
+		return &providers.LockedError{Key: key, Until: obj.ret.Until, Mode: obj.ret.Mode}
+	}
 	return nil
 }
 
@@ -168,8 +213,12 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.objects[key]; !ok {
+	obj, ok := s.objects[key]
+	if !ok {
 		return fmt.Errorf("delete %q from %s: %w", key, s, providers.ErrNotExist)
+	}
+	if err := s.lockedLocked(key, obj); err != nil {
+		return fmt.Errorf("delete %q from %s: %w", key, s, err)
 	}
 	delete(s.objects, key)
 	if i, ok := slices.BinarySearch(s.keys, key); ok {
@@ -241,4 +290,67 @@ func (s *Store) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.keys)
+}
+
+var _ providers.Locker = (*Store)(nil)
+
+// Retention reports the object's lock; ErrLockUnsupported unless the
+// store was made by NewLocking.
+func (s *Store) Retention(ctx context.Context, key string) (providers.Retention, error) {
+	if !s.locking {
+		return providers.Retention{}, fmt.Errorf("retention of %q in %s: %w", key, s, providers.ErrLockUnsupported)
+	}
+	obj, err := s.lookup(ctx, "retention of", key)
+	if err != nil {
+		return providers.Retention{}, err
+	}
+	return obj.ret, nil
+}
+
+// ExtendRetention lengthens the object's lock to r.Until, and makes a
+// governance lock a compliance one if asked; it never shortens or
+// weakens one.
+func (s *Store) ExtendRetention(ctx context.Context, key string, r providers.Retention) error {
+	if !s.locking {
+		return fmt.Errorf("extend the retention of %q in %s: %w", key, s, providers.ErrLockUnsupported)
+	}
+	if err := providers.ValidateKey(key); err != nil {
+		return fmt.Errorf("extend the retention in %s: %w", s, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("extend the retention of %q in %s: %w", key, s, err)
+	}
+	if r.IsZero() {
+		return nil
+	}
+	if !r.Mode.Valid() {
+		return fmt.Errorf("extend the retention of %q in %s: unknown lock mode %q", key, s, r.Mode)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	obj, ok := s.objects[key]
+	if !ok {
+		return fmt.Errorf("extend the retention of %q in %s: %w", key, s, providers.ErrNotExist)
+	}
+	if obj.ret.Mode != providers.LockCompliance {
+		obj.ret.Mode = r.Mode
+	}
+	if r.Until.After(obj.ret.Until) {
+		obj.ret.Until = r.Until
+	}
+	s.objects[key] = obj
+	return nil
+}
+
+// LockConfig says the store can lock (when made by NewLocking), keeps
+// versions, and has no default retention; a store made by New says it
+// cannot lock, as a bucket without object lock does.
+func (s *Store) LockConfig(ctx context.Context) (providers.LockConfig, error) {
+	if err := ctx.Err(); err != nil {
+		return providers.LockConfig{}, err
+	}
+	if !s.locking {
+		return providers.LockConfig{}, nil // like a bucket without object lock
+	}
+	return providers.LockConfig{Enabled: true, Versioning: true}, nil
 }

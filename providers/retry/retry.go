@@ -251,3 +251,54 @@ func (s *Store) String() string { return s.inner.String() }
 
 // Close closes the wrapped store.
 func (s *Store) Close() error { return s.inner.Close() }
+
+var _ providers.Locker = (*Store)(nil)
+
+// locker returns the wrapped store's Locker, or ErrLockUnsupported.
+func (s *Store) locker(what string) (providers.Locker, error) {
+	l, ok := providers.AsLocker(s.inner)
+	if !ok {
+		return nil, fmt.Errorf("%s in %s: %w", what, s.inner, providers.ErrLockUnsupported)
+	}
+	return l, nil
+}
+
+// Retention retries the wrapped store's; a store that cannot lock
+// answers ErrLockUnsupported.
+func (s *Store) Retention(ctx context.Context, key string) (providers.Retention, error) {
+	l, err := s.locker("retention of " + key)
+	if err != nil {
+		return providers.Retention{}, err
+	}
+	var r providers.Retention
+	err = s.do(ctx, "retention of "+key, func() error {
+		var err error
+		r, err = l.Retention(ctx, key)
+		return err
+	})
+	return r, err
+}
+
+// ExtendRetention retries the wrapped store's: extending is idempotent.
+func (s *Store) ExtendRetention(ctx context.Context, key string, r providers.Retention) error {
+	l, err := s.locker("extend the retention of " + key)
+	if err != nil {
+		return err
+	}
+	return s.do(ctx, "extend the retention of "+key, func() error { return l.ExtendRetention(ctx, key, r) })
+}
+
+// LockConfig retries the wrapped store's.
+func (s *Store) LockConfig(ctx context.Context) (providers.LockConfig, error) {
+	l, err := s.locker("lock configuration")
+	if err != nil {
+		return providers.LockConfig{}, err
+	}
+	var c providers.LockConfig
+	err = s.do(ctx, "lock configuration", func() error {
+		var err error
+		c, err = l.LockConfig(ctx)
+		return err
+	})
+	return c, err
+}

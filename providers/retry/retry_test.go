@@ -270,3 +270,64 @@ func TestGetShortRange(t *testing.T) {
 		})
 	}
 }
+
+// flakyLocker fails the first failExtends ExtendRetention calls
+// transiently.
+type flakyLocker struct {
+	*mem.Store
+	extends, failExtends atomic.Int64
+}
+
+func (f *flakyLocker) ExtendRetention(ctx context.Context, key string, r providers.Retention) error {
+	if f.extends.Add(1) <= f.failExtends.Load() {
+		return errFlaky
+	}
+	return f.Store.ExtendRetention(ctx, key, r)
+}
+
+func TestLockerForwarded(t *testing.T) {
+	ctx := t.Context()
+	until := time.Now().Add(time.Hour).Truncate(time.Second)
+	ret := providers.Retention{Mode: providers.LockCompliance, Until: until}
+	for _, tc := range []struct {
+		name  string
+		inner providers.Store
+		want  error
+	}{
+		{"locking", &flakyLocker{Store: mem.NewLocking()}, nil},
+		{"plain", mem.New(), providers.ErrLockUnsupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if f, ok := tc.inner.(*flakyLocker); ok {
+				f.failExtends.Store(2)
+				if err := f.Put(ctx, "k", bytes.NewReader([]byte("x")), 1, providers.PutOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := Wrap(tc.inner, Policy{Initial: time.Millisecond, Max: time.Millisecond}, nil)
+			l, ok := providers.AsLocker(s)
+			if !ok {
+				t.Fatal("AsLocker(retry store) = false")
+			}
+			if c, err := l.LockConfig(ctx); err != nil || c.Enabled != (tc.want == nil) {
+				t.Fatalf("LockConfig = %+v, %v", c, err)
+			}
+			err := l.ExtendRetention(ctx, "k", ret)
+			if tc.want != nil {
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("ExtendRetention: %v, want %v", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ExtendRetention with two transient failures: %v", err)
+			}
+			if got, err := l.Retention(ctx, "k"); err != nil || got != ret {
+				t.Fatalf("Retention = %+v, %v", got, err)
+			}
+			if s.Retries() != 2 {
+				t.Fatalf("%d retries, want 2", s.Retries())
+			}
+		})
+	}
+}

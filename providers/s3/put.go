@@ -89,14 +89,23 @@ func (s *Store) putSingle(ctx context.Context, key, name string, body io.ReadSee
 	if opts.IfAbsent {
 		in.IfNoneMatch = aws.String("*")
 	}
-	_, err := s.client.PutObject(ctx, in)
+	var err error
+	if in.ObjectLockMode, in.ObjectLockRetainUntilDate, err = lockFields(opts.Retention); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !opts.Retention.IsZero() && in.ChecksumAlgorithm == "" {
+		// A locked write must carry a checksum of its body (S3 asks
+		// for Content-MD5 or an x-amz-checksum).
+		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
+	}
+	_, err = s.client.PutObject(ctx, in)
 	if err == nil {
 		return nil
 	}
 	if berr := eb.failure(); berr != nil {
 		return fmt.Errorf("%s: %w", what, berr)
 	}
-	cerr := classify(err)
+	cerr := lockRefusal(classify(err), opts.Retention)
 	if opts.IfAbsent && !isAPIError(err) && errors.Is(cerr, providers.ErrTransient) {
 		// versitygw refuses a conditional write to an existing key
 		// (412) before reading the body and closes the connection;
@@ -162,13 +171,17 @@ func (s *Store) putMultipart(ctx context.Context, key, name string, body io.Read
 		}
 	}
 
-	created, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+	cin := &s3.CreateMultipartUploadInput{
 		Bucket:            aws.String(s.bucket),
 		Key:               aws.String(name),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
-	})
+	}
+	if cin.ObjectLockMode, cin.ObjectLockRetainUntilDate, err = lockFields(opts.Retention); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	created, err := s.client.CreateMultipartUpload(ctx, cin)
 	if err != nil {
-		return fmt.Errorf("%s: create multipart upload: %w", what, classify(err))
+		return fmt.Errorf("%s: create multipart upload: %w", what, lockRefusal(classify(err), opts.Retention))
 	}
 	up := &multipartUpload{s: s, key: key, name: name, uploadID: aws.ToString(created.UploadId), what: what}
 	completed := false

@@ -427,23 +427,6 @@ func (s *Store) Stat(ctx context.Context, key string) (providers.ObjectInfo, err
 	return providers.ObjectInfo{Key: key, Size: aws.ToInt64(out.ContentLength), ModTime: aws.ToTime(out.LastModified)}, nil
 }
 
-// Delete removes the object. S3 deletes a missing object without
-// complaint, so a HeadObject first finds a missing one; a concurrent
-// Delete between the two is not noticed, which is harmless.
-func (s *Store) Delete(ctx context.Context, key string) error {
-	name, err := providers.CheckDelete(ctx, s, key, s.objectName)
-	if err != nil {
-		return err
-	}
-	if _, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))
-	}
-	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name)}); err != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, classify(err))
-	}
-	return nil
-}
-
 // List yields the objects under prefix a page (up to 1,000 keys) at a
 // time. S3 lists keys in the byte order of their UTF-8 names, which is
 // Go's string order. Names under the store's prefix that are no valid key
