@@ -132,6 +132,18 @@ func (r *Repository) objectRetention(ctx context.Context) (providers.Retention, 
 	return providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period + p.headroom))}, nil
 }
 
+// NewObjectRetention is the lock a new repository's first objects get
+// when it is made immutable with mode and period: the one chunks and WAL
+// get (write time + period + headroom). The wrapped copies of a data key
+// are written before pgstow.json, so they cannot ask the repository.
+func NewObjectRetention(mode providers.LockMode, period time.Duration) (providers.Retention, error) {
+	p, err := newLockPolicy(&manifest.RepoImmutability{Mode: string(mode), Retention: period.String()})
+	if err != nil {
+		return providers.Retention{}, err
+	}
+	return providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period + p.headroom))}, nil
+}
+
 // maxWritten bounds what wrote remembers (about 100 bytes an entry, so
 // some 25 MiB): a process that writes for months (wal-receive) must not
 // grow without end. Forgetting costs only a HEAD per object at the next
@@ -266,6 +278,21 @@ func (r *Repository) secureObjects(ctx context.Context, p *lockPolicy, b *manife
 	}
 	for _, w := range b.WAL {
 		consider(WALKey(w.Name), ChunkID{}, false)
+	}
+	// The configuration and the wrapped copies of the data key must last
+	// as long as any backup: without them an encrypted repository's
+	// backups cannot be opened at all. When the newest backup covers the
+	// new one's date it secured them already, and a copy made since by
+	// rotate-key is locked at least as long (NewObjectRetention).
+	if prev == nil { // else the newest backup covers them
+		consider(RepoKey, ChunkID{}, false)
+		copies, err := WrappedKeys(ctx, r.raw)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("backup %s: %w", b.ID, err)
+		}
+		for _, c := range copies {
+			consider(c.Key, ChunkID{}, false)
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(extendWorkers)

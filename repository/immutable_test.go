@@ -1,6 +1,7 @@
 package repository_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -190,4 +191,63 @@ func TestCommitRecomputesRetention(t *testing.T) {
 	if ret, err := s.Retention(t.Context(), repository.BackupManifestKey(b.ID)); err != nil || !ret.Until.Equal(b.Retention.Until) {
 		t.Fatalf("manifest lock %+v, %v; recorded %s", ret, err, b.Retention.Until)
 	}
+}
+
+// plainWrapper "wraps" a data key by copying it: enough for a key copy
+// whose lock, not its secrecy, is under test.
+type plainWrapper struct{}
+
+func (plainWrapper) URI() string { return "test://key" }
+func (plainWrapper) Wrap(_ context.Context, dk []byte) (string, []byte, error) {
+	return "test://key", append([]byte(nil), dk...), nil
+}
+func (plainWrapper) Unwrap(_ context.Context, w []byte) ([]byte, error) { return w, nil }
+
+// TestImmutableKeepsConfigAndKeys checks that pgstow.json and the wrapped
+// copies of a KMS data key, without which an encrypted repository's
+// backups cannot be opened, are locked when made and stay locked at
+// least as long as every backup committed after them.
+func TestImmutableKeepsConfigAndKeys(t *testing.T) {
+	ctx := t.Context()
+	s := mem.NewLocking()
+	const period = 4 * time.Second // headroom 1 s
+	lock, err := repository.NewObjectRetention(providers.LockCompliance, period)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := repository.InitDataKey(ctx, s, plainWrapper{}, lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies, err := repository.WrappedKeys(ctx, s)
+	if err != nil || len(copies) != 1 {
+		t.Fatalf("wrapped copies: %v, %v", copies, err)
+	}
+	if ret, err := s.Retention(ctx, copies[0].Key); err != nil || ret.Until.Before(time.Now().Add(period)) {
+		t.Fatalf("new key copy locked %+v, %v; want until now + %s or later", ret, err, period)
+	}
+	key, err := encryption.NewKey(dk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	archives := []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}
+	check := func(b *manifest.Backup) {
+		t.Helper()
+		for _, k := range []string{repository.RepoKey, copies[0].Key} {
+			ret, err := s.Retention(ctx, k)
+			if err != nil || ret.Until.Before(b.Retention.Until) {
+				t.Fatalf("%s locked %+v, %v; want until backup %s's %s or later", k, ret, err, b.ID, b.Retention.Until)
+			}
+		}
+	}
+	r1 := repository.NewEncrypted(s, key)
+	if err := r1.SetImmutability(providers.LockCompliance, period); err != nil {
+		t.Fatal(err)
+	}
+	b1, _ := repotest.Commit(t, r1, repotest.Spec{ID: "20260102T030405Z", Archives: archives})
+	check(b1)
+	// After the first backup's dates no longer cover a new one.
+	time.Sleep(time.Until(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond)))
+	b2, _ := repotest.Commit(t, repository.NewEncrypted(s, key), repotest.Spec{ID: "20260102T030407Z", Archives: archives})
+	check(b2)
 }

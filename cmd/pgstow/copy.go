@@ -107,6 +107,8 @@ again sends only what had not arrived. See docs/copy.md.`,
 	cmd.Flags().StringVar(&dstURL, "to", "", "destination repository URL (env PGSTOW_TO_REPO)")
 	cmd.Flags().StringVar(&dstKeyFile, "to-encryption-key-file", "", "file holding the destination repository's encryption key (env PGSTOW_TO_ENCRYPTION_KEY_FILE); none for a plain destination")
 	cmd.Flags().String("to-kms-key", "", "instead of --to-encryption-key-file: the KMS key that wraps the destination's key, or makes a new one there (env PGSTOW_TO_KMS_KEY); see docs/encryption.md")
+	cmd.Flags().String("to-lock-mode", "", "make a new destination immutable: governance or compliance, with --to-lock-retention (env PGSTOW_TO_LOCK_MODE); see docs/immutability.md")
+	cmd.Flags().String("to-lock-retention", "", "how long each object at a new immutable destination stays locked, e.g. 30d or 720h (env PGSTOW_TO_LOCK_RETENTION)")
 	cmd.Flags().BoolVar(&all, "all", false, "copy every backup and every WAL file")
 	cmd.Flags().IntVar(&retainLast, "retain-last", 0, "copy the newest N backups")
 	cmd.Flags().StringVar(&retainWithin, "retain-within", "", "copy the backups that finished within DURATION (e.g. 14d)")
@@ -173,13 +175,33 @@ func (g *globals) openCopyDestination(cmd *cobra.Command, raw, keyFile string, d
 		return nil, fmt.Errorf("--to: %w", err)
 	}
 	store = retry.Wrap(store, retry.Policy{}, log)
-	if key, err = g.destinationKMSKey(cmd, store, key, !dryRun); err != nil { // kms.go
+	lockMode, lockPeriod, locked, err := g.lockFlags(cmd, "to-lock-mode", "to-lock-retention", "PGSTOW_TO_LOCK_MODE", "PGSTOW_TO_LOCK_RETENTION")
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	var keyLock providers.Retention
+	if locked {
+		if keyLock, err = repository.NewObjectRetention(lockMode, lockPeriod); err != nil {
+			store.Close()
+			return nil, usageError{err}
+		}
+	}
+	if key, err = g.destinationKMSKey(cmd, store, key, !dryRun, keyLock); err != nil { // kms.go
 		store.Close()
 		return nil, err
 	}
 	repo := repository.New(store)
 	if key != nil {
 		repo = repository.NewEncrypted(store, key)
+	}
+	if locked {
+		// Bind (in the copier) writes it into a new destination's
+		// configuration and refuses an existing one that says otherwise.
+		if err := repo.SetImmutability(lockMode, lockPeriod); err != nil {
+			store.Close()
+			return nil, usageError{err}
+		}
 	}
 	if err := repo.CheckKey(ctx); err != nil {
 		store.Close()

@@ -46,8 +46,12 @@ func openWrapper(ctx context.Context, uri string) (repository.KeyWrapper, error)
 // plainOK is openRepoKeyed's: a plain repository among several takes no
 // key, and --kms-key is then no error.
 func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store providers.Store, fileKey *encryption.Key, plainOK bool) (*encryption.Key, error) {
+	ret, err := g.newKeyRetention(cmd, "lock-mode", "lock-retention", "PGSTOW_LOCK_MODE", "PGSTOW_LOCK_RETENTION")
+	if err != nil {
+		return nil, err
+	}
 	return resolveKey(ctx, store, fileKey, keySource{
-		uri: g.kmsKeyURI(cmd), create: createsRepo[cmd.Name()], plainOK: plainOK,
+		uri: g.kmsKeyURI(cmd), create: createsRepo[cmd.Name()], plainOK: plainOK, retention: ret,
 		fileFlag: "--encryption-key-file", kmsFlag: "--kms-key", kmsEnv: "PGSTOW_KMS_KEY",
 	}, g.log)
 }
@@ -55,7 +59,7 @@ func (g *globals) repoKey(ctx context.Context, cmd *cobra.Command, store provide
 // destinationKMSKey resolves the key of a copy's destination as repoKey does
 // the source's, with --to-kms-key (PGSTOW_TO_KMS_KEY); create is false
 // for a dry run, which writes nothing.
-func (g *globals) destinationKMSKey(cmd *cobra.Command, store providers.Store, fileKey *encryption.Key, create bool) (*encryption.Key, error) {
+func (g *globals) destinationKMSKey(cmd *cobra.Command, store providers.Store, fileKey *encryption.Key, create bool, retention providers.Retention) (*encryption.Key, error) {
 	uri, _ := cmd.Flags().GetString("to-kms-key")
 	if !cmd.Flags().Changed("to-kms-key") {
 		if v := g.getenv("PGSTOW_TO_KMS_KEY"); v != "" {
@@ -63,19 +67,21 @@ func (g *globals) destinationKMSKey(cmd *cobra.Command, store providers.Store, f
 		}
 	}
 	return resolveKey(cmd.Context(), store, fileKey, keySource{
-		uri: uri, create: create,
+		uri: uri, create: create, retention: retention,
 		fileFlag: "--to-encryption-key-file", kmsFlag: "--to-kms-key", kmsEnv: "PGSTOW_TO_KMS_KEY",
 	}, g.log)
 }
 
 // keySource is what a command was given to find one repository's key.
 type keySource struct {
-	uri      string // the KMS key, "" for none
-	create   bool   // the command may make the repository
-	plainOK  bool   // a plain repository is no error with uri set
-	fileFlag string // the flags and variable named in messages
-	kmsFlag  string
-	kmsEnv   string
+	uri     string // the KMS key, "" for none
+	create  bool   // the command may make the repository
+	plainOK bool   // a plain repository is no error with uri set
+	// retention locks the copy of a new data key (immutable repositories)
+	retention providers.Retention
+	fileFlag  string // the flags and variable named in messages
+	kmsFlag   string
+	kmsEnv    string
 }
 
 func resolveKey(ctx context.Context, store providers.Store, fileKey *encryption.Key, src keySource, log *slog.Logger) (*encryption.Key, error) {
@@ -95,9 +101,9 @@ func resolveKey(ctx context.Context, store providers.Store, fileKey *encryption.
 		if err != nil {
 			return nil, err
 		}
-		// No retention: an immutable repository's lock settings are
-		// bound later, with pgstow.json.
-		dk, err := repository.InitDataKey(ctx, store, w, providers.Retention{})
+		// Locked as the lock flags ask: pgstow.json, written later, will
+		// record them, and each commit extends the lock.
+		dk, err := repository.InitDataKey(ctx, store, w, src.retention)
 		if err != nil {
 			return nil, fmt.Errorf("make the data key of %s: %w", store, err)
 		}
@@ -241,7 +247,19 @@ func rotateKey(ctx context.Context, store providers.Store, master []byte, w repo
 	if err := repository.NewEncrypted(store, key).CheckKey(ctx); err != nil {
 		return nil, err
 	}
-	added, err := repository.AddWrappedKey(ctx, store, master, w, providers.Retention{})
+	// In an immutable repository the new copy is locked like the
+	// objects written now; each commit extends it.
+	var lock providers.Retention
+	if i := cfg.Immutability; i != nil {
+		period, err := i.Period()
+		if err != nil {
+			return nil, err
+		}
+		if lock, err = repository.NewObjectRetention(providers.LockMode(i.Mode), period); err != nil {
+			return nil, err
+		}
+	}
+	added, err := repository.AddWrappedKey(ctx, store, master, w, lock)
 	if errors.Is(err, providers.ErrExist) {
 		// A copy with this key is there (an earlier run stopped before
 		// removing the old ones): use it if it unwraps.

@@ -216,31 +216,50 @@ func lockFlags(cmd *cobra.Command) {
 // environment variables) on to the repository, for Bind to apply or
 // check. Neither given: the repository's configuration decides.
 func (g *globals) applyLockFlags(cmd *cobra.Command, repo *repository.Repository) error {
-	if cmd.Flags().Lookup("lock-mode") == nil {
-		return nil
-	}
-	mode, _ := cmd.Flags().GetString("lock-mode")
-	period, _ := cmd.Flags().GetString("lock-retention")
-	fromEnv(cmd, g, "lock-mode", "PGSTOW_LOCK_MODE", &mode)
-	fromEnv(cmd, g, "lock-retention", "PGSTOW_LOCK_RETENTION", &period)
-	if mode == "" && period == "" {
-		return nil
-	}
-	if mode == "" || period == "" {
-		return usageError{errors.New("--lock-mode and --lock-retention go together (or PGSTOW_LOCK_MODE and PGSTOW_LOCK_RETENTION)")}
-	}
-	m := providers.LockMode(strings.ToLower(mode))
-	if !m.Valid() {
-		return usageError{fmt.Errorf("--lock-mode %q: want governance or compliance", mode)}
-	}
-	d, err := parseRetention(period)
-	if err != nil {
-		return usageError{fmt.Errorf("--lock-retention: %w", err)}
+	m, d, ok, err := g.lockFlags(cmd, "lock-mode", "lock-retention", "PGSTOW_LOCK_MODE", "PGSTOW_LOCK_RETENTION")
+	if err != nil || !ok {
+		return err
 	}
 	if err := repo.SetImmutability(m, d); err != nil {
 		return usageError{err}
 	}
 	return nil
+}
+
+// lockFlags reads a lock mode and retention flag pair (or their
+// variables); ok is false when neither is set.
+func (g *globals) lockFlags(cmd *cobra.Command, modeFlag, periodFlag, modeEnv, periodEnv string) (m providers.LockMode, d time.Duration, ok bool, err error) {
+	if cmd.Flags().Lookup(modeFlag) == nil {
+		return "", 0, false, nil
+	}
+	mode, _ := cmd.Flags().GetString(modeFlag)
+	period, _ := cmd.Flags().GetString(periodFlag)
+	fromEnv(cmd, g, modeFlag, modeEnv, &mode)
+	fromEnv(cmd, g, periodFlag, periodEnv, &period)
+	if mode == "" && period == "" {
+		return "", 0, false, nil
+	}
+	if mode == "" || period == "" {
+		return "", 0, false, usageError{fmt.Errorf("--%s and --%s go together (or %s and %s)", modeFlag, periodFlag, modeEnv, periodEnv)}
+	}
+	m = providers.LockMode(strings.ToLower(mode))
+	if !m.Valid() {
+		return "", 0, false, usageError{fmt.Errorf("--%s %q: want governance or compliance", modeFlag, mode)}
+	}
+	if d, err = parseRetention(period); err != nil {
+		return "", 0, false, usageError{fmt.Errorf("--%s: %w", periodFlag, err)}
+	}
+	return m, d, true, nil
+}
+
+// newKeyRetention is the lock of the wrapped data-key copies a command
+// makes with a new repository: the one its lock flags ask for, if any.
+func (g *globals) newKeyRetention(cmd *cobra.Command, modeFlag, periodFlag, modeEnv, periodEnv string) (providers.Retention, error) {
+	m, d, ok, err := g.lockFlags(cmd, modeFlag, periodFlag, modeEnv, periodEnv)
+	if err != nil || !ok {
+		return providers.Retention{}, err
+	}
+	return repository.NewObjectRetention(m, d)
 }
 
 // parseRetention reads a retention period: a Go duration (720h, 90s) or
