@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/encryption"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
@@ -250,4 +251,37 @@ func TestImmutableKeepsConfigAndKeys(t *testing.T) {
 	time.Sleep(time.Until(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond)))
 	b2, _ := repotest.Commit(t, repository.NewEncrypted(s, key), repotest.Spec{ID: "20260102T030407Z", Archives: archives})
 	check(b2)
+}
+
+// TestImmutablePartialKept checks that a partial WAL snapshot is locked
+// and never replaced in an immutable repository (a replacement would
+// leave a locked older version behind), while a plain repository still
+// replaces it.
+func TestImmutablePartialKept(t *testing.T) {
+	ctx := t.Context()
+	const segment = "000000010000000000000003"
+	for _, immutable := range []bool{true, false} {
+		s := mem.NewLocking()
+		r := repository.New(s)
+		if immutable {
+			r = immutableRepo(t, s, providers.LockCompliance, time.Hour)
+		}
+		if err := r.Bind(ctx, repotest.SystemID, repotest.SegSize); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.PutWALPartial(ctx, chunker.NewCompressor(), segment, []byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		key := repository.WALKey(segment + ".partial")
+		if ret, err := s.Retention(ctx, key); err != nil || ret.IsZero() != !immutable {
+			t.Fatalf("immutable %v: partial snapshot locked %+v, %v", immutable, ret, err)
+		}
+		err := r.PutWALPartial(ctx, chunker.NewCompressor(), segment, []byte("first and more"))
+		switch {
+		case immutable && !errors.Is(err, repository.ErrPartialKept):
+			t.Fatalf("second snapshot in an immutable repository: %v, want ErrPartialKept", err)
+		case !immutable && err != nil:
+			t.Fatalf("second snapshot in a plain repository: %v", err)
+		}
+	}
 }

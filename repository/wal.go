@@ -94,19 +94,28 @@ func (r *Repository) PutWALPartialFrom(ctx context.Context, comp *chunker.Compre
 		return err
 	}
 	defer staged.close()
-	// In an immutable repository the snapshot is locked too; a later
-	// snapshot then leaves the earlier one as a locked older version
-	// (docs/immutability.md).
+	// In an immutable repository the snapshot is locked too, and never
+	// replaced: a replacement would leave the earlier one behind as a
+	// locked older version (docs/immutability.md).
 	ret, err := r.objectRetention(ctx)
 	if err != nil {
 		return fmt.Errorf("store WAL %s: %w", name, err)
 	}
-	if err := r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
-		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true, Retention: ret}); err != nil {
+	err = r.store.Put(ctx, WALKey(name), staged.body(), staged.frameSize,
+		providers.PutOptions{CRC32C: staged.crc, HasCRC32C: true, Retention: ret, IfAbsent: !ret.IsZero()})
+	if errors.Is(err, providers.ErrExist) {
+		return fmt.Errorf("store WAL %s: %w", name, ErrPartialKept)
+	}
+	if err != nil {
 		return fmt.Errorf("store WAL %s: %w", name, err)
 	}
 	return nil
 }
+
+// ErrPartialKept is returned by PutWALPartialFrom in an immutable
+// repository that holds a snapshot of the segment already: it is kept,
+// and the new one is not stored.
+var ErrPartialKept = errors.New("an immutable repository keeps the partial segment stored earlier")
 
 // stagedWAL is a WAL file compressed into a spool file, ready to upload.
 type stagedWAL struct {

@@ -181,7 +181,14 @@ func Receive(ctx context.Context, dsn string, repos []*repository.Repository, o 
 					o.Log.Warn("could not read the partial segment stored earlier; replacing it", "segment", name, "repo", repo.String(), "err", err)
 				}
 				o.Log.Info("storing partial segment", "segment", name, "repo", repo.String(), "bytes", received)
-				return repo.PutWALPartialFrom(ctx, comps[i], name, io.NewSectionReader(seg, 0, seg.Size()), seg.Size())
+				err = repo.PutWALPartialFrom(ctx, comps[i], name, io.NewSectionReader(seg, 0, seg.Size()), seg.Size())
+				if errors.Is(err, repository.ErrPartialKept) {
+					// The whole segment is stored once streaming resumes.
+					o.Log.Warn("keeping the partial segment stored earlier: the repository is immutable", "segment", name, "repo", repo.String(),
+						"stored_bytes", prev.end, "received_bytes", received)
+					return nil
+				}
+				return err
 			})
 		},
 	}
