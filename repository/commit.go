@@ -81,6 +81,18 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 		if !same {
 			return fmt.Errorf("backup %s: %w", b.ID, ErrIDTaken)
 		}
+		// Ours from an earlier attempt (a resumed copy, a commit whose
+		// outcome was unknown) carries that attempt's shorter lock: it
+		// must last as long as the manifest written now.
+		if !lock.IsZero() {
+			l, ok := providers.AsLocker(r.raw)
+			if !ok {
+				return fmt.Errorf("backup %s: %w: %s cannot lock objects", b.ID, ErrLockMismatch, r)
+			}
+			if err := l.ExtendRetention(ctx, pgKey, lock); err != nil {
+				return fmt.Errorf("backup %s: extend the lock of %s: %w", b.ID, pgKey, err)
+			}
+		}
 	}
 	key := BackupManifestKey(b.ID)
 	if err := r.putStaged(ctx, key, io.NewSectionReader(f, 0, n), own, lock); err != nil {

@@ -251,6 +251,14 @@ func (r *Repository) secureObjects(ctx context.Context, p *lockPolicy, b *manife
 
 	target := providers.Retention{Mode: p.mode, Until: ceilSecond(until.Add(p.headroom))}
 	least := target.Until
+	if prev != nil {
+		// The configuration and the key copies below are taken as the
+		// newest backup secured them, so the date this backup records
+		// must not outlast that backup's, shared chunks or not: else a
+		// later backup covered by this one would skip them while their
+		// locks end first.
+		least = prevUntil
+	}
 	var extend []string
 	seen := make(map[string]bool)
 	consider := func(key string, id ChunkID, isChunk bool) {
