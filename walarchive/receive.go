@@ -183,10 +183,15 @@ func Receive(ctx context.Context, dsn string, repos []*repository.Repository, o 
 				o.Log.Info("storing partial segment", "segment", name, "repo", repo.String(), "bytes", received)
 				err = repo.PutWALPartialFrom(ctx, comps[i], name, io.NewSectionReader(seg, 0, seg.Size()), seg.Size())
 				if errors.Is(err, repository.ErrPartialKept) {
-					// The whole segment is stored once streaming resumes.
-					o.Log.Warn("keeping the partial segment stored earlier: the repository is immutable", "segment", name, "repo", repo.String(),
-						"stored_bytes", prev.end, "received_bytes", received)
-					return nil
+					if prev.end >= received {
+						return nil // the one kept holds as much
+					}
+					// Confirming what the repository lacks would let the
+					// server believe it safe. Stopping leaves the slot
+					// where it was: the server keeps the segment, and the
+					// next run stores it whole.
+					return fmt.Errorf("repository %s is immutable and keeps the shorter partial segment %s stored earlier (%d of the %d bytes received): not confirming the rest; the server keeps the segment, and the next wal-receive stores it whole: %w",
+						repo, name, prev.end, received, err)
 				}
 				return err
 			})
