@@ -84,6 +84,9 @@ type LockConfig struct {
 	// locks); deletions must then remove a version, never add a delete
 	// marker.
 	Versioning bool
+	// NeedsVersioning: locks on this store require versioning (S3, Azure;
+	// GCS object retention does not).
+	NeedsVersioning bool
 	// Default is the retention the store applies to every new object
 	// without being asked (bucket default retention); zero if none.
 	DefaultMode   LockMode

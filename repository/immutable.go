@@ -196,7 +196,8 @@ func samePeriod(a, b *manifest.RepoImmutability) bool {
 
 // CheckLockSupport checks that the store can lock objects as p asks: a
 // Locker whose bucket has locks enabled and keeps versions. It returns
-// one line saying what to set on the bucket otherwise.
+// one line saying what to set on the bucket otherwise. Versioning is
+// asked only of stores whose locks need it (not GCS).
 func (r *Repository) CheckLockSupport(ctx context.Context) error {
 	l, ok := providers.AsLocker(r.raw)
 	if !ok {
@@ -207,6 +208,12 @@ func (r *Repository) CheckLockSupport(ctx context.Context) error {
 	if errors.Is(err, providers.ErrLockUnsupported) {
 		return fmt.Errorf("%w: %s cannot lock objects: %w", ErrLockMismatch, r, err)
 	}
+	if errors.Is(err, providers.ErrAccessDenied) {
+		// Credentials that may write but not read the bucket's settings:
+		// the first locked write decides, as a store that cannot lock
+		// refuses it (ErrLockUnsupported) and stores nothing.
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("check the lock configuration of %s: %w", r, err)
 	}
@@ -214,7 +221,7 @@ func (r *Repository) CheckLockSupport(ctx context.Context) error {
 	if !c.Enabled {
 		missing = append(missing, "object lock is not enabled on the bucket (S3: create the bucket with Object Lock enabled)")
 	}
-	if !c.Versioning {
+	if c.NeedsVersioning && !c.Versioning {
 		missing = append(missing, "the bucket does not keep versions (enable versioning)")
 	}
 	if len(missing) > 0 {

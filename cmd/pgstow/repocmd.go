@@ -150,12 +150,12 @@ func checkRepo(cmd *cobra.Command, repo *repository.Repository) (*repoCheckRepor
 		if !lc.Enabled {
 			rep.Problems = append(rep.Problems, "the repository is immutable but object lock is not enabled on the bucket: enable it (S3: Object Lock on the bucket; Azure: version-level immutability on the container; GCS: object retention on the bucket)")
 		}
-		if !lc.Versioning {
+		if lc.NeedsVersioning && !lc.Versioning {
 			rep.Problems = append(rep.Problems, "the repository is immutable but the bucket keeps no versions: enable versioning")
 		}
 	case rep.Configured && lc.Enabled:
 		rep.Warnings = append(rep.Warnings, "the bucket can lock objects but the repository was created without --lock-mode: its objects are not locked")
-	case !rep.Configured && ok && lc.Enabled && lc.Versioning:
+	case !rep.Configured && ok && lc.Enabled && (lc.Versioning || !lc.NeedsVersioning):
 		// Fits a new immutable repository: nothing to say.
 	}
 	rep.OK = len(rep.Problems) == 0

@@ -125,7 +125,7 @@ func (s *Store) LockConfig(ctx context.Context) (providers.LockConfig, error) {
 	if err != nil {
 		return providers.LockConfig{}, fmt.Errorf("lock configuration of %s: %w", s, classify(ctx, err))
 	}
-	var cfg providers.LockConfig
+	cfg := providers.LockConfig{NeedsVersioning: true}
 	if props.IsImmutableStorageWithVersioningEnabled != nil && *props.IsImmutableStorageWithVersioningEnabled {
 		cfg.Enabled = true
 		cfg.Versioning = true

@@ -226,7 +226,10 @@ func (s *Store) ExtendRetention(ctx context.Context, key string, r providers.Ret
 // object has none of them in effect, so the refusal was for another
 // reason (access denied).
 func lockedError(key string, st lockState) *providers.LockedError {
-	now := time.Now()
+	// An hour's tolerance, as for S3: this host's clock may run ahead of
+	// the store's, and a lock that is about to end is still a lock, not
+	// a refusal for another reason.
+	now := time.Now().Add(-time.Hour)
 	le := &providers.LockedError{Key: key, Hold: st.TemporaryHold || st.EventBasedHold}
 	if r := retentionOf(st.Retention); !r.IsZero() && r.Until.After(now) {
 		le.Until, le.Mode = r.Until, r.Mode

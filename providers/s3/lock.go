@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -151,26 +150,26 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if len(versions) == 0 {
 		versions = []string{h.versionID} // a listing that lags
 	}
-	var locked error
-	for _, v := range versions {
+	// Oldest first, the current version last: should an older version
+	// be locked (by another tool, or a bucket default on a lease), the
+	// deletion stops there and the current version stays current,
+	// rather than the locked older one coming back in its place.
+	for i := len(versions) - 1; i >= 0; i-- {
+		v := versions[i]
 		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(name), VersionId: aws.String(v)})
 		if err == nil {
 			continue
 		}
-		if errorCode(err) == "AccessDenied" || httpStatus(err) == http.StatusForbidden {
-			// Locked since the HEAD (or an older version is locked):
-			// say until when, and go on with the others.
+		// Locked since the HEAD, or an older version is locked: say
+		// until when. AWS answers 403 AccessDenied, MinIO 400
+		// InvalidRequest ("Object is WORM protected"): ask the version
+		// itself rather than trust either.
+		if !errors.Is(classify(err), providers.ErrTransient) {
 			if lerr := s.versionLock(ctx, key, name, v); lerr != nil {
-				if locked == nil {
-					locked = lerr
-				}
-				continue
+				return fmt.Errorf("delete %q from %s: %w", key, s, lerr)
 			}
 		}
 		return fmt.Errorf("delete %q from %s: version %s: %w", key, s, v, classify(err))
-	}
-	if locked != nil {
-		return fmt.Errorf("delete %q from %s: %w", key, s, locked)
 	}
 	return nil
 }
@@ -315,6 +314,7 @@ func (s *Store) LockConfig(ctx context.Context) (providers.LockConfig, error) {
 		return c, fmt.Errorf("read the versioning status of %s: %w", s, classify(err))
 	}
 	c.Versioning = v.Status == types.BucketVersioningStatusEnabled
+	c.NeedsVersioning = true
 	if c.Enabled && !c.Versioning {
 		c.Notes = append(c.Notes, "object lock is enabled but versioning is not: S3 requires versioning for object lock")
 	}

@@ -82,7 +82,25 @@ func TestObjectLock(t *testing.T) {
 				t.Fatalf("Stat after Delete: %v", err)
 			}
 
+			// An older version locked under an unlocked current one: the
+			// deletion stops at the lock and the current version stays
+			// current (the locked older one must not come back).
+			if err := s.Put(ctx, "layered", bytes.NewReader(small), int64(len(small)), providers.PutOptions{Retention: ret}); err != nil {
+				t.Fatal(err)
+			}
+			newer := []byte("newer unlocked version")
+			if err := s.Put(ctx, "layered", bytes.NewReader(newer), int64(len(newer)), providers.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, "layered"); !errors.Is(err, providers.ErrLocked) {
+				t.Fatalf("Delete over a locked older version: %v, want ErrLocked", err)
+			}
+			checkGet(t, s, "layered", newer)
+
 			time.Sleep(time.Until(later.Add(time.Second)))
+			if err := s.Delete(ctx, "layered"); err != nil {
+				t.Fatalf("Delete of layered after the lock expired: %v", err)
+			}
 			for _, key := range []string{"small", "big"} {
 				if err := s.Delete(ctx, key); err != nil {
 					t.Fatalf("Delete of %s after the lock expired: %v", key, err)
