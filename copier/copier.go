@@ -160,7 +160,12 @@ type run struct {
 	dstCRC    map[repository.ChunkID]uint32
 	ids       map[repository.ChunkID]repository.ChunkID
 	dstWAL    map[string]int64
-	prog      Progress
+	// same are the ids of the backups held at both ends that are one
+	// backup (sameBackup), the destination's a copy of the source's.
+	same map[string]bool
+	// srcIDs are the source's committed backups.
+	srcIDs []string
+	prog   Progress
 	// planned are the chunks (source ids) and WAL files a dry run has
 	// counted already.
 	planned map[string]bool
@@ -193,8 +198,18 @@ func (c *run) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.loadDestination(ctx, dstIDs); err != nil {
+	if err := c.loadDestination(ctx, dstIDs, ids); err != nil {
 		return err
+	}
+	var taken []string
+	for _, id := range ids {
+		if slices.Contains(dstIDs, id) && !c.same[id] {
+			taken = append(taken, id)
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("destination: %w: %s holds a different backup under id %s (another backup_manifest, not a copy of the source's); nothing was copied: delete it there, or copy the other backups by id",
+			repository.ErrIDTaken, c.dst, strings.Join(taken, ", "))
 	}
 	for i, id := range ids {
 		c.progress(func(p *Progress) { p.Index, p.Count = i+1, len(ids) })
@@ -244,6 +259,7 @@ func (c *run) selectBackups(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.srcIDs = all
 	if len(all) == 0 {
 		return nil, fmt.Errorf("%w: %s holds no committed backup", ErrSelection, c.src)
 	}
@@ -292,11 +308,12 @@ func (c *run) selectBackups(ctx context.Context) ([]string, error) {
 }
 
 // loadDestination lists dst's chunks and WAL once, and reads its
-// committed manifests for the CRCs they recorded. When the ends key
-// chunks differently it pairs the chunk references of the backups both
-// hold, so that a rerun knows the destination's ids of what an earlier
-// run copied without reading those chunks again.
-func (c *run) loadDestination(ctx context.Context, dstIDs []string) error {
+// committed manifests for the CRCs they recorded. It records which
+// backups held at both ends are one backup (c.same) and, when the ends
+// key chunks differently, pairs their chunk references, so that a rerun
+// knows the destination's ids of what an earlier run copied without
+// reading those chunks again.
+func (c *run) loadDestination(ctx context.Context, dstIDs, selected []string) error {
 	var err error
 	if c.dstChunks, err = c.dst.ChunkSizes(ctx); err != nil {
 		return err
@@ -322,48 +339,72 @@ func (c *run) loadDestination(ctx context.Context, dstIDs []string) error {
 				}
 			}
 		}
-		if c.res.Rekeyed {
-			dstBackups[i] = b
-		}
+		dstBackups[i] = b
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read the manifests of %s: %w", c.dst, err)
 	}
-	if !c.res.Rekeyed {
-		return nil
-	}
-	srcIDs, err := c.src.BackupIDs(ctx)
-	if err != nil {
-		return err
-	}
+	// A backup held at both ends under one id is paired only once its two
+	// manifests show it is the same backup: ids are start times to the
+	// second, so two backups taken separately into each repository can
+	// share one, and pairing those would give later backups destination
+	// chunks of other content.
 	var common []string
 	byID := make(map[string]*manifest.Backup)
 	for _, b := range dstBackups {
-		if slices.Contains(srcIDs, b.ID) {
+		if slices.Contains(c.srcIDs, b.ID) && (c.res.Rekeyed || slices.Contains(selected, b.ID)) {
 			common = append(common, b.ID)
 			byID[b.ID] = b
 		}
 	}
+	c.same = make(map[string]bool)
 	return forEachBackup(ctx, c.src, common, func(_ int, s *manifest.Backup) error {
 		mu.Lock()
 		defer mu.Unlock()
-		pairRefs(c.ids, s, byID[s.ID])
+		d := byID[s.ID]
+		if !sameBackup(s, d, !c.res.Rekeyed) {
+			return nil
+		}
+		c.same[s.ID] = true
+		if c.res.Rekeyed {
+			pairRefs(c.ids, s, d)
+		}
 		return nil
 	})
 }
 
-// pairRefs records the destination id of every chunk of s, the source's
-// manifest of backup d, by position: a copy keeps the archives and their
-// references in order. Backups that do not line up are left out.
-func pairRefs(ids map[repository.ChunkID]repository.ChunkID, s, d *manifest.Backup) {
-	if len(s.Archives) != len(d.Archives) {
-		return
+// sameBackup reports whether s, a source's manifest, and d, a
+// destination's of the same id, are one backup, d a copy of s: a copy
+// keeps PostgreSQL's backup_manifest byte for byte, the WAL range, and the
+// archives with their references in order, only renaming (when sameIDs is
+// false) and resizing the stored chunks.
+func sameBackup(s, d *manifest.Backup, sameIDs bool) bool {
+	if s.PGManifestSHA256 != d.PGManifestSHA256 || s.SystemID != d.SystemID ||
+		s.StartLSN != d.StartLSN || s.EndLSN != d.EndLSN ||
+		s.StartTimeline != d.StartTimeline || s.EndTimeline != d.EndTimeline ||
+		len(s.Archives) != len(d.Archives) {
+		return false
 	}
-	for ai := range s.Archives {
-		if len(s.Archives[ai].Chunks) != len(d.Archives[ai].Chunks) {
-			return
+	for ai, sa := range s.Archives {
+		da := d.Archives[ai]
+		if sa.Name != da.Name || sa.TablespaceOID != da.TablespaceOID || sa.RawSize != da.RawSize || len(sa.Chunks) != len(da.Chunks) {
+			return false
+		}
+		for ci, sr := range sa.Chunks {
+			dr := da.Chunks[ci]
+			if sr.RawSize != dr.RawSize || sr.Offset != dr.Offset || sr.Length != dr.Length || sr.Codec != dr.Codec ||
+				(sameIDs && sr.ID != dr.ID) {
+				return false
+			}
 		}
 	}
+	return true
+}
+
+// pairRefs records the destination id of every chunk of s, the source's
+// manifest of backup d, by position: a copy keeps the archives and their
+// references in order. s and d are one backup (sameBackup).
+func pairRefs(ids map[repository.ChunkID]repository.ChunkID, s, d *manifest.Backup) {
 	for ai := range s.Archives {
 		for ci, r := range s.Archives[ai].Chunks {
 			from, ok1 := repository.ParseChunkID(r.ID)

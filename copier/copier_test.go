@@ -458,3 +458,57 @@ func TestCopyBadSelectionWritesNothing(t *testing.T) {
 		t.Fatalf("the destination holds %v", keys)
 	}
 }
+
+// TestCopySameIDOtherBackup: a backup taken into the destination directly
+// under an id the source also holds (ids are start times to the second)
+// is not taken for a copy of the source's: its chunks are not paired with
+// the source's, so a later backup copied is whole, and copying the source's
+// backup of that id is refused as ErrIDTaken before anything is written.
+func TestCopySameIDOtherBackup(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		dstKey string
+	}{{"same keying", ""}, {"rekeyed", "ab"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, src, bs := source(t, nil)
+			var dk *encryption.Key
+			if tc.dstKey != "" {
+				dk = testKey(t, tc.dstKey)
+			}
+			inner := mem.New()
+			dst := open(inner, dk)
+			// Same layout, same sizes, other content: one byte of
+			// PG_VERSION differs, so the first chunk does.
+			other := repotest.BaseMembers(1)
+			for i := range other {
+				if other[i].Name == "PG_VERSION" {
+					other[i].Data = []byte("16\n")
+				}
+			}
+			d, _ := repotest.Commit(t, dst, repotest.Spec{ID: bs[0].ID, Archives: []repotest.Archive{{Name: "base.tar", Members: other}}})
+			if len(d.Archives[0].Chunks) != len(bs[0].Archives[0].Chunks) {
+				t.Fatalf("fixture: %d references at the destination, %d at the source", len(d.Archives[0].Chunks), len(bs[0].Archives[0].Chunks))
+			}
+			if _, err := Copy(t.Context(), src, dst, Options{IDs: []string{bs[1].ID}}); err != nil {
+				t.Fatal(err)
+			}
+			a, b := archives(t, src, bs[1].ID), archives(t, dst, bs[1].ID)
+			if !bytes.Equal(a[0], b[0]) {
+				t.Fatalf("backup %s at the destination differs from the source's: it was given chunks of the other backup %s", bs[1].ID, bs[0].ID)
+			}
+			before := inner.Keys()
+			for _, o := range []Options{{IDs: []string{bs[0].ID}}, {All: true}, {All: true, DryRun: true}} {
+				res, err := Copy(t.Context(), src, dst, o)
+				if !errors.Is(err, repository.ErrIDTaken) || !strings.Contains(err.Error(), bs[0].ID) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("copy %+v: %v; want one line of ErrIDTaken naming %s", o, err, bs[0].ID)
+				}
+				if len(res.Backups) != 0 {
+					t.Errorf("copy %+v: result %+v, want no backup handled", o, res.Backups)
+				}
+			}
+			if after := inner.Keys(); !slices.Equal(before, after) {
+				t.Errorf("the refused copies stored %v", after)
+			}
+		})
+	}
+}
