@@ -35,6 +35,11 @@ import (
 // names one the source does not hold.
 var ErrSelection = errors.New("no backup selected")
 
+// ErrPlainDestination is returned for a copy from an encrypted source
+// that would create a plain destination, unless Options.ToPlain says so:
+// forgetting the destination's key must not leave a decrypted copy.
+var ErrPlainDestination = errors.New("the source is encrypted and the new destination would be plain")
+
 // Options say what Copy copies and how.
 type Options struct {
 	// IDs are backup ids, or "latest" for the newest.
@@ -52,6 +57,9 @@ type Options struct {
 	// keying at the two ends, which chunks are missing is only known by
 	// reading them, so it counts the chunks to check instead.
 	DryRun bool
+	// ToPlain allows creating a plain destination from an encrypted
+	// source (an existing plain destination needs no leave).
+	ToPlain bool
 	// Parallel is how many chunks are copied at once (4 when zero); each
 	// holds its stored frame and raw content, up to twice the chunk size.
 	Parallel int
@@ -232,8 +240,18 @@ func (c *run) run(ctx context.Context) error {
 }
 
 // bind ties dst to src's cluster, or in a dry run only checks that it
-// could.
+// could. A new destination is not created plain from an encrypted source
+// unless o.ToPlain.
 func (c *run) bind(ctx context.Context) error {
+	if c.src.KeyFingerprint() != "" && c.dst.KeyFingerprint() == "" && !c.o.ToPlain {
+		_, err := c.dst.Config(ctx)
+		switch {
+		case errors.Is(err, providers.ErrNotExist):
+			return fmt.Errorf("destination %s: %w: give its key (--to-encryption-key-file or --to-kms-key), or --to-plain for a plain copy", c.dst, ErrPlainDestination)
+		case err != nil:
+			return fmt.Errorf("read the configuration of %s: %w", c.dst, err)
+		}
+	}
 	if !c.o.DryRun {
 		if err := c.dst.Bind(ctx, c.cfg.SystemID, c.cfg.WALSegmentSize); err != nil {
 			return fmt.Errorf("destination: %w", err)

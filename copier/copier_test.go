@@ -148,7 +148,9 @@ func TestCopyKeyings(t *testing.T) {
 			}
 			_, src, bs := source(t, sk)
 			dst := open(mem.New(), dk)
-			res, err := Copy(t.Context(), src, dst, Options{All: true})
+			// ToPlain for "encrypted to plain"; the second run, into
+			// the plain destination then existing, needs none.
+			res, err := Copy(t.Context(), src, dst, Options{All: true, ToPlain: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -509,6 +511,64 @@ func TestCopySameIDOtherBackup(t *testing.T) {
 			if after := inner.Keys(); !slices.Equal(before, after) {
 				t.Errorf("the refused copies stored %v", after)
 			}
+		})
+	}
+}
+
+// TestCopyEncryptedToPlain: from an encrypted source, a new destination
+// is not created plain unless ToPlain says so (a forgotten key must not
+// leave a decrypted copy); an existing plain one is used as it is.
+func TestCopyEncryptedToPlain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		srcKey   string
+		dstKey   string
+		existing bool // the destination is bound already
+		toPlain  bool
+		wantErr  bool
+	}{
+		{"encrypted to new plain", "cd", "", false, false, true},
+		{"encrypted to new plain, allowed", "cd", "", false, true, false},
+		{"encrypted to existing plain", "cd", "", true, false, false},
+		{"encrypted to new encrypted", "cd", "ab", false, false, false},
+		{"plain to new plain", "", "", false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sk, dk *encryption.Key
+			if tc.srcKey != "" {
+				sk = testKey(t, tc.srcKey)
+			}
+			if tc.dstKey != "" {
+				dk = testKey(t, tc.dstKey)
+			}
+			_, src, bs := source(t, sk)
+			inner := mem.New()
+			dst := open(inner, dk)
+			if tc.existing {
+				if err := dst.Bind(t.Context(), repotest.SystemID, repotest.SegSize); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := inner.Keys()
+			for _, dry := range []bool{true, false} {
+				_, err := Copy(t.Context(), src, dst, Options{IDs: []string{bs[0].ID}, ToPlain: tc.toPlain, DryRun: dry})
+				if tc.wantErr {
+					if !errors.Is(err, ErrPlainDestination) || !strings.Contains(err.Error(), "--to-plain") {
+						t.Fatalf("dry run %v: %v, want ErrPlainDestination naming --to-plain", dry, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("dry run %v: %v", dry, err)
+				}
+			}
+			if tc.wantErr {
+				if after := inner.Keys(); !slices.Equal(before, after) {
+					t.Fatalf("the refused copy stored %v", after)
+				}
+				return
+			}
+			sameBackups(t, src, dst, bs[0].ID)
 		})
 	}
 }
