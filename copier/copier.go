@@ -104,14 +104,11 @@ type Result struct {
 	ChunksPresent int   `json:"chunks_present"`
 	// ChunksToCheck is, in a dry run between differently keyed
 	// repositories, the chunks that must be read to tell.
-	ChunksToCheck int   `json:"chunks_to_check,omitempty"`
-	WALSent       int   `json:"wal_sent"`
-	WALBytes      int64 `json:"wal_bytes_sent"`
-	WALPresent    int   `json:"wal_present"`
-	// WALSkipped names the WAL files --all left out: wal-receive's
-	// <segment>.partial snapshots, which are replaced as they grow.
-	WALSkipped []string `json:"wal_skipped,omitempty"`
-	Seconds    float64  `json:"seconds"`
+	ChunksToCheck int     `json:"chunks_to_check,omitempty"`
+	WALSent       int     `json:"wal_sent"`
+	WALBytes      int64   `json:"wal_bytes_sent"`
+	WALPresent    int     `json:"wal_present"`
+	Seconds       float64 `json:"seconds"`
 }
 
 // BackupResult says what happened to one backup.
@@ -168,6 +165,9 @@ type run struct {
 	dstCRC    map[repository.ChunkID]uint32
 	ids       map[repository.ChunkID]repository.ChunkID
 	dstWAL    map[string]int64
+	// dstWALTime are the modification times of dst's <segment>.partial
+	// files, which a newer one at the source replaces.
+	dstWALTime map[string]time.Time
 	// same are the ids of the backups held at both ends that are one
 	// backup (sameBackup), the destination's a copy of the source's.
 	same map[string]bool
@@ -337,11 +337,15 @@ func (c *run) loadDestination(ctx context.Context, dstIDs, selected []string) er
 		return err
 	}
 	c.dstWAL = make(map[string]int64)
+	c.dstWALTime = make(map[string]time.Time)
 	for w, err := range c.dst.WALFiles(ctx) {
 		if err != nil {
 			return err
 		}
 		c.dstWAL[w.Name] = w.Size
+		if snapshotName(w.Name) {
+			c.dstWALTime[w.Name] = w.ModTime
+		}
 	}
 	c.dstCRC = make(map[repository.ChunkID]uint32)
 	c.ids = make(map[repository.ChunkID]repository.ChunkID)
@@ -517,7 +521,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	c.progress(func(p *Progress) { p.Phase = "wal" })
 	var walBytes int64
 	for i, w := range b.WAL {
-		seg, sent, err := c.copyWAL(ctx, w.Name, w.SHA256)
+		seg, sent, err := c.copyWAL(ctx, w.Name, w.SHA256, time.Time{})
 		if err != nil {
 			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
@@ -530,7 +534,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	// A backup that ends on a later timeline than it started needs the
 	// history files to follow the switch; they are not in its WAL list.
 	for tli := b.StartTimeline + 1; tli <= b.EndTimeline; tli++ {
-		if _, _, err := c.copyWAL(ctx, manifest.HistoryFileName(tli), ""); err != nil && !errors.Is(err, providers.ErrNotExist) {
+		if _, _, err := c.copyWAL(ctx, manifest.HistoryFileName(tli), "", time.Time{}); err != nil && !errors.Is(err, providers.ErrNotExist) {
 			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
 	}
@@ -725,10 +729,20 @@ func (c *run) commit(ctx context.Context, b *manifest.Backup) error {
 // rules of repository.ReadWAL. It returns the destination's record of it
 // and whether it uploaded. The content is staged in a spool file, never
 // held in memory, and compressed again by the destination's own WAL path.
-func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegment, bool, error) {
+//
+// A <segment>.partial (snapshotName) is stored by the destination's
+// partial-WAL path, and copied again when the source's, modified at
+// srcMod, is newer than the destination's: wal-receive replaces its
+// snapshot as the segment grows. Its stored size is not known after the
+// upload, so its raw size is counted.
+func (c *run) copyWAL(ctx context.Context, name, sha string, srcMod time.Time) (manifest.WALSegment, bool, error) {
 	seg := manifest.WALSegment{Name: name, SHA256: sha}
+	snapshot := snapshotName(name)
 	c.mu.Lock()
 	size, ok := c.dstWAL[name]
+	if ok && snapshot && srcMod.After(c.dstWALTime[name]) {
+		ok = false // a newer snapshot at the source
+	}
 	c.mu.Unlock()
 	if ok {
 		seg.StoredSize = size
@@ -761,12 +775,32 @@ func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegmen
 		}
 		return seg, false, err
 	}
-	got, err := c.dst.PutWALFrom(ctx, chunker.NewCompressor(), name, io.NewSectionReader(f, 0, sum.RawSize), sum.RawSize)
-	if err != nil {
+	body := io.NewSectionReader(f, 0, sum.RawSize)
+	var got manifest.WALSegment
+	if snapshot {
+		err := c.dst.PutWALPartialFrom(ctx, chunker.NewCompressor(), strings.TrimSuffix(name, ".partial"), body, sum.RawSize)
+		if errors.Is(err, repository.ErrPartialKept) {
+			// An immutable destination keeps the one it has.
+			c.o.Log.Warn("the immutable destination keeps its earlier partial segment", "name", name)
+			c.mu.Lock()
+			c.dstWALTime[name] = srcMod
+			c.res.WALPresent++
+			c.mu.Unlock()
+			seg.StoredSize = size
+			return seg, false, nil
+		}
+		if err != nil {
+			return seg, false, err
+		}
+		got = manifest.WALSegment{Name: name, SHA256: sum.Hex(), StoredSize: sum.RawSize}
+	} else if got, err = c.dst.PutWALFrom(ctx, chunker.NewCompressor(), name, body, sum.RawSize); err != nil {
 		return seg, false, err
 	}
 	c.mu.Lock()
 	c.dstWAL[name] = got.StoredSize
+	if snapshot {
+		c.dstWALTime[name] = srcMod
+	}
 	c.res.WALSent++
 	c.res.WALBytes += got.StoredSize
 	c.mu.Unlock()
@@ -774,26 +808,27 @@ func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegmen
 	return got, true, nil
 }
 
-// copyAllWAL copies every WAL file of the source the destination lacks.
+// snapshotName reports whether name is a <segment>.partial: the
+// archiver's last segment of a timeline at promotion, or wal-receive's
+// snapshot of the segment it is filling. The two cannot be told apart
+// by name; both are copied.
+func snapshotName(name string) bool {
+	return len(name) == 24+len(".partial") && strings.HasSuffix(name, ".partial")
+}
+
+// copyAllWAL copies every WAL file of the source the destination lacks,
+// and every <segment>.partial the source holds a newer one of.
 func (c *run) copyAllWAL(ctx context.Context) error {
 	c.progress(func(p *Progress) { p.Phase, p.Backup = "wal", "" })
-	var names []string
+	var files []repository.WALFile
 	for w, err := range c.src.WALFiles(ctx) {
 		if err != nil {
 			return err
 		}
-		if strings.HasSuffix(w.Name, ".partial") {
-			if _, _, _, _, err := manifest.ParsePartialSegmentName(w.Name, c.cfg.WALSegmentSize); err != nil {
-				// wal-receive's snapshot of the segment it is filling:
-				// replaced as it grows, so not an immutable copy.
-				c.res.WALSkipped = append(c.res.WALSkipped, w.Name)
-				continue
-			}
-		}
-		names = append(names, w.Name)
+		files = append(files, w)
 	}
-	for _, name := range names {
-		if _, _, err := c.copyWAL(ctx, name, ""); err != nil {
+	for _, w := range files {
+		if _, _, err := c.copyWAL(ctx, w.Name, "", w.ModTime); err != nil {
 			return err
 		}
 	}

@@ -572,3 +572,78 @@ func TestCopyEncryptedToPlain(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyAllPartialWAL: --all copies the <segment>.partial files too —
+// the archiver's last segment of a timeline at promotion, needed to
+// recover along that timeline, and wal-receive's snapshot — through the
+// destination's partial-WAL path; a snapshot grown at the source since
+// is copied again, and an immutable destination keeps the one it has.
+func TestCopyAllPartialWAL(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		immutable bool
+	}{{"mutable", false}, {"immutable", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			_, src, _ := source(t, nil)
+			promoted := manifest.SegmentName(1, 7, repotest.SegSize) + ".partial"
+			if _, err := src.PutWAL(ctx, chunker.NewCompressor(), promoted, repotest.SegmentData(7)); err != nil {
+				t.Fatal(err)
+			}
+			growing := manifest.SegmentName(2, 8, repotest.SegSize)
+			if err := src.PutWALPartial(ctx, chunker.NewCompressor(), growing, repotest.SegmentData(8)[:1000]); err != nil {
+				t.Fatal(err)
+			}
+			inner := mem.New()
+			if tc.immutable {
+				inner = mem.NewLocking()
+			}
+			dst := repository.New(inner)
+			if tc.immutable {
+				if err := dst.SetImmutability(providers.LockGovernance, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+			}
+			same := func(name string, want []byte) {
+				t.Helper()
+				got, _, err := dst.FetchWAL(ctx, name)
+				if err != nil {
+					t.Fatalf("%s at the destination: %v", name, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s at the destination: %d bytes, want %d", name, len(got), len(want))
+				}
+			}
+			if _, err := Copy(ctx, src, dst, Options{All: true}); err != nil {
+				t.Fatal(err)
+			}
+			same(promoted, repotest.SegmentData(7))
+			same(growing+".partial", repotest.SegmentData(8)[:1000])
+
+			// The snapshot grows at the source.
+			if err := src.PutWALPartial(ctx, chunker.NewCompressor(), growing, repotest.SegmentData(8)[:5000]); err != nil {
+				t.Fatal(err)
+			}
+			res, err := Copy(ctx, src, dst, Options{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.immutable {
+				same(growing+".partial", repotest.SegmentData(8)[:1000])
+				if res.WALSent != 0 {
+					t.Errorf("rerun sent %d WAL files, want none", res.WALSent)
+				}
+			} else {
+				same(growing+".partial", repotest.SegmentData(8)[:5000])
+				if res.WALSent != 1 {
+					t.Errorf("rerun sent %d WAL files, want the grown snapshot only", res.WALSent)
+				}
+			}
+			// Nothing changed since: nothing is sent.
+			again, err := Copy(ctx, src, dst, Options{All: true})
+			if err != nil || again.WALSent != 0 {
+				t.Fatalf("third run: sent %d WAL files (%v), want none", again.WALSent, err)
+			}
+		})
+	}
+}

@@ -287,7 +287,4 @@ func printCopy(g *globals, r *copier.Result) {
 		fmt.Fprintf(g.stdout, "; chunks renamed for the destination's keying")
 	}
 	fmt.Fprintln(g.stdout)
-	if len(r.WALSkipped) > 0 {
-		fmt.Fprintf(g.stdout, "left out %d wal-receive .partial snapshot(s), e.g. %s\n", len(r.WALSkipped), r.WALSkipped[0])
-	}
 }
