@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -63,8 +65,9 @@ type Options struct {
 	// Parallel is how many chunks are copied at once (4 when zero); each
 	// holds its stored frame and raw content, up to twice the chunk size.
 	Parallel int
-	// LeaseTTL is the destination backup lease's TTL
-	// (repository.DefaultLeaseTTL when zero).
+	// LeaseTTL is the TTL of the backup lease at the destination and of
+	// the restore lease at the source (repository.DefaultLeaseTTL when
+	// zero).
 	LeaseTTL time.Duration
 	Log      *slog.Logger
 	// Progress, when set, is called after each chunk and WAL file, from
@@ -226,7 +229,13 @@ func (c *run) run(ctx context.Context) error {
 			c.o.Log.Info("backup already at the destination", "id", id)
 			continue
 		}
-		if err := c.copyBackup(ctx, id); err != nil {
+		release, err := c.holdSource(ctx, id)
+		if err != nil {
+			return err
+		}
+		err = c.copyBackup(ctx, id)
+		release()
+		if err != nil {
 			return err
 		}
 	}
@@ -237,6 +246,50 @@ func (c *run) run(ctx context.Context) error {
 	}
 	c.progress(func(p *Progress) { p.Phase, p.Backup = "done", "" })
 	return nil
+}
+
+// holdSource takes a restore lease at the source naming backup id, so
+// that a delete or gc there leaves the backup's manifests, chunks and WAL
+// alone while they are copied (docs/catalog.md), and returns its release.
+// A dry run takes none, and a source this user cannot write to (a
+// read-only bucket or credentials) is copied without one, after a
+// warning: everything read is checked, so a delete meanwhile can fail the
+// copy but not make it wrong.
+func (c *run) holdSource(ctx context.Context, id string) (func(), error) {
+	if c.o.DryRun {
+		return func() {}, nil
+	}
+	l, err := c.src.TakeLease(ctx, repository.LockRestore, repository.LeaseOptions{Command: "copy", Backup: id, TTL: c.o.LeaseTTL, Log: c.o.Log})
+	switch {
+	case err == nil:
+	case readOnly(err):
+		c.o.Log.Warn("cannot write a lease at the source: it is read-only to this user, so copying without one; a delete or gc run there meanwhile is not held off and can make the copy fail",
+			"backup", id, "err", err)
+		return func() {}, nil
+	default:
+		return nil, fmt.Errorf("backup %s: source: %w", id, err)
+	}
+	release := func() { l.Release(context.WithoutCancel(ctx)) }
+	// The backup was selected before the lease existed, so a delete that
+	// did not see it may have removed the backup in between; TakeLease
+	// waited for any such delete to finish, so one look settles it.
+	committed, err := c.src.HasBackup(ctx, id)
+	if err != nil || !committed {
+		release()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !committed {
+		return nil, fmt.Errorf("backup %s was deleted from %s as this copy started; run the copy again", id, c.src)
+	}
+	return release, nil
+}
+
+// readOnly reports whether err says that this user may not write to the
+// store, as opposed to the store failing.
+func readOnly(err error) bool {
+	return errors.Is(err, providers.ErrAccessDenied) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
 }
 
 // bind ties dst to src's cluster, or in a dry run only checks that it

@@ -647,3 +647,42 @@ func TestCopyAllPartialWAL(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyHoldsSource: while a backup is copied the source holds a
+// restore lease naming it, so a delete of that backup run there meanwhile
+// is deferred and the copy completes; the lease is gone afterwards.
+func TestCopyHoldsSource(t *testing.T) {
+	_, src, bs := source(t, nil)
+	dst := open(mem.New(), testKey(t, "ab"))
+	var once sync.Once
+	var rep *catalog.Report
+	var delErr error
+	var leases []repository.LockInfo
+	o := Options{IDs: []string{bs[0].ID}, Parallel: 1, Progress: func(p Progress) {
+		if p.Phase != "chunks" || p.ChunksDone != 1 {
+			return
+		}
+		once.Do(func() {
+			leases, delErr = src.Locks(t.Context())
+			if delErr == nil {
+				rep, delErr = catalog.Delete(t.Context(), src, catalog.Retention{IDs: []string{bs[0].ID}}, catalog.PruneOptions{})
+			}
+		})
+	}}
+	if _, err := Copy(t.Context(), src, dst, o); err != nil {
+		t.Fatalf("copy while a delete of its backup ran at the source: %v", err)
+	}
+	if delErr != nil {
+		t.Fatal(delErr)
+	}
+	if len(leases) != 1 || leases[0].Kind != repository.LockRestore || leases[0].Backup != bs[0].ID || leases[0].Command != "copy" {
+		t.Fatalf("leases at the source during the copy: %+v, want a restore lease of copy naming %s", leases, bs[0].ID)
+	}
+	if len(rep.Backups) == 0 || !rep.Backups[0].Deferred {
+		t.Errorf("delete during the copy: %+v, want the backup deferred", rep.Backups)
+	}
+	sameBackups(t, src, dst, bs[0].ID)
+	if locks := repotest.LockKeys(t, src); len(locks) != 0 {
+		t.Errorf("leases left at the source: %v", locks)
+	}
+}
