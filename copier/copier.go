@@ -16,10 +16,12 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -34,6 +36,11 @@ import (
 // ErrSelection is returned for a selection of backups that names none, or
 // names one the source does not hold.
 var ErrSelection = errors.New("no backup selected")
+
+// ErrPlainDestination is returned for a copy from an encrypted source
+// that would create a plain destination, unless Options.ToPlain says so:
+// forgetting the destination's key must not leave a decrypted copy.
+var ErrPlainDestination = errors.New("the source is encrypted and the new destination would be plain")
 
 // Options say what Copy copies and how.
 type Options struct {
@@ -52,11 +59,15 @@ type Options struct {
 	// keying at the two ends, which chunks are missing is only known by
 	// reading them, so it counts the chunks to check instead.
 	DryRun bool
+	// ToPlain allows creating a plain destination from an encrypted
+	// source (an existing plain destination needs no leave).
+	ToPlain bool
 	// Parallel is how many chunks are copied at once (4 when zero); each
 	// holds its stored frame and raw content, up to twice the chunk size.
 	Parallel int
-	// LeaseTTL is the destination backup lease's TTL
-	// (repository.DefaultLeaseTTL when zero).
+	// LeaseTTL is the TTL of the backup lease at the destination and of
+	// the restore lease at the source (repository.DefaultLeaseTTL when
+	// zero).
 	LeaseTTL time.Duration
 	Log      *slog.Logger
 	// Progress, when set, is called after each chunk and WAL file, from
@@ -96,14 +107,11 @@ type Result struct {
 	ChunksPresent int   `json:"chunks_present"`
 	// ChunksToCheck is, in a dry run between differently keyed
 	// repositories, the chunks that must be read to tell.
-	ChunksToCheck int   `json:"chunks_to_check,omitempty"`
-	WALSent       int   `json:"wal_sent"`
-	WALBytes      int64 `json:"wal_bytes_sent"`
-	WALPresent    int   `json:"wal_present"`
-	// WALSkipped names the WAL files --all left out: wal-receive's
-	// <segment>.partial snapshots, which are replaced as they grow.
-	WALSkipped []string `json:"wal_skipped,omitempty"`
-	Seconds    float64  `json:"seconds"`
+	ChunksToCheck int     `json:"chunks_to_check,omitempty"`
+	WALSent       int     `json:"wal_sent"`
+	WALBytes      int64   `json:"wal_bytes_sent"`
+	WALPresent    int     `json:"wal_present"`
+	Seconds       float64 `json:"seconds"`
 }
 
 // BackupResult says what happened to one backup.
@@ -160,7 +168,15 @@ type run struct {
 	dstCRC    map[repository.ChunkID]uint32
 	ids       map[repository.ChunkID]repository.ChunkID
 	dstWAL    map[string]int64
-	prog      Progress
+	// dstWALTime are the modification times of dst's <segment>.partial
+	// files, which a newer one at the source replaces.
+	dstWALTime map[string]time.Time
+	// same are the ids of the backups held at both ends that are one
+	// backup (sameBackup), the destination's a copy of the source's.
+	same map[string]bool
+	// srcIDs are the source's committed backups.
+	srcIDs []string
+	prog   Progress
 	// planned are the chunks (source ids) and WAL files a dry run has
 	// counted already.
 	planned map[string]bool
@@ -193,8 +209,18 @@ func (c *run) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := c.loadDestination(ctx, dstIDs); err != nil {
+	if err := c.loadDestination(ctx, dstIDs, ids); err != nil {
 		return err
+	}
+	var taken []string
+	for _, id := range ids {
+		if slices.Contains(dstIDs, id) && !c.same[id] {
+			taken = append(taken, id)
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("destination: %w: %s holds a different backup under id %s (another backup_manifest, not a copy of the source's); nothing was copied: delete it there, or copy the other backups by id",
+			repository.ErrIDTaken, c.dst, strings.Join(taken, ", "))
 	}
 	for i, id := range ids {
 		c.progress(func(p *Progress) { p.Index, p.Count = i+1, len(ids) })
@@ -203,7 +229,13 @@ func (c *run) run(ctx context.Context) error {
 			c.o.Log.Info("backup already at the destination", "id", id)
 			continue
 		}
-		if err := c.copyBackup(ctx, id); err != nil {
+		release, err := c.holdSource(ctx, id)
+		if err != nil {
+			return err
+		}
+		err = c.copyBackup(ctx, id)
+		release()
+		if err != nil {
 			return err
 		}
 	}
@@ -216,9 +248,63 @@ func (c *run) run(ctx context.Context) error {
 	return nil
 }
 
+// holdSource takes a restore lease at the source naming backup id, so
+// that a delete or gc there leaves the backup's manifests, chunks and WAL
+// alone while they are copied (docs/catalog.md), and returns its release.
+// A dry run takes none, and a source this user cannot write to (a
+// read-only bucket or credentials) is copied without one, after a
+// warning: everything read is checked, so a delete meanwhile can fail the
+// copy but not make it wrong.
+func (c *run) holdSource(ctx context.Context, id string) (func(), error) {
+	if c.o.DryRun {
+		return func() {}, nil
+	}
+	l, err := c.src.TakeLease(ctx, repository.LockRestore, repository.LeaseOptions{Command: "copy", Backup: id, TTL: c.o.LeaseTTL, Log: c.o.Log})
+	switch {
+	case err == nil:
+	case readOnly(err):
+		c.o.Log.Warn("cannot write a lease at the source: it is read-only to this user, so copying without one; a delete or gc run there meanwhile is not held off and can make the copy fail",
+			"backup", id, "err", err)
+		return func() {}, nil
+	default:
+		return nil, fmt.Errorf("backup %s: source: %w", id, err)
+	}
+	release := func() { l.Release(context.WithoutCancel(ctx)) }
+	// The backup was selected before the lease existed, so a delete that
+	// did not see it may have removed the backup in between; TakeLease
+	// waited for any such delete to finish, so one look settles it.
+	committed, err := c.src.HasBackup(ctx, id)
+	if err != nil || !committed {
+		release()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !committed {
+		return nil, fmt.Errorf("backup %s was deleted from %s as this copy started; run the copy again", id, c.src)
+	}
+	return release, nil
+}
+
+// readOnly reports whether err says that this user may not write to the
+// store, as opposed to the store failing.
+func readOnly(err error) bool {
+	return errors.Is(err, providers.ErrAccessDenied) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)
+}
+
 // bind ties dst to src's cluster, or in a dry run only checks that it
-// could.
+// could. A new destination is not created plain from an encrypted source
+// unless o.ToPlain.
 func (c *run) bind(ctx context.Context) error {
+	if c.src.KeyFingerprint() != "" && c.dst.KeyFingerprint() == "" && !c.o.ToPlain {
+		_, err := c.dst.Config(ctx)
+		switch {
+		case errors.Is(err, providers.ErrNotExist):
+			return fmt.Errorf("destination %s: %w: give its key (--to-encryption-key-file or --to-kms-key), or --to-plain for a plain copy", c.dst, ErrPlainDestination)
+		case err != nil:
+			return fmt.Errorf("read the configuration of %s: %w", c.dst, err)
+		}
+	}
 	if !c.o.DryRun {
 		if err := c.dst.Bind(ctx, c.cfg.SystemID, c.cfg.WALSegmentSize); err != nil {
 			return fmt.Errorf("destination: %w", err)
@@ -244,6 +330,7 @@ func (c *run) selectBackups(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.srcIDs = all
 	if len(all) == 0 {
 		return nil, fmt.Errorf("%w: %s holds no committed backup", ErrSelection, c.src)
 	}
@@ -292,21 +379,26 @@ func (c *run) selectBackups(ctx context.Context) ([]string, error) {
 }
 
 // loadDestination lists dst's chunks and WAL once, and reads its
-// committed manifests for the CRCs they recorded. When the ends key
-// chunks differently it pairs the chunk references of the backups both
-// hold, so that a rerun knows the destination's ids of what an earlier
-// run copied without reading those chunks again.
-func (c *run) loadDestination(ctx context.Context, dstIDs []string) error {
+// committed manifests for the CRCs they recorded. It records which
+// backups held at both ends are one backup (c.same) and, when the ends
+// key chunks differently, pairs their chunk references, so that a rerun
+// knows the destination's ids of what an earlier run copied without
+// reading those chunks again.
+func (c *run) loadDestination(ctx context.Context, dstIDs, selected []string) error {
 	var err error
 	if c.dstChunks, err = c.dst.ChunkSizes(ctx); err != nil {
 		return err
 	}
 	c.dstWAL = make(map[string]int64)
+	c.dstWALTime = make(map[string]time.Time)
 	for w, err := range c.dst.WALFiles(ctx) {
 		if err != nil {
 			return err
 		}
 		c.dstWAL[w.Name] = w.Size
+		if snapshotName(w.Name) {
+			c.dstWALTime[w.Name] = w.ModTime
+		}
 	}
 	c.dstCRC = make(map[repository.ChunkID]uint32)
 	c.ids = make(map[repository.ChunkID]repository.ChunkID)
@@ -322,48 +414,72 @@ func (c *run) loadDestination(ctx context.Context, dstIDs []string) error {
 				}
 			}
 		}
-		if c.res.Rekeyed {
-			dstBackups[i] = b
-		}
+		dstBackups[i] = b
 		return nil
 	}); err != nil {
 		return fmt.Errorf("read the manifests of %s: %w", c.dst, err)
 	}
-	if !c.res.Rekeyed {
-		return nil
-	}
-	srcIDs, err := c.src.BackupIDs(ctx)
-	if err != nil {
-		return err
-	}
+	// A backup held at both ends under one id is paired only once its two
+	// manifests show it is the same backup: ids are start times to the
+	// second, so two backups taken separately into each repository can
+	// share one, and pairing those would give later backups destination
+	// chunks of other content.
 	var common []string
 	byID := make(map[string]*manifest.Backup)
 	for _, b := range dstBackups {
-		if slices.Contains(srcIDs, b.ID) {
+		if slices.Contains(c.srcIDs, b.ID) && (c.res.Rekeyed || slices.Contains(selected, b.ID)) {
 			common = append(common, b.ID)
 			byID[b.ID] = b
 		}
 	}
+	c.same = make(map[string]bool)
 	return forEachBackup(ctx, c.src, common, func(_ int, s *manifest.Backup) error {
 		mu.Lock()
 		defer mu.Unlock()
-		pairRefs(c.ids, s, byID[s.ID])
+		d := byID[s.ID]
+		if !sameBackup(s, d, !c.res.Rekeyed) {
+			return nil
+		}
+		c.same[s.ID] = true
+		if c.res.Rekeyed {
+			pairRefs(c.ids, s, d)
+		}
 		return nil
 	})
 }
 
-// pairRefs records the destination id of every chunk of s, the source's
-// manifest of backup d, by position: a copy keeps the archives and their
-// references in order. Backups that do not line up are left out.
-func pairRefs(ids map[repository.ChunkID]repository.ChunkID, s, d *manifest.Backup) {
-	if len(s.Archives) != len(d.Archives) {
-		return
+// sameBackup reports whether s, a source's manifest, and d, a
+// destination's of the same id, are one backup, d a copy of s: a copy
+// keeps PostgreSQL's backup_manifest byte for byte, the WAL range, and the
+// archives with their references in order, only renaming (when sameIDs is
+// false) and resizing the stored chunks.
+func sameBackup(s, d *manifest.Backup, sameIDs bool) bool {
+	if s.PGManifestSHA256 != d.PGManifestSHA256 || s.SystemID != d.SystemID ||
+		s.StartLSN != d.StartLSN || s.EndLSN != d.EndLSN ||
+		s.StartTimeline != d.StartTimeline || s.EndTimeline != d.EndTimeline ||
+		len(s.Archives) != len(d.Archives) {
+		return false
 	}
-	for ai := range s.Archives {
-		if len(s.Archives[ai].Chunks) != len(d.Archives[ai].Chunks) {
-			return
+	for ai, sa := range s.Archives {
+		da := d.Archives[ai]
+		if sa.Name != da.Name || sa.TablespaceOID != da.TablespaceOID || sa.RawSize != da.RawSize || len(sa.Chunks) != len(da.Chunks) {
+			return false
+		}
+		for ci, sr := range sa.Chunks {
+			dr := da.Chunks[ci]
+			if sr.RawSize != dr.RawSize || sr.Offset != dr.Offset || sr.Length != dr.Length || sr.Codec != dr.Codec ||
+				(sameIDs && sr.ID != dr.ID) {
+				return false
+			}
 		}
 	}
+	return true
+}
+
+// pairRefs records the destination id of every chunk of s, the source's
+// manifest of backup d, by position: a copy keeps the archives and their
+// references in order. s and d are one backup (sameBackup).
+func pairRefs(ids map[repository.ChunkID]repository.ChunkID, s, d *manifest.Backup) {
 	for ai := range s.Archives {
 		for ci, r := range s.Archives[ai].Chunks {
 			from, ok1 := repository.ParseChunkID(r.ID)
@@ -458,7 +574,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	c.progress(func(p *Progress) { p.Phase = "wal" })
 	var walBytes int64
 	for i, w := range b.WAL {
-		seg, sent, err := c.copyWAL(ctx, w.Name, w.SHA256)
+		seg, sent, err := c.copyWAL(ctx, w.Name, w.SHA256, time.Time{})
 		if err != nil {
 			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
@@ -471,7 +587,7 @@ func (c *run) copyBackup(ctx context.Context, id string) error {
 	// A backup that ends on a later timeline than it started needs the
 	// history files to follow the switch; they are not in its WAL list.
 	for tli := b.StartTimeline + 1; tli <= b.EndTimeline; tli++ {
-		if _, _, err := c.copyWAL(ctx, manifest.HistoryFileName(tli), ""); err != nil && !errors.Is(err, providers.ErrNotExist) {
+		if _, _, err := c.copyWAL(ctx, manifest.HistoryFileName(tli), "", time.Time{}); err != nil && !errors.Is(err, providers.ErrNotExist) {
 			return c.failed(br, fmt.Errorf("backup %s: %w", id, err))
 		}
 	}
@@ -666,10 +782,20 @@ func (c *run) commit(ctx context.Context, b *manifest.Backup) error {
 // rules of repository.ReadWAL. It returns the destination's record of it
 // and whether it uploaded. The content is staged in a spool file, never
 // held in memory, and compressed again by the destination's own WAL path.
-func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegment, bool, error) {
+//
+// A <segment>.partial (snapshotName) is stored by the destination's
+// partial-WAL path, and copied again when the source's, modified at
+// srcMod, is newer than the destination's: wal-receive replaces its
+// snapshot as the segment grows. Its stored size is not known after the
+// upload, so its raw size is counted.
+func (c *run) copyWAL(ctx context.Context, name, sha string, srcMod time.Time) (manifest.WALSegment, bool, error) {
 	seg := manifest.WALSegment{Name: name, SHA256: sha}
+	snapshot := snapshotName(name)
 	c.mu.Lock()
 	size, ok := c.dstWAL[name]
+	if ok && snapshot && srcMod.After(c.dstWALTime[name]) {
+		ok = false // a newer snapshot at the source
+	}
 	c.mu.Unlock()
 	if ok {
 		seg.StoredSize = size
@@ -702,12 +828,32 @@ func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegmen
 		}
 		return seg, false, err
 	}
-	got, err := c.dst.PutWALFrom(ctx, chunker.NewCompressor(), name, io.NewSectionReader(f, 0, sum.RawSize), sum.RawSize)
-	if err != nil {
+	body := io.NewSectionReader(f, 0, sum.RawSize)
+	var got manifest.WALSegment
+	if snapshot {
+		err := c.dst.PutWALPartialFrom(ctx, chunker.NewCompressor(), strings.TrimSuffix(name, ".partial"), body, sum.RawSize)
+		if errors.Is(err, repository.ErrPartialKept) {
+			// An immutable destination keeps the one it has.
+			c.o.Log.Warn("the immutable destination keeps its earlier partial segment", "name", name)
+			c.mu.Lock()
+			c.dstWALTime[name] = srcMod
+			c.res.WALPresent++
+			c.mu.Unlock()
+			seg.StoredSize = size
+			return seg, false, nil
+		}
+		if err != nil {
+			return seg, false, err
+		}
+		got = manifest.WALSegment{Name: name, SHA256: sum.Hex(), StoredSize: sum.RawSize}
+	} else if got, err = c.dst.PutWALFrom(ctx, chunker.NewCompressor(), name, body, sum.RawSize); err != nil {
 		return seg, false, err
 	}
 	c.mu.Lock()
 	c.dstWAL[name] = got.StoredSize
+	if snapshot {
+		c.dstWALTime[name] = srcMod
+	}
 	c.res.WALSent++
 	c.res.WALBytes += got.StoredSize
 	c.mu.Unlock()
@@ -715,26 +861,27 @@ func (c *run) copyWAL(ctx context.Context, name, sha string) (manifest.WALSegmen
 	return got, true, nil
 }
 
-// copyAllWAL copies every WAL file of the source the destination lacks.
+// snapshotName reports whether name is a <segment>.partial: the
+// archiver's last segment of a timeline at promotion, or wal-receive's
+// snapshot of the segment it is filling. The two cannot be told apart
+// by name; both are copied.
+func snapshotName(name string) bool {
+	return len(name) == 24+len(".partial") && strings.HasSuffix(name, ".partial")
+}
+
+// copyAllWAL copies every WAL file of the source the destination lacks,
+// and every <segment>.partial the source holds a newer one of.
 func (c *run) copyAllWAL(ctx context.Context) error {
 	c.progress(func(p *Progress) { p.Phase, p.Backup = "wal", "" })
-	var names []string
+	var files []repository.WALFile
 	for w, err := range c.src.WALFiles(ctx) {
 		if err != nil {
 			return err
 		}
-		if strings.HasSuffix(w.Name, ".partial") {
-			if _, _, _, _, err := manifest.ParsePartialSegmentName(w.Name, c.cfg.WALSegmentSize); err != nil {
-				// wal-receive's snapshot of the segment it is filling:
-				// replaced as it grows, so not an immutable copy.
-				c.res.WALSkipped = append(c.res.WALSkipped, w.Name)
-				continue
-			}
-		}
-		names = append(names, w.Name)
+		files = append(files, w)
 	}
-	for _, name := range names {
-		if _, _, err := c.copyWAL(ctx, name, ""); err != nil {
+	for _, w := range files {
+		if _, _, err := c.copyWAL(ctx, w.Name, "", w.ModTime); err != nil {
 			return err
 		}
 	}

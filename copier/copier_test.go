@@ -148,7 +148,9 @@ func TestCopyKeyings(t *testing.T) {
 			}
 			_, src, bs := source(t, sk)
 			dst := open(mem.New(), dk)
-			res, err := Copy(t.Context(), src, dst, Options{All: true})
+			// ToPlain for "encrypted to plain"; the second run, into
+			// the plain destination then existing, needs none.
+			res, err := Copy(t.Context(), src, dst, Options{All: true, ToPlain: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -456,5 +458,231 @@ func TestCopyBadSelectionWritesNothing(t *testing.T) {
 	}
 	if keys := inner.Keys(); len(keys) != 0 {
 		t.Fatalf("the destination holds %v", keys)
+	}
+}
+
+// TestCopySameIDOtherBackup: a backup taken into the destination directly
+// under an id the source also holds (ids are start times to the second)
+// is not taken for a copy of the source's: its chunks are not paired with
+// the source's, so a later backup copied is whole, and copying the source's
+// backup of that id is refused as ErrIDTaken before anything is written.
+func TestCopySameIDOtherBackup(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		dstKey string
+	}{{"same keying", ""}, {"rekeyed", "ab"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, src, bs := source(t, nil)
+			var dk *encryption.Key
+			if tc.dstKey != "" {
+				dk = testKey(t, tc.dstKey)
+			}
+			inner := mem.New()
+			dst := open(inner, dk)
+			// Same layout, same sizes, other content: one byte of
+			// PG_VERSION differs, so the first chunk does.
+			other := repotest.BaseMembers(1)
+			for i := range other {
+				if other[i].Name == "PG_VERSION" {
+					other[i].Data = []byte("16\n")
+				}
+			}
+			d, _ := repotest.Commit(t, dst, repotest.Spec{ID: bs[0].ID, Archives: []repotest.Archive{{Name: "base.tar", Members: other}}})
+			if len(d.Archives[0].Chunks) != len(bs[0].Archives[0].Chunks) {
+				t.Fatalf("fixture: %d references at the destination, %d at the source", len(d.Archives[0].Chunks), len(bs[0].Archives[0].Chunks))
+			}
+			if _, err := Copy(t.Context(), src, dst, Options{IDs: []string{bs[1].ID}}); err != nil {
+				t.Fatal(err)
+			}
+			a, b := archives(t, src, bs[1].ID), archives(t, dst, bs[1].ID)
+			if !bytes.Equal(a[0], b[0]) {
+				t.Fatalf("backup %s at the destination differs from the source's: it was given chunks of the other backup %s", bs[1].ID, bs[0].ID)
+			}
+			before := inner.Keys()
+			for _, o := range []Options{{IDs: []string{bs[0].ID}}, {All: true}, {All: true, DryRun: true}} {
+				res, err := Copy(t.Context(), src, dst, o)
+				if !errors.Is(err, repository.ErrIDTaken) || !strings.Contains(err.Error(), bs[0].ID) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("copy %+v: %v; want one line of ErrIDTaken naming %s", o, err, bs[0].ID)
+				}
+				if len(res.Backups) != 0 {
+					t.Errorf("copy %+v: result %+v, want no backup handled", o, res.Backups)
+				}
+			}
+			if after := inner.Keys(); !slices.Equal(before, after) {
+				t.Errorf("the refused copies stored %v", after)
+			}
+		})
+	}
+}
+
+// TestCopyEncryptedToPlain: from an encrypted source, a new destination
+// is not created plain unless ToPlain says so (a forgotten key must not
+// leave a decrypted copy); an existing plain one is used as it is.
+func TestCopyEncryptedToPlain(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		srcKey   string
+		dstKey   string
+		existing bool // the destination is bound already
+		toPlain  bool
+		wantErr  bool
+	}{
+		{"encrypted to new plain", "cd", "", false, false, true},
+		{"encrypted to new plain, allowed", "cd", "", false, true, false},
+		{"encrypted to existing plain", "cd", "", true, false, false},
+		{"encrypted to new encrypted", "cd", "ab", false, false, false},
+		{"plain to new plain", "", "", false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sk, dk *encryption.Key
+			if tc.srcKey != "" {
+				sk = testKey(t, tc.srcKey)
+			}
+			if tc.dstKey != "" {
+				dk = testKey(t, tc.dstKey)
+			}
+			_, src, bs := source(t, sk)
+			inner := mem.New()
+			dst := open(inner, dk)
+			if tc.existing {
+				if err := dst.Bind(t.Context(), repotest.SystemID, repotest.SegSize); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := inner.Keys()
+			for _, dry := range []bool{true, false} {
+				_, err := Copy(t.Context(), src, dst, Options{IDs: []string{bs[0].ID}, ToPlain: tc.toPlain, DryRun: dry})
+				if tc.wantErr {
+					if !errors.Is(err, ErrPlainDestination) || !strings.Contains(err.Error(), "--to-plain") {
+						t.Fatalf("dry run %v: %v, want ErrPlainDestination naming --to-plain", dry, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("dry run %v: %v", dry, err)
+				}
+			}
+			if tc.wantErr {
+				if after := inner.Keys(); !slices.Equal(before, after) {
+					t.Fatalf("the refused copy stored %v", after)
+				}
+				return
+			}
+			sameBackups(t, src, dst, bs[0].ID)
+		})
+	}
+}
+
+// TestCopyAllPartialWAL: --all copies the <segment>.partial files too —
+// the archiver's last segment of a timeline at promotion, needed to
+// recover along that timeline, and wal-receive's snapshot — through the
+// destination's partial-WAL path; a snapshot grown at the source since
+// is copied again, and an immutable destination keeps the one it has.
+func TestCopyAllPartialWAL(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		immutable bool
+	}{{"mutable", false}, {"immutable", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			_, src, _ := source(t, nil)
+			promoted := manifest.SegmentName(1, 7, repotest.SegSize) + ".partial"
+			if _, err := src.PutWAL(ctx, chunker.NewCompressor(), promoted, repotest.SegmentData(7)); err != nil {
+				t.Fatal(err)
+			}
+			growing := manifest.SegmentName(2, 8, repotest.SegSize)
+			if err := src.PutWALPartial(ctx, chunker.NewCompressor(), growing, repotest.SegmentData(8)[:1000]); err != nil {
+				t.Fatal(err)
+			}
+			inner := mem.New()
+			if tc.immutable {
+				inner = mem.NewLocking()
+			}
+			dst := repository.New(inner)
+			if tc.immutable {
+				if err := dst.SetImmutability(providers.LockGovernance, time.Hour); err != nil {
+					t.Fatal(err)
+				}
+			}
+			same := func(name string, want []byte) {
+				t.Helper()
+				got, _, err := dst.FetchWAL(ctx, name)
+				if err != nil {
+					t.Fatalf("%s at the destination: %v", name, err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s at the destination: %d bytes, want %d", name, len(got), len(want))
+				}
+			}
+			if _, err := Copy(ctx, src, dst, Options{All: true}); err != nil {
+				t.Fatal(err)
+			}
+			same(promoted, repotest.SegmentData(7))
+			same(growing+".partial", repotest.SegmentData(8)[:1000])
+
+			// The snapshot grows at the source.
+			if err := src.PutWALPartial(ctx, chunker.NewCompressor(), growing, repotest.SegmentData(8)[:5000]); err != nil {
+				t.Fatal(err)
+			}
+			res, err := Copy(ctx, src, dst, Options{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.immutable {
+				same(growing+".partial", repotest.SegmentData(8)[:1000])
+				if res.WALSent != 0 {
+					t.Errorf("rerun sent %d WAL files, want none", res.WALSent)
+				}
+			} else {
+				same(growing+".partial", repotest.SegmentData(8)[:5000])
+				if res.WALSent != 1 {
+					t.Errorf("rerun sent %d WAL files, want the grown snapshot only", res.WALSent)
+				}
+			}
+			// Nothing changed since: nothing is sent.
+			again, err := Copy(ctx, src, dst, Options{All: true})
+			if err != nil || again.WALSent != 0 {
+				t.Fatalf("third run: sent %d WAL files (%v), want none", again.WALSent, err)
+			}
+		})
+	}
+}
+
+// TestCopyHoldsSource: while a backup is copied the source holds a
+// restore lease naming it, so a delete of that backup run there meanwhile
+// is deferred and the copy completes; the lease is gone afterwards.
+func TestCopyHoldsSource(t *testing.T) {
+	_, src, bs := source(t, nil)
+	dst := open(mem.New(), testKey(t, "ab"))
+	var once sync.Once
+	var rep *catalog.Report
+	var delErr error
+	var leases []repository.LockInfo
+	o := Options{IDs: []string{bs[0].ID}, Parallel: 1, Progress: func(p Progress) {
+		if p.Phase != "chunks" || p.ChunksDone != 1 {
+			return
+		}
+		once.Do(func() {
+			leases, delErr = src.Locks(t.Context())
+			if delErr == nil {
+				rep, delErr = catalog.Delete(t.Context(), src, catalog.Retention{IDs: []string{bs[0].ID}}, catalog.PruneOptions{})
+			}
+		})
+	}}
+	if _, err := Copy(t.Context(), src, dst, o); err != nil {
+		t.Fatalf("copy while a delete of its backup ran at the source: %v", err)
+	}
+	if delErr != nil {
+		t.Fatal(delErr)
+	}
+	if len(leases) != 1 || leases[0].Kind != repository.LockRestore || leases[0].Backup != bs[0].ID || leases[0].Command != "copy" {
+		t.Fatalf("leases at the source during the copy: %+v, want a restore lease of copy naming %s", leases, bs[0].ID)
+	}
+	if len(rep.Backups) == 0 || !rep.Backups[0].Deferred {
+		t.Errorf("delete during the copy: %+v, want the backup deferred", rep.Backups)
+	}
+	sameBackups(t, src, dst, bs[0].ID)
+	if locks := repotest.LockKeys(t, src); len(locks) != 0 {
+		t.Errorf("leases left at the source: %v", locks)
 	}
 }

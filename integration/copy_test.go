@@ -186,8 +186,17 @@ func TestCopy(t *testing.T) {
 	})
 
 	t.Run("Azurite to file, encrypted to plain, by retention", func(t *testing.T) {
-		dstURL := "file://" + filepath.Join(t.TempDir(), "plain")
-		out, r := runCopy(t, env, "--repo", azURL, "--encryption-key-file", keyFile, "--to", dstURL, "--retain-last", "1")
+		dstDir := filepath.Join(t.TempDir(), "plain")
+		dstURL := "file://" + dstDir
+		// A forgotten destination key is refused: no decrypted copy
+		// unless --to-plain says so.
+		if _, r := runCopy(t, env, "--repo", azURL, "--encryption-key-file", keyFile, "--to", dstURL, "--retain-last", "1"); r.code != 1 || !strings.Contains(r.stderr, "--to-plain") {
+			t.Fatalf("copy from encrypted to a new plain destination without --to-plain: exit %d, want 1 naming --to-plain:\n%s", r.code, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(dstDir, repository.RepoKey)); err == nil {
+			t.Fatalf("the refused copy created %s", repository.RepoKey)
+		}
+		out, r := runCopy(t, env, "--repo", azURL, "--encryption-key-file", keyFile, "--to", dstURL, "--retain-last", "1", "--to-plain")
 		if r.code != 0 || !out.Rekeyed || len(out.Backups) != 1 || out.Backups[0].ID != id2 || out.Backups[0].Status != "copied" {
 			t.Fatalf("copy: exit %d %+v\n%s", r.code, out, r.stderr)
 		}

@@ -20,7 +20,7 @@ import (
 
 func newCopyCmd(g *globals) *cobra.Command {
 	var srcURL, dstURL, dstKeyFile, retainWithin string
-	var all, dryRun, asJSON bool
+	var all, dryRun, asJSON, toPlain bool
 	var retainLast, parallel int
 	var progress string
 	var progressEvery time.Duration
@@ -33,7 +33,9 @@ source's key is --encryption-key-file (PGSTOW_ENCRYPTION_KEY_FILE), the
 destination's --to-encryption-key-file (PGSTOW_TO_ENCRYPTION_KEY_FILE); or, for
 keys kept by a KMS, --kms-key and --to-kms-key (docs/encryption.md). A
 destination used for the first time is created with the key given, or plain
-without one. It must belong to the same cluster as the source.
+without one; from an encrypted source only with --to-plain, so that a
+forgotten key does not leave a decrypted copy. It must belong to the same
+cluster as the source.
 
 Which backups: the ids named (or latest); --all for every backup and every WAL
 file (so point-in-time recovery reaches as far at the destination); or
@@ -53,7 +55,7 @@ again sends only what had not arrived. See docs/copy.md.`,
   pgstow copy --repo s3://main/pg --to gs://dr/pg --retain-last 7 --to-encryption-key-file /etc/pgstow/dr.key
   pgstow copy --repo s3://main/pg --to gs://dr/pg --all --dry-run`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o := copier.Options{IDs: args, All: all, RetainLast: retainLast, DryRun: dryRun, Parallel: parallel, Log: g.log}
+			o := copier.Options{IDs: args, All: all, RetainLast: retainLast, DryRun: dryRun, ToPlain: toPlain, Parallel: parallel, Log: g.log}
 			if err := checkCopySelection(cmd, &o, retainWithin); err != nil {
 				return err
 			}
@@ -67,6 +69,9 @@ again sends only what had not arrived. See docs/copy.md.`,
 			fromEnv(cmd, g, "to", "PGSTOW_TO_REPO", &dstURL)
 			if dstURL == "" {
 				return usageError{errors.New("no destination: pass --to URL or set PGSTOW_TO_REPO")}
+			}
+			if toPlain && (dstKeyFile != "" || g.getenv("PGSTOW_TO_ENCRYPTION_KEY_FILE") != "" || cmd.Flags().Changed("to-kms-key") || g.getenv("PGSTOW_TO_KMS_KEY") != "") {
+				return usageError{errors.New("--to-plain contradicts the destination key given (--to-encryption-key-file, --to-kms-key or their PGSTOW_TO_ variables)")}
 			}
 			src, err := g.repoFromFlag(cmd, srcURL)
 			if err != nil {
@@ -107,6 +112,7 @@ again sends only what had not arrived. See docs/copy.md.`,
 	cmd.Flags().StringVar(&dstURL, "to", "", "destination repository URL (env PGSTOW_TO_REPO)")
 	cmd.Flags().StringVar(&dstKeyFile, "to-encryption-key-file", "", "file holding the destination repository's encryption key (env PGSTOW_TO_ENCRYPTION_KEY_FILE); none for a plain destination")
 	cmd.Flags().String("to-kms-key", "", "instead of --to-encryption-key-file: the KMS key that wraps the destination's key, or makes a new one there (env PGSTOW_TO_KMS_KEY); see docs/encryption.md")
+	cmd.Flags().BoolVar(&toPlain, "to-plain", false, "allow creating a plain destination from an encrypted source (without it that is refused)")
 	cmd.Flags().String("to-lock-mode", "", "make a new destination immutable: governance or compliance, with --to-lock-retention (env PGSTOW_TO_LOCK_MODE); see docs/immutability.md")
 	cmd.Flags().String("to-lock-retention", "", "how long each object at a new immutable destination stays locked, e.g. 30d or 720h (env PGSTOW_TO_LOCK_RETENTION)")
 	cmd.Flags().BoolVar(&all, "all", false, "copy every backup and every WAL file")
@@ -281,7 +287,4 @@ func printCopy(g *globals, r *copier.Result) {
 		fmt.Fprintf(g.stdout, "; chunks renamed for the destination's keying")
 	}
 	fmt.Fprintln(g.stdout)
-	if len(r.WALSkipped) > 0 {
-		fmt.Fprintf(g.stdout, "left out %d wal-receive .partial snapshot(s), e.g. %s\n", len(r.WALSkipped), r.WALSkipped[0])
-	}
 }
