@@ -29,8 +29,10 @@ func TestKMSRepository(t *testing.T) {
 	uri := func(key string) string {
 		return "awskms://" + key + "?region=" + kms.Region + "&endpoint=" + kms.Endpoint
 	}
-	// The AWS SDK's default chain: credentials from the environment.
-	env := []string{"AWS_ACCESS_KEY_ID=pgstowtest", "AWS_SECRET_ACCESS_KEY=pgstowtest", "AWS_EC2_METADATA_DISABLED=true"}
+	// The AWS SDK's default chain: credentials from the environment, and
+	// local-kms's address for the commands not pinned to a key, which
+	// never take the endpoint a stored copy records.
+	env := []string{"AWS_ACCESS_KEY_ID=pgstowtest", "AWS_SECRET_ACCESS_KEY=pgstowtest", "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_KMS=" + kms.Endpoint}
 	run := func(t *testing.T, extraEnv []string, args ...string) cliResult {
 		t.Helper()
 		return runCLI(t, 3*time.Minute, append(append([]string{}, env...), extraEnv...), args...)

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -95,7 +96,10 @@ func WrappedKeys(ctx context.Context, store providers.Store) ([]StoredWrappedKey
 // UnwrapDataKey recovers the data key of the encrypted repository whose
 // configuration is cfg from its wrapped copies, tried in key order (only
 // those of the key only, when given), and returns it with the copy that
-// gave it. A copy of another data key than cfg's is refused; the caller
+// gave it. A copy is opened with openURI's URI, never with the address
+// (endpoint) it records: whoever can write to the bucket writes the
+// copies, and the KMS request carries the host's cloud token. A copy not
+// stored under its own key's name (WrappedKeyKey) is skipped. A copy of another data key than cfg's is refused; the caller
 // still checks cfg's MAC with the key (Repository.CheckKey). The error,
 // when every copy fails, is one line naming each copy and its cause.
 func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Repo, open OpenWrapper, only string) ([]byte, StoredWrappedKey, error) {
@@ -112,7 +116,17 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 			others = append(others, w.KMS)
 			continue
 		}
-		dk, err := unwrapOne(ctx, w, cfg.Encryption.KeyFingerprint, open)
+		var dk []byte
+		err := fmt.Errorf("not stored as %s, the name of its KMS key's copy", WrappedKeyKey(w.KMS))
+		if w.Key == WrappedKeyKey(w.KMS) {
+			dk, err = unwrapOne(ctx, w, cfg.Encryption.KeyFingerprint, func(ctx context.Context, stored string) (KeyWrapper, error) {
+				uri, err := openURI(stored, only)
+				if err != nil {
+					return nil, err
+				}
+				return open(ctx, uri)
+			})
+		}
 		if err == nil {
 			return dk, w, nil
 		}
@@ -131,6 +145,40 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%s: %w: the repository is encrypted (key fingerprint %s) and holds none under %s; pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
 			store, ErrNoWrappedKey, cfg.Encryption.KeyFingerprint, KeysPrefix))
 	}
+}
+
+// openURI is the URI a stored copy is opened with: its key (the path:
+// the key id or name, and for Azure the vault and the key version that
+// wrapped it) and its AWS region, which picks one of AWS's own hosts, but
+// no other query parameter — an endpoint in a copy may have been planted
+// to receive the host's credentials. When pinned (the user's --kms-key,
+// which SameWrappingKey has matched to the copy, so the path is the
+// user's but for a version) the user's query is taken, endpoint included:
+// an endpoint comes only from the user.
+func openURI(stored, pinned string) (string, error) {
+	path, rawQuery, _ := strings.Cut(stored, "?")
+	sq, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", fmt.Errorf("query of %s: %w", stored, err)
+	}
+	q := url.Values{}
+	if r := sq.Get("region"); r != "" {
+		q.Set("region", r)
+	}
+	if pinned != "" {
+		_, rawPinned, _ := strings.Cut(pinned, "?")
+		pq, err := url.ParseQuery(rawPinned)
+		if err != nil {
+			return "", fmt.Errorf("query of %s: %w", pinned, err)
+		}
+		for k, v := range pq {
+			q[k] = v
+		}
+	}
+	if len(q) == 0 {
+		return path, nil
+	}
+	return path + "?" + q.Encode(), nil
 }
 
 // noKey makes err match ErrEncryption too, as every refusal of a key does.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,6 +21,10 @@ type awsWrapper struct {
 	client     *awskms.Client
 }
 
+// awsRegion is a region name: it becomes part of the KMS host name
+// (kms.<region>.amazonaws.com), so nothing else is taken.
+var awsRegion = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+-[0-9]+$`)
+
 func openAWS(ctx context.Context, uri, keyID string, q url.Values) (Wrapper, error) {
 	if keyID == "" {
 		return nil, fmt.Errorf("%w %q: want awskms://<key id, ARN or alias/name>", ErrBadURI, uri)
@@ -31,6 +36,9 @@ func openAWS(ctx context.Context, uri, keyID string, q url.Values) (Wrapper, err
 		if parts := strings.Split(keyID, ":"); len(parts) >= 6 && parts[0] == "arn" {
 			region = parts[3]
 		}
+	}
+	if region != "" && !awsRegion.MatchString(region) {
+		return nil, fmt.Errorf("%w %q: region %q is not an AWS region name", ErrBadURI, uri, region)
 	}
 	if region != "" {
 		loadOpts = append(loadOpts, config.WithRegion(region))

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -60,8 +61,10 @@ const Schemes = "awskms://, gcpkms:// or azurekv://"
 //	azurekv://<vault>.vault.azure.net/keys/<name>[/<version>][?endpoint=URL]
 //
 // endpoint replaces the service's address (a local emulator, a private
-// endpoint); it is kept in the stored copy's URI, so give the same one
-// whenever the repository is opened. Open makes no request: a wrong or
+// endpoint): https, or http to a loopback address only, since the
+// request carries a bearer token (GCP, Azure). The repository never takes
+// an endpoint from a stored copy (repository.UnwrapDataKey): give it in
+// the pinned URI each time. Open makes no request: a wrong or
 // unreachable key shows on the first Wrap or Unwrap.
 func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	scheme, rest, ok := strings.Cut(uri, "://")
@@ -92,13 +95,26 @@ func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	}
 }
 
-// checkEndpoint refuses an endpoint that is not an http(s) base URL.
+// checkEndpoint refuses an endpoint that is not an http(s) base URL, and
+// plain http but to this host (an emulator): credentials and keys cross
+// it.
 func checkEndpoint(uri, endpoint string) (string, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("%w %q: endpoint %q is not an http(s) URL", ErrBadURI, uri, endpoint)
 	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return "", fmt.Errorf("%w %q: endpoint %q is plain http to another host: use https", ErrBadURI, uri, endpoint)
+	}
 	return strings.TrimSuffix(endpoint, "/"), nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // dataKeyContext binds a wrap to its purpose where the KMS takes
