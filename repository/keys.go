@@ -149,9 +149,10 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 
 // openURI is the URI a stored copy is opened with: its key (the path:
 // the key id or name, and for Azure the vault and the key version that
-// wrapped it) and its AWS region, which picks one of AWS's own hosts, but
-// no other query parameter — an endpoint in a copy may have been planted
-// to receive the host's credentials. When pinned (the user's --kms-key,
+// wrapped it), its AWS region, which picks one of AWS's own hosts, and
+// the key ARN an AWS alias named when it was made (key), but no other
+// query parameter — an endpoint in a copy may have been planted to
+// receive the host's credentials. When pinned (the user's --kms-key,
 // which SameWrappingKey has matched to the copy, so the path is the
 // user's but for a version) the user's query is taken, endpoint included:
 // an endpoint comes only from the user.
@@ -162,8 +163,10 @@ func openURI(stored, pinned string) (string, error) {
 		return "", fmt.Errorf("query of %s: %w", stored, err)
 	}
 	q := url.Values{}
-	if r := sq.Get("region"); r != "" {
-		q.Set("region", r)
+	for _, k := range []string{"region", "key"} {
+		if v := sq.Get(k); v != "" {
+			q.Set(k, v)
+		}
 	}
 	if pinned != "" {
 		_, rawPinned, _ := strings.Cut(pinned, "?")

@@ -56,10 +56,12 @@ const Schemes = "awskms://, gcpkms:// or azurekv://"
 
 // Open returns the Wrapper of a KMS key URI:
 //
-//	awskms://<key id, key ARN, alias/<name> or alias ARN>[?region=R&endpoint=URL]
+//	awskms://<key id, key ARN, alias/<name> or alias ARN>[?region=R&endpoint=URL&key=ARN]
 //	gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K[?endpoint=URL]
 //	azurekv://<vault>.vault.azure.net/keys/<name>[/<version>][?endpoint=URL]
 //
+// key is the key ARN an alias named when a copy was made, which Wrap
+// records: the copy still opens after the alias moves (awsWrapper.Unwrap).
 // endpoint replaces the service's address (a local emulator, a private
 // endpoint): https, or http to a loopback address only, since the
 // request carries a bearer token (GCP, Azure). The repository never takes
@@ -76,7 +78,7 @@ func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrBadURI, uri, err)
 	}
-	allowed := map[string][]string{"awskms": {"region", "endpoint"}, "gcpkms": {"endpoint"}, "azurekv": {"endpoint"}}[scheme]
+	allowed := map[string][]string{"awskms": {"region", "endpoint", "key"}, "gcpkms": {"endpoint"}, "azurekv": {"endpoint"}}[scheme]
 	if allowed == nil {
 		return nil, fmt.Errorf("%w %q: unknown scheme %q, want %s", ErrBadURI, uri, scheme, Schemes)
 	}
