@@ -217,31 +217,60 @@ func unwrapOne(ctx context.Context, w StoredWrappedKey, fingerprint string, open
 	return dk, nil
 }
 
+// AdoptWindow is how recently a copy found at a repository's first use
+// must have been stored for InitDataKey to take it as another first use's,
+// running at the same time (the store's modification time, so allow for
+// clock skew).
+const AdoptWindow = 5 * time.Minute
+
+// ErrUnclaimedKey is returned at first use when a copy of the KMS key's
+// is stored already, older than AdoptWindow: left by a first use that
+// stopped before pgstow.json, or planted with a data key someone knows.
+// It matches ErrEncryption too.
+var ErrUnclaimedKey = errors.New("a wrapped data key is stored but no pgstow.json names it")
+
 // InitDataKey makes the data key of a repository at its first use: 32
 // bytes from crypto/rand, wrapped with w and stored (only if absent)
 // before pgstow.json is written, so that a repository never exists whose
-// key nobody holds. When the copy of w's key is there already (another
-// process came first, or an earlier first use stopped before pgstow.json)
-// its key is unwrapped and used instead. retention is AddWrappedKey's.
-func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper, retention providers.Retention) ([]byte, error) {
+// key nobody holds. When the copy of w's key is there already and was
+// stored within AdoptWindow (another process is making the repository at
+// the same time) its key is unwrapped and used, and that copy returned
+// for the caller to log. An older copy is refused: nothing vouches for
+// it — its fingerprint is its own claim, and whoever can write to the
+// bucket and encrypt with the KMS key could have planted a data key they
+// know to read every backup to come. retention is AddWrappedKey's.
+func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper, retention providers.Retention) ([]byte, *StoredWrappedKey, error) {
 	dk := make([]byte, encryption.KeySize)
 	if _, err := rand.Read(dk); err != nil {
-		return nil, fmt.Errorf("make a data key: %w", err)
+		return nil, nil, fmt.Errorf("make a data key: %w", err)
 	}
 	_, err := AddWrappedKey(ctx, store, dk, w, retention)
 	if !errors.Is(err, providers.ErrExist) {
-		return dk, err
+		return dk, nil, err
 	}
 	key := WrappedKeyKey(w.URI())
+	info, err := store.Stat(ctx, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stat %s of %s: %w", key, store, err)
+	}
+	if age := time.Since(info.ModTime); age > AdoptWindow {
+		return nil, nil, noKey(fmt.Errorf("%w: %s was stored at %s, %s ago, before this first use (a first use that stopped, or a key planted by someone who can write to the bucket); remove %s and run again (if it is locked, use a new prefix)",
+			ErrUnclaimedKey, key, info.ModTime.UTC().Format(time.RFC3339), age.Round(time.Second), key))
+	}
 	data, err := providers.ReadAll(ctx, store, key)
 	if err != nil {
-		return nil, fmt.Errorf("read %s of %s: %w", key, store, err)
+		return nil, nil, fmt.Errorf("read %s of %s: %w", key, store, err)
 	}
 	stored, err := manifest.DecodeWrappedKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s of %s: %w", key, store, err)
+		return nil, nil, fmt.Errorf("%s of %s: %w", key, store, err)
 	}
-	return unwrapOne(ctx, StoredWrappedKey{Key: key, WrappedKey: stored}, stored.KeyFingerprint, func(context.Context, string) (KeyWrapper, error) { return w, nil })
+	found := StoredWrappedKey{Key: key, WrappedKey: stored}
+	dk, err = unwrapOne(ctx, found, stored.KeyFingerprint, func(context.Context, string) (KeyWrapper, error) { return w, nil })
+	if err != nil {
+		return nil, nil, err
+	}
+	return dk, &found, nil
 }
 
 // AddWrappedKey stores a copy of dataKey wrapped with w, and proves it by

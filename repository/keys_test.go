@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/encryption"
@@ -95,7 +96,7 @@ func newKMSRepo(t *testing.T, kms *fakeKMS, uri string) providers.Store {
 	ctx := t.Context()
 	store := mem.New()
 	w, _ := kms.open(ctx, uri)
-	dk, err := InitDataKey(ctx, store, w, providers.Retention{})
+	dk, _, err := InitDataKey(ctx, store, w, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,24 +288,58 @@ func TestRotateWrappingKey(t *testing.T) {
 	}
 }
 
-// Two first uses at once (or a first use after one that stopped before
-// pgstow.json) agree on one data key: the second finds the first's copy.
+// Two first uses at once agree on one data key: the second finds the
+// first's copy, stored moments ago. A copy older than AdoptWindow (a first
+// use that stopped long ago, or one planted by someone who knows its key)
+// is refused: nothing but its own fields vouches for it.
 func TestInitDataKeyFindsTheFirstCopy(t *testing.T) {
-	ctx := t.Context()
-	kms := newFakeKMS(t, kmsA)
-	store := mem.New()
-	w, _ := kms.open(ctx, kmsA)
-	first, err := InitDataKey(ctx, store, w, providers.Retention{})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		age  time.Duration // of the first copy, as the store reports it
+		ok   bool
+	}{
+		{name: "at the same time", ok: true},
+		{name: "within the window", age: AdoptWindow - time.Minute, ok: true},
+		{name: "long before", age: AdoptWindow + time.Minute},
+		{name: "days before", age: 72 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			kms := newFakeKMS(t, kmsA)
+			store := agedStore{mem.New(), tc.age}
+			w, _ := kms.open(ctx, kmsA)
+			first, adopted, err := InitDataKey(ctx, store, w, providers.Retention{})
+			if err != nil || adopted != nil {
+				t.Fatalf("first use: adopted %v, %v", adopted, err)
+			}
+			second, adopted, err := InitDataKey(ctx, store, w, providers.Retention{})
+			if !tc.ok {
+				if !errors.Is(err, ErrUnclaimedKey) || !errors.Is(err, ErrEncryption) || strings.Contains(err.Error(), "\n") || second != nil {
+					t.Fatalf("second first use: %v, want one line of ErrUnclaimedKey", err)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(first, second) || adopted == nil || adopted.Key != WrappedKeyKey(kmsA) {
+				t.Fatalf("a second first use made another data key, or did not report the copy it took (%+v)", adopted)
+			}
+		})
 	}
-	second, err := InitDataKey(ctx, store, w, providers.Retention{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(first, second) {
-		t.Fatal("a second first use made another data key")
-	}
+}
+
+// agedStore reports every object as stored age ago.
+type agedStore struct {
+	providers.Store
+	age time.Duration
+}
+
+func (s agedStore) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
+	info, err := s.Store.Stat(ctx, key)
+	info.ModTime = info.ModTime.Add(-s.age)
+	return info, err
 }
 
 func TestSameWrappingKey(t *testing.T) {
