@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // (local-kms) backs up and restores with no key file anywhere; another
 // KMS key, or the key once disabled, is refused with one line before any
 // backup is read; rotate-key moves the repository to a new KMS key, after
-// which the old one can be disabled; and a key-file repository gains a
+// which the old one can be disabled, and whose alias can move; and a key-file repository gains a
 // KMS-wrapped copy and then opens without its file.
 func TestKMSRepository(t *testing.T) {
 	t.Parallel()
@@ -29,8 +30,10 @@ func TestKMSRepository(t *testing.T) {
 	uri := func(key string) string {
 		return "awskms://" + key + "?region=" + kms.Region + "&endpoint=" + kms.Endpoint
 	}
-	// The AWS SDK's default chain: credentials from the environment.
-	env := []string{"AWS_ACCESS_KEY_ID=pgstowtest", "AWS_SECRET_ACCESS_KEY=pgstowtest", "AWS_EC2_METADATA_DISABLED=true"}
+	// The AWS SDK's default chain: credentials from the environment, and
+	// local-kms's address for the commands not pinned to a key, which
+	// never take the endpoint a stored copy records.
+	env := []string{"AWS_ACCESS_KEY_ID=pgstowtest", "AWS_SECRET_ACCESS_KEY=pgstowtest", "AWS_EC2_METADATA_DISABLED=true", "AWS_ENDPOINT_URL_KMS=" + kms.Endpoint}
 	run := func(t *testing.T, extraEnv []string, args ...string) cliResult {
 		t.Helper()
 		return runCLI(t, 3*time.Minute, append(append([]string{}, env...), extraEnv...), args...)
@@ -117,15 +120,26 @@ func TestKMSRepository(t *testing.T) {
 		Added   struct{ Object, KMS string }
 		Removed []struct{ Object, KMS string }
 	}
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || res.Added.KMS != uri("alias/pgstow-b") || len(res.Removed) != 1 || res.Removed[0].KMS != uri(keyA) {
+	// A copy made through an alias records the key ARN it named.
+	viaB := regexp.MustCompile(`^awskms://alias/pgstow-b\?endpoint=[^&]+&key=arn%3Aaws%3Akms%3A` + kms.Region + `%3A[0-9]{12}%3Akey%2F` + keyB + `&region=` + kms.Region + `$`)
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil || !viaB.MatchString(res.Added.KMS) || len(res.Removed) != 1 || res.Removed[0].KMS != uri(keyA) {
 		t.Fatalf("rotate-key: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if copies := wrappedCopies(t, dir); len(copies) != 1 || copies[0].KMS != uri("alias/pgstow-b") {
+	if copies := wrappedCopies(t, dir); len(copies) != 1 || copies[0].KMS != res.Added.KMS {
 		t.Fatalf("wrapped copies after rotation: %+v", copies)
 	}
 	kms.DisableKey(t, keyA)
 	if r := run(t, nil, "show", id, "--repo", repoURL); r.code != 0 {
 		t.Fatalf("show after rotation with the old key disabled: exit %d\n%s", r.code, r.stderr)
+	}
+	// The alias moves to another key (aws kms update-alias): the copy
+	// made through it still opens, pinned by the alias or not.
+	kms.UpdateAlias(t, "pgstow-b", kms.CreateKey(t))
+	if r := run(t, nil, "show", id, "--repo", repoURL); r.code != 0 {
+		t.Fatalf("show after the alias moved: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := run(t, nil, "show", id, "--repo", repoURL, "--kms-key", uri("alias/pgstow-b")); r.code != 0 {
+		t.Fatalf("show pinned by the alias after it moved: exit %d\n%s", r.code, r.stderr)
 	}
 	// Disabling the wrapping key locks the repository.
 	kms.DisableKey(t, keyB)

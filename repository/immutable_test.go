@@ -216,7 +216,7 @@ func TestImmutableKeepsConfigAndKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dk, err := repository.InitDataKey(ctx, s, plainWrapper{}, lock)
+	dk, _, err := repository.InitDataKey(ctx, s, plainWrapper{}, lock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -95,7 +96,10 @@ func WrappedKeys(ctx context.Context, store providers.Store) ([]StoredWrappedKey
 // UnwrapDataKey recovers the data key of the encrypted repository whose
 // configuration is cfg from its wrapped copies, tried in key order (only
 // those of the key only, when given), and returns it with the copy that
-// gave it. A copy of another data key than cfg's is refused; the caller
+// gave it. A copy is opened with openURI's URI, never with the address
+// (endpoint) it records: whoever can write to the bucket writes the
+// copies, and the KMS request carries the host's cloud token. A copy not
+// stored under its own key's name (WrappedKeyKey) is skipped. A copy of another data key than cfg's is refused; the caller
 // still checks cfg's MAC with the key (Repository.CheckKey). The error,
 // when every copy fails, is one line naming each copy and its cause.
 func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Repo, open OpenWrapper, only string) ([]byte, StoredWrappedKey, error) {
@@ -112,7 +116,17 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 			others = append(others, w.KMS)
 			continue
 		}
-		dk, err := unwrapOne(ctx, w, cfg.Encryption.KeyFingerprint, open)
+		var dk []byte
+		err := fmt.Errorf("not stored as %s, the name of its KMS key's copy", WrappedKeyKey(w.KMS))
+		if w.Key == WrappedKeyKey(w.KMS) {
+			dk, err = unwrapOne(ctx, w, cfg.Encryption.KeyFingerprint, func(ctx context.Context, stored string) (KeyWrapper, error) {
+				uri, err := openURI(stored, only)
+				if err != nil {
+					return nil, err
+				}
+				return open(ctx, uri)
+			})
+		}
 		if err == nil {
 			return dk, w, nil
 		}
@@ -131,6 +145,43 @@ func UnwrapDataKey(ctx context.Context, store providers.Store, cfg *manifest.Rep
 		return nil, StoredWrappedKey{}, noKey(fmt.Errorf("%s: %w: the repository is encrypted (key fingerprint %s) and holds none under %s; pass its key file with --encryption-key-file or PGSTOW_ENCRYPTION_KEY_FILE",
 			store, ErrNoWrappedKey, cfg.Encryption.KeyFingerprint, KeysPrefix))
 	}
+}
+
+// openURI is the URI a stored copy is opened with: its key (the path:
+// the key id or name, and for Azure the vault and the key version that
+// wrapped it), its AWS region, which picks one of AWS's own hosts, and
+// the key ARN an AWS alias named when it was made (key), but no other
+// query parameter — an endpoint in a copy may have been planted to
+// receive the host's credentials. When pinned (the user's --kms-key,
+// which SameWrappingKey has matched to the copy, so the path is the
+// user's but for a version) the user's query is taken, endpoint included:
+// an endpoint comes only from the user.
+func openURI(stored, pinned string) (string, error) {
+	path, rawQuery, _ := strings.Cut(stored, "?")
+	sq, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", fmt.Errorf("query of %s: %w", stored, err)
+	}
+	q := url.Values{}
+	for _, k := range []string{"region", "key"} {
+		if v := sq.Get(k); v != "" {
+			q.Set(k, v)
+		}
+	}
+	if pinned != "" {
+		_, rawPinned, _ := strings.Cut(pinned, "?")
+		pq, err := url.ParseQuery(rawPinned)
+		if err != nil {
+			return "", fmt.Errorf("query of %s: %w", pinned, err)
+		}
+		for k, v := range pq {
+			q[k] = v
+		}
+	}
+	if len(q) == 0 {
+		return path, nil
+	}
+	return path + "?" + q.Encode(), nil
 }
 
 // noKey makes err match ErrEncryption too, as every refusal of a key does.
@@ -166,31 +217,60 @@ func unwrapOne(ctx context.Context, w StoredWrappedKey, fingerprint string, open
 	return dk, nil
 }
 
+// AdoptWindow is how recently a copy found at a repository's first use
+// must have been stored for InitDataKey to take it as another first use's,
+// running at the same time (the store's modification time, so allow for
+// clock skew).
+const AdoptWindow = 5 * time.Minute
+
+// ErrUnclaimedKey is returned at first use when a copy of the KMS key's
+// is stored already, older than AdoptWindow: left by a first use that
+// stopped before pgstow.json, or planted with a data key someone knows.
+// It matches ErrEncryption too.
+var ErrUnclaimedKey = errors.New("a wrapped data key is stored but no pgstow.json names it")
+
 // InitDataKey makes the data key of a repository at its first use: 32
 // bytes from crypto/rand, wrapped with w and stored (only if absent)
 // before pgstow.json is written, so that a repository never exists whose
-// key nobody holds. When the copy of w's key is there already (another
-// process came first, or an earlier first use stopped before pgstow.json)
-// its key is unwrapped and used instead. retention is AddWrappedKey's.
-func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper, retention providers.Retention) ([]byte, error) {
+// key nobody holds. When the copy of w's key is there already and was
+// stored within AdoptWindow (another process is making the repository at
+// the same time) its key is unwrapped and used, and that copy returned
+// for the caller to log. An older copy is refused: nothing vouches for
+// it — its fingerprint is its own claim, and whoever can write to the
+// bucket and encrypt with the KMS key could have planted a data key they
+// know to read every backup to come. retention is AddWrappedKey's.
+func InitDataKey(ctx context.Context, store providers.Store, w KeyWrapper, retention providers.Retention) ([]byte, *StoredWrappedKey, error) {
 	dk := make([]byte, encryption.KeySize)
 	if _, err := rand.Read(dk); err != nil {
-		return nil, fmt.Errorf("make a data key: %w", err)
+		return nil, nil, fmt.Errorf("make a data key: %w", err)
 	}
 	_, err := AddWrappedKey(ctx, store, dk, w, retention)
 	if !errors.Is(err, providers.ErrExist) {
-		return dk, err
+		return dk, nil, err
 	}
 	key := WrappedKeyKey(w.URI())
+	info, err := store.Stat(ctx, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stat %s of %s: %w", key, store, err)
+	}
+	if age := time.Since(info.ModTime); age > AdoptWindow {
+		return nil, nil, noKey(fmt.Errorf("%w: %s was stored at %s, %s ago, before this first use (a first use that stopped, or a key planted by someone who can write to the bucket); remove %s and run again (if it is locked, use a new prefix)",
+			ErrUnclaimedKey, key, info.ModTime.UTC().Format(time.RFC3339), age.Round(time.Second), key))
+	}
 	data, err := providers.ReadAll(ctx, store, key)
 	if err != nil {
-		return nil, fmt.Errorf("read %s of %s: %w", key, store, err)
+		return nil, nil, fmt.Errorf("read %s of %s: %w", key, store, err)
 	}
 	stored, err := manifest.DecodeWrappedKey(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s of %s: %w", key, store, err)
+		return nil, nil, fmt.Errorf("%s of %s: %w", key, store, err)
 	}
-	return unwrapOne(ctx, StoredWrappedKey{Key: key, WrappedKey: stored}, stored.KeyFingerprint, func(context.Context, string) (KeyWrapper, error) { return w, nil })
+	found := StoredWrappedKey{Key: key, WrappedKey: stored}
+	dk, err = unwrapOne(ctx, found, stored.KeyFingerprint, func(context.Context, string) (KeyWrapper, error) { return w, nil })
+	if err != nil {
+		return nil, nil, err
+	}
+	return dk, &found, nil
 }
 
 // AddWrappedKey stores a copy of dataKey wrapped with w, and proves it by

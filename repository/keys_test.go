@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgstow/pgstow/chunker"
 	"github.com/pgstow/pgstow/encryption"
@@ -26,6 +27,7 @@ type fakeKMS struct {
 	keys     map[string]cipher.AEAD
 	disabled map[string]bool
 	unwraps  int
+	opened   []string // the URIs open was given
 }
 
 func newFakeKMS(t *testing.T, uris ...string) *fakeKMS {
@@ -43,11 +45,16 @@ func newFakeKMS(t *testing.T, uris ...string) *fakeKMS {
 	return k
 }
 
+// open finds a key by its URI without the query (the address it is
+// reached at), as a KMS holds it whatever endpoint reaches it.
 func (k *fakeKMS) open(_ context.Context, uri string) (KeyWrapper, error) {
-	if _, ok := k.keys[uri]; !ok {
-		return nil, fmt.Errorf("no such KMS key %s", uri)
+	k.opened = append(k.opened, uri)
+	for u := range k.keys {
+		if uriWithoutQuery(u) == uriWithoutQuery(uri) {
+			return fakeWrapper{k, u}, nil
+		}
 	}
-	return fakeWrapper{k, uri}, nil
+	return nil, fmt.Errorf("no such KMS key %s", uri)
 }
 
 type fakeWrapper struct {
@@ -89,7 +96,7 @@ func newKMSRepo(t *testing.T, kms *fakeKMS, uri string) providers.Store {
 	ctx := t.Context()
 	store := mem.New()
 	w, _ := kms.open(ctx, uri)
-	dk, err := InitDataKey(ctx, store, w, providers.Retention{})
+	dk, _, err := InitDataKey(ctx, store, w, providers.Retention{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,24 +288,58 @@ func TestRotateWrappingKey(t *testing.T) {
 	}
 }
 
-// Two first uses at once (or a first use after one that stopped before
-// pgstow.json) agree on one data key: the second finds the first's copy.
+// Two first uses at once agree on one data key: the second finds the
+// first's copy, stored moments ago. A copy older than AdoptWindow (a first
+// use that stopped long ago, or one planted by someone who knows its key)
+// is refused: nothing but its own fields vouches for it.
 func TestInitDataKeyFindsTheFirstCopy(t *testing.T) {
-	ctx := t.Context()
-	kms := newFakeKMS(t, kmsA)
-	store := mem.New()
-	w, _ := kms.open(ctx, kmsA)
-	first, err := InitDataKey(ctx, store, w, providers.Retention{})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		age  time.Duration // of the first copy, as the store reports it
+		ok   bool
+	}{
+		{name: "at the same time", ok: true},
+		{name: "within the window", age: AdoptWindow - time.Minute, ok: true},
+		{name: "long before", age: AdoptWindow + time.Minute},
+		{name: "days before", age: 72 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			kms := newFakeKMS(t, kmsA)
+			store := agedStore{mem.New(), tc.age}
+			w, _ := kms.open(ctx, kmsA)
+			first, adopted, err := InitDataKey(ctx, store, w, providers.Retention{})
+			if err != nil || adopted != nil {
+				t.Fatalf("first use: adopted %v, %v", adopted, err)
+			}
+			second, adopted, err := InitDataKey(ctx, store, w, providers.Retention{})
+			if !tc.ok {
+				if !errors.Is(err, ErrUnclaimedKey) || !errors.Is(err, ErrEncryption) || strings.Contains(err.Error(), "\n") || second != nil {
+					t.Fatalf("second first use: %v, want one line of ErrUnclaimedKey", err)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(first, second) || adopted == nil || adopted.Key != WrappedKeyKey(kmsA) {
+				t.Fatalf("a second first use made another data key, or did not report the copy it took (%+v)", adopted)
+			}
+		})
 	}
-	second, err := InitDataKey(ctx, store, w, providers.Retention{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(first, second) {
-		t.Fatal("a second first use made another data key")
-	}
+}
+
+// agedStore reports every object as stored age ago.
+type agedStore struct {
+	providers.Store
+	age time.Duration
+}
+
+func (s agedStore) Stat(ctx context.Context, key string) (providers.ObjectInfo, error) {
+	info, err := s.Store.Stat(ctx, key)
+	info.ModTime = info.ModTime.Add(-s.age)
+	return info, err
 }
 
 func TestSameWrappingKey(t *testing.T) {
@@ -317,5 +358,69 @@ func TestSameWrappingKey(t *testing.T) {
 		if got := SameWrappingKey(tc.stored, tc.uri); got != tc.want {
 			t.Errorf("SameWrappingKey(%q, %q) = %v, want %v", tc.stored, tc.uri, got, tc.want)
 		}
+	}
+}
+
+// A copy is never opened at an address it records: whoever can write to
+// the bucket could plant one whose endpoint receives the host's cloud
+// token. An endpoint comes only from the user's pinned URI. A copy not
+// named after its own key is skipped.
+func TestStoredCopyAddressIgnored(t *testing.T) {
+	const evil = "https://evil.example"
+	for _, tc := range []struct {
+		name       string
+		object     func(stored string) string // where the planted copy goes
+		only       string
+		wantErr    string
+		wantOpened string // a URI open must have been given
+	}{
+		{name: "unpinned", object: WrappedKeyKey, wantOpened: kmsA},
+		{name: "pinned", object: WrappedKeyKey, only: "awskms://alias/a?endpoint=https://mine.example",
+			wantOpened: "awskms://alias/a?endpoint=https%3A%2F%2Fmine.example&region=eu-west-1"},
+		{name: "pinned with a region", object: WrappedKeyKey, only: "awskms://alias/a?region=eu-west-3",
+			wantOpened: "awskms://alias/a?region=eu-west-3"},
+		{name: "under another name", object: func(string) string { return KeysPrefix + "0.json" },
+			wantErr: "keys/0.json (" + kmsA + "&endpoint=" + evil + "): not stored as " + WrappedKeyKey(kmsA)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			kms := newFakeKMS(t, kmsA)
+			store := newKMSRepo(t, kms, kmsA)
+			all, err := WrappedKeys(ctx, store)
+			if err != nil || len(all) != 1 {
+				t.Fatalf("copies: %+v, %v", all, err)
+			}
+			planted := *all[0].WrappedKey
+			planted.KMS = kmsA + "&endpoint=" + evil
+			data, err := manifest.EncodeWrappedKey(&planted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Delete(ctx, all[0].Key); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Put(ctx, tc.object(planted.KMS), bytes.NewReader(data), int64(len(data)), providers.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			kms.opened = nil
+			err = openKMSRepo(ctx, store, kms, tc.only)
+			for _, u := range kms.opened {
+				if strings.Contains(u, "evil") {
+					t.Errorf("opened %s", u)
+				}
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("open = %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(kms.opened) != 1 || kms.opened[0] != tc.wantOpened {
+				t.Errorf("opened %q, want %q", kms.opened, tc.wantOpened)
+			}
+		})
 	}
 }

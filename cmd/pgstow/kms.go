@@ -103,9 +103,12 @@ func resolveKey(ctx context.Context, store providers.Store, fileKey *encryption.
 		}
 		// Locked as the lock flags ask: pgstow.json, written later, will
 		// record them, and each commit extends the lock.
-		dk, err := repository.InitDataKey(ctx, store, w, src.retention)
+		dk, adopted, err := repository.InitDataKey(ctx, store, w, src.retention)
 		if err != nil {
 			return nil, fmt.Errorf("make the data key of %s: %w", store, err)
+		}
+		if adopted != nil {
+			log.Warn("another first use of the repository made its data key moments ago; using it", "copy", adopted.Key, "created", adopted.Created, "fingerprint", adopted.KeyFingerprint)
 		}
 		return encryption.NewKey(dk)
 	case err != nil:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -34,10 +35,15 @@ type azureWrapper struct {
 	pl         runtime.Pipeline
 }
 
+// azureVaultHost is a Key Vault or Managed HSM host in one of Azure's
+// clouds: the bearer token goes to it (unless an endpoint is given), so
+// no other host is taken.
+var azureVaultHost = regexp.MustCompile(`^[a-zA-Z0-9-]{1,63}\.(vault\.azure\.net|vault\.azure\.cn|vault\.usgovcloudapi\.net|vault\.microsoftazure\.de|managedhsm\.azure\.net|managedhsm\.azure\.cn|managedhsm\.usgovcloudapi\.net)$`)
+
 func openAzure(uri, rest string, q url.Values, opts Options) (Wrapper, error) {
 	host, path, _ := strings.Cut(rest, "/")
 	parts := strings.Split(path, "/")
-	if host == "" || !strings.Contains(host, ".") || len(parts) < 2 || len(parts) > 3 || parts[0] != "keys" || parts[1] == "" || len(parts) == 3 && parts[2] == "" {
+	if !azureVaultHost.MatchString(host) || len(parts) < 2 || len(parts) > 3 || parts[0] != "keys" || parts[1] == "" || len(parts) == 3 && parts[2] == "" {
 		return nil, fmt.Errorf("%w %q: want azurekv://<vault>.vault.azure.net/keys/<name>[/<version>]", ErrBadURI, uri)
 	}
 	w := &azureWrapper{uri: uri, host: host, name: parts[1], base: "https://" + host}

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -55,13 +56,17 @@ const Schemes = "awskms://, gcpkms:// or azurekv://"
 
 // Open returns the Wrapper of a KMS key URI:
 //
-//	awskms://<key id, key ARN, alias/<name> or alias ARN>[?region=R&endpoint=URL]
+//	awskms://<key id, key ARN, alias/<name> or alias ARN>[?region=R&endpoint=URL&key=ARN]
 //	gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K[?endpoint=URL]
 //	azurekv://<vault>.vault.azure.net/keys/<name>[/<version>][?endpoint=URL]
 //
+// key is the key ARN an alias named when a copy was made, which Wrap
+// records: the copy still opens after the alias moves (awsWrapper.Unwrap).
 // endpoint replaces the service's address (a local emulator, a private
-// endpoint); it is kept in the stored copy's URI, so give the same one
-// whenever the repository is opened. Open makes no request: a wrong or
+// endpoint): https, or http to a loopback address only, since the
+// request carries a bearer token (GCP, Azure). The repository never takes
+// an endpoint from a stored copy (repository.UnwrapDataKey): give it in
+// the pinned URI each time. Open makes no request: a wrong or
 // unreachable key shows on the first Wrap or Unwrap.
 func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	scheme, rest, ok := strings.Cut(uri, "://")
@@ -73,7 +78,7 @@ func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrBadURI, uri, err)
 	}
-	allowed := map[string][]string{"awskms": {"region", "endpoint"}, "gcpkms": {"endpoint"}, "azurekv": {"endpoint"}}[scheme]
+	allowed := map[string][]string{"awskms": {"region", "endpoint", "key"}, "gcpkms": {"endpoint"}, "azurekv": {"endpoint"}}[scheme]
 	if allowed == nil {
 		return nil, fmt.Errorf("%w %q: unknown scheme %q, want %s", ErrBadURI, uri, scheme, Schemes)
 	}
@@ -92,13 +97,26 @@ func Open(ctx context.Context, uri string, opts Options) (Wrapper, error) {
 	}
 }
 
-// checkEndpoint refuses an endpoint that is not an http(s) base URL.
+// checkEndpoint refuses an endpoint that is not an http(s) base URL, and
+// plain http but to this host (an emulator): credentials and keys cross
+// it.
 func checkEndpoint(uri, endpoint string) (string, error) {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("%w %q: endpoint %q is not an http(s) URL", ErrBadURI, uri, endpoint)
 	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return "", fmt.Errorf("%w %q: endpoint %q is plain http to another host: use https", ErrBadURI, uri, endpoint)
+	}
 	return strings.TrimSuffix(endpoint, "/"), nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // dataKeyContext binds a wrap to its purpose where the KMS takes

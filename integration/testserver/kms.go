@@ -69,6 +69,13 @@ func (k *LocalKMS) CreateAlias(t testing.TB, name, keyID string) {
 	k.call(t, "CreateAlias", map[string]string{"AliasName": "alias/" + name, "TargetKeyId": keyID}, nil)
 }
 
+// UpdateAlias moves alias/<name> to keyID, as `aws kms update-alias`
+// does when an operator rotates by alias.
+func (k *LocalKMS) UpdateAlias(t testing.TB, name, keyID string) {
+	t.Helper()
+	k.call(t, "UpdateAlias", map[string]string{"AliasName": "alias/" + name, "TargetKeyId": keyID}, nil)
+}
+
 // DisableKey disables a key: KMS then refuses to encrypt or decrypt
 // with it, as for a key an operator revoked.
 func (k *LocalKMS) DisableKey(t testing.TB, keyID string) {
