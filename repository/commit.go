@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"time"
 
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
@@ -41,7 +40,7 @@ func (r *Repository) Commit(ctx context.Context, b *manifest.Backup, pgManifest 
 	b.Retention = nil
 	var lock providers.Retention
 	if p != nil {
-		until := ceilSecond(time.Now().Add(p.period))
+		until := ceilSecond(r.now().Add(p.period))
 		least, err := r.secureObjects(ctx, p, b, until)
 		if err != nil {
 			return err

@@ -129,7 +129,7 @@ func (r *Repository) objectRetention(ctx context.Context) (providers.Retention, 
 	if err != nil || p == nil {
 		return providers.Retention{}, err
 	}
-	return providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period + p.headroom))}, nil
+	return providers.Retention{Mode: p.mode, Until: ceilSecond(r.now().Add(p.period + p.headroom))}, nil
 }
 
 // NewObjectRetention is the lock a new repository's first objects get
@@ -142,6 +142,18 @@ func NewObjectRetention(mode providers.LockMode, period time.Duration) (provider
 		return providers.Retention{}, err
 	}
 	return providers.Retention{Mode: p.mode, Until: ceilSecond(time.Now().Add(p.period + p.headroom))}, nil
+}
+
+// SetClock makes the repository date its locks by now instead of the
+// system clock: tests of lock dates, with a store on the same clock.
+func (r *Repository) SetClock(now func() time.Time) { r.clock = now }
+
+// now is the time locks are dated from.
+func (r *Repository) now() time.Time {
+	if r.clock != nil {
+		return r.clock()
+	}
+	return time.Now()
 }
 
 // maxWritten bounds what wrote remembers (about 100 bytes an entry, so

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,37 @@ func immutableRepo(t *testing.T, s providers.Store, mode providers.LockMode, per
 	if err := r.SetImmutability(mode, period); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// testClock is a clock tests move by hand, shared by a store and the
+// repositories on it, so that lock dates do not depend on how fast a
+// loaded machine runs the test.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newTestClock() *testClock { return &testClock{t: time.Now()} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// set moves the clock to t, never back.
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.t) {
+		c.t = t
+	}
+}
+
+// clocked puts r on clk.
+func clocked(r *repository.Repository, clk *testClock) *repository.Repository {
+	r.SetClock(clk.now)
 	return r
 }
 
@@ -91,10 +123,12 @@ func TestImmutableBind(t *testing.T) {
 func TestImmutableCommit(t *testing.T) {
 	ctx := t.Context()
 	s := mem.NewLocking()
+	clk := newTestClock()
+	s.SetClock(clk.now)
 	const period = 4 * time.Second // headroom 1 s
 	archives := []repotest.Archive{{Name: "base.tar", Members: repotest.BaseMembers(1)}}
 
-	r1 := immutableRepo(t, s, providers.LockGovernance, period)
+	r1 := clocked(immutableRepo(t, s, providers.LockGovernance, period), clk)
 	b1, _ := repotest.Commit(t, r1, repotest.Spec{ID: "20260102T030405Z", Archives: archives})
 	if b1.Retention == nil || b1.Retention.ObjectsUntil.Before(b1.Retention.Until) {
 		t.Fatalf("backup retention = %+v", b1.Retention)
@@ -124,7 +158,7 @@ func TestImmutableCommit(t *testing.T) {
 
 	// At once, in another process (no memory of what was written): the
 	// first backup's dates cover the second's, nothing is extended.
-	r2 := repository.New(s)
+	r2 := clocked(repository.New(s), clk)
 	b2, _ := repotest.Commit(t, r2, repotest.Spec{ID: "20260102T030406Z", Archives: archives, StartSegment: 3})
 	checkLocked(b2)
 	if n := r2.Extended(); n > int64(len(b2.WAL)) {
@@ -133,8 +167,8 @@ func TestImmutableCommit(t *testing.T) {
 
 	// Later than the first backup's objects are covered: every chunk is
 	// extended, once, to the new date plus the headroom.
-	time.Sleep(time.Until(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond)))
-	r3 := repository.New(s)
+	clk.set(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond))
+	r3 := clocked(repository.New(s), clk)
 	b3, _ := repotest.Commit(t, r3, repotest.Spec{ID: "20260102T030407Z", Archives: archives})
 	checkLocked(b3)
 	if r3.Extended() == 0 {
@@ -211,6 +245,8 @@ func (plainWrapper) Unwrap(_ context.Context, w []byte) ([]byte, error) { return
 func TestImmutableKeepsConfigAndKeys(t *testing.T) {
 	ctx := t.Context()
 	s := mem.NewLocking()
+	clk := newTestClock()
+	s.SetClock(clk.now)
 	const period = 4 * time.Second // headroom 1 s
 	lock, err := repository.NewObjectRetention(providers.LockCompliance, period)
 	if err != nil {
@@ -241,15 +277,15 @@ func TestImmutableKeepsConfigAndKeys(t *testing.T) {
 			}
 		}
 	}
-	r1 := repository.NewEncrypted(s, key)
+	r1 := clocked(repository.NewEncrypted(s, key), clk)
 	if err := r1.SetImmutability(providers.LockCompliance, period); err != nil {
 		t.Fatal(err)
 	}
 	b1, _ := repotest.Commit(t, r1, repotest.Spec{ID: "20260102T030405Z", Archives: archives})
 	check(b1)
 	// After the first backup's dates no longer cover a new one.
-	time.Sleep(time.Until(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond)))
-	b2, _ := repotest.Commit(t, repository.NewEncrypted(s, key), repotest.Spec{ID: "20260102T030407Z", Archives: archives})
+	clk.set(b1.Retention.ObjectsUntil.Add(-period + 500*time.Millisecond))
+	b2, _ := repotest.Commit(t, clocked(repository.NewEncrypted(s, key), clk), repotest.Spec{ID: "20260102T030407Z", Archives: archives})
 	check(b2)
 }
 

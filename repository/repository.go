@@ -72,6 +72,8 @@ type Repository struct {
 	spoolDir string
 	// lockWant is the immutability asked for (SetImmutability).
 	lockWant *manifest.RepoImmutability
+	// clock dates locks (SetClock); nil means the system clock.
+	clock func() time.Time
 	// written maps the keys of chunks and WAL this process stored
 	// locked to their lock's end, and extended counts the locks extended
 	// before commits (immutable.go).
