@@ -13,6 +13,7 @@ import (
 	"github.com/pgstow/pgstow/integration/testserver"
 	"github.com/pgstow/pgstow/manifest"
 	"github.com/pgstow/pgstow/providers"
+	"github.com/pgstow/pgstow/providers/providertest"
 	"github.com/pgstow/pgstow/providers/s3"
 	"github.com/pgstow/pgstow/repository"
 	"github.com/pgstow/pgstow/restore"
@@ -144,7 +145,7 @@ func TestImmutableRepository(t *testing.T) {
 
 			// After the locks expire, the same commands remove what the
 			// newest backup does not need.
-			time.Sleep(time.Until(lastLock.Add(time.Second)))
+			providertest.WaitUnlocked(t, store, lastLock.Add(time.Second))
 			dj = pruneJSON{}
 			r = cli("delete", "--retain-last", "1", "--json")
 			if r.code != 0 || json.Unmarshal([]byte(r.stdout), &dj) != nil {

@@ -2,6 +2,7 @@ package providertest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -25,7 +26,9 @@ type LockStores struct {
 	// Retention is how long the suite locks objects; keep it short
 	// (seconds), since the suite waits for it to pass. Zero means 3 s.
 	Retention time.Duration
-	// Wait lets d pass on the store's clock. Nil means time.Sleep.
+	// Wait lets d pass on the store's clock (a stand-in's own clock).
+	// Nil means a real server's: the suite then retries each deletion
+	// until the store lets it (DeleteWhenUnlocked).
 	Wait func(t *testing.T, d time.Duration)
 	// Versions, if set, counts what the bucket still keeps of key in any
 	// form (current and non-current versions, delete markers), so that
@@ -59,9 +62,6 @@ const lockSlack = time.Second
 func RunLockSuite(t *testing.T, st LockStores) {
 	if st.Retention == 0 {
 		st.Retention = 3 * time.Second
-	}
-	if st.Wait == nil {
-		st.Wait = func(_ *testing.T, d time.Duration) { time.Sleep(d) }
 	}
 	for _, mode := range []providers.LockMode{providers.LockGovernance, providers.LockCompliance} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -185,13 +185,21 @@ func testLockLifecycle(t *testing.T, st LockStores, mode providers.LockMode) {
 	}
 	checkLocked(t, s, "lock/a", later)
 
-	st.Wait(t, time.Until(later.Until)+lockSlack+500*time.Millisecond)
+	if st.Wait != nil {
+		st.Wait(t, time.Until(later.Until)+lockSlack+500*time.Millisecond)
+	}
 	keys := []string{"lock/a"}
 	if large != nil {
 		keys = append(keys, "lock/large")
 	}
 	for _, key := range keys {
-		if err := s.Delete(t.Context(), key); err != nil {
+		del := s.Delete
+		if st.Wait == nil {
+			del = func(ctx context.Context, key string) error {
+				return DeleteWhenUnlocked(ctx, s, key, later.Until.Add(lockSlack+time.Minute))
+			}
+		}
+		if err := del(t.Context(), key); err != nil {
 			t.Fatalf("Delete(%q) after its lock expired: %v", key, err)
 		}
 		checkNotExist(t, s, key)
@@ -242,5 +250,38 @@ func testLockUnsupported(t *testing.T, st LockStores) {
 		if err := s.Delete(t.Context(), "unsupported/plain"); err != nil {
 			t.Errorf("Delete: %v", err)
 		}
+	}
+}
+
+// DeleteWhenUnlocked deletes key as soon as the store lets it: it asks
+// again every 100 ms while the answer is ErrLocked, until deadline, and
+// returns the last answer. Tests use it to wait for a lock to end by the
+// store's own clock rather than sleep by theirs.
+func DeleteWhenUnlocked(ctx context.Context, s providers.Store, key string, deadline time.Time) error {
+	for {
+		err := s.Delete(ctx, key)
+		if !errors.Is(err, providers.ErrLocked) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitUnlocked returns once the store's clock has passed until: a probe
+// object locked until then (and removed again) can be deleted.
+func WaitUnlocked(t *testing.T, s providers.Store, until time.Time) {
+	t.Helper()
+	key := fmt.Sprintf("lock-probe-%d", time.Now().UnixNano())
+	body := []byte("probe")
+	if err := s.Put(t.Context(), key, bytes.NewReader(body), int64(len(body)),
+		providers.PutOptions{IfAbsent: true, Retention: providers.Retention{Mode: providers.LockGovernance, Until: until}}); err != nil {
+		t.Fatalf("put a lock probe: %v", err)
+	}
+	if err := DeleteWhenUnlocked(t.Context(), s, key, until.Add(time.Minute)); err != nil {
+		t.Fatalf("wait for the store's clock to pass %s: %v", until.Format(time.RFC3339), err)
 	}
 }

@@ -97,12 +97,12 @@ func TestObjectLock(t *testing.T) {
 			}
 			checkGet(t, s, "layered", newer)
 
-			time.Sleep(time.Until(later.Add(time.Second)))
-			if err := s.Delete(ctx, "layered"); err != nil {
+			deadline := later.Add(time.Minute)
+			if err := providertest.DeleteWhenUnlocked(ctx, s, "layered", deadline); err != nil {
 				t.Fatalf("Delete of layered after the lock expired: %v", err)
 			}
 			for _, key := range []string{"small", "big"} {
-				if err := s.Delete(ctx, key); err != nil {
+				if err := providertest.DeleteWhenUnlocked(ctx, s, key, deadline); err != nil {
 					t.Fatalf("Delete of %s after the lock expired: %v", key, err)
 				}
 			}
