@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -140,22 +139,9 @@ func (w *azureWrapper) call(ctx context.Context, op string, value []byte) (*azur
 		return nil, fmt.Errorf("azure key vault %s with %s: %w", op, w.name, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := readAnswer(resp, "keyvault")
 	if err != nil {
 		return nil, fmt.Errorf("azure key vault %s with %s: %w", op, w.name, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error.Message == "" {
-			e.Error.Message = string(data)
-		}
-		return nil, fmt.Errorf("azure key vault %s with %s: %w", op, w.name, &serviceError{"keyvault", resp.StatusCode, e.Error.Code, e.Error.Message})
 	}
 	var out azureKeyOp
 	if err := json.Unmarshal(data, &out); err != nil {

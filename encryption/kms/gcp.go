@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -107,22 +106,9 @@ func (w *gcpWrapper) call(ctx context.Context, method string, in, out any) error
 		return fmt.Errorf("google cloud KMS %s with %s: %w", method, w.name, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	data, err := readAnswer(resp, "cloudkms")
 	if err != nil {
 		return fmt.Errorf("google cloud KMS %s with %s: %w", method, w.name, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error struct {
-				Status  string `json:"status"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error.Message == "" {
-			e.Error.Message = string(data)
-		}
-		return fmt.Errorf("google cloud KMS %s with %s: %w", method, w.name, &serviceError{"cloudkms", resp.StatusCode, e.Error.Status, e.Error.Message})
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("google cloud KMS %s with %s: answer: %w", method, w.name, err)

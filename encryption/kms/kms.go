@@ -9,9 +9,12 @@
 package kms
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -134,4 +137,30 @@ type serviceError struct {
 
 func (e *serviceError) Error() string {
 	return fmt.Sprintf("%s: %d %s: %s", e.service, e.status, e.code, strings.Join(strings.Fields(e.msg), " "))
+}
+
+// readAnswer reads a REST KMS's answer (at most 1 MiB): the body of a
+// 200, else a *serviceError from the {"error": {...}} both Google and
+// Azure send (Google names the code "status", Azure "code").
+func readAnswer(resp *http.Response, service string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusOK {
+		return data, nil
+	}
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Status  string `json:"status"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(data, &e)
+	code := cmp.Or(e.Error.Status, e.Error.Code)
+	if e.Error.Message == "" {
+		e.Error.Message = string(data)
+	}
+	return nil, &serviceError{service, resp.StatusCode, code, e.Error.Message}
 }
