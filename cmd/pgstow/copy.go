@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -226,21 +225,11 @@ func (g *globals) openCopyDestination(cmd *cobra.Command, raw, keyFile string, d
 // encryptionKey, checked the same way.
 func (g *globals) destinationKey(cmd *cobra.Command, path string) (*encryption.Key, error) {
 	fromEnv(cmd, g, "to-encryption-key-file", "PGSTOW_TO_ENCRYPTION_KEY_FILE", &path)
-	if path == "" {
-		return nil, nil
-	}
-	if err := checkKeyFileMode(path, g.allowSharedKey); err != nil {
+	master, err := g.readKeyFile(path, "destination encryption key file", false)
+	if master == nil || err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("destination encryption key file: %w", err)}
-	}
-	key, err := encryption.ParseKey(data)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("destination encryption key file %s: %w", path, err)}
-	}
-	return key, nil
+	return encryption.NewKey(master)
 }
 
 // copySnapshot shows a copy: the stored bytes of the current backup's

@@ -212,27 +212,33 @@ func (g *globals) encryptionKey(cmd *cobra.Command) (*encryption.Key, error) {
 
 // keyFileBytes returns the 32 bytes of the key file, if one is named.
 func (g *globals) keyFileBytes(cmd *cobra.Command) ([]byte, error) {
-	path := g.keyFilePath(cmd)
+	// archive_command only warns about the file's mode: a refusal would
+	// stop archiving over a mode that was accepted before, and WAL would
+	// pile up in pg_wal until the disk filled; the warning goes to the
+	// server's log every time it runs.
+	return g.readKeyFile(g.keyFilePath(cmd), "encryption key file", cmd.Name() == "wal-push")
+}
+
+// readKeyFile reads the 32 bytes of a key file (none when path is
+// empty), after checking its mode: a mode others can read is refused, or
+// with warnMode only logged. what names the file in messages.
+func (g *globals) readKeyFile(path, what string, warnMode bool) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	if err := checkKeyFileMode(path, g.allowSharedKey); err != nil {
-		if cmd.Name() != "wal-push" {
+		if !warnMode {
 			return nil, err
 		}
-		// archive_command only warns: a refusal would stop archiving
-		// over a mode that was accepted before, and WAL would pile up in
-		// pg_wal until the disk filled; the warning goes to the server's
-		// log every time it runs.
 		g.log.Warn(err.Error() + "; wal-push goes on, so that archiving does not stop")
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("encryption key file: %w", err)}
+		return nil, usageError{fmt.Errorf("%s: %w", what, err)}
 	}
 	master, err := encryption.DecodeKeyFile(data)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("encryption key file %s: %w", path, err)}
+		return nil, usageError{fmt.Errorf("%s %s: %w", what, path, err)}
 	}
 	return master, nil
 }
