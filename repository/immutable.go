@@ -94,11 +94,19 @@ func (r *Repository) policy(ctx context.Context) (*lockPolicy, error) {
 	r.cfgMu.Lock()
 	c := r.cfg
 	r.cfgMu.Unlock()
-	if c != nil {
-		return newLockPolicy(c.Immutability)
-	}
 	r.policyMu.Lock()
 	defer r.policyMu.Unlock()
+	if c != nil {
+		// Parsed once per configuration, not once per chunk written.
+		if r.policyOf != c {
+			p, err := newLockPolicy(c.Immutability)
+			if err != nil {
+				return nil, err
+			}
+			r.policyOf, r.policyCached, r.policyRead = c, p, true
+		}
+		return r.policyCached, nil
+	}
 	if r.policyRead {
 		return r.policyCached, nil
 	}

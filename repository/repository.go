@@ -80,11 +80,13 @@ type Repository struct {
 	writtenMu sync.Mutex
 	written   map[string]time.Time
 	extended  atomic.Int64
-	// policyCached is the lock policy, once read (policyRead) by a
-	// Repository whose configuration Config has not cached.
+	// policyCached is the lock policy, once read (policyRead): parsed
+	// from Config's cached configuration (policyOf), or read on its own
+	// by a Repository whose configuration Config has not cached.
 	policyMu     sync.Mutex
 	policyRead   bool
 	policyCached *lockPolicy
+	policyOf     *manifest.Repo
 }
 
 // New wraps a store.
