@@ -98,7 +98,11 @@ func (s *Store) putSingle(ctx context.Context, key, name string, body io.ReadSee
 		// for Content-MD5 or an x-amz-checksum).
 		in.ChecksumAlgorithm = types.ChecksumAlgorithmCrc32c
 	}
-	_, err = s.client.PutObject(ctx, in)
+	var sign []func(*s3.Options)
+	if opts.HasCRC32C {
+		sign = append(sign, unsignedOnLoopback)
+	}
+	_, err = s.client.PutObject(ctx, in, sign...)
 	if err == nil {
 		return nil
 	}
@@ -438,7 +442,7 @@ func (up *multipartUpload) uploadPart(ctx context.Context, number int, r io.Read
 		ContentLength:     aws.Int64(n),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c,
 		ChecksumCRC32C:    aws.String(sum),
-	})
+	}, unsignedOnLoopback)
 	if err != nil {
 		if berr := eb.failure(); berr != nil {
 			err = berr

@@ -127,6 +127,7 @@ func TestServers(t *testing.T) {
 				{"prefix isolation", func(t *testing.T) { testPrefixIsolation(t, srv) }},
 				{"store checksum errors", func(t *testing.T) { testStoreChecksumErrors(t, srv) }},
 				{"sequential multipart body", func(t *testing.T) { testSequentialMultipart(t, srv) }},
+				{"unsigned body on loopback", func(t *testing.T) { testUnsignedOnLoopback(t, srv) }},
 			} {
 				t.Run(sub.name, func(t *testing.T) {
 					t.Parallel()
