@@ -100,8 +100,12 @@ func NewArchive(name, tablespacePath string, r io.Reader) *Archive {
 
 const (
 	socketBufSize = 256 << 10
-	dataBufSize   = 1 << 20
-	dataBufCount  = 8
+	// ownBufSize is the buffer that serves reads smaller than
+	// directRead: they are filled from it, with one copy.
+	ownBufSize = 1 << 20
+	// directRead is the smallest read that the socket reader fills in
+	// place, with no copy in between.
+	directRead = 64 << 10
 )
 
 type eventKind int
@@ -116,7 +120,7 @@ const (
 
 type event struct {
 	kind eventKind
-	buf  []byte // evData: a buffer from free, to be returned
+	buf  []byte // evData: the lent buffer, filled from its start
 	name string // evArchive
 	path string // evArchive
 	end  End    // evEnd
@@ -125,16 +129,25 @@ type event struct {
 
 // BaseBackup is a running BASE_BACKUP. Read its archives in order with
 // NextArchive, then Manifest, then Finish. One goroutine reads the socket
-// and only moves bytes into a small ring of buffers, so backpressure from
-// a slow consumer reaches the server through TCP and memory stays fixed.
+// and decodes the protocol; archive bytes go straight into the buffer the
+// reader lends it for each Read (a chunk's buffer, for the uploader), so
+// they are copied once, from the socket's buffer, and not again. It reads
+// archive bytes only while a buffer is lent, so backpressure from a slow
+// consumer reaches the server through TCP and memory stays fixed.
 type BaseBackup struct {
-	start    Start
-	conn     net.Conn
-	target   string
-	events   chan event
-	free     chan []byte
-	cur      []byte // unread part of the current data buffer
-	curBuf   []byte // the whole current buffer, to recycle
+	start  Start
+	conn   net.Conn
+	target string
+	events chan event
+	// lend hands the buffer the next archive bytes go into to the socket
+	// reader, which takes one only when it has archive bytes to place.
+	// Like events it is unbuffered, so the reader is never ahead of the
+	// consumer: a buffer it takes holds bytes of the archive being read,
+	// and comes back as evData (or the stream fails) before any other
+	// event.
+	lend     chan []byte
+	cur      []byte // unread bytes in own
+	own      []byte // serves small reads; made on first use
 	pending  *event
 	done     bool // evEnd or evErr consumed
 	end      End
@@ -318,14 +331,11 @@ func newBaseBackup(st Start, nc net.Conn, target string, stop func() bool, cance
 		start:  st,
 		conn:   nc,
 		target: target,
-		events: make(chan event, dataBufCount+4),
+		events: make(chan event),
 		exited: make(chan struct{}),
-		free:   make(chan []byte, dataBufCount),
+		lend:   make(chan []byte),
 		stop:   stop,
 		cancel: cancel,
-	}
-	for range dataBufCount {
-		b.free <- make([]byte, 0, dataBufSize)
 	}
 	return b
 }
@@ -460,7 +470,7 @@ func (b *BaseBackup) readLoop(ctx context.Context, w *wireReader, onNotice func(
 				for n > 0 {
 					if cur == nil {
 						select {
-						case cur = <-b.free:
+						case cur = <-b.lend:
 						case <-ctx.Done():
 							fail(ctx.Err())
 							return
@@ -569,7 +579,12 @@ func (b *BaseBackup) Start() Start { return b.start }
 func (b *BaseBackup) Streamed() int64 { return b.streamed.Load() }
 
 // next returns the next event, honouring one pushed back.
-func (b *BaseBackup) next() event {
+func (b *BaseBackup) next() event { return b.nextLending(nil) }
+
+// nextLending returns the next event, offering dst to the socket reader
+// for archive bytes while it waits (nil offers nothing). Once the reader
+// takes dst, the next event is evData with dst's bytes, or evErr.
+func (b *BaseBackup) nextLending(dst []byte) event {
 	if b.pending != nil {
 		ev := *b.pending
 		b.pending = nil
@@ -578,13 +593,19 @@ func (b *BaseBackup) next() event {
 	if b.done {
 		return event{kind: evErr, err: b.terminalErr()}
 	}
+	lend := b.lend
+	if dst == nil {
+		lend = nil // never ready
+	}
 	var ev event
-	select {
-	case ev = <-b.events:
-	case <-b.exited:
+	for received := false; !received; {
 		select {
-		case ev = <-b.events: // delivered before it stopped
-		default:
+		case lend <- dst:
+			lend = nil
+		case ev = <-b.events:
+			received = true
+		case <-b.exited:
+			received = true
 			err := b.exitErr
 			if err == nil {
 				err = fmt.Errorf("backup stream from %s ended without its end marker", b.target)
@@ -609,17 +630,29 @@ func (b *BaseBackup) terminalErr() error {
 }
 
 // readRaw reads archive bytes of the current archive; io.EOF at its end.
+// A read of directRead bytes or more lends p itself to the socket reader,
+// which fills it whole (or up to the archive's end) and hands it back; a
+// smaller one lends own and is served from it.
 func (b *BaseBackup) readRaw(p []byte) (int, error) {
-	for len(b.cur) == 0 {
-		if b.curBuf != nil {
-			b.free <- b.curBuf[:0]
-			b.curBuf = nil
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(b.cur) == 0 {
+		dst := p
+		if len(p) < directRead {
+			if b.own == nil {
+				b.own = make([]byte, ownBufSize)
+			}
+			dst = b.own
 		}
-		ev := b.next()
-		switch ev.kind {
-		case evData:
-			b.cur, b.curBuf = ev.buf, ev.buf
-		case evErr:
+		// Capped at its length: the reader fills up to cap.
+		ev := b.nextLending(dst[:0:len(dst)])
+		switch {
+		case ev.kind == evData && len(p) >= directRead:
+			return len(ev.buf), nil // in place
+		case ev.kind == evData:
+			b.cur = ev.buf
+		case ev.kind == evErr:
 			b.pending = &ev
 			return 0, ev.err
 		default:

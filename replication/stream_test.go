@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -266,4 +267,77 @@ func FuzzStreamDecode(f *testing.F) {
 			t.Fatal("decoder hung")
 		}
 	})
+}
+
+// TestStreamReadsInPlace reads archives with reads of every size class,
+// each into a window of a larger buffer: the bytes arrive in order, a
+// large read is filled in place and whole (up to the archive's end), and
+// nothing is written past a window, whatever the reads' sizes and the
+// archive boundaries.
+func TestStreamReadsInPlace(t *testing.T) {
+	archives := [][]byte{
+		bytes.Repeat([]byte("first archive "), 20000), // 280,000 bytes
+		[]byte("tiny"),
+		{},
+		bytes.Repeat([]byte("third"), 100000),
+	}
+	var s streamBuilder
+	for i, a := range archives {
+		s.newArchive(fmt.Sprintf("%d.tar", i), "")
+		for off := 0; off < len(a); off += 30000 {
+			s.copyData('d', a[off:min(off+30000, len(a))])
+			s.progress(int64(off))
+		}
+	}
+	s.copyData('m', nil)
+	s.msg('c', nil)
+	s.dataRow("0/3000100", "1")
+	s.msg('C', []byte("SELECT 1\x00"))
+	s.msg('Z', []byte{'I'})
+
+	for _, sizes := range [][]int{
+		{directRead, 100, directRead * 3, 1, 70000},
+		{1, 2, 3},
+		{directRead * 20},
+		{directRead - 1, directRead},
+	} {
+		t.Run(fmt.Sprint(sizes), func(t *testing.T) {
+			b := runStream(t, s.Bytes(), nil)
+			const guard = 64
+			for i, want := range archives {
+				a, err := b.NextArchive()
+				if err != nil {
+					t.Fatalf("NextArchive %d: %v", i, err)
+				}
+				var got []byte
+				for k := 0; ; k++ {
+					size := sizes[k%len(sizes)]
+					buf := bytes.Repeat([]byte{0xA5}, size+guard)
+					n, err := a.Read(buf[:size])
+					if n > 0 && size >= directRead && n != min(size, len(want)-len(got)) {
+						t.Fatalf("archive %d: a read of %d gave %d of the %d left", i, size, n, len(want)-len(got))
+					}
+					if !bytes.Equal(buf[size:], bytes.Repeat([]byte{0xA5}, guard)) {
+						t.Fatalf("archive %d: a read of %d wrote past its buffer", i, size)
+					}
+					got = append(got, buf[:n]...)
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatalf("archive %d: %v", i, err)
+					}
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("archive %d: read %d bytes, want %d (or other bytes)", i, len(got), len(want))
+				}
+			}
+			if _, err := b.NextArchive(); !errors.Is(err, io.EOF) {
+				t.Fatalf("NextArchive after the last: %v", err)
+			}
+			if _, err := b.Finish(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
