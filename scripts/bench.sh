@@ -840,7 +840,7 @@ check_pgbench() {
 # round-robin, RUNS times, from base.tar and run 1's outputs of run_backups
 # (and, for issue 16's R5–R7m, delta_prep's).
 run_restores() {
-	local ds=$1 base_tar=$2 t=$3 pfx=$4 run id d c o src raw fetched lf
+	local ds=$1 base_tar=$2 t=$3 pfx=$4 run id d c o src raw fetched lf kept=()
 	shift 4
 	local lz4_src=$t/lz4-1/base.tar.lz4 file_src=file://$t/repo-1 s3_src
 	s3_src=$(s3_url "${pfx}1")
@@ -885,9 +885,16 @@ run_restores() {
 				row "$raw,,,$fetched,$CHECK"
 				;;
 			esac
-			rm -rf "$d"
+			# The many-files restores stay until the round-robin ends:
+			# for a minute or more after tens of thousands of files are
+			# deleted, ext4 makes each new inode skip the recently deleted
+			# ones (recently_deleted in fs/ext4/ialloc.c), reading their
+			# inode blocks, and the next restore's file creation took 3
+			# to 5 times as long (docs/benchmarks.md, "Fairness").
+			if [ "$ds" = main ]; then rm -rf "$d"; else kept+=("$d"); fi
 		done
 	done
+	if [ ${#kept[@]} -gt 0 ]; then rm -rf "${kept[@]}"; fi
 }
 
 # profile_runs DATASET CONN T: with BENCH_CPUPROFILE=1, one more pgstow backup
