@@ -251,7 +251,7 @@ func (s *Store) writeTemp(ctx context.Context, key string, body io.Reader, size 
 		return "", fmt.Errorf("put %q into %s: %w", key, s, err)
 	}
 
-	crc, err := s.copyBody(ctx, key, f, body, size)
+	crc, err := s.copyBody(ctx, key, &directWriter{f: f}, body, size)
 	if err != nil {
 		return "", err
 	}
