@@ -113,7 +113,7 @@ func run(ctx context.Context, repo *repository.Repository, o Options, d dialer) 
 		return nil, err
 	}
 	defer func() { err = r.release(ctx, err) }()
-	r.loadKnownCRCs(ctx)
+	r.loadLatest(ctx)
 	if err := r.choose(ctx); err != nil {
 		return nil, err
 	}
@@ -188,12 +188,15 @@ func (o Options) withDefaults() (Options, error) {
 // backupRun is one backup's state, handed from phase to phase. Fields
 // set by the streaming goroutines are read only after they finished.
 type backupRun struct {
-	repo    *repository.Repository
-	o       Options
-	log     *slog.Logger
-	dial    dialer
-	prog    *progressReporter
-	started time.Time
+	repo *repository.Repository
+	o    Options
+	log  *slog.Logger
+	dial dialer
+	prog *progressReporter
+	// sizeHint is the newest backup's raw size when it is of the same
+	// server: progress's estimate in place of the server's (loadLatest).
+	sizeHint int64
+	started  time.Time
 
 	// The session.
 	conn    server
@@ -285,19 +288,32 @@ func (r *backupRun) release(ctx context.Context, err error) error {
 	return err
 }
 
-// loadKnownCRCs lets deduplicated chunks carry the newest backup's
-// record of their stored bytes' CRC32C forward, for a full verify to
-// compare. Read under the lease, so that no delete or gc changes the
-// chunks between this read and the deduplication. Without it the backup
-// still works: those chunks are recorded without one.
-func (r *backupRun) loadKnownCRCs(ctx context.Context) {
-	if r.o.Uploader.KnownCRC32C != nil {
+// loadLatest reads the newest backup's manifest once, for two things.
+// Its chunks' CRC32C of their stored bytes: deduplicated chunks carry the
+// record forward, for a full verify to compare (without it the backup
+// still works: those chunks are recorded without one). Read under the
+// lease, so that no delete or gc changes the chunks between this read and
+// the deduplication. And, for progress, its raw size as the estimate of
+// this one when it is of the same server, which spares the server
+// BASE_BACKUP's PROGRESS pass: a stat of every file before the first byte
+// is sent (0.4 s of a 3 s backup of a cluster with 65,000 files).
+func (r *backupRun) loadLatest(ctx context.Context) {
+	if r.o.Uploader.KnownCRC32C != nil && !r.o.EstimateSize {
 		return
 	}
-	if known, err := r.repo.LatestChunkCRCs(ctx); err != nil {
-		r.log.Warn("cannot read the newest backup's chunk checksums; deduplicated chunks are recorded without one", "error", err)
-	} else {
-		r.o.Uploader.KnownCRC32C = known
+	b, err := r.repo.BackupWithoutFiles(ctx, "latest")
+	switch {
+	case errors.Is(err, repository.ErrNoBackup):
+		return
+	case err != nil:
+		r.log.Warn("cannot read the newest backup's manifest; deduplicated chunks are recorded without their stored CRC32C, and progress asks the server for the size", "error", err)
+		return
+	}
+	if r.o.Uploader.KnownCRC32C == nil {
+		r.o.Uploader.KnownCRC32C = repository.ChunkCRCs(b)
+	}
+	if b.SystemID == r.sys.SystemID && b.Totals.RawBytes > 0 {
+		r.sizeHint = b.Totals.RawBytes
 	}
 }
 
@@ -330,7 +346,7 @@ func (r *backupRun) startBaseBackup(ctx context.Context) error {
 	o, log := r.o, r.log
 	opts := replication.BackupOptions{
 		Label:                    o.Label,
-		Progress:                 o.EstimateSize,
+		Progress:                 o.EstimateSize && r.sizeHint == 0,
 		FastCheckpoint:           o.FastCheckpoint,
 		MaxRate:                  o.MaxRate,
 		SkipChecksumVerification: o.SkipChecksumVerification,
@@ -354,8 +370,11 @@ func (r *backupRun) startBaseBackup(ctx context.Context) error {
 	r.start = bb.Start()
 	log.Info("base backup started", "start_lsn", r.start.LSN.String(), "timeline", r.start.Timeline,
 		"tablespaces", len(r.start.Tablespaces))
-	if r.start.TotalKB >= 0 {
+	switch {
+	case r.start.TotalKB >= 0:
 		r.prog.estimate.Store(r.start.TotalKB * 1024)
+	case o.EstimateSize && r.sizeHint > 0:
+		r.prog.estimate.Store(r.sizeHint)
 	}
 	return nil
 }

@@ -72,6 +72,8 @@ type fakeServer struct {
 	mu     sync.Mutex
 	closed int // connections closed
 	slots  []string
+	// progress records, per BASE_BACKUP, whether PROGRESS was asked.
+	progress []bool
 }
 
 func (s *fakeServer) server(context.Context, string) (server, error)       { return s, nil }
@@ -111,6 +113,9 @@ func (s *fakeServer) CreateTemporarySlot(_ context.Context, name string) error {
 }
 
 func (s *fakeServer) BaseBackup(_ context.Context, o replication.BackupOptions) (archiveSource, error) {
+	s.mu.Lock()
+	s.progress = append(s.progress, o.Progress)
+	s.mu.Unlock()
 	if o.Incremental {
 		switch {
 		case s.uploaded == nil:
@@ -535,4 +540,42 @@ func TestRunCommitsAfterLapse(t *testing.T) {
 		store.stalled.Store(false)
 		checkReleased(t, repo, srv)
 	})
+}
+
+// TestRunSizeEstimate: progress asks the server to total the data
+// directory (BASE_BACKUP PROGRESS) only when the repository holds no
+// earlier backup of the same server; otherwise that backup's raw size is
+// the estimate, and the server is spared a stat of every file.
+func TestRunSizeEstimate(t *testing.T) {
+	ctx := t.Context()
+	repo := repository.New(mem.New())
+	srv := newFakeServer(t, fakeCluster(), nil)
+	var mu sync.Mutex
+	var estimates []int64
+	o := testOptions()
+	o.EstimateSize = true
+	o.Progress = func(p Progress) {
+		mu.Lock()
+		estimates = append(estimates, p.EstimatedBytes)
+		mu.Unlock()
+	}
+	first, err := run(ctx, repo, o, srv)
+	if err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	o.Now = func() time.Time { return testNow.Add(time.Hour) }
+	mu.Lock()
+	estimates = nil
+	mu.Unlock()
+	if _, err := run(ctx, repo, o, srv); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+	if want := []bool{true, false}; !cmp.Equal(srv.progress, want) {
+		t.Errorf("PROGRESS asked per backup: %v, want %v", srv.progress, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(estimates) == 0 || estimates[len(estimates)-1] != first.Totals.RawBytes || first.Totals.RawBytes == 0 {
+		t.Errorf("second backup's estimates %v, want the first's raw size %d", estimates, first.Totals.RawBytes)
+	}
 }

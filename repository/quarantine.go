@@ -145,6 +145,11 @@ func (r *Repository) LatestChunkCRCs(ctx context.Context) (func(id string) (uint
 	if err != nil {
 		return nil, err
 	}
+	return ChunkCRCs(b), nil
+}
+
+// ChunkCRCs is LatestChunkCRCs for a backup already read.
+func ChunkCRCs(b *manifest.Backup) func(id string) (uint32, bool) {
 	crcs := make(map[ChunkID]uint32)
 	for _, a := range b.Archives {
 		for _, c := range a.Chunks {
@@ -160,5 +165,5 @@ func (r *Repository) LatestChunkCRCs(ctx context.Context) (func(id string) (uint
 		}
 		crc, ok := crcs[cid]
 		return crc, ok
-	}, nil
+	}
 }
