@@ -542,40 +542,52 @@ func TestRunCommitsAfterLapse(t *testing.T) {
 	})
 }
 
-// TestRunSizeEstimate: progress asks the server to total the data
-// directory (BASE_BACKUP PROGRESS) only when the repository holds no
-// earlier backup of the same server; otherwise that backup's raw size is
-// the estimate, and the server is spared a stat of every file.
+// TestRunSizeEstimate: a backup asks the server to total the data
+// directory (BASE_BACKUP PROGRESS) only with EstimateSize and when the
+// repository holds no earlier backup of the same server; otherwise, with
+// progress on, that backup's raw size is the estimate, and the server is
+// spared a stat of every file.
 func TestRunSizeEstimate(t *testing.T) {
-	ctx := t.Context()
-	repo := repository.New(mem.New())
-	srv := newFakeServer(t, fakeCluster(), nil)
-	var mu sync.Mutex
-	var estimates []int64
-	o := testOptions()
-	o.EstimateSize = true
-	o.Progress = func(p Progress) {
-		mu.Lock()
-		estimates = append(estimates, p.EstimatedBytes)
-		mu.Unlock()
-	}
-	first, err := run(ctx, repo, o, srv)
-	if err != nil {
-		t.Fatalf("first run: %v", err)
-	}
-	o.Now = func() time.Time { return testNow.Add(time.Hour) }
-	mu.Lock()
-	estimates = nil
-	mu.Unlock()
-	if _, err := run(ctx, repo, o, srv); err != nil {
-		t.Fatalf("second run: %v", err)
-	}
-	if want := []bool{true, false}; !cmp.Equal(srv.progress, want) {
-		t.Errorf("PROGRESS asked per backup: %v, want %v", srv.progress, want)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(estimates) == 0 || estimates[len(estimates)-1] != first.Totals.RawBytes || first.Totals.RawBytes == 0 {
-		t.Errorf("second backup's estimates %v, want the first's raw size %d", estimates, first.Totals.RawBytes)
+	for _, tc := range []struct {
+		name     string
+		estimate bool
+		want     []bool
+	}{
+		{"bars", true, []bool{true, false}},
+		{"log lines", false, []bool{false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			repo := repository.New(mem.New())
+			srv := newFakeServer(t, fakeCluster(), nil)
+			var mu sync.Mutex
+			var estimates []int64
+			o := testOptions()
+			o.EstimateSize = tc.estimate
+			o.Progress = func(p Progress) {
+				mu.Lock()
+				estimates = append(estimates, p.EstimatedBytes)
+				mu.Unlock()
+			}
+			first, err := run(ctx, repo, o, srv)
+			if err != nil {
+				t.Fatalf("first run: %v", err)
+			}
+			o.Now = func() time.Time { return testNow.Add(time.Hour) }
+			mu.Lock()
+			estimates = nil
+			mu.Unlock()
+			if _, err := run(ctx, repo, o, srv); err != nil {
+				t.Fatalf("second run: %v", err)
+			}
+			if !cmp.Equal(srv.progress, tc.want) {
+				t.Errorf("PROGRESS asked per backup: %v, want %v", srv.progress, tc.want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(estimates) == 0 || estimates[len(estimates)-1] != first.Totals.RawBytes || first.Totals.RawBytes == 0 {
+				t.Errorf("second backup's estimates %v, want the first's raw size %d", estimates, first.Totals.RawBytes)
+			}
+		})
 	}
 }

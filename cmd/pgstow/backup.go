@@ -140,7 +140,11 @@ says what it removed, or what it left and why.`,
 			view := g.newProgressView(mode, "backup", progressEvery)
 			if mode != progressOff {
 				o.Progress = func(p backup.Progress) { view.update(backupSnapshot(p)) }
-				o.EstimateSize = true
+				// Bars want a total from the start. Log lines do without
+				// one on a repository's first backup of the server (later
+				// ones take the newest backup's size), which spares the
+				// server a stat of every file before it sends a byte.
+				o.EstimateSize = mode == progressBars
 			}
 			budget := o.Uploader.MemoryBudget()
 			setMemoryPolicy(budget)
