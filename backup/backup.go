@@ -198,6 +198,10 @@ type backupRun struct {
 	// sizeHint is the newest backup's raw size when it is of the same
 	// server: progress's estimate in place of the server's (loadLatest).
 	sizeHint int64
+	// latest is the newest backup's manifest without files, when
+	// loadLatest read it: findParent starts from it rather than read it
+	// again.
+	latest *manifest.Backup
 	started  time.Time
 
 	// The session.
@@ -311,6 +315,7 @@ func (r *backupRun) loadLatest(ctx context.Context) {
 		r.log.Warn("cannot read the newest backup's manifest; deduplicated chunks are recorded without their stored CRC32C, and progress asks the server for the size", "error", err)
 		return
 	}
+	r.latest = b
 	if r.o.Uploader.KnownCRC32C == nil {
 		r.o.Uploader.KnownCRC32C = repository.ChunkCRCs(b)
 	}

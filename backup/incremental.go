@@ -136,7 +136,10 @@ func (r *backupRun) findParent(ctx context.Context, version, blockSize int) (*ma
 		return nil, "", fmt.Errorf("list backups for a parent: %w", err)
 	}
 	for i := len(ids) - 1; i >= 0; i-- {
-		b, err := r.repo.BackupWithoutFiles(ctx, ids[i])
+		b, err := r.latest, error(nil)
+		if b == nil || b.ID != ids[i] {
+			b, err = r.repo.BackupWithoutFiles(ctx, ids[i])
+		}
 		if errors.Is(err, providers.ErrNotExist) {
 			continue // deleted meanwhile
 		}

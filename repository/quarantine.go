@@ -130,25 +130,12 @@ func (r *Repository) QuarantineChunk(ctx context.Context, id string) (string, er
 	return dst, nil
 }
 
-// LatestChunkCRCs returns the stored-bytes CRC32C that the newest
-// committed backup records for each of its chunks (nil when the repository
-// holds no backup), for a new backup to carry forward for the chunks it
+// ChunkCRCs returns the stored-bytes CRC32C that backup b records for
+// each of its chunks, for a new backup to carry forward for the chunks it
 // deduplicates (uploader.Config.KnownCRC32C): the stored frame cannot be
 // recomputed from the content, and without this a chunk's CRC would be
 // known only to the backup that uploaded it. Memory is about 40 bytes per
-// chunk; the manifest is let go once read.
-func (r *Repository) LatestChunkCRCs(ctx context.Context) (func(id string) (uint32, bool), error) {
-	b, err := r.BackupWithoutFiles(ctx, "latest")
-	if errors.Is(err, ErrNoBackup) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return ChunkCRCs(b), nil
-}
-
-// ChunkCRCs is LatestChunkCRCs for a backup already read.
+// chunk.
 func ChunkCRCs(b *manifest.Backup) func(id string) (uint32, bool) {
 	crcs := make(map[ChunkID]uint32)
 	for _, a := range b.Archives {

@@ -23,15 +23,19 @@ import (
 // body altered on the way.
 func unsignedOnLoopback(o *s3.Options) {
 	o.APIOptions = append(o.APIOptions, func(stack *middleware.Stack) error {
-		_, err := stack.Finalize.Swap("ComputePayloadHash", payloadSigning{})
+		_, err := stack.Finalize.Swap(payloadHashStep, payloadSigning{})
 		return err
 	})
 }
 
+// payloadHashStep is the ID of the SDK's finalize step that sets the
+// payload hash, which payloadSigning takes the place of.
+const payloadHashStep = "ComputePayloadHash"
+
 // payloadSigning chooses the SDK's unsigned or signed payload per request.
 type payloadSigning struct{}
 
-func (payloadSigning) ID() string { return "ComputePayloadHash" }
+func (payloadSigning) ID() string { return payloadHashStep }
 
 func (payloadSigning) HandleFinalize(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 	if req, ok := in.Request.(*smithyhttp.Request); ok && (req.IsHTTPS() || isLoopback(req.URL.Hostname())) {

@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -162,8 +163,11 @@ func Commit(t testing.TB, repo *repository.Repository, spec Spec) (*manifest.Bac
 	}
 	// As a backup does: deduplicated chunks carry the newest backup's
 	// CRCs forward.
-	known, err := repo.LatestChunkCRCs(ctx)
-	if err != nil {
+	var known func(string) (uint32, bool)
+	switch latest, err := repo.BackupWithoutFiles(ctx, "latest"); {
+	case err == nil:
+		known = repository.ChunkCRCs(latest)
+	case !errors.Is(err, repository.ErrNoBackup):
 		t.Fatal(err)
 	}
 	up := uploader.New(repo, uploader.Config{ChunkSize: spec.ChunkSize, KnownCRC32C: known}, slog.New(slog.DiscardHandler))
