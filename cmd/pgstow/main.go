@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -56,7 +57,7 @@ type globals struct {
 	retryStore             *retry.Store // the opened repository's, for retry counts
 	run                    runStats     // what the command did, for metrics
 	quiet                  bool
-	cpuProfile, memProfile string
+	cpuProfile, memProfile, traceFile string
 	keyFile                string
 	kmsKey                 string // --kms-key (kms.go)
 	allowSharedKey         bool
@@ -190,7 +191,7 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 		if g.log, err = g.logger(); err != nil {
 			return err
 		}
-		g.stopProfile, err = startProfiles(g.cpuProfile, g.memProfile)
+		g.stopProfile, err = startProfiles(g.cpuProfile, g.memProfile, g.traceFile)
 		return err
 	}
 	root.PersistentPostRun = func(*cobra.Command, []string) {
@@ -201,7 +202,9 @@ Documentation: docs/ in the source tree, starting with docs/quickstart.md.`,
 	root.PersistentFlags().StringVar(&g.cpuProfile, "cpuprofile", "", "write a CPU profile to this file (for performance work)")
 	root.PersistentFlags().StringVar(&g.memProfile, "memprofile", "", "write an allocation profile to this file at exit")
 	_ = root.PersistentFlags().MarkHidden("cpuprofile")
+	root.PersistentFlags().StringVar(&g.traceFile, "trace", "", "write an execution trace to this file (go tool trace: where goroutines wait)")
 	_ = root.PersistentFlags().MarkHidden("memprofile")
+	_ = root.PersistentFlags().MarkHidden("trace")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newBackupCmd(g), newListCmd(g), newRestoreCmd(g), newWALPushCmd(g), newWALReceiveCmd(g), newWALFetchCmd(g), newVerifyCmd(g), newShowCmd(g), newDeleteCmd(g), newGCCmd(g), newDiscardCmd(g), newCopyCmd(g), newVersionCmd(g), newRepoCmd(g))
 	for _, c := range root.Commands() {
@@ -274,8 +277,19 @@ func oneLine(msg string) string {
 }
 
 // startProfiles starts the profiles asked for and returns what stops them.
-func startProfiles(cpu, mem string) (func(), error) {
+func startProfiles(cpu, mem, exec string) (func(), error) {
 	var stops []func()
+	if exec != "" {
+		f, err := os.Create(exec)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--trace: %w", err)}
+		}
+		if err := trace.Start(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("start execution trace: %w", err)
+		}
+		stops = append(stops, func() { trace.Stop(); f.Close() })
+	}
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
