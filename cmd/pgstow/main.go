@@ -47,22 +47,22 @@ func main() {
 
 // globals are the settings every command shares.
 type globals struct {
-	logFormat              string
-	logLevel               string
-	getenv                 func(string) string
-	stdout                 io.Writer
-	stderr                 io.Writer
-	log                    *slog.Logger // set before any command runs
-	logOut                 *switchWriter
-	retryStore             *retry.Store // the opened repository's, for retry counts
-	run                    runStats     // what the command did, for metrics
-	quiet                  bool
+	logFormat                         string
+	logLevel                          string
+	getenv                            func(string) string
+	stdout                            io.Writer
+	stderr                            io.Writer
+	log                               *slog.Logger // set before any command runs
+	logOut                            *switchWriter
+	retryStore                        *retry.Store // the opened repository's, for retry counts
+	run                               runStats     // what the command did, for metrics
+	quiet                             bool
 	cpuProfile, memProfile, traceFile string
-	keyFile                string
-	kmsKey                 string // --kms-key (kms.go)
-	allowSharedKey         bool
-	spoolDir               string
-	stopProfile            func()
+	keyFile                           string
+	kmsKey                            string // --kms-key (kms.go)
+	allowSharedKey                    bool
+	spoolDir                          string
+	stopProfile                       func()
 }
 
 func (g *globals) logger() (*slog.Logger, error) {
