@@ -2,10 +2,12 @@ package pgtest
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 )
 
 // pgbenchCommand prepares pgbench against the cluster over TCP as user
@@ -56,6 +58,9 @@ func (c *Cluster) StartPgbenchLoad(t testing.TB, db string, clients int) (stop f
 		cmd:  c.pgbenchCommand("-n", "-T", "600", "-c", strconv.Itoa(clients), db),
 		done: make(chan struct{}),
 	}
+	// Its own application_name, so that stop can tell its backends apart.
+	appName := fmt.Sprintf("pgtest-load-%p", l)
+	l.cmd.Env = append(l.cmd.Env, "PGAPPNAME="+appName)
 	l.cmd.Stdout = &l.out
 	l.cmd.Stderr = &l.out
 	if err := l.cmd.Start(); err != nil {
@@ -68,11 +73,25 @@ func (c *Cluster) StartPgbenchLoad(t testing.TB, db string, clients int) (stop f
 	c.mu.Lock()
 	c.loads = append(c.loads, l)
 	c.mu.Unlock()
-	return func() { l.stop(t) }
+	return func() {
+		if !l.stop(t) {
+			return // stopped already, by Stop, Restart or cleanup
+		}
+		// pgbench is gone, but a backend of its may still be finishing
+		// the transaction it was in, its commit included: what the test
+		// reads next must not change after it, so wait for them to exit.
+		Eventually(t, 30*time.Second, "the backends of the stopped pgbench load to exit", func() bool {
+			return c.Query(t, db, "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"+appName+"'")[0][0] == "0"
+		})
+	}
 }
 
-func (l *pgbenchLoad) stop(t testing.TB) {
+// stop kills pgbench and waits for it, once; it reports whether this
+// call did so.
+func (l *pgbenchLoad) stop(t testing.TB) bool {
+	now := false
 	l.once.Do(func() {
+		now = true
 		select {
 		case <-l.done:
 			t.Errorf("pgtest: background %s ended before it was stopped: %v\n%s", l.cmd, l.err, l.out.String())
@@ -81,6 +100,7 @@ func (l *pgbenchLoad) stop(t testing.TB) {
 			<-l.done
 		}
 	})
+	return now
 }
 
 // stopLoads stops every pgbench load of the cluster.
