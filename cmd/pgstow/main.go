@@ -279,27 +279,34 @@ func oneLine(msg string) string {
 // startProfiles starts the profiles asked for and returns what stops them.
 func startProfiles(cpu, mem, exec string) (func(), error) {
 	var stops []func()
-	if exec != "" {
-		f, err := os.Create(exec)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("--trace: %w", err)}
+	stopAll := func() {
+		for _, s := range stops {
+			s()
 		}
-		if err := trace.Start(f); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("start execution trace: %w", err)
-		}
-		stops = append(stops, func() { trace.Stop(); f.Close() })
 	}
-	if cpu != "" {
-		f, err := os.Create(cpu)
+	// The recorders that stream the whole run into a file.
+	for _, r := range []struct {
+		flag, path, what string
+		start            func(io.Writer) error
+		stop             func()
+	}{
+		{"--trace", exec, "execution trace", trace.Start, trace.Stop},
+		{"--cpuprofile", cpu, "CPU profile", pprof.StartCPUProfile, pprof.StopCPUProfile},
+	} {
+		if r.path == "" {
+			continue
+		}
+		f, err := os.Create(r.path)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--cpuprofile: %w", err)}
+			stopAll()
+			return nil, usageError{fmt.Errorf("%s: %w", r.flag, err)}
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if err := r.start(f); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("start CPU profile: %w", err)
+			stopAll()
+			return nil, fmt.Errorf("start %s: %w", r.what, err)
 		}
-		stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+		stops = append(stops, func() { r.stop(); f.Close() })
 	}
 	if mem != "" {
 		runtime.MemProfileRate = 64 << 10
@@ -313,9 +320,5 @@ func startProfiles(cpu, mem, exec string) (func(), error) {
 			}
 		})
 	}
-	return func() {
-		for _, s := range stops {
-			s()
-		}
-	}, nil
+	return stopAll, nil
 }

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -399,5 +400,40 @@ func TestKeyFileModeWALPush(t *testing.T) {
 	code := run([]string{"wal-push", "--repo", "file://" + filepath.Join(dir, "repo"), "--encryption-key-file", path, seg}, &out, &errb, func(string) string { return "" })
 	if code == exitUsage || !strings.Contains(errb.String(), "wal-push goes on") || !strings.Contains(errb.String(), "mode 0644") {
 		t.Errorf("wal-push with a shared key file: exit %d, stderr %q; want a warning and no refusal", code, errb.String())
+	}
+}
+
+// The hidden profiling flags write their files when the command ends, and
+// an unwritable path is a usage error (exit 2) that leaves nothing running.
+func TestProfileFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		code  int
+		files []string
+	}{
+		{"trace and CPU profile", []string{"--trace", filepath.Join(dir, "a.trace"), "--cpuprofile", filepath.Join(dir, "a.prof")}, 0, []string{"a.trace", "a.prof"}},
+		{"memory profile", []string{"--memprofile", filepath.Join(dir, "b.mprof")}, 0, []string{"b.mprof"}},
+		{"trace unwritable", []string{"--trace", filepath.Join(dir, "missing", "c.trace")}, 2, nil},
+		{"CPU profile unwritable after a trace", []string{"--trace", filepath.Join(dir, "d.trace"), "--cpuprofile", filepath.Join(dir, "missing", "d.prof")}, 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(append([]string{"version"}, tc.flags...), &stdout, &stderr, func(string) string { return "" }); code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, stderr.String())
+			}
+			for _, f := range tc.files {
+				if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+					t.Errorf("%s: %v, want a non-empty file", f, err)
+				}
+			}
+		})
+	}
+	// A run after the failed ones can trace again: the failed start
+	// stopped the trace it had begun.
+	var stderr bytes.Buffer
+	if code := run([]string{"version", "--trace", filepath.Join(dir, "e.trace")}, io.Discard, &stderr, func(string) string { return "" }); code != 0 {
+		t.Fatalf("trace after a failed start: exit %d: %s", code, stderr.String())
 	}
 }
