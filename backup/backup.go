@@ -201,8 +201,8 @@ type backupRun struct {
 	// latest is the newest backup's manifest without files, when
 	// loadLatest read it: findParent starts from it rather than read it
 	// again.
-	latest *manifest.Backup
-	started  time.Time
+	latest  *manifest.Backup
+	started time.Time
 
 	// The session.
 	conn    server
