@@ -195,12 +195,9 @@ type backupRun struct {
 	log  *slog.Logger
 	dial dialer
 	prog *progressReporter
-	// sizeHint is the newest backup's raw size when it is of the same
-	// server: progress's estimate in place of the server's (loadLatest).
-	sizeHint int64
 	// latest is the newest backup's manifest without files, when
 	// loadLatest read it: findParent starts from it rather than read it
-	// again.
+	// again, and progress takes its size (sizeHint).
 	latest  *manifest.Backup
 	started time.Time
 
@@ -319,9 +316,15 @@ func (r *backupRun) loadLatest(ctx context.Context) {
 	if r.o.Uploader.KnownCRC32C == nil {
 		r.o.Uploader.KnownCRC32C = repository.ChunkCRCs(b)
 	}
-	if b.SystemID == r.sys.SystemID && b.Totals.RawBytes > 0 {
-		r.sizeHint = b.Totals.RawBytes
+}
+
+// sizeHint is the newest backup's raw size when it is of the same
+// server, else 0: progress's estimate in place of the server's.
+func (r *backupRun) sizeHint() int64 {
+	if b := r.latest; b != nil && b.SystemID == r.sys.SystemID {
+		return b.Totals.RawBytes
 	}
+	return 0
 }
 
 // openWALSender opens the WAL connection and reserves the WAL from now
@@ -353,7 +356,7 @@ func (r *backupRun) startBaseBackup(ctx context.Context) error {
 	o, log := r.o, r.log
 	opts := replication.BackupOptions{
 		Label:                    o.Label,
-		Progress:                 o.EstimateSize && r.sizeHint == 0,
+		Progress:                 o.EstimateSize && r.sizeHint() <= 0,
 		FastCheckpoint:           o.FastCheckpoint,
 		MaxRate:                  o.MaxRate,
 		SkipChecksumVerification: o.SkipChecksumVerification,
@@ -380,8 +383,8 @@ func (r *backupRun) startBaseBackup(ctx context.Context) error {
 	switch {
 	case r.start.TotalKB >= 0:
 		r.prog.estimate.Store(r.start.TotalKB * 1024)
-	case o.Progress != nil && r.sizeHint > 0:
-		r.prog.estimate.Store(r.sizeHint)
+	case o.Progress != nil && r.sizeHint() > 0:
+		r.prog.estimate.Store(r.sizeHint())
 	}
 	return nil
 }
